@@ -1,0 +1,32 @@
+# The README's commands. Each first runs the setup script, which installs any
+# missing Debian package (as root) and is a no-op when all are present.
+SHELL := /bin/bash
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+# A registry of our own so a stale system registry never hides a rebuilt plugin.
+export GST_REGISTRY := $(CURDIR)/target/gst-registry.bin
+
+.PHONY: setup build release test demo bench inspect-check fmt clippy
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	cargo build
+
+release: setup
+	cargo build --release
+
+test: setup
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+	cargo test
+	bash scripts/check-inspect.sh target/debug
+
+inspect-check: build
+	bash scripts/check-inspect.sh target/debug
+
+demo: release
+	cargo run --release --example demo
+
+bench: release
+	bash scripts/bench.sh
