@@ -1,0 +1,76 @@
+//! Shared by every benchmark: medians over repeated runs and one report line
+//! format, so `make bench` prints comparable figures for every element.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+/// Runs `f` `runs` times and returns the median of what it reports.
+pub fn median<F: FnMut() -> f64>(runs: usize, mut f: F) -> f64 {
+    let mut v: Vec<f64> = (0..runs).map(|_| f()).collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Items per second of `f`, which processes `items` items per call.
+pub fn rate(items: u64, f: impl FnOnce()) -> f64 {
+    let t = Instant::now();
+    f();
+    items as f64 / t.elapsed().as_secs_f64()
+}
+
+/// Seconds taken by `f`.
+pub fn seconds(f: impl FnOnce()) -> f64 {
+    let t = Instant::now();
+    f();
+    t.elapsed().as_secs_f64()
+}
+
+/// Number of repetitions from `BENCH_RUNS` (default 5): medians of this many.
+pub fn runs() -> usize {
+    std::env::var("BENCH_RUNS").ok().and_then(|s| s.parse().ok()).filter(|&n| n > 0).unwrap_or(5)
+}
+
+/// Scales work from `BENCH_SCALE` (default 1.0), so a quick run is possible.
+pub fn scale(n: u64) -> u64 {
+    let s: f64 = std::env::var("BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
+    ((n as f64 * s) as u64).max(1)
+}
+
+/// Human-readable rate: 41.2 M/s.
+pub fn si(v: f64) -> String {
+    if v >= 1e9 {
+        format!("{:.2} G", v / 1e9)
+    } else if v >= 1e6 {
+        format!("{:.2} M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1} k", v / 1e3)
+    } else {
+        format!("{v:.1} ")
+    }
+}
+
+/// One result line: what was measured, our figure, and the reference measured
+/// in the same run with the ratio (higher is better for us when
+/// `higher_is_better`).
+pub fn report(name: &str, ours: f64, unit: &str, reference: Option<(&str, f64)>, higher_is_better: bool) {
+    match reference {
+        Some((ref_name, r)) => {
+            let ratio = if higher_is_better { ours / r } else { r / ours };
+            println!(
+                "{name:<52} {:>12}{unit:<10} vs {ref_name}: {:>12}{unit:<10} ratio {ratio:>7.2}x",
+                si(ours),
+                si(r)
+            );
+        }
+        None => println!("{name:<52} {:>12}{unit}", si(ours)),
+    }
+}
+
+/// Keeps the optimizer from removing work whose result is unused.
+pub fn keep<T>(v: T) -> T {
+    std::hint::black_box(v)
+}
+
+pub fn elapsed_ns(d: Duration, items: u64) -> f64 {
+    d.as_secs_f64() * 1e9 / items as f64
+}
