@@ -6,8 +6,12 @@
 pub mod prng;
 pub mod rtp;
 pub mod stats;
+pub mod synth;
 
-fn plugin_init(_plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+mod rtpsynthsrc;
+
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    rtpsynthsrc::register(plugin)?;
     Ok(())
 }
 

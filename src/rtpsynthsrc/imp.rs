@@ -1,0 +1,719 @@
+//! Glue between `GstPushSrc` and the synthesis core in `crate::synth`.
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::prelude::*;
+use gst_base::subclass::base_src::CreateSuccess;
+use gst_base::subclass::prelude::*;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, LazyLock, Mutex, MutexGuard};
+
+use crate::counters;
+use crate::prng::SplitMix64;
+use crate::stats;
+use crate::synth::{self, Config, Synth};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "rtpsynthsrc",
+        gst::DebugColorFlags::empty(),
+        Some("RTP stream synthesizer"),
+    )
+});
+
+const DEFAULT_PAYLOAD_TYPE: u32 = 0;
+const DEFAULT_CLOCK_RATE: u32 = 8000;
+const DEFAULT_PTIME: u32 = 20;
+/// -1: one byte per sample, clock-rate × ptime / 1000 (PCMU/PCMA).
+const DEFAULT_PAYLOAD_SIZE: i32 = -1;
+/// -1: the codec's silence byte.
+const DEFAULT_PAYLOAD_FILL: i32 = -1;
+/// As stock payloaders: the all-ones value means "random".
+const DEFAULT_SSRC: u32 = u32::MAX;
+const DEFAULT_SEQNUM_OFFSET: i32 = -1;
+const DEFAULT_TIMESTAMP_OFFSET: i64 = -1;
+const DEFAULT_SEED: u64 = 0;
+const DEFAULT_IS_LIVE: bool = true;
+/// Chosen by `make bench`: past 32 packets per list the per-packet cost of
+/// `rtpsynthsrc ! fakesink` stops falling, and lists stay small in memory.
+const DEFAULT_PACKETS_PER_BUFFER: u32 = 32;
+
+#[derive(Debug, Clone)]
+struct Settings {
+    payload_type: u32,
+    clock_rate: u32,
+    ptime: u32,
+    payload_size: i32,
+    encoding_name: Option<String>,
+    payload_fill: i32,
+    ssrc: u32,
+    seqnum_offset: i32,
+    timestamp_offset: i64,
+    seed: u64,
+    is_live: bool,
+    packets_per_buffer: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            payload_type: DEFAULT_PAYLOAD_TYPE,
+            clock_rate: DEFAULT_CLOCK_RATE,
+            ptime: DEFAULT_PTIME,
+            payload_size: DEFAULT_PAYLOAD_SIZE,
+            encoding_name: None,
+            payload_fill: DEFAULT_PAYLOAD_FILL,
+            ssrc: DEFAULT_SSRC,
+            seqnum_offset: DEFAULT_SEQNUM_OFFSET,
+            timestamp_offset: DEFAULT_TIMESTAMP_OFFSET,
+            seed: DEFAULT_SEED,
+            is_live: DEFAULT_IS_LIVE,
+            packets_per_buffer: DEFAULT_PACKETS_PER_BUFFER,
+        }
+    }
+}
+
+counters! {
+    /// What the source has produced since it last started.
+    struct SrcStats {
+        /// RTP packets pushed downstream.
+        packets_sent = "packets-sent",
+        /// Bytes of those packets, RTP header included (the UDP payload size).
+        octets_sent = "octets-sent",
+        /// Talk spurts started: after `silent` was cleared or `resync` emitted.
+        resyncs = "resyncs",
+        /// Packet times that passed while `silent` was set (live only).
+        silent_packets = "silent-packets",
+    }
+}
+
+/// Everything fixed at start().
+struct Running {
+    synth: Synth,
+    fill: u8,
+    caps: gst::Caps,
+    ptime: gst::ClockTime,
+    pool: gst::BufferPool,
+    live: bool,
+    packets_per_buffer: u32,
+    /// Packet times since the start; packet `slot` has PTS `origin + slot × ptime`.
+    slot: u64,
+    /// Running time of slot 0, taken from the clock at the first live packet.
+    origin: Option<gst::ClockTime>,
+    /// Packet times skipped while silent, not yet accounted for by a resync.
+    gap: u64,
+}
+
+#[derive(Default)]
+enum State {
+    #[default]
+    Stopped,
+    Started(Box<Running>),
+}
+
+/// What unlock() needs to interrupt a wait in create().
+#[derive(Default)]
+struct Wait {
+    clock_id: Option<gst::SingleShotClockId>,
+    flushing: bool,
+}
+
+#[derive(Default)]
+pub struct RtpSynthSrc {
+    settings: Mutex<Settings>,
+    state: Mutex<State>,
+    stats: Mutex<SrcStats>,
+    silent: AtomicBool,
+    resync_requested: AtomicBool,
+    wait: Mutex<Wait>,
+    /// Wakes a non-live source paused by `silent`, or a flush.
+    wake: Condvar,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not take the element down with a poisoned lock.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl RtpSynthSrc {
+    /// Resolves the properties into a stream; the error names the property.
+    fn prepare(&self, s: &Settings) -> Result<Running, gst::ErrorMessage> {
+        let settings_error =
+            |msg: String| gst::error_msg!(gst::LibraryError::Settings, ("{}", msg));
+        let pt = s.payload_type as u8;
+        let encoding_name = match (&s.encoding_name, synth::static_payload(pt)) {
+            (Some(name), _) if !name.is_empty() => name.to_ascii_uppercase(),
+            (_, Some(sp)) => sp.encoding_name.to_string(),
+            _ => {
+                return Err(settings_error(format!(
+                    "encoding-name must be set: payload-type {pt} has no static assignment"
+                )));
+            }
+        };
+        let samples = u64::from(s.clock_rate) * u64::from(s.ptime) / 1000;
+        let payload_size = if s.payload_size < 0 {
+            samples as usize
+        } else {
+            s.payload_size as usize
+        };
+        let mut rng = if s.seed == 0 {
+            SplitMix64::from_entropy()
+        } else {
+            SplitMix64::new(s.seed)
+        };
+        // Draw all three, so a seed gives the same values whichever are set.
+        let (r_ssrc, r_seq, r_ts) = (rng.next_u32(), rng.next_u32() as u16, rng.next_u32());
+        let config = Config {
+            payload_type: pt,
+            clock_rate: s.clock_rate,
+            ptime_ms: s.ptime,
+            payload_size,
+            ssrc: if s.ssrc == DEFAULT_SSRC {
+                r_ssrc
+            } else {
+                s.ssrc
+            },
+            first_seq: if s.seqnum_offset < 0 {
+                r_seq
+            } else {
+                s.seqnum_offset as u16
+            },
+            first_timestamp: if s.timestamp_offset < 0 {
+                r_ts
+            } else {
+                s.timestamp_offset as u32
+            },
+        };
+        let synth = Synth::new(&config).map_err(|e| settings_error(e.to_string()))?;
+        let fill = if s.payload_fill < 0 {
+            synth::silence_byte(&encoding_name)
+        } else {
+            s.payload_fill as u8
+        };
+
+        let caps = gst::Caps::builder("application/x-rtp")
+            .field("media", "audio")
+            .field("clock-rate", s.clock_rate as i32)
+            .field("encoding-name", encoding_name.as_str())
+            .field("payload", i32::from(pt))
+            .field("ssrc", config.ssrc)
+            .field("seqnum-offset", u32::from(config.first_seq))
+            .field("timestamp-offset", config.first_timestamp)
+            .build();
+
+        let pool = gst::BufferPool::new();
+        let mut pool_config = pool.config();
+        pool_config.set_params(Some(&caps), synth.packet_len() as u32, 0, 0);
+        pool.set_config(pool_config).map_err(|e| {
+            gst::error_msg!(
+                gst::ResourceError::Failed,
+                ("Failed to configure buffer pool: {}", e)
+            )
+        })?;
+        pool.set_active(true).map_err(|e| {
+            gst::error_msg!(
+                gst::ResourceError::Failed,
+                ("Failed to activate buffer pool: {}", e)
+            )
+        })?;
+
+        Ok(Running {
+            synth,
+            fill,
+            caps,
+            ptime: gst::ClockTime::from_mseconds(u64::from(s.ptime)),
+            pool,
+            live: s.is_live,
+            packets_per_buffer: if s.is_live {
+                1
+            } else {
+                s.packets_per_buffer.max(1)
+            },
+            slot: 0,
+            origin: None,
+            gap: 0,
+        })
+    }
+
+    /// Writes the next packet into a pool buffer stamped for `slot`.
+    fn make_packet(
+        &self,
+        r: &mut Running,
+        pts: gst::ClockTime,
+    ) -> Result<gst::Buffer, gst::FlowError> {
+        let mut buffer = r.pool.acquire_buffer(None)?;
+        {
+            let buf = buffer.get_mut().ok_or(gst::FlowError::Error)?;
+            buf.set_pts(pts);
+            buf.set_duration(r.ptime);
+            buf.set_offset(r.slot);
+            let mut map = buf.map_writable().map_err(|_| gst::FlowError::Error)?;
+            r.synth
+                .write_next(map.as_mut_slice(), r.fill)
+                .ok_or(gst::FlowError::Error)?;
+        }
+        r.slot += 1;
+        Ok(buffer)
+    }
+
+    /// Starts a talk spurt if silence ended or `resync` was emitted.
+    fn apply_resync(&self, r: &mut Running) -> bool {
+        let requested = self.resync_requested.swap(false, Ordering::AcqRel);
+        if r.gap > 0 || requested {
+            r.synth.resync(r.gap);
+            r.gap = 0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Waits on the pipeline clock until `until` (running time). Ok(false):
+    /// the wait was interrupted by a flush.
+    fn wait_until(&self, until: gst::ClockTime) -> Result<bool, gst::FlowError> {
+        let obj = self.obj();
+        let (Some(clock), Some(base)) = (obj.clock(), obj.base_time()) else {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Clock,
+                ("Live rtpsynthsrc has no clock to pace packets")
+            );
+            return Err(gst::FlowError::Error);
+        };
+        let id = {
+            let mut wait = lock(&self.wait);
+            if wait.flushing {
+                return Ok(false);
+            }
+            let id = clock.new_single_shot_id(base + until);
+            wait.clock_id = Some(id.clone());
+            id
+        };
+        let (res, _jitter) = id.wait();
+        lock(&self.wait).clock_id = None;
+        match res {
+            Ok(_) | Err(gst::ClockError::Early) => Ok(true),
+            Err(gst::ClockError::Unscheduled) => Ok(false),
+            Err(e) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::CoreError::Clock,
+                    ("Clock wait failed: {:?}", e)
+                );
+                Err(gst::FlowError::Error)
+            }
+        }
+    }
+
+    fn running_now(&self) -> Option<gst::ClockTime> {
+        let obj = self.obj();
+        Some(obj.clock()?.time().saturating_sub(obj.base_time()?))
+    }
+
+    /// One live packet: wait for its slot to end (as a capture source would),
+    /// skipping the slots that pass while `silent` is set.
+    fn create_live(&self) -> Result<CreateSuccess, gst::FlowError> {
+        loop {
+            let (pts, ptime) = {
+                let mut state = lock(&self.state);
+                let State::Started(r) = &mut *state else {
+                    return Err(gst::FlowError::Flushing);
+                };
+                if r.origin.is_none() {
+                    r.origin = Some(self.running_now().ok_or(gst::FlowError::Flushing)?);
+                }
+                let origin = r.origin.unwrap_or(gst::ClockTime::ZERO);
+                (origin + r.ptime * r.slot, r.ptime)
+            };
+            if !self.wait_until(pts + ptime)? {
+                return Err(gst::FlowError::Flushing);
+            }
+            let mut state = lock(&self.state);
+            let State::Started(r) = &mut *state else {
+                return Err(gst::FlowError::Flushing);
+            };
+            if self.silent.load(Ordering::Acquire) {
+                r.slot += 1;
+                r.gap += 1;
+                lock(&self.stats).silent_packets += 1;
+                continue;
+            }
+            let resynced = self.apply_resync(r);
+            let buffer = self.make_packet(r, pts)?;
+            self.count(1, buffer.size() as u64, resynced);
+            return Ok(CreateSuccess::NewBuffer(buffer));
+        }
+    }
+
+    /// As many packets as downstream takes: a list of `packets-per-buffer`.
+    /// While `silent`, waits for it to clear (no time passes without a clock).
+    fn create_fast(&self) -> Result<CreateSuccess, gst::FlowError> {
+        if self.silent.load(Ordering::Acquire) {
+            let mut wait = lock(&self.wait);
+            while self.silent.load(Ordering::Acquire) && !wait.flushing {
+                wait = self.wake.wait(wait).unwrap_or_else(|e| e.into_inner());
+            }
+            if wait.flushing {
+                return Err(gst::FlowError::Flushing);
+            }
+            drop(wait);
+            self.resync_requested.store(true, Ordering::Release);
+        }
+        let mut state = lock(&self.state);
+        let State::Started(r) = &mut *state else {
+            return Err(gst::FlowError::Flushing);
+        };
+        let resynced = self.apply_resync(r);
+        let n = r.packets_per_buffer;
+        if n == 1 {
+            let pts = r.ptime * r.slot;
+            let buffer = self.make_packet(r, pts)?;
+            self.count(1, buffer.size() as u64, resynced);
+            return Ok(CreateSuccess::NewBuffer(buffer));
+        }
+        let mut list = gst::BufferList::new_sized(n as usize);
+        let list_mut = list.get_mut().ok_or(gst::FlowError::Error)?;
+        for _ in 0..n {
+            let pts = r.ptime * r.slot;
+            list_mut.add(self.make_packet(r, pts)?);
+        }
+        self.count(
+            u64::from(n),
+            u64::from(n) * r.synth.packet_len() as u64,
+            resynced,
+        );
+        Ok(CreateSuccess::NewBufferList(list))
+    }
+
+    fn count(&self, packets: u64, octets: u64, resynced: bool) {
+        let mut stats = lock(&self.stats);
+        stats.packets_sent += packets;
+        stats.octets_sent += octets;
+        stats.resyncs += u64::from(resynced);
+    }
+
+    fn request_resync(&self) {
+        self.resync_requested.store(true, Ordering::Release);
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for RtpSynthSrc {
+    const NAME: &'static str = "GstRtpSynthSrc";
+    type Type = super::RtpSynthSrc;
+    type ParentType = gst_base::PushSrc;
+}
+
+impl ObjectImpl for RtpSynthSrc {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecUInt::builder("payload-type")
+                    .nick("Payload type")
+                    .blurb("RTP payload type (0-127). Static types (0 PCMU, 8 PCMA, ...) also give encoding-name.")
+                    .maximum(127)
+                    .default_value(DEFAULT_PAYLOAD_TYPE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("clock-rate")
+                    .nick("Clock rate")
+                    .blurb("RTP clock rate in Hz: timestamp units per second.")
+                    .minimum(1)
+                    .default_value(DEFAULT_CLOCK_RATE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("ptime")
+                    .nick("Packet time")
+                    .blurb("Duration of each packet in milliseconds; clock-rate × ptime / 1000 must be a whole number of samples.")
+                    .minimum(1)
+                    .maximum(60_000)
+                    .default_value(DEFAULT_PTIME)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecInt::builder("payload-size")
+                    .nick("Payload size")
+                    .blurb("Payload bytes per packet; -1 = clock-rate × ptime / 1000 (one byte per sample, as PCMU/PCMA). Header plus payload must fit 65507 bytes.")
+                    .minimum(-1)
+                    .default_value(DEFAULT_PAYLOAD_SIZE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("encoding-name")
+                    .nick("Encoding name")
+                    .blurb("Encoding name in the caps; unset = from the static payload type table (PCMU for 0, PCMA for 8, ...). Required for dynamic payload types.")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecInt::builder("payload-fill")
+                    .nick("Payload fill")
+                    .blurb("Byte written into every payload; -1 = the codec's silence (0xFF for PCMU, 0xD5 for PCMA, 0 otherwise).")
+                    .minimum(-1)
+                    .maximum(255)
+                    .default_value(DEFAULT_PAYLOAD_FILL)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("ssrc")
+                    .nick("SSRC")
+                    .blurb("Synchronization source of the stream; 4294967295 = random (from seed), as stock payloaders.")
+                    .default_value(DEFAULT_SSRC)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecInt::builder("seqnum-offset")
+                    .nick("Sequence number offset")
+                    .blurb("Sequence number of the first packet (0-65535); -1 = random (from seed).")
+                    .minimum(-1)
+                    .maximum(65535)
+                    .default_value(DEFAULT_SEQNUM_OFFSET)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecInt64::builder("timestamp-offset")
+                    .nick("Timestamp offset")
+                    .blurb("RTP timestamp of the first packet (0-4294967295); -1 = random (from seed).")
+                    .minimum(-1)
+                    .maximum(i64::from(u32::MAX))
+                    .default_value(DEFAULT_TIMESTAMP_OFFSET)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("seed")
+                    .nick("Seed")
+                    .blurb("Seed for the random SSRC, sequence and timestamp offsets, so a run can be reproduced; 0 = a new random seed at each start.")
+                    .default_value(DEFAULT_SEED)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("is-live")
+                    .nick("Is live")
+                    .blurb("True: one packet per ptime, paced by the pipeline clock. False: packets as fast as downstream takes them, in buffer lists.")
+                    .default_value(DEFAULT_IS_LIVE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("packets-per-buffer")
+                    .nick("Packets per buffer")
+                    .blurb("When not live, packets in each pushed GstBufferList (1 = plain buffers); amortizes the per-buffer cost. Ignored when live.")
+                    .minimum(1)
+                    .maximum(4096)
+                    .default_value(DEFAULT_PACKETS_PER_BUFFER)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("silent")
+                    .nick("Silent")
+                    .blurb("While true no packets flow (a VAD gap). When cleared, the next packet carries the marker bit and a timestamp that accounts for the gap.")
+                    .default_value(false)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+                    .nick("Statistics")
+                    .blurb("application/x-rtpsynthsrc-stats: packets-sent, octets-sent (header included), resyncs, silent-packets (packet times skipped while silent); all guint64, since the last start.")
+                    .read_only()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn signals() -> &'static [glib::subclass::Signal] {
+        static SIGNALS: LazyLock<Vec<glib::subclass::Signal>> = LazyLock::new(|| {
+            vec![
+                glib::subclass::Signal::builder("resync")
+                    .action()
+                    .class_handler(|args| {
+                        if let Some(Ok(obj)) = args.first().map(|a| a.get::<super::RtpSynthSrc>()) {
+                            obj.imp().request_resync();
+                        }
+                        None
+                    })
+                    .build(),
+            ]
+        });
+        SIGNALS.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        if pspec.name() == "silent" {
+            let silent = value.get().unwrap_or(false);
+            self.silent.store(silent, Ordering::Release);
+            if !silent {
+                let _wait = lock(&self.wait);
+                self.wake.notify_all();
+            }
+            return;
+        }
+        let mut s = lock(&self.settings);
+        match pspec.name() {
+            "payload-type" => s.payload_type = value.get().unwrap_or(DEFAULT_PAYLOAD_TYPE),
+            "clock-rate" => s.clock_rate = value.get().unwrap_or(DEFAULT_CLOCK_RATE),
+            "ptime" => s.ptime = value.get().unwrap_or(DEFAULT_PTIME),
+            "payload-size" => s.payload_size = value.get().unwrap_or(DEFAULT_PAYLOAD_SIZE),
+            "encoding-name" => s.encoding_name = value.get().unwrap_or(None),
+            "payload-fill" => s.payload_fill = value.get().unwrap_or(DEFAULT_PAYLOAD_FILL),
+            "ssrc" => s.ssrc = value.get().unwrap_or(DEFAULT_SSRC),
+            "seqnum-offset" => s.seqnum_offset = value.get().unwrap_or(DEFAULT_SEQNUM_OFFSET),
+            "timestamp-offset" => {
+                s.timestamp_offset = value.get().unwrap_or(DEFAULT_TIMESTAMP_OFFSET)
+            }
+            "seed" => s.seed = value.get().unwrap_or(DEFAULT_SEED),
+            "is-live" => {
+                s.is_live = value.get().unwrap_or(DEFAULT_IS_LIVE);
+                let live = s.is_live;
+                drop(s);
+                self.obj().set_live(live);
+            }
+            "packets-per-buffer" => {
+                s.packets_per_buffer = value.get().unwrap_or(DEFAULT_PACKETS_PER_BUFFER)
+            }
+            name => gst::warning!(CAT, imp = self, "Unknown property {name}"),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let s = lock(&self.settings);
+        match pspec.name() {
+            "payload-type" => s.payload_type.to_value(),
+            "clock-rate" => s.clock_rate.to_value(),
+            "ptime" => s.ptime.to_value(),
+            "payload-size" => s.payload_size.to_value(),
+            "encoding-name" => s.encoding_name.to_value(),
+            "payload-fill" => s.payload_fill.to_value(),
+            "ssrc" => s.ssrc.to_value(),
+            "seqnum-offset" => s.seqnum_offset.to_value(),
+            "timestamp-offset" => s.timestamp_offset.to_value(),
+            "seed" => s.seed.to_value(),
+            "is-live" => s.is_live.to_value(),
+            "packets-per-buffer" => s.packets_per_buffer.to_value(),
+            "silent" => self.silent.load(Ordering::Acquire).to_value(),
+            "stats" => {
+                let counters = *lock(&self.stats);
+                stats::to_structure("application/x-rtpsynthsrc-stats", counters.fields()).to_value()
+            }
+            _ => glib::Value::from_type(pspec.value_type()),
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        let obj = self.obj();
+        obj.set_live(DEFAULT_IS_LIVE);
+        obj.set_format(gst::Format::Time);
+    }
+}
+
+impl GstObjectImpl for RtpSynthSrc {}
+
+impl ElementImpl for RtpSynthSrc {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "RTP stream synthesizer",
+                "Source/Network/RTP",
+                "Produces a continuous RTP stream of one payload type with correct sequence numbers, timestamps and marker bits, live or as fast as possible",
+                "gst-rtpsynth developers",
+            )
+        });
+        Some(&*METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let caps = gst::Caps::builder("application/x-rtp").build();
+            vec![
+                gst::PadTemplate::new(
+                    "src",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Always,
+                    &caps,
+                )
+                .expect("static pad template is valid"),
+            ]
+        });
+        TEMPLATES.as_ref()
+    }
+}
+
+impl BaseSrcImpl for RtpSynthSrc {
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let settings = lock(&self.settings).clone();
+        let running = self.prepare(&settings)?;
+        gst::debug!(CAT, imp = self, "Starting with caps {}", running.caps);
+        *lock(&self.stats) = SrcStats::default();
+        self.resync_requested.store(false, Ordering::Release);
+        *lock(&self.state) = State::Started(Box::new(running));
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        if let State::Started(r) = std::mem::take(&mut *lock(&self.state)) {
+            let _ = r.pool.set_active(false);
+        }
+        Ok(())
+    }
+
+    fn is_seekable(&self) -> bool {
+        false
+    }
+
+    fn caps(&self, filter: Option<&gst::Caps>) -> Option<gst::Caps> {
+        let caps = match &*lock(&self.state) {
+            State::Started(r) => r.caps.clone(),
+            State::Stopped => self.obj().src_pad().pad_template_caps(),
+        };
+        Some(match filter {
+            Some(f) => f.intersect_with_mode(&caps, gst::CapsIntersectMode::First),
+            None => caps,
+        })
+    }
+
+    fn negotiate(&self) -> Result<(), gst::LoggableError> {
+        let caps = match &*lock(&self.state) {
+            State::Started(r) => r.caps.clone(),
+            State::Stopped => return Err(gst::loggable_error!(CAT, "Not started")),
+        };
+        self.obj()
+            .set_caps(&caps)
+            .map_err(|_| gst::loggable_error!(CAT, "Downstream refused caps {}", caps))
+    }
+
+    fn query(&self, query: &mut gst::QueryRef) -> bool {
+        if let gst::QueryViewMut::Latency(q) = query.view_mut() {
+            let settings = lock(&self.settings);
+            let latency = gst::ClockTime::from_mseconds(u64::from(settings.ptime));
+            if settings.is_live {
+                q.set(true, latency, Some(latency));
+            } else {
+                q.set(false, gst::ClockTime::ZERO, gst::ClockTime::NONE);
+            }
+            return true;
+        }
+        BaseSrcImplExt::parent_query(self, query)
+    }
+
+    fn unlock(&self) -> Result<(), gst::ErrorMessage> {
+        let mut wait = lock(&self.wait);
+        wait.flushing = true;
+        if let Some(id) = wait.clock_id.take() {
+            id.unschedule();
+        }
+        self.wake.notify_all();
+        Ok(())
+    }
+
+    fn unlock_stop(&self) -> Result<(), gst::ErrorMessage> {
+        lock(&self.wait).flushing = false;
+        Ok(())
+    }
+}
+
+impl PushSrcImpl for RtpSynthSrc {
+    fn create(
+        &self,
+        _buffer: Option<&mut gst::BufferRef>,
+    ) -> Result<CreateSuccess, gst::FlowError> {
+        let live = match &*lock(&self.state) {
+            State::Started(r) => r.live,
+            State::Stopped => return Err(gst::FlowError::Flushing),
+        };
+        if live {
+            self.create_live()
+        } else {
+            self.create_fast()
+        }
+    }
+}

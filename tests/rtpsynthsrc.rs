@@ -1,0 +1,327 @@
+//! rtpsynthsrc: exact packets, stats, bad settings, live pacing and interop
+//! with stock GStreamer receivers.
+
+mod common;
+
+use gst::prelude::*;
+use gstrtpsynth::rtp::Packet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn pipeline(desc: &str) -> gst::Pipeline {
+    common::init();
+    gst::parse::launch(desc)
+        .expect("pipeline parses")
+        .downcast::<gst::Pipeline>()
+        .expect("is a pipeline")
+}
+
+fn by_name<T: IsA<gst::Element>>(p: &gst::Pipeline, name: &str) -> T {
+    p.by_name(name)
+        .expect("element exists")
+        .downcast::<T>()
+        .expect("element type")
+}
+
+/// Runs to EOS (or error) within `limit`; returns the error message, if any.
+fn run_to_end(p: &gst::Pipeline, limit: Duration) -> Result<(), String> {
+    let bus = p.bus().expect("pipeline has a bus");
+    // A refused start fails the state change and posts its reason on the bus.
+    let _ = p.set_state(gst::State::Playing);
+    let result = match bus.timed_pop_filtered(
+        gst::ClockTime::from_nseconds(limit.as_nanos() as u64),
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    ) {
+        Some(msg) => match msg.view() {
+            gst::MessageView::Error(e) => Err(e.error().to_string()),
+            _ => Ok(()),
+        },
+        None => Err("timed out".into()),
+    };
+    p.set_state(gst::State::Null).expect("to NULL");
+    result
+}
+
+struct Captured {
+    packets: Vec<Vec<u8>>,
+    pts: Vec<Option<gst::ClockTime>>,
+}
+
+/// Collects every buffer reaching appsink `sink`.
+fn capture(p: &gst::Pipeline) -> Arc<Mutex<Captured>> {
+    let out = Arc::new(Mutex::new(Captured {
+        packets: vec![],
+        pts: vec![],
+    }));
+    let sink: gst_app::AppSink = by_name(p, "sink");
+    let o = out.clone();
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |s| {
+                let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let buf = sample.buffer().ok_or(gst::FlowError::Error)?;
+                let map = buf.map_readable().map_err(|_| gst::FlowError::Error)?;
+                let mut c = o.lock().unwrap();
+                c.packets.push(map.to_vec());
+                c.pts.push(buf.pts());
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    out
+}
+
+fn stats(p: &gst::Pipeline, name: &str) -> gst::Structure {
+    by_name::<gst::Element>(p, name).property::<gst::Structure>("stats")
+}
+
+#[test]
+fn exact_headers_of_1000_packets_with_resync_and_wrap() {
+    let p = pipeline(
+        "rtpsynthsrc name=src is-live=false num-buffers=1000 packets-per-buffer=1 \
+         seqnum-offset=65000 timestamp-offset=4294960000 ssrc=305419896 \
+         ! appsink name=sink sync=false",
+    );
+    let src: gst::Element = by_name(&p, "src");
+    // Resync after packet 599 is pushed, so packet 600 starts a talk spurt.
+    let weak = src.downgrade();
+    src.static_pad("src")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(gst::PadProbeData::Buffer(b)) = &info.data
+                && b.offset() == 599
+                && let Some(s) = weak.upgrade()
+            {
+                s.emit_by_name::<()>("resync", &[]);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    let got = capture(&p);
+    run_to_end(&p, Duration::from_secs(20)).expect("runs to EOS");
+    let got = got.lock().unwrap();
+    assert_eq!(got.packets.len(), 1000);
+    for (i, data) in got.packets.iter().enumerate() {
+        let pkt = Packet::parse(data).expect("valid RTP");
+        let i32_ = i as u32;
+        assert_eq!(data.len(), 172);
+        assert_eq!(pkt.payload_type(), 0);
+        assert_eq!(pkt.ssrc(), 305_419_896);
+        assert_eq!(pkt.marker(), i == 0 || i == 600, "marker of packet {i}");
+        assert_eq!(
+            pkt.seq(),
+            65000u16.wrapping_add(i as u16),
+            "seq of packet {i}"
+        );
+        // A resync without silence keeps the timeline: +160 per packet.
+        assert_eq!(
+            pkt.timestamp(),
+            4_294_960_000u32.wrapping_add(160 * i32_),
+            "ts of packet {i}"
+        );
+        assert!(pkt.payload().iter().all(|&b| b == 0xff), "PCMU silence");
+        assert_eq!(
+            got.pts[i],
+            Some(gst::ClockTime::from_mseconds(20 * i as u64))
+        );
+    }
+    let s = stats(&p, "src");
+    assert_eq!(s.name(), "application/x-rtpsynthsrc-stats");
+    assert_eq!(s.get::<u64>("packets-sent").unwrap(), 1000);
+    assert_eq!(s.get::<u64>("octets-sent").unwrap(), 172_000);
+    assert_eq!(s.get::<u64>("resyncs").unwrap(), 1);
+}
+
+#[test]
+fn lists_count_once_for_num_buffers_and_caps_follow_settings() {
+    let p = pipeline(
+        "rtpsynthsrc name=src is-live=false num-buffers=3 packets-per-buffer=10 \
+         payload-type=8 clock-rate=8000 ptime=30 seed=7 ! appsink name=sink sync=false",
+    );
+    let got = capture(&p);
+    run_to_end(&p, Duration::from_secs(10)).expect("runs to EOS");
+    let got = got.lock().unwrap();
+    assert_eq!(got.packets.len(), 30, "3 lists of 10 packets");
+    let first = Packet::parse(&got.packets[0]).unwrap();
+    assert_eq!(first.payload_type(), 8);
+    assert_eq!(first.payload().len(), 240, "8000 Hz × 30 ms");
+    assert!(first.payload().iter().all(|&b| b == 0xd5), "PCMA silence");
+    let second = Packet::parse(&got.packets[1]).unwrap();
+    assert_eq!(second.timestamp().wrapping_sub(first.timestamp()), 240);
+
+    // A second run with the same seed: same stream, and its caps describe it.
+    let p2 = pipeline(
+        "rtpsynthsrc is-live=false num-buffers=1 payload-type=8 ptime=30 seed=7 ! appsink name=sink sync=false",
+    );
+    let got2 = capture(&p2);
+    let sink2: gst::Element = by_name(&p2, "sink");
+    p2.set_state(gst::State::Playing).unwrap();
+    let bus = p2.bus().unwrap();
+    bus.timed_pop_filtered(gst::ClockTime::from_seconds(10), &[gst::MessageType::Eos])
+        .expect("EOS");
+    let caps = sink2
+        .static_pad("sink")
+        .unwrap()
+        .current_caps()
+        .expect("negotiated");
+    p2.set_state(gst::State::Null).unwrap();
+    let s = caps.structure(0).unwrap();
+    let got2 = got2.lock().unwrap();
+    let again = Packet::parse(&got2.packets[0]).unwrap();
+    assert_eq!(again.ssrc(), first.ssrc(), "same seed, same SSRC");
+    assert_eq!(again.seq(), first.seq(), "same seed, same first seq");
+    assert_eq!(
+        again.timestamp(),
+        first.timestamp(),
+        "same seed, same first timestamp"
+    );
+    assert_eq!(s.name(), "application/x-rtp");
+    assert_eq!(s.get::<&str>("media").unwrap(), "audio");
+    assert_eq!(s.get::<&str>("encoding-name").unwrap(), "PCMA");
+    assert_eq!(s.get::<i32>("payload").unwrap(), 8);
+    assert_eq!(s.get::<i32>("clock-rate").unwrap(), 8000);
+    assert_eq!(s.get::<u32>("ssrc").unwrap(), first.ssrc());
+    assert_eq!(
+        s.get::<u32>("seqnum-offset").unwrap(),
+        u32::from(first.seq())
+    );
+    assert_eq!(s.get::<u32>("timestamp-offset").unwrap(), first.timestamp());
+}
+
+#[test]
+fn bad_settings_refuse_to_start_naming_property_and_value() {
+    for (props, expect) in [
+        ("payload-size=0", "payload-size 0"),
+        (
+            "clock-rate=11025 ptime=20",
+            "ptime 20 ms at clock-rate 11025",
+        ),
+        ("payload-size=65496", "payload-size 65496"),
+        ("payload-type=96", "encoding-name must be set"),
+    ] {
+        let p = pipeline(&format!("rtpsynthsrc is-live=false {props} ! fakesink"));
+        let err = run_to_end(&p, Duration::from_secs(5)).expect_err(props);
+        assert!(
+            err.contains(expect),
+            "{props}: error {err:?} should mention {expect:?}"
+        );
+    }
+}
+
+#[test]
+fn live_pacing_gives_100_packets_in_2_seconds() {
+    let p = pipeline("rtpsynthsrc name=src ptime=20 ! fakesink sync=false");
+    p.set_state(gst::State::Playing).unwrap();
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    let sent = stats(&p, "src").get::<u64>("packets-sent").unwrap();
+    let elapsed = start.elapsed();
+    p.set_state(gst::State::Null).unwrap();
+    let expected = elapsed.as_millis() as u64 / 20;
+    assert!(
+        sent.abs_diff(100) <= 2 && sent.abs_diff(expected) <= 2,
+        "{sent} packets in {elapsed:?}"
+    );
+}
+
+#[test]
+fn silence_gap_advances_timestamp_and_marks_next_packet() {
+    let p =
+        pipeline("rtpsynthsrc name=src ptime=10 seqnum-offset=0 ! appsink name=sink sync=false");
+    let got = capture(&p);
+    let src: gst::Element = by_name(&p, "src");
+    p.set_state(gst::State::Playing).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    src.set_property("silent", true);
+    std::thread::sleep(Duration::from_millis(200));
+    src.set_property("silent", false);
+    std::thread::sleep(Duration::from_millis(200));
+    p.set_state(gst::State::Null).unwrap();
+    let s = src.property::<gst::Structure>("stats");
+    let skipped = s.get::<u64>("silent-packets").unwrap();
+    assert!(
+        skipped >= 10,
+        "about 20 packet times were silent, got {skipped}"
+    );
+    assert_eq!(s.get::<u64>("resyncs").unwrap(), 1);
+
+    let got = got.lock().unwrap();
+    let pkts: Vec<Packet> = got
+        .packets
+        .iter()
+        .map(|d| Packet::parse(d).unwrap())
+        .collect();
+    let markers: Vec<usize> = (0..pkts.len()).filter(|&i| pkts[i].marker()).collect();
+    assert_eq!(markers.len(), 2, "first packet and first after the gap");
+    let k = markers[1];
+    assert_eq!(
+        pkts[k].seq(),
+        pkts[k - 1].seq().wrapping_add(1),
+        "no seq lost over the gap"
+    );
+    let ts_gap = pkts[k].timestamp().wrapping_sub(pkts[k - 1].timestamp());
+    assert_eq!(
+        ts_gap,
+        80 * (1 + skipped as u32),
+        "timestamp accounts for every silent packet time"
+    );
+    // PTS of the resumed packet follows the same timeline.
+    let pts_gap = got.pts[k].unwrap() - got.pts[k - 1].unwrap();
+    assert_eq!(pts_gap, gst::ClockTime::from_mseconds(10 * (1 + skipped)));
+}
+
+#[test]
+fn stock_jitterbuffer_and_decoder_get_every_packet() {
+    let p = pipeline(
+        "rtpsynthsrc name=src is-live=false num-buffers=20 packets-per-buffer=25 \
+         ! rtpjitterbuffer ! rtppcmudepay ! mulawdec ! appsink name=sink sync=false",
+    );
+    let got = capture(&p);
+    run_to_end(&p, Duration::from_secs(20)).expect("runs to EOS");
+    let got = got.lock().unwrap();
+    let samples: usize = got.packets.iter().map(|b| b.len() / 2).sum();
+    assert_eq!(samples, 500 * 160, "every packet decoded");
+    assert!(
+        got.packets.iter().flatten().all(|&b| b == 0),
+        "PCMU 0xFF decodes to 0"
+    );
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn udp_loopback_to_stock_receiver_gets_every_packet() {
+    let port = free_udp_port();
+    let rx = pipeline(&format!(
+        "udpsrc address=127.0.0.1 port={port} caps=\"application/x-rtp,media=audio,clock-rate=8000,encoding-name=PCMU,payload=0\" \
+         ! rtpjitterbuffer latency=50 ! rtppcmudepay ! mulawdec ! appsink name=sink sync=false"
+    ));
+    let got = capture(&rx);
+    rx.set_state(gst::State::Playing).unwrap();
+    let tx = pipeline(&format!(
+        "rtpsynthsrc ptime=10 num-buffers=100 ! udpsink host=127.0.0.1 port={port}"
+    ));
+    run_to_end(&tx, Duration::from_secs(10)).expect("sender runs to EOS");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let want = 100 * 80 * 2;
+    while Instant::now() < deadline
+        && got
+            .lock()
+            .unwrap()
+            .packets
+            .iter()
+            .map(Vec::len)
+            .sum::<usize>()
+            < want
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    rx.set_state(gst::State::Null).unwrap();
+    let bytes: usize = got.lock().unwrap().packets.iter().map(Vec::len).sum();
+    assert_eq!(bytes, want, "100 packets of 80 samples arrive and decode");
+}
