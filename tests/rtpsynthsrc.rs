@@ -325,3 +325,121 @@ fn udp_loopback_to_stock_receiver_gets_every_packet() {
     let bytes: usize = got.lock().unwrap().packets.iter().map(Vec::len).sum();
     assert_eq!(bytes, want, "100 packets of 80 samples arrive and decode");
 }
+
+/// A pcap file (raw IPv4 link type) holding each packet as a UDP datagram
+/// from 127.0.0.1:40000 to 127.0.0.1:5004.
+fn pcap_of(packets: &[Vec<u8>]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    f.extend_from_slice(&2u16.to_le_bytes());
+    f.extend_from_slice(&4u16.to_le_bytes());
+    f.extend_from_slice(&[0; 8]); // thiszone, sigfigs
+    f.extend_from_slice(&65535u32.to_le_bytes());
+    f.extend_from_slice(&101u32.to_le_bytes()); // LINKTYPE_RAW
+    for (i, rtp) in packets.iter().enumerate() {
+        let total = 20 + 8 + rtp.len();
+        let mut ip = vec![
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            0,
+            0x40,
+            0,
+            64,
+            17,
+            0,
+            0,
+            127,
+            0,
+            0,
+            1,
+            127,
+            0,
+            0,
+            1,
+        ];
+        let sum: u32 = ip
+            .chunks(2)
+            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+            .sum();
+        let sum = (sum & 0xffff) + (sum >> 16);
+        let csum = !((sum & 0xffff) + (sum >> 16)) as u16;
+        ip[10..12].copy_from_slice(&csum.to_be_bytes());
+        let udp_len = (8 + rtp.len()) as u16;
+        let mut udp = vec![];
+        udp.extend_from_slice(&40000u16.to_be_bytes());
+        udp.extend_from_slice(&5004u16.to_be_bytes());
+        udp.extend_from_slice(&udp_len.to_be_bytes());
+        udp.extend_from_slice(&[0, 0]);
+        f.extend_from_slice(&(i as u32).to_le_bytes());
+        f.extend_from_slice(&(20_000 * (i as u32 % 50)).to_le_bytes());
+        f.extend_from_slice(&(total as u32).to_le_bytes());
+        f.extend_from_slice(&(total as u32).to_le_bytes());
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&udp);
+        f.extend_from_slice(rtp);
+    }
+    f
+}
+
+#[test]
+fn tshark_decodes_our_rtp() {
+    let p = pipeline(
+        "rtpsynthsrc is-live=false num-buffers=4 packets-per-buffer=5 seqnum-offset=65533 \
+         timestamp-offset=1000 ssrc=3735928559 ! appsink name=sink sync=false",
+    );
+    let got = capture(&p);
+    run_to_end(&p, Duration::from_secs(10)).expect("runs to EOS");
+    let packets = got.lock().unwrap().packets.clone();
+    assert_eq!(packets.len(), 20);
+    let path = std::env::temp_dir().join(format!("rtpsynth-{}.pcap", std::process::id()));
+    std::fs::write(&path, pcap_of(&packets)).unwrap();
+    let out = std::process::Command::new("tshark")
+        .args([
+            "-r",
+            path.to_str().unwrap(),
+            "-d",
+            "udp.port==5004,rtp",
+            "-T",
+            "fields",
+        ])
+        .args([
+            "-e",
+            "rtp.version",
+            "-e",
+            "rtp.marker",
+            "-e",
+            "rtp.p_type",
+            "-e",
+            "rtp.seq",
+        ])
+        .args(["-e", "rtp.timestamp", "-e", "rtp.ssrc", "-E", "separator=,"])
+        .output()
+        .expect("tshark runs (scripts/setup.sh installs it)");
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        out.status.success(),
+        "tshark failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 20, "tshark output: {text}");
+    for (i, line) in lines.iter().enumerate() {
+        let seq = 65533u16.wrapping_add(i as u16);
+        let marker = if i == 0 { "True" } else { "False" };
+        let want_ts = 1000 + 160 * i as u32;
+        let fields: Vec<&str> = line.split(',').collect();
+        assert_eq!(fields[0], "2", "version in {line}");
+        assert!(
+            fields[1] == marker || fields[1] == if i == 0 { "1" } else { "0" },
+            "marker in {line}"
+        );
+        assert_eq!(fields[2], "0", "payload type in {line}");
+        assert_eq!(fields[3], seq.to_string(), "seq in {line}");
+        assert_eq!(fields[4], want_ts.to_string(), "timestamp in {line}");
+        assert_eq!(fields[5], "0xdeadbeef", "ssrc in {line}");
+    }
+}

@@ -1,0 +1,97 @@
+//! rtpsynthsrc: the synthesis core, and the element against the stock chain
+//! that makes the same PCMU packets, measured side by side.
+
+mod common;
+
+use gst::prelude::*;
+use gstrtpsynth::synth::{Config, Synth};
+
+fn core_rate(packets: u64) -> f64 {
+    let config = Config {
+        payload_type: 0,
+        clock_rate: 8000,
+        ptime_ms: 20,
+        payload_size: 160,
+        ssrc: 1,
+        first_seq: 0,
+        first_timestamp: 0,
+    };
+    let mut synth = Synth::new(&config).expect("valid config");
+    let mut buf = [0u8; 172];
+    common::rate(packets, || {
+        for _ in 0..packets {
+            let len = synth.write_next(common::keep(&mut buf), 0xff);
+            common::keep(len);
+        }
+    })
+}
+
+/// Packets per second of a pipeline that makes `packets` packets and ends.
+fn pipeline_rate(desc: &str, packets: u64) -> f64 {
+    let p = gst::parse::launch(desc).expect("pipeline parses");
+    let bus = p.bus().expect("bus");
+    let rate = common::rate(packets, || {
+        p.set_state(gst::State::Playing).expect("plays");
+        let msg = bus
+            .timed_pop_filtered(
+                gst::ClockTime::from_seconds(120),
+                &[gst::MessageType::Eos, gst::MessageType::Error],
+            )
+            .expect("ends in time");
+        if let gst::MessageView::Error(e) = msg.view() {
+            panic!("{desc}: {}", e.error());
+        }
+    });
+    p.set_state(gst::State::Null).expect("stops");
+    rate
+}
+
+fn main() {
+    gst::init().expect("gst init");
+    gstrtpsynth::plugin_register_static().expect("plugin registers");
+    let runs = common::runs();
+
+    let n = common::scale(50_000_000);
+    let core = common::median(runs, || core_rate(n));
+    common::report(
+        "synth core: 172-byte PCMU packets",
+        core,
+        "pkt/s",
+        Some(("librtpsynth (40 M/s here)", 40e6)),
+        true,
+    );
+
+    let n = common::scale(1_000_000);
+    let stock_n = common::scale(200_000);
+    let ours = |ppb: u32| {
+        let lists = n / u64::from(ppb);
+        let desc = format!(
+            "rtpsynthsrc is-live=false packets-per-buffer={ppb} num-buffers={lists} ! fakesink sync=false"
+        );
+        common::median(runs, || pipeline_rate(&desc, lists * u64::from(ppb)))
+    };
+    let stock_desc = format!(
+        "audiotestsrc wave=silence samplesperbuffer=160 num-buffers={stock_n} ! audio/x-raw,rate=8000,channels=1 \
+         ! mulawenc ! rtppcmupay min-ptime=20000000 max-ptime=20000000 ! fakesink sync=false"
+    );
+    let stock = common::median(runs, || pipeline_rate(&stock_desc, stock_n));
+    let floor_desc =
+        format!("fakesrc num-buffers={stock_n} sizetype=fixed sizemax=172 ! fakesink sync=false");
+    let floor = common::median(runs, || pipeline_rate(&floor_desc, stock_n));
+    for ppb in [1u32, 8, 32, 128] {
+        common::report(
+            &format!("rtpsynthsrc ! fakesink, packets-per-buffer={ppb}"),
+            ours(ppb),
+            "pkt/s",
+            Some(("audiotestsrc!mulawenc!rtppcmupay", stock)),
+            true,
+        );
+    }
+    common::report(
+        "fakesrc ! fakesink (GStreamer per-buffer floor)",
+        floor,
+        "buf/s",
+        None,
+        true,
+    );
+}
