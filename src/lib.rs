@@ -5,6 +5,7 @@
 
 pub mod prng;
 pub mod rtp;
+pub mod sched;
 pub mod stats;
 pub mod synth;
 

@@ -443,3 +443,142 @@ fn tshark_decodes_our_rtp() {
         assert_eq!(fields[5], "0xdeadbeef", "ssrc in {line}");
     }
 }
+
+fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn shared_thread_serves_200_sources_with_one_thread() {
+    common::init();
+    let desc: String = (0..200)
+        .map(|i| format!("rtpsynthsrc name=s{i} shared-thread=t200 num-buffers=25 ptime=10 ! fakesink async=false "))
+        .collect();
+    let p = pipeline(&desc);
+    let before = thread_count();
+    p.set_state(gst::State::Playing).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let during = thread_count();
+    let bus = p.bus().unwrap();
+    let msg = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(10),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("ends");
+    assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
+    p.set_state(gst::State::Null).unwrap();
+    assert!(
+        during <= before + 3,
+        "200 sources took {} threads",
+        during - before
+    );
+    for i in 0..200 {
+        let s = stats(&p, &format!("s{i}"));
+        assert_eq!(s.get::<u64>("packets-sent").unwrap(), 25, "source {i}");
+        assert_eq!(s.get::<u64>("slow-pushes").unwrap(), 0, "source {i}");
+    }
+}
+
+#[test]
+fn shared_thread_stream_is_exact_and_paced() {
+    let p = pipeline(
+        "rtpsynthsrc shared-thread=exact num-buffers=50 seqnum-offset=65530 timestamp-offset=0 \
+         ! appsink name=sink sync=false async=false",
+    );
+    let got = capture(&p);
+    let start = Instant::now();
+    run_to_end(&p, Duration::from_secs(10)).expect("runs to EOS");
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(950) && took < Duration::from_millis(1500),
+        "50 × 20 ms took {took:?}"
+    );
+    let got = got.lock().unwrap();
+    assert_eq!(got.packets.len(), 50);
+    for (i, d) in got.packets.iter().enumerate() {
+        let pkt = Packet::parse(d).unwrap();
+        assert_eq!(pkt.seq(), 65530u16.wrapping_add(i as u16));
+        assert_eq!(pkt.timestamp(), 160 * i as u32);
+        assert_eq!(pkt.marker(), i == 0);
+        assert_eq!(
+            got.pts[i].unwrap() - got.pts[0].unwrap(),
+            gst::ClockTime::from_mseconds(20 * i as u64)
+        );
+    }
+}
+
+#[test]
+fn shared_thread_sources_join_and_leave_while_playing() {
+    let p = pipeline(
+        "rtpsynthsrc name=stay shared-thread=churn ptime=10 ! fakesink async=false \
+         rtpsynthsrc name=go shared-thread=churn ptime=10 ! fakesink async=false",
+    );
+    p.set_state(gst::State::Playing).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let go: gst::Element = by_name(&p, "go");
+    go.set_state(gst::State::Null).unwrap();
+    let left_at = stats(&p, "go").get::<u64>("packets-sent").unwrap();
+    // A new source joins the running worker.
+    let late = gst::ElementFactory::make("rtpsynthsrc")
+        .property("shared-thread", "churn")
+        .property("ptime", 10u32)
+        .build()
+        .unwrap();
+    let sink = gst::ElementFactory::make("fakesink")
+        .property("async", false)
+        .build()
+        .unwrap();
+    p.add_many([&late, &sink]).unwrap();
+    late.link(&sink).unwrap();
+    sink.sync_state_with_parent().unwrap();
+    late.sync_state_with_parent().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let stay = stats(&p, "stay").get::<u64>("packets-sent").unwrap();
+    let joined = late
+        .property::<gst::Structure>("stats")
+        .get::<u64>("packets-sent")
+        .unwrap();
+    assert_eq!(
+        stats(&p, "go").get::<u64>("packets-sent").unwrap(),
+        left_at,
+        "a source that left sends nothing"
+    );
+    p.set_state(gst::State::Null).unwrap();
+    assert!((45..=55).contains(&stay), "500 ms at 10 ms: {stay}");
+    assert!((25..=31).contains(&joined), "300 ms at 10 ms: {joined}");
+    assert!((15..=21).contains(&left_at), "200 ms at 10 ms: {left_at}");
+}
+
+#[test]
+fn shared_thread_counts_and_reports_blocking_downstream() {
+    let p = pipeline(
+        "rtpsynthsrc name=src shared-thread=slow num-buffers=5 ! identity sleep-time=5000 ! fakesink async=false",
+    );
+    let bus = p.bus().unwrap();
+    p.set_state(gst::State::Playing).unwrap();
+    let warning = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(5),
+            &[gst::MessageType::Warning],
+        )
+        .expect("a warning names the blocked thread");
+    let text = match warning.view() {
+        gst::MessageView::Warning(w) => w.error().to_string(),
+        _ => unreachable!(),
+    };
+    bus.timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Eos])
+        .expect("EOS");
+    p.set_state(gst::State::Null).unwrap();
+    assert!(text.contains("blocked shared thread slow"), "{text}");
+    assert_eq!(stats(&p, "src").get::<u64>("slow-pushes").unwrap(), 5);
+}
+
+#[test]
+fn shared_thread_needs_live() {
+    let p = pipeline("rtpsynthsrc shared-thread=x is-live=false ! fakesink");
+    let err = run_to_end(&p, Duration::from_secs(5)).expect_err("refused");
+    assert!(err.contains("shared-thread needs is-live=true"), "{err}");
+}

@@ -1,6 +1,7 @@
 //! Glue between `GstPushSrc` and the synthesis core in `crate::synth`.
 
 use gst::glib;
+use gst::glib::translate::IntoGlib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::prelude::*;
@@ -8,10 +9,12 @@ use gst_base::subclass::base_src::CreateSuccess;
 use gst_base::subclass::prelude::*;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, LazyLock, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
+use std::time::Instant;
 
 use crate::counters;
 use crate::prng::SplitMix64;
+use crate::sched::{self, Job, JobId, Worker};
 use crate::stats;
 use crate::synth::{self, Config, Synth};
 
@@ -39,6 +42,9 @@ const DEFAULT_IS_LIVE: bool = true;
 /// Chosen by `make bench`: past 32 packets per list the per-packet cost of
 /// `rtpsynthsrc ! fakesink` stops falling, and lists stay small in memory.
 const DEFAULT_PACKETS_PER_BUFFER: u32 = 32;
+/// A push on a shared thread that takes longer than this blocked the other
+/// sources on that thread: it breaks the contract and is counted.
+const SLOW_PUSH: std::time::Duration = std::time::Duration::from_millis(2);
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -54,6 +60,7 @@ struct Settings {
     seed: u64,
     is_live: bool,
     packets_per_buffer: u32,
+    shared_thread: Option<String>,
 }
 
 impl Default for Settings {
@@ -71,6 +78,7 @@ impl Default for Settings {
             seed: DEFAULT_SEED,
             is_live: DEFAULT_IS_LIVE,
             packets_per_buffer: DEFAULT_PACKETS_PER_BUFFER,
+            shared_thread: None,
         }
     }
 }
@@ -86,6 +94,12 @@ counters! {
         resyncs = "resyncs",
         /// Packet times that passed while `silent` was set (live only).
         silent_packets = "silent-packets",
+        /// Packet times skipped because the shared thread ran a source more
+        /// than one packet time late (it resumes with a resync, not a burst).
+        late_skipped = "late-skipped",
+        /// Pushes on a shared thread that blocked longer than 2 ms: downstream
+        /// broke the non-blocking contract and delayed every other source.
+        slow_pushes = "slow-pushes",
     }
 }
 
@@ -104,6 +118,21 @@ struct Running {
     origin: Option<gst::ClockTime>,
     /// Packet times skipped while silent, not yet accounted for by a resync.
     gap: u64,
+    /// Shared-thread mode: the worker, its handle on this source, and what
+    /// the streaming thread of a GstBaseSrc would otherwise do.
+    shared: Option<SharedRun>,
+}
+
+struct SharedRun {
+    worker: Arc<Worker>,
+    job: Option<JobId>,
+    /// CLOCK_MONOTONIC time of running time 0, fixed when PLAYING starts.
+    mono_base: u64,
+    /// Stream-start, caps and segment still to be pushed.
+    need_events: bool,
+    /// From GstBaseSrc's num-buffers: packets left, -1 = unlimited.
+    buffers_left: i64,
+    warned_slow: bool,
 }
 
 #[derive(Default)]
@@ -130,6 +159,9 @@ pub struct RtpSynthSrc {
     wait: Mutex<Wait>,
     /// Wakes a non-live source paused by `silent`, or a flush.
     wake: Condvar,
+    /// GstBaseSrc's own pad activation, used whenever the source is not on a
+    /// shared thread.
+    base_activatemode: Mutex<gst::ffi::GstPadActivateModeFunction>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -187,6 +219,12 @@ impl RtpSynthSrc {
             },
         };
         let synth = Synth::new(&config).map_err(|e| settings_error(e.to_string()))?;
+        if s.shared_thread.is_some() && !s.is_live {
+            return Err(settings_error(
+                "shared-thread needs is-live=true: a shared thread paces sources by the clock"
+                    .to_string(),
+            ));
+        }
         let fill = if s.payload_fill < 0 {
             synth::silence_byte(&encoding_name)
         } else {
@@ -234,6 +272,7 @@ impl RtpSynthSrc {
             slot: 0,
             origin: None,
             gap: 0,
+            shared: None,
         })
     }
 
@@ -397,6 +436,246 @@ impl RtpSynthSrc {
     fn request_resync(&self) {
         self.resync_requested.store(true, Ordering::Release);
     }
+
+    fn shared_thread_name(&self) -> Option<String> {
+        lock(&self.settings).shared_thread.clone()
+    }
+
+    /// Pad activation. On a shared thread the pad gets no streaming task: the
+    /// source only prepares here, and joins its worker when PLAYING starts.
+    fn activate_mode(
+        &self,
+        pad: &gst::Pad,
+        parent: Option<&gst::Object>,
+        mode: gst::PadMode,
+        active: bool,
+    ) -> Result<(), gst::LoggableError> {
+        let Some(name) = self
+            .shared_thread_name()
+            .filter(|_| mode == gst::PadMode::Push)
+        else {
+            let Some(base) = *lock(&self.base_activatemode) else {
+                return Err(gst::loggable_error!(CAT, "No base class pad activation"));
+            };
+            // SAFETY: GstBaseSrc's own activatemode function, called with the
+            // same arguments GstPad would have passed it.
+            let ok = unsafe {
+                base(
+                    pad.as_ptr(),
+                    parent.map_or(std::ptr::null_mut(), |p| p.as_ptr()),
+                    mode.into_glib(),
+                    active.into_glib(),
+                )
+            };
+            return if ok != 0 {
+                Ok(())
+            } else {
+                Err(gst::loggable_error!(CAT, "Base class failed to activate"))
+            };
+        };
+        if active {
+            let worker = Worker::named(&name).map_err(|e| {
+                gst::element_imp_error!(
+                    self,
+                    gst::ResourceError::Failed,
+                    ("Cannot start shared thread {}: {}", name, e)
+                );
+                gst::loggable_error!(CAT, "shared thread {} failed: {}", name, e)
+            })?;
+            self.start().map_err(|e| {
+                self.post_error_message(e);
+                gst::loggable_error!(CAT, "Failed to start")
+            })?;
+            let buffers_left = i64::from(self.obj().property::<i32>("num-buffers"));
+            let mut state = lock(&self.state);
+            if let State::Started(r) = &mut *state {
+                r.shared = Some(SharedRun {
+                    worker,
+                    job: None,
+                    mono_base: 0,
+                    need_events: true,
+                    buffers_left,
+                    warned_slow: false,
+                });
+            }
+        } else {
+            self.leave_worker();
+            let _ = self.stop();
+        }
+        Ok(())
+    }
+
+    /// PAUSED→PLAYING on a shared thread: schedule the next packet.
+    fn join_worker(&self) -> Result<(), gst::StateChangeError> {
+        let obj = self.obj();
+        let (Some(clock), Some(base)) = (obj.clock(), obj.base_time()) else {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Clock,
+                ("Live rtpsynthsrc has no clock to pace packets")
+            );
+            return Err(gst::StateChangeError);
+        };
+        // Deadlines are kept on CLOCK_MONOTONIC; map running time onto it.
+        let mono_base = sched::monotonic_ns()
+            .wrapping_sub(clock.time().nseconds())
+            .wrapping_add(base.nseconds());
+        let job: Arc<dyn Job> = Arc::new(SharedJob {
+            src: obj.downgrade(),
+        });
+        let mut state = lock(&self.state);
+        let State::Started(r) = &mut *state else {
+            return Err(gst::StateChangeError);
+        };
+        if r.origin.is_none() {
+            r.origin = Some(gst::ClockTime::from_nseconds(
+                sched::monotonic_ns().saturating_sub(mono_base),
+            ));
+        }
+        let origin = r.origin.unwrap_or(gst::ClockTime::ZERO);
+        let first = mono_base + (origin + r.ptime * (r.slot + 1)).nseconds();
+        let Some(shared) = &mut r.shared else {
+            return Err(gst::StateChangeError);
+        };
+        shared.mono_base = mono_base;
+        shared.job = Some(shared.worker.add(job, first));
+        Ok(())
+    }
+
+    /// Leaves the worker; when this returns no packet of ours is being made.
+    fn leave_worker(&self) {
+        let taken = {
+            let mut state = lock(&self.state);
+            match &mut *state {
+                State::Started(r) => r
+                    .shared
+                    .as_mut()
+                    .and_then(|sh| Some((sh.worker.clone(), sh.job.take()?))),
+                State::Stopped => None,
+            }
+        };
+        // Not under the state lock: the job being waited for takes it.
+        if let Some((worker, id)) = taken {
+            worker.remove(id);
+        }
+    }
+
+    /// One turn on the shared thread: the packet of the slot now due, pushed
+    /// downstream. Returns the next deadline, or None when the stream ends.
+    fn run_shared(&self, now: u64) -> Option<u64> {
+        let pad = self.obj().src_pad().clone();
+        let mut events = Vec::new();
+        let (buffer, next) = {
+            let mut state = lock(&self.state);
+            let State::Started(r) = &mut *state else {
+                return None;
+            };
+            let ptime = r.ptime.nseconds();
+            let origin = r.origin?;
+            let sh = r.shared.as_mut()?;
+            let mono_base = sh.mono_base;
+            if std::mem::take(&mut sh.need_events) {
+                let stream_id = pad.create_stream_id(&*self.obj(), None::<&str>);
+                events.push(
+                    gst::event::StreamStart::builder(&stream_id)
+                        .group_id(gst::GroupId::next())
+                        .build(),
+                );
+                events.push(gst::event::Caps::new(&r.caps));
+                events.push(gst::event::Segment::new(&gst::FormattedSegment::<
+                    gst::ClockTime,
+                >::new()));
+            }
+            // Whole packet times that passed beyond the one now due are
+            // skipped, not burst out: the stream resumes with a resync.
+            let due_end = mono_base + origin.nseconds() + ptime * (r.slot + 1);
+            let behind = now.saturating_sub(due_end) / ptime;
+            if behind > 0 {
+                r.slot += behind;
+                r.gap += behind;
+                lock(&self.stats).late_skipped += behind;
+            }
+            let pts = origin + r.ptime * r.slot;
+            let buffer = if self.silent.load(Ordering::Acquire) {
+                r.slot += 1;
+                r.gap += 1;
+                lock(&self.stats).silent_packets += 1;
+                None
+            } else {
+                let resynced = self.apply_resync(r);
+                let buffer = self.make_packet(r, pts).ok()?;
+                self.count(1, buffer.size() as u64, resynced);
+                Some(buffer)
+            };
+            (buffer, mono_base + origin.nseconds() + ptime * (r.slot + 1))
+        };
+        for event in events {
+            pad.push_event(event);
+        }
+        let Some(buffer) = buffer else {
+            return Some(next);
+        };
+        let started = Instant::now();
+        let result = pad.push(buffer);
+        let took = started.elapsed();
+        let mut state = lock(&self.state);
+        let State::Started(r) = &mut *state else {
+            return None;
+        };
+        let sh = r.shared.as_mut()?;
+        if took > SLOW_PUSH {
+            lock(&self.stats).slow_pushes += 1;
+            if !std::mem::replace(&mut sh.warned_slow, true) {
+                gst::element_imp_warning!(
+                    self,
+                    gst::CoreError::Thread,
+                    (
+                        "A push blocked shared thread {} for {:?}",
+                        sh.worker.name(),
+                        took
+                    ),
+                    [
+                        "Sources on a shared thread need non-blocking downstream elements (an rtpmuxserver sink pad, or a leaky queue)"
+                    ]
+                );
+            }
+        }
+        match result {
+            Ok(_) => {}
+            Err(gst::FlowError::Flushing) => return None,
+            Err(e) => {
+                drop(state);
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Failed,
+                    ("Internal data stream error."),
+                    ["streaming stopped, reason {:?}", e]
+                );
+                return None;
+            }
+        }
+        if sh.buffers_left > 0 {
+            sh.buffers_left -= 1;
+            if sh.buffers_left == 0 {
+                drop(state);
+                pad.push_event(gst::event::Eos::new());
+                return None;
+            }
+        }
+        Some(next)
+    }
+}
+
+/// A source's turn on its shared thread. Holds the element weakly, so a
+/// source dropped without a state change still frees its worker slot.
+struct SharedJob {
+    src: glib::WeakRef<super::RtpSynthSrc>,
+}
+
+impl Job for SharedJob {
+    fn run(&self, now: u64) -> Option<u64> {
+        self.src.upgrade()?.imp().run_shared(now)
+    }
 }
 
 #[glib::object_subclass]
@@ -494,6 +773,11 @@ impl ObjectImpl for RtpSynthSrc {
                     .default_value(DEFAULT_PACKETS_PER_BUFFER)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecString::builder("shared-thread")
+                    .nick("Shared thread")
+                    .blurb("Name of a process-wide worker thread that paces and pushes this source's packets together with every other source of that name, instead of a streaming thread per source; empty = own streaming thread. Live only; downstream must never block (an rtpmuxserver sink pad or a leaky queue): pushes over 2 ms are counted as slow-pushes.")
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoolean::builder("silent")
                     .nick("Silent")
                     .blurb("While true no packets flow (a VAD gap). When cleared, the next packet carries the marker bit and a timestamp that accounts for the gap.")
@@ -560,6 +844,12 @@ impl ObjectImpl for RtpSynthSrc {
             "packets-per-buffer" => {
                 s.packets_per_buffer = value.get().unwrap_or(DEFAULT_PACKETS_PER_BUFFER)
             }
+            "shared-thread" => {
+                s.shared_thread = value
+                    .get::<Option<String>>()
+                    .unwrap_or(None)
+                    .filter(|n| !n.is_empty())
+            }
             name => gst::warning!(CAT, imp = self, "Unknown property {name}"),
         }
     }
@@ -579,6 +869,7 @@ impl ObjectImpl for RtpSynthSrc {
             "seed" => s.seed.to_value(),
             "is-live" => s.is_live.to_value(),
             "packets-per-buffer" => s.packets_per_buffer.to_value(),
+            "shared-thread" => s.shared_thread.to_value(),
             "silent" => self.silent.load(Ordering::Acquire).to_value(),
             "stats" => {
                 let counters = *lock(&self.stats);
@@ -593,12 +884,54 @@ impl ObjectImpl for RtpSynthSrc {
         let obj = self.obj();
         obj.set_live(DEFAULT_IS_LIVE);
         obj.set_format(gst::Format::Time);
+        let pad = obj.src_pad();
+        // SAFETY: reads the function GstBaseSrc installed on its own pad
+        // during instance init, before anything else can change it.
+        *lock(&self.base_activatemode) = unsafe { (*(pad.as_ptr())).activatemodefunc };
+        let weak = obj.downgrade();
+        // SAFETY: the closure only calls back into this element.
+        unsafe {
+            pad.set_activatemode_function(move |pad, parent, mode, active| match weak.upgrade() {
+                Some(src) => src.imp().activate_mode(pad, parent, mode, active),
+                None => Err(gst::loggable_error!(CAT, "Element gone")),
+            });
+        }
     }
 }
 
 impl GstObjectImpl for RtpSynthSrc {}
 
 impl ElementImpl for RtpSynthSrc {
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        use gst::StateChange::*;
+        let shared = self.shared_thread_name().is_some();
+        if shared {
+            match transition {
+                // GstBaseSrc starts a streaming task for live sources when
+                // PLAYING starts; on a shared thread there must be none.
+                ReadyToPaused => self.obj().set_live(false),
+                PlayingToPaused => self.leave_worker(),
+                _ => {}
+            }
+        }
+        let result = self.parent_change_state(transition);
+        if shared {
+            match transition {
+                PausedToReady => self.obj().set_live(lock(&self.settings).is_live),
+                PausedToPlaying if result.is_ok() => self.join_worker()?,
+                _ => {}
+            }
+            // Live: no preroll, as GstBaseSrc reports for live sources.
+            if result.is_ok() && matches!(transition, ReadyToPaused | PlayingToPaused) {
+                return Ok(gst::StateChangeSuccess::NoPreroll);
+            }
+        }
+        result
+    }
+
     fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
         static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
             gst::subclass::ElementMetadata::new(
