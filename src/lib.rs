@@ -3,7 +3,9 @@
 //! Algorithm cores (`rtp`, `synth`, …) know nothing of GStreamer; each element
 //! folder is thin glue that maps properties, caps and buffers onto a core.
 
+pub mod g711;
 pub mod prng;
+pub mod resample;
 pub mod rtp;
 pub mod stats;
 
