@@ -3,13 +3,20 @@
 //! Algorithm cores (`rtp`, `synth`, …) know nothing of GStreamer; each element
 //! folder is thin glue that maps properties, caps and buffers onto a core.
 
+mod audiocaps;
 pub mod g711;
+mod linearresample;
 pub mod prng;
 pub mod resample;
 pub mod rtp;
 pub mod stats;
+mod ulawdec;
+mod ulawenc;
 
-fn plugin_init(_plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    ulawenc::register(plugin)?;
+    ulawdec::register(plugin)?;
+    linearresample::register(plugin)?;
     Ok(())
 }
 
