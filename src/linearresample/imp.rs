@@ -307,6 +307,19 @@ impl BaseTransformImpl for LinearResample {
         self.parent_sink_event(event)
     }
 
+    fn generate_output(
+        &self,
+    ) -> Result<gst_base::subclass::base_transform::GenerateOutputSuccess, gst::FlowError> {
+        use gst_base::subclass::base_transform::GenerateOutputSuccess;
+        // An input buffer that completes no output frame is not lost data:
+        // report "no output" rather than "dropped", which would make
+        // BaseTransform flag the next output DISCONT.
+        match self.parent_generate_output()? {
+            GenerateOutputSuccess::Dropped => Ok(GenerateOutputSuccess::NoOutput),
+            other => Ok(other),
+        }
+    }
+
     fn transform(
         &self,
         inbuf: &gst::Buffer,
