@@ -284,14 +284,12 @@ impl Resampler {
             self.advance(&mut k, &mut rem);
             o += 1;
         }
-        while o < count {
-            let i = (k - base) as usize * ch;
-            for c in 0..ch {
-                let v = self.interp(input.sample(i + c), input.sample(i + ch + c), rem);
-                output.set(o * ch + c, v);
-            }
-            self.advance(&mut k, &mut rem);
-            o += 1;
+        // The bulk, with the channel count a constant where it is common so
+        // the per-frame channel loop unrolls.
+        match ch {
+            1 => self.interior(1, input, output, o, count, base, &mut k, &mut rem),
+            2 => self.interior(2, input, output, o, count, base, &mut k, &mut rem),
+            _ => self.interior(ch, input, output, o, count, base, &mut k, &mut rem),
         }
         if n_frames > 0 {
             let last = (n_frames - 1) * ch;
@@ -304,6 +302,65 @@ impl Resampler {
         self.frames_in += n_frames as u64;
         self.frames_out += count as u64;
         Ok(count)
+    }
+
+    /// Outputs `o..count`, all of whose neighbours lie in this chunk.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn interior<I: Input + ?Sized, O: Output + ?Sized>(
+        &self,
+        ch: usize,
+        input: &I,
+        output: &mut O,
+        mut o: usize,
+        count: usize,
+        base: u64,
+        k: &mut u64,
+        rem: &mut u64,
+    ) {
+        if self.den == 1 {
+            // Integer downsampling (48 k -> 8 k, 16 k -> 8 k): every output
+            // sits exactly on an input frame, f = 0, so it is that frame.
+            while o < count {
+                let i = (*k - base) as usize * ch;
+                for c in 0..ch {
+                    output.set(o * ch + c, input.sample(i + c));
+                }
+                *k += self.step_int;
+                o += 1;
+            }
+            return;
+        }
+        if self.num < self.den {
+            // Upsampling: each input interval [k, k+1] yields one or more
+            // outputs; walk the intervals so their frames load once and the
+            // only carried state is the remainder.
+            while o < count {
+                let i = (*k - base) as usize * ch;
+                while *rem < self.den && o < count {
+                    for c in 0..ch {
+                        let v = self.interp(input.sample(i + c), input.sample(i + ch + c), *rem);
+                        output.set(o * ch + c, v);
+                    }
+                    *rem += self.num;
+                    o += 1;
+                }
+                if *rem >= self.den {
+                    *rem -= self.den;
+                    *k += 1;
+                }
+            }
+            return;
+        }
+        while o < count {
+            let i = (*k - base) as usize * ch;
+            for c in 0..ch {
+                let v = self.interp(input.sample(i + c), input.sample(i + ch + c), *rem);
+                output.set(o * ch + c, v);
+            }
+            self.advance(k, rem);
+            o += 1;
+        }
     }
 
     fn check_frames(&self, samples: usize) -> Result<usize, Error> {
