@@ -3,16 +3,25 @@
 //! Algorithm cores (`rtp`, `synth`, …) know nothing of GStreamer; each element
 //! folder is thin glue that maps properties, caps and buffers onto a core.
 
+mod audiocaps;
+pub mod g711;
+mod linearresample;
 pub mod prng;
+pub mod resample;
 pub mod rtp;
 pub mod sched;
 pub mod stats;
 pub mod synth;
 
 mod rtpsynthsrc;
+mod ulawdec;
+mod ulawenc;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     rtpsynthsrc::register(plugin)?;
+    ulawenc::register(plugin)?;
+    ulawdec::register(plugin)?;
+    linearresample::register(plugin)?;
     Ok(())
 }
 

@@ -1,0 +1,248 @@
+//! Glue shared by the audio elements (`ulawenc`, `ulawdec`,
+//! `linearresample`): their caps, their stats counters, and the checks that
+//! turn a malformed buffer into a clear stream error.
+
+use std::sync::{LazyLock, Mutex};
+
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+
+/// The one raw format the elements take: S16LE, interleaved.
+pub const RAW_FORMAT: &str = "S16LE";
+
+crate::counters! {
+    /// Counters behind an audio element's `stats` property. Samples are
+    /// counted per channel (frames), as GStreamer audio offsets are.
+    pub struct AudioStats {
+        /// Buffers received from upstream.
+        buffers_in = "buffers-in",
+        /// Buffers pushed downstream (drain buffers included).
+        buffers_out = "buffers-out",
+        /// Samples per channel received.
+        samples_in = "samples-in",
+        /// Samples per channel pushed.
+        samples_out = "samples-out",
+        /// GAP events forwarded.
+        gap_events = "gap-events",
+        /// Buffers refused with a stream error (empty or not a whole number of
+        /// frames).
+        rejected_buffers = "rejected-buffers",
+    }
+}
+
+/// Blurb text for the [`AudioStats`] fields, shared by every audio element.
+pub const STATS_FIELDS_DOC: &str = "buffers-in, buffers-out, samples-in and samples-out \
+    (samples per channel), gap-events (GAP events forwarded) and rejected-buffers (empty or \
+    partial-frame buffers refused with a stream error)";
+
+/// `audio/x-raw, format=S16LE, layout=interleaved` with the given rate range
+/// and any channel count.
+pub fn raw_caps(max_rate: i32) -> gst::Caps {
+    gst::Caps::builder("audio/x-raw")
+        .field("format", RAW_FORMAT)
+        .field("layout", "interleaved")
+        .field("rate", gst::IntRange::new(1, max_rate))
+        .field("channels", gst::IntRange::new(1, i32::MAX))
+        .build()
+}
+
+/// `audio/x-mulaw` with any rate and channel count.
+pub fn mulaw_caps() -> gst::Caps {
+    gst::Caps::builder("audio/x-mulaw")
+        .field("rate", gst::IntRange::new(1, i32::MAX))
+        .field("channels", gst::IntRange::new(1, i32::MAX))
+        .build()
+}
+
+/// The caps on the other side of a codec: each structure of `caps` with its
+/// `rate` and `channels` (fixed, list or range) carried over into `template`,
+/// then filtered. This is what lets a caps query through a codec reach the
+/// elements before it.
+pub fn codec_transform_caps(
+    caps: &gst::Caps,
+    template: &gst::Caps,
+    filter: Option<&gst::Caps>,
+) -> gst::Caps {
+    let mut out = gst::Caps::new_empty();
+    {
+        let out = out.get_mut().expect("new caps are writable");
+        for s in caps.iter() {
+            for t in template.iter() {
+                let mut t = t.to_owned();
+                for field in ["rate", "channels"] {
+                    if let Ok(v) = s.value(field) {
+                        t.set_value(field, v.clone());
+                    }
+                }
+                out.append_structure(t);
+            }
+        }
+    }
+    let out = out.intersect(template);
+    match filter {
+        Some(f) => f.intersect_with_mode(&out, gst::CapsIntersectMode::First),
+        None => out,
+    }
+}
+
+/// Rate and channels of fixed caps.
+pub fn rate_channels(caps: &gst::Caps) -> Option<(u32, usize)> {
+    let s = caps.structure(0)?;
+    let rate = s.get::<i32>("rate").ok().filter(|&r| r > 0)?;
+    let channels = s.get::<i32>("channels").ok().filter(|&c| c > 0)?;
+    Some((rate as u32, channels as usize))
+}
+
+/// Frames in a buffer of `size` bytes with `bpf` bytes per frame, or the
+/// reason it cannot be processed.
+pub fn whole_frames(size: usize, bpf: usize) -> Result<usize, String> {
+    if size == 0 {
+        Err("zero-length buffer: no audio to process".into())
+    } else if !size.is_multiple_of(bpf) {
+        Err(format!(
+            "buffer of {size} bytes is not a whole number of {bpf}-byte frames"
+        ))
+    } else {
+        Ok(size / bpf)
+    }
+}
+
+/// The read-only `stats` property: `fields_doc` lists its fields.
+pub fn stats_pspec(element: &str, fields_doc: &str) -> glib::ParamSpec {
+    glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+        .nick("Statistics")
+        .blurb(&format!(
+            "Counters since the element last started, as an application/x-{element}-stats \
+             structure of u64 fields: {fields_doc}."
+        ))
+        .read_only()
+        .build()
+}
+
+/// The `stats` structure of `element` from its counters.
+pub fn stats_structure(
+    element: &str,
+    fields: impl IntoIterator<Item = (&'static str, u64)>,
+) -> gst::Structure {
+    crate::stats::to_structure(&format!("application/x-{element}-stats"), fields)
+}
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "rtpsynth-audio",
+        gst::DebugColorFlags::empty(),
+        Some("rtpsynth audio element glue"),
+    )
+});
+
+#[derive(Debug, Default)]
+struct CodecState {
+    /// Negotiated channel count; 0 until caps are set.
+    channels: usize,
+    stats: AudioStats,
+}
+
+/// Everything `ulawenc` and `ulawdec` share: one per element instance, behind
+/// one mutex taken once per buffer (never per sample).
+#[derive(Debug)]
+pub struct Codec {
+    element: &'static str,
+    /// Bytes one sample of one channel takes on the sink side.
+    in_bytes_per_sample: usize,
+    /// One of the `g711` byte-slice functions.
+    kernel: fn(&[u8], &mut [u8]) -> usize,
+    state: Mutex<CodecState>,
+}
+
+impl Codec {
+    pub fn new(
+        element: &'static str,
+        in_bytes_per_sample: usize,
+        kernel: fn(&[u8], &mut [u8]) -> usize,
+    ) -> Self {
+        Codec {
+            element,
+            in_bytes_per_sample,
+            kernel,
+            state: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CodecState> {
+        // A panic elsewhere cannot leave counters half-written; keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn stats(&self) -> gst::Structure {
+        stats_structure(self.element, self.lock().stats.fields())
+    }
+
+    pub fn reset(&self) {
+        *self.lock() = CodecState::default();
+    }
+
+    pub fn set_caps(&self, incaps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        let (_, channels) = rate_channels(incaps)
+            .ok_or_else(|| gst::loggable_error!(CAT, "caps without rate and channels: {incaps}"))?;
+        self.lock().channels = channels;
+        Ok(())
+    }
+
+    /// Counts GAP events; the caller forwards every event in order.
+    pub fn observe_event(&self, event: &gst::Event) {
+        if let gst::EventView::Gap(_) = event.view() {
+            self.lock().stats.gap_events += 1;
+        }
+    }
+
+    /// The whole `transform`: checks that the input is a whole, non-empty
+    /// number of frames, runs the kernel and counts. Timestamps, durations
+    /// and offsets were already copied from the input by BaseTransform, and
+    /// are right as they are: one code per sample keeps the sample count.
+    pub fn transform<T: ElementImpl>(
+        &self,
+        imp: &T,
+        inbuf: &gst::Buffer,
+        outbuf: &mut gst::BufferRef,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let mut st = self.lock();
+        st.stats.buffers_in += 1;
+        if st.channels == 0 {
+            // BaseTransform refuses buffers before caps; this is a second net.
+            drop(st);
+            gst::element_imp_error!(imp, gst::CoreError::Negotiation, ("buffer before caps"));
+            return Err(gst::FlowError::NotNegotiated);
+        }
+        let frames = match whole_frames(inbuf.size(), self.in_bytes_per_sample * st.channels) {
+            Ok(n) => n,
+            Err(why) => {
+                st.stats.rejected_buffers += 1;
+                drop(st);
+                gst::element_imp_error!(imp, gst::StreamError::Format, ("{why}"));
+                return Err(gst::FlowError::Error);
+            }
+        };
+        let samples = frames * st.channels;
+        let input = inbuf.map_readable().map_err(|_| {
+            gst::element_imp_error!(imp, gst::StreamError::Failed, ("cannot map input buffer"));
+            gst::FlowError::Error
+        })?;
+        let mut output = outbuf.map_writable().map_err(|_| {
+            gst::element_imp_error!(imp, gst::StreamError::Failed, ("cannot map output buffer"));
+            gst::FlowError::Error
+        })?;
+        if (self.kernel)(&input, &mut output) != samples {
+            let len = output.len();
+            drop(st);
+            gst::element_imp_error!(
+                imp,
+                gst::StreamError::Failed,
+                ("output buffer of {len} bytes too small for {samples} samples")
+            );
+            return Err(gst::FlowError::Error);
+        }
+        st.stats.samples_in += frames as u64;
+        st.stats.samples_out += frames as u64;
+        st.stats.buffers_out += 1;
+        Ok(gst::FlowSuccess::Ok)
+    }
+}

@@ -1,0 +1,243 @@
+//! G.711 µ-law, bit-exact with the ITU-T G.191 software tools library
+//! (`ulaw_compress` / `ulaw_expand`).
+//!
+//! G.191 works on the 14-bit magnitude of a 16-bit sample (`x >> 2`, one's
+//! complement for negative samples), so the code of a sample depends only on
+//! `x >> 2`: the encoder is one lookup in a 16 Ki-entry table indexed by the
+//! logical `(x as u16) >> 2`, the decoder one lookup in a 256-entry table.
+//! Both tables are computed at compile time; the slice functions have no
+//! per-sample branch.
+
+/// Entries in the encode table: one per 14-bit input value.
+const ENCODE_LEN: usize = 1 << 14;
+
+/// µ-law code of one sample, the G.191 way, written with a leading-zeros
+/// segment search instead of G.191's shift loop (the tests hold it to a
+/// loop-based transcription of G.191).
+const fn compress(x: i16) -> u8 {
+    // One's complement, not negation: G.191 maps -1 to magnitude 0, the
+    // mirror image of 0, so the code is symmetric around -0.5.
+    let mag14 = (if x < 0 { !x >> 2 } else { x >> 2 }) as u32;
+    // The +33 bias (on the 14-bit scale) makes every segment start at a power
+    // of two; the magnitude is then limited to 13 bits.
+    let biased = if mag14 + 33 > 0x1FFF {
+        0x1FFF
+    } else {
+        mag14 + 33
+    };
+    // Segment 0..=7: position of the highest set bit above bit 5.
+    let seg = 32 - (biased >> 6).leading_zeros();
+    let mantissa = (biased >> (seg + 1)) & 0x0F;
+    let code = ((seg << 4) | mantissa) as u8;
+    // G.711 transmits the inverted value; the sign bit is 1 for x >= 0.
+    if x < 0 { code ^ 0x7F } else { code ^ 0xFF }
+}
+
+/// Linear value of one µ-law code (G.191 `ulaw_expand`): the middle of the
+/// code's quantization interval, bias removed.
+const fn expand(code: u8) -> i16 {
+    let inv = !code;
+    let exponent = (inv >> 4) & 0x07;
+    let mantissa = (inv & 0x0F) as i32;
+    let mag = (((mantissa << 3) + 0x84) << exponent) - 0x84;
+    if code & 0x80 == 0 {
+        -mag as i16
+    } else {
+        mag as i16
+    }
+}
+
+static ENCODE: [u8; ENCODE_LEN] = {
+    let mut t = [0u8; ENCODE_LEN];
+    let mut i = 0;
+    while i < ENCODE_LEN {
+        // Entry i holds the code for the 14-bit value i (two's complement),
+        // i.e. for every 16-bit sample whose top 14 bits are i.
+        t[i] = compress(((i as u16) << 2) as i16);
+        i += 1;
+    }
+    t
+};
+
+static DECODE: [i16; 256] = {
+    let mut t = [0i16; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = expand(c as u8);
+        c += 1;
+    }
+    t
+};
+
+/// µ-law code of one sample.
+#[inline(always)]
+pub fn encode_sample(x: i16) -> u8 {
+    // A u16 shifted right by 2 is < ENCODE_LEN, so this never goes out of
+    // bounds and the compiler drops the check.
+    ENCODE[usize::from((x as u16) >> 2)]
+}
+
+/// Linear sample of one µ-law code.
+#[inline(always)]
+pub fn decode_sample(code: u8) -> i16 {
+    DECODE[usize::from(code)]
+}
+
+/// Encodes `min(input.len(), output.len())` samples; returns that count.
+pub fn encode(input: &[i16], output: &mut [u8]) -> usize {
+    let n = input.len().min(output.len());
+    for (o, &x) in output[..n].iter_mut().zip(&input[..n]) {
+        *o = encode_sample(x);
+    }
+    n
+}
+
+/// Decodes `min(input.len(), output.len())` codes; returns that count.
+pub fn decode(input: &[u8], output: &mut [i16]) -> usize {
+    let n = input.len().min(output.len());
+    for (o, &c) in output[..n].iter_mut().zip(&input[..n]) {
+        *o = decode_sample(c);
+    }
+    n
+}
+
+/// Encodes S16LE bytes (as a GstBuffer holds them, with no alignment
+/// guarantee) into one code per sample: `min(input.len() / 2, output.len())`
+/// samples, returned. A trailing odd byte is ignored; callers reject it.
+pub fn encode_s16le(input: &[u8], output: &mut [u8]) -> usize {
+    let n = (input.len() / 2).min(output.len());
+    for (o, b) in output[..n].iter_mut().zip(input[..2 * n].chunks_exact(2)) {
+        *o = encode_sample(i16::from_le_bytes([b[0], b[1]]));
+    }
+    n
+}
+
+/// Decodes codes into S16LE bytes: `min(input.len(), output.len() / 2)`
+/// samples, returned.
+pub fn decode_s16le(input: &[u8], output: &mut [u8]) -> usize {
+    let n = input.len().min(output.len() / 2);
+    for (o, &c) in output[..2 * n].chunks_exact_mut(2).zip(&input[..n]) {
+        o.copy_from_slice(&decode_sample(c).to_le_bytes());
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// G.191 `ulaw_compress`, transcribed statement by statement (C `short`
+    /// arithmetic, the segment search as a shift loop).
+    fn g191_ulaw_compress(lin: i16) -> u8 {
+        let mut absno: i16 = if lin < 0 {
+            ((!lin) >> 2) + 33
+        } else {
+            (lin >> 2) + 33
+        };
+        if absno > 0x1FFF {
+            absno = 0x1FFF;
+        }
+        let mut i = absno >> 6;
+        let mut segno: i16 = 1;
+        while i != 0 {
+            segno += 1;
+            i >>= 1;
+        }
+        let high_nibble = 0x0008 - segno;
+        let mut low_nibble = (absno >> segno) & 0x000F;
+        low_nibble = 0x000F - low_nibble;
+        let mut log = (high_nibble << 4) | low_nibble;
+        if lin >= 0 {
+            log |= 0x0080;
+        }
+        log as u8
+    }
+
+    /// G.191 `ulaw_expand`, transcribed statement by statement.
+    fn g191_ulaw_expand(log: u8) -> i16 {
+        let log = log as i16;
+        let sign: i16 = if log < 0x0080 { -1 } else { 1 };
+        let mut mantissa = !log;
+        let exponent = (mantissa >> 4) & 0x0007;
+        let segment = exponent + 1;
+        mantissa &= 0x000F;
+        let step: i16 = 4 << segment;
+        sign * ((0x0080 << exponent) + step * mantissa + step / 2 - 4 * 33)
+    }
+
+    #[test]
+    fn encode_matches_g191_for_all_65536_inputs() {
+        let all: Vec<i16> = (i16::MIN..=i16::MAX).collect();
+        let mut codes = vec![0u8; all.len()];
+        assert_eq!(encode(&all, &mut codes), 65_536);
+        for (&x, &c) in all.iter().zip(&codes) {
+            assert_eq!(c, g191_ulaw_compress(x), "input {x}");
+        }
+    }
+
+    #[test]
+    fn decode_matches_g191_for_all_256_codes() {
+        let codes: Vec<u8> = (0..=255).collect();
+        let mut lin = vec![0i16; 256];
+        assert_eq!(decode(&codes, &mut lin), 256);
+        for (&c, &x) in codes.iter().zip(&lin) {
+            assert_eq!(x, g191_ulaw_expand(c), "code {c:#04x}");
+        }
+    }
+
+    #[test]
+    fn byte_variants_agree_with_sample_variants() {
+        let all: Vec<i16> = (i16::MIN..=i16::MAX).collect();
+        let bytes: Vec<u8> = all.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let mut a = vec![0u8; all.len()];
+        let mut b = vec![0u8; all.len()];
+        encode(&all, &mut a);
+        // An odd trailing byte is not a sample.
+        let mut odd = bytes.clone();
+        odd.push(0x55);
+        assert_eq!(encode_s16le(&odd, &mut b), 65_536);
+        assert_eq!(a, b);
+
+        let codes: Vec<u8> = (0..=255).collect();
+        let mut lin = vec![0i16; 256];
+        let mut le = vec![0u8; 512];
+        decode(&codes, &mut lin);
+        assert_eq!(decode_s16le(&codes, &mut le), 256);
+        let from_le: Vec<i16> = le
+            .chunks_exact(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        assert_eq!(lin, from_le);
+    }
+
+    #[test]
+    fn round_trip_is_idempotent_and_known_points_hold() {
+        // Decoding then re-encoding any code gives the same code, except the
+        // two zeros: G.191 has +0 (0xFF) and -0 (0x7F), both decoding to 0.
+        for c in 0..=255u8 {
+            let again = encode_sample(decode_sample(c));
+            if c == 0x7F {
+                assert_eq!(again, 0xFF);
+            } else {
+                assert_eq!(again, c, "code {c:#04x}");
+            }
+        }
+        assert_eq!(encode_sample(0), 0xFF);
+        assert_eq!(encode_sample(-1), 0x7F);
+        assert_eq!(encode_sample(i16::MAX), 0x80);
+        assert_eq!(encode_sample(i16::MIN), 0x00);
+        assert_eq!(decode_sample(0x80), 32_124);
+        assert_eq!(decode_sample(0x00), -32_124);
+    }
+
+    #[test]
+    fn short_output_limits_the_count() {
+        let mut out = [0u8; 3];
+        assert_eq!(encode(&[0, 1, 2, 3, 4], &mut out), 3);
+        assert_eq!(encode_s16le(&[0; 10], &mut out), 3);
+        let mut lin = [0i16; 2];
+        assert_eq!(decode(&[0xFF; 5], &mut lin), 2);
+        let mut le = [0u8; 5];
+        assert_eq!(decode_s16le(&[0xFF; 5], &mut le), 2);
+    }
+}

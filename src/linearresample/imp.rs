@@ -1,0 +1,385 @@
+use std::sync::{LazyLock, Mutex, MutexGuard};
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::prelude::*;
+use gst_base::subclass::prelude::*;
+
+use crate::audiocaps::{self, AudioStats};
+use crate::resample::{MAX_RATE, Resampler};
+
+const NAME: &str = "linearresample";
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        NAME,
+        gst::DebugColorFlags::empty(),
+        Some("Linear-interpolation resampler"),
+    )
+});
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Stats {
+    audio: AudioStats,
+    /// Phase resets with data pending: DISCONT, flush or new caps.
+    resets: u64,
+}
+
+impl Stats {
+    fn fields(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        self.audio.fields().chain([("resets", self.resets)])
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Present once caps are set.
+    resampler: Option<Resampler>,
+    /// Bytes per frame.
+    bpf: usize,
+    /// Timestamp of input frame 0 since the last reset; outputs are placed
+    /// from it by their count, so they never drift from the input clock.
+    t0: Option<gst::ClockTime>,
+    /// Output offset (in output samples) of `t0`.
+    offset0: u64,
+    /// The next output buffer starts a new stream.
+    discont: bool,
+    stats: Stats,
+}
+
+impl State {
+    /// Forgets the phase and the previous frame; the next buffer restarts
+    /// timestamps.
+    fn reset(&mut self) {
+        if let Some(r) = self.resampler.as_mut() {
+            if r.frames_in() > 0 {
+                self.stats.resets += 1;
+            }
+            r.reset();
+        }
+        self.t0 = None;
+    }
+
+    /// Stamps `buf`, which holds the `frames` output frames that follow the
+    /// `before` already produced since the reset.
+    fn stamp(&mut self, buf: &mut gst::BufferRef, out_rate: u32, before: u64, frames: u64) {
+        let at = |n: u64| {
+            self.t0.map(|t0| {
+                let ns = u128::from(n) * 1_000_000_000 / u128::from(out_rate);
+                t0 + gst::ClockTime::from_nseconds(ns as u64)
+            })
+        };
+        let (start, end) = (at(before), at(before + frames));
+        buf.set_pts(start);
+        buf.set_dts(gst::ClockTime::NONE);
+        buf.set_duration(match (start, end) {
+            (Some(s), Some(e)) => Some(e - s),
+            _ => None,
+        });
+        buf.set_offset(self.offset0 + before);
+        buf.set_offset_end(self.offset0 + before + frames);
+        if std::mem::take(&mut self.discont) {
+            buf.set_flags(gst::BufferFlags::DISCONT);
+        } else {
+            buf.unset_flags(gst::BufferFlags::DISCONT);
+        }
+        self.stats.audio.buffers_out += 1;
+        self.stats.audio.samples_out += frames;
+    }
+}
+
+#[derive(Default)]
+pub struct LinearResample {
+    state: Mutex<State>,
+}
+
+impl LinearResample {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// End of stream: pushes the held last frame up to the whole-signal
+    /// length, so the total output is exactly the formula's.
+    fn drain(&self) {
+        let buf = {
+            let mut st = self.lock();
+            let bpf = st.bpf;
+            let Some(r) = st.resampler.as_mut() else {
+                return;
+            };
+            let n = r.drain_frames();
+            if n == 0 {
+                return;
+            }
+            let (before, out_rate) = (r.frames_out(), r.out_rate());
+            let mut buf = gst::Buffer::with_size(n * bpf).expect("drain buffer allocates");
+            {
+                let bufref = buf.get_mut().expect("new buffer is writable");
+                {
+                    let mut map = bufref.map_writable().expect("new buffer maps");
+                    if let Err(e) = r.drain_s16le(&mut map) {
+                        gst::error!(CAT, imp = self, "drain failed: {e}");
+                        return;
+                    }
+                }
+                r.reset();
+                st.stamp(bufref, out_rate, before, n as u64);
+            }
+            buf
+        };
+        gst::debug!(CAT, imp = self, "draining {buf:?}");
+        if let Err(e) = self.obj().src_pad().push(buf) {
+            gst::debug!(CAT, imp = self, "drain push: {e:?}");
+        }
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for LinearResample {
+    const NAME: &'static str = "GstLinearResample";
+    type Type = super::LinearResample;
+    type ParentType = gst_base::BaseTransform;
+}
+
+impl ObjectImpl for LinearResample {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPS: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![audiocaps::stats_pspec(
+                NAME,
+                &format!(
+                    "{} and resets (phase resets with data pending, on DISCONT, flush or new caps)",
+                    audiocaps::STATS_FIELDS_DOC
+                ),
+            )]
+        });
+        PROPS.as_ref()
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        match pspec.name() {
+            "stats" => {
+                let stats = self.lock().stats;
+                audiocaps::stats_structure(NAME, stats.fields()).to_value()
+            }
+            other => unreachable!("linearresample has no property {other}"),
+        }
+    }
+}
+
+impl GstObjectImpl for LinearResample {}
+
+impl ElementImpl for LinearResample {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static META: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Linear resampler",
+                "Filter/Converter/Audio",
+                "Resamples S16LE audio between any two rates by linear interpolation, \
+                 stateful across buffers",
+                "gst-rtpsynth developers",
+            )
+        });
+        Some(&*META)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let caps = audiocaps::raw_caps(MAX_RATE as i32);
+            [
+                ("src", gst::PadDirection::Src),
+                ("sink", gst::PadDirection::Sink),
+            ]
+            .into_iter()
+            .map(|(name, dir)| {
+                gst::PadTemplate::new(name, dir, gst::PadPresence::Always, &caps)
+                    .expect("valid template")
+            })
+            .collect()
+        });
+        TEMPLATES.as_ref()
+    }
+}
+
+impl BaseTransformImpl for LinearResample {
+    const MODE: gst_base::subclass::BaseTransformMode =
+        gst_base::subclass::BaseTransformMode::NeverInPlace;
+    const PASSTHROUGH_ON_SAME_CAPS: bool = true;
+    const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
+
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        *self.lock() = State::default();
+        Ok(())
+    }
+
+    fn transform_caps(
+        &self,
+        _direction: gst::PadDirection,
+        caps: &gst::Caps,
+        filter: Option<&gst::Caps>,
+    ) -> Option<gst::Caps> {
+        // The same caps first (so an unconstrained peer gives passthrough),
+        // then the same caps at any rate.
+        let mut any_rate = caps.clone();
+        for s in any_rate.make_mut().iter_mut() {
+            s.set("rate", gst::IntRange::new(1, MAX_RATE as i32));
+        }
+        let mut out = caps.clone();
+        out.merge(any_rate);
+        let out = match filter {
+            Some(f) => f.intersect_with_mode(&out, gst::CapsIntersectMode::First),
+            None => out,
+        };
+        gst::debug!(CAT, imp = self, "{caps} -> {out}");
+        Some(out)
+    }
+
+    fn fixate_caps(
+        &self,
+        direction: gst::PadDirection,
+        caps: &gst::Caps,
+        mut othercaps: gst::Caps,
+    ) -> gst::Caps {
+        // Like audioresample: keep the rate when the other side allows it,
+        // else take the allowed rate nearest to it.
+        othercaps.truncate();
+        if let (Some(rate), Some(s)) = (
+            caps.structure(0).and_then(|s| s.get::<i32>("rate").ok()),
+            othercaps.make_mut().structure_mut(0),
+        ) {
+            s.fixate_field_nearest_int("rate", rate);
+        }
+        self.parent_fixate_caps(direction, caps, othercaps)
+    }
+
+    fn set_caps(&self, incaps: &gst::Caps, outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        let (in_rate, channels) = audiocaps::rate_channels(incaps)
+            .ok_or_else(|| gst::loggable_error!(CAT, "caps without rate and channels: {incaps}"))?;
+        let (out_rate, out_channels) = audiocaps::rate_channels(outcaps).ok_or_else(|| {
+            gst::loggable_error!(CAT, "caps without rate and channels: {outcaps}")
+        })?;
+        if channels != out_channels {
+            return Err(gst::loggable_error!(
+                CAT,
+                "{channels} input channels but {out_channels} output channels"
+            ));
+        }
+        let r = Resampler::new(in_rate, out_rate, channels)
+            .map_err(|e| gst::loggable_error!(CAT, "{e}"))?;
+        gst::debug!(
+            CAT,
+            imp = self,
+            "{in_rate} Hz -> {out_rate} Hz, {channels} channels"
+        );
+        let mut st = self.lock();
+        st.reset();
+        st.resampler = Some(r);
+        st.bpf = 2 * channels;
+        Ok(())
+    }
+
+    fn transform_size(
+        &self,
+        direction: gst::PadDirection,
+        caps: &gst::Caps,
+        size: usize,
+        othercaps: &gst::Caps,
+    ) -> Option<usize> {
+        let (rate, channels) = audiocaps::rate_channels(caps)?;
+        let (other_rate, _) = audiocaps::rate_channels(othercaps)?;
+        let bpf = 2 * channels;
+        // An upper bound whatever the phase; `transform` trims the buffer
+        // to what it wrote.
+        let frames = (size / bpf) as u128;
+        let other = (frames * u128::from(other_rate)).div_ceil(u128::from(rate)) + 1;
+        let bytes = usize::try_from(other).ok()?.checked_mul(bpf);
+        gst::trace!(CAT, imp = self, "{direction:?} {size} bytes -> {bytes:?}");
+        bytes
+    }
+
+    fn sink_event(&self, event: gst::Event) -> bool {
+        match event.view() {
+            gst::EventView::Gap(_) => self.lock().stats.audio.gap_events += 1,
+            gst::EventView::Eos(_) => self.drain(),
+            gst::EventView::FlushStop(_) => self.lock().reset(),
+            _ => {}
+        }
+        self.parent_sink_event(event)
+    }
+
+    fn generate_output(
+        &self,
+    ) -> Result<gst_base::subclass::base_transform::GenerateOutputSuccess, gst::FlowError> {
+        use gst_base::subclass::base_transform::GenerateOutputSuccess;
+        // An input buffer that completes no output frame is not lost data:
+        // report "no output" rather than "dropped", which would make
+        // BaseTransform flag the next output DISCONT.
+        match self.parent_generate_output()? {
+            GenerateOutputSuccess::Dropped => Ok(GenerateOutputSuccess::NoOutput),
+            other => Ok(other),
+        }
+    }
+
+    fn transform(
+        &self,
+        inbuf: &gst::Buffer,
+        outbuf: &mut gst::BufferRef,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let mut st = self.lock();
+        st.stats.audio.buffers_in += 1;
+        if st.resampler.is_none() {
+            drop(st);
+            gst::element_imp_error!(self, gst::CoreError::Negotiation, ("buffer before caps"));
+            return Err(gst::FlowError::NotNegotiated);
+        }
+        let frames = match audiocaps::whole_frames(inbuf.size(), st.bpf) {
+            Ok(n) => n,
+            Err(why) => {
+                st.stats.audio.rejected_buffers += 1;
+                drop(st);
+                gst::element_imp_error!(self, gst::StreamError::Format, ("{why}"));
+                return Err(gst::FlowError::Error);
+            }
+        };
+        if inbuf.flags().contains(gst::BufferFlags::DISCONT) {
+            st.reset();
+        }
+        if st.t0.is_none() {
+            // First buffer since a reset: it fixes the time line.
+            st.t0 = inbuf.pts();
+            st.offset0 = st.t0.map_or(0, |t| {
+                let out_rate = st.resampler.as_ref().map_or(1, |r| r.out_rate());
+                (u128::from(t.nseconds()) * u128::from(out_rate) / 1_000_000_000) as u64
+            });
+            st.discont = true;
+        }
+        st.stats.audio.samples_in += frames as u64;
+        let bpf = st.bpf;
+        let r = st.resampler.as_mut().ok_or(gst::FlowError::NotNegotiated)?;
+        let (before, out_rate) = (r.frames_out(), r.out_rate());
+        let written = {
+            match (inbuf.map_readable(), outbuf.map_writable()) {
+                (Ok(input), Ok(mut output)) => r
+                    .process_s16le(&input, &mut output)
+                    .map_err(|e| e.to_string()),
+                _ => Err("cannot map buffers".to_string()),
+            }
+        };
+        let n = match written {
+            Ok(n) => n,
+            Err(e) => {
+                drop(st);
+                gst::element_imp_error!(self, gst::StreamError::Failed, ("{e}"));
+                return Err(gst::FlowError::Error);
+            }
+        };
+        if n == 0 {
+            // Downsampling a short buffer can complete no output frame; its
+            // frames are kept in the phase and feed the next output.
+            return Ok(gst_base::BASE_TRANSFORM_FLOW_DROPPED);
+        }
+        outbuf.set_size(n * bpf);
+        st.stamp(outbuf, out_rate, before, n as u64);
+        Ok(gst::FlowSuccess::Ok)
+    }
+}

@@ -1,0 +1,715 @@
+//! Streaming linear-interpolation resampler for interleaved S16 audio.
+//!
+//! For a whole signal of `n_in` frames the output is exactly librtpsynth's
+//! `resample_linear`: `round_half_even(n_in * out_rate / in_rate)` frames (at
+//! least one); output `i` sits at input position `pos = i * in_rate /
+//! out_rate`, `k = floor(pos)`, `f = pos - k`; past the second-to-last input
+//! frame the last one is held, otherwise `in[k] + (in[k+1] - in[k]) * f`,
+//! rounded half to even.
+//!
+//! Positions are exact rationals: `k` plus a remainder counted in units of
+//! `1 / out'` (rates reduced by their gcd), stepped by integer additions, so
+//! hours of streaming never drift and any split of the input into chunks
+//! gives the same samples as the whole signal. Only the held tail depends on
+//! knowing where the signal ends; [`Resampler::drain`] emits it.
+
+use std::fmt;
+
+/// Highest sample rate accepted, in Hz.
+pub const MAX_RATE: u32 = 384_000;
+
+/// Why a resampler cannot be built or cannot run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Error {
+    /// A rate outside 1..=[`MAX_RATE`] Hz.
+    Rate(u32),
+    /// Zero channels.
+    Channels,
+    /// Input that is not a whole number of frames: (samples, channels).
+    PartialFrame(usize, usize),
+    /// Output slice too short: (samples needed, samples given).
+    OutputTooShort(usize, usize),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Error::Rate(r) => write!(f, "sample rate {r} Hz is outside 1..={MAX_RATE} Hz"),
+            Error::Channels => write!(f, "channel count must be at least 1"),
+            Error::PartialFrame(s, c) => {
+                write!(
+                    f,
+                    "{s} samples are not a whole number of {c}-channel frames"
+                )
+            }
+            Error::OutputTooShort(need, got) => {
+                write!(f, "output holds {got} samples, {need} needed")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Read access to interleaved samples, so one loop serves `i16` slices and
+/// unaligned S16LE bytes.
+trait Input {
+    fn sample(&self, i: usize) -> i16;
+}
+
+trait Output {
+    fn set(&mut self, i: usize, v: i16);
+}
+
+impl Input for [i16] {
+    #[inline(always)]
+    fn sample(&self, i: usize) -> i16 {
+        self[i]
+    }
+}
+
+impl Output for [i16] {
+    #[inline(always)]
+    fn set(&mut self, i: usize, v: i16) {
+        self[i] = v;
+    }
+}
+
+/// S16LE bytes as a GstBuffer maps them (no alignment guarantee).
+struct Le<T>(T);
+
+impl Input for Le<&[u8]> {
+    #[inline(always)]
+    fn sample(&self, i: usize) -> i16 {
+        i16::from_le_bytes([self.0[2 * i], self.0[2 * i + 1]])
+    }
+}
+
+impl Output for Le<&mut [u8]> {
+    #[inline(always)]
+    fn set(&mut self, i: usize, v: i16) {
+        self.0[2 * i..2 * i + 2].copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+const fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// `round_half_even(num / den)` for `den > 0`.
+fn div_round_half_even(num: u128, den: u128) -> u128 {
+    let (q, r) = (num / den, num % den);
+    if 2 * r > den || (2 * r == den && q % 2 == 1) {
+        q + 1
+    } else {
+        q
+    }
+}
+
+/// Resampler state for one stream.
+#[derive(Debug, Clone)]
+pub struct Resampler {
+    channels: usize,
+    in_rate: u32,
+    out_rate: u32,
+    /// Rates divided by their gcd: a position is `k + rem / den`.
+    num: u64,
+    den: u64,
+    step_int: u64,
+    step_rem: u64,
+    /// `ceil(2^64 / (2 * den))`: divides by `2 * den` with one multiply
+    /// (exact for every numerator the interpolation produces, see `interp`).
+    magic: u64,
+    /// Last frame of the previous chunk: `in[k]` when output `k` straddles
+    /// a chunk boundary.
+    prev: Vec<i16>,
+    /// Integer part of the next output's position, counted in input frames
+    /// since the last reset.
+    k: u64,
+    /// Fractional part of that position, in units of `1 / den`.
+    rem: u64,
+    /// Input frames taken and output frames produced since the last reset.
+    frames_in: u64,
+    frames_out: u64,
+}
+
+impl Resampler {
+    /// A resampler from `in_rate` to `out_rate` Hz for `channels`
+    /// interleaved channels.
+    pub fn new(in_rate: u32, out_rate: u32, channels: usize) -> Result<Self, Error> {
+        for r in [in_rate, out_rate] {
+            if !(1..=MAX_RATE).contains(&r) {
+                return Err(Error::Rate(r));
+            }
+        }
+        if channels == 0 {
+            return Err(Error::Channels);
+        }
+        let g = gcd(u64::from(in_rate), u64::from(out_rate));
+        let (num, den) = (u64::from(in_rate) / g, u64::from(out_rate) / g);
+        Ok(Resampler {
+            channels,
+            in_rate,
+            out_rate,
+            num,
+            den,
+            step_int: num / den,
+            step_rem: num % den,
+            magic: (1u128 << 64).div_ceil(u128::from(2 * den)) as u64,
+            prev: vec![0; channels],
+            k: 0,
+            rem: 0,
+            frames_in: 0,
+            frames_out: 0,
+        })
+    }
+
+    pub fn in_rate(&self) -> u32 {
+        self.in_rate
+    }
+
+    pub fn out_rate(&self) -> u32 {
+        self.out_rate
+    }
+
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
+    /// Input frames taken since the last reset.
+    pub fn frames_in(&self) -> u64 {
+        self.frames_in
+    }
+
+    /// Output frames produced since the last reset (drain included).
+    pub fn frames_out(&self) -> u64 {
+        self.frames_out
+    }
+
+    /// Forgets the stream: the next input frame is input frame 0 again.
+    pub fn reset(&mut self) {
+        self.k = 0;
+        self.rem = 0;
+        self.frames_in = 0;
+        self.frames_out = 0;
+    }
+
+    /// Exactly how many frames the next `process` of `n_frames` input frames
+    /// produces: every output whose right neighbour `in[k + 1]` is known.
+    pub fn output_frames(&self, n_frames: usize) -> usize {
+        let known = u128::from(self.frames_in) + n_frames as u128;
+        if known < 2 {
+            return 0;
+        }
+        // Output j of this call needs k_j + 1 < known, i.e.
+        // k*den + rem + j*num < (known - 1)*den.
+        let limit = (known - 1) * u128::from(self.den);
+        let start = u128::from(self.k) * u128::from(self.den) + u128::from(self.rem);
+        if start >= limit {
+            0
+        } else {
+            (limit - start).div_ceil(u128::from(self.num)) as usize
+        }
+    }
+
+    /// Output frames the whole signal has so far: `round_half_even(frames_in
+    /// * out / in)`, at least 1 once there is input.
+    fn whole_len(&self) -> u64 {
+        if self.frames_in == 0 {
+            return 0;
+        }
+        let n = u128::from(self.frames_in) * u128::from(self.den);
+        (div_round_half_even(n, u128::from(self.num)) as u64).max(1)
+    }
+
+    /// Frames [`drain`](Self::drain) would emit: the held last frame, up to
+    /// the whole-signal length.
+    pub fn drain_frames(&self) -> usize {
+        self.whole_len().saturating_sub(self.frames_out) as usize
+    }
+
+    /// One interpolated sample, `a + (b - a) * rem / den` rounded half to
+    /// even. Between two i16 values it cannot leave the i16 range, so the
+    /// formula's clamp never bites.
+    #[inline(always)]
+    fn interp(&self, a: i16, b: i16, rem: u64) -> i16 {
+        let den = self.den as i64;
+        let d = i64::from(b) - i64::from(a);
+        // Shifted by 32768 so everything is non-negative and parity (hence
+        // half-to-even) is kept.
+        let v = (i64::from(a) + 32768) * den + d * rem as i64;
+        // round(v / den) = floor((2v + den) / 2den); the numerator is below
+        // 2^17 * den and the divisor 2 * den, so the product of the two is
+        // far below 2^64 and the multiply by `magic` is exact.
+        let n = (2 * v + den) as u64;
+        let q = ((u128::from(n) * u128::from(self.magic)) >> 64) as u64;
+        let exact_tie = (n - q * 2 * self.den == 0) as u64;
+        // A tie was rounded up; half to even steps back from an odd result.
+        let q = q - (exact_tie & q & 1);
+        (q as i64 - 32768) as i16
+    }
+
+    #[inline(always)]
+    fn advance(&self, k: &mut u64, rem: &mut u64) {
+        *rem += self.step_rem;
+        let carry = (*rem >= self.den) as u64;
+        *rem -= carry * self.den;
+        *k += self.step_int + carry;
+    }
+
+    fn run<I: Input + ?Sized, O: Output + ?Sized>(
+        &mut self,
+        input: &I,
+        n_frames: usize,
+        output: &mut O,
+        out_capacity: usize,
+    ) -> Result<usize, Error> {
+        let ch = self.channels;
+        let count = self.output_frames(n_frames);
+        if count * ch > out_capacity {
+            return Err(Error::OutputTooShort(count * ch, out_capacity));
+        }
+        let base = self.frames_in;
+        let (mut k, mut rem) = (self.k, self.rem);
+        let mut o = 0;
+        // Outputs between the previous chunk's last frame and this chunk's
+        // first (k == base - 1).
+        while o < count && k < base {
+            for c in 0..ch {
+                output.set(o * ch + c, self.interp(self.prev[c], input.sample(c), rem));
+            }
+            self.advance(&mut k, &mut rem);
+            o += 1;
+        }
+        // The bulk, with the channel count a constant where it is common so
+        // the per-frame channel loop unrolls.
+        match ch {
+            1 => self.interior(1, input, output, o, count, base, &mut k, &mut rem),
+            2 => self.interior(2, input, output, o, count, base, &mut k, &mut rem),
+            _ => self.interior(ch, input, output, o, count, base, &mut k, &mut rem),
+        }
+        if n_frames > 0 {
+            let last = (n_frames - 1) * ch;
+            for c in 0..ch {
+                self.prev[c] = input.sample(last + c);
+            }
+        }
+        self.k = k;
+        self.rem = rem;
+        self.frames_in += n_frames as u64;
+        self.frames_out += count as u64;
+        Ok(count)
+    }
+
+    /// Outputs `o..count`, all of whose neighbours lie in this chunk.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn interior<I: Input + ?Sized, O: Output + ?Sized>(
+        &self,
+        ch: usize,
+        input: &I,
+        output: &mut O,
+        mut o: usize,
+        count: usize,
+        base: u64,
+        k: &mut u64,
+        rem: &mut u64,
+    ) {
+        if self.den == 1 {
+            // Integer downsampling (48 k -> 8 k, 16 k -> 8 k): every output
+            // sits exactly on an input frame, f = 0, so it is that frame.
+            while o < count {
+                let i = (*k - base) as usize * ch;
+                for c in 0..ch {
+                    output.set(o * ch + c, input.sample(i + c));
+                }
+                *k += self.step_int;
+                o += 1;
+            }
+            return;
+        }
+        if self.num < self.den {
+            // Upsampling: each input interval [k, k+1] yields one or more
+            // outputs; walk the intervals so their frames load once and the
+            // only carried state is the remainder.
+            while o < count {
+                let i = (*k - base) as usize * ch;
+                while *rem < self.den && o < count {
+                    for c in 0..ch {
+                        let v = self.interp(input.sample(i + c), input.sample(i + ch + c), *rem);
+                        output.set(o * ch + c, v);
+                    }
+                    *rem += self.num;
+                    o += 1;
+                }
+                if *rem >= self.den {
+                    *rem -= self.den;
+                    *k += 1;
+                }
+            }
+            return;
+        }
+        while o < count {
+            let i = (*k - base) as usize * ch;
+            for c in 0..ch {
+                let v = self.interp(input.sample(i + c), input.sample(i + ch + c), *rem);
+                output.set(o * ch + c, v);
+            }
+            self.advance(k, rem);
+            o += 1;
+        }
+    }
+
+    fn check_frames(&self, samples: usize) -> Result<usize, Error> {
+        if !samples.is_multiple_of(self.channels) {
+            return Err(Error::PartialFrame(samples, self.channels));
+        }
+        Ok(samples / self.channels)
+    }
+
+    /// Resamples the next chunk of interleaved samples; returns the frames
+    /// written to `output` ([`output_frames`](Self::output_frames) of them).
+    /// On error nothing changes.
+    pub fn process(&mut self, input: &[i16], output: &mut [i16]) -> Result<usize, Error> {
+        let n = self.check_frames(input.len())?;
+        let cap = output.len();
+        self.run(input, n, output, cap)
+    }
+
+    /// [`process`](Self::process) over S16LE bytes.
+    pub fn process_s16le(&mut self, input: &[u8], output: &mut [u8]) -> Result<usize, Error> {
+        if !input.len().is_multiple_of(2) {
+            return Err(Error::PartialFrame(input.len(), 2 * self.channels));
+        }
+        let n = self.check_frames(input.len() / 2)?;
+        let cap = output.len() / 2;
+        self.run(&Le(input), n, &mut Le(output), cap)
+    }
+
+    fn drain_into<O: Output + ?Sized>(
+        &mut self,
+        output: &mut O,
+        cap: usize,
+    ) -> Result<usize, Error> {
+        let n = self.drain_frames();
+        let ch = self.channels;
+        if n * ch > cap {
+            return Err(Error::OutputTooShort(n * ch, cap));
+        }
+        for o in 0..n {
+            for c in 0..ch {
+                output.set(o * ch + c, self.prev[c]);
+            }
+        }
+        self.frames_out += n as u64;
+        Ok(n)
+    }
+
+    /// End of signal: writes the held tail ([`drain_frames`](Self::drain_frames)
+    /// frames of the last input frame) and returns its frame count. The
+    /// stream can continue afterwards only after a [`reset`](Self::reset).
+    pub fn drain(&mut self, output: &mut [i16]) -> Result<usize, Error> {
+        let cap = output.len();
+        self.drain_into(output, cap)
+    }
+
+    /// [`drain`](Self::drain) into S16LE bytes.
+    pub fn drain_s16le(&mut self, output: &mut [u8]) -> Result<usize, Error> {
+        let cap = output.len() / 2;
+        self.drain_into(&mut Le(output), cap)
+    }
+}
+
+/// Resamples a whole signal at once: the formula in the module docs.
+pub fn resample(
+    input: &[i16],
+    channels: usize,
+    in_rate: u32,
+    out_rate: u32,
+) -> Result<Vec<i16>, Error> {
+    let mut r = Resampler::new(in_rate, out_rate, channels)?;
+    let n = r.check_frames(input.len())?;
+    let mut out = vec![0; r.output_frames(n) * channels];
+    r.process(input, &mut out)?;
+    let mut tail = vec![0; r.drain_frames() * channels];
+    r.drain(&mut tail)?;
+    out.extend_from_slice(&tail);
+    // When downsampling, the interpolated outputs can run past the rounded
+    // whole-signal length; the formula stops there.
+    out.truncate(r.whole_len() as usize * channels);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prng::SplitMix64;
+
+    /// The formula as librtpsynth writes it, in f64.
+    fn reference(input: &[i16], ch: usize, in_rate: u32, out_rate: u32) -> Vec<i16> {
+        let n_in = input.len() / ch;
+        if n_in == 0 {
+            return Vec::new();
+        }
+        let n_out =
+            ((n_in as f64 * out_rate as f64 / in_rate as f64).round_ties_even() as usize).max(1);
+        let r = in_rate as f64 / out_rate as f64;
+        let mut out = Vec::with_capacity(n_out * ch);
+        for i in 0..n_out {
+            let pos = i as f64 * r;
+            let k = pos.floor() as usize;
+            let f = pos - k as f64;
+            for c in 0..ch {
+                let v = if k >= n_in - 1 {
+                    input[(n_in - 1) * ch + c] as f64
+                } else {
+                    let a = input[k * ch + c] as f64;
+                    let b = input[(k + 1) * ch + c] as f64;
+                    a + (b - a) * f
+                };
+                out.push(v.round_ties_even().clamp(-32768.0, 32767.0) as i16);
+            }
+        }
+        out
+    }
+
+    fn noise(rng: &mut SplitMix64, n: usize) -> Vec<i16> {
+        (0..n).map(|_| rng.next_u32() as i16).collect()
+    }
+
+    /// Streams `input` in chunks of the given frame sizes, then drains.
+    fn streamed(r: &mut Resampler, input: &[i16], chunks: &[usize]) -> Vec<i16> {
+        let ch = r.channels();
+        let mut out = Vec::new();
+        let mut at = 0;
+        for &c in chunks {
+            let part = &input[at * ch..(at + c) * ch];
+            let mut buf = vec![0; r.output_frames(c) * ch];
+            assert_eq!(r.process(part, &mut buf).unwrap() * ch, buf.len());
+            out.extend_from_slice(&buf);
+            at += c;
+        }
+        let mut tail = vec![0; r.drain_frames() * ch];
+        r.drain(&mut tail).unwrap();
+        out.extend_from_slice(&tail);
+        out
+    }
+
+    fn random_chunks(rng: &mut SplitMix64, mut frames: usize) -> Vec<usize> {
+        let mut v = Vec::new();
+        while frames > 0 {
+            // Zero-length chunks are allowed and must change nothing.
+            let c = (rng.below(40) as usize).min(frames);
+            v.push(c);
+            frames -= c;
+        }
+        v
+    }
+
+    const RATES: [u32; 12] = [
+        1, 7, 8_000, 11_025, 16_000, 22_050, 44_100, 48_000, 96_000, 192_000, 383_999, 384_000,
+    ];
+
+    /// Whether output `i` of the exact formula sits exactly half-way between
+    /// two integers (rational arithmetic, no floats).
+    fn exact_tie(
+        input: &[i16],
+        ch: usize,
+        c: usize,
+        i: usize,
+        in_rate: u32,
+        out_rate: u32,
+    ) -> bool {
+        let n_in = input.len() / ch;
+        let p = i as u128 * u128::from(in_rate);
+        let (k, rem) = (
+            (p / u128::from(out_rate)) as usize,
+            p % u128::from(out_rate),
+        );
+        if k >= n_in - 1 {
+            return false;
+        }
+        let a = i128::from(input[k * ch + c]);
+        let d = i128::from(input[(k + 1) * ch + c]) - a;
+        let num = a * i128::from(out_rate) + d * rem as i128;
+        (2 * num).rem_euclid(2 * i128::from(out_rate)) == i128::from(out_rate)
+    }
+
+    #[test]
+    fn matches_f64_reference_except_at_exact_ties() {
+        let mut rng = SplitMix64::new(4);
+        let mut ties_off = 0;
+        for &a in &RATES {
+            for &b in &RATES {
+                for ch in [1, 2] {
+                    // Short outputs: 1 Hz -> 384 kHz makes 384 000 per frame.
+                    let max_n = (60 * u64::from(a) / u64::from(b)).clamp(1, 60) as u32;
+                    let n = 1 + rng.below(max_n) as usize;
+                    let input = noise(&mut rng, n * ch);
+                    let ours = resample(&input, ch, a, b).unwrap();
+                    let theirs = reference(&input, ch, a, b);
+                    assert_eq!(ours.len(), theirs.len(), "{a}->{b} ch {ch} n {n}");
+                    for (j, (x, y)) in ours.iter().zip(&theirs).enumerate() {
+                        if x != y {
+                            // f64's `i * r` can land a hair off an exact
+                            // half-way point and round the other way; we
+                            // round the exact value half to even.
+                            assert_eq!((*x as i32 - *y as i32).abs(), 1, "{a}->{b}");
+                            assert!(
+                                exact_tie(&input, ch, j % ch, j / ch, a, b),
+                                "{a}->{b} at {j}"
+                            );
+                            assert_eq!(x % 2, 0, "{a}->{b} at {j}: ties go to even");
+                            ties_off += 1;
+                        }
+                    }
+                }
+            }
+        }
+        // The two agree almost everywhere.
+        assert!(ties_off < 20, "{ties_off}");
+    }
+
+    #[test]
+    fn exact_on_ties_where_f64_is_exact() {
+        // 8 k -> 16 k: every other output sits half-way, f = 0.5 exactly in
+        // f64 too, so ties must round to even exactly as rint() does.
+        let input = [0i16, 1, 2, 3, -1, -4, 32767, -32768];
+        let out = resample(&input, 1, 8_000, 16_000).unwrap();
+        assert_eq!(out, reference(&input, 1, 8_000, 16_000));
+        assert_eq!(
+            out,
+            [
+                0, 0, 1, 2, 2, 2, 3, 1, -1, -2, -4, 16382, 32767, 0, -32768, -32768
+            ]
+        );
+    }
+
+    #[test]
+    fn any_split_gives_the_whole_signal() {
+        let mut rng = SplitMix64::new(7);
+        for &(a, b) in &[
+            (8_000, 48_000),
+            (48_000, 8_000),
+            (44_100, 48_000),
+            (48_000, 44_100),
+            (1, 384_000),
+            (384_000, 1),
+            (11_025, 7),
+            (16_000, 16_000),
+        ] {
+            for ch in [1, 3] {
+                let max_n = (400 * u64::from(a) / u64::from(b)).clamp(2, 400) as u32;
+                let n = 1 + rng.below(max_n) as usize;
+                let input = noise(&mut rng, n * ch);
+                let mut r = Resampler::new(a, b, ch).unwrap();
+                let whole = streamed(&mut r, &input, &[n]);
+                for _ in 0..5 {
+                    r.reset();
+                    let chunks = random_chunks(&mut rng, n);
+                    assert_eq!(
+                        streamed(&mut r, &input, &chunks),
+                        whole,
+                        "{a}->{b} {chunks:?}"
+                    );
+                }
+                // The whole-signal function is the streamed output cut to the
+                // rounded length (downsampling can interpolate one frame
+                // past it before the end is known).
+                let exact = resample(&input, ch, a, b).unwrap();
+                assert!(whole.starts_with(&exact), "{a}->{b}");
+                assert!(whole.len() - exact.len() <= ch, "{a}->{b}");
+            }
+        }
+    }
+
+    #[test]
+    fn no_drift_over_a_long_stream() {
+        // Ten minutes of 44.1 k -> 48 k in one-second chunks: the position
+        // after n input frames stays exactly n * 48000 / 44100.
+        let mut r = Resampler::new(44_100, 48_000, 1).unwrap();
+        let chunk = vec![0i16; 44_100];
+        let mut out = vec![0i16; 48_001];
+        for _ in 0..600 {
+            r.process(&chunk, &mut out).unwrap();
+        }
+        let n = 600 * 44_100u64;
+        // Outputs produced: every i with floor(i * 44100 / 48000) < n - 1.
+        assert_eq!(r.frames_out(), ((n - 1) * 48_000).div_ceil(44_100));
+        assert_eq!(r.drain_frames() as u64 + r.frames_out(), 600 * 48_000);
+    }
+
+    #[test]
+    fn equal_rates_copy_and_constant_signals_stay_constant() {
+        let mut rng = SplitMix64::new(9);
+        let input = noise(&mut rng, 100);
+        assert_eq!(resample(&input, 2, 8_000, 8_000).unwrap(), input);
+        let flat = vec![-1234i16; 90];
+        for &(a, b) in &[(8_000, 48_000), (48_000, 8_000), (44_100, 8_000)] {
+            let out = resample(&flat, 1, a, b).unwrap();
+            assert!(out.iter().all(|&v| v == -1234));
+        }
+    }
+
+    #[test]
+    fn s16le_matches_i16() {
+        let mut rng = SplitMix64::new(11);
+        let input = noise(&mut rng, 2 * 301);
+        let bytes: Vec<u8> = input.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut a = Resampler::new(48_000, 8_000, 2).unwrap();
+        let mut b = a.clone();
+        let n = a.output_frames(301);
+        let mut out_a = vec![0i16; n * 2];
+        let mut out_b = vec![0u8; n * 4];
+        assert_eq!(a.process(&input, &mut out_a).unwrap(), n);
+        assert_eq!(b.process_s16le(&bytes, &mut out_b).unwrap(), n);
+        let le: Vec<i16> = out_b
+            .chunks_exact(2)
+            .map(|c| i16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        assert_eq!(out_a, le);
+        let mut ta = vec![0i16; a.drain_frames() * 2];
+        let mut tb = vec![0u8; b.drain_frames() * 4];
+        a.drain(&mut ta).unwrap();
+        b.drain_s16le(&mut tb).unwrap();
+        assert_eq!(
+            ta.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>(),
+            tb
+        );
+    }
+
+    #[test]
+    fn bad_input_is_refused_without_state_change() {
+        assert_eq!(Resampler::new(0, 8_000, 1).unwrap_err(), Error::Rate(0));
+        assert_eq!(
+            Resampler::new(8_000, 384_001, 1).unwrap_err(),
+            Error::Rate(384_001)
+        );
+        assert_eq!(
+            Resampler::new(8_000, 8_000, 0).unwrap_err(),
+            Error::Channels
+        );
+        let mut r = Resampler::new(8_000, 48_000, 2).unwrap();
+        assert_eq!(
+            r.process(&[1, 2, 3], &mut [0; 64]),
+            Err(Error::PartialFrame(3, 2))
+        );
+        assert_eq!(
+            r.process_s16le(&[1, 2, 3], &mut [0; 64]),
+            Err(Error::PartialFrame(3, 4))
+        );
+        assert_eq!(
+            r.process(&[1, 2, 3, 4], &mut [0; 4]),
+            Err(Error::OutputTooShort(12, 4))
+        );
+        assert_eq!((r.frames_in(), r.frames_out()), (0, 0));
+        assert!(Error::Rate(0).to_string().contains("0 Hz"));
+        assert_eq!(resample(&[], 1, 8_000, 16_000).unwrap(), Vec::<i16>::new());
+        // A single frame is held for the whole (at least one frame) length.
+        assert_eq!(resample(&[5], 1, 48_000, 8_000).unwrap(), [5]);
+        assert_eq!(resample(&[5], 1, 8_000, 48_000).unwrap(), [5; 6]);
+    }
+}

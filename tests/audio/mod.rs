@@ -1,0 +1,124 @@
+//! Helpers shared by the audio element tests (ulawenc, ulawdec,
+//! linearresample).
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+
+use gst::prelude::*;
+
+pub fn raw_caps(rate: i32, channels: i32) -> gst::Caps {
+    gst::Caps::builder("audio/x-raw")
+        .field("format", "S16LE")
+        .field("layout", "interleaved")
+        .field("rate", rate)
+        .field("channels", channels)
+        .build()
+}
+
+pub fn mulaw_caps(rate: i32, channels: i32) -> gst::Caps {
+    gst::Caps::builder("audio/x-mulaw")
+        .field("rate", rate)
+        .field("channels", channels)
+        .build()
+}
+
+pub fn le_bytes(samples: &[i16]) -> Vec<u8> {
+    samples.iter().flat_map(|s| s.to_le_bytes()).collect()
+}
+
+pub fn samples(bytes: &[u8]) -> Vec<i16> {
+    assert!(bytes.len().is_multiple_of(2), "odd S16 byte count");
+    bytes
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect()
+}
+
+/// A buffer holding `data`, stamped with `pts` and `duration` (ns) and the
+/// sample `offset`.
+pub fn buffer(data: Vec<u8>, pts: u64, duration: u64, offset: u64, frames: u64) -> gst::Buffer {
+    let mut b = gst::Buffer::from_mut_slice(data);
+    {
+        let b = b.get_mut().unwrap();
+        b.set_pts(gst::ClockTime::from_nseconds(pts));
+        b.set_duration(gst::ClockTime::from_nseconds(duration));
+        b.set_offset(offset);
+        b.set_offset_end(offset + frames);
+    }
+    b
+}
+
+pub fn bytes_of(b: &gst::Buffer) -> Vec<u8> {
+    b.map_readable().unwrap().to_vec()
+}
+
+/// Every buffer still queued in the harness, concatenated.
+pub fn drain_bytes(h: &mut gst_check::Harness) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(b) = h.try_pull() {
+        out.extend_from_slice(&b.map_readable().unwrap());
+    }
+    out
+}
+
+pub fn stats(element: &gst::Element) -> gst::Structure {
+    element.property::<gst::Structure>("stats")
+}
+
+pub fn stat(s: &gst::Structure, field: &str) -> u64 {
+    s.get::<u64>(field)
+        .unwrap_or_else(|e| panic!("stats field {field}: {e}"))
+}
+
+/// What crosses `pad` downstream, in order: "buffer", or the event type name.
+pub fn record_flow(pad: &gst::Pad) -> Arc<Mutex<Vec<String>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    pad.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
+        move |_, info| {
+            let what = match &info.data {
+                Some(gst::PadProbeData::Buffer(_)) => "buffer".to_string(),
+                Some(gst::PadProbeData::Event(e)) => e.type_().name().to_string(),
+                _ => "other".to_string(),
+            };
+            s.lock().unwrap().push(what);
+            gst::PadProbeReturn::Ok
+        },
+    );
+    seen
+}
+
+/// Runs a gst-launch style pipeline ending in `appsink name=out` to EOS and
+/// returns the bytes that reached the sink and the sink's final caps.
+pub fn run_to_appsink(desc: &str) -> (Vec<u8>, Option<gst::Caps>) {
+    let pipeline = gst::parse::launch(desc)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let sink = pipeline
+        .by_name("out")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    sink.set_property("sync", false);
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut data = Vec::new();
+    let mut caps = None;
+    while let Ok(sample) = sink.pull_sample() {
+        caps = sample.caps().map(|c| c.to_owned());
+        data.extend_from_slice(&sample.buffer().unwrap().map_readable().unwrap());
+    }
+    let bus = pipeline.bus().unwrap();
+    let msg = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(10),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("pipeline ends");
+    if let gst::MessageView::Error(e) = msg.view() {
+        panic!("pipeline {desc}: {} ({:?})", e.error(), e.debug());
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    (data, caps)
+}

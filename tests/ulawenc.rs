@@ -1,0 +1,188 @@
+//! `ulawenc`: bit-exactness through the element, metadata, caps, events,
+//! bad input, and where it differs from stock `mulawenc`.
+
+mod audio;
+mod common;
+
+use audio::*;
+use gst::prelude::*;
+use gstrtpsynth::g711;
+
+fn all_inputs() -> Vec<i16> {
+    (i16::MIN..=i16::MAX).collect()
+}
+
+#[test]
+fn encodes_all_65536_inputs_like_the_core_and_keeps_metadata() {
+    common::init();
+    let mut h = gst_check::Harness::new("ulawenc");
+    h.set_src_caps(raw_caps(8000, 1));
+    let input = all_inputs();
+    let (pts, dur) = (1_000_000_000, 8_192_000_000);
+    h.push(buffer(le_bytes(&input), pts, dur, 8000, 65_536))
+        .unwrap();
+    let out = h.pull().unwrap();
+    let mut expected = vec![0u8; input.len()];
+    g711::encode(&input, &mut expected);
+    assert_eq!(bytes_of(&out), expected);
+    assert_eq!(out.pts(), Some(gst::ClockTime::from_nseconds(pts)));
+    assert_eq!(out.duration(), Some(gst::ClockTime::from_nseconds(dur)));
+    assert_eq!((out.offset(), out.offset_end()), (8000, 8000 + 65_536));
+    assert_eq!(
+        h.sinkpad().unwrap().current_caps().unwrap(),
+        mulaw_caps(8000, 1)
+    );
+    let s = stats(&h.element().unwrap());
+    assert_eq!(s.name(), "application/x-ulawenc-stats");
+    assert_eq!(stat(&s, "buffers-in"), 1);
+    assert_eq!(stat(&s, "buffers-out"), 1);
+    assert_eq!(stat(&s, "samples-in"), 65_536);
+    assert_eq!(stat(&s, "samples-out"), 65_536);
+    assert_eq!(stat(&s, "rejected-buffers"), 0);
+}
+
+/// Stock mulawenc uses the Sun/CCITT code (bias 0x84 on negated samples),
+/// not G.191's one's complement; the two part on negative inputs near
+/// segment edges. This measures exactly where.
+#[test]
+fn differs_from_stock_mulawenc_on_127_negative_inputs() {
+    common::init();
+    let mut h = gst_check::Harness::new("mulawenc");
+    h.set_src_caps(raw_caps(8000, 1));
+    let input = all_inputs();
+    h.push(buffer(le_bytes(&input), 0, 0, 0, 65_536)).unwrap();
+    let stock = bytes_of(&h.pull().unwrap());
+    assert_eq!(stock.len(), input.len());
+    let differ: Vec<i16> = input
+        .iter()
+        .zip(&stock)
+        .filter(|&(&x, &c)| g711::encode_sample(x) != c)
+        .map(|(&x, _)| x)
+        .collect();
+    assert!(differ.iter().all(|&x| x < 0), "{differ:?}");
+    // Every difference is one code step: the neighbouring segment edge.
+    for &x in &differ {
+        let ours = g711::decode_sample(g711::encode_sample(x)) as i32;
+        let c = stock[(x as i32 + 32768) as usize];
+        let theirs = g711::decode_sample(c) as i32;
+        assert!(
+            ours != theirs && (ours - theirs).abs() <= 1024,
+            "{x}: {ours} vs {theirs}"
+        );
+    }
+    assert_eq!(differ.len(), 127, "{differ:?}");
+}
+
+#[test]
+fn multichannel_and_caps_queries_through_converters() {
+    common::init();
+    // audioconvert and audioresample upstream negotiate F32 at 44.1 k into
+    // S16LE at 16 k because ulawenc answers caps queries from downstream.
+    let (data, caps) = run_to_appsink(
+        "audiotestsrc num-buffers=10 samplesperbuffer=441 ! audio/x-raw,format=F32LE,rate=44100,channels=2 \
+         ! audioconvert ! audioresample ! ulawenc ! audio/x-mulaw,rate=16000 ! appsink name=out",
+    );
+    let caps = caps.unwrap();
+    assert_eq!(caps, mulaw_caps(16000, 2));
+    // 0.1 s at 16 kHz, two channels, one byte each (audioresample keeps the
+    // total length within a few samples).
+    assert!((data.len() as i64 - 3200).abs() <= 16, "{}", data.len());
+}
+
+#[test]
+fn gap_events_are_forwarded_in_order() {
+    common::init();
+    let mut h = gst_check::Harness::new("ulawenc");
+    h.set_src_caps(raw_caps(8000, 1));
+    let el = h.element().unwrap();
+    let seen = record_flow(&el.static_pad("src").unwrap());
+    h.push(buffer(le_bytes(&[1, 2, 3, 4]), 0, 500_000, 0, 4))
+        .unwrap();
+    assert!(
+        h.push_event(
+            gst::event::Gap::builder(gst::ClockTime::from_nseconds(500_000))
+                .duration(gst::ClockTime::from_mseconds(20))
+                .build()
+        )
+    );
+    h.push(buffer(le_bytes(&[5, 6]), 20_500_000, 250_000, 164, 2))
+        .unwrap();
+    let flow: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| *e == "buffer" || *e == "gap")
+        .cloned()
+        .collect();
+    assert_eq!(flow, ["buffer", "gap", "buffer"]);
+    assert_eq!(stat(&stats(&el), "gap-events"), 1);
+}
+
+#[test]
+fn odd_and_empty_buffers_are_stream_errors() {
+    common::init();
+    for (data, why) in [
+        (vec![1u8, 2, 3], "not a whole number"),
+        (vec![], "zero-length"),
+        (vec![1u8, 2], "not a whole number"), // one sample of a 2-channel frame
+    ] {
+        let mut h = gst_check::Harness::new("ulawenc");
+        let channels = if data.len() == 2 { 2 } else { 1 };
+        h.set_src_caps(raw_caps(8000, channels));
+        let bus = gst::Bus::new();
+        h.element().unwrap().set_bus(Some(&bus));
+        assert_eq!(
+            h.push(gst::Buffer::from_mut_slice(data)),
+            Err(gst::FlowError::Error)
+        );
+        let msg = bus
+            .pop_filtered(&[gst::MessageType::Error])
+            .expect("error posted");
+        let gst::MessageView::Error(e) = msg.view() else {
+            unreachable!()
+        };
+        assert!(
+            e.error().to_string().contains(why),
+            "{} {:?}",
+            e.error(),
+            e.debug()
+        );
+        let s = stats(&h.element().unwrap());
+        assert_eq!(stat(&s, "buffers-in"), 1);
+        assert_eq!(stat(&s, "rejected-buffers"), 1);
+        assert_eq!(stat(&s, "buffers-out"), 0);
+    }
+}
+
+#[test]
+fn missing_caps_and_unsupported_formats_do_not_negotiate() {
+    common::init();
+    let mut h = gst_check::Harness::new("ulawenc");
+    assert_eq!(
+        h.push(gst::Buffer::from_mut_slice(vec![0u8; 4])),
+        Err(gst::FlowError::NotNegotiated)
+    );
+    for caps in [
+        gst::Caps::builder("audio/x-raw")
+            .field("format", "S16BE")
+            .field("layout", "interleaved")
+            .field("rate", 8000)
+            .field("channels", 1)
+            .build(),
+        gst::Caps::builder("audio/x-raw")
+            .field("format", "F32LE")
+            .field("layout", "interleaved")
+            .field("rate", 8000)
+            .field("channels", 1)
+            .build(),
+        mulaw_caps(8000, 1),
+    ] {
+        let mut h = gst_check::Harness::new("ulawenc");
+        h.set_src_caps(caps.clone());
+        assert_eq!(
+            h.push(gst::Buffer::from_mut_slice(vec![0u8; 4])),
+            Err(gst::FlowError::NotNegotiated),
+            "{caps}"
+        );
+    }
+}
