@@ -162,7 +162,7 @@ counters! {
         resyncs = "resyncs",
         /// Changes of SSRC.
         ssrc_changes = "ssrc-changes",
-        /// Packets in the ring now.
+        /// Packets held now (in the ring, or an outlier awaiting confirmation).
         buffered = "buffered",
         /// Most packets the ring has held at once.
         max_buffered = "max-buffered",
@@ -241,9 +241,11 @@ impl<T> JitterBuffer<T> {
         self.cfg.max_misorder = max_misorder;
     }
 
+    /// The counters; `buffered` includes a held outlier, so that
+    /// `received = pushed + dropped_* + buffered` holds at every moment.
     pub fn counters(&self) -> Counters {
         let mut c = self.counters;
-        c.buffered = self.buffered as u64;
+        c.buffered = self.buffered as u64 + u64::from(self.candidate.is_some());
         c
     }
 
@@ -261,10 +263,32 @@ impl<T> JitterBuffer<T> {
     /// released or dropped, now or on a later call.
     #[inline]
     pub fn push(&mut self, data: &[u8], arrival_ns: u64, item: T, out: &mut impl FnMut(Output<T>)) {
+        let parsed = Packet::parse(data).map(|p| PacketMeta::of(&p, arrival_ns));
+        self.push_parsed(parsed, arrival_ns, item, out);
+    }
+
+    /// [`push`](Self::push) for a handle that holds its own bytes (a mapped
+    /// buffer): parses it in place, then moves it.
+    #[inline]
+    pub fn push_owned(&mut self, item: T, arrival_ns: u64, out: &mut impl FnMut(Output<T>))
+    where
+        T: AsRef<[u8]>,
+    {
+        let parsed = Packet::parse(item.as_ref()).map(|p| PacketMeta::of(&p, arrival_ns));
+        self.push_parsed(parsed, arrival_ns, item, out);
+    }
+
+    #[inline]
+    fn push_parsed(
+        &mut self,
+        parsed: Result<PacketMeta, ParseError>,
+        arrival_ns: u64,
+        item: T,
+        out: &mut impl FnMut(Output<T>),
+    ) {
         self.counters.received += 1;
-        match Packet::parse(data) {
-            Ok(packet) => {
-                let meta = PacketMeta::of(&packet, arrival_ns);
+        match parsed {
+            Ok(meta) => {
                 self.accept(Slot { item, meta }, out);
                 self.expire(arrival_ns, out);
             }

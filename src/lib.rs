@@ -6,9 +6,11 @@
 pub mod jbuf;
 pub mod prng;
 pub mod rtp;
+mod rtpjbufdec;
 pub mod stats;
 
-fn plugin_init(_plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    rtpjbufdec::register(plugin)?;
     Ok(())
 }
 
