@@ -5,7 +5,7 @@
 
 mod audiocaps;
 pub mod g711;
-mod linearresample;
+pub mod jbuf;
 pub mod prng;
 pub mod resample;
 pub mod rtp;
@@ -13,12 +13,15 @@ pub mod sched;
 pub mod stats;
 pub mod synth;
 
+mod linearresample;
+mod rtpjbufdec;
 mod rtpsynthsrc;
 mod ulawdec;
 mod ulawenc;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     rtpsynthsrc::register(plugin)?;
+    rtpjbufdec::register(plugin)?;
     ulawenc::register(plugin)?;
     ulawdec::register(plugin)?;
     linearresample::register(plugin)?;

@@ -1,0 +1,1124 @@
+//! Jitter-buffer core, free of GStreamer.
+//!
+//! [`JitterBuffer`] takes one datagram at a time (its bytes, its arrival time
+//! and a caller handle `T` such as a `gst::Buffer`), validates it with the
+//! [`rtp`](crate::rtp) core and hands every outcome to a caller-provided sink:
+//! packets released in sequence order (each carrying the [`Erasure`] of the
+//! void just before it, if any) and dropped datagrams with their
+//! [`DropReason`]. The handle is moved, never copied, and nothing is
+//! allocated per packet: the reorder buffer is a fixed ring.
+//!
+//! Rules (see docs/rtpjbufdec.md for the user-facing version):
+//! - in-order packets are released at once;
+//! - a void is declared when the ring is full, when a packet lands beyond the
+//!   ring's window, or when the packet waiting behind the void has waited
+//!   longer than `latency_ns` (checked on each arrival; 0 = never);
+//! - a packet more than `max_dropout` ahead or `max_misorder` behind the
+//!   highest sequence number is an outlier: held, and dropped unless the next
+//!   packet agrees with it, in which case the stream is taken as restarted;
+//! - an SSRC change releases the old stream and starts a new one.
+
+use crate::counters;
+use crate::rtp::{Packet, ParseError, SeqExtender, seq_distance};
+
+/// Tuning of a [`JitterBuffer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// Packets the reorder ring holds (at least 2).
+    pub capacity: usize,
+    /// How long the first packet behind a void may wait, in ns (0 = only a
+    /// full ring releases it).
+    pub latency_ns: u64,
+    /// Largest forward jump still taken as the same stream (RFC 3550 A.1).
+    pub max_dropout: u16,
+    /// Largest backward step still taken as the same stream.
+    pub max_misorder: u16,
+}
+
+pub const DEFAULT_CAPACITY: usize = 20;
+pub const DEFAULT_MAX_DROPOUT: u16 = 3000;
+pub const DEFAULT_MAX_MISORDER: u16 = 100;
+/// Smallest ring that can reorder anything.
+pub const MIN_CAPACITY: usize = 2;
+/// The ring's window must stay inside the 16-bit sequence space.
+pub const MAX_CAPACITY: usize = 65535;
+/// Largest useful `max_dropout`/`max_misorder`: half the sequence space.
+pub const MAX_SEQ_LIMIT: u16 = 32767;
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            capacity: DEFAULT_CAPACITY,
+            latency_ns: 0,
+            max_dropout: DEFAULT_MAX_DROPOUT,
+            max_misorder: DEFAULT_MAX_MISORDER,
+        }
+    }
+}
+
+/// Why a datagram was not released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Not a valid RTP packet.
+    Parse(ParseError),
+    /// Its sequence number is already buffered or was already released.
+    Duplicate,
+    /// Behind what was already released, and never released itself.
+    Late,
+    /// A jump beyond `max_dropout`/`max_misorder` that no following packet
+    /// confirmed as a stream restart.
+    Outlier,
+    /// Thrown away by [`JitterBuffer::discard`] (downstream is flushing).
+    Flushing,
+}
+
+/// What the core knows about a packet, copied out of its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PacketMeta {
+    /// Extended (64-bit) sequence number; the first packet of a stream is
+    /// numbered 65536 + its seq.
+    pub ext_seq: u64,
+    pub timestamp: u32,
+    pub ssrc: u32,
+    pub payload_type: u8,
+    pub marker: bool,
+    /// Payload bytes (after CSRCs, extension and padding).
+    pub payload_len: u32,
+    /// Arrival time the caller gave, in ns.
+    pub arrival_ns: u64,
+}
+
+impl PacketMeta {
+    #[inline]
+    pub fn seq(&self) -> u16 {
+        self.ext_seq as u16
+    }
+
+    fn of(p: &Packet<'_>, arrival_ns: u64) -> Self {
+        PacketMeta {
+            ext_seq: u64::from(p.seq()),
+            timestamp: p.timestamp(),
+            ssrc: p.ssrc(),
+            payload_type: p.payload_type(),
+            marker: p.marker(),
+            payload_len: p.payload_range().len() as u32,
+            arrival_ns,
+        }
+    }
+}
+
+/// A void: packets that were never received, declared lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Erasure {
+    /// First missing extended sequence number.
+    pub first: u64,
+    /// Last missing extended sequence number.
+    pub last: u64,
+    /// Missing packets (`last - first + 1`).
+    pub count: u64,
+    /// RTP timestamp of the packet after the void minus that of the packet
+    /// before it, by signed 32-bit distance (so a timestamp wrap does not
+    /// overflow); 0 if the timestamps went backwards.
+    pub ts_diff: u64,
+    /// The packet released just before the void.
+    pub before: PacketMeta,
+}
+
+/// One outcome, handed to the caller's sink.
+#[derive(Debug)]
+pub enum Output<T> {
+    /// A packet released in order. `erasure` is the void just before it.
+    Packet {
+        item: T,
+        meta: PacketMeta,
+        erasure: Option<Erasure>,
+    },
+    /// A datagram that will never be released.
+    Dropped { item: T, reason: DropReason },
+}
+
+counters! {
+    /// What happened to every datagram; `received` = `pushed` + every `dropped_*`.
+    pub struct Counters {
+        /// Datagrams presented.
+        received = "received",
+        /// Packets released in order.
+        pushed = "pushed",
+        /// Same sequence number already buffered or released.
+        dropped_duplicate = "dropped-duplicate",
+        /// Behind what was already released.
+        dropped_late = "dropped-late",
+        /// Not valid RTP (broken down in the per-fault parse counters).
+        dropped_parse = "dropped-parse",
+        /// Unconfirmed jumps beyond max-dropout / max-misorder.
+        dropped_outlier = "dropped-outlier",
+        /// Thrown away because downstream was flushing or stopping.
+        dropped_flushing = "dropped-flushing",
+        /// Voids declared.
+        erasures = "erasures",
+        /// Packets in those voids.
+        erased_packets = "erased-packets",
+        /// Sequence restarts confirmed by two agreeing packets.
+        resyncs = "resyncs",
+        /// Changes of SSRC.
+        ssrc_changes = "ssrc-changes",
+        /// Packets held now (in the ring, or an outlier awaiting confirmation).
+        buffered = "buffered",
+        /// Most packets the ring has held at once.
+        max_buffered = "max-buffered",
+    }
+}
+
+struct Slot<T> {
+    item: T,
+    meta: PacketMeta,
+}
+
+/// The current stream: everything that a flush forgets.
+#[derive(Default)]
+struct Stream {
+    /// False until the first packet, and after a flush.
+    active: bool,
+    ssrc: u32,
+    seqs: SeqExtender,
+    /// Lowest extended seq not yet released (nor skipped).
+    next: u64,
+    /// The packet released last (valid while `active`).
+    last: PacketMeta,
+}
+
+/// Bits of the sequence space (indexed by the low 16 bits of an extended
+/// seq) that were released: tells a duplicate from a late packet behind the
+/// window without keeping the packets.
+const HISTORY_WORDS: usize = (1 << 16) / 64;
+
+pub struct JitterBuffer<T> {
+    cfg: Config,
+    /// Power-of-two ring; only `cfg.capacity` consecutive seqs
+    /// (`next + 1 ..= next + capacity`) are in it at once.
+    ring: Box<[Option<Slot<T>>]>,
+    mask: u64,
+    history: Box<[u64; HISTORY_WORDS]>,
+    stream: Stream,
+    /// Lowest extended seq in the ring (meaningful when `buffered > 0`).
+    min: u64,
+    buffered: usize,
+    /// The outlier waiting for a second packet to confirm a restart.
+    candidate: Option<Slot<T>>,
+    counters: Counters,
+    parse_errors: [u64; ParseError::ALL.len()],
+}
+
+impl<T> JitterBuffer<T> {
+    /// A jitter buffer with `cfg`; the capacity is clamped to
+    /// [`MIN_CAPACITY`]..=[`MAX_CAPACITY`].
+    pub fn new(mut cfg: Config) -> Self {
+        cfg.capacity = cfg.capacity.clamp(MIN_CAPACITY, MAX_CAPACITY);
+        let slots = cfg.capacity.next_power_of_two();
+        JitterBuffer {
+            cfg,
+            ring: (0..slots).map(|_| None).collect(),
+            mask: slots as u64 - 1,
+            history: Box::new([0; HISTORY_WORDS]),
+            stream: Stream::default(),
+            min: 0,
+            buffered: 0,
+            candidate: None,
+            counters: Counters::default(),
+            parse_errors: [0; ParseError::ALL.len()],
+        }
+    }
+
+    pub fn config(&self) -> Config {
+        self.cfg
+    }
+
+    /// Changes latency and the restart limits; the capacity is fixed for the
+    /// life of the buffer.
+    pub fn set_limits(&mut self, latency_ns: u64, max_dropout: u16, max_misorder: u16) {
+        self.cfg.latency_ns = latency_ns;
+        self.cfg.max_dropout = max_dropout;
+        self.cfg.max_misorder = max_misorder;
+    }
+
+    /// The counters; `buffered` includes a held outlier, so that
+    /// `received = pushed + dropped_* + buffered` holds at every moment.
+    pub fn counters(&self) -> Counters {
+        let mut c = self.counters;
+        c.buffered = self.buffered as u64 + u64::from(self.candidate.is_some());
+        c
+    }
+
+    /// Parse failures by fault, indexed by [`ParseError::index`].
+    pub fn parse_errors(&self) -> [u64; ParseError::ALL.len()] {
+        self.parse_errors
+    }
+
+    /// Packets in the ring now (a held outlier is not counted).
+    pub fn buffered(&self) -> usize {
+        self.buffered
+    }
+
+    /// Presents one datagram. `item` comes back through `out`, either
+    /// released or dropped, now or on a later call.
+    #[inline]
+    pub fn push(&mut self, data: &[u8], arrival_ns: u64, item: T, out: &mut impl FnMut(Output<T>)) {
+        let parsed = Packet::parse(data).map(|p| PacketMeta::of(&p, arrival_ns));
+        self.push_parsed(parsed, arrival_ns, item, out);
+    }
+
+    /// [`push`](Self::push) for a handle that holds its own bytes (a mapped
+    /// buffer): parses it in place, then moves it.
+    #[inline]
+    pub fn push_owned(&mut self, item: T, arrival_ns: u64, out: &mut impl FnMut(Output<T>))
+    where
+        T: AsRef<[u8]>,
+    {
+        let parsed = Packet::parse(item.as_ref()).map(|p| PacketMeta::of(&p, arrival_ns));
+        self.push_parsed(parsed, arrival_ns, item, out);
+    }
+
+    #[inline]
+    fn push_parsed(
+        &mut self,
+        parsed: Result<PacketMeta, ParseError>,
+        arrival_ns: u64,
+        item: T,
+        out: &mut impl FnMut(Output<T>),
+    ) {
+        self.counters.received += 1;
+        match parsed {
+            Ok(meta) => {
+                self.accept(Slot { item, meta }, out);
+                self.expire(arrival_ns, out);
+            }
+            Err(e) => self.drop_item(item, DropReason::Parse(e), out),
+        }
+    }
+
+    /// Releases everything buffered, in order (voids between runs become
+    /// erasures), drops a held outlier, and forgets the stream.
+    pub fn flush(&mut self, out: &mut impl FnMut(Output<T>)) {
+        while self.buffered > 0 {
+            self.release_void(out);
+        }
+        self.end_stream(DropReason::Outlier, out);
+    }
+
+    /// Drops everything buffered (counted as [`DropReason::Flushing`]) and
+    /// forgets the stream: for a flushing or stopping pipeline.
+    pub fn discard(&mut self, out: &mut impl FnMut(Output<T>)) {
+        for at in 0..self.ring.len() {
+            if let Some(s) = self.ring[at].take() {
+                self.drop_item(s.item, DropReason::Flushing, out);
+            }
+        }
+        self.buffered = 0;
+        self.end_stream(DropReason::Flushing, out);
+    }
+
+    fn end_stream(&mut self, candidate_reason: DropReason, out: &mut impl FnMut(Output<T>)) {
+        if let Some(c) = self.candidate.take() {
+            self.drop_item(c.item, candidate_reason, out);
+        }
+        if self.stream.active {
+            // The next stream is extended afresh; stale bits would turn its
+            // late packets into duplicates.
+            self.history.fill(0);
+        }
+        self.stream = Stream::default();
+    }
+
+    fn drop_item(&mut self, item: T, reason: DropReason, out: &mut impl FnMut(Output<T>)) {
+        let c = &mut self.counters;
+        match reason {
+            DropReason::Parse(e) => {
+                c.dropped_parse += 1;
+                self.parse_errors[e.index()] += 1;
+            }
+            DropReason::Duplicate => c.dropped_duplicate += 1,
+            DropReason::Late => c.dropped_late += 1,
+            DropReason::Outlier => c.dropped_outlier += 1,
+            DropReason::Flushing => c.dropped_flushing += 1,
+        }
+        out(Output::Dropped { item, reason });
+    }
+
+    #[inline]
+    fn accept(&mut self, slot: Slot<T>, out: &mut impl FnMut(Output<T>)) {
+        if !self.stream.active {
+            return self.start(slot, out);
+        }
+        if self.stream.ssrc != slot.meta.ssrc {
+            self.counters.ssrc_changes += 1;
+            self.flush(out);
+            return self.start(slot, out);
+        }
+        let highest = self.stream.seqs.highest().unwrap_or(self.stream.next) as u16;
+        let d = i32::from(seq_distance(highest, slot.meta.seq()));
+        if d > i32::from(self.cfg.max_dropout) || d < -i32::from(self.cfg.max_misorder) {
+            return self.outlier(slot, out);
+        }
+        if let Some(c) = self.candidate.take() {
+            // The stream went on: the jump was a stray packet.
+            self.drop_item(c.item, DropReason::Outlier, out);
+        }
+        self.insert(slot, out);
+    }
+
+    /// First packet of a stream: released at once.
+    fn start(&mut self, mut slot: Slot<T>, out: &mut impl FnMut(Output<T>)) {
+        let mut seqs = SeqExtender::new();
+        slot.meta.ext_seq = seqs.extend(slot.meta.seq());
+        self.stream = Stream {
+            active: true,
+            ssrc: slot.meta.ssrc,
+            seqs,
+            next: slot.meta.ext_seq,
+            // No erasure before the first packet.
+            last: PacketMeta {
+                ext_seq: slot.meta.ext_seq - 1,
+                ..slot.meta
+            },
+        };
+        self.release(slot, out);
+    }
+
+    fn outlier(&mut self, slot: Slot<T>, out: &mut impl FnMut(Output<T>)) {
+        let Some(c) = self.candidate.take() else {
+            self.candidate = Some(slot);
+            return;
+        };
+        let d = i32::from(seq_distance(c.meta.seq(), slot.meta.seq()));
+        if d == 0 || d.unsigned_abs() as usize >= self.cfg.capacity {
+            self.drop_item(c.item, DropReason::Outlier, out);
+            self.candidate = Some(slot);
+            return;
+        }
+        // Two agreeing packets: the sender restarted. Release what the old
+        // stream had, then start the new one from the lower of the two so
+        // the other is not taken as late.
+        self.counters.resyncs += 1;
+        self.flush(out);
+        let (first, second) = if d > 0 { (c, slot) } else { (slot, c) };
+        self.start(first, out);
+        self.insert(second, out);
+    }
+
+    /// A packet of the current stream within the dropout/misorder limits.
+    #[inline]
+    fn insert(&mut self, mut slot: Slot<T>, out: &mut impl FnMut(Output<T>)) {
+        let ext = self.stream.seqs.peek(slot.meta.seq());
+        slot.meta.ext_seq = ext;
+        if ext < self.stream.next {
+            let reason = if ext <= self.stream.last.ext_seq && self.released(ext) {
+                DropReason::Duplicate
+            } else {
+                DropReason::Late
+            };
+            return self.drop_item(slot.item, reason, out);
+        }
+        self.stream.seqs.extend(slot.meta.seq());
+        let cap = self.cfg.capacity as u64;
+        if ext > self.stream.next + cap {
+            // Beyond the window: slide it so `ext` is its last seq, releasing
+            // whatever falls out of it.
+            let base = ext - cap;
+            while self.buffered > 0 && self.min <= base {
+                self.release_void(out);
+            }
+            self.stream.next = self.stream.next.max(base);
+        }
+        if ext == self.stream.next {
+            self.release(slot, out);
+            return self.release_run(out);
+        }
+        let at = (ext & self.mask) as usize;
+        if self.ring[at].is_some() {
+            return self.drop_item(slot.item, DropReason::Duplicate, out);
+        }
+        self.ring[at] = Some(slot);
+        if self.buffered == 0 || ext < self.min {
+            self.min = ext;
+        }
+        self.buffered += 1;
+        self.counters.max_buffered = self.counters.max_buffered.max(self.buffered as u64);
+        if self.buffered >= self.cfg.capacity {
+            self.release_void(out);
+        }
+    }
+
+    /// Declares the void before the lowest buffered packet and releases the
+    /// run that starts there.
+    fn release_void(&mut self, out: &mut impl FnMut(Output<T>)) {
+        if self.buffered > 0 {
+            self.stream.next = self.min;
+            self.release_run(out);
+        }
+    }
+
+    /// Releases the buffered packets from `next` on while they are
+    /// consecutive, then makes sure `min` is still the lowest one left.
+    fn release_run(&mut self, out: &mut impl FnMut(Output<T>)) {
+        while self.buffered > 0 {
+            let at = (self.stream.next & self.mask) as usize;
+            let Some(slot) = self.ring[at].take() else {
+                if self.min < self.stream.next {
+                    // The minimum went out with the run. Every seq scanned
+                    // here lies above the old minimum and below the new one,
+                    // so each is scanned once: amortized O(1) per packet.
+                    let mut e = self.stream.next + 1;
+                    while self.ring[(e & self.mask) as usize].is_none() {
+                        e += 1;
+                    }
+                    self.min = e;
+                }
+                return;
+            };
+            self.buffered -= 1;
+            self.release(slot, out);
+        }
+    }
+
+    /// Hands `slot` out as the next packet in order.
+    #[inline]
+    fn release(&mut self, slot: Slot<T>, out: &mut impl FnMut(Output<T>)) {
+        let ext = slot.meta.ext_seq;
+        let last = self.stream.last;
+        let erasure = (ext > last.ext_seq + 1).then(|| {
+            let ts_diff = i64::from(slot.meta.timestamp.wrapping_sub(last.timestamp) as i32);
+            Erasure {
+                first: last.ext_seq + 1,
+                last: ext - 1,
+                count: ext - 1 - last.ext_seq,
+                ts_diff: ts_diff.max(0) as u64,
+                before: last,
+            }
+        });
+        self.stream.last = slot.meta;
+        self.stream.next = ext + 1;
+        if let Some(e) = &erasure {
+            self.counters.erasures += 1;
+            self.counters.erased_packets += e.count;
+            self.mark_range(e.first, e.count, false);
+        }
+        self.mark_range(ext, 1, true);
+        self.counters.pushed += 1;
+        out(Output::Packet {
+            item: slot.item,
+            meta: slot.meta,
+            erasure,
+        });
+    }
+
+    /// Releases voids whose first waiting packet arrived more than
+    /// `latency_ns` before `now_ns`.
+    #[inline]
+    fn expire(&mut self, now_ns: u64, out: &mut impl FnMut(Output<T>)) {
+        if self.cfg.latency_ns == 0 {
+            return;
+        }
+        while self.buffered > 0 {
+            let waiting_since = match &self.ring[(self.min & self.mask) as usize] {
+                Some(s) => s.meta.arrival_ns,
+                None => return,
+            };
+            if now_ns.saturating_sub(waiting_since) <= self.cfg.latency_ns {
+                return;
+            }
+            self.release_void(out);
+        }
+    }
+
+    #[inline]
+    fn released(&self, ext: u64) -> bool {
+        let bit = (ext & 0xffff) as usize;
+        self.history[bit / 64] & (1 << (bit % 64)) != 0
+    }
+
+    #[inline]
+    fn mark_range(&mut self, first: u64, count: u64, value: bool) {
+        if count >= 1 << 16 {
+            self.history.fill(if value { u64::MAX } else { 0 });
+            return;
+        }
+        for ext in first..first + count {
+            let bit = (ext & 0xffff) as usize;
+            let word = &mut self.history[bit / 64];
+            if value {
+                *word |= 1 << (bit % 64);
+            } else {
+                *word &= !(1 << (bit % 64));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prng::SplitMix64;
+    use crate::rtp::{Extras, Header, write_packet};
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap, HashSet};
+
+    fn pkt(seq: u16, ts: u32, ssrc: u32) -> Vec<u8> {
+        let header = Header {
+            marker: false,
+            payload_type: 0,
+            seq,
+            timestamp: ts,
+            ssrc,
+        };
+        let mut out = vec![0; 12 + 4];
+        let len = write_packet(&mut out, &header, &Extras::default(), &[0xff; 4]).unwrap();
+        out.truncate(len);
+        out
+    }
+
+    /// What the tests compare: released (id, ext seq, erasure range) or
+    /// dropped (id, reason).
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Ev {
+        Pushed(usize, u64, Option<(u64, u64, u64)>),
+        Dropped(usize, DropReason),
+    }
+
+    fn record(evs: &mut Vec<Ev>) -> impl FnMut(Output<usize>) + '_ {
+        |o| {
+            evs.push(match o {
+                Output::Packet {
+                    item,
+                    meta,
+                    erasure,
+                } => Ev::Pushed(
+                    item,
+                    meta.ext_seq,
+                    erasure.map(|e| (e.first, e.last, e.ts_diff)),
+                ),
+                Output::Dropped { item, reason } => Ev::Dropped(item, reason),
+            })
+        }
+    }
+
+    /// Runs `seqs` (seq, ts) through a buffer with capacity `cap`, then
+    /// flushes; returns the events.
+    fn run(cap: usize, seqs: &[(u16, u32)]) -> (Vec<Ev>, Counters) {
+        let mut jb = JitterBuffer::new(Config {
+            capacity: cap,
+            ..Config::default()
+        });
+        let mut evs = Vec::new();
+        for (id, &(seq, ts)) in seqs.iter().enumerate() {
+            jb.push(&pkt(seq, ts, 7), id as u64, id, &mut record(&mut evs));
+        }
+        jb.flush(&mut record(&mut evs));
+        (evs, jb.counters())
+    }
+
+    fn pushed_seqs(evs: &[Ev]) -> Vec<u16> {
+        evs.iter()
+            .filter_map(|e| match e {
+                Ev::Pushed(_, ext, _) => Some(*ext as u16),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn in_order_passes_at_once() {
+        let mut jb = JitterBuffer::new(Config::default());
+        for seq in 0..50u16 {
+            let mut evs = Vec::new();
+            jb.push(
+                &pkt(seq, 160 * u32::from(seq), 1),
+                0,
+                seq as usize,
+                &mut record(&mut evs),
+            );
+            assert_eq!(
+                evs,
+                vec![Ev::Pushed(seq as usize, 65536 + u64::from(seq), None)]
+            );
+        }
+        assert_eq!(jb.buffered(), 0);
+    }
+
+    #[test]
+    fn reorder_within_capacity_is_repaired() {
+        let (evs, c) = run(4, &[(0, 0), (2, 320), (3, 480), (1, 160), (4, 640)]);
+        assert_eq!(pushed_seqs(&evs), vec![0, 1, 2, 3, 4]);
+        assert_eq!((c.erasures, c.max_buffered), (0, 2));
+    }
+
+    #[test]
+    fn full_ring_declares_void_with_timestamp_span() {
+        // Seq 1 is lost; the ring of 3 fills with 2, 3, 4.
+        let (evs, c) = run(3, &[(0, 0), (2, 320), (3, 480), (4, 640), (5, 800)]);
+        assert_eq!(
+            evs,
+            vec![
+                Ev::Pushed(0, 65536, None),
+                Ev::Pushed(1, 65538, Some((65537, 65537, 320))),
+                Ev::Pushed(2, 65539, None),
+                Ev::Pushed(3, 65540, None),
+                Ev::Pushed(4, 65541, None),
+            ]
+        );
+        assert_eq!((c.erasures, c.erased_packets, c.pushed), (1, 1, 5));
+    }
+
+    #[test]
+    fn late_and_duplicate_are_told_apart() {
+        let (evs, c) = run(2, &[(0, 0), (2, 1), (3, 2), (1, 3), (3, 4), (0, 5)]);
+        assert_eq!(pushed_seqs(&evs), vec![0, 2, 3]);
+        assert!(evs.contains(&Ev::Dropped(3, DropReason::Late)));
+        assert!(evs.contains(&Ev::Dropped(4, DropReason::Duplicate)));
+        assert!(evs.contains(&Ev::Dropped(5, DropReason::Duplicate)));
+        assert_eq!((c.dropped_late, c.dropped_duplicate), (1, 2));
+    }
+
+    #[test]
+    fn wrap_is_continuous() {
+        let seqs: Vec<(u16, u32)> = (0..6u32)
+            .map(|i| (65533u16.wrapping_add(i as u16), i))
+            .collect();
+        let (evs, c) = run(4, &seqs);
+        assert_eq!(pushed_seqs(&evs), vec![65533, 65534, 65535, 0, 1, 2]);
+        assert_eq!(c.erasures, 0);
+    }
+
+    #[test]
+    fn timestamp_wrap_does_not_overflow_ts_diff() {
+        let (evs, _) = run(2, &[(0, u32::MAX - 159), (2, 160), (3, 320)]);
+        assert_eq!(evs[1], Ev::Pushed(1, 65538, Some((65537, 65537, 320))));
+    }
+
+    #[test]
+    fn restart_needs_two_agreeing_packets() {
+        let (evs, c) = run(
+            4,
+            &[
+                (10, 0),
+                (11, 1),
+                (5000, 2),
+                (12, 3),
+                (9000, 4),
+                (9001, 5),
+                (9002, 6),
+            ],
+        );
+        assert_eq!(pushed_seqs(&evs), vec![10, 11, 12, 9000, 9001, 9002]);
+        assert_eq!(evs[2], Ev::Dropped(2, DropReason::Outlier));
+        assert_eq!((c.resyncs, c.dropped_outlier, c.erasures), (1, 1, 0));
+    }
+
+    #[test]
+    fn restart_confirmed_by_a_reordered_pair() {
+        let (evs, c) = run(4, &[(10, 0), (10001, 1), (10000, 2), (10002, 3)]);
+        assert_eq!(pushed_seqs(&evs), vec![10, 10000, 10001, 10002]);
+        assert_eq!((c.resyncs, c.dropped_late), (1, 0));
+    }
+
+    #[test]
+    fn ssrc_change_releases_old_stream() {
+        let mut jb = JitterBuffer::new(Config::default());
+        let mut evs = Vec::new();
+        jb.push(&pkt(0, 0, 1), 0, 0, &mut record(&mut evs));
+        jb.push(&pkt(2, 0, 1), 0, 1, &mut record(&mut evs));
+        jb.push(&pkt(700, 0, 2), 0, 2, &mut record(&mut evs));
+        assert_eq!(pushed_seqs(&evs), vec![0, 2, 700]);
+        assert_eq!(jb.counters().ssrc_changes, 1);
+        assert_eq!(evs[2], Ev::Pushed(2, 65536 + 700, None));
+    }
+
+    #[test]
+    fn latency_releases_on_arrival() {
+        let mut jb = JitterBuffer::new(Config {
+            capacity: 10,
+            latency_ns: 100,
+            ..Config::default()
+        });
+        let mut evs = Vec::new();
+        jb.push(&pkt(0, 0, 1), 0, 0, &mut record(&mut evs));
+        jb.push(&pkt(2, 0, 1), 10, 1, &mut record(&mut evs));
+        jb.push(&pkt(3, 0, 1), 110, 2, &mut record(&mut evs));
+        assert_eq!(pushed_seqs(&evs), vec![0], "seq 2 waited exactly 100 ns");
+        jb.push(&pkt(5, 0, 1), 111, 3, &mut record(&mut evs));
+        assert_eq!(pushed_seqs(&evs), vec![0, 2, 3]);
+        assert_eq!(jb.buffered(), 1);
+    }
+
+    #[test]
+    fn parse_errors_are_counted_by_fault() {
+        let mut jb = JitterBuffer::new(Config::default());
+        let mut evs = Vec::new();
+        jb.push(&[0x80; 5], 0, 0, &mut record(&mut evs));
+        jb.push(&pkt(0, 0, 1), 0, 1, &mut record(&mut evs));
+        let mut v1 = pkt(1, 0, 1);
+        v1[0] = 0x40;
+        jb.push(&v1, 0, 2, &mut record(&mut evs));
+        jb.push(&pkt(1, 0, 1), 0, 3, &mut record(&mut evs));
+        assert_eq!(pushed_seqs(&evs), vec![0, 1]);
+        assert_eq!(jb.counters().dropped_parse, 2);
+        let errs = jb.parse_errors();
+        assert_eq!(errs[ParseError::TooShort.index()], 1);
+        assert_eq!(errs[ParseError::BadVersion.index()], 1);
+    }
+
+    #[test]
+    fn discard_drops_as_flushing() {
+        let mut jb = JitterBuffer::new(Config::default());
+        let mut evs = Vec::new();
+        for (id, seq) in [0u16, 2, 3].into_iter().enumerate() {
+            jb.push(&pkt(seq, 0, 1), 0, id, &mut record(&mut evs));
+        }
+        jb.discard(&mut record(&mut evs));
+        assert_eq!(jb.counters().dropped_flushing, 2);
+        assert_eq!(jb.buffered(), 0);
+        // A new stream starts afresh: 1 is not late.
+        jb.push(&pkt(1, 0, 1), 0, 9, &mut record(&mut evs));
+        assert_eq!(evs.last(), Some(&Ev::Pushed(9, 65537, None)));
+    }
+
+    /// The same rules, written as plainly as possible over a sorted map.
+    struct Model {
+        cfg: Config,
+        active: bool,
+        ssrc: u32,
+        highest: u64,
+        next: u64,
+        last: (u64, u32),
+        buf: BTreeMap<u64, (usize, u32, u64)>,
+        released: HashSet<u64>,
+        candidate: Option<(usize, u16, u32, u64)>,
+        out: Vec<Ev>,
+    }
+
+    impl Model {
+        fn new(cfg: Config) -> Self {
+            Model {
+                cfg,
+                active: false,
+                ssrc: 0,
+                highest: 0,
+                next: 0,
+                last: (0, 0),
+                buf: BTreeMap::new(),
+                released: HashSet::new(),
+                candidate: None,
+                out: Vec::new(),
+            }
+        }
+
+        fn push(&mut self, id: usize, data: &[u8], at: u64) {
+            let Ok(p) = Packet::parse(data) else {
+                let e = Packet::parse(data).unwrap_err();
+                self.out.push(Ev::Dropped(id, DropReason::Parse(e)));
+                return;
+            };
+            let (seq, ts, ssrc) = (p.seq(), p.timestamp(), p.ssrc());
+            if self.active && ssrc != self.ssrc {
+                self.flush();
+            }
+            if !self.active {
+                self.start(id, seq, ts, ssrc);
+            } else {
+                let d = i64::from(seq_distance(self.highest as u16, seq));
+                if d > i64::from(self.cfg.max_dropout) || d < -i64::from(self.cfg.max_misorder) {
+                    match self.candidate.take() {
+                        None => self.candidate = Some((id, seq, ts, at)),
+                        Some(c) => {
+                            let cd = i64::from(seq_distance(c.1, seq));
+                            if cd == 0 || cd.unsigned_abs() >= self.cfg.capacity as u64 {
+                                self.out.push(Ev::Dropped(c.0, DropReason::Outlier));
+                                self.candidate = Some((id, seq, ts, at));
+                            } else {
+                                self.flush();
+                                let (a, b) = if cd > 0 {
+                                    (c, (id, seq, ts, at))
+                                } else {
+                                    ((id, seq, ts, at), c)
+                                };
+                                self.start(a.0, a.1, a.2, ssrc);
+                                self.insert(b.0, b.1, b.2, b.3);
+                            }
+                        }
+                    }
+                } else {
+                    if let Some(c) = self.candidate.take() {
+                        self.out.push(Ev::Dropped(c.0, DropReason::Outlier));
+                    }
+                    self.insert(id, seq, ts, at);
+                }
+            }
+            while self.cfg.latency_ns > 0 {
+                match self.buf.first_key_value() {
+                    Some((_, &(_, _, arrived))) if at - arrived > self.cfg.latency_ns => {
+                        self.release_void()
+                    }
+                    _ => break,
+                }
+            }
+        }
+
+        fn start(&mut self, id: usize, seq: u16, ts: u32, ssrc: u32) {
+            self.active = true;
+            self.ssrc = ssrc;
+            let ext = 65536 + u64::from(seq);
+            self.highest = ext;
+            self.last = (ext - 1, ts);
+            self.release(ext, id, ts);
+        }
+
+        fn insert(&mut self, id: usize, seq: u16, ts: u32, at: u64) {
+            let ext =
+                (self.highest as i64 + i64::from(seq_distance(self.highest as u16, seq))) as u64;
+            if ext < self.next {
+                let r = if self.released.contains(&ext) {
+                    DropReason::Duplicate
+                } else {
+                    DropReason::Late
+                };
+                self.out.push(Ev::Dropped(id, r));
+                return;
+            }
+            self.highest = self.highest.max(ext);
+            let cap = self.cfg.capacity as u64;
+            if ext > self.next + cap {
+                while self
+                    .buf
+                    .first_key_value()
+                    .is_some_and(|(&k, _)| k <= ext - cap)
+                {
+                    self.release_void();
+                }
+                self.next = self.next.max(ext - cap);
+            }
+            if ext == self.next {
+                self.release(ext, id, ts);
+                self.release_run();
+            } else if let std::collections::btree_map::Entry::Vacant(slot) = self.buf.entry(ext) {
+                slot.insert((id, ts, at));
+                if self.buf.len() >= self.cfg.capacity {
+                    self.release_void();
+                }
+            } else {
+                self.out.push(Ev::Dropped(id, DropReason::Duplicate));
+            }
+        }
+
+        fn release_void(&mut self) {
+            if let Some((&k, _)) = self.buf.first_key_value() {
+                self.next = k;
+                self.release_run();
+            }
+        }
+
+        fn release_run(&mut self) {
+            while let Some((id, ts, _)) = self.buf.remove(&self.next) {
+                self.release(self.next, id, ts);
+            }
+        }
+
+        fn release(&mut self, ext: u64, id: usize, ts: u32) {
+            let gap = (ext > self.last.0 + 1).then(|| {
+                let diff = i64::from(ts.wrapping_sub(self.last.1) as i32).max(0) as u64;
+                (self.last.0 + 1, ext - 1, diff)
+            });
+            self.out.push(Ev::Pushed(id, ext, gap));
+            self.released.insert(ext);
+            self.last = (ext, ts);
+            self.next = ext + 1;
+        }
+
+        fn flush(&mut self) {
+            while !self.buf.is_empty() {
+                self.release_void();
+            }
+            if let Some(c) = self.candidate.take() {
+                self.out.push(Ev::Dropped(c.0, DropReason::Outlier));
+            }
+            self.active = false;
+            self.released.clear();
+        }
+    }
+
+    /// A random trace: PCMU-like stream with loss, reordering up to
+    /// `cap - 1` places, duplicates, a seq wrap, sender restarts, SSRC
+    /// changes and garbage, with arrival times in ns.
+    fn trace(seed: u64, cap: usize, len: usize) -> Vec<(Vec<u8>, u64)> {
+        let mut rng = SplitMix64::new(seed);
+        let mut seq = 65535u16.wrapping_sub(rng.below(200) as u16);
+        let mut ssrc = 1;
+        let mut sent: Vec<Vec<u8>> = Vec::new();
+        for i in 0..len as u32 {
+            if rng.chance(0.01) {
+                seq = rng.next_u32() as u16; // sender restart
+            }
+            if rng.chance(0.005) {
+                ssrc += 1;
+            }
+            if rng.chance(0.01) {
+                sent.push(vec![0x80, 0, 1]);
+            }
+            let p = pkt(seq, i.wrapping_mul(160), ssrc);
+            if !rng.chance(0.05) {
+                sent.push(p.clone());
+            }
+            if rng.chance(0.03) {
+                sent.push(p);
+            }
+            seq = seq.wrapping_add(1);
+        }
+        // Move some packets later by up to cap - 1 places.
+        for i in (0..sent.len()).rev() {
+            if rng.chance(0.1) {
+                let to = (i + 1 + rng.below(cap as u32 - 1) as usize).min(sent.len() - 1);
+                let p = sent.remove(i);
+                sent.insert(to, p);
+            }
+        }
+        let mut t = 0;
+        sent.into_iter()
+            .map(|p| {
+                t += u64::from(rng.below(40_000_000));
+                (p, t)
+            })
+            .collect()
+    }
+
+    fn check_invariants(n: usize, evs: &[Ev], c: &Counters) {
+        let mut seen = vec![0u32; n];
+        let mut prev: Option<u64> = None;
+        let mut starts = 0;
+        for e in evs {
+            match *e {
+                Ev::Dropped(id, _) => seen[id] += 1,
+                Ev::Pushed(id, ext, gap) => {
+                    seen[id] += 1;
+                    match (prev, gap) {
+                        (Some(p), Some((first, last, _))) => {
+                            assert!(ext > p, "pushed seqs strictly increase");
+                            assert_eq!(
+                                (first, last),
+                                (p + 1, ext - 1),
+                                "a void is exactly the missing seqs"
+                            );
+                        }
+                        (Some(p), None) if ext == p + 1 => {}
+                        (_, None) => starts += 1,
+                        (None, Some(_)) => panic!("erasure before the first packet"),
+                    }
+                    prev = Some(ext);
+                }
+            }
+        }
+        assert!(
+            seen.iter().all(|&s| s == 1),
+            "every datagram is pushed xor dropped once"
+        );
+        // A new stream may happen to continue the old numbering, so only an
+        // upper bound can be checked from the events alone.
+        assert!(
+            starts <= 1 + c.resyncs + c.ssrc_changes,
+            "unexplained restarts"
+        );
+        let dropped = c.dropped_duplicate
+            + c.dropped_late
+            + c.dropped_parse
+            + c.dropped_outlier
+            + c.dropped_flushing;
+        assert_eq!(c.received, c.pushed + dropped);
+        assert_eq!(c.received as usize, n);
+    }
+
+    #[test]
+    fn random_traces_exercise_every_path() {
+        // Guards the generator: a model check over traces that never restart
+        // or reorder would prove little.
+        let mut total = Counters::default();
+        for seed in 0..20 {
+            let mut jb = JitterBuffer::new(Config {
+                capacity: 8,
+                ..Config::default()
+            });
+            for (id, (data, at)) in trace(seed, 8, 400).iter().enumerate() {
+                jb.push(data, *at, id, &mut |_| {});
+            }
+            let c = jb.counters();
+            total.resyncs += c.resyncs;
+            total.ssrc_changes += c.ssrc_changes;
+            total.dropped_late += c.dropped_late;
+            total.dropped_duplicate += c.dropped_duplicate;
+            total.dropped_parse += c.dropped_parse;
+            total.dropped_outlier += c.dropped_outlier;
+            total.erasures += c.erasures;
+        }
+        let t = total;
+        assert!(
+            [
+                t.resyncs,
+                t.ssrc_changes,
+                t.dropped_late,
+                t.dropped_duplicate,
+                t.dropped_parse,
+                t.erasures
+            ]
+            .iter()
+            .all(|&n| n > 0),
+            "{t:?}"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn matches_model_and_keeps_invariants(
+            seed: u64,
+            cap in 2usize..40,
+            len in 0usize..400,
+            latency in prop::sample::select(vec![0u64, 30_000_000, 200_000_000]),
+        ) {
+            let cfg = Config { capacity: cap, latency_ns: latency, ..Config::default() };
+            let t = trace(seed, cap, len);
+            let mut jb = JitterBuffer::new(cfg);
+            let mut model = Model::new(cfg);
+            let mut evs = Vec::new();
+            for (id, (data, at)) in t.iter().enumerate() {
+                jb.push(data, *at, id, &mut record(&mut evs));
+                model.push(id, data, *at);
+                prop_assert_eq!(&evs, &model.out, "after datagram {}", id);
+            }
+            jb.flush(&mut record(&mut evs));
+            model.flush();
+            prop_assert_eq!(&evs, &model.out);
+            let c = jb.counters();
+            prop_assert_eq!(c.buffered, 0);
+            check_invariants(t.len(), &evs, &c);
+        }
+
+        #[test]
+        fn bounded_reorder_without_loss_loses_nothing(seed: u64, cap in 2usize..30, blocks in 1usize..30) {
+            // Shuffles inside blocks of `cap` keep every packet within
+            // cap - 1 places of its slot: nothing is erased or late.
+            let mut rng = SplitMix64::new(seed);
+            let mut order: Vec<u16> = Vec::new();
+            let start = rng.next_u32() as u16;
+            for b in 0..blocks {
+                let mut block: Vec<u16> = (0..cap).map(|i| start.wrapping_add((b * cap + i) as u16)).collect();
+                for i in (1..block.len()).rev() {
+                    block.swap(i, rng.below(i as u32 + 1) as usize);
+                }
+                order.extend(block);
+            }
+            // The first packet starts the stream, so it must come first.
+            let first = order.iter().position(|&s| s == start).unwrap();
+            order.swap(0, first);
+            let seqs: Vec<(u16, u32)> = order.iter().map(|&s| (s, 0)).collect();
+            let (evs, c) = run(cap, &seqs);
+            let want: Vec<u16> = (0..order.len()).map(|i| start.wrapping_add(i as u16)).collect();
+            prop_assert_eq!(pushed_seqs(&evs), want);
+            prop_assert_eq!((c.erasures, c.dropped_late), (0, 0));
+        }
+    }
+}
