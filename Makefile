@@ -4,6 +4,8 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 # A registry of our own so a stale system registry never hides a rebuilt plugin.
 export GST_REGISTRY := $(CURDIR)/target/gst-registry.bin
+# Debian's interpreter: it has python3-gi and python3-gst-1.0.
+PYTHON := /usr/bin/python3
 
 .PHONY: setup build release test demo bench inspect-check fmt clippy
 
@@ -21,6 +23,7 @@ test: setup
 	cargo clippy --all-targets -- -D warnings
 	cargo test
 	bash scripts/check-inspect.sh target/debug
+	GST_PLUGIN_PATH=$(CURDIR)/target/debug $(PYTHON) -m pytest -q tests/python
 
 inspect-check: build
 	bash scripts/check-inspect.sh target/debug
