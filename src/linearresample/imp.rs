@@ -113,18 +113,25 @@ impl LinearResample {
                 return;
             }
             let (before, out_rate) = (r.frames_out(), r.out_rate());
-            let mut buf = gst::Buffer::with_size(n * bpf).expect("drain buffer allocates");
+            let Ok(mut buf) = gst::Buffer::with_size(n * bpf) else {
+                gst::error!(CAT, imp = self, "cannot allocate {n} frames to drain");
+                return;
+            };
             {
-                let bufref = buf.get_mut().expect("new buffer is writable");
-                {
-                    let mut map = bufref.map_writable().expect("new buffer maps");
-                    if let Err(e) = r.drain_s16le(&mut map) {
-                        gst::error!(CAT, imp = self, "drain failed: {e}");
-                        return;
-                    }
+                let Some(bufref) = buf.get_mut() else {
+                    return;
+                };
+                let drained = match bufref.map_writable() {
+                    Ok(mut map) => r.drain_s16le(&mut map).map_err(|e| e.to_string()),
+                    Err(_) => Err("cannot map drain buffer".to_string()),
+                };
+                if let Err(e) = drained {
+                    gst::error!(CAT, imp = self, "drain failed: {e}");
+                    return;
                 }
                 r.reset();
                 st.stamp(bufref, out_rate, before, n as u64);
+                st.t0 = None;
             }
             buf
         };
