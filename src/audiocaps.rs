@@ -25,16 +25,16 @@ crate::counters! {
         samples_out = "samples-out",
         /// GAP events forwarded.
         gap_events = "gap-events",
-        /// Buffers refused with a stream error (empty or not a whole number of
-        /// frames).
+        /// Buffers refused with an error: before caps, empty, or not a whole
+        /// number of frames.
         rejected_buffers = "rejected-buffers",
     }
 }
 
 /// Blurb text for the [`AudioStats`] fields, shared by every audio element.
 pub const STATS_FIELDS_DOC: &str = "buffers-in, buffers-out, samples-in and samples-out \
-    (samples per channel), gap-events (GAP events forwarded) and rejected-buffers (empty or \
-    partial-frame buffers refused with a stream error)";
+    (samples per channel), gap-events (GAP events forwarded) and rejected-buffers (buffers refused \
+    with an error: before caps, empty, or not a whole number of frames)";
 
 /// `audio/x-raw, format=S16LE, layout=interleaved` with the given rate range
 /// and any channel count.
@@ -207,7 +207,11 @@ impl Codec {
         let channels = self.channels.load(Ordering::Relaxed);
         if channels == 0 {
             // BaseTransform refuses buffers before caps; this is a second net.
-            self.stats_mut().buffers_in += 1;
+            {
+                let mut stats = self.stats_mut();
+                stats.buffers_in += 1;
+                stats.rejected_buffers += 1;
+            }
             gst::element_imp_error!(imp, gst::CoreError::Negotiation, ("buffer before caps"));
             return Err(gst::FlowError::NotNegotiated);
         }

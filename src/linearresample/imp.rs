@@ -335,6 +335,7 @@ impl BaseTransformImpl for LinearResample {
         let mut st = self.lock();
         st.stats.audio.buffers_in += 1;
         if st.resampler.is_none() {
+            st.stats.audio.rejected_buffers += 1;
             drop(st);
             gst::element_imp_error!(self, gst::CoreError::Negotiation, ("buffer before caps"));
             return Err(gst::FlowError::NotNegotiated);
