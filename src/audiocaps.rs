@@ -127,6 +127,7 @@ pub fn stats_structure(
 ) -> gst::Structure {
     crate::stats::to_structure(&format!("application/x-{element}-stats"), fields)
 }
+
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
         "rtpsynth-audio",
