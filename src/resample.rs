@@ -51,21 +51,10 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// Read access to interleaved samples, so one loop serves `i16` slices and
+/// Write access to interleaved samples, so the drain serves `i16` slices and
 /// unaligned S16LE bytes.
-trait Input {
-    fn sample(&self, i: usize) -> i16;
-}
-
 trait Output {
     fn set(&mut self, i: usize, v: i16);
-}
-
-impl Input for [i16] {
-    #[inline(always)]
-    fn sample(&self, i: usize) -> i16 {
-        self[i]
-    }
 }
 
 impl Output for [i16] {
@@ -77,13 +66,6 @@ impl Output for [i16] {
 
 /// S16LE bytes as a GstBuffer maps them (no alignment guarantee).
 struct Le<T>(T);
-
-impl Input for Le<&[u8]> {
-    #[inline(always)]
-    fn sample(&self, i: usize) -> i16 {
-        i16::from_le_bytes([self.0[2 * i], self.0[2 * i + 1]])
-    }
-}
 
 impl Output for Le<&mut [u8]> {
     #[inline(always)]
@@ -134,6 +116,9 @@ pub struct Resampler {
     /// Input frames taken and output frames produced since the last reset.
     frames_in: u64,
     frames_out: u64,
+    /// Reused by `process_s16le`; they grow to the largest buffer seen.
+    scratch_in: Vec<i16>,
+    scratch_out: Vec<i16>,
 }
 
 impl Resampler {
@@ -164,6 +149,8 @@ impl Resampler {
             rem: 0,
             frames_in: 0,
             frames_out: 0,
+            scratch_in: Vec::new(),
+            scratch_out: Vec::new(),
         })
     }
 
@@ -260,11 +247,11 @@ impl Resampler {
         *k += self.step_int + carry;
     }
 
-    fn run<I: Input + ?Sized, O: Output + ?Sized>(
+    fn run(
         &mut self,
-        input: &I,
+        input: &[i16],
         n_frames: usize,
-        output: &mut O,
+        output: &mut [i16],
         out_capacity: usize,
     ) -> Result<usize, Error> {
         let ch = self.channels;
@@ -279,7 +266,7 @@ impl Resampler {
         // first (k == base - 1).
         while o < count && k < base {
             for c in 0..ch {
-                output.set(o * ch + c, self.interp(self.prev[c], input.sample(c), rem));
+                output[o * ch + c] = self.interp(self.prev[c], input[c], rem);
             }
             self.advance(&mut k, &mut rem);
             o += 1;
@@ -293,9 +280,7 @@ impl Resampler {
         }
         if n_frames > 0 {
             let last = (n_frames - 1) * ch;
-            for c in 0..ch {
-                self.prev[c] = input.sample(last + c);
-            }
+            self.prev.copy_from_slice(&input[last..last + ch]);
         }
         self.k = k;
         self.rem = rem;
@@ -307,11 +292,11 @@ impl Resampler {
     /// Outputs `o..count`, all of whose neighbours lie in this chunk.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn interior<I: Input + ?Sized, O: Output + ?Sized>(
+    fn interior(
         &self,
         ch: usize,
-        input: &I,
-        output: &mut O,
+        input: &[i16],
+        output: &mut [i16],
         mut o: usize,
         count: usize,
         base: u64,
@@ -324,7 +309,7 @@ impl Resampler {
             while o < count {
                 let i = (*k - base) as usize * ch;
                 for c in 0..ch {
-                    output.set(o * ch + c, input.sample(i + c));
+                    output[o * ch + c] = input[i + c];
                 }
                 *k += self.step_int;
                 o += 1;
@@ -339,8 +324,8 @@ impl Resampler {
                 let i = (*k - base) as usize * ch;
                 while *rem < self.den && o < count {
                     for c in 0..ch {
-                        let v = self.interp(input.sample(i + c), input.sample(i + ch + c), *rem);
-                        output.set(o * ch + c, v);
+                        let v = self.interp(input[i + c], input[i + ch + c], *rem);
+                        output[o * ch + c] = v;
                     }
                     *rem += self.num;
                     o += 1;
@@ -355,8 +340,8 @@ impl Resampler {
         while o < count {
             let i = (*k - base) as usize * ch;
             for c in 0..ch {
-                let v = self.interp(input.sample(i + c), input.sample(i + ch + c), *rem);
-                output.set(o * ch + c, v);
+                let v = self.interp(input[i + c], input[i + ch + c], *rem);
+                output[o * ch + c] = v;
             }
             self.advance(k, rem);
             o += 1;
@@ -385,8 +370,30 @@ impl Resampler {
             return Err(Error::PartialFrame(input.len(), 2 * self.channels));
         }
         let n = self.check_frames(input.len() / 2)?;
-        let cap = output.len() / 2;
-        self.run(&Le(input), n, &mut Le(output), cap)
+        let samples = self.output_frames(n) * self.channels;
+        if samples > output.len() / 2 {
+            return Err(Error::OutputTooShort(samples, output.len() / 2));
+        }
+        // Converting to and from i16 in reused scratch buffers costs less
+        // than unaligned byte access inside the loop (these conversions
+        // compile to plain copies on little-endian machines).
+        let mut si = std::mem::take(&mut self.scratch_in);
+        let mut so = std::mem::take(&mut self.scratch_out);
+        si.clear();
+        si.extend(
+            input
+                .chunks_exact(2)
+                .map(|b| i16::from_le_bytes([b[0], b[1]])),
+        );
+        so.clear();
+        so.resize(samples, 0);
+        let done = self.run(&si[..], n, &mut so[..], samples);
+        for (o, v) in output.chunks_exact_mut(2).zip(&so) {
+            o.copy_from_slice(&v.to_le_bytes());
+        }
+        self.scratch_in = si;
+        self.scratch_out = so;
+        done
     }
 
     fn drain_into<O: Output + ?Sized>(
