@@ -308,6 +308,26 @@ impl BaseTransformImpl for LinearResample {
         Ok(())
     }
 
+    fn query(&self, direction: gst::PadDirection, query: &mut gst::QueryRef) -> bool {
+        let latency = direction == gst::PadDirection::Src
+            && matches!(query.view(), gst::QueryView::Latency(_));
+        if !BaseTransformImplExt::parent_query(self, direction, query) {
+            return false;
+        }
+        if latency && !self.obj().is_passthrough() {
+            // An output needs the input frame after its position, which may
+            // come with the next buffer: up to one input frame of delay.
+            let frame = self.lock().resampler.as_ref().map(|r| {
+                gst::ClockTime::from_nseconds(1_000_000_000u64.div_ceil(u64::from(r.in_rate())))
+            });
+            if let (Some(frame), gst::QueryViewMut::Latency(q)) = (frame, query.view_mut()) {
+                let (live, min, max) = q.result();
+                q.set(live, min + frame, max.map(|m| m + frame));
+            }
+        }
+        true
+    }
+
     fn transform_size(
         &self,
         direction: gst::PadDirection,
