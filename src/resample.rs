@@ -25,8 +25,13 @@ pub enum Error {
     Rate(u32),
     /// Zero channels.
     Channels,
-    /// Input that is not a whole number of frames: (samples, channels).
-    PartialFrame(usize, usize),
+    /// Input that is not a whole number of frames: `len` units (`unit` is
+    /// "sample" or "byte") with frames of `frame` units.
+    PartialFrame {
+        len: usize,
+        frame: usize,
+        unit: &'static str,
+    },
     /// Output slice too short: (samples needed, samples given).
     OutputTooShort(usize, usize),
 }
@@ -36,10 +41,10 @@ impl fmt::Display for Error {
         match *self {
             Error::Rate(r) => write!(f, "sample rate {r} Hz is outside 1..={MAX_RATE} Hz"),
             Error::Channels => write!(f, "channel count must be at least 1"),
-            Error::PartialFrame(s, c) => {
+            Error::PartialFrame { len, frame, unit } => {
                 write!(
                     f,
-                    "{s} samples are not a whole number of {c}-channel frames"
+                    "{len} {unit}s are not a whole number of {frame}-{unit} frames"
                 )
             }
             Error::OutputTooShort(need, got) => {
@@ -247,17 +252,11 @@ impl Resampler {
         *k += self.step_int + carry;
     }
 
-    fn run(
-        &mut self,
-        input: &[i16],
-        n_frames: usize,
-        output: &mut [i16],
-        out_capacity: usize,
-    ) -> Result<usize, Error> {
+    fn run(&mut self, input: &[i16], n_frames: usize, output: &mut [i16]) -> Result<usize, Error> {
         let ch = self.channels;
         let count = self.output_frames(n_frames);
-        if count * ch > out_capacity {
-            return Err(Error::OutputTooShort(count * ch, out_capacity));
+        if count * ch > output.len() {
+            return Err(Error::OutputTooShort(count * ch, output.len()));
         }
         let base = self.frames_in;
         let (mut k, mut rem) = (self.k, self.rem);
@@ -348,28 +347,28 @@ impl Resampler {
         }
     }
 
-    fn check_frames(&self, samples: usize) -> Result<usize, Error> {
-        if !samples.is_multiple_of(self.channels) {
-            return Err(Error::PartialFrame(samples, self.channels));
+    /// Frames in `len` units of `unit_bytes` bytes each (2: samples, 1:
+    /// bytes).
+    fn check_frames(&self, len: usize, unit_bytes: usize) -> Result<usize, Error> {
+        let frame = self.channels * 2 / unit_bytes;
+        if !len.is_multiple_of(frame) {
+            let unit = if unit_bytes == 2 { "sample" } else { "byte" };
+            return Err(Error::PartialFrame { len, frame, unit });
         }
-        Ok(samples / self.channels)
+        Ok(len / frame)
     }
 
     /// Resamples the next chunk of interleaved samples; returns the frames
     /// written to `output` ([`output_frames`](Self::output_frames) of them).
     /// On error nothing changes.
     pub fn process(&mut self, input: &[i16], output: &mut [i16]) -> Result<usize, Error> {
-        let n = self.check_frames(input.len())?;
-        let cap = output.len();
-        self.run(input, n, output, cap)
+        let n = self.check_frames(input.len(), 2)?;
+        self.run(input, n, output)
     }
 
     /// [`process`](Self::process) over S16LE bytes.
     pub fn process_s16le(&mut self, input: &[u8], output: &mut [u8]) -> Result<usize, Error> {
-        if !input.len().is_multiple_of(2) {
-            return Err(Error::PartialFrame(input.len(), 2 * self.channels));
-        }
-        let n = self.check_frames(input.len() / 2)?;
+        let n = self.check_frames(input.len(), 1)?;
         let samples = self.output_frames(n) * self.channels;
         if samples > output.len() / 2 {
             return Err(Error::OutputTooShort(samples, output.len() / 2));
@@ -387,7 +386,7 @@ impl Resampler {
         );
         so.clear();
         so.resize(samples, 0);
-        let done = self.run(&si[..], n, &mut so[..], samples);
+        let done = self.run(&si, n, &mut so);
         for (o, v) in output.chunks_exact_mut(2).zip(&so) {
             o.copy_from_slice(&v.to_le_bytes());
         }
@@ -438,7 +437,7 @@ pub fn resample(
     out_rate: u32,
 ) -> Result<Vec<i16>, Error> {
     let mut r = Resampler::new(in_rate, out_rate, channels)?;
-    let n = r.check_frames(input.len())?;
+    let n = r.check_frames(input.len(), 2)?;
     let mut out = vec![0; r.output_frames(n) * channels];
     r.process(input, &mut out)?;
     let mut tail = vec![0; r.drain_frames() * channels];
@@ -701,12 +700,14 @@ mod tests {
         );
         let mut r = Resampler::new(8_000, 48_000, 2).unwrap();
         assert_eq!(
-            r.process(&[1, 2, 3], &mut [0; 64]),
-            Err(Error::PartialFrame(3, 2))
+            r.process(&[1, 2, 3], &mut [0; 64]).unwrap_err().to_string(),
+            "3 samples are not a whole number of 2-sample frames"
         );
         assert_eq!(
-            r.process_s16le(&[1, 2, 3], &mut [0; 64]),
-            Err(Error::PartialFrame(3, 4))
+            r.process_s16le(&[1, 2, 3, 4, 5, 6], &mut [0; 64])
+                .unwrap_err()
+                .to_string(),
+            "6 bytes are not a whole number of 4-byte frames"
         );
         assert_eq!(
             r.process(&[1, 2, 3, 4], &mut [0; 4]),
