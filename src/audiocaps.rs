@@ -2,6 +2,7 @@
 //! `linearresample`): their caps, their stats counters, and the checks that
 //! turn a malformed buffer into a clear stream error.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{LazyLock, Mutex};
 
 use gst::prelude::*;
@@ -24,16 +25,16 @@ crate::counters! {
         samples_out = "samples-out",
         /// GAP events forwarded.
         gap_events = "gap-events",
-        /// Buffers refused with a stream error (empty or not a whole number of
-        /// frames).
+        /// Buffers refused with an error: before caps, empty, or not a whole
+        /// number of frames.
         rejected_buffers = "rejected-buffers",
     }
 }
 
 /// Blurb text for the [`AudioStats`] fields, shared by every audio element.
 pub const STATS_FIELDS_DOC: &str = "buffers-in, buffers-out, samples-in and samples-out \
-    (samples per channel), gap-events (GAP events forwarded) and rejected-buffers (empty or \
-    partial-frame buffers refused with a stream error)";
+    (samples per channel), gap-events (GAP events forwarded) and rejected-buffers (buffers refused \
+    with an error: before caps, empty, or not a whole number of frames)";
 
 /// `audio/x-raw, format=S16LE, layout=interleaved` with the given rate range
 /// and any channel count.
@@ -126,6 +127,7 @@ pub fn stats_structure(
 ) -> gst::Structure {
     crate::stats::to_structure(&format!("application/x-{element}-stats"), fields)
 }
+
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
         "rtpsynth-audio",
@@ -134,15 +136,10 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-#[derive(Debug, Default)]
-struct CodecState {
-    /// Negotiated channel count; 0 until caps are set.
-    channels: usize,
-    stats: AudioStats,
-}
-
-/// Everything `ulawenc` and `ulawdec` share: one per element instance, behind
-/// one mutex taken once per buffer (never per sample).
+/// Everything `ulawenc` and `ulawdec` share, one per element instance. The
+/// streaming thread reads the channel count without a lock and takes the
+/// stats lock once per buffer (never per sample), never while posting an
+/// error, so a bus handler may read `stats`.
 #[derive(Debug)]
 pub struct Codec {
     element: &'static str,
@@ -150,7 +147,9 @@ pub struct Codec {
     in_bytes_per_sample: usize,
     /// One of the `g711` byte-slice functions.
     kernel: fn(&[u8], &mut [u8]) -> usize,
-    state: Mutex<CodecState>,
+    /// Negotiated channel count; 0 until caps are set.
+    channels: AtomicUsize,
+    stats: Mutex<AudioStats>,
 }
 
 impl Codec {
@@ -163,34 +162,36 @@ impl Codec {
             element,
             in_bytes_per_sample,
             kernel,
-            state: Mutex::default(),
+            channels: AtomicUsize::new(0),
+            stats: Mutex::default(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, CodecState> {
+    fn stats_mut(&self) -> std::sync::MutexGuard<'_, AudioStats> {
         // A panic elsewhere cannot leave counters half-written; keep going.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.stats.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn stats(&self) -> gst::Structure {
-        stats_structure(self.element, self.lock().stats.fields())
+        stats_structure(self.element, self.stats_mut().fields())
     }
 
     pub fn reset(&self) {
-        *self.lock() = CodecState::default();
+        self.channels.store(0, Ordering::Relaxed);
+        *self.stats_mut() = AudioStats::default();
     }
 
     pub fn set_caps(&self, incaps: &gst::Caps) -> Result<(), gst::LoggableError> {
         let (_, channels) = rate_channels(incaps)
             .ok_or_else(|| gst::loggable_error!(CAT, "caps without rate and channels: {incaps}"))?;
-        self.lock().channels = channels;
+        self.channels.store(channels, Ordering::Relaxed);
         Ok(())
     }
 
     /// Counts GAP events; the caller forwards every event in order.
     pub fn observe_event(&self, event: &gst::Event) {
         if let gst::EventView::Gap(_) = event.view() {
-            self.lock().stats.gap_events += 1;
+            self.stats_mut().gap_events += 1;
         }
     }
 
@@ -204,45 +205,48 @@ impl Codec {
         inbuf: &gst::Buffer,
         outbuf: &mut gst::BufferRef,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let mut st = self.lock();
-        st.stats.buffers_in += 1;
-        if st.channels == 0 {
+        let channels = self.channels.load(Ordering::Relaxed);
+        if channels == 0 {
             // BaseTransform refuses buffers before caps; this is a second net.
-            drop(st);
+            {
+                let mut stats = self.stats_mut();
+                stats.buffers_in += 1;
+                stats.rejected_buffers += 1;
+            }
             gst::element_imp_error!(imp, gst::CoreError::Negotiation, ("buffer before caps"));
             return Err(gst::FlowError::NotNegotiated);
         }
-        let frames = match whole_frames(inbuf.size(), self.in_bytes_per_sample * st.channels) {
-            Ok(n) => n,
+        let done =
+            whole_frames(inbuf.size(), self.in_bytes_per_sample * channels).and_then(|frames| {
+                let samples = frames * channels;
+                let (Ok(input), Ok(mut output)) = (inbuf.map_readable(), outbuf.map_writable())
+                else {
+                    return Err("cannot map buffers".to_string());
+                };
+                if (self.kernel)(&input, &mut output) == samples {
+                    Ok(frames as u64)
+                } else {
+                    Err(format!(
+                        "output buffer of {} bytes too small for {samples} samples",
+                        output.len()
+                    ))
+                }
+            });
+        let mut stats = self.stats_mut();
+        stats.buffers_in += 1;
+        match done {
+            Ok(frames) => {
+                stats.samples_in += frames;
+                stats.samples_out += frames;
+                stats.buffers_out += 1;
+            }
             Err(why) => {
-                st.stats.rejected_buffers += 1;
-                drop(st);
+                stats.rejected_buffers += 1;
+                drop(stats);
                 gst::element_imp_error!(imp, gst::StreamError::Format, ("{why}"));
                 return Err(gst::FlowError::Error);
             }
-        };
-        let samples = frames * st.channels;
-        let input = inbuf.map_readable().map_err(|_| {
-            gst::element_imp_error!(imp, gst::StreamError::Failed, ("cannot map input buffer"));
-            gst::FlowError::Error
-        })?;
-        let mut output = outbuf.map_writable().map_err(|_| {
-            gst::element_imp_error!(imp, gst::StreamError::Failed, ("cannot map output buffer"));
-            gst::FlowError::Error
-        })?;
-        if (self.kernel)(&input, &mut output) != samples {
-            let len = output.len();
-            drop(st);
-            gst::element_imp_error!(
-                imp,
-                gst::StreamError::Failed,
-                ("output buffer of {len} bytes too small for {samples} samples")
-            );
-            return Err(gst::FlowError::Error);
         }
-        st.stats.samples_in += frames as u64;
-        st.stats.samples_out += frames as u64;
-        st.stats.buffers_out += 1;
         Ok(gst::FlowSuccess::Ok)
     }
 }

@@ -25,8 +25,13 @@ pub enum Error {
     Rate(u32),
     /// Zero channels.
     Channels,
-    /// Input that is not a whole number of frames: (samples, channels).
-    PartialFrame(usize, usize),
+    /// Input that is not a whole number of frames: `len` units (`unit` is
+    /// "sample" or "byte") with frames of `frame` units.
+    PartialFrame {
+        len: usize,
+        frame: usize,
+        unit: &'static str,
+    },
     /// Output slice too short: (samples needed, samples given).
     OutputTooShort(usize, usize),
 }
@@ -36,10 +41,10 @@ impl fmt::Display for Error {
         match *self {
             Error::Rate(r) => write!(f, "sample rate {r} Hz is outside 1..={MAX_RATE} Hz"),
             Error::Channels => write!(f, "channel count must be at least 1"),
-            Error::PartialFrame(s, c) => {
+            Error::PartialFrame { len, frame, unit } => {
                 write!(
                     f,
-                    "{s} samples are not a whole number of {c}-channel frames"
+                    "{len} {unit}s are not a whole number of {frame}-{unit} frames"
                 )
             }
             Error::OutputTooShort(need, got) => {
@@ -51,21 +56,10 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// Read access to interleaved samples, so one loop serves `i16` slices and
+/// Write access to interleaved samples, so the drain serves `i16` slices and
 /// unaligned S16LE bytes.
-trait Input {
-    fn sample(&self, i: usize) -> i16;
-}
-
 trait Output {
     fn set(&mut self, i: usize, v: i16);
-}
-
-impl Input for [i16] {
-    #[inline(always)]
-    fn sample(&self, i: usize) -> i16 {
-        self[i]
-    }
 }
 
 impl Output for [i16] {
@@ -77,13 +71,6 @@ impl Output for [i16] {
 
 /// S16LE bytes as a GstBuffer maps them (no alignment guarantee).
 struct Le<T>(T);
-
-impl Input for Le<&[u8]> {
-    #[inline(always)]
-    fn sample(&self, i: usize) -> i16 {
-        i16::from_le_bytes([self.0[2 * i], self.0[2 * i + 1]])
-    }
-}
 
 impl Output for Le<&mut [u8]> {
     #[inline(always)]
@@ -134,6 +121,9 @@ pub struct Resampler {
     /// Input frames taken and output frames produced since the last reset.
     frames_in: u64,
     frames_out: u64,
+    /// Reused by `process_s16le`; they grow to the largest buffer seen.
+    scratch_in: Vec<i16>,
+    scratch_out: Vec<i16>,
 }
 
 impl Resampler {
@@ -164,6 +154,8 @@ impl Resampler {
             rem: 0,
             frames_in: 0,
             frames_out: 0,
+            scratch_in: Vec::new(),
+            scratch_out: Vec::new(),
         })
     }
 
@@ -260,17 +252,11 @@ impl Resampler {
         *k += self.step_int + carry;
     }
 
-    fn run<I: Input + ?Sized, O: Output + ?Sized>(
-        &mut self,
-        input: &I,
-        n_frames: usize,
-        output: &mut O,
-        out_capacity: usize,
-    ) -> Result<usize, Error> {
+    fn run(&mut self, input: &[i16], n_frames: usize, output: &mut [i16]) -> Result<usize, Error> {
         let ch = self.channels;
         let count = self.output_frames(n_frames);
-        if count * ch > out_capacity {
-            return Err(Error::OutputTooShort(count * ch, out_capacity));
+        if count * ch > output.len() {
+            return Err(Error::OutputTooShort(count * ch, output.len()));
         }
         let base = self.frames_in;
         let (mut k, mut rem) = (self.k, self.rem);
@@ -279,7 +265,7 @@ impl Resampler {
         // first (k == base - 1).
         while o < count && k < base {
             for c in 0..ch {
-                output.set(o * ch + c, self.interp(self.prev[c], input.sample(c), rem));
+                output[o * ch + c] = self.interp(self.prev[c], input[c], rem);
             }
             self.advance(&mut k, &mut rem);
             o += 1;
@@ -293,9 +279,7 @@ impl Resampler {
         }
         if n_frames > 0 {
             let last = (n_frames - 1) * ch;
-            for c in 0..ch {
-                self.prev[c] = input.sample(last + c);
-            }
+            self.prev.copy_from_slice(&input[last..last + ch]);
         }
         self.k = k;
         self.rem = rem;
@@ -307,11 +291,11 @@ impl Resampler {
     /// Outputs `o..count`, all of whose neighbours lie in this chunk.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn interior<I: Input + ?Sized, O: Output + ?Sized>(
+    fn interior(
         &self,
         ch: usize,
-        input: &I,
-        output: &mut O,
+        input: &[i16],
+        output: &mut [i16],
         mut o: usize,
         count: usize,
         base: u64,
@@ -324,7 +308,7 @@ impl Resampler {
             while o < count {
                 let i = (*k - base) as usize * ch;
                 for c in 0..ch {
-                    output.set(o * ch + c, input.sample(i + c));
+                    output[o * ch + c] = input[i + c];
                 }
                 *k += self.step_int;
                 o += 1;
@@ -339,8 +323,8 @@ impl Resampler {
                 let i = (*k - base) as usize * ch;
                 while *rem < self.den && o < count {
                     for c in 0..ch {
-                        let v = self.interp(input.sample(i + c), input.sample(i + ch + c), *rem);
-                        output.set(o * ch + c, v);
+                        let v = self.interp(input[i + c], input[i + ch + c], *rem);
+                        output[o * ch + c] = v;
                     }
                     *rem += self.num;
                     o += 1;
@@ -355,38 +339,60 @@ impl Resampler {
         while o < count {
             let i = (*k - base) as usize * ch;
             for c in 0..ch {
-                let v = self.interp(input.sample(i + c), input.sample(i + ch + c), *rem);
-                output.set(o * ch + c, v);
+                let v = self.interp(input[i + c], input[i + ch + c], *rem);
+                output[o * ch + c] = v;
             }
             self.advance(k, rem);
             o += 1;
         }
     }
 
-    fn check_frames(&self, samples: usize) -> Result<usize, Error> {
-        if !samples.is_multiple_of(self.channels) {
-            return Err(Error::PartialFrame(samples, self.channels));
+    /// Frames in `len` units of `unit_bytes` bytes each (2: samples, 1:
+    /// bytes).
+    fn check_frames(&self, len: usize, unit_bytes: usize) -> Result<usize, Error> {
+        let frame = self.channels * 2 / unit_bytes;
+        if !len.is_multiple_of(frame) {
+            let unit = if unit_bytes == 2 { "sample" } else { "byte" };
+            return Err(Error::PartialFrame { len, frame, unit });
         }
-        Ok(samples / self.channels)
+        Ok(len / frame)
     }
 
     /// Resamples the next chunk of interleaved samples; returns the frames
     /// written to `output` ([`output_frames`](Self::output_frames) of them).
     /// On error nothing changes.
     pub fn process(&mut self, input: &[i16], output: &mut [i16]) -> Result<usize, Error> {
-        let n = self.check_frames(input.len())?;
-        let cap = output.len();
-        self.run(input, n, output, cap)
+        let n = self.check_frames(input.len(), 2)?;
+        self.run(input, n, output)
     }
 
     /// [`process`](Self::process) over S16LE bytes.
     pub fn process_s16le(&mut self, input: &[u8], output: &mut [u8]) -> Result<usize, Error> {
-        if !input.len().is_multiple_of(2) {
-            return Err(Error::PartialFrame(input.len(), 2 * self.channels));
+        let n = self.check_frames(input.len(), 1)?;
+        let samples = self.output_frames(n) * self.channels;
+        if samples > output.len() / 2 {
+            return Err(Error::OutputTooShort(samples, output.len() / 2));
         }
-        let n = self.check_frames(input.len() / 2)?;
-        let cap = output.len() / 2;
-        self.run(&Le(input), n, &mut Le(output), cap)
+        // Converting to and from i16 in reused scratch buffers costs less
+        // than unaligned byte access inside the loop (these conversions
+        // compile to plain copies on little-endian machines).
+        let mut si = std::mem::take(&mut self.scratch_in);
+        let mut so = std::mem::take(&mut self.scratch_out);
+        si.clear();
+        si.extend(
+            input
+                .chunks_exact(2)
+                .map(|b| i16::from_le_bytes([b[0], b[1]])),
+        );
+        so.clear();
+        so.resize(samples, 0);
+        let done = self.run(&si, n, &mut so);
+        for (o, v) in output.chunks_exact_mut(2).zip(&so) {
+            o.copy_from_slice(&v.to_le_bytes());
+        }
+        self.scratch_in = si;
+        self.scratch_out = so;
+        done
     }
 
     fn drain_into<O: Output + ?Sized>(
@@ -431,7 +437,7 @@ pub fn resample(
     out_rate: u32,
 ) -> Result<Vec<i16>, Error> {
     let mut r = Resampler::new(in_rate, out_rate, channels)?;
-    let n = r.check_frames(input.len())?;
+    let n = r.check_frames(input.len(), 2)?;
     let mut out = vec![0; r.output_frames(n) * channels];
     r.process(input, &mut out)?;
     let mut tail = vec![0; r.drain_frames() * channels];
@@ -694,12 +700,14 @@ mod tests {
         );
         let mut r = Resampler::new(8_000, 48_000, 2).unwrap();
         assert_eq!(
-            r.process(&[1, 2, 3], &mut [0; 64]),
-            Err(Error::PartialFrame(3, 2))
+            r.process(&[1, 2, 3], &mut [0; 64]).unwrap_err().to_string(),
+            "3 samples are not a whole number of 2-sample frames"
         );
         assert_eq!(
-            r.process_s16le(&[1, 2, 3], &mut [0; 64]),
-            Err(Error::PartialFrame(3, 4))
+            r.process_s16le(&[1, 2, 3, 4, 5, 6], &mut [0; 64])
+                .unwrap_err()
+                .to_string(),
+            "6 bytes are not a whole number of 4-byte frames"
         );
         assert_eq!(
             r.process(&[1, 2, 3, 4], &mut [0; 4]),

@@ -309,3 +309,20 @@ fn bad_buffers_and_caps_are_refused() {
         );
     }
 }
+
+#[test]
+fn reports_one_input_frame_of_latency() {
+    common::init();
+    let mut h = harness(8_000, 48_000, 1);
+    h.set_upstream_latency(gst::ClockTime::from_mseconds(20));
+    push_chunks(&mut h, &[1, 2, 3, 4], 1, 8_000, 0, &[4]);
+    assert_eq!(
+        h.query_latency(),
+        Some(gst::ClockTime::from_mseconds(20) + gst::ClockTime::from_useconds(125))
+    );
+    // Passthrough adds nothing.
+    let mut h = harness(8_000, 8_000, 1);
+    h.set_upstream_latency(gst::ClockTime::from_mseconds(20));
+    push_chunks(&mut h, &[1, 2, 3, 4], 1, 8_000, 0, &[4]);
+    assert_eq!(h.query_latency(), Some(gst::ClockTime::from_mseconds(20)));
+}

@@ -74,6 +74,26 @@ fn rtp_round_trip_with_stock_payloader() {
 }
 
 #[test]
+fn decodes_then_upsamples_through_linearresample() {
+    common::init();
+    // The receive direction: 8 kHz µ-law to 48 kHz S16, exact samples.
+    let src = "audiotestsrc num-buffers=10 samplesperbuffer=160 wave=sine freq=1000 \
+               ! audio/x-raw,format=S16LE,rate=8000,channels=1";
+    let (raw, _) = run_to_appsink(&format!("{src} ! appsink name=out"));
+    let (out, caps) = run_to_appsink(&format!(
+        "{src} ! ulawenc ! ulawdec ! linearresample ! audio/x-raw,rate=48000 ! appsink name=out"
+    ));
+    assert_eq!(caps.unwrap(), raw_caps(48000, 1));
+    let decoded: Vec<i16> = samples(&raw)
+        .into_iter()
+        .map(|x| g711::decode_sample(g711::encode_sample(x)))
+        .collect();
+    let expected = gstrtpsynth::resample::resample(&decoded, 1, 8_000, 48_000).unwrap();
+    assert_eq!(expected.len(), 9600);
+    assert_eq!(samples(&out), expected);
+}
+
+#[test]
 fn gap_events_are_forwarded_in_order() {
     common::init();
     let mut h = gst_check::Harness::new("ulawdec");

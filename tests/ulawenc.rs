@@ -162,6 +162,10 @@ fn missing_caps_and_unsupported_formats_do_not_negotiate() {
         h.push(gst::Buffer::from_mut_slice(vec![0u8; 4])),
         Err(gst::FlowError::NotNegotiated)
     );
+    // Refused before or by the element, never counted as passed on.
+    let s = stats(&h.element().unwrap());
+    assert_eq!(stat(&s, "buffers-in"), stat(&s, "rejected-buffers"));
+    assert_eq!(stat(&s, "buffers-out"), 0);
     for caps in [
         gst::Caps::builder("audio/x-raw")
             .field("format", "S16BE")

@@ -45,20 +45,18 @@ struct State {
     offset0: u64,
     /// The next output buffer starts a new stream.
     discont: bool,
-    stats: Stats,
 }
 
 impl State {
     /// Forgets the phase and the previous frame; the next buffer restarts
-    /// timestamps.
-    fn reset(&mut self) {
-        if let Some(r) = self.resampler.as_mut() {
-            if r.frames_in() > 0 {
-                self.stats.resets += 1;
-            }
-            r.reset();
-        }
+    /// timestamps. Returns whether input was pending (a reset to count).
+    fn reset(&mut self) -> bool {
         self.t0 = None;
+        self.resampler.as_mut().is_some_and(|r| {
+            let pending = r.frames_in() > 0;
+            r.reset();
+            pending
+        })
     }
 
     /// Stamps `buf`, which holds the `frames` output frames that follow the
@@ -84,25 +82,38 @@ impl State {
         } else {
             buf.unset_flags(gst::BufferFlags::DISCONT);
         }
-        self.stats.audio.buffers_out += 1;
-        self.stats.audio.samples_out += frames;
     }
 }
 
+/// The stream state is locked by the streaming thread for the whole of a
+/// buffer; the counters have their own lock, taken once per buffer after the
+/// work, so reading `stats` never waits on processing.
 #[derive(Default)]
 pub struct LinearResample {
     state: Mutex<State>,
+    stats: Mutex<Stats>,
 }
 
 impl LinearResample {
     fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere cannot leave the state half-written; keep going.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stats_mut(&self) -> MutexGuard<'_, Stats> {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn reset(&self) {
+        if self.lock().reset() {
+            self.stats_mut().resets += 1;
+        }
     }
 
     /// End of stream: pushes the held last frame up to the whole-signal
     /// length, so the total output is exactly the formula's.
     fn drain(&self) {
-        let buf = {
+        let (buf, bpf) = {
             let mut st = self.lock();
             let bpf = st.bpf;
             let Some(r) = st.resampler.as_mut() else {
@@ -113,21 +124,33 @@ impl LinearResample {
                 return;
             }
             let (before, out_rate) = (r.frames_out(), r.out_rate());
-            let mut buf = gst::Buffer::with_size(n * bpf).expect("drain buffer allocates");
+            let Ok(mut buf) = gst::Buffer::with_size(n * bpf) else {
+                gst::error!(CAT, imp = self, "cannot allocate {n} frames to drain");
+                return;
+            };
             {
-                let bufref = buf.get_mut().expect("new buffer is writable");
-                {
-                    let mut map = bufref.map_writable().expect("new buffer maps");
-                    if let Err(e) = r.drain_s16le(&mut map) {
-                        gst::error!(CAT, imp = self, "drain failed: {e}");
-                        return;
-                    }
+                let Some(bufref) = buf.get_mut() else {
+                    return;
+                };
+                let drained = match bufref.map_writable() {
+                    Ok(mut map) => r.drain_s16le(&mut map).map_err(|e| e.to_string()),
+                    Err(_) => Err("cannot map drain buffer".to_string()),
+                };
+                if let Err(e) = drained {
+                    gst::error!(CAT, imp = self, "drain failed: {e}");
+                    return;
                 }
                 r.reset();
                 st.stamp(bufref, out_rate, before, n as u64);
+                st.t0 = None;
             }
-            buf
+            (buf, bpf)
         };
+        {
+            let mut stats = self.stats_mut();
+            stats.audio.buffers_out += 1;
+            stats.audio.samples_out += (buf.size() / bpf) as u64;
+        }
         gst::debug!(CAT, imp = self, "draining {buf:?}");
         if let Err(e) = self.obj().src_pad().push(buf) {
             gst::debug!(CAT, imp = self, "drain push: {e:?}");
@@ -159,7 +182,7 @@ impl ObjectImpl for LinearResample {
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         match pspec.name() {
             "stats" => {
-                let stats = self.lock().stats;
+                let stats = *self.stats_mut();
                 audiocaps::stats_structure(NAME, stats.fields()).to_value()
             }
             other => unreachable!("linearresample has no property {other}"),
@@ -209,6 +232,7 @@ impl BaseTransformImpl for LinearResample {
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         *self.lock() = State::default();
+        *self.stats_mut() = Stats::default();
         Ok(())
     }
 
@@ -271,11 +295,37 @@ impl BaseTransformImpl for LinearResample {
             imp = self,
             "{in_rate} Hz -> {out_rate} Hz, {channels} channels"
         );
-        let mut st = self.lock();
-        st.reset();
-        st.resampler = Some(r);
-        st.bpf = 2 * channels;
+        let pending = {
+            let mut st = self.lock();
+            let pending = st.reset();
+            st.resampler = Some(r);
+            st.bpf = 2 * channels;
+            pending
+        };
+        if pending {
+            self.stats_mut().resets += 1;
+        }
         Ok(())
+    }
+
+    fn query(&self, direction: gst::PadDirection, query: &mut gst::QueryRef) -> bool {
+        let latency = direction == gst::PadDirection::Src
+            && matches!(query.view(), gst::QueryView::Latency(_));
+        if !BaseTransformImplExt::parent_query(self, direction, query) {
+            return false;
+        }
+        if latency && !self.obj().is_passthrough() {
+            // An output needs the input frame after its position, which may
+            // come with the next buffer: up to one input frame of delay.
+            let frame = self.lock().resampler.as_ref().map(|r| {
+                gst::ClockTime::from_nseconds(1_000_000_000u64.div_ceil(u64::from(r.in_rate())))
+            });
+            if let (Some(frame), gst::QueryViewMut::Latency(q)) = (frame, query.view_mut()) {
+                let (live, min, max) = q.result();
+                q.set(live, min + frame, max.map(|m| m + frame));
+            }
+        }
+        true
     }
 
     fn transform_size(
@@ -299,9 +349,9 @@ impl BaseTransformImpl for LinearResample {
 
     fn sink_event(&self, event: gst::Event) -> bool {
         match event.view() {
-            gst::EventView::Gap(_) => self.lock().stats.audio.gap_events += 1,
+            gst::EventView::Gap(_) => self.stats_mut().audio.gap_events += 1,
             gst::EventView::Eos(_) => self.drain(),
-            gst::EventView::FlushStop(_) => self.lock().reset(),
+            gst::EventView::FlushStop(_) => self.reset(),
             _ => {}
         }
         self.parent_sink_event(event)
@@ -325,61 +375,102 @@ impl BaseTransformImpl for LinearResample {
         inbuf: &gst::Buffer,
         outbuf: &mut gst::BufferRef,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let mut st = self.lock();
-        st.stats.audio.buffers_in += 1;
-        if st.resampler.is_none() {
-            drop(st);
-            gst::element_imp_error!(self, gst::CoreError::Negotiation, ("buffer before caps"));
-            return Err(gst::FlowError::NotNegotiated);
-        }
-        let frames = match audiocaps::whole_frames(inbuf.size(), st.bpf) {
-            Ok(n) => n,
-            Err(why) => {
-                st.stats.audio.rejected_buffers += 1;
-                drop(st);
-                gst::element_imp_error!(self, gst::StreamError::Format, ("{why}"));
-                return Err(gst::FlowError::Error);
+        let outcome = self.resample(inbuf, outbuf);
+        let mut stats = self.stats_mut();
+        stats.audio.buffers_in += 1;
+        let (refusal, why) = match outcome {
+            Ok(done) => {
+                stats.audio.samples_in += done.frames_in;
+                stats.resets += u64::from(done.reset);
+                if done.frames_out == 0 {
+                    // Downsampling a short buffer can complete no output
+                    // frame; its frames stay in the phase and feed the next.
+                    return Ok(gst_base::BASE_TRANSFORM_FLOW_DROPPED);
+                }
+                stats.audio.buffers_out += 1;
+                stats.audio.samples_out += done.frames_out;
+                return Ok(gst::FlowSuccess::Ok);
             }
+            Err(r) => r,
         };
-        if inbuf.flags().contains(gst::BufferFlags::DISCONT) {
-            st.reset();
-        }
+        stats.audio.rejected_buffers += 1;
+        drop(stats);
+        Err(match refusal {
+            Refusal::BeforeCaps => {
+                gst::element_imp_error!(self, gst::CoreError::Negotiation, ("{why}"));
+                gst::FlowError::NotNegotiated
+            }
+            Refusal::Format => {
+                gst::element_imp_error!(self, gst::StreamError::Format, ("{why}"));
+                gst::FlowError::Error
+            }
+            Refusal::Failed => {
+                gst::element_imp_error!(self, gst::StreamError::Failed, ("{why}"));
+                gst::FlowError::Error
+            }
+        })
+    }
+}
+
+/// What one input buffer did.
+struct Done {
+    frames_in: u64,
+    frames_out: u64,
+    /// A DISCONT reset the phase with input pending.
+    reset: bool,
+}
+
+/// Why an input buffer was refused (the error's domain).
+enum Refusal {
+    BeforeCaps,
+    Format,
+    Failed,
+}
+
+impl LinearResample {
+    /// Resamples `inbuf` into `outbuf` (trimmed to what was written, and
+    /// stamped) under the state lock; posts nothing, so the caller can post
+    /// errors with no lock held.
+    fn resample(
+        &self,
+        inbuf: &gst::Buffer,
+        outbuf: &mut gst::BufferRef,
+    ) -> Result<Done, (Refusal, String)> {
+        let mut st = self.lock();
+        let Some(out_rate) = st.resampler.as_ref().map(|r| r.out_rate()) else {
+            return Err((Refusal::BeforeCaps, "buffer before caps".into()));
+        };
+        let frames =
+            audiocaps::whole_frames(inbuf.size(), st.bpf).map_err(|e| (Refusal::Format, e))?;
+        let reset = inbuf.flags().contains(gst::BufferFlags::DISCONT) && st.reset();
         if st.t0.is_none() {
             // First buffer since a reset: it fixes the time line.
             st.t0 = inbuf.pts();
             st.offset0 = st.t0.map_or(0, |t| {
-                let out_rate = st.resampler.as_ref().map_or(1, |r| r.out_rate());
                 (u128::from(t.nseconds()) * u128::from(out_rate) / 1_000_000_000) as u64
             });
             st.discont = true;
         }
-        st.stats.audio.samples_in += frames as u64;
         let bpf = st.bpf;
-        let r = st.resampler.as_mut().ok_or(gst::FlowError::NotNegotiated)?;
-        let (before, out_rate) = (r.frames_out(), r.out_rate());
-        let written = {
-            match (inbuf.map_readable(), outbuf.map_writable()) {
-                (Ok(input), Ok(mut output)) => r
-                    .process_s16le(&input, &mut output)
-                    .map_err(|e| e.to_string()),
-                _ => Err("cannot map buffers".to_string()),
-            }
+        let Some(r) = st.resampler.as_mut() else {
+            return Err((Refusal::BeforeCaps, "buffer before caps".into()));
         };
-        let n = match written {
-            Ok(n) => n,
-            Err(e) => {
-                drop(st);
-                gst::element_imp_error!(self, gst::StreamError::Failed, ("{e}"));
-                return Err(gst::FlowError::Error);
-            }
+        let before = r.frames_out();
+        let written = match (inbuf.map_readable(), outbuf.map_writable()) {
+            (Ok(input), Ok(mut output)) => r
+                .process_s16le(&input, &mut output)
+                .map_err(|e| e.to_string()),
+            _ => Err("cannot map buffers".to_string()),
         };
-        if n == 0 {
-            // Downsampling a short buffer can complete no output frame; its
-            // frames are kept in the phase and feed the next output.
-            return Ok(gst_base::BASE_TRANSFORM_FLOW_DROPPED);
+        let n = written.map_err(|e| (Refusal::Failed, e))?;
+        if n > 0 {
+            outbuf.set_size(n * bpf);
+            st.stamp(outbuf, out_rate, before, n as u64);
         }
-        outbuf.set_size(n * bpf);
-        st.stamp(outbuf, out_rate, before, n as u64);
-        Ok(gst::FlowSuccess::Ok)
+        Ok(Done {
+            frames_in: frames as u64,
+            frames_out: n as u64,
+            reset,
+        })
     }
 }

@@ -126,7 +126,7 @@ impl BaseTransformImpl for UlawEnc {
         // Two bytes of S16 per one-byte code.
         Some(match direction {
             gst::PadDirection::Sink => size / 2,
-            _ => size * 2,
+            _ => size.checked_mul(2)?,
         })
     }
 
