@@ -6,9 +6,11 @@
 pub mod mux;
 pub mod prng;
 pub mod rtp;
+mod rtpmuxserver;
 pub mod stats;
 
-fn plugin_init(_plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    rtpmuxserver::register(plugin)?;
     Ok(())
 }
 
