@@ -43,6 +43,8 @@ pub const MIN_QUEUE_SIZE: u32 = 2;
 pub const PACKED_STATS_VERSION: u64 = 1;
 
 const WAKER: Token = Token(usize::MAX);
+/// Readiness events taken per poll.
+const EVENTS: usize = 1024;
 
 counters! {
     /// What one channel did. `packets-received` counts every datagram read
@@ -373,7 +375,8 @@ impl std::error::Error for ChannelError {}
 struct Notify {
     pending: Mutex<Vec<u32>>,
     wake_requested: AtomicBool,
-    /// Send pacing in microseconds: 0 wakes the worker for every send.
+    /// Worker pacing in microseconds: 0 wakes the worker for every send and
+    /// every received packet; above, it runs one round per tick.
     tick_us: AtomicU64,
     waker: Waker,
 }
@@ -557,7 +560,10 @@ pub struct Server<H: Handler> {
 }
 
 impl<H: Handler> Server<H> {
-    /// Starts the worker thread. `tick` paces sends (zero: as soon as queued).
+    /// Starts the worker thread. A non-zero `tick` makes it run one round
+    /// (receive everything ready, send everything queued) per tick, trading
+    /// up to one tick of latency for bigger batches; zero serves each packet
+    /// as soon as it arrives or is queued.
     pub fn start(handler: H, tick: Duration) -> io::Result<Self> {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
@@ -599,7 +605,7 @@ impl<H: Handler> Server<H> {
         })
     }
 
-    /// Changes the send pacing (zero: as soon as queued).
+    /// Changes the pacing (see [`Server::start`]).
     pub fn set_tick(&self, tick: Duration) {
         self.notify
             .tick_us
@@ -979,7 +985,9 @@ struct WorkerChannel<H: Handler> {
 
 impl<H: Handler> WorkerChannel<H> {
     fn refresh_remote(&mut self) {
-        if self.channel.remote_dirty.swap(false, Ordering::Acquire)
+        // A plain load first: the locked swap only when there is news.
+        if self.channel.remote_dirty.load(Ordering::Relaxed)
+            && self.channel.remote_dirty.swap(false, Ordering::Acquire)
             && let Some(update) = lock(&self.channel.remote_update).take()
         {
             self.remote = update.map(canonical);
@@ -1003,13 +1011,23 @@ struct Worker<H: Handler> {
 
 impl<H: Handler> Worker<H> {
     fn run(&mut self) {
-        let mut events = Events::with_capacity(1024);
+        let mut events = Events::with_capacity(EVENTS);
         let mut next_tick = Instant::now();
         let mut out: Vec<H::Packet> = Vec::with_capacity(BATCH);
         loop {
             let tick = Duration::from_micros(self.notify.tick_us.load(Ordering::Relaxed));
-            let timeout =
-                (!tick.is_zero()).then(|| next_tick.saturating_duration_since(Instant::now()));
+            let timeout = if tick.is_zero() {
+                None
+            } else {
+                // Paced rounds: epoll keeps what became ready meanwhile, so
+                // one round handles a tick's worth of packets in one go.
+                let now = Instant::now();
+                if next_tick > now {
+                    std::thread::sleep(next_tick - now);
+                }
+                next_tick = (next_tick + tick).max(Instant::now());
+                Some(Duration::ZERO)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != io::ErrorKind::Interrupted
             {
@@ -1018,11 +1036,17 @@ impl<H: Handler> Worker<H> {
             }
             self.handler.woke();
             let mut woken = false;
+            let mut ready = 0;
             for event in events.iter() {
+                ready += 1;
                 match event.token() {
                     WAKER => woken = true,
                     Token(id) => self.receive(id as u32),
                 }
+            }
+            if ready == EVENTS {
+                // More sockets are ready than one poll reports: no pause.
+                next_tick = Instant::now();
             }
             if woken {
                 self.notify.wake_requested.store(false, Ordering::Release);
@@ -1030,11 +1054,7 @@ impl<H: Handler> Worker<H> {
                     return;
                 }
             }
-            let now = Instant::now();
-            if tick.is_zero() || now >= next_tick {
-                next_tick = now + tick;
-                self.send_pending(&mut out);
-            }
+            self.send_pending(&mut out);
         }
     }
 
@@ -1224,11 +1244,12 @@ mod tests {
     }
 
     fn server() -> (Server<Collect>, Receiver<Got>) {
+        server_with_tick(Duration::ZERO)
+    }
+
+    fn server_with_tick(tick: Duration) -> (Server<Collect>, Receiver<Got>) {
         let (tx, rx) = channel();
-        (
-            Server::start(Collect { tx: Some(tx) }, Duration::ZERO).unwrap(),
-            rx,
-        )
+        (Server::start(Collect { tx: Some(tx) }, tick).unwrap(), rx)
     }
 
     fn packet(seq: u16) -> Vec<u8> {
@@ -1372,7 +1393,16 @@ mod tests {
 
     #[test]
     fn echo_between_two_channels_counts_everything() {
-        let (srv, rx) = server();
+        echo_between_two_channels(Duration::ZERO);
+    }
+
+    #[test]
+    fn paced_rounds_lose_nothing() {
+        echo_between_two_channels(Duration::from_millis(5));
+    }
+
+    fn echo_between_two_channels(tick: Duration) {
+        let (srv, rx) = server_with_tick(tick);
         let big = ChannelConfig {
             queue_size: 128,
             ..loopback()

@@ -593,11 +593,13 @@ impl ObjectImpl for RtpMuxServer {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             vec![
                 glib::ParamSpecUInt::builder("tick")
-                    .nick("Send tick")
+                    .nick("Worker tick")
                     .blurb(
-                        "Milliseconds between send rounds: queued packets wait up to this long \
-                         so they go out in bigger sendmmsg batches. 0 wakes the worker for \
-                         every packet queued (lowest latency).",
+                        "Milliseconds between worker rounds: each round receives everything \
+                         that arrived and sends everything queued since the last, in bigger \
+                         recvmmsg/sendmmsg batches and with fewer wake-ups, at the cost of up to \
+                         one tick of added latency. 0 (the default) handles every packet as \
+                         soon as it arrives or is queued.",
                     )
                     .maximum(MAX_TICK_MS)
                     .default_value(DEFAULT_TICK_MS)
