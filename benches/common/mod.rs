@@ -27,12 +27,19 @@ pub fn seconds(f: impl FnOnce()) -> f64 {
 
 /// Number of repetitions from `BENCH_RUNS` (default 5): medians of this many.
 pub fn runs() -> usize {
-    std::env::var("BENCH_RUNS").ok().and_then(|s| s.parse().ok()).filter(|&n| n > 0).unwrap_or(5)
+    std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(5)
 }
 
 /// Scales work from `BENCH_SCALE` (default 1.0), so a quick run is possible.
 pub fn scale(n: u64) -> u64 {
-    let s: f64 = std::env::var("BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
+    let s: f64 = std::env::var("BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
     ((n as f64 * s) as u64).max(1)
 }
 
@@ -52,7 +59,13 @@ pub fn si(v: f64) -> String {
 /// One result line: what was measured, our figure, and the reference measured
 /// in the same run with the ratio (higher is better for us when
 /// `higher_is_better`).
-pub fn report(name: &str, ours: f64, unit: &str, reference: Option<(&str, f64)>, higher_is_better: bool) {
+pub fn report(
+    name: &str,
+    ours: f64,
+    unit: &str,
+    reference: Option<(&str, f64)>,
+    higher_is_better: bool,
+) {
     match reference {
         Some((ref_name, r)) => {
             let ratio = if higher_is_better { ours / r } else { r / ours };

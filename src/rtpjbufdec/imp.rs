@@ -10,7 +10,7 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
-use crate::jbuf::{self, Config, Counters, Erasure, JitterBuffer, Output, PacketMeta};
+use crate::jbuf::{self, Config, Counters, Erasure, JitterBuffer, Output, PacketMeta, Sink};
 use crate::rtp::{self, ParseError};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -145,16 +145,63 @@ impl Format {
     }
 }
 
+/// A packet handle in the core: an index into the input of the current
+/// call until the core keeps it past the call (see [`Emitter::hold`]).
+enum Item {
+    Input(u32),
+    Held(gst::Buffer),
+}
+
+/// What one call sends downstream, in order.
+enum Step {
+    /// Input buffer `index`, with DISCONT added when `discont`.
+    Input {
+        index: u32,
+        discont: bool,
+    },
+    /// A buffer kept from an earlier call, or a synthesized silence packet.
+    Buffer(gst::Buffer),
+    Event(gst::Event),
+}
+
+/// The buffers a call brought in.
+#[derive(Clone, Copy)]
+enum Input<'a> {
+    None,
+    One(&'a gst::BufferRef),
+    List(&'a gst::BufferListRef),
+}
+
+impl<'a> Input<'a> {
+    fn len(self) -> usize {
+        match self {
+            Input::None => 0,
+            Input::One(_) => 1,
+            Input::List(l) => l.len(),
+        }
+    }
+
+    fn get(self, index: u32) -> Option<&'a gst::BufferRef> {
+        match self {
+            Input::None => None,
+            Input::One(b) => (index == 0).then_some(b),
+            Input::List(l) => l.get(index as usize),
+        }
+    }
+}
+
 /// Everything the streaming thread owns; locked for a whole chain call, so
 /// a buffer list costs one lock, not one per packet.
 struct Stream {
-    jb: JitterBuffer<gst::MappedBuffer<gst::buffer::Readable>>,
+    jb: JitterBuffer<Item>,
     format: Format,
     /// PTS of the packet pushed last, for the timing of the next void.
     last_pts: Option<gst::ClockTime>,
     silence_packets: u64,
     /// Arrival clock for buffers that carry neither DTS nor PTS.
     epoch: Instant,
+    /// Reused by every call, so planning the output allocates nothing.
+    steps: Vec<Step>,
 }
 
 impl Stream {
@@ -165,6 +212,7 @@ impl Stream {
             last_pts: None,
             silence_packets: 0,
             epoch: Instant::now(),
+            steps: Vec::new(),
         }
     }
 }
@@ -222,55 +270,157 @@ pub struct RtpJbufDec {
     stats: Published,
 }
 
-/// Where the core's outputs go during one call: straight to the src pad, or
-/// gathered into a list when a list came in.
+/// Turns the core's outputs of one call into [`Step`]s.
 struct Emitter<'a> {
     imp: &'a RtpJbufDec,
     mode: ErasureMode,
     format: Format,
+    input: Input<'a>,
     last_pts: &'a mut Option<gst::ClockTime>,
     silence_packets: &'a mut u64,
-    list: Option<gst::BufferList>,
-    as_list: bool,
-    flow: Result<gst::FlowSuccess, gst::FlowError>,
+    steps: &'a mut Vec<Step>,
 }
 
-impl Emitter<'_> {
-    fn output(&mut self, o: Output<gst::MappedBuffer<gst::buffer::Readable>>) {
+impl Sink<Item> for Emitter<'_> {
+    #[inline]
+    fn emit(&mut self, o: Output<Item>) {
         match o {
-            Output::Packet {
-                item,
-                meta: _,
-                erasure,
-            } => {
-                let mut buffer = item.into_buffer();
-                if let Some(e) = erasure {
-                    let filled = self.signal_void(&e, buffer.pts());
-                    if !filled {
-                        buffer.make_mut().set_flags(gst::BufferFlags::DISCONT);
+            Output::Packet { item, erasure, .. } => {
+                let pts = match &item {
+                    Item::Input(i) => self.input.get(*i).and_then(|b| b.pts()),
+                    Item::Held(b) => b.pts(),
+                };
+                let discont = match erasure {
+                    Some(e) => !self.signal_void(&e, pts),
+                    None => false,
+                };
+                if pts.is_some() {
+                    *self.last_pts = pts;
+                }
+                self.steps.push(match item {
+                    Item::Input(index) => Step::Input { index, discont },
+                    Item::Held(mut b) => {
+                        if discont {
+                            b.make_mut().set_flags(gst::BufferFlags::DISCONT);
+                        }
+                        Step::Buffer(b)
                     }
-                }
-                if buffer.pts().is_some() {
-                    *self.last_pts = buffer.pts();
-                }
-                self.send(buffer);
+                });
             }
-            Output::Dropped { item, reason } => {
-                gst::trace!(
-                    CAT,
-                    imp = self.imp,
-                    "dropped {:?}: {} bytes",
-                    reason,
-                    item.len()
-                );
+            Output::Dropped { reason, .. } => {
+                gst::trace!(CAT, imp = self.imp, "dropped: {:?}", reason);
             }
         }
     }
 
+    /// The core keeps this packet past the call: take a reference to it
+    /// (no copy), as the input goes downstream or away when the call ends.
+    #[inline]
+    fn hold(&mut self, item: &mut Item) {
+        if let Item::Input(i) = *item
+            && let Some(b) = self.input.get(i)
+        {
+            *item = Item::Held(b.to_owned());
+        }
+    }
+}
+
+impl Emitter<'_> {
+    /// Signals the void `e` before a packet with PTS `pts_after`. Returns
+    /// true when it was filled with silence packets (the first of which then
+    /// carries DISCONT).
+    fn signal_void(&mut self, e: &Erasure, pts_after: Option<gst::ClockTime>) -> bool {
+        gst::debug!(
+            CAT,
+            imp = self.imp,
+            "void of {} packets, seq {}..={}",
+            e.count,
+            e.first,
+            e.last
+        );
+        let mode = self.mode;
+        match mode {
+            ErasureMode::None => false,
+            ErasureMode::Silence if self.fill_silence(e) => true,
+            ErasureMode::Event | ErasureMode::Silence => {
+                match void_timing(e, *self.last_pts, pts_after, self.format.clock_rate) {
+                    Some((start, duration)) => {
+                        self.steps.push(Step::Event(lost_event(e, start, duration)));
+                    }
+                    None => gst::debug!(
+                        CAT,
+                        imp = self.imp,
+                        "no PTS nor clock-rate to time the void: DISCONT only"
+                    ),
+                }
+                false
+            }
+        }
+    }
+
+    /// Plans silence packets covering the void, timed from the packet
+    /// before it. False when the format or the timestamps do not allow it.
+    fn fill_silence(&mut self, e: &Erasure) -> bool {
+        let (Some(fmt), Some(rate)) = (self.format.silence, self.format.clock_rate) else {
+            return false;
+        };
+        let before = &e.before;
+        let dur_before = u64::from(before.payload_len / fmt.bytes_per_tick);
+        let Some(ticks) = e.ts_diff.checked_sub(dur_before) else {
+            return false;
+        };
+        if ticks < e.count || ticks > u64::from(rate) * MAX_SILENCE_SECONDS {
+            return false;
+        }
+        let ns = |t: u64| {
+            gst::ClockTime::from_nseconds((u128::from(t) * 1_000_000_000 / u128::from(rate)) as u64)
+        };
+        for k in 0..e.count {
+            // Spread the void evenly; the pieces add up to exactly `ticks`.
+            let from = dur_before + ticks * k / e.count;
+            let to = dur_before + ticks * (k + 1) / e.count;
+            let Some(mut buffer) = silence_packet(before, e.first + k, from, to - from, fmt) else {
+                return false;
+            };
+            let b = buffer.make_mut();
+            if let Some(pts) = *self.last_pts {
+                b.set_pts(pts + ns(from));
+                b.set_duration(ns(to) - ns(from));
+            }
+            if k == 0 {
+                b.set_flags(gst::BufferFlags::DISCONT);
+            }
+            *self.silence_packets += 1;
+            self.steps.push(Step::Buffer(buffer));
+        }
+        true
+    }
+}
+
+/// What [`RtpJbufDec::process`] did with its input.
+enum Sent {
+    /// Pushed what it planned.
+    Done(gst::FlowSuccess),
+    /// Nothing: the input goes out as it came, pushed by the caller, who
+    /// owns it.
+    Unchanged,
+}
+
+/// Pushes the planned buffers, gathered into lists when a list came in.
+struct Sender<'a> {
+    imp: &'a RtpJbufDec,
+    list: Option<gst::BufferList>,
+    capacity: usize,
+    as_list: bool,
+    flow: Result<gst::FlowSuccess, gst::FlowError>,
+}
+
+impl Sender<'_> {
     fn send(&mut self, buffer: gst::Buffer) {
         if self.as_list {
+            let capacity = self.capacity;
             self.list
-                .get_or_insert_with(gst::BufferList::new)
+                .get_or_insert_with(|| gst::BufferList::new_sized(capacity))
                 .make_mut()
                 .add(buffer);
         } else {
@@ -292,82 +442,6 @@ impl Emitter<'_> {
         if self.flow.is_ok() {
             self.flow = r;
         }
-    }
-
-    /// Signals the void `e` before a packet with PTS `pts_after`. Returns
-    /// true when it was filled with silence packets (the first of which then
-    /// carries DISCONT).
-    fn signal_void(&mut self, e: &Erasure, pts_after: Option<gst::ClockTime>) -> bool {
-        gst::debug!(
-            CAT,
-            imp = self.imp,
-            "void of {} packets, seq {}..={}",
-            e.count,
-            e.first,
-            e.last
-        );
-        let mode = self.mode;
-        match mode {
-            ErasureMode::None => false,
-            ErasureMode::Silence if self.fill_silence(e) => true,
-            ErasureMode::Event | ErasureMode::Silence => {
-                match void_timing(e, *self.last_pts, pts_after, self.format.clock_rate) {
-                    Some((start, duration)) => {
-                        self.flush_list();
-                        let r = self.imp.srcpad.push_event(lost_event(e, start, duration));
-                        if !r {
-                            gst::debug!(CAT, imp = self.imp, "packet-lost event not handled");
-                        }
-                    }
-                    None => gst::debug!(
-                        CAT,
-                        imp = self.imp,
-                        "no PTS nor clock-rate to time the void: DISCONT only"
-                    ),
-                }
-                false
-            }
-        }
-    }
-
-    /// Sends silence packets covering the void, timed from the packet before
-    /// it. False when the format or the timestamps do not allow it.
-    fn fill_silence(&mut self, e: &Erasure) -> bool {
-        let (Some(fmt), Some(rate)) = (self.format.silence, self.format.clock_rate) else {
-            return false;
-        };
-        let before = &e.before;
-        let dur_before = u64::from(before.payload_len / fmt.bytes_per_tick);
-        let Some(ticks) = e.ts_diff.checked_sub(dur_before) else {
-            return false;
-        };
-        if ticks < e.count || ticks > u64::from(rate) * MAX_SILENCE_SECONDS {
-            return false;
-        }
-        let ns = |t: u64| {
-            gst::ClockTime::from_nseconds((u128::from(t) * 1_000_000_000 / u128::from(rate)) as u64)
-        };
-        for k in 0..e.count {
-            // Spread the void evenly; the offsets add up to exactly `ticks`.
-            let from = dur_before + ticks * k / e.count;
-            let to = dur_before + ticks * (k + 1) / e.count;
-            let Some(mut buffer) = silence_packet(before, e.first + k, from, to - from, fmt) else {
-                return false;
-            };
-            {
-                let b = buffer.get_mut().expect("a new buffer is writable");
-                if let Some(pts) = *self.last_pts {
-                    b.set_pts(pts + ns(from));
-                    b.set_duration(ns(to) - ns(from));
-                }
-                if k == 0 {
-                    b.set_flags(gst::BufferFlags::DISCONT);
-                }
-            }
-            *self.silence_packets += 1;
-            self.send(buffer);
-        }
-        true
     }
 }
 
@@ -442,102 +516,131 @@ impl RtpJbufDec {
         *self.settings.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs `f` with an emitter over the locked stream, then publishes the
-    /// stats and returns the first flow error.
-    fn with_emitter(
+    /// Runs the buffers of `input` (none for a drain) and then `finish`
+    /// through the core under one lock, then sends the planned steps: the
+    /// input itself when it goes out unchanged (the common, in-order case),
+    /// else buffers and events in order, as lists when a list came in.
+    fn process(
         &self,
-        as_list: bool,
-        f: impl FnOnce(
-            &mut JitterBuffer<gst::MappedBuffer<gst::buffer::Readable>>,
-            &mut Emitter<'_>,
-            Instant,
-        ),
-    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        input: Input<'_>,
+        finish: impl FnOnce(&mut JitterBuffer<Item>, &mut Emitter<'_>),
+    ) -> Result<Sent, gst::FlowError> {
         let settings = self.settings();
+        let cfg = settings.config();
         let mut guard = self.lock_stream();
         let stream = &mut *guard;
-        stream.jb.set_limits(
-            settings.config().latency_ns,
-            settings.config().max_dropout,
-            settings.config().max_misorder,
-        );
+        stream
+            .jb
+            .set_limits(cfg.latency_ns, cfg.max_dropout, cfg.max_misorder);
         let mut em = Emitter {
             imp: self,
             mode: settings.erasure_mode,
             format: stream.format,
+            input,
             last_pts: &mut stream.last_pts,
             silence_packets: &mut stream.silence_packets,
+            steps: &mut stream.steps,
+        };
+        for index in 0..input.len() as u32 {
+            let Some(buffer) = input.get(index) else {
+                break;
+            };
+            // Live sources stamp arrival in DTS/PTS; without either, the
+            // wall clock stands in.
+            let arrival = buffer.dts_or_pts().map_or_else(
+                || stream.epoch.elapsed().as_nanos() as u64,
+                |t| t.nseconds(),
+            );
+            let mapped = if buffer.n_memory() == 1 {
+                // Cheaper than mapping the buffer: no merged-memory lookup.
+                buffer.peek_memory(0).map_readable().map(|m| {
+                    stream.jb.push(&m, arrival, Item::Input(index), &mut em);
+                })
+            } else {
+                buffer.map_readable().map(|m| {
+                    stream.jb.push(&m, arrival, Item::Input(index), &mut em);
+                })
+            };
+            if mapped.is_err() {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Failed,
+                    ["Failed to map input buffer {} for reading", index]
+                );
+                return Err(gst::FlowError::Error);
+            }
+        }
+        finish(&mut stream.jb, &mut em);
+        self.stats.store(stream);
+
+        let n = input.len();
+        let unchanged = stream.steps.len() == n
+            && stream.steps.iter().enumerate().all(
+                |(i, s)| matches!(s, Step::Input { index, discont: false } if *index as usize == i),
+            );
+        if unchanged {
+            stream.steps.clear();
+            return Ok(if n == 0 {
+                Sent::Done(gst::FlowSuccess::Ok)
+            } else {
+                Sent::Unchanged
+            });
+        }
+        let as_list = matches!(input, Input::List(_));
+        let mut out = Sender {
+            imp: self,
             list: None,
+            capacity: stream.steps.len(),
             as_list,
             flow: Ok(gst::FlowSuccess::Ok),
         };
-        f(&mut stream.jb, &mut em, stream.epoch);
-        em.flush_list();
-        let flow = em.flow;
-        self.stats.store(stream);
-        flow
-    }
-
-    fn push_one(
-        &self,
-        jb: &mut JitterBuffer<gst::MappedBuffer<gst::buffer::Readable>>,
-        em: &mut Emitter<'_>,
-        epoch: Instant,
-        buffer: gst::Buffer,
-    ) -> Result<(), gst::FlowError> {
-        // Live sources stamp arrival in DTS/PTS; without either, the wall
-        // clock stands in.
-        let arrival = buffer
-            .dts_or_pts()
-            .map_or_else(|| epoch.elapsed().as_nanos() as u64, |t| t.nseconds());
-        let mapped = buffer.into_mapped_buffer_readable().map_err(|_| {
-            gst::element_imp_error!(
-                self,
-                gst::StreamError::Failed,
-                ["Failed to map an input buffer for reading"]
-            );
-            gst::FlowError::Error
-        })?;
-        jb.push_owned(mapped, arrival, &mut |o| em.output(o));
-        Ok(())
+        for step in stream.steps.drain(..) {
+            match step {
+                Step::Input { index, discont } => {
+                    let Some(b) = input.get(index) else { continue };
+                    let mut b = b.to_owned();
+                    if discont {
+                        b.make_mut().set_flags(gst::BufferFlags::DISCONT);
+                    }
+                    out.send(b);
+                }
+                Step::Buffer(b) => out.send(b),
+                Step::Event(e) => {
+                    out.flush_list();
+                    if !self.srcpad.push_event(e) {
+                        gst::debug!(CAT, imp = self, "packet-lost event not handled downstream");
+                    }
+                }
+            }
+        }
+        out.flush_list();
+        out.flow.map(Sent::Done)
     }
 
     fn sink_chain(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let mut mapped = Ok(());
-        let flow = self.with_emitter(false, |jb, em, epoch| {
-            mapped = self.push_one(jb, em, epoch, buffer);
-        });
-        mapped?;
-        flow
+        match self.process(Input::One(buffer.as_ref()), |_, _| {})? {
+            Sent::Done(ok) => Ok(ok),
+            Sent::Unchanged => self.srcpad.push(buffer),
+        }
     }
 
-    fn sink_chain_list(
-        &self,
-        mut list: gst::BufferList,
-    ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let mut mapped = Ok(());
-        let flow = self.with_emitter(true, |jb, em, epoch| {
-            for buffer in list.make_mut().drain(..) {
-                mapped = self.push_one(jb, em, epoch, buffer);
-                if mapped.is_err() {
-                    break;
-                }
-            }
-        });
-        mapped?;
-        flow
+    fn sink_chain_list(&self, list: gst::BufferList) -> Result<gst::FlowSuccess, gst::FlowError> {
+        match self.process(Input::List(list.as_ref()), |_, _| {})? {
+            Sent::Done(ok) => Ok(ok),
+            Sent::Unchanged => self.srcpad.push_list(list),
+        }
     }
 
     /// Releases everything buffered downstream (EOS).
     fn drain(&self) {
-        let _ = self.with_emitter(false, |jb, em, _| jb.flush(&mut |o| em.output(o)));
+        let _ = self.process(Input::None, |jb, em| jb.flush(em));
     }
 
     /// Throws away everything buffered, counted as dropped-flushing, and
     /// starts afresh (flush-stop, stop).
     fn discard(&self) {
         let mut stream = self.lock_stream();
-        stream.jb.discard(&mut |_| {});
+        stream.jb.discard(&mut |_: Output<Item>| {});
         stream.last_pts = None;
         self.stats.store(&stream);
     }
