@@ -109,15 +109,14 @@ impl Format {
             .filter(|&r| r > 0);
         let name = s.get::<&str>("encoding-name").ok();
         let payload = s.get::<i32>("payload").ok();
+        // encoding-params is a string in SDP-derived caps; accept an int too.
+        let int = |field: &str| s.get::<i32>(field).ok().and_then(|c| u32::try_from(c).ok());
         let channels = s
             .get::<&str>("encoding-params")
             .ok()
             .and_then(|p| p.trim().parse::<u32>().ok())
-            .or_else(|| {
-                s.get::<i32>("channels")
-                    .ok()
-                    .and_then(|c| u32::try_from(c).ok())
-            })
+            .or_else(|| int("encoding-params"))
+            .or_else(|| int("channels"))
             .filter(|&c| c > 0);
         let silence = match (name, payload) {
             (Some(n), _) if n.eq_ignore_ascii_case("PCMU") => Some((0xff, 1)),
@@ -168,7 +167,7 @@ enum Step {
 #[derive(Clone, Copy)]
 enum Input<'a> {
     None,
-    One(&'a gst::BufferRef),
+    One(&'a gst::Buffer),
     List(&'a gst::BufferListRef),
 }
 
@@ -184,8 +183,17 @@ impl<'a> Input<'a> {
     fn get(self, index: u32) -> Option<&'a gst::BufferRef> {
         match self {
             Input::None => None,
-            Input::One(b) => (index == 0).then_some(b),
+            Input::One(b) => (index == 0).then_some(b.as_ref()),
             Input::List(l) => l.get(index as usize),
+        }
+    }
+
+    /// A new reference to buffer `index` (`BufferRef::to_owned` would copy).
+    fn get_owned(self, index: u32) -> Option<gst::Buffer> {
+        match self {
+            Input::None => None,
+            Input::One(b) => (index == 0).then(|| b.clone()),
+            Input::List(l) => l.get_owned(index as usize),
         }
     }
 }
@@ -318,9 +326,9 @@ impl Sink<Item> for Emitter<'_> {
     #[inline]
     fn hold(&mut self, item: &mut Item) {
         if let Item::Input(i) = *item
-            && let Some(b) = self.input.get(i)
+            && let Some(b) = self.input.get_owned(i)
         {
-            *item = Item::Held(b.to_owned());
+            *item = Item::Held(b);
         }
     }
 }
@@ -383,8 +391,10 @@ impl Emitter<'_> {
                 return false;
             };
             let b = buffer.make_mut();
-            if let Some(pts) = *self.last_pts {
-                b.set_pts(pts + ns(from));
+            // A PTS near the end of time (bad input) leaves the packet
+            // without one rather than overflowing.
+            if let Some(pts) = self.last_pts.and_then(|p| p.checked_add(ns(from))) {
+                b.set_pts(pts);
                 b.set_duration(ns(to) - ns(from));
             }
             if k == 0 {
@@ -484,7 +494,7 @@ fn void_timing(
     // The packet before the void is taken to last as long as each missing one.
     let per_packet = span / (e.count + 1);
     Some((
-        before + gst::ClockTime::from_nseconds(per_packet),
+        before.checked_add(gst::ClockTime::from_nseconds(per_packet))?,
         gst::ClockTime::from_nseconds(span - per_packet),
     ))
 }
@@ -597,8 +607,9 @@ impl RtpJbufDec {
         for step in stream.steps.drain(..) {
             match step {
                 Step::Input { index, discont } => {
-                    let Some(b) = input.get(index) else { continue };
-                    let mut b = b.to_owned();
+                    let Some(mut b) = input.get_owned(index) else {
+                        continue;
+                    };
                     if discont {
                         b.make_mut().set_flags(gst::BufferFlags::DISCONT);
                     }
@@ -618,7 +629,7 @@ impl RtpJbufDec {
     }
 
     fn sink_chain(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
-        match self.process(Input::One(buffer.as_ref()), |_, _| {})? {
+        match self.process(Input::One(&buffer), |_, _| {})? {
             Sent::Done(ok) => Ok(ok),
             Sent::Unchanged => self.srcpad.push(buffer),
         }
@@ -900,5 +911,86 @@ impl ElementImpl for RtpJbufDec {
             self.discard();
         }
         Ok(ret)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn format(caps: &str) -> Format {
+        gst::init().unwrap();
+        Format::from_caps(&caps.parse::<gst::Caps>().unwrap())
+    }
+
+    #[test]
+    fn silence_formats_from_caps() {
+        let silence = |c: &str| format(c).silence.map(|f| (f.byte, f.bytes_per_tick));
+        assert_eq!(
+            silence("application/x-rtp,clock-rate=8000,encoding-name=PCMU"),
+            Some((0xff, 1))
+        );
+        assert_eq!(
+            silence("application/x-rtp,clock-rate=8000,payload=8"),
+            Some((0xd5, 1))
+        );
+        assert_eq!(
+            silence(
+                "application/x-rtp,clock-rate=48000,encoding-name=L16,encoding-params=(string)2"
+            ),
+            Some((0, 4))
+        );
+        assert_eq!(
+            silence("application/x-rtp,clock-rate=44100,payload=11"),
+            Some((0, 2))
+        );
+        assert_eq!(
+            silence("application/x-rtp,clock-rate=48000,encoding-name=OPUS,payload=96"),
+            None
+        );
+        assert_eq!(
+            silence("application/x-rtp,encoding-name=PCMU"),
+            None,
+            "no clock-rate"
+        );
+    }
+
+    fn erasure(count: u64, ts_diff: u64) -> Erasure {
+        Erasure {
+            first: 10,
+            last: 9 + count,
+            count,
+            ts_diff,
+            before: PacketMeta::default(),
+        }
+    }
+
+    #[test]
+    fn void_timing_prefers_pts_then_clock_rate() {
+        let ms = gst::ClockTime::from_mseconds;
+        // Two lost 20 ms packets between PTS 100 ms and 160 ms.
+        assert_eq!(
+            void_timing(&erasure(2, 480), Some(ms(100)), Some(ms(160)), None),
+            Some((ms(120), ms(40)))
+        );
+        // No PTS after: 480 ticks at 8 kHz = 60 ms.
+        assert_eq!(
+            void_timing(&erasure(2, 480), Some(ms(100)), None, Some(8000)),
+            Some((ms(120), ms(40)))
+        );
+        assert_eq!(
+            void_timing(&erasure(2, 480), None, Some(ms(160)), Some(8000)),
+            None
+        );
+        assert_eq!(
+            void_timing(
+                &erasure(1, 320),
+                Some(gst::ClockTime::MAX),
+                None,
+                Some(8000)
+            ),
+            None,
+            "overflow is refused, not a panic"
+        );
     }
 }
