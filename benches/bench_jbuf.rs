@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::time::Instant;
-
 use gst::prelude::*;
 use gstrtpsynth::jbuf::{Config, JitterBuffer, Output};
 use gstrtpsynth::prng::SplitMix64;
@@ -108,9 +106,24 @@ fn lists(n: usize, per_list: usize) -> Vec<gst::BufferList> {
     out
 }
 
-/// Seconds `appsrc ! middle ! appsink` takes to move `n` packets, without a
-/// clock, lists in and (where elements keep them) lists out.
-fn pipeline_seconds(middle: &str, n: usize) -> f64 {
+/// CPU seconds used by the whole process so far (all threads). Unlike wall
+/// time it does not count the time other processes on this shared machine
+/// take the cores away, which made wall-time differences swing 3x.
+fn cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "CLOCK_PROCESS_CPUTIME_ID is available on Linux");
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// (wall, CPU) seconds `appsrc ! middle ! appsink` takes to move `n`
+/// packets, without a clock, lists in and (where elements keep them) lists
+/// out.
+fn pipeline_seconds(middle: &str, n: usize) -> (f64, f64) {
     let desc = format!(
         "appsrc name=src format=time caps=\"{CAPS}\" ! {middle} appsink name=sink sync=false \
          buffer-list=true"
@@ -147,7 +160,8 @@ fn pipeline_seconds(middle: &str, n: usize) -> f64 {
     src.end_of_stream().expect("eos");
     let (prerolled, _, _) = pipeline.state(gst::ClockTime::from_seconds(30));
     prerolled.expect("prerolls");
-    let t = Instant::now();
+    let cpu = cpu_seconds();
+    let wall = std::time::Instant::now();
     pipeline.set_state(gst::State::Playing).expect("plays");
     let msg = pipeline
         .bus()
@@ -157,7 +171,7 @@ fn pipeline_seconds(middle: &str, n: usize) -> f64 {
             &[gst::MessageType::Eos, gst::MessageType::Error],
         )
         .expect("pipeline ends");
-    let secs = t.elapsed().as_secs_f64();
+    let secs = (wall.elapsed().as_secs_f64(), cpu_seconds() - cpu);
     assert_eq!(msg.type_(), gst::MessageType::Eos, "{middle}: {msg:?}");
     pipeline.set_state(gst::State::Null).expect("stops");
     secs
@@ -187,34 +201,35 @@ fn main() {
     // The three pipelines take turns within each run, so machine load hits
     // them alike; each element's own cost is its pipeline minus the floor.
     let m = common::scale(200_000) as usize;
-    let mut ours = Vec::new();
-    let mut stock = Vec::new();
-    let mut floor = Vec::new();
+    let per_packet = |secs: f64| secs / m as f64 * 1e9;
+    let (mut ours, mut stock, mut floor) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..common::runs() {
         let f = pipeline_seconds("", m);
         let o = pipeline_seconds("rtpjbufdec !", m);
         let s = pipeline_seconds("rtpjitterbuffer mode=none !", m);
         floor.push(f);
-        ours.push((o - f) / m as f64 * 1e9);
-        stock.push((s - f) / m as f64 * 1e9);
+        ours.push((per_packet(o.0 - f.0), per_packet(o.1 - f.1)));
+        stock.push((per_packet(s.0 - f.0), per_packet(s.1 - f.1)));
     }
-    let med = |mut v: Vec<f64>| {
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
+    let med = |v: &[(f64, f64)], cpu: bool| {
+        let mut x: Vec<f64> = v.iter().map(|p| if cpu { p.1 } else { p.0 }).collect();
+        x.sort_by(|a, b| a.total_cmp(b));
+        x[x.len() / 2]
     };
-    let floor_ns = med(floor) / m as f64 * 1e9;
-    common::report(
-        "pipeline floor: appsrc ! appsink, per packet",
-        floor_ns,
-        "ns",
-        None,
-        false,
-    );
-    common::report(
-        "rtpjbufdec own cost per packet (lists, in order)",
-        med(ours),
-        "ns",
-        Some(("rtpjitterbuffer mode=none", med(stock))),
-        false,
-    );
+    for (cpu, what) in [(true, "CPU"), (false, "wall")] {
+        common::report(
+            &format!("pipeline floor appsrc ! appsink, {what}/packet"),
+            per_packet(med(&floor, cpu)),
+            "ns",
+            None,
+            false,
+        );
+        common::report(
+            &format!("rtpjbufdec own {what} cost/packet (lists, in order)"),
+            med(&ours, cpu),
+            "ns",
+            Some(("rtpjitterbuffer mode=none", med(&stock, cpu))),
+            false,
+        );
+    }
 }
