@@ -691,6 +691,19 @@ mod tests {
     }
 
     #[test]
+    fn skipped_seq_is_late_not_a_duplicate_after_many_wraps() {
+        // The release history is indexed by the low 16 bits; a seq the window
+        // skipped must not be mistaken for the one released 65536 earlier.
+        let n = 70_000u32;
+        let mut seqs: Vec<(u16, u32)> = (0..n).map(|i| (i as u16, i)).collect();
+        seqs.push(((n + 10) as u16, n + 10)); // slides the window past n..=n+5
+        seqs.push(((n + 1) as u16, n + 1));
+        let (evs, c) = run(4, &seqs);
+        assert!(evs.contains(&Ev::Dropped(n as usize + 1, DropReason::Late)));
+        assert_eq!((c.dropped_late, c.dropped_duplicate), (1, 0));
+    }
+
+    #[test]
     fn wrap_is_continuous() {
         let seqs: Vec<(u16, u32)> = (0..6u32)
             .map(|i| (65533u16.wrapping_add(i as u16), i))

@@ -703,3 +703,10 @@ fn in_order_list_goes_out_as_the_same_list() {
     assert_eq!(*seen.lock().unwrap(), vec![ptr]);
     assert_eq!(seqs_of(&pulled(&mut h)), (0..=5).collect::<Vec<_>>());
 }
+
+#[test]
+fn latency_query_adds_the_latency_property() {
+    let mut h = harness("latency=40");
+    h.set_upstream_latency(gst::ClockTime::from_mseconds(10));
+    assert_eq!(h.query_latency(), Some(gst::ClockTime::from_mseconds(50)));
+}

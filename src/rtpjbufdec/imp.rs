@@ -572,6 +572,9 @@ impl RtpJbufDec {
                 })
             };
             if mapped.is_err() {
+                // Fatal: the flow error stops the stream, so nothing planned
+                // for this call may leak into a later one.
+                stream.steps.clear();
                 gst::element_imp_error!(
                     self,
                     gst::StreamError::Failed,
