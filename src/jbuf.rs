@@ -157,7 +157,8 @@ impl<T, F: FnMut(Output<T>)> Sink<T> for F {
 }
 
 counters! {
-    /// What happened to every datagram; `received` = `pushed` + every `dropped_*`.
+    /// What happened to every datagram:
+    /// `received` = `pushed` + every `dropped_*` + `buffered`.
     pub struct Counters {
         /// Datagrams presented.
         received = "received",
@@ -282,21 +283,10 @@ impl<T> JitterBuffer<T> {
     /// released or dropped, now or on a later call.
     #[inline]
     pub fn push(&mut self, data: &[u8], arrival_ns: u64, item: T, out: &mut impl Sink<T>) {
-        let parsed = Packet::parse(data).map(|p| PacketMeta::of(&p, arrival_ns));
-        self.push_parsed(parsed, arrival_ns, item, out);
-    }
-
-    #[inline]
-    fn push_parsed(
-        &mut self,
-        parsed: Result<PacketMeta, ParseError>,
-        arrival_ns: u64,
-        item: T,
-        out: &mut impl Sink<T>,
-    ) {
         self.counters.received += 1;
-        match parsed {
-            Ok(meta) => {
+        match Packet::parse(data) {
+            Ok(p) => {
+                let meta = PacketMeta::of(&p, arrival_ns);
                 self.accept(Slot { item, meta }, out);
                 self.expire(arrival_ns, out);
             }

@@ -302,9 +302,9 @@ impl Sink<Item> for Emitter<'_> {
                     Some(e) => !self.signal_void(&e, pts),
                     None => false,
                 };
-                if pts.is_some() {
-                    *self.last_pts = pts;
-                }
+                // A packet without PTS leaves the next void untimed rather
+                // than timed from an older packet.
+                *self.last_pts = pts;
                 self.steps.push(match item {
                     Item::Input(index) => Step::Input { index, discont },
                     Item::Held(mut b) => {
@@ -383,13 +383,13 @@ impl Emitter<'_> {
         let ns = |t: u64| {
             gst::ClockTime::from_nseconds((u128::from(t) * 1_000_000_000 / u128::from(rate)) as u64)
         };
+        // `count` is below 2^17 (seq distance plus capacity) and `ticks`
+        // below 2^35, so `ticks * count` cannot overflow.
         for k in 0..e.count {
             // Spread the void evenly; the pieces add up to exactly `ticks`.
             let from = dur_before + ticks * k / e.count;
             let to = dur_before + ticks * (k + 1) / e.count;
-            let Some(mut buffer) = silence_packet(before, e.first + k, from, to - from, fmt) else {
-                return false;
-            };
+            let mut buffer = silence_packet(before, e.first + k, from, to - from, fmt);
             let b = buffer.make_mut();
             // A PTS near the end of time (bad input) leaves the packet
             // without one rather than overflowing.
@@ -463,7 +463,7 @@ fn silence_packet(
     offset: u64,
     ticks: u64,
     fmt: SilenceFormat,
-) -> Option<gst::Buffer> {
+) -> gst::Buffer {
     let header = rtp::Header {
         marker: false,
         payload_type: before.payload_type,
@@ -471,10 +471,11 @@ fn silence_packet(
         timestamp: before.timestamp.wrapping_add(offset as u32),
         ssrc: before.ssrc,
     };
-    let payload_len = usize::try_from(ticks * u64::from(fmt.bytes_per_tick)).ok()?;
+    // The caller bounds `ticks` to MAX_SILENCE_SECONDS, so this is small.
+    let payload_len = (ticks * u64::from(fmt.bytes_per_tick)) as usize;
     let mut data = vec![fmt.byte; rtp::HEADER_LEN + payload_len];
     data[..rtp::HEADER_LEN].copy_from_slice(&header.to_bytes());
-    Some(gst::Buffer::from_mut_slice(data))
+    gst::Buffer::from_mut_slice(data)
 }
 
 /// Start and duration of a void from the PTS around it, or, without a PTS
