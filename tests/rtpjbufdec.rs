@@ -710,3 +710,23 @@ fn latency_query_adds_the_latency_property() {
     h.set_upstream_latency(gst::ClockTime::from_mseconds(10));
     assert_eq!(h.query_latency(), Some(gst::ClockTime::from_mseconds(50)));
 }
+
+#[test]
+fn multi_memory_buffers_are_parsed_whole() {
+    // Payloaders often send the header and the payload as two memories.
+    let mut h = harness("capacity=2");
+    for seq in [0u16, 2, 1] {
+        let bytes = datagram(seq, u32::from(seq) * SAMPLES, SSRC);
+        let mut b = gst::Buffer::new();
+        {
+            let bm = b.get_mut().unwrap();
+            bm.append_memory(gst::Memory::from_slice(bytes[..12].to_vec()));
+            bm.append_memory(gst::Memory::from_slice(bytes[12..].to_vec()));
+            bm.set_pts(gst::ClockTime::from_nseconds(u64::from(seq) * PTIME_NS));
+        }
+        assert_eq!(b.n_memory(), 2);
+        h.push(b).unwrap();
+    }
+    assert_eq!(seqs_of(&pulled(&mut h)), vec![0, 1, 2]);
+    assert_eq!(counters(&h, &["pushed", "dropped-parse"]), vec![3, 0]);
+}

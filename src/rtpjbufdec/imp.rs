@@ -163,7 +163,24 @@ enum Step {
     Event(gst::Event),
 }
 
-/// The buffers a call brought in.
+/// The buffers a call brought in, owned.
+enum Owned {
+    None,
+    One(gst::Buffer),
+    List(gst::BufferList),
+}
+
+impl Owned {
+    fn as_input(&self) -> Input<'_> {
+        match self {
+            Owned::None => Input::None,
+            Owned::One(b) => Input::One(b),
+            Owned::List(l) => Input::List(l.as_ref()),
+        }
+    }
+}
+
+/// The buffers a call brought in, borrowed while the core runs.
 #[derive(Clone, Copy)]
 enum Input<'a> {
     None,
@@ -210,6 +227,9 @@ struct Stream {
     epoch: Instant,
     /// Reused by every call, so planning the output allocates nothing.
     steps: Vec<Step>,
+    /// Reused: the input buffers taken out of their list when the output
+    /// differs from the input.
+    taken: Vec<Option<gst::Buffer>>,
 }
 
 impl Stream {
@@ -221,6 +241,7 @@ impl Stream {
             silence_packets: 0,
             epoch: Instant::now(),
             steps: Vec::new(),
+            taken: Vec::new(),
         }
     }
 }
@@ -407,15 +428,6 @@ impl Emitter<'_> {
     }
 }
 
-/// What [`RtpJbufDec::process`] did with its input.
-enum Sent {
-    /// Pushed what it planned.
-    Done(gst::FlowSuccess),
-    /// Nothing: the input goes out as it came, pushed by the caller, who
-    /// owns it.
-    Unchanged,
-}
-
 /// Pushes the planned buffers, gathered into lists when a list came in.
 struct Sender<'a> {
     imp: &'a RtpJbufDec,
@@ -527,15 +539,15 @@ impl RtpJbufDec {
         *self.settings.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs the buffers of `input` (none for a drain) and then `finish`
-    /// through the core under one lock, then sends the planned steps: the
-    /// input itself when it goes out unchanged (the common, in-order case),
-    /// else buffers and events in order, as lists when a list came in.
+    /// Runs the buffers of `owned` (none for a drain) and then `finish`
+    /// through the core under one lock, then sends what it planned: the input
+    /// itself when it goes out unchanged (the common, in-order case), else
+    /// buffers and events in order, as lists when a list came in.
     fn process(
         &self,
-        input: Input<'_>,
+        owned: Owned,
         finish: impl FnOnce(&mut JitterBuffer<Item>, &mut Emitter<'_>),
-    ) -> Result<Sent, gst::FlowError> {
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let settings = self.settings();
         let cfg = settings.config();
         let mut guard = self.lock_stream();
@@ -543,6 +555,7 @@ impl RtpJbufDec {
         stream
             .jb
             .set_limits(cfg.latency_ns, cfg.max_dropout, cfg.max_misorder);
+        let input = owned.as_input();
         let mut em = Emitter {
             imp: self,
             mode: settings.erasure_mode,
@@ -594,13 +607,29 @@ impl RtpJbufDec {
             );
         if unchanged {
             stream.steps.clear();
-            return Ok(if n == 0 {
-                Sent::Done(gst::FlowSuccess::Ok)
-            } else {
-                Sent::Unchanged
-            });
+            drop(guard);
+            return match owned {
+                Owned::None => Ok(gst::FlowSuccess::Ok),
+                Owned::One(b) => self.srcpad.push(b),
+                Owned::List(l) => self.srcpad.push_list(l),
+            };
         }
-        let as_list = matches!(input, Input::List(_));
+        // Take the input buffers out of their list rather than adding
+        // references: a buffer in two lists at once costs an allocation.
+        let as_list = matches!(owned, Owned::List(_));
+        let taken = &mut stream.taken;
+        match owned {
+            Owned::None => {}
+            Owned::One(b) => taken.push(Some(b)),
+            Owned::List(mut l) => {
+                taken.resize_with(n, || None);
+                // From the back: each removal from the front would move the
+                // rest of the list.
+                for (slot, b) in taken.iter_mut().rev().zip(l.make_mut().drain(..).rev()) {
+                    *slot = Some(b);
+                }
+            }
+        }
         let mut out = Sender {
             imp: self,
             list: None,
@@ -611,7 +640,7 @@ impl RtpJbufDec {
         for step in stream.steps.drain(..) {
             match step {
                 Step::Input { index, discont } => {
-                    let Some(mut b) = input.get_owned(index) else {
+                    let Some(mut b) = taken.get_mut(index as usize).and_then(Option::take) else {
                         continue;
                     };
                     if discont {
@@ -628,27 +657,24 @@ impl RtpJbufDec {
                 }
             }
         }
+        // Buffers not sent (dropped, or now held by the core as references)
+        // are released here.
+        taken.clear();
         out.flush_list();
-        out.flow.map(Sent::Done)
+        out.flow
     }
 
     fn sink_chain(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
-        match self.process(Input::One(&buffer), |_, _| {})? {
-            Sent::Done(ok) => Ok(ok),
-            Sent::Unchanged => self.srcpad.push(buffer),
-        }
+        self.process(Owned::One(buffer), |_, _| {})
     }
 
     fn sink_chain_list(&self, list: gst::BufferList) -> Result<gst::FlowSuccess, gst::FlowError> {
-        match self.process(Input::List(list.as_ref()), |_, _| {})? {
-            Sent::Done(ok) => Ok(ok),
-            Sent::Unchanged => self.srcpad.push_list(list),
-        }
+        self.process(Owned::List(list), |_, _| {})
     }
 
     /// Releases everything buffered downstream (EOS).
     fn drain(&self) {
-        let _ = self.process(Input::None, |jb, em| jb.flush(em));
+        let _ = self.process(Owned::None, |jb, em| jb.flush(em));
     }
 
     /// Throws away everything buffered, counted as dropped-flushing, and
