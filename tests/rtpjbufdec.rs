@@ -730,3 +730,19 @@ fn multi_memory_buffers_are_parsed_whole() {
     assert_eq!(seqs_of(&pulled(&mut h)), vec![0, 1, 2]);
     assert_eq!(counters(&h, &["pushed", "dropped-parse"]), vec![3, 0]);
 }
+
+#[test]
+fn stopping_discards_and_counts() {
+    let mut h = harness("");
+    push_seqs(&mut h, &[0, 2, 3]);
+    let element = h.element().unwrap();
+    element.set_state(gst::State::Ready).unwrap();
+    assert_eq!(
+        counters(&h, &["received", "pushed", "dropped-flushing", "buffered"]),
+        vec![3, 1, 2, 0]
+    );
+    // A fresh start: the next packet begins a new stream, pushed at once.
+    element.set_state(gst::State::Playing).unwrap();
+    h.push(packet(1)).unwrap();
+    assert_eq!(seqs_of(&pulled(&mut h)), vec![0, 1]);
+}
