@@ -840,7 +840,8 @@ impl ObjectImpl for RtpJbufDec {
                          parse-error-<fault> break dropped-parse down; erasures and \
                          erased-packets count voids and the packets in them; resyncs, \
                          ssrc-changes, silence-packets (inserted, not counted in pushed) and \
-                         max-buffered.",
+                         max-buffered. All start from 0 when the element goes from READY to \
+                         PAUSED.",
                     )
                     .read_only()
                     .build(),
