@@ -137,8 +137,28 @@ pub enum Output<T> {
     Dropped { item: T, reason: DropReason },
 }
 
+/// Where a [`JitterBuffer`] sends its outcomes. Any `FnMut(Output<T>)` is
+/// one.
+pub trait Sink<T> {
+    fn emit(&mut self, output: Output<T>);
+
+    /// Called when `item` is kept past the current call (put in the reorder
+    /// ring, or held as a possible restart), so a caller whose handles only
+    /// borrow the current input can make them owned there, and only there.
+    #[inline]
+    fn hold(&mut self, _item: &mut T) {}
+}
+
+impl<T, F: FnMut(Output<T>)> Sink<T> for F {
+    #[inline]
+    fn emit(&mut self, output: Output<T>) {
+        self(output)
+    }
+}
+
 counters! {
-    /// What happened to every datagram; `received` = `pushed` + every `dropped_*`.
+    /// What happened to every datagram:
+    /// `received` = `pushed` + every `dropped_*` + `buffered`.
     pub struct Counters {
         /// Datagrams presented.
         received = "received",
@@ -262,33 +282,11 @@ impl<T> JitterBuffer<T> {
     /// Presents one datagram. `item` comes back through `out`, either
     /// released or dropped, now or on a later call.
     #[inline]
-    pub fn push(&mut self, data: &[u8], arrival_ns: u64, item: T, out: &mut impl FnMut(Output<T>)) {
-        let parsed = Packet::parse(data).map(|p| PacketMeta::of(&p, arrival_ns));
-        self.push_parsed(parsed, arrival_ns, item, out);
-    }
-
-    /// [`push`](Self::push) for a handle that holds its own bytes (a mapped
-    /// buffer): parses it in place, then moves it.
-    #[inline]
-    pub fn push_owned(&mut self, item: T, arrival_ns: u64, out: &mut impl FnMut(Output<T>))
-    where
-        T: AsRef<[u8]>,
-    {
-        let parsed = Packet::parse(item.as_ref()).map(|p| PacketMeta::of(&p, arrival_ns));
-        self.push_parsed(parsed, arrival_ns, item, out);
-    }
-
-    #[inline]
-    fn push_parsed(
-        &mut self,
-        parsed: Result<PacketMeta, ParseError>,
-        arrival_ns: u64,
-        item: T,
-        out: &mut impl FnMut(Output<T>),
-    ) {
+    pub fn push(&mut self, data: &[u8], arrival_ns: u64, item: T, out: &mut impl Sink<T>) {
         self.counters.received += 1;
-        match parsed {
-            Ok(meta) => {
+        match Packet::parse(data) {
+            Ok(p) => {
+                let meta = PacketMeta::of(&p, arrival_ns);
                 self.accept(Slot { item, meta }, out);
                 self.expire(arrival_ns, out);
             }
@@ -298,7 +296,7 @@ impl<T> JitterBuffer<T> {
 
     /// Releases everything buffered, in order (voids between runs become
     /// erasures), drops a held outlier, and forgets the stream.
-    pub fn flush(&mut self, out: &mut impl FnMut(Output<T>)) {
+    pub fn flush(&mut self, out: &mut impl Sink<T>) {
         while self.buffered > 0 {
             self.release_void(out);
         }
@@ -307,7 +305,7 @@ impl<T> JitterBuffer<T> {
 
     /// Drops everything buffered (counted as [`DropReason::Flushing`]) and
     /// forgets the stream: for a flushing or stopping pipeline.
-    pub fn discard(&mut self, out: &mut impl FnMut(Output<T>)) {
+    pub fn discard(&mut self, out: &mut impl Sink<T>) {
         for at in 0..self.ring.len() {
             if let Some(s) = self.ring[at].take() {
                 self.drop_item(s.item, DropReason::Flushing, out);
@@ -317,7 +315,7 @@ impl<T> JitterBuffer<T> {
         self.end_stream(DropReason::Flushing, out);
     }
 
-    fn end_stream(&mut self, candidate_reason: DropReason, out: &mut impl FnMut(Output<T>)) {
+    fn end_stream(&mut self, candidate_reason: DropReason, out: &mut impl Sink<T>) {
         if let Some(c) = self.candidate.take() {
             self.drop_item(c.item, candidate_reason, out);
         }
@@ -329,7 +327,7 @@ impl<T> JitterBuffer<T> {
         self.stream = Stream::default();
     }
 
-    fn drop_item(&mut self, item: T, reason: DropReason, out: &mut impl FnMut(Output<T>)) {
+    fn drop_item(&mut self, item: T, reason: DropReason, out: &mut impl Sink<T>) {
         let c = &mut self.counters;
         match reason {
             DropReason::Parse(e) => {
@@ -341,11 +339,11 @@ impl<T> JitterBuffer<T> {
             DropReason::Outlier => c.dropped_outlier += 1,
             DropReason::Flushing => c.dropped_flushing += 1,
         }
-        out(Output::Dropped { item, reason });
+        out.emit(Output::Dropped { item, reason });
     }
 
     #[inline]
-    fn accept(&mut self, slot: Slot<T>, out: &mut impl FnMut(Output<T>)) {
+    fn accept(&mut self, slot: Slot<T>, out: &mut impl Sink<T>) {
         if !self.stream.active {
             return self.start(slot, out);
         }
@@ -367,7 +365,7 @@ impl<T> JitterBuffer<T> {
     }
 
     /// First packet of a stream: released at once.
-    fn start(&mut self, mut slot: Slot<T>, out: &mut impl FnMut(Output<T>)) {
+    fn start(&mut self, mut slot: Slot<T>, out: &mut impl Sink<T>) {
         let mut seqs = SeqExtender::new();
         slot.meta.ext_seq = seqs.extend(slot.meta.seq());
         self.stream = Stream {
@@ -384,16 +382,14 @@ impl<T> JitterBuffer<T> {
         self.release(slot, out);
     }
 
-    fn outlier(&mut self, slot: Slot<T>, out: &mut impl FnMut(Output<T>)) {
+    fn outlier(&mut self, slot: Slot<T>, out: &mut impl Sink<T>) {
         let Some(c) = self.candidate.take() else {
-            self.candidate = Some(slot);
-            return;
+            return self.hold_candidate(slot, out);
         };
         let d = i32::from(seq_distance(c.meta.seq(), slot.meta.seq()));
         if d == 0 || d.unsigned_abs() as usize >= self.cfg.capacity {
             self.drop_item(c.item, DropReason::Outlier, out);
-            self.candidate = Some(slot);
-            return;
+            return self.hold_candidate(slot, out);
         }
         // Two agreeing packets: the sender restarted. Release what the old
         // stream had, then start the new one from the lower of the two so
@@ -405,9 +401,14 @@ impl<T> JitterBuffer<T> {
         self.insert(second, out);
     }
 
+    fn hold_candidate(&mut self, mut slot: Slot<T>, out: &mut impl Sink<T>) {
+        out.hold(&mut slot.item);
+        self.candidate = Some(slot);
+    }
+
     /// A packet of the current stream within the dropout/misorder limits.
     #[inline]
-    fn insert(&mut self, mut slot: Slot<T>, out: &mut impl FnMut(Output<T>)) {
+    fn insert(&mut self, mut slot: Slot<T>, out: &mut impl Sink<T>) {
         let ext = self.stream.seqs.peek(slot.meta.seq());
         slot.meta.ext_seq = ext;
         if ext < self.stream.next {
@@ -437,6 +438,7 @@ impl<T> JitterBuffer<T> {
         if self.ring[at].is_some() {
             return self.drop_item(slot.item, DropReason::Duplicate, out);
         }
+        out.hold(&mut slot.item);
         self.ring[at] = Some(slot);
         if self.buffered == 0 || ext < self.min {
             self.min = ext;
@@ -450,7 +452,7 @@ impl<T> JitterBuffer<T> {
 
     /// Declares the void before the lowest buffered packet and releases the
     /// run that starts there.
-    fn release_void(&mut self, out: &mut impl FnMut(Output<T>)) {
+    fn release_void(&mut self, out: &mut impl Sink<T>) {
         if self.buffered > 0 {
             self.stream.next = self.min;
             self.release_run(out);
@@ -459,7 +461,7 @@ impl<T> JitterBuffer<T> {
 
     /// Releases the buffered packets from `next` on while they are
     /// consecutive, then makes sure `min` is still the lowest one left.
-    fn release_run(&mut self, out: &mut impl FnMut(Output<T>)) {
+    fn release_run(&mut self, out: &mut impl Sink<T>) {
         while self.buffered > 0 {
             let at = (self.stream.next & self.mask) as usize;
             let Some(slot) = self.ring[at].take() else {
@@ -482,7 +484,7 @@ impl<T> JitterBuffer<T> {
 
     /// Hands `slot` out as the next packet in order.
     #[inline]
-    fn release(&mut self, slot: Slot<T>, out: &mut impl FnMut(Output<T>)) {
+    fn release(&mut self, slot: Slot<T>, out: &mut impl Sink<T>) {
         let ext = slot.meta.ext_seq;
         let last = self.stream.last;
         let erasure = (ext > last.ext_seq + 1).then(|| {
@@ -504,7 +506,7 @@ impl<T> JitterBuffer<T> {
         }
         self.mark_range(ext, 1, true);
         self.counters.pushed += 1;
-        out(Output::Packet {
+        out.emit(Output::Packet {
             item: slot.item,
             meta: slot.meta,
             erasure,
@@ -514,7 +516,7 @@ impl<T> JitterBuffer<T> {
     /// Releases voids whose first waiting packet arrived more than
     /// `latency_ns` before `now_ns`.
     #[inline]
-    fn expire(&mut self, now_ns: u64, out: &mut impl FnMut(Output<T>)) {
+    fn expire(&mut self, now_ns: u64, out: &mut impl Sink<T>) {
         if self.cfg.latency_ns == 0 {
             return;
         }
@@ -676,6 +678,19 @@ mod tests {
         assert!(evs.contains(&Ev::Dropped(4, DropReason::Duplicate)));
         assert!(evs.contains(&Ev::Dropped(5, DropReason::Duplicate)));
         assert_eq!((c.dropped_late, c.dropped_duplicate), (1, 2));
+    }
+
+    #[test]
+    fn skipped_seq_is_late_not_a_duplicate_after_many_wraps() {
+        // The release history is indexed by the low 16 bits; a seq the window
+        // skipped must not be mistaken for the one released 65536 earlier.
+        let n = 70_000u32;
+        let mut seqs: Vec<(u16, u32)> = (0..n).map(|i| (i as u16, i)).collect();
+        seqs.push(((n + 10) as u16, n + 10)); // slides the window past n..=n+5
+        seqs.push(((n + 1) as u16, n + 1));
+        let (evs, c) = run(4, &seqs);
+        assert!(evs.contains(&Ev::Dropped(n as usize + 1, DropReason::Late)));
+        assert_eq!((c.dropped_late, c.dropped_duplicate), (1, 0));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
-use crate::jbuf::{self, Config, Counters, Erasure, JitterBuffer, Output, PacketMeta};
+use crate::jbuf::{self, Config, Counters, Erasure, JitterBuffer, Output, PacketMeta, Sink};
 use crate::rtp::{self, ParseError};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -109,15 +109,14 @@ impl Format {
             .filter(|&r| r > 0);
         let name = s.get::<&str>("encoding-name").ok();
         let payload = s.get::<i32>("payload").ok();
+        // encoding-params is a string in SDP-derived caps; accept an int too.
+        let int = |field: &str| s.get::<i32>(field).ok().and_then(|c| u32::try_from(c).ok());
         let channels = s
             .get::<&str>("encoding-params")
             .ok()
             .and_then(|p| p.trim().parse::<u32>().ok())
-            .or_else(|| {
-                s.get::<i32>("channels")
-                    .ok()
-                    .and_then(|c| u32::try_from(c).ok())
-            })
+            .or_else(|| int("encoding-params"))
+            .or_else(|| int("channels"))
             .filter(|&c| c > 0);
         let silence = match (name, payload) {
             (Some(n), _) if n.eq_ignore_ascii_case("PCMU") => Some((0xff, 1)),
@@ -145,16 +144,92 @@ impl Format {
     }
 }
 
+/// A packet handle in the core: an index into the input of the current
+/// call until the core keeps it past the call (see [`Emitter::hold`]).
+enum Item {
+    Input(u32),
+    Held(gst::Buffer),
+}
+
+/// What one call sends downstream, in order.
+enum Step {
+    /// Input buffer `index`, with DISCONT added when `discont`.
+    Input {
+        index: u32,
+        discont: bool,
+    },
+    /// A buffer kept from an earlier call, or a synthesized silence packet.
+    Buffer(gst::Buffer),
+    Event(gst::Event),
+}
+
+/// The buffers a call brought in, owned.
+enum Owned {
+    None,
+    One(gst::Buffer),
+    List(gst::BufferList),
+}
+
+impl Owned {
+    fn as_input(&self) -> Input<'_> {
+        match self {
+            Owned::None => Input::None,
+            Owned::One(b) => Input::One(b),
+            Owned::List(l) => Input::List(l.as_ref()),
+        }
+    }
+}
+
+/// The buffers a call brought in, borrowed while the core runs.
+#[derive(Clone, Copy)]
+enum Input<'a> {
+    None,
+    One(&'a gst::Buffer),
+    List(&'a gst::BufferListRef),
+}
+
+impl<'a> Input<'a> {
+    fn len(self) -> usize {
+        match self {
+            Input::None => 0,
+            Input::One(_) => 1,
+            Input::List(l) => l.len(),
+        }
+    }
+
+    fn get(self, index: u32) -> Option<&'a gst::BufferRef> {
+        match self {
+            Input::None => None,
+            Input::One(b) => (index == 0).then_some(b.as_ref()),
+            Input::List(l) => l.get(index as usize),
+        }
+    }
+
+    /// A new reference to buffer `index` (`BufferRef::to_owned` would copy).
+    fn get_owned(self, index: u32) -> Option<gst::Buffer> {
+        match self {
+            Input::None => None,
+            Input::One(b) => (index == 0).then(|| b.clone()),
+            Input::List(l) => l.get_owned(index as usize),
+        }
+    }
+}
+
 /// Everything the streaming thread owns; locked for a whole chain call, so
 /// a buffer list costs one lock, not one per packet.
 struct Stream {
-    jb: JitterBuffer<gst::MappedBuffer<gst::buffer::Readable>>,
+    jb: JitterBuffer<Item>,
     format: Format,
     /// PTS of the packet pushed last, for the timing of the next void.
     last_pts: Option<gst::ClockTime>,
     silence_packets: u64,
     /// Arrival clock for buffers that carry neither DTS nor PTS.
     epoch: Instant,
+    /// Reused by every call, so planning the output allocates nothing.
+    steps: Vec<Step>,
+    /// Reused: the input buffers taken out of their list when the output
+    /// differs from the input.
+    taken: Vec<Option<gst::Buffer>>,
 }
 
 impl Stream {
@@ -165,6 +240,8 @@ impl Stream {
             last_pts: None,
             silence_packets: 0,
             epoch: Instant::now(),
+            steps: Vec::new(),
+            taken: Vec::new(),
         }
     }
 }
@@ -222,55 +299,150 @@ pub struct RtpJbufDec {
     stats: Published,
 }
 
-/// Where the core's outputs go during one call: straight to the src pad, or
-/// gathered into a list when a list came in.
+/// Turns the core's outputs of one call into [`Step`]s.
 struct Emitter<'a> {
     imp: &'a RtpJbufDec,
     mode: ErasureMode,
     format: Format,
+    input: Input<'a>,
     last_pts: &'a mut Option<gst::ClockTime>,
     silence_packets: &'a mut u64,
-    list: Option<gst::BufferList>,
-    as_list: bool,
-    flow: Result<gst::FlowSuccess, gst::FlowError>,
+    steps: &'a mut Vec<Step>,
 }
 
-impl Emitter<'_> {
-    fn output(&mut self, o: Output<gst::MappedBuffer<gst::buffer::Readable>>) {
+impl Sink<Item> for Emitter<'_> {
+    #[inline]
+    fn emit(&mut self, o: Output<Item>) {
         match o {
-            Output::Packet {
-                item,
-                meta: _,
-                erasure,
-            } => {
-                let mut buffer = item.into_buffer();
-                if let Some(e) = erasure {
-                    let filled = self.signal_void(&e, buffer.pts());
-                    if !filled {
-                        buffer.make_mut().set_flags(gst::BufferFlags::DISCONT);
+            Output::Packet { item, erasure, .. } => {
+                let pts = match &item {
+                    Item::Input(i) => self.input.get(*i).and_then(|b| b.pts()),
+                    Item::Held(b) => b.pts(),
+                };
+                let discont = match erasure {
+                    Some(e) => !self.signal_void(&e, pts),
+                    None => false,
+                };
+                // A packet without PTS leaves the next void untimed rather
+                // than timed from an older packet.
+                *self.last_pts = pts;
+                self.steps.push(match item {
+                    Item::Input(index) => Step::Input { index, discont },
+                    Item::Held(mut b) => {
+                        if discont {
+                            b.make_mut().set_flags(gst::BufferFlags::DISCONT);
+                        }
+                        Step::Buffer(b)
                     }
-                }
-                if buffer.pts().is_some() {
-                    *self.last_pts = buffer.pts();
-                }
-                self.send(buffer);
+                });
             }
-            Output::Dropped { item, reason } => {
-                gst::trace!(
-                    CAT,
-                    imp = self.imp,
-                    "dropped {:?}: {} bytes",
-                    reason,
-                    item.len()
-                );
+            Output::Dropped { reason, .. } => {
+                gst::trace!(CAT, imp = self.imp, "dropped: {:?}", reason);
             }
         }
     }
 
+    /// The core keeps this packet past the call: take a reference to it
+    /// (no copy), as the input goes downstream or away when the call ends.
+    #[inline]
+    fn hold(&mut self, item: &mut Item) {
+        if let Item::Input(i) = *item
+            && let Some(b) = self.input.get_owned(i)
+        {
+            *item = Item::Held(b);
+        }
+    }
+}
+
+impl Emitter<'_> {
+    /// Signals the void `e` before a packet with PTS `pts_after`. Returns
+    /// true when it was filled with silence packets (the first of which then
+    /// carries DISCONT).
+    fn signal_void(&mut self, e: &Erasure, pts_after: Option<gst::ClockTime>) -> bool {
+        gst::debug!(
+            CAT,
+            imp = self.imp,
+            "void of {} packets, seq {}..={}",
+            e.count,
+            e.first,
+            e.last
+        );
+        let mode = self.mode;
+        match mode {
+            ErasureMode::None => false,
+            ErasureMode::Silence if self.fill_silence(e) => true,
+            ErasureMode::Event | ErasureMode::Silence => {
+                match void_timing(e, *self.last_pts, pts_after, self.format.clock_rate) {
+                    Some((start, duration)) => {
+                        self.steps.push(Step::Event(lost_event(e, start, duration)));
+                    }
+                    None => gst::debug!(
+                        CAT,
+                        imp = self.imp,
+                        "no PTS nor clock-rate to time the void: DISCONT only"
+                    ),
+                }
+                false
+            }
+        }
+    }
+
+    /// Plans silence packets covering the void, timed from the packet
+    /// before it. False when the format or the timestamps do not allow it.
+    fn fill_silence(&mut self, e: &Erasure) -> bool {
+        let (Some(fmt), Some(rate)) = (self.format.silence, self.format.clock_rate) else {
+            return false;
+        };
+        let before = &e.before;
+        let dur_before = u64::from(before.payload_len / fmt.bytes_per_tick);
+        let Some(ticks) = e.ts_diff.checked_sub(dur_before) else {
+            return false;
+        };
+        if ticks < e.count || ticks > u64::from(rate) * MAX_SILENCE_SECONDS {
+            return false;
+        }
+        let ns = |t: u64| {
+            gst::ClockTime::from_nseconds((u128::from(t) * 1_000_000_000 / u128::from(rate)) as u64)
+        };
+        // `count` is below 2^17 (seq distance plus capacity) and `ticks`
+        // below 2^35, so `ticks * count` cannot overflow.
+        for k in 0..e.count {
+            // Spread the void evenly; the pieces add up to exactly `ticks`.
+            let from = dur_before + ticks * k / e.count;
+            let to = dur_before + ticks * (k + 1) / e.count;
+            let mut buffer = silence_packet(before, e.first + k, from, to - from, fmt);
+            let b = buffer.make_mut();
+            // A PTS near the end of time (bad input) leaves the packet
+            // without one rather than overflowing.
+            if let Some(pts) = self.last_pts.and_then(|p| p.checked_add(ns(from))) {
+                b.set_pts(pts);
+                b.set_duration(ns(to) - ns(from));
+            }
+            if k == 0 {
+                b.set_flags(gst::BufferFlags::DISCONT);
+            }
+            *self.silence_packets += 1;
+            self.steps.push(Step::Buffer(buffer));
+        }
+        true
+    }
+}
+
+/// Pushes the planned buffers, gathered into lists when a list came in.
+struct Sender<'a> {
+    imp: &'a RtpJbufDec,
+    list: Option<gst::BufferList>,
+    capacity: usize,
+    as_list: bool,
+    flow: Result<gst::FlowSuccess, gst::FlowError>,
+}
+
+impl Sender<'_> {
     fn send(&mut self, buffer: gst::Buffer) {
         if self.as_list {
+            let capacity = self.capacity;
             self.list
-                .get_or_insert_with(gst::BufferList::new)
+                .get_or_insert_with(|| gst::BufferList::new_sized(capacity))
                 .make_mut()
                 .add(buffer);
         } else {
@@ -293,82 +465,6 @@ impl Emitter<'_> {
             self.flow = r;
         }
     }
-
-    /// Signals the void `e` before a packet with PTS `pts_after`. Returns
-    /// true when it was filled with silence packets (the first of which then
-    /// carries DISCONT).
-    fn signal_void(&mut self, e: &Erasure, pts_after: Option<gst::ClockTime>) -> bool {
-        gst::debug!(
-            CAT,
-            imp = self.imp,
-            "void of {} packets, seq {}..={}",
-            e.count,
-            e.first,
-            e.last
-        );
-        let mode = self.mode;
-        match mode {
-            ErasureMode::None => false,
-            ErasureMode::Silence if self.fill_silence(e) => true,
-            ErasureMode::Event | ErasureMode::Silence => {
-                match void_timing(e, *self.last_pts, pts_after, self.format.clock_rate) {
-                    Some((start, duration)) => {
-                        self.flush_list();
-                        let r = self.imp.srcpad.push_event(lost_event(e, start, duration));
-                        if !r {
-                            gst::debug!(CAT, imp = self.imp, "packet-lost event not handled");
-                        }
-                    }
-                    None => gst::debug!(
-                        CAT,
-                        imp = self.imp,
-                        "no PTS nor clock-rate to time the void: DISCONT only"
-                    ),
-                }
-                false
-            }
-        }
-    }
-
-    /// Sends silence packets covering the void, timed from the packet before
-    /// it. False when the format or the timestamps do not allow it.
-    fn fill_silence(&mut self, e: &Erasure) -> bool {
-        let (Some(fmt), Some(rate)) = (self.format.silence, self.format.clock_rate) else {
-            return false;
-        };
-        let before = &e.before;
-        let dur_before = u64::from(before.payload_len / fmt.bytes_per_tick);
-        let Some(ticks) = e.ts_diff.checked_sub(dur_before) else {
-            return false;
-        };
-        if ticks < e.count || ticks > u64::from(rate) * MAX_SILENCE_SECONDS {
-            return false;
-        }
-        let ns = |t: u64| {
-            gst::ClockTime::from_nseconds((u128::from(t) * 1_000_000_000 / u128::from(rate)) as u64)
-        };
-        for k in 0..e.count {
-            // Spread the void evenly; the offsets add up to exactly `ticks`.
-            let from = dur_before + ticks * k / e.count;
-            let to = dur_before + ticks * (k + 1) / e.count;
-            let Some(mut buffer) = silence_packet(before, e.first + k, from, to - from, fmt) else {
-                return false;
-            };
-            {
-                let b = buffer.get_mut().expect("a new buffer is writable");
-                if let Some(pts) = *self.last_pts {
-                    b.set_pts(pts + ns(from));
-                    b.set_duration(ns(to) - ns(from));
-                }
-                if k == 0 {
-                    b.set_flags(gst::BufferFlags::DISCONT);
-                }
-            }
-            *self.silence_packets += 1;
-            self.send(buffer);
-        }
-        true
-    }
 }
 
 /// A silent packet with sequence number `ext_seq` that starts `offset`
@@ -379,7 +475,7 @@ fn silence_packet(
     offset: u64,
     ticks: u64,
     fmt: SilenceFormat,
-) -> Option<gst::Buffer> {
+) -> gst::Buffer {
     let header = rtp::Header {
         marker: false,
         payload_type: before.payload_type,
@@ -387,10 +483,11 @@ fn silence_packet(
         timestamp: before.timestamp.wrapping_add(offset as u32),
         ssrc: before.ssrc,
     };
-    let payload_len = usize::try_from(ticks * u64::from(fmt.bytes_per_tick)).ok()?;
+    // The caller bounds `ticks` to MAX_SILENCE_SECONDS, so this is small.
+    let payload_len = (ticks * u64::from(fmt.bytes_per_tick)) as usize;
     let mut data = vec![fmt.byte; rtp::HEADER_LEN + payload_len];
     data[..rtp::HEADER_LEN].copy_from_slice(&header.to_bytes());
-    Some(gst::Buffer::from_mut_slice(data))
+    gst::Buffer::from_mut_slice(data)
 }
 
 /// Start and duration of a void from the PTS around it, or, without a PTS
@@ -410,7 +507,7 @@ fn void_timing(
     // The packet before the void is taken to last as long as each missing one.
     let per_packet = span / (e.count + 1);
     Some((
-        before + gst::ClockTime::from_nseconds(per_packet),
+        before.checked_add(gst::ClockTime::from_nseconds(per_packet))?,
         gst::ClockTime::from_nseconds(span - per_packet),
     ))
 }
@@ -442,102 +539,149 @@ impl RtpJbufDec {
         *self.settings.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs `f` with an emitter over the locked stream, then publishes the
-    /// stats and returns the first flow error.
-    fn with_emitter(
+    /// Runs the buffers of `owned` (none for a drain) and then `finish`
+    /// through the core under one lock, then sends what it planned: the input
+    /// itself when it goes out unchanged (the common, in-order case), else
+    /// buffers and events in order, as lists when a list came in.
+    fn process(
         &self,
-        as_list: bool,
-        f: impl FnOnce(
-            &mut JitterBuffer<gst::MappedBuffer<gst::buffer::Readable>>,
-            &mut Emitter<'_>,
-            Instant,
-        ),
+        owned: Owned,
+        finish: impl FnOnce(&mut JitterBuffer<Item>, &mut Emitter<'_>),
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let settings = self.settings();
+        let cfg = settings.config();
         let mut guard = self.lock_stream();
         let stream = &mut *guard;
-        stream.jb.set_limits(
-            settings.config().latency_ns,
-            settings.config().max_dropout,
-            settings.config().max_misorder,
-        );
+        stream
+            .jb
+            .set_limits(cfg.latency_ns, cfg.max_dropout, cfg.max_misorder);
+        let input = owned.as_input();
         let mut em = Emitter {
             imp: self,
             mode: settings.erasure_mode,
             format: stream.format,
+            input,
             last_pts: &mut stream.last_pts,
             silence_packets: &mut stream.silence_packets,
+            steps: &mut stream.steps,
+        };
+        for index in 0..input.len() as u32 {
+            let Some(buffer) = input.get(index) else {
+                break;
+            };
+            // Live sources stamp arrival in DTS/PTS; without either, the
+            // wall clock stands in.
+            let arrival = buffer.dts_or_pts().map_or_else(
+                || stream.epoch.elapsed().as_nanos() as u64,
+                |t| t.nseconds(),
+            );
+            let mapped = if buffer.n_memory() == 1 {
+                // Cheaper than mapping the buffer: no merged-memory lookup.
+                buffer.peek_memory(0).map_readable().map(|m| {
+                    stream.jb.push(&m, arrival, Item::Input(index), &mut em);
+                })
+            } else {
+                buffer.map_readable().map(|m| {
+                    stream.jb.push(&m, arrival, Item::Input(index), &mut em);
+                })
+            };
+            if mapped.is_err() {
+                // Fatal: the flow error stops the stream, so nothing planned
+                // for this call may leak into a later one.
+                stream.steps.clear();
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Failed,
+                    ["Failed to map input buffer {} for reading", index]
+                );
+                return Err(gst::FlowError::Error);
+            }
+        }
+        finish(&mut stream.jb, &mut em);
+        self.stats.store(stream);
+
+        let n = input.len();
+        let unchanged = stream.steps.len() == n
+            && stream.steps.iter().enumerate().all(
+                |(i, s)| matches!(s, Step::Input { index, discont: false } if *index as usize == i),
+            );
+        if unchanged {
+            stream.steps.clear();
+            drop(guard);
+            return match owned {
+                Owned::None => Ok(gst::FlowSuccess::Ok),
+                Owned::One(b) => self.srcpad.push(b),
+                Owned::List(l) => self.srcpad.push_list(l),
+            };
+        }
+        // Take the input buffers out of their list rather than adding
+        // references: a buffer in two lists at once costs an allocation.
+        let as_list = matches!(owned, Owned::List(_));
+        let taken = &mut stream.taken;
+        match owned {
+            Owned::None => {}
+            Owned::One(b) => taken.push(Some(b)),
+            Owned::List(mut l) => {
+                taken.resize_with(n, || None);
+                // From the back: each removal from the front would move the
+                // rest of the list.
+                for (slot, b) in taken.iter_mut().rev().zip(l.make_mut().drain(..).rev()) {
+                    *slot = Some(b);
+                }
+            }
+        }
+        let mut out = Sender {
+            imp: self,
             list: None,
+            capacity: stream.steps.len(),
             as_list,
             flow: Ok(gst::FlowSuccess::Ok),
         };
-        f(&mut stream.jb, &mut em, stream.epoch);
-        em.flush_list();
-        let flow = em.flow;
-        self.stats.store(stream);
-        flow
-    }
-
-    fn push_one(
-        &self,
-        jb: &mut JitterBuffer<gst::MappedBuffer<gst::buffer::Readable>>,
-        em: &mut Emitter<'_>,
-        epoch: Instant,
-        buffer: gst::Buffer,
-    ) -> Result<(), gst::FlowError> {
-        // Live sources stamp arrival in DTS/PTS; without either, the wall
-        // clock stands in.
-        let arrival = buffer
-            .dts_or_pts()
-            .map_or_else(|| epoch.elapsed().as_nanos() as u64, |t| t.nseconds());
-        let mapped = buffer.into_mapped_buffer_readable().map_err(|_| {
-            gst::element_imp_error!(
-                self,
-                gst::StreamError::Failed,
-                ["Failed to map an input buffer for reading"]
-            );
-            gst::FlowError::Error
-        })?;
-        jb.push_owned(mapped, arrival, &mut |o| em.output(o));
-        Ok(())
+        for step in stream.steps.drain(..) {
+            match step {
+                Step::Input { index, discont } => {
+                    let Some(mut b) = taken.get_mut(index as usize).and_then(Option::take) else {
+                        continue;
+                    };
+                    if discont {
+                        b.make_mut().set_flags(gst::BufferFlags::DISCONT);
+                    }
+                    out.send(b);
+                }
+                Step::Buffer(b) => out.send(b),
+                Step::Event(e) => {
+                    out.flush_list();
+                    if !self.srcpad.push_event(e) {
+                        gst::debug!(CAT, imp = self, "packet-lost event not handled downstream");
+                    }
+                }
+            }
+        }
+        // Buffers not sent (dropped, or now held by the core as references)
+        // are released here.
+        taken.clear();
+        out.flush_list();
+        out.flow
     }
 
     fn sink_chain(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let mut mapped = Ok(());
-        let flow = self.with_emitter(false, |jb, em, epoch| {
-            mapped = self.push_one(jb, em, epoch, buffer);
-        });
-        mapped?;
-        flow
+        self.process(Owned::One(buffer), |_, _| {})
     }
 
-    fn sink_chain_list(
-        &self,
-        mut list: gst::BufferList,
-    ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let mut mapped = Ok(());
-        let flow = self.with_emitter(true, |jb, em, epoch| {
-            for buffer in list.make_mut().drain(..) {
-                mapped = self.push_one(jb, em, epoch, buffer);
-                if mapped.is_err() {
-                    break;
-                }
-            }
-        });
-        mapped?;
-        flow
+    fn sink_chain_list(&self, list: gst::BufferList) -> Result<gst::FlowSuccess, gst::FlowError> {
+        self.process(Owned::List(list), |_, _| {})
     }
 
     /// Releases everything buffered downstream (EOS).
     fn drain(&self) {
-        let _ = self.with_emitter(false, |jb, em, _| jb.flush(&mut |o| em.output(o)));
+        let _ = self.process(Owned::None, |jb, em| jb.flush(em));
     }
 
     /// Throws away everything buffered, counted as dropped-flushing, and
     /// starts afresh (flush-stop, stop).
     fn discard(&self) {
         let mut stream = self.lock_stream();
-        stream.jb.discard(&mut |_| {});
+        stream.jb.discard(&mut |_: Output<Item>| {});
         stream.last_pts = None;
         self.stats.store(&stream);
     }
@@ -696,7 +840,8 @@ impl ObjectImpl for RtpJbufDec {
                          parse-error-<fault> break dropped-parse down; erasures and \
                          erased-packets count voids and the packets in them; resyncs, \
                          ssrc-changes, silence-packets (inserted, not counted in pushed) and \
-                         max-buffered.",
+                         max-buffered. All start from 0 when the element goes from READY to \
+                         PAUSED.",
                     )
                     .read_only()
                     .build(),
@@ -797,5 +942,86 @@ impl ElementImpl for RtpJbufDec {
             self.discard();
         }
         Ok(ret)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn format(caps: &str) -> Format {
+        gst::init().unwrap();
+        Format::from_caps(&caps.parse::<gst::Caps>().unwrap())
+    }
+
+    #[test]
+    fn silence_formats_from_caps() {
+        let silence = |c: &str| format(c).silence.map(|f| (f.byte, f.bytes_per_tick));
+        assert_eq!(
+            silence("application/x-rtp,clock-rate=8000,encoding-name=PCMU"),
+            Some((0xff, 1))
+        );
+        assert_eq!(
+            silence("application/x-rtp,clock-rate=8000,payload=8"),
+            Some((0xd5, 1))
+        );
+        assert_eq!(
+            silence(
+                "application/x-rtp,clock-rate=48000,encoding-name=L16,encoding-params=(string)2"
+            ),
+            Some((0, 4))
+        );
+        assert_eq!(
+            silence("application/x-rtp,clock-rate=44100,payload=11"),
+            Some((0, 2))
+        );
+        assert_eq!(
+            silence("application/x-rtp,clock-rate=48000,encoding-name=OPUS,payload=96"),
+            None
+        );
+        assert_eq!(
+            silence("application/x-rtp,encoding-name=PCMU"),
+            None,
+            "no clock-rate"
+        );
+    }
+
+    fn erasure(count: u64, ts_diff: u64) -> Erasure {
+        Erasure {
+            first: 10,
+            last: 9 + count,
+            count,
+            ts_diff,
+            before: PacketMeta::default(),
+        }
+    }
+
+    #[test]
+    fn void_timing_prefers_pts_then_clock_rate() {
+        let ms = gst::ClockTime::from_mseconds;
+        // Two lost 20 ms packets between PTS 100 ms and 160 ms.
+        assert_eq!(
+            void_timing(&erasure(2, 480), Some(ms(100)), Some(ms(160)), None),
+            Some((ms(120), ms(40)))
+        );
+        // No PTS after: 480 ticks at 8 kHz = 60 ms.
+        assert_eq!(
+            void_timing(&erasure(2, 480), Some(ms(100)), None, Some(8000)),
+            Some((ms(120), ms(40)))
+        );
+        assert_eq!(
+            void_timing(&erasure(2, 480), None, Some(ms(160)), Some(8000)),
+            None
+        );
+        assert_eq!(
+            void_timing(
+                &erasure(1, 320),
+                Some(gst::ClockTime::MAX),
+                None,
+                Some(8000)
+            ),
+            None,
+            "overflow is refused, not a panic"
+        );
     }
 }
