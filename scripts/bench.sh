@@ -8,3 +8,5 @@ echo "# make bench on $(nproc) cores, $(date -u +%Y-%m-%d), BENCH_RUNS=${BENCH_R
 for b in $(sed -n 's/^name = "\(bench_[a-z0-9_]*\)"/\1/p' Cargo.toml); do
   cargo bench --quiet --bench "$b"
 done
+# From Python with stock PyGObject: polling every channel's statistics.
+GST_PLUGIN_PATH="$PWD/target/release" /usr/bin/python3 benches/python/bench_stats_poll.py

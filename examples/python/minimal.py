@@ -1,0 +1,58 @@
+#!/usr/bin/python3
+"""Synthesize, send, receive, jitter-buffer and decode, all in one process:
+
+    rtpsynthsrc -> rtpmuxserver sink_0 ~~UDP 127.0.0.1~~> src_1 -> rtpjbufdec
+                -> rtppcmudepay -> ulawdec -> fakesink
+
+Run from the repository after `cargo build --release`:
+    GST_PLUGIN_PATH=target/release /usr/bin/python3 examples/python/minimal.py
+"""
+
+import sys
+import time
+
+import gi
+
+gi.require_version("Gst", "1.0")
+from gi.repository import Gst  # noqa: E402
+
+SECONDS = float(sys.argv[1]) if len(sys.argv) > 1 else 3.0
+
+
+def main():
+    Gst.init(None)
+    p = Gst.parse_launch(
+        "rtpmuxserver name=m sink_0::bind-address=127.0.0.1 src_1::bind-address=127.0.0.1 "
+        "rtpsynthsrc name=src ptime=20 ! m.sink_0 "
+        # src_N's caps are plain application/x-rtp: say what the stream is.
+        "m.src_1 ! application/x-rtp,media=audio,clock-rate=8000,encoding-name=PCMU,payload=0 "
+        "! rtpjbufdec name=jb ! rtppcmudepay ! ulawdec name=dec ! fakesink sync=false async=false"
+    )
+    m, src, jb, dec = (p.get_by_name(n) for n in ("m", "src", "jb", "dec"))
+    # The sockets are bound in PAUSED: point channel 0 at channel 1's port.
+    p.set_state(Gst.State.PAUSED)
+    p.get_state(Gst.CLOCK_TIME_NONE)
+    tx = m.get_static_pad("sink_0")
+    rx = m.get_static_pad("src_1")
+    tx.set_property("remote-address", "127.0.0.1")
+    tx.set_property("remote-port", rx.get_property("local-port"))
+    p.set_state(Gst.State.PLAYING)
+    time.sleep(SECONDS)
+    src.set_state(Gst.State.NULL)  # stop sending, let the last packets land
+    time.sleep(0.2)
+
+    sent = src.get_property("stats").get_value("packets-sent")
+    jbs = jb.get_property("stats")
+    decoded = dec.get_property("stats").get_value("samples-out")
+    mux = m.get_property("stats")
+    p.set_state(Gst.State.NULL)
+    print(f"rtpsynthsrc sent      {sent} packets")
+    print(f"rtpmuxserver sent     {mux.get_value('packets-sent')}, received {mux.get_value('packets-received')}")
+    print(f"rtpjbufdec pushed     {jbs.get_value('pushed')} of {jbs.get_value('received')}, "
+          f"erasures {jbs.get_value('erasures')}")
+    print(f"ulawdec decoded       {decoded} samples ({decoded / 8000:.2f} s of audio)")
+    return 0 if jbs.get_value("pushed") == sent and decoded == 160 * sent else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
