@@ -297,10 +297,18 @@ impl<T> JitterBuffer<T> {
     /// Releases everything buffered, in order (voids between runs become
     /// erasures), drops a held outlier, and forgets the stream.
     pub fn flush(&mut self, out: &mut impl Sink<T>) {
+        self.release_buffered(out);
+        self.end_stream(DropReason::Outlier, out);
+    }
+
+    /// Releases everything in the ring, in order (voids between runs become
+    /// erasures), and keeps the stream: a packet that fills one of those
+    /// voids later is late, and the next in order passes at once. A held
+    /// outlier stays held, as it is not known yet to be part of any stream.
+    pub fn release_buffered(&mut self, out: &mut impl Sink<T>) {
         while self.buffered > 0 {
             self.release_void(out);
         }
-        self.end_stream(DropReason::Outlier, out);
     }
 
     /// Drops everything buffered (counted as [`DropReason::Flushing`]) and
@@ -782,6 +790,51 @@ mod tests {
     }
 
     #[test]
+    fn release_buffered_keeps_the_stream() {
+        let mut jb = JitterBuffer::new(Config::default());
+        let mut evs = Vec::new();
+        for (id, seq) in [0u16, 2, 3, 6].into_iter().enumerate() {
+            jb.push(
+                &pkt(seq, 160 * u32::from(seq), 1),
+                0,
+                id,
+                &mut record(&mut evs),
+            );
+        }
+        jb.release_buffered(&mut record(&mut evs));
+        assert_eq!(
+            evs,
+            vec![
+                Ev::Pushed(0, 65536, None),
+                Ev::Pushed(1, 65538, Some((65537, 65537, 320))),
+                Ev::Pushed(2, 65539, None),
+                Ev::Pushed(3, 65542, Some((65540, 65541, 480))),
+            ]
+        );
+        evs.clear();
+        // The stream goes on: a packet from a released void is late, a
+        // released one a duplicate, and the next in order passes at once.
+        for (id, seq) in [(4, 5u16), (5, 3), (6, 7)] {
+            jb.push(
+                &pkt(seq, 160 * u32::from(seq), 1),
+                0,
+                id,
+                &mut record(&mut evs),
+            );
+        }
+        assert_eq!(
+            evs,
+            vec![
+                Ev::Dropped(4, DropReason::Late),
+                Ev::Dropped(5, DropReason::Duplicate),
+                Ev::Pushed(6, 65543, None),
+            ]
+        );
+        let c = jb.counters();
+        assert_eq!((c.received, c.pushed, c.buffered), (7, 5, 0));
+    }
+
+    #[test]
     fn discard_drops_as_flushing() {
         let mut jb = JitterBuffer::new(Config::default());
         let mut evs = Vec::new();
@@ -947,10 +1000,14 @@ mod tests {
             self.next = ext + 1;
         }
 
-        fn flush(&mut self) {
+        fn release_buffered(&mut self) {
             while !self.buf.is_empty() {
                 self.release_void();
             }
+        }
+
+        fn flush(&mut self) {
+            self.release_buffered();
             if let Some(c) = self.candidate.take() {
                 self.out.push(Ev::Dropped(c.0, DropReason::Outlier));
             }
@@ -1099,10 +1156,18 @@ mod tests {
             let mut jb = JitterBuffer::new(cfg);
             let mut model = Model::new(cfg);
             let mut evs = Vec::new();
+            // Serialized events in the element release what is buffered
+            // mid-stream.
+            let mut events = SplitMix64::new(!seed);
             for (id, (data, at)) in t.iter().enumerate() {
                 jb.push(data, *at, id, &mut record(&mut evs));
                 model.push(id, data, *at);
                 prop_assert_eq!(&evs, &model.out, "after datagram {}", id);
+                if events.chance(0.02) {
+                    jb.release_buffered(&mut record(&mut evs));
+                    model.release_buffered();
+                    prop_assert_eq!(&evs, &model.out, "after a release at {}", id);
+                }
             }
             jb.flush(&mut record(&mut evs));
             model.flush();

@@ -413,15 +413,98 @@ fn latency_releases_a_void_on_arrival() {
 }
 
 #[test]
-fn flush_stop_discards_and_counts() {
+fn flush_stop_pushes_what_was_buffered() {
     let mut h = harness("");
-    push_seqs(&mut h, &[0, 2, 3]);
+    push_seqs(&mut h, &[0, 2, 3, 5]);
+    assert_eq!(seqs_of(&pulled(&mut h)), vec![0]);
+    let log = log_output(&h);
     assert!(h.push_event(gst::event::FlushStart::new()));
     assert!(h.push_event(gst::event::FlushStop::new(true)));
-    assert_eq!(seqs_of(&pulled(&mut h)), vec![0]);
+    // Forwarded first, then the buffered packets, in the segment they were
+    // received in (the flush-stop took it off the src pad).
+    assert_eq!(
+        take(&log),
+        vec![
+            ev("flush-start"),
+            ev("flush-stop"),
+            ev("segment"),
+            ev("lost 65537..=65537"),
+            buf(2, true),
+            buf(3, false),
+            ev("lost 65540..=65540"),
+            buf(5, true),
+        ]
+    );
+    assert_eq!(
+        counters(
+            &h,
+            &[
+                "received",
+                "pushed",
+                "dropped-flushing",
+                "buffered",
+                "erasures",
+                "erased-packets"
+            ]
+        ),
+        vec![4, 4, 0, 0, 2, 2]
+    );
+    // The stream was forgotten: the next packet starts a new one at once.
+    assert!(
+        h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+            gst::ClockTime,
+        >::new()))
+    );
+    h.push(packet(100)).unwrap();
+    assert_eq!(take(&log), vec![ev("segment"), buf(100, false)]);
+    assert_eq!(seqs_of(&pulled(&mut h)), vec![2, 3, 5, 100]);
+}
+
+#[test]
+fn packets_downstream_refuses_while_flushing_count_as_dropped_flushing() {
+    let mut h = harness("");
+    push_seqs(&mut h, &[0]);
+    // Downstream alone flushes: our pads still take data.
+    assert!(
+        h.sinkpad()
+            .unwrap()
+            .send_event(gst::event::FlushStart::new())
+    );
+    push_seqs(&mut h, &[2, 3]);
+    // 1 releases 1, 2, 3 (planned output), 4 goes out as it came.
+    for s in [1u16, 4] {
+        assert_eq!(h.push(packet(s)), Err(gst::FlowError::Flushing));
+    }
     assert_eq!(
         counters(&h, &["received", "pushed", "dropped-flushing", "buffered"]),
-        vec![3, 1, 2, 0]
+        vec![5, 1, 4, 0]
+    );
+}
+
+#[test]
+fn silence_downstream_refuses_is_not_counted_as_inserted() {
+    let mut h = harness("capacity=2 erasure-mode=silence");
+    push_seqs(&mut h, &[0]);
+    assert!(
+        h.sinkpad()
+            .unwrap()
+            .send_event(gst::event::FlushStart::new())
+    );
+    push_seqs(&mut h, &[3]);
+    // The full buffer fills 1 and 2 with silence, all refused.
+    assert_eq!(h.push(packet(4)), Err(gst::FlowError::Flushing));
+    assert_eq!(
+        counters(
+            &h,
+            &[
+                "received",
+                "pushed",
+                "dropped-flushing",
+                "silence-packets",
+                "erased-packets"
+            ]
+        ),
+        vec![3, 1, 2, 0, 2]
     );
 }
 
@@ -732,17 +815,208 @@ fn multi_memory_buffers_are_parsed_whole() {
 }
 
 #[test]
-fn stopping_discards_and_counts() {
+fn stopping_pushes_what_was_buffered() {
     let mut h = harness("");
     push_seqs(&mut h, &[0, 2, 3]);
+    let log = log_output(&h);
     let element = h.element().unwrap();
     element.set_state(gst::State::Ready).unwrap();
     assert_eq!(
+        take(&log),
+        vec![ev("lost 65537..=65537"), buf(2, true), buf(3, false)]
+    );
+    assert_eq!(
         counters(&h, &["received", "pushed", "dropped-flushing", "buffered"]),
-        vec![3, 1, 2, 0]
+        vec![3, 3, 0, 0]
     );
     // A fresh start: the next packet begins a new stream, pushed at once.
     element.set_state(gst::State::Playing).unwrap();
     h.push(packet(1)).unwrap();
-    assert_eq!(seqs_of(&pulled(&mut h)), vec![0, 1]);
+    assert_eq!(seqs_of(&pulled(&mut h)), vec![0, 2, 3, 1]);
+    assert_eq!(
+        counters(&h, &["received", "pushed", "buffered"]),
+        vec![1, 1, 0]
+    );
+}
+
+#[test]
+fn stopping_with_the_streaming_thread_blocked_drops_as_flushing() {
+    let mut h = harness("");
+    push_seqs(&mut h, &[10, 12, 13]);
+    assert_eq!(seqs_of(&pulled(&mut h)), vec![10]);
+    let element = h.element().unwrap();
+    let (blocked_tx, blocked_rx) = std::sync::mpsc::channel();
+    let probe = element
+        .static_pad("src")
+        .unwrap()
+        .add_probe(
+            gst::PadProbeType::BLOCK | gst::PadProbeType::BUFFER_LIST,
+            move |_, _| {
+                let _ = blocked_tx.send(());
+                gst::PadProbeReturn::Ok
+            },
+        )
+        .unwrap();
+    // 11 releases 11, 12, 13 as one list, which blocks downstream with the
+    // chain call holding the stream lock; 15 and 16 stay buffered.
+    let mut list = gst::BufferList::new();
+    for s in [11u16, 15, 16] {
+        list.get_mut().unwrap().add(packet(s));
+    }
+    let upstream = h.srcpad().unwrap();
+    let streaming = std::thread::spawn(move || upstream.push_list(list));
+    blocked_rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the list reaches the blocking probe");
+    let started = std::time::Instant::now();
+    element.set_state(gst::State::Ready).unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "the stop does not wait for the blocked thread"
+    );
+    // Deactivating the src pad unblocked the push, which downstream refused.
+    assert_eq!(streaming.join().unwrap(), Err(gst::FlowError::Flushing));
+    element.static_pad("src").unwrap().remove_probe(probe);
+    assert_eq!(seqs_of(&pulled(&mut h)), Vec::<u16>::new());
+    assert_eq!(
+        counters(&h, &["received", "pushed", "dropped-flushing", "buffered"]),
+        vec![6, 1, 5, 0]
+    );
+}
+
+#[test]
+fn serialized_events_do_not_overtake_buffered_packets() {
+    let mut h = harness("capacity=10");
+    push_seqs(&mut h, &[0, 2, 3, 6]);
+    assert_eq!(seqs_of(&pulled(&mut h)), vec![0]);
+    let log = log_output(&h);
+    let custom = |name: &str| gst::Structure::new_empty(name);
+    assert!(h.push_event(gst::event::CustomDownstream::new(custom("test/serialized"))));
+    assert_eq!(
+        take(&log),
+        vec![
+            ev("lost 65537..=65537"),
+            buf(2, true),
+            buf(3, false),
+            ev("lost 65540..=65541"),
+            buf(6, true),
+            ev("test/serialized"),
+        ]
+    );
+    // The stream goes on: 4 was declared lost, so it is late now; 7 is
+    // next in order.
+    push_seqs(&mut h, &[4, 7]);
+    assert_eq!(take(&log), vec![buf(7, false)]);
+
+    push_seqs(&mut h, &[9]);
+    assert!(
+        h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+            gst::ClockTime,
+        >::new()))
+    );
+    push_seqs(&mut h, &[11]);
+    let caps = PCMU_CAPS.replace("PCMU,payload=0", "PCMA,payload=8");
+    assert!(h.push_event(gst::event::Caps::new(&caps.parse().unwrap())));
+    assert_eq!(
+        take(&log),
+        vec![
+            ev("lost 65544..=65544"),
+            buf(9, true),
+            ev("segment"),
+            ev("lost 65546..=65546"),
+            buf(11, true),
+            ev("caps"),
+        ]
+    );
+
+    // An out-of-band event does not wait for, nor release, anything.
+    push_seqs(&mut h, &[13]);
+    assert!(h.push_event(gst::event::CustomDownstreamOob::new(custom("test/oob"))));
+    assert_eq!(take(&log), vec![ev("test/oob")]);
+    assert_eq!(counters(&h, &["buffered"]), vec![1]);
+    assert!(h.push_event(gst::event::Eos::new()));
+    assert_eq!(
+        take(&log),
+        vec![ev("lost 65548..=65548"), buf(13, true), ev("eos")]
+    );
+    assert_eq!(
+        counters(
+            &h,
+            &[
+                "received",
+                "pushed",
+                "dropped-late",
+                "buffered",
+                "erasures",
+                "erased-packets"
+            ]
+        ),
+        vec![9, 8, 1, 0, 5, 6]
+    );
+}
+
+/// What left the element, in order.
+#[derive(Debug, PartialEq, Eq)]
+enum Out {
+    /// A buffer: seq and DISCONT.
+    Buf(u16, bool),
+    /// An event: `lost <lseq-start>..=<lseq-end>` for a packet-lost event,
+    /// the structure name of other custom events, else the type name.
+    Ev(String),
+}
+
+fn buf(seq: u16, discont: bool) -> Out {
+    Out::Buf(seq, discont)
+}
+
+fn ev(name: &str) -> Out {
+    Out::Ev(name.to_string())
+}
+
+/// Logs every buffer and downstream event (flushes included) that leaves
+/// the element from now on, in order.
+fn log_output(h: &Harness) -> Arc<Mutex<Vec<Out>>> {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sink = log.clone();
+    h.element().unwrap().static_pad("src").unwrap().add_probe(
+        gst::PadProbeType::BUFFER
+            | gst::PadProbeType::BUFFER_LIST
+            | gst::PadProbeType::EVENT_DOWNSTREAM
+            | gst::PadProbeType::EVENT_FLUSH,
+        move |_, info| {
+            let buf = |b: &gst::BufferRef| {
+                let seq = Packet::parse(&b.map_readable().unwrap()).unwrap().seq();
+                Out::Buf(seq, b.flags().contains(gst::BufferFlags::DISCONT))
+            };
+            let mut log = sink.lock().unwrap();
+            match &info.data {
+                Some(gst::PadProbeData::Buffer(b)) => log.push(buf(b)),
+                Some(gst::PadProbeData::BufferList(l)) => log.extend(l.iter().map(buf)),
+                Some(gst::PadProbeData::Event(e)) => log.push(Out::Ev(event_name(e))),
+                _ => {}
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
+    log
+}
+
+fn event_name(e: &gst::Event) -> String {
+    let custom = matches!(
+        e.type_(),
+        gst::EventType::CustomDownstream | gst::EventType::CustomDownstreamOob
+    );
+    match e.structure() {
+        Some(s) if s.name() == "GstRTPPacketLost" => format!(
+            "lost {}..={}",
+            s.get::<u64>("lseq-start").unwrap(),
+            s.get::<u64>("lseq-end").unwrap()
+        ),
+        Some(s) if custom => s.name().to_string(),
+        _ => e.type_().name().to_string(),
+    }
+}
+
+fn take(log: &Mutex<Vec<Out>>) -> Vec<Out> {
+    std::mem::take(&mut *log.lock().unwrap())
 }

@@ -1,6 +1,8 @@
 //! Arbitrary datagram sequences through the jitter-buffer core. Input layout:
 //! byte 0 = capacity, byte 1 = latency step, then records of
-//! [length, arrival step, bytes...]. Checks the core's accounting invariants.
+//! [length, arrival step, bytes...]; an arrival step of 255 first releases
+//! what is buffered, as a serialized event does in the element. Checks the
+//! core's accounting invariants.
 #![no_main]
 
 use gstrtpsynth::jbuf::{Config, JitterBuffer, Output};
@@ -37,6 +39,9 @@ fuzz_target!(|data: &[u8]| {
     while let [len, step, tail @ ..] = rest {
         let len = usize::from(*len).min(tail.len());
         at += u64::from(*step) * 1000;
+        if *step == u8::MAX {
+            jb.release_buffered(&mut sink);
+        }
         jb.push(&tail[..len], at, n, &mut sink);
         n += 1;
         rest = &tail[len..];

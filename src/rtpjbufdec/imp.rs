@@ -2,9 +2,10 @@
 //! erasure signalling and the `stats` property. The algorithm is in
 //! [`crate::jbuf`].
 
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use gst::glib;
 use gst::prelude::*;
@@ -48,6 +49,10 @@ const DEFAULT_ERASURE_MODE: ErasureMode = ErasureMode::Event;
 /// Longest void filled with silence; a longer one (a broken timestamp, or
 /// minutes of loss) is signalled with the event instead of allocating it.
 const MAX_SILENCE_SECONDS: u64 = 10;
+/// How long a stop waits for the streaming thread to leave the element
+/// before giving up on pushing what is buffered. A chain call takes
+/// microseconds; one that takes this long is blocked.
+const STOP_LOCK_WAIT: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone, Copy)]
 struct Settings {
@@ -158,8 +163,10 @@ enum Step {
         index: u32,
         discont: bool,
     },
-    /// A buffer kept from an earlier call, or a synthesized silence packet.
-    Buffer(gst::Buffer),
+    /// A received buffer kept from an earlier call.
+    Held(gst::Buffer),
+    /// A synthesized silence packet.
+    Silence(gst::Buffer),
     Event(gst::Event),
 }
 
@@ -223,6 +230,9 @@ struct Stream {
     /// PTS of the packet pushed last, for the timing of the next void.
     last_pts: Option<gst::ClockTime>,
     silence_packets: u64,
+    /// Received packets the core released but downstream refused because
+    /// it was flushing: counted as dropped-flushing, not pushed.
+    refused: u64,
     /// Arrival clock for buffers that carry neither DTS nor PTS.
     epoch: Instant,
     /// Reused by every call, so planning the output allocates nothing.
@@ -239,6 +249,7 @@ impl Stream {
             format: Format::default(),
             last_pts: None,
             silence_packets: 0,
+            refused: 0,
             epoch: Instant::now(),
             steps: Vec::new(),
             taken: Vec::new(),
@@ -269,7 +280,9 @@ impl Published {
     }
 
     fn store(&self, stream: &Stream) {
-        let core = stream.jb.counters();
+        let mut core = stream.jb.counters();
+        core.pushed -= stream.refused;
+        core.dropped_flushing += stream.refused;
         let values = core
             .fields()
             .map(|(_, v)| v)
@@ -332,7 +345,7 @@ impl Sink<Item> for Emitter<'_> {
                         if discont {
                             b.make_mut().set_flags(gst::BufferFlags::DISCONT);
                         }
-                        Step::Buffer(b)
+                        Step::Held(b)
                     }
                 });
             }
@@ -422,9 +435,30 @@ impl Emitter<'_> {
                 b.set_flags(gst::BufferFlags::DISCONT);
             }
             *self.silence_packets += 1;
-            self.steps.push(Step::Buffer(buffer));
+            self.steps.push(Step::Silence(buffer));
         }
         true
+    }
+}
+
+/// Packets of one push, by kind: the stats count them apart.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    received: u64,
+    silence: u64,
+}
+
+impl Tally {
+    fn of(silence: bool) -> Self {
+        Tally {
+            received: u64::from(!silence),
+            silence: u64::from(silence),
+        }
+    }
+
+    fn add(&mut self, other: Tally) {
+        self.received += other.received;
+        self.silence += other.silence;
     }
 }
 
@@ -432,35 +466,45 @@ impl Emitter<'_> {
 struct Sender<'a> {
     imp: &'a RtpJbufDec,
     list: Option<gst::BufferList>,
+    /// What `list` holds.
+    in_list: Tally,
     capacity: usize,
     as_list: bool,
     flow: Result<gst::FlowSuccess, gst::FlowError>,
+    /// Packets downstream refused because it was flushing.
+    refused: Tally,
 }
 
 impl Sender<'_> {
-    fn send(&mut self, buffer: gst::Buffer) {
+    fn send(&mut self, buffer: gst::Buffer, silence: bool) {
         if self.as_list {
             let capacity = self.capacity;
             self.list
                 .get_or_insert_with(|| gst::BufferList::new_sized(capacity))
                 .make_mut()
                 .add(buffer);
+            self.in_list.add(Tally::of(silence));
         } else {
             let r = self.imp.srcpad.push(buffer);
-            self.merge(r);
+            self.merge(r, Tally::of(silence));
         }
     }
 
     fn flush_list(&mut self) {
         if let Some(list) = self.list.take() {
             let r = self.imp.srcpad.push_list(list);
-            self.merge(r);
+            let tally = std::mem::take(&mut self.in_list);
+            self.merge(r, tally);
         }
     }
 
     /// Keeps the first error: later pushes of this call still go out (they
     /// fail fast when downstream is flushing) so nothing is held back.
-    fn merge(&mut self, r: Result<gst::FlowSuccess, gst::FlowError>) {
+    fn merge(&mut self, r: Result<gst::FlowSuccess, gst::FlowError>, pushed: Tally) {
+        if r == Err(gst::FlowError::Flushing) {
+            // A flushing pad takes nothing: these packets went nowhere.
+            self.refused.add(pushed);
+        }
         if self.flow.is_ok() {
             self.flow = r;
         }
@@ -526,6 +570,42 @@ fn lost_event(e: &Erasure, start: gst::ClockTime, duration: gst::ClockTime) -> g
         .field("ts-diff", e.ts_diff)
         .build();
     gst::event::CustomDownstream::new(s)
+}
+
+/// Whether a drain forgets the stream.
+#[derive(Debug, Clone, Copy)]
+enum End {
+    Stream,
+    KeepStream,
+}
+
+/// A pad's stream lock taken with a try-lock, which gstreamer-rs does not
+/// offer (`Pad::stream_lock` waits for ever); released on drop, on the
+/// thread that took it (the raw-pointer marker keeps it from being sent).
+struct PadStreamLock<'a>(&'a gst::Pad, PhantomData<*const ()>);
+
+impl<'a> PadStreamLock<'a> {
+    fn try_lock(pad: &'a gst::Pad) -> Option<Self> {
+        // SAFETY: the GRecMutex lives as long as the pad, which the guard
+        // borrows; it is reached by raw pointer, as gstreamer-rs's own
+        // `stream_lock` does, and unlocked once, by `drop`, on this thread.
+        let locked = unsafe {
+            let lock = std::ptr::addr_of_mut!((*pad.as_ptr()).stream_rec_lock);
+            glib::ffi::g_rec_mutex_trylock(lock) != glib::ffi::GFALSE
+        };
+        locked.then_some(PadStreamLock(pad, PhantomData))
+    }
+}
+
+impl Drop for PadStreamLock<'_> {
+    fn drop(&mut self) {
+        // SAFETY: taken by `try_lock` on this thread (the guard is not Send)
+        // and not released since.
+        unsafe {
+            let lock = std::ptr::addr_of_mut!((*self.0.as_ptr()).stream_rec_lock);
+            glib::ffi::g_rec_mutex_unlock(lock);
+        }
+    }
 }
 
 impl RtpJbufDec {
@@ -608,11 +688,17 @@ impl RtpJbufDec {
         if unchanged {
             stream.steps.clear();
             drop(guard);
-            return match owned {
+            let flow = match owned {
                 Owned::None => Ok(gst::FlowSuccess::Ok),
                 Owned::One(b) => self.srcpad.push(b),
                 Owned::List(l) => self.srcpad.push_list(l),
             };
+            if flow == Err(gst::FlowError::Flushing) {
+                let mut stream = self.lock_stream();
+                stream.refused += n as u64;
+                self.stats.store(&stream);
+            }
+            return flow;
         }
         // Take the input buffers out of their list rather than adding
         // references: a buffer in two lists at once costs an allocation.
@@ -633,9 +719,11 @@ impl RtpJbufDec {
         let mut out = Sender {
             imp: self,
             list: None,
+            in_list: Tally::default(),
             capacity: stream.steps.len(),
             as_list,
             flow: Ok(gst::FlowSuccess::Ok),
+            refused: Tally::default(),
         };
         for step in stream.steps.drain(..) {
             match step {
@@ -646,9 +734,10 @@ impl RtpJbufDec {
                     if discont {
                         b.make_mut().set_flags(gst::BufferFlags::DISCONT);
                     }
-                    out.send(b);
+                    out.send(b, false);
                 }
-                Step::Buffer(b) => out.send(b),
+                Step::Held(b) => out.send(b, false),
+                Step::Silence(b) => out.send(b, true),
                 Step::Event(e) => {
                     out.flush_list();
                     if !self.srcpad.push_event(e) {
@@ -661,6 +750,12 @@ impl RtpJbufDec {
         // are released here.
         taken.clear();
         out.flush_list();
+        if out.refused.received + out.refused.silence > 0 {
+            stream.refused += out.refused.received;
+            // Not inserted after all: the stream never had them.
+            stream.silence_packets -= out.refused.silence;
+            self.stats.store(stream);
+        }
         out.flow
     }
 
@@ -672,13 +767,20 @@ impl RtpJbufDec {
         self.process(Owned::List(list), |_, _| {})
     }
 
-    /// Releases everything buffered downstream (EOS).
-    fn drain(&self) {
-        let _ = self.process(Owned::None, |jb, em| jb.flush(em));
+    /// Pushes everything buffered, in order, with the voids between runs
+    /// signalled as `erasure-mode` says. `end` also forgets the stream (EOS,
+    /// stream-start, flush-stop, stop): the next packet starts a new one. A
+    /// drain that keeps the stream (any other serialized event) leaves a
+    /// packet that fills a void later to be counted late.
+    fn drain(&self, end: End) -> Result<gst::FlowSuccess, gst::FlowError> {
+        self.process(Owned::None, |jb, em| match end {
+            End::Stream => jb.flush(em),
+            End::KeepStream => jb.release_buffered(em),
+        })
     }
 
     /// Throws away everything buffered, counted as dropped-flushing, and
-    /// starts afresh (flush-stop, stop).
+    /// starts afresh: for what a stop could not push.
     fn discard(&self) {
         let mut stream = self.lock_stream();
         stream.jb.discard(&mut |_: Output<Item>| {});
@@ -686,18 +788,72 @@ impl RtpJbufDec {
         self.stats.store(&stream);
     }
 
+    /// Forwards the flush-stop, then pushes what was buffered: the src pad
+    /// takes data again once the flush-stop has gone through it.
+    fn sink_flush_stop(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+        // The flush-stop takes the segment off the src pad, but the packets
+        // still buffered were received in it: it goes out again before them
+        // (upstream sends the new one after the flush-stop, as usual).
+        let segment = self.srcpad.sticky_event::<gst::event::Segment>(0);
+        let forwarded = gst::Pad::event_default(pad, Some(&*self.obj()), event);
+        let buffered = self.lock_stream().jb.buffered() > 0;
+        if buffered && let Some(segment) = segment {
+            self.srcpad.push_event(segment);
+        }
+        if let Err(e) = self.drain(End::Stream) {
+            gst::debug!(CAT, imp = self, "after flush-stop, downstream: {:?}", e);
+        }
+        forwarded
+    }
+
     fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
-        match event.view() {
-            gst::EventView::Caps(c) => {
-                let format = Format::from_caps(c.caps());
-                gst::debug!(CAT, imp = self, "caps give {:?}", format);
-                self.lock_stream().format = format;
-            }
-            gst::EventView::Eos(_) => self.drain(),
-            gst::EventView::FlushStop(_) => self.discard(),
-            _ => {}
+        // A serialized event must not overtake packets received before it:
+        // what is buffered goes out first. Draining is simpler than queueing
+        // the event among the packets, and a serialized event in the middle
+        // of a stream is rare enough that declaring its voids early costs
+        // little.
+        let end = match event.view() {
+            gst::EventView::FlushStop(_) => return self.sink_flush_stop(pad, event),
+            gst::EventView::Eos(_) | gst::EventView::StreamStart(_) => Some(End::Stream),
+            _ if event.is_serialized() => Some(End::KeepStream),
+            _ => None,
+        };
+        if let Some(end) = end
+            && let Err(e) = self.drain(end)
+        {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "draining before {:?}: {:?}",
+                event.type_(),
+                e
+            );
+        }
+        if let gst::EventView::Caps(c) = event.view() {
+            // After the drain: packets received before the caps went out
+            // with the old format.
+            let format = Format::from_caps(c.caps());
+            gst::debug!(CAT, imp = self, "caps give {:?}", format);
+            self.lock_stream().format = format;
         }
         gst::Pad::event_default(pad, Some(&*self.obj()), event)
+    }
+
+    /// The sink pad's stream lock, so a stop can push what is buffered
+    /// without racing a chain call; `None` when the streaming thread keeps
+    /// it for longer than `wait` (a chain call blocked in a push
+    /// downstream), as waiting on it then would hang the state change.
+    fn try_stream_lock(&self, wait: Duration) -> Option<PadStreamLock<'_>> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(lock) = PadStreamLock::try_lock(&self.sinkpad) {
+                return Some(lock);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     fn src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
@@ -792,7 +948,9 @@ impl ObjectImpl for RtpJbufDec {
                     .blurb(
                         "Longest time in milliseconds a packet waits behind a void, measured \
                          between buffer timestamps (DTS, else PTS) and checked when a packet \
-                         arrives. 0 = wait until the buffer is full. In-order packets never wait.",
+                         arrives. 0 = wait until the buffer is full. In-order packets never wait. \
+                         A serialized event (EOS, segment, caps, ...), a flush-stop or a stop \
+                         releases every waiting packet at once, before it.",
                     )
                     .maximum(60_000)
                     .default_value(DEFAULT_LATENCY_MS)
@@ -836,7 +994,10 @@ impl ObjectImpl for RtpJbufDec {
                     .blurb(
                         "application/x-rtpjbufdec-stats with u64 counters: received = pushed + \
                          dropped-duplicate + dropped-late + dropped-parse + dropped-outlier + \
-                         dropped-flushing + buffered (packets held now), at every moment; \
+                         dropped-flushing + buffered (packets held now), at every moment. \
+                         dropped-flushing counts packets that could not be pushed: downstream \
+                         returned FLUSHING, or the element stopped while its streaming thread \
+                         was blocked (flush-stop and stop otherwise push what is buffered). \
                          parse-error-<fault> break dropped-parse down; erasures and \
                          erased-packets count voids and the packets in them; resyncs, \
                          ssrc-changes, silence-packets (inserted, not counted in pushed) and \
@@ -936,9 +1097,28 @@ impl ElementImpl for RtpJbufDec {
             stream.format = format;
             self.stats.store(&stream);
         }
+        if transition == gst::StateChange::PausedToReady {
+            // Push what is buffered while the pads are still active, between
+            // two chain calls. In a pipeline downstream has stopped first,
+            // so it mostly refuses them (counted as dropped-flushing).
+            match self.try_stream_lock(STOP_LOCK_WAIT) {
+                Some(_lock) => {
+                    if let Err(e) = self.drain(End::Stream) {
+                        gst::debug!(CAT, imp = self, "draining on stop: {:?}", e);
+                    }
+                }
+                None => gst::warning!(
+                    CAT,
+                    imp = self,
+                    "streaming thread blocked: packets still buffered are dropped"
+                ),
+            }
+        }
         let ret = self.parent_change_state(transition)?;
         if transition == gst::StateChange::PausedToReady {
-            // The pads are inactive now, so nothing buffered can go out.
+            // The pads are inactive now and the streaming thread is out:
+            // whatever is still buffered (the lock was not had, or a packet
+            // came in after the drain) cannot go out.
             self.discard();
         }
         Ok(ret)
