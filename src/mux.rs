@@ -1,8 +1,8 @@
 //! One-thread UDP server for many RTP channels, free of GStreamer.
 //!
 //! A [`Server`] owns one worker thread that waits on every channel's socket
-//! at once (epoll through `mio`), reads datagrams in batches with
-//! `recvmmsg`, checks that they are RTP, applies the latch and source-filter
+//! at once (epoll: `mio`'s `Poll`, with the sockets registered
+//! level-triggered), reads datagrams in batches with `recvmmsg`, checks that they are RTP, applies the latch and source-filter
 //! rules and hands the accepted ones to a [`Handler`]. Packets to send go into
 //! a channel's lossy, bounded [`SendQueue`] from any thread; the worker is
 //! woken through a `mio::Waker` (or at the next tick) and sends each queue in
@@ -25,7 +25,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Poll, Token, Waker};
 
 use crate::counters;
 use crate::rtp;
@@ -791,9 +791,10 @@ impl RecvBuffers {
         }
     }
 
-    /// Reads up to [`BATCH`] datagrams without blocking.
-    fn recv(&mut self, fd: i32) -> io::Result<usize> {
-        for m in &mut self.msgs {
+    /// Reads up to `max` (at most [`BATCH`]) datagrams without blocking.
+    fn recv(&mut self, fd: i32, max: usize) -> io::Result<usize> {
+        let max = max.clamp(1, BATCH);
+        for m in &mut self.msgs[..max] {
             m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
             m.msg_hdr.msg_flags = 0;
             m.msg_len = 0;
@@ -803,7 +804,7 @@ impl RecvBuffers {
             libc::recvmmsg(
                 fd,
                 self.msgs.as_mut_ptr(),
-                BATCH as u32,
+                max as u32,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
             )
@@ -981,6 +982,38 @@ struct WorkerChannel<H: Handler> {
     remote: Option<SocketAddr>,
     latch: bool,
     source_filter: bool,
+    /// Datagrams to ask the next `recvmmsg` for: as many as the socket is
+    /// expected to hold, so the call rarely makes a last, failing attempt.
+    batch: usize,
+    /// A receive error was reported and none succeeded since.
+    failing: bool,
+}
+
+/// Registers `socket` for level-triggered readability under token `id` on
+/// mio's epoll instance. mio itself only registers edge-triggered, which
+/// obliges a reader to drain the socket down to `EAGAIN`: one failing
+/// `recvmsg` per wake, for a channel that mostly holds a single packet. Level
+/// triggering lets the worker read what it expects and leave the rest for the
+/// next round, which epoll then reports again.
+fn register_level_triggered(poll: &Poll, socket: &std::net::UdpSocket, id: u32) -> io::Result<()> {
+    let mut event = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        // mio reads its tokens back from this field.
+        u64: id as u64,
+    };
+    // SAFETY: both fds are open; the kernel copies `event`.
+    let r = unsafe {
+        libc::epoll_ctl(
+            poll.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            socket.as_raw_fd(),
+            &mut event,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl<H: Handler> WorkerChannel<H> {
@@ -1065,13 +1098,7 @@ impl<H: Handler> Worker<H> {
         for command in self.commands.drain(..) {
             match command {
                 Command::Add(channel, socket, config) => {
-                    let fd = socket.as_raw_fd();
-                    let token = Token(channel.id as usize);
-                    if let Err(e) =
-                        self.poll
-                            .registry()
-                            .register(&mut SourceFd(&fd), token, Interest::READABLE)
-                    {
+                    if let Err(e) = register_level_triggered(&self.poll, &socket, channel.id) {
                         self.handler.socket_error(&channel, e);
                         continue;
                     }
@@ -1083,6 +1110,8 @@ impl<H: Handler> Worker<H> {
                             source_filter: config.source_filter,
                             channel,
                             socket,
+                            batch: 1,
+                            failing: false,
                         },
                     );
                 }
@@ -1107,15 +1136,31 @@ impl<H: Handler> Worker<H> {
         };
         wc.refresh_remote();
         let fd = wc.socket.as_raw_fd();
-        loop {
-            let n = match self.recv.recv(fd) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.handler.socket_error(&wc.channel, e);
-                    break;
+        // One read per readiness report: epoll is level-triggered, so what
+        // this read leaves is reported again in the next round.
+        {
+            let n = loop {
+                match self.recv.recv(fd, wc.batch) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) => {
+                        // Reported once, not on every round it persists.
+                        if !wc.failing {
+                            wc.failing = true;
+                            self.handler.socket_error(&wc.channel, e);
+                        }
+                        return;
+                    }
                 }
+            };
+            wc.failing = false;
+            // A full read suggests more is waiting; a short one drained the
+            // socket and tells how much to expect next time.
+            wc.batch = if n == wc.batch {
+                (n * 2).min(BATCH)
+            } else {
+                n.max(1)
             };
             let ch = &wc.channel;
             self.accepted.clear();
@@ -1153,11 +1198,6 @@ impl<H: Handler> Worker<H> {
                         accepted: &self.accepted,
                     },
                 );
-            }
-            // A short batch means the socket is drained: the next datagram
-            // raises a new edge, so the extra EAGAIN read is saved.
-            if n < BATCH {
-                break;
             }
         }
     }
