@@ -1047,10 +1047,12 @@ impl<H: Handler> Worker<H> {
         let mut events = Events::with_capacity(EVENTS);
         let mut next_tick = Instant::now();
         let mut out: Vec<H::Packet> = Vec::with_capacity(BATCH);
+        let mut more_to_send = false;
         loop {
             let tick = Duration::from_micros(self.notify.tick_us.load(Ordering::Relaxed));
             let timeout = if tick.is_zero() {
-                None
+                // Sends left over from the last round: only look for reads.
+                more_to_send.then_some(Duration::ZERO)
             } else {
                 // Paced rounds: epoll keeps what became ready meanwhile, so
                 // one round handles a tick's worth of packets in one go.
@@ -1087,7 +1089,10 @@ impl<H: Handler> Worker<H> {
                     return;
                 }
             }
-            self.send_pending(&mut out);
+            more_to_send = self.send_pending(&mut out);
+            if more_to_send && !tick.is_zero() {
+                next_tick = Instant::now();
+            }
         }
     }
 
@@ -1202,8 +1207,12 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    fn send_pending(&mut self, out: &mut Vec<H::Packet>) {
+    /// Sends at most one batch per pending channel, so a flood of sends
+    /// never keeps the worker from reading: channels with more queued go
+    /// back on the list for the next round. Returns true when some did.
+    fn send_pending(&mut self, out: &mut Vec<H::Packet>) -> bool {
         std::mem::swap(&mut *lock(&self.notify.pending), &mut self.pending);
+        let mut more = false;
         for i in 0..self.pending.len() {
             let id = self.pending[i];
             let Some(wc) = self.table.get_mut(&id) else {
@@ -1213,46 +1222,46 @@ impl<H: Handler> Worker<H> {
             // the channel again.
             wc.channel.scheduled.store(false, Ordering::Release);
             wc.refresh_remote();
+            out.clear();
+            while out.len() < BATCH {
+                match wc.channel.queue.pop() {
+                    Some(p) => out.push(p),
+                    None => break,
+                }
+            }
+            if out.len() == BATCH && !wc.channel.scheduled.swap(true, Ordering::AcqRel) {
+                lock(&self.notify.pending).push(id);
+                more = true;
+            }
+            let ch = &wc.channel;
+            let Some(remote) = wc.remote else {
+                ch.bump(SEND_ERRORS, out.len() as u64);
+                continue;
+            };
             let fd = wc.socket.as_raw_fd();
-            loop {
-                out.clear();
-                while out.len() < BATCH {
-                    match wc.channel.queue.pop() {
-                        Some(p) => out.push(p),
-                        None => break,
-                    }
-                }
-                if out.is_empty() {
-                    break;
-                }
-                let ch = &wc.channel;
-                let Some(remote) = wc.remote else {
-                    ch.bump(SEND_ERRORS, out.len() as u64);
-                    continue;
-                };
-                let mut at = 0;
-                while at < out.len() {
-                    let (sent, err) = self.send.send(fd, &out[at..], target_for(ch.local, remote));
-                    ch.bump(PACKETS_SENT, sent as u64);
-                    ch.bump(
-                        OCTETS_SENT,
-                        out[at..at + sent]
-                            .iter()
-                            .map(|p| p.as_ref().len() as u64)
-                            .sum(),
-                    );
-                    at += sent;
-                    if err.is_some() {
-                        // The packet the kernel refused is counted and skipped;
-                        // the rest of the batch is tried again.
-                        ch.bump(SEND_ERRORS, 1);
-                        at += 1;
-                    }
+            let mut at = 0;
+            while at < out.len() {
+                let (sent, err) = self.send.send(fd, &out[at..], target_for(ch.local, remote));
+                ch.bump(PACKETS_SENT, sent as u64);
+                ch.bump(
+                    OCTETS_SENT,
+                    out[at..at + sent]
+                        .iter()
+                        .map(|p| p.as_ref().len() as u64)
+                        .sum(),
+                );
+                at += sent;
+                if err.is_some() {
+                    // The packet the kernel refused is counted and skipped;
+                    // the rest of the batch is tried again.
+                    ch.bump(SEND_ERRORS, 1);
+                    at += 1;
                 }
             }
         }
         self.pending.clear();
         out.clear();
+        more
     }
 }
 
