@@ -44,7 +44,9 @@ pub const PACKED_STATS_VERSION: u64 = 1;
 
 const WAKER: Token = Token(usize::MAX);
 /// Readiness events taken per poll.
-const EVENTS: usize = 1024;
+const EVENTS: usize = 4096;
+/// `recvmmsg` calls per readiness report at most.
+const READS_PER_EVENT: usize = 4;
 
 counters! {
     /// What one channel did. `packets-received` counts every datagram read
@@ -461,7 +463,7 @@ impl<P, A> Channel<P, A> {
 
     /// The counters now, in [`ChannelStats::NAMES`] order.
     pub fn stats(&self) -> [u64; NCOUNTERS] {
-        std::array::from_fn(|i| self.counters[i].load(Ordering::Relaxed))
+        std::array::from_fn(|i| self.counters[i].load(Ordering::Acquire))
     }
 
     /// Adds `n` to a counter only the worker writes: a plain load and store,
@@ -469,7 +471,7 @@ impl<P, A> Channel<P, A> {
     #[inline]
     fn bump(&self, column: usize, n: u64) {
         let c = &self.counters[column];
-        c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+        c.store(c.load(Ordering::Relaxed) + n, Ordering::Release);
     }
 }
 
@@ -1141,11 +1143,12 @@ impl<H: Handler> Worker<H> {
         };
         wc.refresh_remote();
         let fd = wc.socket.as_raw_fd();
-        // One read per readiness report: epoll is level-triggered, so what
-        // this read leaves is reported again in the next round.
-        {
+        // Epoll is level-triggered: what these reads leave is reported again
+        // in the next round, so one busy socket cannot hold the others up.
+        for _ in 0..READS_PER_EVENT {
+            let asked = wc.batch;
             let n = loop {
-                match self.recv.recv(fd, wc.batch) {
+                match self.recv.recv(fd, asked) {
                     Ok(n) => break n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -1191,10 +1194,12 @@ impl<H: Handler> Worker<H> {
                 }
                 self.accepted.push((i, from));
             }
-            ch.bump(PACKETS_RECEIVED, n as u64);
-            ch.bump(OCTETS_RECEIVED, octets);
+            // Drops first: a reader that sees the new `packets-received`
+            // (it is read first, with acquire) sees them too.
             ch.bump(DROPPED_NOT_RTP, not_rtp);
             ch.bump(DROPPED_FOREIGN_SOURCE, foreign);
+            ch.bump(OCTETS_RECEIVED, octets);
+            ch.bump(PACKETS_RECEIVED, n as u64);
             if !self.accepted.is_empty() {
                 self.handler.received(
                     ch,
@@ -1203,6 +1208,10 @@ impl<H: Handler> Worker<H> {
                         accepted: &self.accepted,
                     },
                 );
+            }
+            // A short read emptied the socket.
+            if n < asked {
+                break;
             }
         }
     }
