@@ -645,3 +645,44 @@ fn interop_with_stock_udpsink_and_udpsrc() {
     set_state(&p, gst::State::Null);
     set_state(&rx, gst::State::Null);
 }
+
+#[test]
+fn target_changes_while_playing() {
+    let _g = shared();
+    let first = peer();
+    let second = peer();
+    let p = pipeline(&format!(
+        "appsrc name=in format=time caps=application/x-rtp ! m.sink_0 \
+         rtpmuxserver name=m sink_0::remote-address=127.0.0.1 sink_0::remote-port={}",
+        first.local_addr().unwrap().port()
+    ));
+    let m: gst::Element = by_name(&p, "m");
+    set_state(&p, gst::State::Playing);
+    let src: gst_app::AppSrc = by_name(&p, "in");
+    let mut buf = [0u8; 2048];
+    push(&src, &rtp(1, 4));
+    assert_eq!(first.recv(&mut buf).unwrap(), 172);
+    set_child(
+        &m,
+        "sink_0::remote-port",
+        u32::from(second.local_addr().unwrap().port()),
+    );
+    push(&src, &rtp(2, 4));
+    let n = second.recv(&mut buf).expect("the new target receives");
+    assert_eq!(&buf[..n], &rtp(2, 4)[..]);
+    assert!(
+        first.recv(&mut buf).is_err(),
+        "the old target gets nothing more"
+    );
+    // A target the socket cannot reach (IPv6 from an IPv4 socket) is
+    // reported with the channel and the address; no DNS is involved.
+    set_child(&m, "sink_0::remote-address", "::1");
+    let errors = error_messages(&p);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("channel 0") && e.contains("'::1'")),
+        "{errors:?}"
+    );
+    set_state(&p, gst::State::Null);
+}

@@ -409,7 +409,7 @@ impl RtpMuxServer {
         let server = mux::Server::start(deliver, tick).map_err(|e| {
             gst::error_msg!(
                 gst::ResourceError::OpenReadWrite,
-                ["cannot start the worker thread: {e}"]
+                ("cannot start the worker thread: {e}")
             )
         })?;
         self.extra.reset();
