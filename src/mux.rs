@@ -475,8 +475,9 @@ impl<P, A> Channel<P, A> {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic elsewhere cannot leave these plain lists inconsistent.
+/// Locks `m`, ignoring poisoning: what these mutexes guard (lists, settings)
+/// stays consistent even if a holder panicked.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 

@@ -14,7 +14,7 @@ use gst::subclass::prelude::*;
 use gst_net::gio;
 
 use super::{Family, RtpMuxServerPad};
-use crate::mux::{self, ChannelStats, NCOUNTERS};
+use crate::mux::{self, ChannelStats, NCOUNTERS, lock};
 use crate::stats;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -117,10 +117,6 @@ impl ChannelSlot {
     fn core(&self) -> MutexGuard<'_, Option<Arc<CoreChannel>>> {
         lock(&self.core)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 struct Entry {
