@@ -20,7 +20,7 @@ use std::mem::{MaybeUninit, size_of, zeroed};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -550,6 +550,9 @@ enum Command<H: Handler> {
 struct Shared<H: Handler> {
     channels: Mutex<BTreeMap<u32, ChannelRef<H>>>,
     commands: Mutex<Vec<Command<H>>>,
+    /// Cuts a paced worker's pause short when a command arrives, so adding
+    /// or removing a channel never waits for the tick.
+    command_ready: Condvar,
     /// Counters of channels already removed, so totals never go down.
     released: Mutex<[u64; NCOUNTERS]>,
 }
@@ -579,6 +582,7 @@ impl<H: Handler> Server<H> {
         let shared = Arc::new(Shared {
             channels: Mutex::new(BTreeMap::new()),
             commands: Mutex::new(Vec::new()),
+            command_ready: Condvar::new(),
             released: Mutex::new([0; NCOUNTERS]),
         });
         let (worker_shared, worker_notify) = (shared.clone(), notify.clone());
@@ -608,11 +612,18 @@ impl<H: Handler> Server<H> {
         })
     }
 
+    fn command(&self, command: Command<H>) {
+        lock(&self.shared.commands).push(command);
+        self.shared.command_ready.notify_one();
+        self.notify.wake();
+    }
+
     /// Changes the pacing (see [`Server::start`]).
     pub fn set_tick(&self, tick: Duration) {
         self.notify
             .tick_us
             .store(tick.as_micros() as u64, Ordering::Relaxed);
+        self.shared.command_ready.notify_one();
         self.notify.wake();
     }
 
@@ -650,8 +661,7 @@ impl<H: Handler> Server<H> {
         channel.counters[LOCAL_PORT].store(u64::from(local.port()), Ordering::Relaxed);
         channels.insert(id, channel.clone());
         drop(channels);
-        lock(&self.shared.commands).push(Command::Add(channel.clone(), socket, config));
-        self.notify.wake();
+        self.command(Command::Add(channel.clone(), socket, config));
         Ok(channel)
     }
 
@@ -662,8 +672,7 @@ impl<H: Handler> Server<H> {
             return false;
         };
         let (done, wait) = mpsc::channel();
-        lock(&self.shared.commands).push(Command::Remove(id, done));
-        self.notify.wake();
+        self.command(Command::Remove(id, done));
         let closed = wait.recv_timeout(timeout).is_ok();
         if !closed {
             // The worker is stuck or gone: keep the counts all the same.
@@ -697,8 +706,7 @@ impl<H: Handler> Server<H> {
     /// Stops the worker and closes every socket.
     pub fn stop(&mut self) {
         if let Some(thread) = self.thread.take() {
-            lock(&self.shared.commands).push(Command::Stop);
-            self.notify.wake();
+            self.command(Command::Stop);
             // A panicking worker has nothing left to clean up.
             let _ = thread.join();
         }
@@ -1060,8 +1068,13 @@ impl<H: Handler> Worker<H> {
                 // Paced rounds: epoll keeps what became ready meanwhile, so
                 // one round handles a tick's worth of packets in one go.
                 let now = Instant::now();
-                if next_tick > now {
-                    std::thread::sleep(next_tick - now);
+                let commands = lock(&self.shared.commands);
+                if next_tick > now && commands.is_empty() {
+                    // Socket readiness does not end the pause, commands do.
+                    let _ = self
+                        .shared
+                        .command_ready
+                        .wait_timeout(commands, next_tick - now);
                 }
                 next_tick = (next_tick + tick).max(Instant::now());
                 Some(Duration::ZERO)
@@ -1535,6 +1548,22 @@ mod tests {
         assert_eq!(s[SEND_ERRORS], accepted as u64);
         assert_eq!(s[DROPPED_QUEUE_FULL], 1000 - accepted as u64);
         assert_eq!(s[PACKETS_SENT], 0);
+    }
+
+    #[test]
+    fn a_long_tick_does_not_delay_channel_changes() {
+        let (mut srv, _rx) = server_with_tick(Duration::from_secs(1));
+        let started = Instant::now();
+        for id in 0..20 {
+            srv.add_channel(id, loopback(), ()).unwrap();
+            assert!(srv.remove_channel(id, Duration::from_secs(5)));
+        }
+        srv.stop();
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]
