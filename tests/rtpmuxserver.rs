@@ -696,3 +696,32 @@ fn target_changes_while_playing() {
     );
     set_state(&p, gst::State::Null);
 }
+
+#[test]
+fn caps_property_reaches_downstream() {
+    let _g = shared();
+    let (p, m, addr) = reflector(
+        "src_0::caps=\"application/x-rtp,media=audio,clock-rate=(int)8000,encoding-name=PCMU\"",
+        "",
+    );
+    let sink: gst_app::AppSink = by_name(&p, "out");
+    let peer = peer();
+    peer.send_to(&rtp(0, 1), addr).unwrap();
+    assert_eq!(pull(&sink).0, rtp(0, 1));
+    let caps = sink.sink_pads()[0].current_caps().unwrap();
+    let s = caps.structure(0).unwrap();
+    assert_eq!(s.get::<i32>("clock-rate").unwrap(), 8000);
+    // Caps that are not RTP are refused and the old ones kept.
+    let pad = m.static_pad("src_0").unwrap();
+    pad.set_property("caps", gst::Caps::new_empty_simple("audio/x-raw"));
+    let kept = pad.property::<gst::Caps>("caps");
+    assert_eq!(kept.structure(0).unwrap().name(), "application/x-rtp");
+    assert_eq!(
+        m.static_pad("sink_0")
+            .unwrap()
+            .property::<gst::Caps>("caps"),
+        kept,
+        "both pads show the channel's caps"
+    );
+    set_state(&p, gst::State::Null);
+}
