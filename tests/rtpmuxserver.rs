@@ -701,7 +701,7 @@ fn target_changes_while_playing() {
 fn caps_property_reaches_downstream() {
     let _g = shared();
     let (p, m, addr) = reflector(
-        "src_0::caps=\"application/x-rtp,media=audio,clock-rate=(int)8000,encoding-name=PCMU\"",
+        "src_0::rtp-caps=\"application/x-rtp,media=audio,clock-rate=(int)8000,encoding-name=PCMU\"",
         "",
     );
     let sink: gst_app::AppSink = by_name(&p, "out");
@@ -713,13 +713,13 @@ fn caps_property_reaches_downstream() {
     assert_eq!(s.get::<i32>("clock-rate").unwrap(), 8000);
     // Caps that are not RTP are refused and the old ones kept.
     let pad = m.static_pad("src_0").unwrap();
-    pad.set_property("caps", gst::Caps::new_empty_simple("audio/x-raw"));
-    let kept = pad.property::<gst::Caps>("caps");
+    pad.set_property("rtp-caps", gst::Caps::new_empty_simple("audio/x-raw"));
+    let kept = pad.property::<gst::Caps>("rtp-caps");
     assert_eq!(kept.structure(0).unwrap().name(), "application/x-rtp");
     assert_eq!(
         m.static_pad("sink_0")
             .unwrap()
-            .property::<gst::Caps>("caps"),
+            .property::<gst::Caps>("rtp-caps"),
         kept,
         "both pads show the channel's caps"
     );

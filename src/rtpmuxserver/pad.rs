@@ -130,12 +130,13 @@ impl ObjectImpl for RtpMuxServerPad {
                     .default_value(d.queue_size)
                     .mutable_playing()
                     .build(),
-                glib::ParamSpecBoxed::builder::<gst::Caps>("caps")
-                    .nick("Caps")
+                glib::ParamSpecBoxed::builder::<gst::Caps>("rtp-caps")
+                    .nick("RTP caps")
                     .blurb(
                         "Caps announced on src_N, application/x-rtp with what downstream \
                          needs to know (media, clock-rate, encoding-name, payload), as udpsrc's \
-                         caps property; caps that are not application/x-rtp are refused. \
+                         caps property (named apart from the pad's own read-only caps); caps \
+                         that are not application/x-rtp are refused. \
                          Default: application/x-rtp.",
                     )
                     .mutable_playing()
@@ -149,7 +150,7 @@ impl ObjectImpl for RtpMuxServerPad {
         let Some(slot) = self.slot.get() else {
             return;
         };
-        if pspec.name() == "caps" {
+        if pspec.name() == "rtp-caps" {
             let caps = value
                 .get::<Option<gst::Caps>>()
                 .ok()
@@ -252,7 +253,7 @@ impl ObjectImpl for RtpMuxServerPad {
             "latch" => s.latch.to_value(),
             "source-filter" => s.source_filter.to_value(),
             "queue-size" => s.queue_size.to_value(),
-            "caps" => s.caps.to_value(),
+            "rtp-caps" => s.caps.to_value(),
             _ => pspec.default_value().clone(),
         }
     }
