@@ -20,7 +20,7 @@ use std::mem::{MaybeUninit, size_of, zeroed};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,8 @@ pub const PACKED_STATS_VERSION: u64 = 1;
 const WAKER: Token = Token(usize::MAX);
 /// Readiness events taken per poll.
 const EVENTS: usize = 4096;
+/// Longest sleep of a paced worker between checks for commands.
+const PAUSE_SLICE: Duration = Duration::from_millis(5);
 /// `recvmmsg` calls per readiness report at most.
 const READS_PER_EVENT: usize = 4;
 
@@ -550,9 +552,6 @@ enum Command<H: Handler> {
 struct Shared<H: Handler> {
     channels: Mutex<BTreeMap<u32, ChannelRef<H>>>,
     commands: Mutex<Vec<Command<H>>>,
-    /// Cuts a paced worker's pause short when a command arrives, so adding
-    /// or removing a channel never waits for the tick.
-    command_ready: Condvar,
     /// Counters of channels already removed, so totals never go down.
     released: Mutex<[u64; NCOUNTERS]>,
 }
@@ -582,7 +581,6 @@ impl<H: Handler> Server<H> {
         let shared = Arc::new(Shared {
             channels: Mutex::new(BTreeMap::new()),
             commands: Mutex::new(Vec::new()),
-            command_ready: Condvar::new(),
             released: Mutex::new([0; NCOUNTERS]),
         });
         let (worker_shared, worker_notify) = (shared.clone(), notify.clone());
@@ -614,7 +612,6 @@ impl<H: Handler> Server<H> {
 
     fn command(&self, command: Command<H>) {
         lock(&self.shared.commands).push(command);
-        self.shared.command_ready.notify_one();
         self.notify.wake();
     }
 
@@ -623,7 +620,6 @@ impl<H: Handler> Server<H> {
         self.notify
             .tick_us
             .store(tick.as_micros() as u64, Ordering::Relaxed);
-        self.shared.command_ready.notify_one();
         self.notify.wake();
     }
 
@@ -1060,21 +1056,24 @@ impl<H: Handler> Worker<H> {
         let mut out: Vec<H::Packet> = Vec::with_capacity(BATCH);
         let mut more_to_send = false;
         loop {
-            let tick = Duration::from_micros(self.notify.tick_us.load(Ordering::Relaxed));
+            let tick_us = self.notify.tick_us.load(Ordering::Relaxed);
+            let tick = Duration::from_micros(tick_us);
             let timeout = if tick.is_zero() {
                 // Sends left over from the last round: only look for reads.
                 more_to_send.then_some(Duration::ZERO)
             } else {
                 // Paced rounds: epoll keeps what became ready meanwhile, so
                 // one round handles a tick's worth of packets in one go.
-                let now = Instant::now();
-                let commands = lock(&self.shared.commands);
-                if next_tick > now && commands.is_empty() {
-                    // Socket readiness does not end the pause, commands do.
-                    let _ = self
-                        .shared
-                        .command_ready
-                        .wait_timeout(commands, next_tick - now);
+                // Socket readiness does not end the pause; a command or a new
+                // tick does, within a slice, so changes never wait for a long
+                // tick.
+                loop {
+                    let now = Instant::now();
+                    let retuned = self.notify.tick_us.load(Ordering::Relaxed) != tick_us;
+                    if now >= next_tick || retuned || !lock(&self.shared.commands).is_empty() {
+                        break;
+                    }
+                    std::thread::sleep((next_tick - now).min(PAUSE_SLICE));
                 }
                 next_tick = (next_tick + tick).max(Instant::now());
                 Some(Duration::ZERO)
@@ -1548,6 +1547,24 @@ mod tests {
         assert_eq!(s[SEND_ERRORS], accepted as u64);
         assert_eq!(s[DROPPED_QUEUE_FULL], 1000 - accepted as u64);
         assert_eq!(s[PACKETS_SENT], 0);
+    }
+
+    #[test]
+    fn paced_worker_serves_many_channels() {
+        let (srv, rx) = server_with_tick(Duration::from_millis(1));
+        let channels: Vec<_> = (0..100)
+            .map(|id| srv.add_channel(id, loopback(), ()).unwrap())
+            .collect();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for round in 0..3 {
+            for ch in &channels {
+                peer.send_to(&packet(round), ch.local_addr()).unwrap();
+            }
+            for _ in &channels {
+                let (_, data, _) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+                assert_eq!(data, packet(round));
+            }
+        }
     }
 
     #[test]

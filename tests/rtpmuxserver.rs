@@ -725,3 +725,18 @@ fn caps_property_reaches_downstream() {
     );
     set_state(&p, gst::State::Null);
 }
+
+#[test]
+fn paced_element_answers() {
+    let _g = shared();
+    let (p, m, addr) = reflector("tick=1", "");
+    let peer = peer();
+    let mut buf = [0u8; 2048];
+    for seq in 0..10 {
+        peer.send_to(&rtp(seq, 7), addr).unwrap();
+        let (n, from) = peer.recv_from(&mut buf).expect("the paced channel answers");
+        assert_eq!((&buf[..n], from), (&rtp(seq, 7)[..], addr));
+    }
+    assert_eq!(m.property::<u32>("tick"), 1);
+    set_state(&p, gst::State::Null);
+}
