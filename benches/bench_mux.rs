@@ -7,9 +7,12 @@
 //! process uses over the window is the receivers' alone.
 //!
 //! Environment: `BENCH_SECONDS` (window, default 5), `BENCH_MUX_N` (stream
-//! counts, default 100,500,1000,2000,4000), `BENCH_MUX_PEERS` (channels of
-//! the channel-to-channel run, default 4096; 0 skips it), `BENCH_MUX_TICK`
-//! (the `tick` of the paced rtpmuxserver rows, ms, default 1).
+//! counts, default 100,500,1000,2000,4000), `BENCH_MUX_PEERS` (channel
+//! counts of the channel-to-channel runs, default 1024,2048,4096; 0 skips
+//! them), `BENCH_MUX_PEERS_SINK` (`none`: those channels get no `src_N`, so
+//! received packets stop in the element instead of going on to a
+//! `fakesink`), `BENCH_MUX_TICK` (the `tick` of the paced rows, ms,
+//! default 1).
 
 mod common;
 
@@ -325,7 +328,7 @@ fn print_row(n: usize, name: &str, f: &Figures) {
 /// N channels of one element, channel i sending to channel i+1 at `pps`
 /// packets/s; the packets enter through the sink pads' chain function as an
 /// upstream element would push them.
-fn peers_run(n: usize, pps: f64, tick: u32, window: f64, mhz: f64) {
+fn peers_run(n: usize, pps: f64, tick: u32, outputs: bool, window: f64, mhz: f64) {
     let pipeline = gst::Pipeline::new();
     let m = gst::ElementFactory::make("rtpmuxserver")
         .build()
@@ -338,11 +341,13 @@ fn peers_run(n: usize, pps: f64, tick: u32, window: f64, mhz: f64) {
             .expect("sink pad");
         sink.set_property("bind-address", "127.0.0.1");
         sink.set_property("latch", false);
-        let src = m.request_pad_simple(&format!("src_{i}")).expect("src pad");
-        let fs = fakesink();
-        pipeline.add(&fs).expect("add");
-        src.link(&fs.static_pad("sink").expect("pad"))
-            .expect("link");
+        if outputs {
+            let src = m.request_pad_simple(&format!("src_{i}")).expect("src pad");
+            let fs = fakesink();
+            pipeline.add(&fs).expect("add");
+            src.link(&fs.static_pad("sink").expect("pad"))
+                .expect("link");
+        }
         sink_pads.push(sink);
     }
     pipeline.set_state(gst::State::Playing).expect("PLAYING");
@@ -416,7 +421,46 @@ fn peers_run(n: usize, pps: f64, tick: u32, window: f64, mhz: f64) {
         None,
         false,
     );
+    if tick == 0 {
+        time_stats_reads(&m, n);
+    }
     pipeline.set_state(gst::State::Null).expect("NULL");
+}
+
+/// One `stats-packed` read (all channels, decoded) against one `stats` read
+/// walked channel by channel, as an application would.
+fn time_stats_reads(m: &gst::Element, n: usize) {
+    let runs = common::runs();
+    let packed = common::median(runs, || {
+        common::seconds(|| {
+            let bytes = m.property::<gst::glib::Bytes>("stats-packed");
+            let sum: u64 = bytes
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+                .sum();
+            common::keep(sum);
+        })
+    });
+    let structured = common::median(runs, || {
+        common::seconds(|| {
+            let s = m.property::<gst::Structure>("stats");
+            let sum: u64 = (0..n)
+                .filter_map(|i| {
+                    s.get::<gst::Structure>(format!("channel-{i}").as_str())
+                        .ok()
+                })
+                .filter_map(|c| c.get::<u64>("packets-received").ok())
+                .sum();
+            common::keep(sum);
+        })
+    });
+    common::report(
+        &format!("mux: read {n} channels' counters, stats-packed"),
+        packed * 1e6,
+        " us",
+        Some(("stats structure", structured * 1e6)),
+        false,
+    );
 }
 
 fn main() {
@@ -433,7 +477,12 @@ fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    let peers = env_f64("BENCH_MUX_PEERS", 4096.0) as usize;
+    let peers: Vec<usize> = std::env::var("BENCH_MUX_PEERS")
+        .unwrap_or_else(|_| "1024,2048,4096".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .filter(|&n| n > 1)
+        .collect();
     let tick = env_f64("BENCH_MUX_TICK", 1.0) as u32;
     let mhz = nominal_mhz();
     println!(
@@ -467,8 +516,9 @@ fn main() {
             false,
         );
     }
-    if peers > 0 {
-        peers_run(peers, 100.0, 0, window, mhz);
-        peers_run(peers, 100.0, tick, window, mhz);
+    let outputs = std::env::var("BENCH_MUX_PEERS_SINK").as_deref() != Ok("none");
+    for &n in &peers {
+        peers_run(n, 100.0, 0, outputs, window, mhz);
+        peers_run(n, 100.0, tick, outputs, window, mhz);
     }
 }
