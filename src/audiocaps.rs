@@ -2,11 +2,14 @@
 //! `linearresample`): their caps, their stats counters, and the checks that
 //! turn a malformed buffer into a clear stream error.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{LazyLock, Mutex};
 
 use gst::prelude::*;
 use gst::subclass::prelude::*;
+use gst_base::prelude::*;
+use gst_base::subclass::base_transform::GenerateOutputSuccess;
+use gst_base::subclass::prelude::*;
 
 /// The one raw format the elements take: S16LE, interleaved.
 pub const RAW_FORMAT: &str = "S16LE";
@@ -128,6 +131,51 @@ pub fn stats_structure(
     crate::stats::to_structure(&format!("application/x-{element}-stats"), fields)
 }
 
+/// Whether `BaseTransform`, with the allocation it decided, would allocate
+/// each output as plain system memory (no buffer pool, default allocator
+/// and parameters), i.e. exactly what [`output_buffer`] makes.
+pub fn plain_allocation(obj: &gst_base::BaseTransform) -> bool {
+    if obj.buffer_pool().is_some() {
+        return false;
+    }
+    let (allocator, params) = obj.allocator();
+    let default_allocator = allocator.is_none_or(|a| gst::Allocator::find(None) == Some(a));
+    default_allocator
+        && params.align() == 0
+        && params.prefix() == 0
+        && params.padding() == 0
+        && params.flags().is_empty()
+}
+
+/// A new output buffer of `size` bytes carrying `inbuf`'s metadata, the way
+/// `BaseTransform`'s default `prepare_output_buffer` and `copy_metadata`
+/// make it without a pool, minus their per-buffer vfunc round trips and
+/// caps look-ups: flags and timestamps copied (GAP cleared: the elements are
+/// not gap-aware), metas through the parent's `copy_metadata` when there are
+/// any.
+pub fn output_buffer<T: BaseTransformImpl>(
+    imp: &T,
+    inbuf: &gst::BufferRef,
+    size: usize,
+) -> Result<gst::Buffer, gst::FlowError> {
+    let mut out = gst::Buffer::with_size(size).map_err(|_| gst::FlowError::Error)?;
+    let o = out.get_mut().ok_or(gst::FlowError::Error)?;
+    if inbuf.iter_meta::<gst::Meta>().next().is_some() {
+        imp.parent_copy_metadata(inbuf, o)
+            .map_err(|_| gst::FlowError::Error)?;
+    } else {
+        inbuf
+            .copy_into(
+                o,
+                gst::BufferCopyFlags::FLAGS | gst::BufferCopyFlags::TIMESTAMPS,
+                ..,
+            )
+            .map_err(|_| gst::FlowError::Error)?;
+        o.unset_flags(gst::BufferFlags::GAP);
+    }
+    Ok(out)
+}
+
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
         "rtpsynth-audio",
@@ -143,12 +191,16 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 #[derive(Debug)]
 pub struct Codec {
     element: &'static str,
-    /// Bytes one sample of one channel takes on the sink side.
+    /// Bytes one sample of one channel takes on the sink and source sides.
     in_bytes_per_sample: usize,
+    out_bytes_per_sample: usize,
     /// One of the `g711` byte-slice functions.
     kernel: fn(&[u8], &mut [u8]) -> usize,
     /// Negotiated channel count; 0 until caps are set.
     channels: AtomicUsize,
+    /// Outputs can be allocated by [`output_buffer`] ([`plain_allocation`]
+    /// after the last allocation decision); else BaseTransform's own path.
+    direct: AtomicBool,
     stats: Mutex<AudioStats>,
 }
 
@@ -156,13 +208,16 @@ impl Codec {
     pub fn new(
         element: &'static str,
         in_bytes_per_sample: usize,
+        out_bytes_per_sample: usize,
         kernel: fn(&[u8], &mut [u8]) -> usize,
     ) -> Self {
         Codec {
             element,
             in_bytes_per_sample,
+            out_bytes_per_sample,
             kernel,
             channels: AtomicUsize::new(0),
+            direct: AtomicBool::new(false),
             stats: Mutex::default(),
         }
     }
@@ -178,14 +233,53 @@ impl Codec {
 
     pub fn reset(&self) {
         self.channels.store(0, Ordering::Relaxed);
+        self.direct.store(false, Ordering::Relaxed);
         *self.stats_mut() = AudioStats::default();
     }
 
     pub fn set_caps(&self, incaps: &gst::Caps) -> Result<(), gst::LoggableError> {
         let (_, channels) = rate_channels(incaps)
             .ok_or_else(|| gst::loggable_error!(CAT, "caps without rate and channels: {incaps}"))?;
+        // Until the allocation for these caps is decided.
+        self.direct.store(false, Ordering::Relaxed);
         self.channels.store(channels, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The element's `decide_allocation`: BaseTransform's, then whether
+    /// outputs can skip its per-buffer allocation path.
+    pub fn decide_allocation<T: BaseTransformImpl>(
+        &self,
+        imp: &T,
+        query: &mut gst::query::Allocation,
+    ) -> Result<(), gst::LoggableError> {
+        imp.parent_decide_allocation(query)?;
+        let plain = plain_allocation(imp.obj().upcast_ref());
+        self.direct.store(plain, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The element's `generate_output`. With plain allocation it takes the
+    /// queued input itself, allocates the output of exactly the right size
+    /// and runs [`transform`](Self::transform) on it: the same result as
+    /// BaseTransform's path, without its four vfunc round trips, two caps
+    /// look-ups and `transform_size` per buffer.
+    pub fn generate_output<T>(&self, imp: &T) -> Result<GenerateOutputSuccess, gst::FlowError>
+    where
+        T: BaseTransformImpl,
+        T::ParentType: IsA<gst_base::BaseTransform>,
+    {
+        if !self.direct.load(Ordering::Relaxed) {
+            return imp.parent_generate_output();
+        }
+        let Some(inbuf) = imp.take_queued_buffer() else {
+            return Ok(GenerateOutputSuccess::NoOutput);
+        };
+        let size = inbuf.size() / self.in_bytes_per_sample * self.out_bytes_per_sample;
+        let mut out = output_buffer(imp, &inbuf, size)?;
+        let o = out.get_mut().ok_or(gst::FlowError::Error)?;
+        self.transform(imp, &inbuf, o)?;
+        Ok(GenerateOutputSuccess::Buffer(out))
     }
 
     /// Counts GAP events; the caller forwards every event in order.
@@ -202,7 +296,7 @@ impl Codec {
     pub fn transform<T: ElementImpl>(
         &self,
         imp: &T,
-        inbuf: &gst::Buffer,
+        inbuf: &gst::BufferRef,
         outbuf: &mut gst::BufferRef,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let channels = self.channels.load(Ordering::Relaxed);

@@ -1,9 +1,11 @@
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{LazyLock, Mutex, MutexGuard};
 
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::prelude::*;
+use gst_base::subclass::base_transform::GenerateOutputSuccess;
 use gst_base::subclass::prelude::*;
 
 use crate::audiocaps::{self, AudioStats};
@@ -92,6 +94,11 @@ impl State {
 pub struct LinearResample {
     state: Mutex<State>,
     stats: Mutex<Stats>,
+    /// Outputs can be allocated here, of exactly the right size
+    /// ([`audiocaps::plain_allocation`] after the last allocation decision);
+    /// else BaseTransform's own path through `transform_size` and
+    /// `transform`.
+    direct: AtomicBool,
 }
 
 impl LinearResample {
@@ -233,6 +240,7 @@ impl BaseTransformImpl for LinearResample {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         *self.lock() = State::default();
         *self.stats_mut() = Stats::default();
+        self.direct.store(false, Ordering::Relaxed);
         Ok(())
     }
 
@@ -295,6 +303,9 @@ impl BaseTransformImpl for LinearResample {
             imp = self,
             "{in_rate} Hz -> {out_rate} Hz, {channels} channels"
         );
+        // Until the allocation for these caps is decided (never, in
+        // passthrough).
+        self.direct.store(false, Ordering::Relaxed);
         let pending = {
             let mut st = self.lock();
             let pending = st.reset();
@@ -357,10 +368,30 @@ impl BaseTransformImpl for LinearResample {
         self.parent_sink_event(event)
     }
 
-    fn generate_output(
+    fn decide_allocation(
         &self,
-    ) -> Result<gst_base::subclass::base_transform::GenerateOutputSuccess, gst::FlowError> {
-        use gst_base::subclass::base_transform::GenerateOutputSuccess;
+        query: &mut gst::query::Allocation,
+    ) -> Result<(), gst::LoggableError> {
+        self.parent_decide_allocation(query)?;
+        let plain = audiocaps::plain_allocation(self.obj().upcast_ref());
+        self.direct.store(plain, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn generate_output(&self) -> Result<GenerateOutputSuccess, gst::FlowError> {
+        if self.direct.load(Ordering::Relaxed) {
+            // Take the input ourselves and allocate the output at its exact
+            // size: no `transform_size` from caps, no trimming.
+            let Some(inbuf) = self.take_queued_buffer() else {
+                return Ok(GenerateOutputSuccess::NoOutput);
+            };
+            let mut out = None;
+            let outcome = self.resample(&inbuf, Target::Allocate(&mut out));
+            return match (self.account(outcome)?, out) {
+                (gst::FlowSuccess::Ok, Some(out)) => Ok(GenerateOutputSuccess::Buffer(out)),
+                _ => Ok(GenerateOutputSuccess::NoOutput),
+            };
+        }
         // An input buffer that completes no output frame is not lost data:
         // report "no output" rather than "dropped", which would make
         // BaseTransform flag the next output DISCONT.
@@ -375,7 +406,42 @@ impl BaseTransformImpl for LinearResample {
         inbuf: &gst::Buffer,
         outbuf: &mut gst::BufferRef,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let outcome = self.resample(inbuf, outbuf);
+        let outcome = self.resample(inbuf, Target::Given(outbuf));
+        self.account(outcome)
+    }
+}
+
+/// Where `resample` writes.
+enum Target<'a> {
+    /// BaseTransform's buffer, sized by `transform_size` (an upper bound).
+    Given(&'a mut gst::BufferRef),
+    /// A new buffer of exactly the output size, left here (none when the
+    /// input completes no output frame).
+    Allocate(&'a mut Option<gst::Buffer>),
+}
+
+/// What one input buffer did.
+struct Done {
+    frames_in: u64,
+    frames_out: u64,
+    /// A DISCONT reset the phase with input pending.
+    reset: bool,
+}
+
+/// Why an input buffer was refused (the error's domain).
+enum Refusal {
+    BeforeCaps,
+    Format,
+    Failed,
+}
+
+impl LinearResample {
+    /// Counts what one input buffer did and turns a refusal into a posted
+    /// error (no lock held) and a flow error. `Ok(DROPPED)`: no output.
+    fn account(
+        &self,
+        outcome: Result<Done, (Refusal, String)>,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let mut stats = self.stats_mut();
         stats.audio.buffers_in += 1;
         let (refusal, why) = match outcome {
@@ -410,31 +476,15 @@ impl BaseTransformImpl for LinearResample {
             }
         })
     }
-}
 
-/// What one input buffer did.
-struct Done {
-    frames_in: u64,
-    frames_out: u64,
-    /// A DISCONT reset the phase with input pending.
-    reset: bool,
-}
-
-/// Why an input buffer was refused (the error's domain).
-enum Refusal {
-    BeforeCaps,
-    Format,
-    Failed,
-}
-
-impl LinearResample {
-    /// Resamples `inbuf` into `outbuf` (trimmed to what was written, and
-    /// stamped) under the state lock; posts nothing, so the caller can post
+    /// Resamples `inbuf` into `target` (BaseTransform's buffer trimmed to
+    /// what was written, or a new one of exactly that size), stamped, under
+    /// the state lock; posts nothing, so the caller can post
     /// errors with no lock held.
     fn resample(
         &self,
-        inbuf: &gst::Buffer,
-        outbuf: &mut gst::BufferRef,
+        inbuf: &gst::BufferRef,
+        target: Target<'_>,
     ) -> Result<Done, (Refusal, String)> {
         let mut st = self.lock();
         let Some(out_rate) = st.resampler.as_ref().map(|r| r.out_rate()) else {
@@ -456,17 +506,47 @@ impl LinearResample {
             return Err((Refusal::BeforeCaps, "buffer before caps".into()));
         };
         let before = r.frames_out();
-        let written = match (inbuf.map_readable(), outbuf.map_writable()) {
-            (Ok(input), Ok(mut output)) => r
-                .process_s16le(&input, &mut output)
-                .map_err(|e| e.to_string()),
-            _ => Err("cannot map buffers".to_string()),
+        let Ok(input) = inbuf.map_readable() else {
+            return Err((Refusal::Failed, "cannot map input buffer".into()));
         };
-        let n = written.map_err(|e| (Refusal::Failed, e))?;
-        if n > 0 {
-            outbuf.set_size(n * bpf);
-            st.stamp(outbuf, out_rate, before, n as u64);
-        }
+        let n = match target {
+            Target::Given(outbuf) => {
+                let written = match outbuf.map_writable() {
+                    Ok(mut output) => r.process_s16le(&input, &mut output),
+                    Err(_) => return Err((Refusal::Failed, "cannot map output buffer".into())),
+                };
+                let n = written.map_err(|e| (Refusal::Failed, e.to_string()))?;
+                if n > 0 {
+                    outbuf.set_size(n * bpf);
+                    st.stamp(outbuf, out_rate, before, n as u64);
+                }
+                n
+            }
+            Target::Allocate(slot) => {
+                let exact = r.output_frames(frames);
+                if exact == 0 {
+                    // Nothing to write, but the frames feed the phase.
+                    r.process_s16le(&input, &mut [])
+                        .map_err(|e| (Refusal::Failed, e.to_string()))?
+                } else {
+                    let mut out = audiocaps::output_buffer(self, inbuf, exact * bpf)
+                        .map_err(|_| (Refusal::Failed, "cannot allocate output".into()))?;
+                    let Some(o) = out.get_mut() else {
+                        return Err((Refusal::Failed, "new buffer not writable".into()));
+                    };
+                    let written = match o.map_writable() {
+                        Ok(mut output) => r.process_s16le(&input, &mut output),
+                        Err(_) => {
+                            return Err((Refusal::Failed, "cannot map output buffer".into()));
+                        }
+                    };
+                    let n = written.map_err(|e| (Refusal::Failed, e.to_string()))?;
+                    st.stamp(o, out_rate, before, n as u64);
+                    *slot = Some(out);
+                    n
+                }
+            }
+        };
         Ok(Done {
             frames_in: frames as u64,
             frames_out: n as u64,
