@@ -7,7 +7,6 @@ use std::sync::{LazyLock, Mutex};
 
 use gst::prelude::*;
 use gst::subclass::prelude::*;
-use gst_base::prelude::*;
 use gst_base::subclass::base_transform::GenerateOutputSuccess;
 use gst_base::subclass::prelude::*;
 
@@ -131,14 +130,22 @@ pub fn stats_structure(
     crate::stats::to_structure(&format!("application/x-{element}-stats"), fields)
 }
 
-/// Whether `BaseTransform`, with the allocation it decided, would allocate
-/// each output as plain system memory (no buffer pool, default allocator
-/// and parameters), i.e. exactly what [`output_buffer`] makes.
-pub fn plain_allocation(obj: &gst_base::BaseTransform) -> bool {
-    if obj.buffer_pool().is_some() {
+/// Whether `BaseTransform`, with the allocation query as its (default)
+/// `decide_allocation` left it, will allocate each output as plain system
+/// memory (no buffer pool, default allocator and parameters), i.e. exactly
+/// what [`output_buffer`] makes. Read from the query because BaseTransform
+/// stores its decision only after `decide_allocation` returns.
+pub fn plain_allocation(query: &gst::query::Allocation) -> bool {
+    if query
+        .allocation_pools()
+        .next()
+        .is_some_and(|(pool, ..)| pool.is_some())
+    {
         return false;
     }
-    let (allocator, params) = obj.allocator();
+    let Some((allocator, params)) = query.allocation_params().next() else {
+        return true;
+    };
     let default_allocator = allocator.is_none_or(|a| gst::Allocator::find(None) == Some(a));
     default_allocator
         && params.align() == 0
@@ -254,7 +261,7 @@ impl Codec {
         query: &mut gst::query::Allocation,
     ) -> Result<(), gst::LoggableError> {
         imp.parent_decide_allocation(query)?;
-        let plain = plain_allocation(imp.obj().upcast_ref());
+        let plain = plain_allocation(query);
         self.direct.store(plain, Ordering::Relaxed);
         Ok(())
     }

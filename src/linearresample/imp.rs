@@ -373,7 +373,7 @@ impl BaseTransformImpl for LinearResample {
         query: &mut gst::query::Allocation,
     ) -> Result<(), gst::LoggableError> {
         self.parent_decide_allocation(query)?;
-        let plain = audiocaps::plain_allocation(self.obj().upcast_ref());
+        let plain = audiocaps::plain_allocation(query);
         self.direct.store(plain, Ordering::Relaxed);
         Ok(())
     }
