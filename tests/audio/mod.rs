@@ -137,7 +137,7 @@ pub fn demand_aligned_memory(h: &gst_check::Harness, align: usize) {
             {
                 // Answered here: the harness's own handler insists on an
                 // empty query.
-                a.add_allocation_param(None::<&gst::Allocator>, params.clone());
+                a.add_allocation_param(None::<&gst::Allocator>, params);
                 return gst::PadProbeReturn::Handled;
             }
             gst::PadProbeReturn::Ok
