@@ -2,8 +2,8 @@
 //! `linearresample`): their caps, their stats counters, and the checks that
 //! turn a malformed buffer into a clear stream error.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{LazyLock, Mutex};
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use gst::prelude::*;
 use gst::subclass::prelude::*;
@@ -30,6 +30,65 @@ crate::counters! {
         /// Buffers refused with an error: before caps, empty, or not a whole
         /// number of frames.
         rejected_buffers = "rejected-buffers",
+    }
+}
+
+/// Indices of the [`AudioStats`] fields in [`StreamCounters`], in
+/// [`AudioStats::NAMES`] order; `linearresample` adds `resets` after them.
+pub mod field {
+    pub const BUFFERS_IN: usize = 0;
+    pub const BUFFERS_OUT: usize = 1;
+    pub const SAMPLES_IN: usize = 2;
+    pub const SAMPLES_OUT: usize = 3;
+    pub const GAP_EVENTS: usize = 4;
+    pub const REJECTED_BUFFERS: usize = 5;
+    /// How many there are.
+    pub const COUNT: usize = 6;
+}
+
+/// Counters written only by whoever holds the sink pad's stream lock (the
+/// streaming thread, serialized events such as FLUSH_STOP) or while the
+/// element is stopped, and read from any thread. Writers are thus ordered by
+/// that lock, so each counter is bumped with a plain relaxed load and store:
+/// no lock and no locked instruction per buffer. A read while streaming may
+/// see one buffer's counters partly updated.
+#[derive(Debug)]
+pub struct StreamCounters<const N: usize>([AtomicU64; N]);
+
+impl<const N: usize> Default for StreamCounters<N> {
+    fn default() -> Self {
+        StreamCounters(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl<const N: usize> StreamCounters<N> {
+    /// Adds `n` to counter `i` (an index from [`field`]).
+    pub fn add(&self, i: usize, n: u64) {
+        let c = &self.0[i];
+        c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+    }
+
+    pub fn values(&self) -> [u64; N] {
+        std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed))
+    }
+
+    /// The [`AudioStats`] part.
+    pub fn audio(&self) -> AudioStats {
+        let v = self.values();
+        AudioStats {
+            buffers_in: v[field::BUFFERS_IN],
+            buffers_out: v[field::BUFFERS_OUT],
+            samples_in: v[field::SAMPLES_IN],
+            samples_out: v[field::SAMPLES_OUT],
+            gap_events: v[field::GAP_EVENTS],
+            rejected_buffers: v[field::REJECTED_BUFFERS],
+        }
+    }
+
+    pub fn clear(&self) {
+        for c in &self.0 {
+            c.store(0, Ordering::Relaxed);
+        }
     }
 }
 
@@ -192,9 +251,8 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 });
 
 /// Everything `ulawenc` and `ulawdec` share, one per element instance. The
-/// streaming thread reads the channel count without a lock and takes the
-/// stats lock once per buffer (never per sample), never while posting an
-/// error, so a bus handler may read `stats`.
+/// streaming thread reads the channel count and updates the counters
+/// without a lock.
 #[derive(Debug)]
 pub struct Codec {
     element: &'static str,
@@ -208,7 +266,7 @@ pub struct Codec {
     /// Outputs can be allocated by [`output_buffer`] ([`plain_allocation`]
     /// after the last allocation decision); else BaseTransform's own path.
     direct: AtomicBool,
-    stats: Mutex<AudioStats>,
+    stats: StreamCounters<{ field::COUNT }>,
 }
 
 impl Codec {
@@ -225,23 +283,18 @@ impl Codec {
             kernel,
             channels: AtomicUsize::new(0),
             direct: AtomicBool::new(false),
-            stats: Mutex::default(),
+            stats: StreamCounters::default(),
         }
     }
 
-    fn stats_mut(&self) -> std::sync::MutexGuard<'_, AudioStats> {
-        // A panic elsewhere cannot leave counters half-written; keep going.
-        self.stats.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     pub fn stats(&self) -> gst::Structure {
-        stats_structure(self.element, self.stats_mut().fields())
+        stats_structure(self.element, self.stats.audio().fields())
     }
 
     pub fn reset(&self) {
         self.channels.store(0, Ordering::Relaxed);
         self.direct.store(false, Ordering::Relaxed);
-        *self.stats_mut() = AudioStats::default();
+        self.stats.clear();
     }
 
     pub fn set_caps(&self, incaps: &gst::Caps) -> Result<(), gst::LoggableError> {
@@ -292,7 +345,7 @@ impl Codec {
     /// Counts GAP events; the caller forwards every event in order.
     pub fn observe_event(&self, event: &gst::Event) {
         if let gst::EventView::Gap(_) = event.view() {
-            self.stats_mut().gap_events += 1;
+            self.stats.add(field::GAP_EVENTS, 1);
         }
     }
 
@@ -309,11 +362,8 @@ impl Codec {
         let channels = self.channels.load(Ordering::Relaxed);
         if channels == 0 {
             // BaseTransform refuses buffers before caps; this is a second net.
-            {
-                let mut stats = self.stats_mut();
-                stats.buffers_in += 1;
-                stats.rejected_buffers += 1;
-            }
+            self.stats.add(field::BUFFERS_IN, 1);
+            self.stats.add(field::REJECTED_BUFFERS, 1);
             gst::element_imp_error!(imp, gst::CoreError::Negotiation, ("buffer before caps"));
             return Err(gst::FlowError::NotNegotiated);
         }
@@ -333,21 +383,37 @@ impl Codec {
                     ))
                 }
             });
-        let mut stats = self.stats_mut();
-        stats.buffers_in += 1;
+        self.stats.add(field::BUFFERS_IN, 1);
         match done {
             Ok(frames) => {
-                stats.samples_in += frames;
-                stats.samples_out += frames;
-                stats.buffers_out += 1;
+                self.stats.add(field::SAMPLES_IN, frames);
+                self.stats.add(field::SAMPLES_OUT, frames);
+                self.stats.add(field::BUFFERS_OUT, 1);
             }
             Err(why) => {
-                stats.rejected_buffers += 1;
-                drop(stats);
+                self.stats.add(field::REJECTED_BUFFERS, 1);
                 gst::element_imp_error!(imp, gst::StreamError::Format, ("{why}"));
                 return Err(gst::FlowError::Error);
             }
         }
         Ok(gst::FlowSuccess::Ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_indices_follow_the_stats_names() {
+        let c = StreamCounters::<{ field::COUNT }>::default();
+        for (i, name) in AudioStats::NAMES.iter().enumerate() {
+            c.add(i, 10 + i as u64);
+            let got: Vec<_> = c.audio().fields().collect();
+            assert_eq!(got[i], (*name, 10 + i as u64));
+        }
+        assert_eq!(AudioStats::NAMES.len(), field::COUNT);
+        c.clear();
+        assert_eq!(c.values(), [0; field::COUNT]);
     }
 }

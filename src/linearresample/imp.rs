@@ -8,7 +8,7 @@ use gst_base::prelude::*;
 use gst_base::subclass::base_transform::GenerateOutputSuccess;
 use gst_base::subclass::prelude::*;
 
-use crate::audiocaps::{self, AudioStats};
+use crate::audiocaps::{self, StreamCounters, field};
 use crate::resample::{MAX_RATE, Resampler};
 
 const NAME: &str = "linearresample";
@@ -21,18 +21,9 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-#[derive(Debug, Default, Clone, Copy)]
-struct Stats {
-    audio: AudioStats,
-    /// Phase resets with data pending: DISCONT, flush or new caps.
-    resets: u64,
-}
-
-impl Stats {
-    fn fields(&self) -> impl Iterator<Item = (&'static str, u64)> {
-        self.audio.fields().chain([("resets", self.resets)])
-    }
-}
+/// Index of `resets` (phase resets with data pending: DISCONT, flush or new
+/// caps) after the shared audio counters.
+const RESETS: usize = field::COUNT;
 
 #[derive(Debug, Default)]
 struct State {
@@ -88,12 +79,13 @@ impl State {
 }
 
 /// The stream state is locked by the streaming thread for the whole of a
-/// buffer; the counters have their own lock, taken once per buffer after the
-/// work, so reading `stats` never waits on processing.
+/// buffer (uncontended: only the latency query reads it from elsewhere); the
+/// counters are lock-free ([`StreamCounters`]), so reading `stats` never
+/// waits on processing.
 #[derive(Default)]
 pub struct LinearResample {
     state: Mutex<State>,
-    stats: Mutex<Stats>,
+    stats: StreamCounters<{ field::COUNT + 1 }>,
     /// Outputs can be allocated here, of exactly the right size
     /// ([`audiocaps::plain_allocation`] after the last allocation decision);
     /// else BaseTransform's own path through `transform_size` and
@@ -107,13 +99,9 @@ impl LinearResample {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn stats_mut(&self) -> MutexGuard<'_, Stats> {
-        self.stats.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     fn reset(&self) {
         if self.lock().reset() {
-            self.stats_mut().resets += 1;
+            self.stats.add(RESETS, 1);
         }
     }
 
@@ -153,11 +141,9 @@ impl LinearResample {
             }
             (buf, bpf)
         };
-        {
-            let mut stats = self.stats_mut();
-            stats.audio.buffers_out += 1;
-            stats.audio.samples_out += (buf.size() / bpf) as u64;
-        }
+        self.stats.add(field::BUFFERS_OUT, 1);
+        self.stats
+            .add(field::SAMPLES_OUT, (buf.size() / bpf) as u64);
         gst::debug!(CAT, imp = self, "draining {buf:?}");
         if let Err(e) = self.obj().src_pad().push(buf) {
             gst::debug!(CAT, imp = self, "drain push: {e:?}");
@@ -189,8 +175,9 @@ impl ObjectImpl for LinearResample {
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         match pspec.name() {
             "stats" => {
-                let stats = *self.stats_mut();
-                audiocaps::stats_structure(NAME, stats.fields()).to_value()
+                let (audio, resets) = (self.stats.audio(), self.stats.values()[RESETS]);
+                let fields = audio.fields().chain([("resets", resets)]);
+                audiocaps::stats_structure(NAME, fields).to_value()
             }
             other => unreachable!("linearresample has no property {other}"),
         }
@@ -239,7 +226,7 @@ impl BaseTransformImpl for LinearResample {
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         *self.lock() = State::default();
-        *self.stats_mut() = Stats::default();
+        self.stats.clear();
         self.direct.store(false, Ordering::Relaxed);
         Ok(())
     }
@@ -314,7 +301,7 @@ impl BaseTransformImpl for LinearResample {
             pending
         };
         if pending {
-            self.stats_mut().resets += 1;
+            self.stats.add(RESETS, 1);
         }
         Ok(())
     }
@@ -360,7 +347,7 @@ impl BaseTransformImpl for LinearResample {
 
     fn sink_event(&self, event: gst::Event) -> bool {
         match event.view() {
-            gst::EventView::Gap(_) => self.stats_mut().audio.gap_events += 1,
+            gst::EventView::Gap(_) => self.stats.add(field::GAP_EVENTS, 1),
             gst::EventView::Eos(_) => self.drain(),
             gst::EventView::FlushStop(_) => self.reset(),
             _ => {}
@@ -442,25 +429,23 @@ impl LinearResample {
         &self,
         outcome: Result<Done, (Refusal, String)>,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let mut stats = self.stats_mut();
-        stats.audio.buffers_in += 1;
+        self.stats.add(field::BUFFERS_IN, 1);
         let (refusal, why) = match outcome {
             Ok(done) => {
-                stats.audio.samples_in += done.frames_in;
-                stats.resets += u64::from(done.reset);
+                self.stats.add(field::SAMPLES_IN, done.frames_in);
+                self.stats.add(RESETS, u64::from(done.reset));
                 if done.frames_out == 0 {
                     // Downsampling a short buffer can complete no output
                     // frame; its frames stay in the phase and feed the next.
                     return Ok(gst_base::BASE_TRANSFORM_FLOW_DROPPED);
                 }
-                stats.audio.buffers_out += 1;
-                stats.audio.samples_out += done.frames_out;
+                self.stats.add(field::BUFFERS_OUT, 1);
+                self.stats.add(field::SAMPLES_OUT, done.frames_out);
                 return Ok(gst::FlowSuccess::Ok);
             }
             Err(r) => r,
         };
-        stats.audio.rejected_buffers += 1;
-        drop(stats);
+        self.stats.add(field::REJECTED_BUFFERS, 1);
         Err(match refusal {
             Refusal::BeforeCaps => {
                 gst::element_imp_error!(self, gst::CoreError::Negotiation, ("{why}"));
