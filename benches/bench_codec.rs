@@ -148,6 +148,70 @@ fn bench_cores() {
         true,
     );
 
+    // The byte-slice kernels the elements run on mapped buffers (no
+    // alignment guarantee), against the i16 cores above, on 1 s of 8 kHz
+    // audio per call as in the 1 s element lines.
+    let pcm: Vec<u8> = x.iter().flat_map(|s| s.to_le_bytes()).collect();
+    let mut le = vec![0u8; 2 * n];
+    let (bytes, samples) = paired(
+        || {
+            rate(items, || {
+                for _ in 0..reps {
+                    for (i, o) in pcm.chunks(16_000).zip(codes.chunks_mut(8_000)) {
+                        keep(g711::encode_s16le(keep(i), o));
+                    }
+                    keep(&codes);
+                }
+            })
+        },
+        || {
+            rate(items, || {
+                for _ in 0..reps {
+                    for (i, o) in x.chunks(8_000).zip(codes_ref.chunks_mut(8_000)) {
+                        keep(g711::encode(keep(i), o));
+                    }
+                    keep(&codes_ref);
+                }
+            })
+        },
+    );
+    report(
+        "ulaw encode S16LE bytes, 1 s chunks (samples/s)",
+        bytes,
+        "/s",
+        Some(("i16 core", samples)),
+        true,
+    );
+    let (bytes, samples) = paired(
+        || {
+            rate(items, || {
+                for _ in 0..reps {
+                    for (i, o) in codes.chunks(8_000).zip(le.chunks_mut(16_000)) {
+                        keep(g711::decode_s16le(keep(i), o));
+                    }
+                    keep(&le);
+                }
+            })
+        },
+        || {
+            rate(items, || {
+                for _ in 0..reps {
+                    for (i, o) in codes.chunks(8_000).zip(back_ref.chunks_mut(8_000)) {
+                        keep(g711::decode(keep(i), o));
+                    }
+                    keep(&back_ref);
+                }
+            })
+        },
+    );
+    report(
+        "ulaw decode S16LE bytes, 1 s chunks (samples/s)",
+        bytes,
+        "/s",
+        Some(("i16 core", samples)),
+        true,
+    );
+
     for (a, b) in [(8_000u32, 48_000u32), (48_000, 8_000)] {
         // One second of input per call, streamed: the element's use.
         let input = signal(a as usize);
@@ -189,49 +253,120 @@ fn bench_cores() {
     }
 }
 
-/// Pushes pre-made buffers through `appsrc name=src caps=... ! <chain> !
-/// fakesink` and returns the seconds from the first push to EOS.
-fn run_pipeline(chain: &str, caps: &gst::Caps, bufs: &[gst::Buffer]) -> f64 {
+/// (wall, CPU) seconds `appsrc ! <chain> ! fakesink` takes to move `bufs`
+/// (`chain` empty: the floor, the same pipeline without the element). All
+/// buffers are queued in appsrc while fakesink holds the preroll, so the
+/// clock then times the streaming thread alone, not its hand-offs with the
+/// thread that feeds appsrc.
+fn pipeline_seconds(chain: &str, caps: &gst::Caps, bufs: &[gst::Buffer]) -> (f64, f64) {
     let pipeline = gst::parse::launch(&format!(
-        "appsrc name=src format=time max-bytes=0 ! {chain} ! fakesink sync=false enable-last-sample=false"
+        "appsrc name=src format=time max-bytes=0 ! {chain} fakesink sync=false \
+         enable-last-sample=false"
     ))
-    .unwrap()
+    .expect("pipeline builds")
     .downcast::<gst::Pipeline>()
-    .unwrap();
+    .expect("a pipeline");
+    pipeline.use_clock(None::<&gst::Clock>);
     let src = pipeline
         .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
+        .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+        .expect("appsrc");
     src.set_caps(Some(caps));
-    pipeline.set_state(gst::State::Playing).unwrap();
-    let bus = pipeline.bus().unwrap();
-    let secs = seconds(|| {
-        // Lists amortise appsrc's queue hand-off (the same for both
-        // elements); the elements still see one buffer at a time.
-        for chunk in bufs.chunks(100) {
-            let mut list = gst::BufferList::new_sized(chunk.len());
-            {
-                let list = list.get_mut().unwrap();
-                for b in chunk {
-                    list.add(b.clone());
-                }
-            }
-            src.push_buffer_list(list).unwrap();
+    pipeline.set_state(gst::State::Paused).expect("pauses");
+    // Lists amortise appsrc's queue; the elements still see one buffer at a
+    // time (BaseTransform splits lists).
+    for chunk in bufs.chunks(100) {
+        let mut list = gst::BufferList::new_sized(chunk.len());
+        let l = list.get_mut().expect("new list");
+        for b in chunk {
+            l.add(b.clone());
         }
-        src.end_of_stream().unwrap();
-        let msg = bus
-            .timed_pop_filtered(
-                gst::ClockTime::from_seconds(60),
-                &[gst::MessageType::Eos, gst::MessageType::Error],
-            )
-            .unwrap();
-        if let gst::MessageView::Error(e) = msg.view() {
-            panic!("{chain}: {}", e.error());
-        }
-    });
-    pipeline.set_state(gst::State::Null).unwrap();
+        src.push_buffer_list(list).expect("appsrc takes the list");
+    }
+    src.end_of_stream().expect("eos");
+    let (prerolled, _, _) = pipeline.state(gst::ClockTime::from_seconds(30));
+    prerolled.expect("prerolls");
+    let cpu = cpu_seconds();
+    let wall = std::time::Instant::now();
+    pipeline.set_state(gst::State::Playing).expect("plays");
+    let msg = pipeline
+        .bus()
+        .expect("bus")
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(120),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("pipeline ends");
+    let secs = (wall.elapsed().as_secs_f64(), cpu_seconds() - cpu);
+    assert_eq!(msg.type_(), gst::MessageType::Eos, "{chain}: {msg:?}");
+    pipeline.set_state(gst::State::Null).expect("stops");
     secs
+}
+
+/// Times `appsrc ! ours ! fakesink`, `appsrc ! stock ! fakesink` and the
+/// floor `appsrc ! fakesink` in turns within each run (so machine load hits
+/// them alike) and reports, each against stock: the end-to-end rate of
+/// `items` (wall clock), and the element's own cost per buffer (pipeline
+/// minus floor of the same run, process CPU and wall).
+fn compare(
+    what: &str,
+    items: &str,
+    n_items: f64,
+    (ours, stock): (&str, &str),
+    caps: &gst::Caps,
+    bufs: &[gst::Buffer],
+) {
+    if !selected(what) {
+        return;
+    }
+    let per_buf = |secs: f64| secs / bufs.len() as f64 * 1e9;
+    let (mut e2e, mut own_cpu, mut own_wall, mut floor) = (
+        (Vec::new(), Vec::new()),
+        (Vec::new(), Vec::new()),
+        (Vec::new(), Vec::new()),
+        (Vec::new(), Vec::new()),
+    );
+    for _ in 0..runs() {
+        let f = pipeline_seconds("", caps, bufs);
+        let o = pipeline_seconds(&format!("{ours} !"), caps, bufs);
+        let s = pipeline_seconds(&format!("{stock} !"), caps, bufs);
+        floor.0.push(per_buf(f.0));
+        floor.1.push(per_buf(f.1));
+        e2e.0.push(n_items / o.0);
+        e2e.1.push(n_items / s.0);
+        own_wall.0.push(per_buf(o.0 - f.0));
+        own_wall.1.push(per_buf(s.0 - f.0));
+        own_cpu.0.push(per_buf(o.1 - f.1));
+        own_cpu.1.push(per_buf(s.1 - f.1));
+    }
+    let med = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let stock_name = stock.split(" !").next().unwrap_or(stock);
+    report(
+        &format!("{what}: end-to-end ({items}/s)"),
+        med(e2e.0),
+        "/s",
+        Some((stock_name, med(e2e.1))),
+        true,
+    );
+    for (how, (o, s)) in [("CPU", own_cpu), ("wall", own_wall)] {
+        report(
+            &format!("{what}: own {how} ns/buffer"),
+            med(o),
+            "ns",
+            Some((stock_name, med(s))),
+            false,
+        );
+    }
+    report(
+        &format!("{what}: floor appsrc ! fakesink CPU, wall ns/buffer"),
+        med(floor.1),
+        &format!("ns, {:.0} ns", med(floor.0)),
+        None,
+        false,
+    );
 }
 
 /// `total` frames of `bytes_per_frame` at `rate` in buffers of `per_buf`
@@ -281,45 +416,28 @@ fn bench_elements() {
         .build();
 
     for (label, per_buf, total) in [
-        ("20 ms", 160usize, scale(8_000_000) as usize),
+        ("20 ms", 160usize, scale(16_000_000) as usize),
         ("1 s", 8_000, scale(80_000_000) as usize),
     ] {
         let raw = buffers(&pcm, 8_000, per_buf, total, 2);
-        let n = (raw.len() * per_buf) as u64;
-        // The floor every element here sits on: appsrc and fakesink alone.
-        let floor = median(runs(), || {
-            n as f64 / run_pipeline("identity", &raw_caps(8000), &raw)
-        });
-        report(
-            &format!("appsrc ! identity ! fakesink, {label} (samples/s)"),
-            floor,
-            "/s",
-            None,
-            true,
-        );
-        let (ours, stock) = paired(
-            || n as f64 / run_pipeline("ulawenc", &raw_caps(8000), &raw),
-            || n as f64 / run_pipeline("mulawenc", &raw_caps(8000), &raw),
-        );
-        report(
-            &format!("ulawenc element, {label} buffers (samples/s)"),
-            ours,
-            "/s",
-            Some(("mulawenc", stock)),
-            true,
+        let n = (raw.len() * per_buf) as f64;
+        compare(
+            &format!("ulawenc, {label} buffers"),
+            "samples",
+            n,
+            ("ulawenc", "mulawenc"),
+            &raw_caps(8000),
+            &raw,
         );
         drop(raw);
         let enc = buffers(&codes, 8_000, per_buf, total, 1);
-        let (ours, stock) = paired(
-            || n as f64 / run_pipeline("ulawdec", &mulaw_caps, &enc),
-            || n as f64 / run_pipeline("mulawdec", &mulaw_caps, &enc),
-        );
-        report(
-            &format!("ulawdec element, {label} buffers (samples/s)"),
-            ours,
-            "/s",
-            Some(("mulawdec", stock)),
-            true,
+        compare(
+            &format!("ulawdec, {label} buffers"),
+            "samples",
+            n,
+            ("ulawdec", "mulawdec"),
+            &mulaw_caps,
+            &enc,
         );
     }
 
@@ -327,49 +445,39 @@ fn bench_elements() {
         let src = signal(a as usize * 2);
         let pcm: Vec<u8> = src.iter().flat_map(|s| s.to_le_bytes()).collect();
         for (label, ms, secs) in [
-            ("20 ms", 20usize, scale(100) as usize),
+            ("20 ms", 20usize, scale(200) as usize),
             ("1 s", 1_000, scale(400) as usize),
         ] {
             let per_buf = a as usize * ms / 1000;
             let bufs = buffers(&pcm, a.into(), per_buf, a as usize * secs, 2);
             let out_frames = (bufs.len() * per_buf) as f64 * b as f64 / a as f64;
             let caps = format!("audio/x-raw,rate={b}");
-            let (ours, stock) = paired(
-                || {
-                    out_frames
-                        / run_pipeline(
-                            &format!("linearresample ! {caps}"),
-                            &raw_caps(a as i32),
-                            &bufs,
-                        )
-                },
-                || {
-                    out_frames
-                        / run_pipeline(
-                            &format!("audioresample quality=0 ! {caps}"),
-                            &raw_caps(a as i32),
-                            &bufs,
-                        )
-                },
-            );
-            report(
-                &format!(
-                    "linearresample {}k->{}k, {label} (output samples/s)",
-                    a / 1000,
-                    b / 1000
+            compare(
+                &format!("linearresample {}k->{}k, {label}", a / 1000, b / 1000),
+                "output samples",
+                out_frames,
+                (
+                    &format!("linearresample ! {caps}"),
+                    &format!("audioresample quality=0 ! {caps}"),
                 ),
-                ours,
-                "/s",
-                Some(("audioresample q=0", stock)),
-                true,
+                &raw_caps(a as i32),
+                &bufs,
             );
         }
     }
 }
 
+/// `BENCH_ONLY=<text>` runs only the lines whose name contains it (to
+/// profile one element with `perf record`).
+fn selected(what: &str) -> bool {
+    std::env::var("BENCH_ONLY").map_or(true, |only| what.contains(&only))
+}
+
 fn main() {
     gst::init().unwrap();
     gstrtpsynth::plugin_register_static().unwrap();
-    bench_cores();
+    if selected("core") {
+        bench_cores();
+    }
     bench_elements();
 }

@@ -108,20 +108,6 @@ fn lists(n: usize, per_list: usize, mixed: bool) -> Vec<gst::BufferList> {
         .collect()
 }
 
-/// CPU seconds used by the whole process so far (all threads). Unlike wall
-/// time it does not count the time other processes on this shared machine
-/// take the cores away, which made wall-time differences swing 3x.
-fn cpu_seconds() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the call.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "CLOCK_PROCESS_CPUTIME_ID is available on Linux");
-    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
-}
-
 /// (wall, CPU) seconds `appsrc ! middle ! appsink` takes to move `n`
 /// packets, without a clock, lists in and (where elements keep them) lists
 /// out.
@@ -162,7 +148,7 @@ fn pipeline_seconds(middle: &str, n: usize, mixed: bool) -> (f64, f64) {
     src.end_of_stream().expect("eos");
     let (prerolled, _, _) = pipeline.state(gst::ClockTime::from_seconds(30));
     prerolled.expect("prerolls");
-    let cpu = cpu_seconds();
+    let cpu = common::cpu_seconds();
     let wall = std::time::Instant::now();
     pipeline.set_state(gst::State::Playing).expect("plays");
     let msg = pipeline
@@ -173,7 +159,7 @@ fn pipeline_seconds(middle: &str, n: usize, mixed: bool) -> (f64, f64) {
             &[gst::MessageType::Eos, gst::MessageType::Error],
         )
         .expect("pipeline ends");
-    let secs = (wall.elapsed().as_secs_f64(), cpu_seconds() - cpu);
+    let secs = (wall.elapsed().as_secs_f64(), common::cpu_seconds() - cpu);
     assert_eq!(msg.type_(), gst::MessageType::Eos, "{middle}: {msg:?}");
     pipeline.set_state(gst::State::Null).expect("stops");
     secs

@@ -2,11 +2,13 @@
 //! `linearresample`): their caps, their stats counters, and the checks that
 //! turn a malformed buffer into a clear stream error.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{LazyLock, Mutex};
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use gst::prelude::*;
 use gst::subclass::prelude::*;
+use gst_base::subclass::base_transform::GenerateOutputSuccess;
+use gst_base::subclass::prelude::*;
 
 /// The one raw format the elements take: S16LE, interleaved.
 pub const RAW_FORMAT: &str = "S16LE";
@@ -28,6 +30,65 @@ crate::counters! {
         /// Buffers refused with an error: before caps, empty, or not a whole
         /// number of frames.
         rejected_buffers = "rejected-buffers",
+    }
+}
+
+/// Indices of the [`AudioStats`] fields in [`StreamCounters`], in
+/// [`AudioStats::NAMES`] order; `linearresample` adds `resets` after them.
+pub mod field {
+    pub const BUFFERS_IN: usize = 0;
+    pub const BUFFERS_OUT: usize = 1;
+    pub const SAMPLES_IN: usize = 2;
+    pub const SAMPLES_OUT: usize = 3;
+    pub const GAP_EVENTS: usize = 4;
+    pub const REJECTED_BUFFERS: usize = 5;
+    /// How many there are.
+    pub const COUNT: usize = 6;
+}
+
+/// Counters written only by whoever holds the sink pad's stream lock (the
+/// streaming thread, serialized events such as FLUSH_STOP) or while the
+/// element is stopped, and read from any thread. Writers are thus ordered by
+/// that lock, so each counter is bumped with a plain relaxed load and store:
+/// no lock and no locked instruction per buffer. A read while streaming may
+/// see one buffer's counters partly updated.
+#[derive(Debug)]
+pub struct StreamCounters<const N: usize>([AtomicU64; N]);
+
+impl<const N: usize> Default for StreamCounters<N> {
+    fn default() -> Self {
+        StreamCounters(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl<const N: usize> StreamCounters<N> {
+    /// Adds `n` to counter `i` (an index from [`field`]).
+    pub fn add(&self, i: usize, n: u64) {
+        let c = &self.0[i];
+        c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+    }
+
+    pub fn values(&self) -> [u64; N] {
+        std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed))
+    }
+
+    /// The [`AudioStats`] part.
+    pub fn audio(&self) -> AudioStats {
+        let v = self.values();
+        AudioStats {
+            buffers_in: v[field::BUFFERS_IN],
+            buffers_out: v[field::BUFFERS_OUT],
+            samples_in: v[field::SAMPLES_IN],
+            samples_out: v[field::SAMPLES_OUT],
+            gap_events: v[field::GAP_EVENTS],
+            rejected_buffers: v[field::REJECTED_BUFFERS],
+        }
+    }
+
+    pub fn clear(&self) {
+        for c in &self.0 {
+            c.store(0, Ordering::Relaxed);
+        }
     }
 }
 
@@ -128,6 +189,59 @@ pub fn stats_structure(
     crate::stats::to_structure(&format!("application/x-{element}-stats"), fields)
 }
 
+/// Whether `BaseTransform`, with the allocation query as its (default)
+/// `decide_allocation` left it, will allocate each output as plain system
+/// memory (no buffer pool, default allocator and parameters), i.e. exactly
+/// what [`output_buffer`] makes. Read from the query because BaseTransform
+/// stores its decision only after `decide_allocation` returns.
+pub fn plain_allocation(query: &gst::query::Allocation) -> bool {
+    if query
+        .allocation_pools()
+        .next()
+        .is_some_and(|(pool, ..)| pool.is_some())
+    {
+        return false;
+    }
+    let Some((allocator, params)) = query.allocation_params().next() else {
+        return true;
+    };
+    let default_allocator = allocator.is_none_or(|a| gst::Allocator::find(None) == Some(a));
+    default_allocator
+        && params.align() == 0
+        && params.prefix() == 0
+        && params.padding() == 0
+        && params.flags().is_empty()
+}
+
+/// A new output buffer of `size` bytes carrying `inbuf`'s metadata, the way
+/// `BaseTransform`'s default `prepare_output_buffer` and `copy_metadata`
+/// make it without a pool, minus their per-buffer vfunc round trips and
+/// caps look-ups: flags and timestamps copied (GAP cleared: the elements are
+/// not gap-aware), metas through the parent's `copy_metadata` when there are
+/// any.
+pub fn output_buffer<T: BaseTransformImpl>(
+    imp: &T,
+    inbuf: &gst::BufferRef,
+    size: usize,
+) -> Result<gst::Buffer, gst::FlowError> {
+    let mut out = gst::Buffer::with_size(size).map_err(|_| gst::FlowError::Error)?;
+    let o = out.get_mut().ok_or(gst::FlowError::Error)?;
+    if inbuf.iter_meta::<gst::Meta>().next().is_some() {
+        imp.parent_copy_metadata(inbuf, o)
+            .map_err(|_| gst::FlowError::Error)?;
+    } else {
+        inbuf
+            .copy_into(
+                o,
+                gst::BufferCopyFlags::FLAGS | gst::BufferCopyFlags::TIMESTAMPS,
+                ..,
+            )
+            .map_err(|_| gst::FlowError::Error)?;
+        o.unset_flags(gst::BufferFlags::GAP);
+    }
+    Ok(out)
+}
+
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
         "rtpsynth-audio",
@@ -137,61 +251,101 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 });
 
 /// Everything `ulawenc` and `ulawdec` share, one per element instance. The
-/// streaming thread reads the channel count without a lock and takes the
-/// stats lock once per buffer (never per sample), never while posting an
-/// error, so a bus handler may read `stats`.
+/// streaming thread reads the channel count and updates the counters
+/// without a lock.
 #[derive(Debug)]
 pub struct Codec {
     element: &'static str,
-    /// Bytes one sample of one channel takes on the sink side.
+    /// Bytes one sample of one channel takes on the sink and source sides.
     in_bytes_per_sample: usize,
+    out_bytes_per_sample: usize,
     /// One of the `g711` byte-slice functions.
     kernel: fn(&[u8], &mut [u8]) -> usize,
     /// Negotiated channel count; 0 until caps are set.
     channels: AtomicUsize,
-    stats: Mutex<AudioStats>,
+    /// Outputs can be allocated by [`output_buffer`] ([`plain_allocation`]
+    /// after the last allocation decision); else BaseTransform's own path.
+    direct: AtomicBool,
+    stats: StreamCounters<{ field::COUNT }>,
 }
 
 impl Codec {
     pub fn new(
         element: &'static str,
         in_bytes_per_sample: usize,
+        out_bytes_per_sample: usize,
         kernel: fn(&[u8], &mut [u8]) -> usize,
     ) -> Self {
         Codec {
             element,
             in_bytes_per_sample,
+            out_bytes_per_sample,
             kernel,
             channels: AtomicUsize::new(0),
-            stats: Mutex::default(),
+            direct: AtomicBool::new(false),
+            stats: StreamCounters::default(),
         }
     }
 
-    fn stats_mut(&self) -> std::sync::MutexGuard<'_, AudioStats> {
-        // A panic elsewhere cannot leave counters half-written; keep going.
-        self.stats.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     pub fn stats(&self) -> gst::Structure {
-        stats_structure(self.element, self.stats_mut().fields())
+        stats_structure(self.element, self.stats.audio().fields())
     }
 
     pub fn reset(&self) {
         self.channels.store(0, Ordering::Relaxed);
-        *self.stats_mut() = AudioStats::default();
+        self.direct.store(false, Ordering::Relaxed);
+        self.stats.clear();
     }
 
     pub fn set_caps(&self, incaps: &gst::Caps) -> Result<(), gst::LoggableError> {
         let (_, channels) = rate_channels(incaps)
             .ok_or_else(|| gst::loggable_error!(CAT, "caps without rate and channels: {incaps}"))?;
+        // Until the allocation for these caps is decided.
+        self.direct.store(false, Ordering::Relaxed);
         self.channels.store(channels, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The element's `decide_allocation`: BaseTransform's, then whether
+    /// outputs can skip its per-buffer allocation path.
+    pub fn decide_allocation<T: BaseTransformImpl>(
+        &self,
+        imp: &T,
+        query: &mut gst::query::Allocation,
+    ) -> Result<(), gst::LoggableError> {
+        imp.parent_decide_allocation(query)?;
+        let plain = plain_allocation(query);
+        self.direct.store(plain, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The element's `generate_output`. With plain allocation it takes the
+    /// queued input itself, allocates the output of exactly the right size
+    /// and runs [`transform`](Self::transform) on it: the same result as
+    /// BaseTransform's path, without its four vfunc round trips, two caps
+    /// look-ups and `transform_size` per buffer.
+    pub fn generate_output<T>(&self, imp: &T) -> Result<GenerateOutputSuccess, gst::FlowError>
+    where
+        T: BaseTransformImpl,
+        T::ParentType: IsA<gst_base::BaseTransform>,
+    {
+        if !self.direct.load(Ordering::Relaxed) {
+            return imp.parent_generate_output();
+        }
+        let Some(inbuf) = imp.take_queued_buffer() else {
+            return Ok(GenerateOutputSuccess::NoOutput);
+        };
+        let size = inbuf.size() / self.in_bytes_per_sample * self.out_bytes_per_sample;
+        let mut out = output_buffer(imp, &inbuf, size)?;
+        let o = out.get_mut().ok_or(gst::FlowError::Error)?;
+        self.transform(imp, &inbuf, o)?;
+        Ok(GenerateOutputSuccess::Buffer(out))
     }
 
     /// Counts GAP events; the caller forwards every event in order.
     pub fn observe_event(&self, event: &gst::Event) {
         if let gst::EventView::Gap(_) = event.view() {
-            self.stats_mut().gap_events += 1;
+            self.stats.add(field::GAP_EVENTS, 1);
         }
     }
 
@@ -202,17 +356,14 @@ impl Codec {
     pub fn transform<T: ElementImpl>(
         &self,
         imp: &T,
-        inbuf: &gst::Buffer,
+        inbuf: &gst::BufferRef,
         outbuf: &mut gst::BufferRef,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let channels = self.channels.load(Ordering::Relaxed);
         if channels == 0 {
             // BaseTransform refuses buffers before caps; this is a second net.
-            {
-                let mut stats = self.stats_mut();
-                stats.buffers_in += 1;
-                stats.rejected_buffers += 1;
-            }
+            self.stats.add(field::BUFFERS_IN, 1);
+            self.stats.add(field::REJECTED_BUFFERS, 1);
             gst::element_imp_error!(imp, gst::CoreError::Negotiation, ("buffer before caps"));
             return Err(gst::FlowError::NotNegotiated);
         }
@@ -232,21 +383,37 @@ impl Codec {
                     ))
                 }
             });
-        let mut stats = self.stats_mut();
-        stats.buffers_in += 1;
+        self.stats.add(field::BUFFERS_IN, 1);
         match done {
             Ok(frames) => {
-                stats.samples_in += frames;
-                stats.samples_out += frames;
-                stats.buffers_out += 1;
+                self.stats.add(field::SAMPLES_IN, frames);
+                self.stats.add(field::SAMPLES_OUT, frames);
+                self.stats.add(field::BUFFERS_OUT, 1);
             }
             Err(why) => {
-                stats.rejected_buffers += 1;
-                drop(stats);
+                self.stats.add(field::REJECTED_BUFFERS, 1);
                 gst::element_imp_error!(imp, gst::StreamError::Format, ("{why}"));
                 return Err(gst::FlowError::Error);
             }
         }
         Ok(gst::FlowSuccess::Ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_indices_follow_the_stats_names() {
+        let c = StreamCounters::<{ field::COUNT }>::default();
+        for (i, name) in AudioStats::NAMES.iter().enumerate() {
+            c.add(i, 10 + i as u64);
+            let got: Vec<_> = c.audio().fields().collect();
+            assert_eq!(got[i], (*name, 10 + i as u64));
+        }
+        assert_eq!(AudioStats::NAMES.len(), field::COUNT);
+        c.clear();
+        assert_eq!(c.values(), [0; field::COUNT]);
     }
 }

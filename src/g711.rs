@@ -83,21 +83,88 @@ pub fn decode_sample(code: u8) -> i16 {
     DECODE[usize::from(code)]
 }
 
+/// µ-law code of one sample by arithmetic only, so that a loop of it
+/// vectorizes (a table lookup per sample cannot): the same code as the
+/// table, as the tests check for all 65,536 inputs. After the +33 bias the
+/// magnitude lies in [33, 8191], so its highest set bit `e` is 5..=12 and
+/// the segment is `e - 5`; converted to `f32` (exact below 2^24), the
+/// exponent field holds `127 + e` and the next mantissa bits are the four
+/// bits after the leading one, i.e. `(biased >> (seg + 1)) & 15`. Bits 19
+/// and up of the float are therefore `(127 + e) << 4 | mantissa`, and the
+/// code is that minus `(127 + 5) << 4`.
+#[inline(always)]
+fn compress_arith(x: i16) -> u8 {
+    let x = i32::from(x);
+    let sign = x >> 31;
+    // One's complement for negative samples, then the 14-bit magnitude.
+    let mag14 = (x ^ sign) >> 2;
+    let biased = (mag14 + 33).min(0x1FFF);
+    let code = ((biased as f32).to_bits() >> 19) as i32 - ((127 + 5) << 4);
+    // Inverted for transmission; the sign bit is 1 for x >= 0.
+    (code ^ 0xFF ^ (sign & 0x80)) as u8
+}
+
+/// Linear value of one code by arithmetic only (vectorizes with AVX2's
+/// per-lane shifts, unlike the table lookup): [`expand`] on 32-bit lanes.
+#[inline(always)]
+fn expand_arith(code: u8) -> i16 {
+    let inv = i32::from(!code);
+    let mag = (((inv & 0x0F) << 3) + 0x84) << ((inv >> 4) & 0x07);
+    // 0 for codes with the sign bit set (positive), -1 otherwise.
+    let neg = (i32::from(code & 0x80) >> 7) - 1;
+    (((mag - 0x84) ^ neg) - neg) as i16
+}
+
+/// The loops behind the slice functions: `$arith` per sample compiled for
+/// AVX2 where the CPU has it (where the arithmetic forms vectorize 16 wide
+/// and beat the tables), else `$table` per sample (faster than the
+/// arithmetic forms with SSE2 alone).
+macro_rules! dispatch {
+    ($input:expr, $output:expr, |$x:ident| $arith:expr, $table:expr) => {{
+        #[inline(always)]
+        fn run<I: Copy, O>(input: &[I], output: &mut [O], f: impl Fn(I) -> O) {
+            for (o, &$x) in output.iter_mut().zip(input) {
+                *o = f($x);
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        fn avx2<I: Copy, O>(input: &[I], output: &mut [O], f: impl Fn(I) -> O) {
+            run(input, output, f)
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            unsafe { avx2($input, $output, |$x| $arith) };
+        } else {
+            run($input, $output, |$x| $table);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        run($input, $output, |$x| $table);
+    }};
+}
+
 /// Encodes `min(input.len(), output.len())` samples; returns that count.
 pub fn encode(input: &[i16], output: &mut [u8]) -> usize {
     let n = input.len().min(output.len());
-    for (o, &x) in output[..n].iter_mut().zip(&input[..n]) {
-        *o = encode_sample(x);
-    }
+    dispatch!(
+        &input[..n],
+        &mut output[..n],
+        |x| compress_arith(x),
+        encode_sample(x)
+    );
     n
 }
 
 /// Decodes `min(input.len(), output.len())` codes; returns that count.
 pub fn decode(input: &[u8], output: &mut [i16]) -> usize {
     let n = input.len().min(output.len());
-    for (o, &c) in output[..n].iter_mut().zip(&input[..n]) {
-        *o = decode_sample(c);
-    }
+    dispatch!(
+        &input[..n],
+        &mut output[..n],
+        |c| expand_arith(c),
+        decode_sample(c)
+    );
     n
 }
 
@@ -106,9 +173,13 @@ pub fn decode(input: &[u8], output: &mut [i16]) -> usize {
 /// samples, returned. A trailing odd byte is ignored; callers reject it.
 pub fn encode_s16le(input: &[u8], output: &mut [u8]) -> usize {
     let n = (input.len() / 2).min(output.len());
-    for (o, b) in output[..n].iter_mut().zip(input[..2 * n].chunks_exact(2)) {
-        *o = encode_sample(i16::from_le_bytes([b[0], b[1]]));
-    }
+    let (pairs, _) = input[..2 * n].as_chunks::<2>();
+    dispatch!(
+        pairs,
+        &mut output[..n],
+        |b| compress_arith(i16::from_le_bytes(b)),
+        encode_sample(i16::from_le_bytes(b))
+    );
     n
 }
 
@@ -116,9 +187,13 @@ pub fn encode_s16le(input: &[u8], output: &mut [u8]) -> usize {
 /// samples, returned.
 pub fn decode_s16le(input: &[u8], output: &mut [u8]) -> usize {
     let n = input.len().min(output.len() / 2);
-    for (o, &c) in output[..2 * n].chunks_exact_mut(2).zip(&input[..n]) {
-        o.copy_from_slice(&decode_sample(c).to_le_bytes());
-    }
+    let (pairs, _) = output[..2 * n].as_chunks_mut::<2>();
+    dispatch!(
+        &input[..n],
+        pairs,
+        |c| expand_arith(c).to_le_bytes(),
+        decode_sample(c).to_le_bytes()
+    );
     n
 }
 
@@ -172,6 +247,20 @@ mod tests {
         assert_eq!(encode(&all, &mut codes), 65_536);
         for (&x, &c) in all.iter().zip(&codes) {
             assert_eq!(c, g191_ulaw_compress(x), "input {x}");
+        }
+    }
+
+    #[test]
+    fn arithmetic_encoder_matches_the_table_for_all_65536_inputs() {
+        for x in i16::MIN..=i16::MAX {
+            assert_eq!(compress_arith(x), encode_sample(x), "input {x}");
+        }
+    }
+
+    #[test]
+    fn arithmetic_decoder_matches_the_table_for_all_256_codes() {
+        for c in 0..=255u8 {
+            assert_eq!(expand_arith(c), decode_sample(c), "code {c:#04x}");
         }
     }
 

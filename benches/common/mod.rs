@@ -84,6 +84,20 @@ pub fn keep<T>(v: T) -> T {
     std::hint::black_box(v)
 }
 
+/// CPU seconds used by the whole process so far (all threads). Unlike wall
+/// time it does not count the time other processes on this shared machine
+/// take the cores away, which made wall-time differences swing 3x.
+pub fn cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "CLOCK_PROCESS_CPUTIME_ID is available on Linux");
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
 pub fn elapsed_ns(d: Duration, items: u64) -> f64 {
     d.as_secs_f64() * 1e9 / items as f64
 }

@@ -1,12 +1,14 @@
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{LazyLock, Mutex, MutexGuard};
 
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::prelude::*;
+use gst_base::subclass::base_transform::GenerateOutputSuccess;
 use gst_base::subclass::prelude::*;
 
-use crate::audiocaps::{self, AudioStats};
+use crate::audiocaps::{self, StreamCounters, field};
 use crate::resample::{MAX_RATE, Resampler};
 
 const NAME: &str = "linearresample";
@@ -19,18 +21,9 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-#[derive(Debug, Default, Clone, Copy)]
-struct Stats {
-    audio: AudioStats,
-    /// Phase resets with data pending: DISCONT, flush or new caps.
-    resets: u64,
-}
-
-impl Stats {
-    fn fields(&self) -> impl Iterator<Item = (&'static str, u64)> {
-        self.audio.fields().chain([("resets", self.resets)])
-    }
-}
+/// Index of `resets` (phase resets with data pending: DISCONT, flush or new
+/// caps) after the shared audio counters.
+const RESETS: usize = field::COUNT;
 
 #[derive(Debug, Default)]
 struct State {
@@ -86,12 +79,18 @@ impl State {
 }
 
 /// The stream state is locked by the streaming thread for the whole of a
-/// buffer; the counters have their own lock, taken once per buffer after the
-/// work, so reading `stats` never waits on processing.
+/// buffer (uncontended: only the latency query reads it from elsewhere); the
+/// counters are lock-free ([`StreamCounters`]), so reading `stats` never
+/// waits on processing.
 #[derive(Default)]
 pub struct LinearResample {
     state: Mutex<State>,
-    stats: Mutex<Stats>,
+    stats: StreamCounters<{ field::COUNT + 1 }>,
+    /// Outputs can be allocated here, of exactly the right size
+    /// ([`audiocaps::plain_allocation`] after the last allocation decision);
+    /// else BaseTransform's own path through `transform_size` and
+    /// `transform`.
+    direct: AtomicBool,
 }
 
 impl LinearResample {
@@ -100,13 +99,9 @@ impl LinearResample {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn stats_mut(&self) -> MutexGuard<'_, Stats> {
-        self.stats.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     fn reset(&self) {
         if self.lock().reset() {
-            self.stats_mut().resets += 1;
+            self.stats.add(RESETS, 1);
         }
     }
 
@@ -146,11 +141,9 @@ impl LinearResample {
             }
             (buf, bpf)
         };
-        {
-            let mut stats = self.stats_mut();
-            stats.audio.buffers_out += 1;
-            stats.audio.samples_out += (buf.size() / bpf) as u64;
-        }
+        self.stats.add(field::BUFFERS_OUT, 1);
+        self.stats
+            .add(field::SAMPLES_OUT, (buf.size() / bpf) as u64);
         gst::debug!(CAT, imp = self, "draining {buf:?}");
         if let Err(e) = self.obj().src_pad().push(buf) {
             gst::debug!(CAT, imp = self, "drain push: {e:?}");
@@ -182,8 +175,9 @@ impl ObjectImpl for LinearResample {
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         match pspec.name() {
             "stats" => {
-                let stats = *self.stats_mut();
-                audiocaps::stats_structure(NAME, stats.fields()).to_value()
+                let (audio, resets) = (self.stats.audio(), self.stats.values()[RESETS]);
+                let fields = audio.fields().chain([("resets", resets)]);
+                audiocaps::stats_structure(NAME, fields).to_value()
             }
             other => unreachable!("linearresample has no property {other}"),
         }
@@ -232,7 +226,8 @@ impl BaseTransformImpl for LinearResample {
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         *self.lock() = State::default();
-        *self.stats_mut() = Stats::default();
+        self.stats.clear();
+        self.direct.store(false, Ordering::Relaxed);
         Ok(())
     }
 
@@ -295,6 +290,9 @@ impl BaseTransformImpl for LinearResample {
             imp = self,
             "{in_rate} Hz -> {out_rate} Hz, {channels} channels"
         );
+        // Until the allocation for these caps is decided (never, in
+        // passthrough).
+        self.direct.store(false, Ordering::Relaxed);
         let pending = {
             let mut st = self.lock();
             let pending = st.reset();
@@ -303,7 +301,7 @@ impl BaseTransformImpl for LinearResample {
             pending
         };
         if pending {
-            self.stats_mut().resets += 1;
+            self.stats.add(RESETS, 1);
         }
         Ok(())
     }
@@ -349,7 +347,7 @@ impl BaseTransformImpl for LinearResample {
 
     fn sink_event(&self, event: gst::Event) -> bool {
         match event.view() {
-            gst::EventView::Gap(_) => self.stats_mut().audio.gap_events += 1,
+            gst::EventView::Gap(_) => self.stats.add(field::GAP_EVENTS, 1),
             gst::EventView::Eos(_) => self.drain(),
             gst::EventView::FlushStop(_) => self.reset(),
             _ => {}
@@ -357,10 +355,30 @@ impl BaseTransformImpl for LinearResample {
         self.parent_sink_event(event)
     }
 
-    fn generate_output(
+    fn decide_allocation(
         &self,
-    ) -> Result<gst_base::subclass::base_transform::GenerateOutputSuccess, gst::FlowError> {
-        use gst_base::subclass::base_transform::GenerateOutputSuccess;
+        query: &mut gst::query::Allocation,
+    ) -> Result<(), gst::LoggableError> {
+        self.parent_decide_allocation(query)?;
+        let plain = audiocaps::plain_allocation(query);
+        self.direct.store(plain, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn generate_output(&self) -> Result<GenerateOutputSuccess, gst::FlowError> {
+        if self.direct.load(Ordering::Relaxed) {
+            // Take the input ourselves and allocate the output at its exact
+            // size: no `transform_size` from caps, no trimming.
+            let Some(inbuf) = self.take_queued_buffer() else {
+                return Ok(GenerateOutputSuccess::NoOutput);
+            };
+            let mut out = None;
+            let outcome = self.resample(&inbuf, Target::Allocate(&mut out));
+            return match (self.account(outcome)?, out) {
+                (gst::FlowSuccess::Ok, Some(out)) => Ok(GenerateOutputSuccess::Buffer(out)),
+                _ => Ok(GenerateOutputSuccess::NoOutput),
+            };
+        }
         // An input buffer that completes no output frame is not lost data:
         // report "no output" rather than "dropped", which would make
         // BaseTransform flag the next output DISCONT.
@@ -375,41 +393,18 @@ impl BaseTransformImpl for LinearResample {
         inbuf: &gst::Buffer,
         outbuf: &mut gst::BufferRef,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let outcome = self.resample(inbuf, outbuf);
-        let mut stats = self.stats_mut();
-        stats.audio.buffers_in += 1;
-        let (refusal, why) = match outcome {
-            Ok(done) => {
-                stats.audio.samples_in += done.frames_in;
-                stats.resets += u64::from(done.reset);
-                if done.frames_out == 0 {
-                    // Downsampling a short buffer can complete no output
-                    // frame; its frames stay in the phase and feed the next.
-                    return Ok(gst_base::BASE_TRANSFORM_FLOW_DROPPED);
-                }
-                stats.audio.buffers_out += 1;
-                stats.audio.samples_out += done.frames_out;
-                return Ok(gst::FlowSuccess::Ok);
-            }
-            Err(r) => r,
-        };
-        stats.audio.rejected_buffers += 1;
-        drop(stats);
-        Err(match refusal {
-            Refusal::BeforeCaps => {
-                gst::element_imp_error!(self, gst::CoreError::Negotiation, ("{why}"));
-                gst::FlowError::NotNegotiated
-            }
-            Refusal::Format => {
-                gst::element_imp_error!(self, gst::StreamError::Format, ("{why}"));
-                gst::FlowError::Error
-            }
-            Refusal::Failed => {
-                gst::element_imp_error!(self, gst::StreamError::Failed, ("{why}"));
-                gst::FlowError::Error
-            }
-        })
+        let outcome = self.resample(inbuf, Target::Given(outbuf));
+        self.account(outcome)
     }
+}
+
+/// Where `resample` writes.
+enum Target<'a> {
+    /// BaseTransform's buffer, sized by `transform_size` (an upper bound).
+    Given(&'a mut gst::BufferRef),
+    /// A new buffer of exactly the output size, left here (none when the
+    /// input completes no output frame).
+    Allocate(&'a mut Option<gst::Buffer>),
 }
 
 /// What one input buffer did.
@@ -428,13 +423,53 @@ enum Refusal {
 }
 
 impl LinearResample {
-    /// Resamples `inbuf` into `outbuf` (trimmed to what was written, and
-    /// stamped) under the state lock; posts nothing, so the caller can post
+    /// Counts what one input buffer did and turns a refusal into a posted
+    /// error (no lock held) and a flow error. `Ok(DROPPED)`: no output.
+    fn account(
+        &self,
+        outcome: Result<Done, (Refusal, String)>,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        self.stats.add(field::BUFFERS_IN, 1);
+        let (refusal, why) = match outcome {
+            Ok(done) => {
+                self.stats.add(field::SAMPLES_IN, done.frames_in);
+                self.stats.add(RESETS, u64::from(done.reset));
+                if done.frames_out == 0 {
+                    // Downsampling a short buffer can complete no output
+                    // frame; its frames stay in the phase and feed the next.
+                    return Ok(gst_base::BASE_TRANSFORM_FLOW_DROPPED);
+                }
+                self.stats.add(field::BUFFERS_OUT, 1);
+                self.stats.add(field::SAMPLES_OUT, done.frames_out);
+                return Ok(gst::FlowSuccess::Ok);
+            }
+            Err(r) => r,
+        };
+        self.stats.add(field::REJECTED_BUFFERS, 1);
+        Err(match refusal {
+            Refusal::BeforeCaps => {
+                gst::element_imp_error!(self, gst::CoreError::Negotiation, ("{why}"));
+                gst::FlowError::NotNegotiated
+            }
+            Refusal::Format => {
+                gst::element_imp_error!(self, gst::StreamError::Format, ("{why}"));
+                gst::FlowError::Error
+            }
+            Refusal::Failed => {
+                gst::element_imp_error!(self, gst::StreamError::Failed, ("{why}"));
+                gst::FlowError::Error
+            }
+        })
+    }
+
+    /// Resamples `inbuf` into `target` (BaseTransform's buffer trimmed to
+    /// what was written, or a new one of exactly that size), stamped, under
+    /// the state lock; posts nothing, so the caller can post
     /// errors with no lock held.
     fn resample(
         &self,
-        inbuf: &gst::Buffer,
-        outbuf: &mut gst::BufferRef,
+        inbuf: &gst::BufferRef,
+        target: Target<'_>,
     ) -> Result<Done, (Refusal, String)> {
         let mut st = self.lock();
         let Some(out_rate) = st.resampler.as_ref().map(|r| r.out_rate()) else {
@@ -456,17 +491,47 @@ impl LinearResample {
             return Err((Refusal::BeforeCaps, "buffer before caps".into()));
         };
         let before = r.frames_out();
-        let written = match (inbuf.map_readable(), outbuf.map_writable()) {
-            (Ok(input), Ok(mut output)) => r
-                .process_s16le(&input, &mut output)
-                .map_err(|e| e.to_string()),
-            _ => Err("cannot map buffers".to_string()),
+        let Ok(input) = inbuf.map_readable() else {
+            return Err((Refusal::Failed, "cannot map input buffer".into()));
         };
-        let n = written.map_err(|e| (Refusal::Failed, e))?;
-        if n > 0 {
-            outbuf.set_size(n * bpf);
-            st.stamp(outbuf, out_rate, before, n as u64);
-        }
+        let n = match target {
+            Target::Given(outbuf) => {
+                let written = match outbuf.map_writable() {
+                    Ok(mut output) => r.process_s16le(&input, &mut output),
+                    Err(_) => return Err((Refusal::Failed, "cannot map output buffer".into())),
+                };
+                let n = written.map_err(|e| (Refusal::Failed, e.to_string()))?;
+                if n > 0 {
+                    outbuf.set_size(n * bpf);
+                    st.stamp(outbuf, out_rate, before, n as u64);
+                }
+                n
+            }
+            Target::Allocate(slot) => {
+                let exact = r.output_frames(frames);
+                if exact == 0 {
+                    // Nothing to write, but the frames feed the phase.
+                    r.process_s16le(&input, &mut [])
+                        .map_err(|e| (Refusal::Failed, e.to_string()))?
+                } else {
+                    let mut out = audiocaps::output_buffer(self, inbuf, exact * bpf)
+                        .map_err(|_| (Refusal::Failed, "cannot allocate output".into()))?;
+                    let Some(o) = out.get_mut() else {
+                        return Err((Refusal::Failed, "new buffer not writable".into()));
+                    };
+                    let written = match o.map_writable() {
+                        Ok(mut output) => r.process_s16le(&input, &mut output),
+                        Err(_) => {
+                            return Err((Refusal::Failed, "cannot map output buffer".into()));
+                        }
+                    };
+                    let n = written.map_err(|e| (Refusal::Failed, e.to_string()))?;
+                    st.stamp(o, out_rate, before, n as u64);
+                    *slot = Some(out);
+                    n
+                }
+            }
+        };
         Ok(Done {
             frames_in: frames as u64,
             frames_out: n as u64,

@@ -26,7 +26,7 @@ impl Default for UlawDec {
     fn default() -> Self {
         // One code in per sample.
         UlawDec {
-            codec: Codec::new(NAME, 1, g711::decode_s16le),
+            codec: Codec::new(NAME, 1, 2, g711::decode_s16le),
         }
     }
 }
@@ -138,6 +138,19 @@ impl BaseTransformImpl for UlawDec {
     fn sink_event(&self, event: gst::Event) -> bool {
         self.codec.observe_event(&event);
         self.parent_sink_event(event)
+    }
+
+    fn decide_allocation(
+        &self,
+        query: &mut gst::query::Allocation,
+    ) -> Result<(), gst::LoggableError> {
+        self.codec.decide_allocation(self, query)
+    }
+
+    fn generate_output(
+        &self,
+    ) -> Result<gst_base::subclass::base_transform::GenerateOutputSuccess, gst::FlowError> {
+        self.codec.generate_output(self)
     }
 
     fn transform(

@@ -122,3 +122,30 @@ pub fn run_to_appsink(desc: &str) -> (Vec<u8>, Option<gst::Caps>) {
     pipeline.set_state(gst::State::Null).unwrap();
     (data, caps)
 }
+
+/// Makes the harness answer allocation queries asking for memory aligned to
+/// `align + 1` bytes. The elements then allocate through BaseTransform's own
+/// path (their direct path only stands in for plain system memory), so a
+/// test can run both paths and compare.
+pub fn demand_aligned_memory(h: &gst_check::Harness, align: usize) {
+    let params = gst::AllocationParams::new(gst::MemoryFlags::empty(), align, 0, 0);
+    h.sinkpad().expect("harness sink pad").add_probe(
+        gst::PadProbeType::QUERY_DOWNSTREAM,
+        move |_, info| {
+            if let Some(gst::PadProbeData::Query(q)) = info.data.as_mut()
+                && let gst::QueryViewMut::Allocation(a) = q.view_mut()
+            {
+                // Answered here: the harness's own handler insists on an
+                // empty query.
+                a.add_allocation_param(None::<&gst::Allocator>, params);
+                return gst::PadProbeReturn::Handled;
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
+}
+
+/// Address of the first byte of `b`'s data.
+pub fn data_address(b: &gst::Buffer) -> usize {
+    b.map_readable().expect("readable").as_ptr() as usize
+}
