@@ -6,6 +6,7 @@
 mod audiocaps;
 pub mod g711;
 pub mod jbuf;
+pub mod mux;
 pub mod prng;
 pub mod resample;
 pub mod rtp;
@@ -15,6 +16,7 @@ pub mod synth;
 
 mod linearresample;
 mod rtpjbufdec;
+mod rtpmuxserver;
 mod rtpsynthsrc;
 mod ulawdec;
 mod ulawenc;
@@ -22,6 +24,7 @@ mod ulawenc;
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     rtpsynthsrc::register(plugin)?;
     rtpjbufdec::register(plugin)?;
+    rtpmuxserver::register(plugin)?;
     ulawenc::register(plugin)?;
     ulawdec::register(plugin)?;
     linearresample::register(plugin)?;

@@ -1,0 +1,843 @@
+//! `rtpmuxserver` glue: maps request pads, pad properties and state changes
+//! onto a [`mux::Server`], and turns what its worker receives into buffers.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::time::Duration;
+
+use glib::prelude::*;
+use glib::subclass::prelude::*;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_net::gio;
+
+use super::{Family, RtpMuxServerPad};
+use crate::mux::{self, ChannelStats, NCOUNTERS};
+use crate::stats;
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "rtpmuxserver",
+        gst::DebugColorFlags::empty(),
+        Some("One-thread UDP server for many RTP channels"),
+    )
+});
+
+const STATS_NAME: &str = "application/x-rtpmuxserver-stats";
+const CHANNEL_STATS_NAME: &str = "application/x-rtpmuxserver-channel-stats";
+const DEFAULT_TICK_MS: u32 = 0;
+const MAX_TICK_MS: u32 = 1000;
+/// How long releasing a channel waits for the worker to close its socket.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One channel's socket settings: the pad properties of `sink_N`/`src_N`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct PadSettings {
+    pub bind_address: String,
+    pub bind_port: u32,
+    pub family: Family,
+    pub remote_address: Option<String>,
+    pub remote_port: u32,
+    pub latch: bool,
+    pub source_filter: bool,
+    pub queue_size: u32,
+}
+
+impl Default for PadSettings {
+    fn default() -> Self {
+        let core = mux::ChannelConfig::default();
+        PadSettings {
+            bind_address: core.bind.ip().to_string(),
+            bind_port: 0,
+            family: Family::Auto,
+            remote_address: None,
+            remote_port: 0,
+            latch: core.latch,
+            source_filter: core.source_filter,
+            queue_size: core.queue_size,
+        }
+    }
+}
+
+/// What a pad property change asks of a running channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Change {
+    None,
+    /// A new send target, applied in place.
+    Remote,
+    /// A socket setting: the socket is opened again.
+    Socket,
+}
+
+type Packet = gst::MappedBuffer<gst::buffer::Readable>;
+type CoreChannel = mux::Channel<Packet, Arc<Attach>>;
+
+/// What the worker needs of a channel: its `src_N` pad, if requested.
+#[derive(Default)]
+pub(super) struct Attach {
+    out: Mutex<Option<SrcOut>>,
+}
+
+struct SrcOut {
+    pad: gst::Pad,
+    /// Stream-start, caps and segment are due before the next buffer.
+    need_events: bool,
+    /// The last sender and its GSocketAddress: a stream has one sender, so
+    /// the address object is made once, not per packet.
+    sender: Option<(SocketAddr, gio::SocketAddress)>,
+}
+
+/// A channel as its two pads share it.
+pub(super) struct ChannelSlot {
+    pub index: u32,
+    settings: Mutex<PadSettings>,
+    pub local_port: AtomicU32,
+    attach: Arc<Attach>,
+    /// The core channel while the server runs and the socket is open.
+    core: Mutex<Option<Arc<CoreChannel>>>,
+}
+
+impl ChannelSlot {
+    fn new(index: u32) -> Self {
+        ChannelSlot {
+            index,
+            settings: Mutex::new(PadSettings::default()),
+            local_port: AtomicU32::new(0),
+            attach: Arc::default(),
+            core: Mutex::new(None),
+        }
+    }
+
+    pub fn lock_settings(&self) -> MutexGuard<'_, PadSettings> {
+        lock(&self.settings)
+    }
+
+    fn core(&self) -> MutexGuard<'_, Option<Arc<CoreChannel>>> {
+        lock(&self.core)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct Entry {
+    slot: Arc<ChannelSlot>,
+    sink: Option<gst::Pad>,
+    src: Option<gst::Pad>,
+}
+
+/// Element-wide counters kept beside the per-channel ones.
+#[derive(Default)]
+struct Extra {
+    /// Received packets pushed on a src pad.
+    pushed: AtomicU64,
+    /// Received packets not pushed: no src pad, or downstream refused them.
+    dropped_downstream: AtomicU64,
+    /// Packets from a sink pad whose channel has no socket (it failed to open).
+    dropped_no_socket: AtomicU64,
+}
+
+impl Extra {
+    fn reset(&self) {
+        for c in [
+            &self.pushed,
+            &self.dropped_downstream,
+            &self.dropped_no_socket,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn fields(&self) -> [(&'static str, u64); 3] {
+        [
+            ("packets-pushed", self.pushed.load(Ordering::Relaxed)),
+            (
+                "dropped-downstream",
+                self.dropped_downstream.load(Ordering::Relaxed),
+            ),
+            (
+                "dropped-no-socket",
+                self.dropped_no_socket.load(Ordering::Relaxed),
+            ),
+        ]
+    }
+}
+
+/// The worker side: turns accepted datagrams into buffers on `src_N`.
+struct Deliver {
+    element: glib::WeakRef<super::RtpMuxServer>,
+    extra: Arc<Extra>,
+    /// Running time of the current wake, read once per wake when needed.
+    now: Option<Option<gst::ClockTime>>,
+}
+
+impl Deliver {
+    fn arrival(&mut self) -> Option<gst::ClockTime> {
+        *self.now.get_or_insert_with(|| {
+            self.element
+                .upgrade()
+                .and_then(|e| e.current_running_time())
+        })
+    }
+
+    fn buffer(
+        out: &mut SrcOut,
+        data: &[u8],
+        from: SocketAddr,
+        pts: Option<gst::ClockTime>,
+    ) -> Option<gst::Buffer> {
+        let mut buffer = gst::Buffer::with_size(data.len()).ok()?;
+        let address = match &out.sender {
+            Some((addr, gaddr)) if *addr == from => gaddr.clone(),
+            _ => {
+                let gaddr: gio::SocketAddress = gio::InetSocketAddress::from(from).upcast();
+                out.sender = Some((from, gaddr.clone()));
+                gaddr
+            }
+        };
+        let b = buffer.make_mut();
+        b.copy_from_slice(0, data).ok()?;
+        b.set_pts(pts);
+        gst_net::NetAddressMeta::add(b, &address);
+        Some(buffer)
+    }
+
+    fn start_stream(&self, channel: u32, pad: &gst::Pad) {
+        let stream_id = match self.element.upgrade() {
+            Some(e) => pad
+                .create_stream_id(&e, Some(&channel.to_string()))
+                .to_string(),
+            None => format!("rtpmuxserver/{channel}"),
+        };
+        pad.push_event(gst::event::StreamStart::new(&stream_id));
+        pad.push_event(gst::event::Caps::new(&gst::Caps::new_empty_simple(
+            "application/x-rtp",
+        )));
+        pad.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+            gst::ClockTime,
+        >::new()));
+    }
+}
+
+impl mux::Handler for Deliver {
+    type Packet = Packet;
+    type Attachment = Arc<Attach>;
+
+    fn woke(&mut self) {
+        self.now = None;
+    }
+
+    fn received(&mut self, channel: &CoreChannel, batch: mux::Batch<'_>) {
+        let n = batch.len() as u64;
+        let pts = self.arrival();
+        let mut out = lock(&channel.attachment.out);
+        let Some(out) = out.as_mut() else {
+            self.extra
+                .dropped_downstream
+                .fetch_add(n, Ordering::Relaxed);
+            return;
+        };
+        if out.need_events {
+            self.start_stream(channel.id(), &out.pad);
+            out.need_events = false;
+        }
+        let pushed = if n == 1 {
+            let buffer = batch
+                .iter()
+                .next()
+                .and_then(|(data, from)| Self::buffer(out, data, from, pts));
+            match buffer.map(|b| out.pad.push(b)) {
+                Some(Ok(_)) => 1,
+                _ => 0,
+            }
+        } else {
+            let mut list = gst::BufferList::new_sized(batch.len());
+            let list_mut = list.make_mut();
+            for (data, from) in batch.iter() {
+                if let Some(b) = Self::buffer(out, data, from, pts) {
+                    list_mut.add(b);
+                }
+            }
+            let built = list.len() as u64;
+            match out.pad.push_list(list) {
+                Ok(_) => built,
+                Err(_) => 0,
+            }
+        };
+        self.extra.pushed.fetch_add(pushed, Ordering::Relaxed);
+        self.extra
+            .dropped_downstream
+            .fetch_add(n - pushed, Ordering::Relaxed);
+    }
+
+    fn socket_error(&mut self, channel: &CoreChannel, error: std::io::Error) {
+        if let Some(element) = self.element.upgrade() {
+            gst::element_error!(
+                element,
+                gst::ResourceError::Read,
+                [
+                    "channel {}: socket {} failed: {error}",
+                    channel.id(),
+                    channel.local_addr()
+                ]
+            );
+        }
+    }
+}
+
+/// Counters as of the last stop, so `stats` still reads in READY and NULL.
+type Snapshot = (Vec<(u32, [u64; NCOUNTERS])>, [u64; NCOUNTERS]);
+
+#[derive(Default)]
+pub struct RtpMuxServer {
+    tick_ms: AtomicU32,
+    channels: Mutex<BTreeMap<u32, Entry>>,
+    server: Mutex<Option<mux::Server<Deliver>>>,
+    extra: Arc<Extra>,
+    last: Mutex<Snapshot>,
+}
+
+impl RtpMuxServer {
+    fn post_error(&self, message: &str) {
+        gst::error!(CAT, imp = self, "{message}");
+        gst::element_imp_error!(self, gst::ResourceError::OpenReadWrite, ["{}", message]);
+    }
+
+    fn remote_of(
+        index: u32,
+        s: &PadSettings,
+        local: SocketAddr,
+    ) -> Result<Option<SocketAddr>, String> {
+        match (&s.remote_address, s.remote_port) {
+            (Some(host), port) if port > 0 => mux::remote_addr(host, port as u16, local)
+                .map(Some)
+                .map_err(|e| format!("channel {index}: {e}")),
+            _ => Ok(None),
+        }
+    }
+
+    /// Opens the channel's socket on `server`. An unresolvable target still
+    /// opens the socket (it can latch or be given a target later) but is
+    /// reported.
+    fn open_channel(
+        &self,
+        server: &mux::Server<Deliver>,
+        slot: &ChannelSlot,
+    ) -> Result<(), String> {
+        let s = slot.lock_settings().clone();
+        let index = slot.index;
+        let bind = mux::bind_addr(&s.bind_address, s.bind_port as u16, s.family.into())
+            .map_err(|e| format!("channel {index}: {e}"))?;
+        let (remote, remote_error) = match Self::remote_of(index, &s, bind) {
+            Ok(r) => (r, None),
+            Err(e) => (None, Some(e)),
+        };
+        let config = mux::ChannelConfig {
+            bind,
+            remote,
+            latch: s.latch,
+            source_filter: s.source_filter,
+            queue_size: s.queue_size,
+        };
+        let core = server
+            .add_channel(index, config, slot.attach.clone())
+            .map_err(|e| e.to_string())?;
+        let local = core.local_addr();
+        slot.local_port
+            .store(u32::from(local.port()), Ordering::Relaxed);
+        *slot.core() = Some(core);
+        gst::debug!(
+            CAT,
+            imp = self,
+            "channel {index} bound to {local}, target {remote:?}"
+        );
+        remote_error.map_or(Ok(()), Err)
+    }
+
+    fn close_channel(server: &mux::Server<Deliver>, slot: &ChannelSlot) {
+        if slot.core().take().is_some() {
+            server.remove_channel(slot.index, CLOSE_TIMEOUT);
+        }
+        slot.local_port.store(0, Ordering::Relaxed);
+    }
+
+    /// A pad property of `slot`'s channel changed.
+    pub(super) fn channel_changed(&self, slot: &Arc<ChannelSlot>, change: Change) {
+        let current = lock(&self.channels)
+            .get(&slot.index)
+            .is_some_and(|e| Arc::ptr_eq(&e.slot, slot));
+        if !current {
+            return;
+        }
+        let server = lock(&self.server);
+        let Some(server) = server.as_ref() else {
+            return;
+        };
+        match change {
+            Change::None => {}
+            Change::Remote => {
+                let Some(core) = slot.core().clone() else {
+                    return;
+                };
+                let s = slot.lock_settings().clone();
+                match Self::remote_of(slot.index, &s, core.local_addr()) {
+                    Ok(remote) => core.set_remote(remote),
+                    Err(e) => {
+                        core.set_remote(None);
+                        self.post_error(&e);
+                    }
+                }
+            }
+            Change::Socket => {
+                Self::close_channel(server, slot);
+                if let Err(e) = self.open_channel(server, slot) {
+                    self.post_error(&e);
+                }
+            }
+        }
+    }
+
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let deliver = Deliver {
+            element: self.obj().downgrade(),
+            extra: self.extra.clone(),
+            now: None,
+        };
+        let tick = Duration::from_millis(u64::from(self.tick_ms.load(Ordering::Relaxed)));
+        let server = mux::Server::start(deliver, tick).map_err(|e| {
+            gst::error_msg!(
+                gst::ResourceError::OpenReadWrite,
+                ["cannot start the worker thread: {e}"]
+            )
+        })?;
+        self.extra.reset();
+        let channels = lock(&self.channels);
+        for entry in channels.values() {
+            if let Some(out) = lock(&entry.slot.attach.out).as_mut() {
+                out.need_events = true;
+            }
+            // One channel failing leaves the others running.
+            if let Err(e) = self.open_channel(&server, &entry.slot) {
+                self.post_error(&e);
+            }
+        }
+        *lock(&self.server) = Some(server);
+        Ok(())
+    }
+
+    fn stop(&self) {
+        let Some(mut server) = lock(&self.server).take() else {
+            return;
+        };
+        let rows = server.channel_stats();
+        let totals = server.totals(&rows);
+        *lock(&self.last) = (rows, totals);
+        server.stop();
+        for entry in lock(&self.channels).values() {
+            *entry.slot.core() = None;
+            entry.slot.local_port.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn rows(&self) -> Snapshot {
+        match lock(&self.server).as_ref() {
+            Some(server) => {
+                let rows = server.channel_stats();
+                let totals = server.totals(&rows);
+                (rows, totals)
+            }
+            None => lock(&self.last).clone(),
+        }
+    }
+
+    fn stats(&self) -> gst::Structure {
+        let (rows, totals) = self.rows();
+        let total_fields = ChannelStats::NAMES
+            .iter()
+            .copied()
+            .zip(totals)
+            .filter(|(name, _)| *name != "local-port")
+            .chain([("channels", rows.len() as u64)])
+            .chain(self.extra.fields());
+        let mut s = stats::to_structure(STATS_NAME, total_fields);
+        for (id, row) in &rows {
+            let channel = stats::to_structure(
+                CHANNEL_STATS_NAME,
+                ChannelStats::NAMES.iter().copied().zip(*row),
+            );
+            s.set(format!("channel-{id}"), channel);
+        }
+        s
+    }
+
+    fn sink_chain(
+        &self,
+        pad: &RtpMuxServerPad,
+        buffer: gst::Buffer,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let slot = pad.imp().slot().ok_or(gst::FlowError::Error)?;
+        let packet = buffer.into_mapped_buffer_readable().map_err(|_| {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Failed,
+                ["cannot map a buffer to send"]
+            );
+            gst::FlowError::Error
+        })?;
+        match slot.core().as_ref() {
+            Some(core) => {
+                core.send(packet);
+            }
+            None => {
+                self.extra.dropped_no_socket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    fn sink_chain_list(
+        &self,
+        pad: &RtpMuxServerPad,
+        list: gst::BufferList,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let slot = pad.imp().slot().ok_or(gst::FlowError::Error)?;
+        let core = slot.core();
+        let Some(core) = core.as_ref() else {
+            self.extra
+                .dropped_no_socket
+                .fetch_add(list.len() as u64, Ordering::Relaxed);
+            return Ok(gst::FlowSuccess::Ok);
+        };
+        let mut unmappable = false;
+        core.send_all(list.iter_owned().filter_map(|b| {
+            b.into_mapped_buffer_readable()
+                .map_err(|_| unmappable = true)
+                .ok()
+        }));
+        if unmappable {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Failed,
+                ["cannot map a buffer to send"]
+            );
+            return Err(gst::FlowError::Error);
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    fn new_pad(
+        &self,
+        templ: &gst::PadTemplate,
+        name: &str,
+        slot: Arc<ChannelSlot>,
+    ) -> RtpMuxServerPad {
+        let pad = if templ.direction() == gst::PadDirection::Sink {
+            gst::PadBuilder::<RtpMuxServerPad>::from_template(templ)
+                .name(name)
+                .chain_function(|pad, parent, buffer| {
+                    RtpMuxServer::catch_panic_pad_function(
+                        parent,
+                        || Err(gst::FlowError::Error),
+                        |imp| imp.sink_chain(pad, buffer),
+                    )
+                })
+                .chain_list_function(|pad, parent, list| {
+                    RtpMuxServer::catch_panic_pad_function(
+                        parent,
+                        || Err(gst::FlowError::Error),
+                        |imp| imp.sink_chain_list(pad, list),
+                    )
+                })
+                // Nothing flows on from a sink pad: its events end here.
+                .event_function(|_pad, _parent, _event| true)
+                .build()
+        } else {
+            gst::PadBuilder::<RtpMuxServerPad>::from_template(templ)
+                .name(name)
+                .query_function(|pad, parent, query| match query.view_mut() {
+                    // Packets arrive live; the element adds no latency.
+                    gst::QueryViewMut::Latency(q) => {
+                        q.set(true, gst::ClockTime::ZERO, gst::ClockTime::NONE);
+                        true
+                    }
+                    _ => gst::Pad::query_default(pad, parent, query),
+                })
+                .build()
+        };
+        pad.imp().set_slot(slot);
+        pad
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for RtpMuxServer {
+    const NAME: &'static str = "GstRtpMuxServer";
+    type Type = super::RtpMuxServer;
+    type ParentType = gst::Element;
+    type Interfaces = (gst::ChildProxy,);
+}
+
+impl ObjectImpl for RtpMuxServer {
+    fn constructed(&self) {
+        self.parent_constructed();
+        self.tick_ms.store(DEFAULT_TICK_MS, Ordering::Relaxed);
+    }
+
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecUInt::builder("tick")
+                    .nick("Send tick")
+                    .blurb(
+                        "Milliseconds between send rounds: queued packets wait up to this long \
+                         so they go out in bigger sendmmsg batches. 0 wakes the worker for \
+                         every packet queued (lowest latency).",
+                    )
+                    .maximum(MAX_TICK_MS)
+                    .default_value(DEFAULT_TICK_MS)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+                    .nick("Statistics")
+                    .blurb(
+                        "application/x-rtpmuxserver-stats: totals over all channels served since \
+                         the last start (u64: packets-received, octets-received, packets-sent, \
+                         octets-sent, dropped-queue-full, dropped-foreign-source, \
+                         dropped-not-rtp, send-errors, latched = channels latched now, channels, \
+                         packets-pushed, dropped-downstream, dropped-no-socket) and one \
+                         structure channel-N per open channel with packets-received, \
+                         octets-received, packets-sent, octets-sent, dropped-queue-full, \
+                         dropped-foreign-source, dropped-not-rtp, send-errors, latched (0/1) and \
+                         local-port.",
+                    )
+                    .read_only()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<glib::Bytes>("stats-packed")
+                    .nick("Packed statistics")
+                    .blurb(
+                        "Every open channel's counters in one read: little-endian u64 rows of \
+                         as many columns as stats-columns names. Row 0 is a header \
+                         [layout version (1), columns, channel rows, 0...]; each following row \
+                         is one channel, channel index first.",
+                    )
+                    .read_only()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<Vec<String>>("stats-columns")
+                    .nick("Packed statistics columns")
+                    .blurb("Names of the columns of stats-packed rows, in order.")
+                    .read_only()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        if pspec.name() == "tick" {
+            let ms: u32 = value.get().unwrap_or(DEFAULT_TICK_MS);
+            self.tick_ms.store(ms, Ordering::Relaxed);
+            if let Some(server) = lock(&self.server).as_ref() {
+                server.set_tick(Duration::from_millis(u64::from(ms)));
+            }
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        match pspec.name() {
+            "tick" => self.tick_ms.load(Ordering::Relaxed).to_value(),
+            "stats" => self.stats().to_value(),
+            "stats-packed" => {
+                let (rows, _) = self.rows();
+                glib::Bytes::from_owned(mux::packed_stats(&rows)).to_value()
+            }
+            "stats-columns" => mux::packed_columns()
+                .into_iter()
+                .map(String::from)
+                .collect::<Vec<_>>()
+                .to_value(),
+            _ => pspec.default_value().clone(),
+        }
+    }
+}
+
+impl GstObjectImpl for RtpMuxServer {}
+
+impl ElementImpl for RtpMuxServer {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "RTP mux server",
+                "Source/Sink/Network/RTP",
+                "Serves many RTP channels over UDP from one worker thread: sink_N sends, \
+                 src_N receives, each channel with its own socket",
+                "gst-rtpsynth authors",
+            )
+        });
+        Some(&*METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let caps = gst::Caps::new_empty_simple("application/x-rtp");
+            let make = |name, direction| {
+                gst::PadTemplate::builder(name, direction, gst::PadPresence::Request, &caps)
+                    .gtype(RtpMuxServerPad::static_type())
+                    .build()
+                    .expect("static pad template is valid")
+            };
+            vec![
+                make("sink_%u", gst::PadDirection::Sink),
+                make("src_%u", gst::PadDirection::Src),
+            ]
+        });
+        TEMPLATES.as_ref()
+    }
+
+    fn request_new_pad(
+        &self,
+        templ: &gst::PadTemplate,
+        name: Option<&str>,
+        _caps: Option<&gst::Caps>,
+    ) -> Option<gst::Pad> {
+        let is_sink = templ.direction() == gst::PadDirection::Sink;
+        let prefix = if is_sink { "sink_" } else { "src_" };
+        let mut channels = lock(&self.channels);
+        let free = |e: Option<&Entry>| {
+            e.is_none_or(|e| {
+                if is_sink {
+                    e.sink.is_none()
+                } else {
+                    e.src.is_none()
+                }
+            })
+        };
+        let index = match name {
+            Some(name) => {
+                let Some(index) = name
+                    .strip_prefix(prefix)
+                    .and_then(|i| i.parse::<u32>().ok())
+                else {
+                    gst::warning!(CAT, imp = self, "pad name {name} is not {prefix}<index>");
+                    return None;
+                };
+                if !free(channels.get(&index)) {
+                    gst::warning!(CAT, imp = self, "pad {name} already exists");
+                    return None;
+                }
+                index
+            }
+            None => (0..=u32::MAX).find(|i| free(channels.get(i)))?,
+        };
+        let is_new = !channels.contains_key(&index);
+        let slot = channels
+            .entry(index)
+            .or_insert_with(|| Entry {
+                slot: Arc::new(ChannelSlot::new(index)),
+                sink: None,
+                src: None,
+            })
+            .slot
+            .clone();
+        let pad = self.new_pad(templ, &format!("{prefix}{index}"), slot.clone());
+        let entry = channels.get_mut(&index)?;
+        if is_sink {
+            entry.sink = Some(pad.clone().upcast());
+        } else {
+            entry.src = Some(pad.clone().upcast());
+        }
+        drop(channels);
+        if is_new
+            && let Some(server) = lock(&self.server).as_ref()
+            && let Err(e) = self.open_channel(server, &slot)
+        {
+            self.post_error(&e);
+        }
+        if let Err(e) = self.obj().add_pad(&pad) {
+            gst::warning!(CAT, imp = self, "cannot add pad {}: {e}", pad.name());
+            return None;
+        }
+        if !is_sink {
+            // Set after add_pad, which activates the pad when running.
+            *lock(&slot.attach.out) = Some(SrcOut {
+                pad: pad.clone().upcast(),
+                need_events: true,
+                sender: None,
+            });
+        }
+        self.obj().child_added(&pad, &pad.name());
+        Some(pad.upcast())
+    }
+
+    fn release_pad(&self, pad: &gst::Pad) {
+        let Some(slot) = pad
+            .downcast_ref::<RtpMuxServerPad>()
+            .and_then(|p| p.imp().slot().cloned())
+        else {
+            return;
+        };
+        let mut channels = lock(&self.channels);
+        let mut gone = false;
+        if let Some(entry) = channels.get_mut(&slot.index) {
+            if entry.sink.as_ref() == Some(pad) {
+                entry.sink = None;
+            }
+            if entry.src.as_ref() == Some(pad) {
+                entry.src = None;
+                *lock(&slot.attach.out) = None;
+            }
+            gone = entry.sink.is_none() && entry.src.is_none();
+            if gone {
+                channels.remove(&slot.index);
+            }
+        }
+        drop(channels);
+        if gone && let Some(server) = lock(&self.server).as_ref() {
+            Self::close_channel(server, &slot);
+        }
+        let _ = pad.set_active(false);
+        self.obj().child_removed(pad, &pad.name());
+        let _ = self.obj().remove_pad(pad);
+    }
+
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        let mut result = self.parent_change_state(transition)?;
+        match transition {
+            gst::StateChange::ReadyToPaused => {
+                if let Err(e) = self.start() {
+                    self.post_error_message(e);
+                    return Err(gst::StateChangeError);
+                }
+                // A live source: nothing to preroll.
+                result = gst::StateChangeSuccess::NoPreroll;
+            }
+            gst::StateChange::PlayingToPaused => result = gst::StateChangeSuccess::NoPreroll,
+            gst::StateChange::PausedToReady => self.stop(),
+            _ => {}
+        }
+        Ok(result)
+    }
+}
+
+impl ChildProxyImpl for RtpMuxServer {
+    fn child_by_index(&self, index: u32) -> Option<glib::Object> {
+        self.obj()
+            .pads()
+            .into_iter()
+            .nth(index as usize)
+            .map(|p| p.upcast())
+    }
+
+    fn child_by_name(&self, name: &str) -> Option<glib::Object> {
+        self.obj().static_pad(name).map(|p| p.upcast())
+    }
+
+    fn children_count(&self) -> u32 {
+        self.obj().num_pads() as u32
+    }
+}

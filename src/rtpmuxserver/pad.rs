@@ -1,0 +1,232 @@
+//! The channel pad: its properties are the channel's socket settings, shared
+//! by the channel's `sink_%u` and `src_%u`.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, LazyLock, OnceLock};
+
+use glib::prelude::*;
+use glib::subclass::prelude::*;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+
+use super::Family;
+use super::imp::{Change, ChannelSlot, PadSettings};
+use crate::mux;
+
+#[derive(Default)]
+pub struct RtpMuxServerPad {
+    slot: OnceLock<Arc<ChannelSlot>>,
+}
+
+impl RtpMuxServerPad {
+    pub(super) fn set_slot(&self, slot: Arc<ChannelSlot>) {
+        // A pad belongs to one channel for its whole life.
+        let _ = self.slot.set(slot);
+    }
+
+    pub(super) fn slot(&self) -> Option<&Arc<ChannelSlot>> {
+        self.slot.get()
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for RtpMuxServerPad {
+    const NAME: &'static str = "GstRtpMuxServerPad";
+    type Type = super::RtpMuxServerPad;
+    type ParentType = gst::Pad;
+}
+
+impl ObjectImpl for RtpMuxServerPad {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            let d = PadSettings::default();
+            vec![
+                glib::ParamSpecString::builder("bind-address")
+                    .nick("Bind address")
+                    .blurb(
+                        "Local IPv4 or IPv6 address (a literal) the channel's socket binds to; \
+                         0.0.0.0 is every IPv4 address, :: every address of both families. \
+                         Changing it while running re-opens the socket.",
+                    )
+                    .default_value(Some(d.bind_address.as_str()))
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("bind-port")
+                    .nick("Bind port")
+                    .blurb(
+                        "Local UDP port the channel's socket binds to; 0 lets the system pick a \
+                         free port (read it back from local-port). Changing it while running \
+                         re-opens the socket.",
+                    )
+                    .maximum(u32::from(u16::MAX))
+                    .default_value(d.bind_port)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("local-port")
+                    .nick("Local port")
+                    .blurb(
+                        "UDP port the channel's socket is bound to, once the element is PAUSED \
+                         or PLAYING; 0 while it has no socket.",
+                    )
+                    .maximum(u32::from(u16::MAX))
+                    .read_only()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("family", d.family)
+                    .nick("Address family")
+                    .blurb(
+                        "Address family of the socket: auto follows bind-address; ipv6 with the \
+                         default bind-address 0.0.0.0 binds :: instead.",
+                    )
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecString::builder("remote-address")
+                    .nick("Remote address")
+                    .blurb(
+                        "Host (IP literal or name) packets from sink_N are sent to, with \
+                         remote-port; none (the default) leaves the target to latching. \
+                         Settable at any time.",
+                    )
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("remote-port")
+                    .nick("Remote port")
+                    .blurb(
+                        "UDP port packets from sink_N are sent to, with remote-address; 0 (the \
+                         default) means no target. Settable at any time.",
+                    )
+                    .maximum(u32::from(u16::MAX))
+                    .default_value(d.remote_port)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoolean::builder("latch")
+                    .nick("Latch")
+                    .blurb(
+                        "While no remote target is set, take the source address of the first \
+                         valid RTP packet received as the target (as SIP media relays do to \
+                         cross NAT).",
+                    )
+                    .default_value(d.latch)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoolean::builder("source-filter")
+                    .nick("Source filter")
+                    .blurb(
+                        "Drop, and count in dropped-foreign-source, every received packet that \
+                         does not come from the target address and port (everything while \
+                         there is no target).",
+                    )
+                    .default_value(d.source_filter)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("queue-size")
+                    .nick("Send queue size")
+                    .blurb(
+                        "Capacity of the channel's send queue in packets, a power of two; when \
+                         it is full a new packet is dropped and counted in dropped-queue-full. \
+                         Changing it while running re-opens the socket.",
+                    )
+                    .minimum(mux::MIN_QUEUE_SIZE)
+                    .maximum(mux::MAX_QUEUE_SIZE)
+                    .default_value(d.queue_size)
+                    .mutable_playing()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let Some(slot) = self.slot.get() else {
+            return;
+        };
+        let change = {
+            let mut s = slot.lock_settings();
+            match pspec.name() {
+                "bind-address" => {
+                    s.bind_address = value
+                        .get::<Option<String>>()
+                        .ok()
+                        .flatten()
+                        .unwrap_or_else(|| PadSettings::default().bind_address);
+                    Change::Socket
+                }
+                "bind-port" => {
+                    s.bind_port = value.get().unwrap_or(0);
+                    Change::Socket
+                }
+                "family" => {
+                    s.family = value.get().unwrap_or(Family::Auto);
+                    Change::Socket
+                }
+                "remote-address" => {
+                    s.remote_address = value
+                        .get::<Option<String>>()
+                        .ok()
+                        .flatten()
+                        .filter(|a| !a.trim().is_empty());
+                    Change::Remote
+                }
+                "remote-port" => {
+                    s.remote_port = value.get().unwrap_or(0);
+                    Change::Remote
+                }
+                "latch" => {
+                    s.latch = value.get().unwrap_or(true);
+                    Change::Socket
+                }
+                "source-filter" => {
+                    s.source_filter = value.get().unwrap_or(false);
+                    Change::Socket
+                }
+                "queue-size" => {
+                    let size: u32 = value.get().unwrap_or(s.queue_size);
+                    match mux::check_queue_size(size) {
+                        Ok(()) => {
+                            s.queue_size = size;
+                            Change::Socket
+                        }
+                        Err(e) => {
+                            glib::g_warning!(
+                                "rtpmuxserver",
+                                "{}: {e}; keeping {}",
+                                self.obj().name(),
+                                s.queue_size
+                            );
+                            Change::None
+                        }
+                    }
+                }
+                _ => Change::None,
+            }
+        };
+        if change != Change::None
+            && let Some(element) = self.obj().parent().and_downcast::<super::RtpMuxServer>()
+        {
+            element.imp().channel_changed(slot, change);
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let Some(slot) = self.slot.get() else {
+            return pspec.default_value().clone();
+        };
+        if pspec.name() == "local-port" {
+            return slot.local_port.load(Ordering::Relaxed).to_value();
+        }
+        let s = slot.lock_settings();
+        match pspec.name() {
+            "bind-address" => s.bind_address.to_value(),
+            "bind-port" => s.bind_port.to_value(),
+            "family" => s.family.to_value(),
+            "remote-address" => s.remote_address.to_value(),
+            "remote-port" => s.remote_port.to_value(),
+            "latch" => s.latch.to_value(),
+            "source-filter" => s.source_filter.to_value(),
+            "queue-size" => s.queue_size.to_value(),
+            _ => pspec.default_value().clone(),
+        }
+    }
+}
+
+impl GstObjectImpl for RtpMuxServerPad {}
+impl PadImpl for RtpMuxServerPad {}
