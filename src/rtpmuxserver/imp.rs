@@ -206,10 +206,9 @@ impl Deliver {
     }
 
     fn start_stream(&self, channel: u32, pad: &gst::Pad) {
+        // Deterministic: the element and channel name the stream.
         let stream_id = match self.element.upgrade() {
-            Some(e) => pad
-                .create_stream_id(&e, Some(&channel.to_string()))
-                .to_string(),
+            Some(e) => format!("rtpmuxserver/{}/{channel}", e.name()),
             None => format!("rtpmuxserver/{channel}"),
         };
         pad.push_event(gst::event::StreamStart::new(&stream_id));
@@ -278,11 +277,11 @@ impl mux::Handler for Deliver {
             gst::element_error!(
                 element,
                 gst::ResourceError::Read,
-                [
+                (
                     "channel {}: socket {} failed: {error}",
                     channel.id(),
                     channel.local_addr()
-                ]
+                )
             );
         }
     }
@@ -303,7 +302,7 @@ pub struct RtpMuxServer {
 impl RtpMuxServer {
     fn post_error(&self, message: &str) {
         gst::error!(CAT, imp = self, "{message}");
-        gst::element_imp_error!(self, gst::ResourceError::OpenReadWrite, ["{}", message]);
+        gst::element_imp_error!(self, gst::ResourceError::OpenReadWrite, ("{}", message));
     }
 
     fn remote_of(
@@ -483,7 +482,7 @@ impl RtpMuxServer {
             gst::element_imp_error!(
                 self,
                 gst::StreamError::Failed,
-                ["cannot map a buffer to send"]
+                ("cannot map a buffer to send")
             );
             gst::FlowError::Error
         })?;
@@ -521,7 +520,7 @@ impl RtpMuxServer {
             gst::element_imp_error!(
                 self,
                 gst::StreamError::Failed,
-                ["cannot map a buffer to send"]
+                ("cannot map a buffer to send")
             );
             return Err(gst::FlowError::Error);
         }
@@ -534,9 +533,14 @@ impl RtpMuxServer {
         name: &str,
         slot: Arc<ChannelSlot>,
     ) -> RtpMuxServerPad {
+        // No pad links to another: what one channel receives has nothing to do
+        // with what another sends, and a src_N looped back into a sink_M must
+        // not send events and queries round in circles.
+        let builder = gst::PadBuilder::<RtpMuxServerPad>::from_template(templ)
+            .name(name)
+            .iterate_internal_links_function(|_pad, _parent| gst::Iterator::from_vec(vec![]));
         let pad = if templ.direction() == gst::PadDirection::Sink {
-            gst::PadBuilder::<RtpMuxServerPad>::from_template(templ)
-                .name(name)
+            builder
                 .chain_function(|pad, parent, buffer| {
                     RtpMuxServer::catch_panic_pad_function(
                         parent,
@@ -555,8 +559,7 @@ impl RtpMuxServer {
                 .event_function(|_pad, _parent, _event| true)
                 .build()
         } else {
-            gst::PadBuilder::<RtpMuxServerPad>::from_template(templ)
-                .name(name)
+            builder
                 .query_function(|pad, parent, query| match query.view_mut() {
                     // Packets arrive live; the element adds no latency.
                     gst::QueryViewMut::Latency(q) => {

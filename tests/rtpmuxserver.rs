@@ -1,0 +1,647 @@
+//! rtpmuxserver in real pipelines over loopback UDP.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+use gst_net::gio;
+use gstrtpsynth::rtp::{Extras, Header, write_packet};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+const GST_TIMEOUT: gst::ClockTime = gst::ClockTime::from_seconds(5);
+
+/// The leak test counts the process's fds and threads, so it runs alone;
+/// every other test shares this lock for reading.
+static SERIAL: RwLock<()> = RwLock::new(());
+
+fn shared() -> RwLockReadGuard<'static, ()> {
+    common::init();
+    SERIAL.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn exclusive() -> RwLockWriteGuard<'static, ()> {
+    common::init();
+    SERIAL.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A 172-byte PCMU packet (12-byte header, 160 bytes of payload).
+fn rtp(seq: u16, ssrc: u32) -> Vec<u8> {
+    let mut out = vec![0; 172];
+    let header = Header {
+        marker: seq == 0,
+        payload_type: 0,
+        seq,
+        timestamp: u32::from(seq) * 160,
+        ssrc,
+    };
+    let payload: Vec<u8> = (0..160).map(|i| (i as u16 + seq) as u8).collect();
+    let n = write_packet(&mut out, &header, &Extras::default(), &payload).unwrap();
+    assert_eq!(n, 172);
+    out
+}
+
+/// A pipeline set to NULL when dropped, so a failing test leaves no worker
+/// thread behind for the leak test to count.
+struct Pipe(gst::Pipeline);
+
+impl std::ops::Deref for Pipe {
+    type Target = gst::Pipeline;
+    fn deref(&self) -> &gst::Pipeline {
+        &self.0
+    }
+}
+
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        let _ = self.0.set_state(gst::State::Null);
+    }
+}
+
+fn pipeline(desc: &str) -> Pipe {
+    Pipe(
+        gst::parse::launch(desc)
+            .unwrap()
+            .downcast::<gst::Pipeline>()
+            .unwrap(),
+    )
+}
+
+fn by_name<T: IsA<gst::Element>>(p: &gst::Pipeline, name: &str) -> T {
+    p.by_name(name).unwrap().downcast::<T>().unwrap()
+}
+
+fn set_state(p: &gst::Pipeline, state: gst::State) {
+    p.set_state(state).unwrap();
+    // Live: sinks only complete PLAYING with their first buffer, so only
+    // the lower states are waited for.
+    if state != gst::State::Playing {
+        let (res, _, _) = p.state(GST_TIMEOUT);
+        res.unwrap();
+    }
+}
+
+/// Sets `pad::property` through the element's GstChildProxy, as gst-launch does.
+fn set_child<V: ToValue>(m: &gst::Element, name: &str, value: V) {
+    m.dynamic_cast_ref::<gst::ChildProxy>()
+        .unwrap()
+        .set_child_property(name, value.to_value());
+}
+
+fn local_port(m: &gst::Element, pad: &str) -> u16 {
+    let port: u32 = m.static_pad(pad).unwrap().property("local-port");
+    assert_ne!(port, 0, "{pad} has no socket");
+    port as u16
+}
+
+fn push(src: &gst_app::AppSrc, data: &[u8]) {
+    src.push_buffer(gst::Buffer::from_slice(data.to_vec()))
+        .unwrap();
+}
+
+fn pull(sink: &gst_app::AppSink) -> (Vec<u8>, SocketAddr, Option<gst::ClockTime>) {
+    let sample = sink
+        .try_pull_sample(GST_TIMEOUT)
+        .expect("a packet arrives in time");
+    let buffer = sample.buffer().unwrap();
+    let meta = buffer
+        .meta::<gst_net::NetAddressMeta>()
+        .expect("received buffers carry the sender address");
+    let from: SocketAddr = meta
+        .addr()
+        .downcast::<gio::InetSocketAddress>()
+        .unwrap()
+        .into();
+    (buffer.map_readable().unwrap().to_vec(), from, buffer.pts())
+}
+
+fn stats(m: &gst::Element) -> gst::Structure {
+    m.property::<gst::Structure>("stats")
+}
+
+fn field(s: &gst::Structure, name: &str) -> u64 {
+    s.get::<u64>(name)
+        .unwrap_or_else(|e| panic!("{name}: {e} in {s}"))
+}
+
+fn channel(m: &gst::Element, index: u32) -> gst::Structure {
+    stats(m)
+        .get::<gst::Structure>(format!("channel-{index}").as_str())
+        .unwrap()
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + TIMEOUT;
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn error_messages(p: &gst::Pipeline) -> Vec<String> {
+    let bus = p.bus().unwrap();
+    std::iter::from_fn(|| bus.pop_filtered(&[gst::MessageType::Error]))
+        .filter_map(|m| match m.view() {
+            gst::MessageView::Error(e) => Some(e.error().to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn localhost(v6: bool) -> &'static str {
+    if v6 { "::1" } else { "127.0.0.1" }
+}
+
+/// Packets go out on `a`'s channel 0, arrive on `b`'s channel `bi`, which
+/// echoes them back (it latched onto the sender) to `a`'s `src_0`.
+fn echo(v6: bool, two_elements: bool) {
+    let _g = shared();
+    let (bname, bi) = if two_elements { ("b", 0) } else { ("a", 1) };
+    let mut desc = String::from(
+        "appsrc name=in is-live=true format=time caps=application/x-rtp ! a.sink_0 \
+         rtpmuxserver name=a a.src_0 ! appsink name=out sync=false ",
+    );
+    if two_elements {
+        desc.push_str("rtpmuxserver name=b ");
+    }
+    desc.push_str(&format!(
+        "{bname}.src_{bi} ! queue leaky=downstream ! {bname}.sink_{bi}"
+    ));
+    let p = pipeline(&desc);
+    let a: gst::Element = by_name(&p, "a");
+    let b: gst::Element = by_name(&p, bname);
+    let host = localhost(v6);
+    set_child(&a, "sink_0::bind-address", host);
+    set_child(&b, &format!("src_{bi}::bind-address"), host);
+    set_state(&p, gst::State::Paused);
+    let a_port = local_port(&a, "src_0");
+    let b_port = local_port(&b, &format!("sink_{bi}"));
+    // Both pads of a channel show the same channel.
+    assert_eq!(a_port, local_port(&a, "sink_0"));
+    set_child(&a, "sink_0::remote-address", host);
+    set_child(&a, "src_0::remote-port", u32::from(b_port));
+    set_state(&p, gst::State::Playing);
+
+    let src: gst_app::AppSrc = by_name(&p, "in");
+    let sink: gst_app::AppSink = by_name(&p, "out");
+    let n = 50u16;
+    for seq in 0..n {
+        push(&src, &rtp(seq, 0xfeed));
+    }
+    let b_addr = SocketAddr::new(host.parse().unwrap(), b_port);
+    let mut last_pts = None;
+    for seq in 0..n {
+        let (data, from, pts) = pull(&sink);
+        assert_eq!(data, rtp(seq, 0xfeed), "packet {seq} intact and in order");
+        assert_eq!(from, b_addr);
+        assert!(
+            pts.is_some() && pts >= last_pts,
+            "PTS is the arrival running time"
+        );
+        last_pts = pts;
+    }
+    let caps = sink.sink_pads()[0].current_caps().unwrap();
+    assert_eq!(caps.structure(0).unwrap().name(), "application/x-rtp");
+
+    wait_until("the counters", || {
+        field(&channel(&a, 0), "packets-received") == u64::from(n)
+    });
+    let a0 = channel(&a, 0);
+    let b1 = channel(&b, bi);
+    let n = u64::from(n);
+    for (s, name) in [
+        (&a0, "packets-sent"),
+        (&a0, "packets-received"),
+        (&b1, "packets-sent"),
+        (&b1, "packets-received"),
+    ] {
+        assert_eq!(field(s, name), n, "{name} in {s}");
+    }
+    assert_eq!(field(&a0, "octets-sent"), 172 * n);
+    assert_eq!(field(&b1, "octets-received"), 172 * n);
+    assert_eq!(field(&b1, "latched"), 1);
+    assert_eq!(field(&a0, "latched"), 0);
+    assert_eq!(field(&b1, "local-port"), u64::from(b_port));
+    assert_eq!(field(&a0, "local-port"), u64::from(a_port));
+    for name in [
+        "dropped-queue-full",
+        "dropped-foreign-source",
+        "dropped-not-rtp",
+        "send-errors",
+    ] {
+        assert_eq!(field(&a0, name), 0, "{name}");
+        assert_eq!(field(&b1, name), 0, "{name}");
+    }
+    // With one element, its totals count both channels.
+    let total = stats(&b);
+    let channels = if two_elements { 1 } else { 2 };
+    assert_eq!(field(&total, "channels"), channels);
+    assert_eq!(field(&total, "packets-pushed"), n * channels);
+    assert_eq!(field(&total, "packets-sent"), n * channels);
+    assert_eq!(field(&total, "dropped-downstream"), 0);
+    set_state(&p, gst::State::Null);
+    assert!(error_messages(&p).is_empty());
+}
+
+#[test]
+fn echo_two_channels_one_element_ipv4() {
+    echo(false, false);
+}
+
+#[test]
+fn echo_two_channels_one_element_ipv6() {
+    echo(true, false);
+}
+
+#[test]
+fn echo_between_two_elements_ipv4() {
+    echo(false, true);
+}
+
+#[test]
+fn echo_between_two_elements_ipv6() {
+    echo(true, true);
+}
+
+/// A channel whose src_0 loops into its sink_0, bound to 127.0.0.1.
+/// `props` are more properties of the element, `links` more branches.
+fn reflector(props: &str, links: &str) -> (Pipe, gst::Element, SocketAddr) {
+    let p = pipeline(&format!(
+        "rtpmuxserver name=m src_0::bind-address=127.0.0.1 {props} \
+         m.src_0 ! tee name=t ! queue leaky=downstream ! m.sink_0 \
+         t. ! queue ! appsink name=out sync=false {links}"
+    ));
+    let m: gst::Element = by_name(&p, "m");
+    set_state(&p, gst::State::Playing);
+    let addr = SocketAddr::new("127.0.0.1".parse().unwrap(), local_port(&m, "src_0"));
+    (p, m, addr)
+}
+
+fn peer() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    s
+}
+
+#[test]
+fn latching_answers_the_first_sender() {
+    let _g = shared();
+    let (p, m, addr) = reflector("", "");
+    let peer = peer();
+    let mut buf = [0u8; 2048];
+    for seq in 0..10 {
+        peer.send_to(&rtp(seq, 7), addr).unwrap();
+        let (n, from) = peer
+            .recv_from(&mut buf)
+            .expect("the latched channel answers");
+        assert_eq!((&buf[..n], from), (&rtp(seq, 7)[..], addr));
+    }
+    wait_until("10 sent", || field(&channel(&m, 0), "packets-sent") == 10);
+    assert_eq!(field(&channel(&m, 0), "latched"), 1);
+    set_state(&p, gst::State::Null);
+}
+
+#[test]
+fn without_latch_nothing_is_sent_and_it_is_counted() {
+    let _g = shared();
+    let (p, m, addr) = reflector("sink_0::latch=false", "");
+    let peer = peer();
+    for seq in 0..10 {
+        peer.send_to(&rtp(seq, 7), addr).unwrap();
+    }
+    wait_until("10 send errors", || {
+        field(&channel(&m, 0), "send-errors") == 10
+    });
+    let mut buf = [0u8; 2048];
+    assert!(peer.recv_from(&mut buf).is_err(), "no target, nothing sent");
+    let c = channel(&m, 0);
+    assert_eq!(field(&c, "latched"), 0);
+    assert_eq!(field(&c, "packets-received"), 10);
+    assert_eq!(field(&c, "packets-sent"), 0);
+    set_state(&p, gst::State::Null);
+}
+
+#[test]
+fn source_filter_drops_foreign_packets_and_not_rtp() {
+    let _g = shared();
+    let target = peer();
+    let stranger = peer();
+    let port = target.local_addr().unwrap().port();
+    let (p, m, addr) = reflector(
+        &format!(
+            "src_0::source-filter=true src_0::remote-address=127.0.0.1 src_0::remote-port={port}"
+        ),
+        "",
+    );
+    let sink: gst_app::AppSink = by_name(&p, "out");
+    stranger.send_to(&rtp(1, 1), addr).unwrap();
+    target.send_to(&rtp(2, 2), addr).unwrap();
+    stranger.send_to(&rtp(3, 1), addr).unwrap();
+    target.send_to(b"not rtp", addr).unwrap();
+    target.send_to(&rtp(4, 2), addr).unwrap();
+    assert_eq!(pull(&sink).0, rtp(2, 2));
+    assert_eq!(pull(&sink).0, rtp(4, 2));
+    wait_until("5 packets counted", || {
+        field(&channel(&m, 0), "packets-received") == 5
+    });
+    let c = channel(&m, 0);
+    assert_eq!(field(&c, "dropped-foreign-source"), 2);
+    assert_eq!(field(&c, "dropped-not-rtp"), 1);
+    assert_eq!(field(&c, "latched"), 0);
+    assert_eq!(field(&stats(&m), "packets-pushed"), 2);
+    // The echoes went to the configured target only.
+    let mut buf = [0u8; 2048];
+    assert_eq!(target.recv_from(&mut buf).unwrap().0, 172);
+    assert_eq!(target.recv_from(&mut buf).unwrap().0, 172);
+    assert!(stranger.recv_from(&mut buf).is_err());
+    set_state(&p, gst::State::Null);
+}
+
+#[test]
+fn full_queue_drops_and_counts_without_blocking() {
+    let _g = shared();
+    let sink_peer = peer();
+    let port = sink_peer.local_addr().unwrap().port();
+    let p = pipeline(&format!(
+        "appsrc name=in format=time caps=application/x-rtp ! m.sink_0 \
+         rtpmuxserver name=m tick=50 sink_0::queue-size=4 sink_0::remote-address=127.0.0.1 \
+         sink_0::remote-port={port}"
+    ));
+    let m: gst::Element = by_name(&p, "m");
+    set_state(&p, gst::State::Playing);
+    let src: gst_app::AppSrc = by_name(&p, "in");
+    let n = 2000u64;
+    let started = Instant::now();
+    let mut list = gst::BufferList::new();
+    for seq in 0..n as u16 {
+        if seq < 1000 {
+            push(&src, &rtp(seq, 3));
+        } else {
+            list.make_mut().add(gst::Buffer::from_slice(rtp(seq, 3)));
+        }
+    }
+    src.push_buffer_list(list).unwrap();
+    src.end_of_stream().unwrap();
+    wait_until("every packet accounted for", || {
+        let c = channel(&m, 0);
+        field(&c, "packets-sent") + field(&c, "dropped-queue-full") + field(&c, "send-errors") == n
+    });
+    // With a 50 ms tick, 2000 packets cannot all fit a 4-packet queue.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "nothing blocked"
+    );
+    let c = channel(&m, 0);
+    assert!(field(&c, "dropped-queue-full") > 0, "{c}");
+    assert!(field(&c, "packets-sent") >= 4, "{c}");
+    set_state(&p, gst::State::Null);
+}
+
+#[test]
+fn bad_queue_size_is_refused() {
+    let _g = shared();
+    let m = gst::ElementFactory::make("rtpmuxserver").build().unwrap();
+    let pad = m.request_pad_simple("sink_%u").unwrap();
+    assert_eq!(pad.name(), "sink_0");
+    pad.set_property("queue-size", 100u32);
+    assert_eq!(
+        pad.property::<u32>("queue-size"),
+        64,
+        "100 is not a power of two"
+    );
+    pad.set_property("queue-size", 256u32);
+    assert_eq!(pad.property::<u32>("queue-size"), 256);
+    // The other pad of the pair shows the channel's settings.
+    let src = m.request_pad_simple("src_%u").unwrap();
+    assert_eq!(src.name(), "src_0");
+    assert_eq!(src.property::<u32>("queue-size"), 256);
+    let columns = m.property::<Vec<String>>("stats-columns");
+    assert_eq!(columns[0], "channel");
+    assert_eq!(columns.len(), 11);
+}
+
+#[test]
+fn port_in_use_and_bad_address_name_channel_and_address() {
+    let _g = shared();
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let (p, m, addr) = reflector(
+        &format!(
+            "src_1::bind-address=127.0.0.1 src_1::bind-port={port} \
+             src_2::bind-address=no.such.address"
+        ),
+        "m.src_1 ! fakesink m.src_2 ! fakesink",
+    );
+    let errors = error_messages(&p);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("channel 1") && e.contains(&format!("127.0.0.1:{port}"))),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("channel 2") && e.contains("no.such.address")),
+        "{errors:?}"
+    );
+    // Channel 0 keeps working.
+    let peer = peer();
+    peer.send_to(&rtp(0, 9), addr).unwrap();
+    let mut buf = [0u8; 2048];
+    assert_eq!(peer.recv_from(&mut buf).unwrap().0, 172);
+    let s = stats(&m);
+    assert_eq!(field(&s, "channels"), 1);
+    set_state(&p, gst::State::Null);
+}
+
+#[test]
+fn packed_stats_match_the_structure() {
+    let _g = shared();
+    let (p, m, addr) = reflector("", "m.src_5 ! fakesink");
+    let peer = peer();
+    for seq in 0..3 {
+        peer.send_to(&rtp(seq, 1), addr).unwrap();
+    }
+    wait_until("3 packets sent back", || {
+        field(&channel(&m, 0), "packets-sent") == 3
+    });
+    let columns = m.property::<Vec<String>>("stats-columns");
+    let bytes = m.property::<glib::Bytes>("stats-packed");
+    let words: Vec<u64> = bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let ncols = columns.len();
+    assert_eq!(
+        &words[..3],
+        &[1, ncols as u64, 2],
+        "header: version, columns, rows"
+    );
+    assert_eq!(words.len(), 3 * ncols);
+    let s = stats(&m);
+    for row in words[ncols..].chunks_exact(ncols) {
+        let c = s
+            .get::<gst::Structure>(format!("channel-{}", row[0]).as_str())
+            .unwrap();
+        for (name, v) in columns[1..].iter().zip(&row[1..]) {
+            assert_eq!(field(&c, name), *v, "{name} of channel {}", row[0]);
+        }
+    }
+    assert_eq!(words[ncols], 0);
+    assert_eq!(words[2 * ncols], 5);
+    set_state(&p, gst::State::Null);
+}
+
+#[test]
+fn channels_come_and_go_under_traffic_without_loss_on_the_others() {
+    let _g = shared();
+    let out_peer = peer();
+    let out_port = out_peer.local_addr().unwrap().port();
+    let p = pipeline(&format!(
+        "appsrc name=in is-live=true format=time caps=application/x-rtp ! m.sink_0 \
+         rtpmuxserver name=m sink_0::bind-address=127.0.0.1 sink_0::queue-size=1024 \
+         sink_0::remote-address=127.0.0.1 sink_0::remote-port={out_port} \
+         m.src_0 ! queue ! appsink name=out sync=false"
+    ));
+    let m: gst::Element = by_name(&p, "m");
+    set_state(&p, gst::State::Playing);
+    let addr = SocketAddr::new("127.0.0.1".parse().unwrap(), local_port(&m, "src_0"));
+    let src: gst_app::AppSrc = by_name(&p, "in");
+    let sink: gst_app::AppSink = by_name(&p, "out");
+    let n = 400u16;
+    let in_peer = peer();
+    let traffic = std::thread::spawn(move || {
+        for seq in 0..n {
+            in_peer.send_to(&rtp(seq, 5), addr).unwrap();
+            push(&src, &rtp(seq, 6));
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    });
+    // Read while the traffic runs: 400 unread datagrams overflow a default
+    // socket buffer.
+    let collector = std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        (0..n)
+            .map(|_| {
+                let len = out_peer.recv(&mut buf).expect("stayer sent everything");
+                buf[..len].to_vec()
+            })
+            .collect::<Vec<_>>()
+    });
+    let templ_src = m.pad_template("src_%u").unwrap();
+    let templ_sink = m.pad_template("sink_%u").unwrap();
+    for i in 0..200u32 {
+        let index = 100 + i;
+        let templ = if i % 2 == 0 { &templ_src } else { &templ_sink };
+        let name = format!("{}_{index}", if i % 2 == 0 { "src" } else { "sink" });
+        let pad = m.request_pad(templ, Some(&name), None).unwrap();
+        assert_ne!(pad.property::<u32>("local-port"), 0, "{name} opened");
+        m.release_request_pad(&pad);
+    }
+    traffic.join().unwrap();
+    for seq in 0..n {
+        assert_eq!(pull(&sink).0, rtp(seq, 5), "stayer received {seq}");
+    }
+    let sent = collector.join().unwrap();
+    for (seq, data) in sent.iter().enumerate() {
+        assert_eq!(data, &rtp(seq as u16, 6), "stayer sent {seq}");
+    }
+    let c = channel(&m, 0);
+    assert_eq!(field(&c, "packets-received"), u64::from(n));
+    assert_eq!(field(&c, "packets-sent"), u64::from(n));
+    let s = stats(&m);
+    assert_eq!(field(&s, "channels"), 1, "the 200 channels are closed");
+    set_state(&p, gst::State::Null);
+}
+
+fn count(dir: &str) -> usize {
+    std::fs::read_dir(dir).unwrap().count()
+}
+
+fn worker_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim() == "rtpmuxserver")
+        .count()
+}
+
+#[test]
+fn null_playing_null_100_times_leaks_no_socket_or_thread() {
+    let _g = exclusive();
+    let p = pipeline(
+        "rtpmuxserver name=m m.src_0 ! fakesink m.src_1 ! fakesink m.src_2 ! fakesink \
+         m.src_3 ! fakesink appsrc is-live=true caps=application/x-rtp ! m.sink_0",
+    );
+    // One round first, so GStreamer's own lazily made threads and fds exist.
+    set_state(&p, gst::State::Playing);
+    // The thread names itself once it runs.
+    wait_until("the worker", || worker_threads() == 1);
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(worker_threads(), 1, "one worker for all channels");
+    set_state(&p, gst::State::Null);
+    let fds = count("/proc/self/fd");
+    let threads = count("/proc/self/task");
+    for _ in 0..100 {
+        set_state(&p, gst::State::Playing);
+        set_state(&p, gst::State::Null);
+    }
+    assert_eq!(worker_threads(), 0);
+    assert_eq!(count("/proc/self/fd"), fds, "no socket leaked");
+    wait_until("thread count back", || count("/proc/self/task") <= threads);
+}
+
+#[test]
+fn interop_with_stock_udpsink_and_udpsrc() {
+    let _g = shared();
+    // Stock udpsink -> a channel.
+    let p = pipeline(
+        "rtpmuxserver name=m src_0::bind-address=127.0.0.1 m.src_0 ! appsink name=out sync=false",
+    );
+    let m: gst::Element = by_name(&p, "m");
+    set_state(&p, gst::State::Playing);
+    let port = local_port(&m, "src_0");
+    let tx = pipeline(&format!(
+        "appsrc name=in format=time caps=application/x-rtp ! udpsink host=127.0.0.1 port={port} sync=false"
+    ));
+    set_state(&tx, gst::State::Playing);
+    let src: gst_app::AppSrc = by_name(&tx, "in");
+    let sink: gst_app::AppSink = by_name(&p, "out");
+    for seq in 0..100 {
+        push(&src, &rtp(seq, 11));
+        assert_eq!(pull(&sink).0, rtp(seq, 11));
+    }
+    set_state(&tx, gst::State::Null);
+    set_state(&p, gst::State::Null);
+
+    // A channel -> stock udpsrc.
+    let free = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let rx = pipeline(&format!(
+        "udpsrc address=127.0.0.1 port={port} caps=application/x-rtp ! appsink name=out sync=false"
+    ));
+    set_state(&rx, gst::State::Playing);
+    let p = pipeline(&format!(
+        "appsrc name=in format=time caps=application/x-rtp ! m.sink_0 rtpmuxserver name=m \
+         sink_0::queue-size=128 sink_0::remote-address=127.0.0.1 sink_0::remote-port={port}"
+    ));
+    set_state(&p, gst::State::Playing);
+    let src: gst_app::AppSrc = by_name(&p, "in");
+    let sink: gst_app::AppSink = by_name(&rx, "out");
+    for seq in 0..100 {
+        push(&src, &rtp(seq, 12));
+    }
+    for seq in 0..100 {
+        let sample = sink.try_pull_sample(GST_TIMEOUT).expect("udpsrc receives");
+        let data = sample.buffer().unwrap().map_readable().unwrap().to_vec();
+        assert_eq!(data, rtp(seq, 12));
+    }
+    set_state(&p, gst::State::Null);
+    set_state(&rx, gst::State::Null);
+}
