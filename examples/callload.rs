@@ -28,7 +28,7 @@ use gst::prelude::*;
 use gstrtpsynth::prng::SplitMix64;
 
 const USAGE: &str = "usage: callload [--calls N] [--seconds S] [--ptime MS] [--loss P] \
-[--reorder P] [--duplicate P] [--seed N] [--ramp CALLS_PER_SECOND] [--csv FILE] [--json] \
+[--reorder P] [--duplicate P] [--seed N] [--ramp CALLS_PER_SECOND] [--tick MS] [--csv FILE] [--json] \
 [--stock] [--quiet]
 
   --calls N        full-duplex calls (default 200)
@@ -39,6 +39,8 @@ const USAGE: &str = "usage: callload [--calls N] [--seconds S] [--ptime MS] [--l
   --duplicate P    probability a packet is sent twice (0..1)
   --seed N         seed of the impairment (default 1)
   --ramp R         calls added per second while playing; 0 = all at once (default 100)
+  --tick MS        rtpmuxserver send tick: sends wait up to MS ms to go out in
+                   batches; 0 = a wake per packet (default 10)
   --csv FILE       write the per-second rows to FILE
   --json           print the summary as one JSON object on the last line
   --stock          build the calls from stock GStreamer elements instead
@@ -66,6 +68,7 @@ pub struct Options {
     pub duplicate: f64,
     pub seed: u64,
     pub ramp: f64,
+    pub tick: u32,
     pub csv: Option<String>,
     pub json: bool,
     pub stock: bool,
@@ -83,6 +86,7 @@ impl Default for Options {
             duplicate: 0.0,
             seed: 1,
             ramp: 100.0,
+            tick: 10,
             csv: None,
             json: false,
             stock: false,
@@ -110,6 +114,7 @@ impl Options {
                 "--duplicate" => o.duplicate = value(&a, args.next())?,
                 "--seed" => o.seed = value(&a, args.next())?,
                 "--ramp" => o.ramp = value(&a, args.next())?,
+                "--tick" => o.tick = value(&a, args.next())?,
                 "--csv" => o.csv = Some(value(&a, args.next())?),
                 "--json" => o.json = true,
                 "--stock" => o.stock = true,
@@ -147,6 +152,9 @@ impl Options {
         }
         if self.loss >= 1.0 {
             return Err("--loss 1 would drop every packet".into());
+        }
+        if self.tick > 1000 {
+            return Err(format!("--tick {} must be 0 to 1000 ms", self.tick));
         }
         if !(self.ramp >= 0.0 && self.ramp.is_finite()) {
             return Err(format!(
@@ -444,7 +452,7 @@ struct Ours {
 
 impl Ours {
     fn new(c: Common) -> Result<Ours, String> {
-        let mux = make("rtpmuxserver", &[])?;
+        let mux = make("rtpmuxserver", &[("tick", &c.options.tick.to_string())])?;
         c.pipeline
             .add(&mux)
             .map_err(|e| format!("cannot add rtpmuxserver: {e}"))?;
