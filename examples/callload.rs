@@ -28,7 +28,7 @@ use gst::prelude::*;
 use gstrtpsynth::prng::SplitMix64;
 
 const USAGE: &str = "usage: callload [--calls N] [--seconds S] [--ptime MS] [--loss P] \
-[--reorder P] [--duplicate P] [--seed N] [--ramp CALLS_PER_SECOND] [--tick MS] [--csv FILE] [--json] \
+[--reorder P] [--duplicate P] [--seed N] [--ramp CALLS_PER_SECOND] [--tick MS] [--servers K] [--csv FILE] [--json] \
 [--stock] [--quiet]
 
   --calls N        full-duplex calls (default 200)
@@ -41,6 +41,7 @@ const USAGE: &str = "usage: callload [--calls N] [--seconds S] [--ptime MS] [--l
   --ramp R         calls added per second while playing; 0 = all at once (default 100)
   --tick MS        rtpmuxserver send tick: sends wait up to MS ms to go out in
                    batches; 0 = a wake per packet (default 10)
+  --servers K      rtpmuxserver elements (worker threads) sharing the calls (default 1)
   --csv FILE       write the per-second rows to FILE
   --json           print the summary as one JSON object on the last line
   --stock          build the calls from stock GStreamer elements instead
@@ -52,9 +53,11 @@ const PCMU_CAPS: &str =
 /// Impairment stops this long before the sources do, so every void it made
 /// is closed by later packets and concealed before the books are read.
 const CLEAN_TAIL: Duration = Duration::from_millis(300);
-/// Time for packets in flight (send queues, sockets, jitter buffers) to land
-/// after the sources stop.
+/// Time for the last packets to pass the receivers' own threads (stock
+/// jitter buffers) once the servers and sockets are quiet.
 const DRAIN: Duration = Duration::from_millis(300);
+/// Longest wait for packets in flight after the sources stop.
+const QUIET_LIMIT: Duration = Duration::from_secs(15);
 /// rtpjbufdec's wait behind a void, in milliseconds.
 const JBUF_LATENCY: &str = "60";
 
@@ -69,6 +72,7 @@ pub struct Options {
     pub seed: u64,
     pub ramp: f64,
     pub tick: u32,
+    pub servers: usize,
     pub csv: Option<String>,
     pub json: bool,
     pub stock: bool,
@@ -87,6 +91,7 @@ impl Default for Options {
             seed: 1,
             ramp: 100.0,
             tick: 10,
+            servers: 1,
             csv: None,
             json: false,
             stock: false,
@@ -115,6 +120,7 @@ impl Options {
                 "--seed" => o.seed = value(&a, args.next())?,
                 "--ramp" => o.ramp = value(&a, args.next())?,
                 "--tick" => o.tick = value(&a, args.next())?,
+                "--servers" => o.servers = value(&a, args.next())?,
                 "--csv" => o.csv = Some(value(&a, args.next())?),
                 "--json" => o.json = true,
                 "--stock" => o.stock = true,
@@ -152,6 +158,9 @@ impl Options {
         }
         if self.loss >= 1.0 {
             return Err("--loss 1 would drop every packet".into());
+        }
+        if !(1..=64).contains(&self.servers) {
+            return Err(format!("--servers {} must be 1 to 64", self.servers));
         }
         if self.tick > 1000 {
             return Err(format!("--tick {} must be 0 to 1000 ms", self.tick));
@@ -301,18 +310,33 @@ fn make(factory: &str, props: &[(&str, &str)]) -> Result<gst::Element, String> {
         .map_err(|e| format!("cannot create {factory}: {e}"))
 }
 
-/// Adds `chain` to the running pipeline, links it in order and starts it
-/// (sinks first, so no element pushes into one that is not running).
-fn add_chain(pipeline: &gst::Pipeline, chain: &[gst::Element]) -> Result<(), String> {
-    pipeline
-        .add_many(chain)
+/// Adds `chain` to `bin` and links it in order.
+fn add_chain(bin: &gst::Bin, chain: &[gst::Element]) -> Result<(), String> {
+    bin.add_many(chain)
         .map_err(|e| format!("cannot add elements: {e}"))?;
-    gst::Element::link_many(chain).map_err(|e| format!("cannot link a call: {e}"))?;
-    for e in chain.iter().rev() {
-        e.sync_state_with_parent()
-            .map_err(|e| format!("cannot start a call: {e}"))?;
-    }
-    Ok(())
+    gst::Element::link_many(chain).map_err(|e| format!("cannot link a call: {e}"))
+}
+
+/// Exposes `pad` of an element inside `bin` on the bin as `name`.
+fn ghost(bin: &gst::Bin, pad: Option<gst::Pad>, name: &str) -> Result<gst::GhostPad, String> {
+    let pad = pad.ok_or("an element lacks its always pad")?;
+    let ghost = gst::GhostPad::builder_with_target(&pad)
+        .map_err(|e| format!("cannot ghost a pad: {e}"))?
+        .name(name)
+        .build();
+    bin.add_pad(&ghost)
+        .map_err(|e| format!("cannot add a ghost pad: {e}"))?;
+    Ok(ghost)
+}
+
+/// Starts a call's bin in the running pipeline (the bin orders its
+/// children's state changes sinks first, so nothing pushes into an element
+/// not yet running). Bins per call keep every bin's children few:
+/// adding an element checks its name against all its siblings, which made
+/// one flat pipeline of thousands of calls quadratic to build.
+fn start_call(bin: &gst::Bin) -> Result<(), String> {
+    bin.sync_state_with_parent()
+        .map_err(|e| format!("cannot start a call: {e}"))
 }
 
 fn u64_field(s: &gst::StructureRef, name: &str) -> u64 {
@@ -353,11 +377,13 @@ fn mux_totals(mux: &gst::Element) -> Result<Vec<(String, u64)>, String> {
     Ok(columns.into_iter().zip(sums).collect())
 }
 
+/// The sum of every `name` column in `totals`.
 fn column(totals: &[(String, u64)], name: &str) -> u64 {
     totals
         .iter()
-        .find(|(n, _)| n == name)
-        .map_or(0, |(_, v)| *v)
+        .filter(|(n, _)| n == name)
+        .map(|(_, v)| v)
+        .sum()
 }
 
 /// Cumulative figures for the live line.
@@ -442,36 +468,42 @@ impl Common {
     }
 }
 
-/// Our calls: one rtpmuxserver, synthesized sources on one shared thread.
+/// Our calls: `--servers` rtpmuxservers (call i on server i mod servers),
+/// synthesized sources on one shared thread.
 struct Ours {
     c: Common,
-    mux: gst::Element,
+    muxes: Vec<gst::Element>,
     sources: Vec<gst::Element>,
     jbufs: Vec<gst::Element>,
 }
 
 impl Ours {
     fn new(c: Common) -> Result<Ours, String> {
-        let mux = make("rtpmuxserver", &[("tick", &c.options.tick.to_string())])?;
+        let tick = c.options.tick.to_string();
+        let muxes = (0..c.options.servers)
+            .map(|_| make("rtpmuxserver", &[("tick", &tick)]))
+            .collect::<Result<Vec<_>, _>>()?;
         c.pipeline
-            .add(&mux)
+            .add_many(&muxes)
             .map_err(|e| format!("cannot add rtpmuxserver: {e}"))?;
         Ok(Ours {
             c,
-            mux,
+            muxes,
             sources: Vec::new(),
             jbufs: Vec::new(),
         })
     }
 
-    /// A channel's sink pad, bound to loopback; its socket opens at once as
-    /// the server is running.
-    fn channel(&self, ch: usize) -> Result<(gst::Pad, u32), String> {
-        let sink = self
-            .mux
-            .request_pad_simple(&format!("sink_{ch}"))
-            .ok_or(format!("cannot request rtpmuxserver sink_{ch}"))?;
-        sink.set_property("bind-address", "127.0.0.1");
+    fn pad(mux: &gst::Element, name: &str) -> Result<gst::Pad, String> {
+        mux.request_pad_simple(name)
+            .ok_or(format!("cannot request rtpmuxserver {name}"))
+    }
+
+    /// A channel's sink pad. Its socket opens at once, the server running,
+    /// on the default wildcard address: setting bind-address now would
+    /// re-open it, a round trip to the busy worker for every channel.
+    fn channel(mux: &gst::Element, ch: usize) -> Result<(gst::Pad, u32), String> {
+        let sink = Self::pad(mux, &format!("sink_{ch}"))?;
         let port = sink.property::<u32>("local-port");
         if port == 0 {
             return Err(format!("rtpmuxserver channel {ch} has no socket"));
@@ -479,12 +511,13 @@ impl Ours {
         Ok((sink, port))
     }
 
-    /// The receiving end of `leg`, on channel `ch`.
-    fn receiver(&mut self, ch: usize, leg: Arc<Leg>) -> Result<(), String> {
-        let src = self
-            .mux
-            .request_pad_simple(&format!("src_{ch}"))
-            .ok_or(format!("cannot request rtpmuxserver src_{ch}"))?;
+    /// The receiving end of `leg` in `bin`; returns its input, `name`.
+    fn receiver(
+        &mut self,
+        bin: &gst::Bin,
+        leg: Arc<Leg>,
+        name: &str,
+    ) -> Result<gst::GhostPad, String> {
         let jbuf = make(
             "rtpjbufdec",
             &[("latency", JBUF_LATENCY), ("erasure-mode", "silence")],
@@ -497,22 +530,25 @@ impl Ours {
             make("ulawdec", &[])?,
             sink.clone(),
         ];
-        add_chain(&self.c.pipeline, &chain)?;
+        add_chain(bin, &chain)?;
         count_samples(
             &sink.static_pad("sink").ok_or("fakesink has no sink pad")?,
             leg,
         );
-        src.link(
-            &chain[0]
-                .static_pad("sink")
-                .ok_or("capsfilter has no sink pad")?,
-        )
-        .map_err(|e| format!("cannot link src_{ch}: {e:?}"))?;
         self.jbufs.push(jbuf);
-        Ok(())
+        ghost(bin, chain[0].static_pad("sink"), name)
     }
 
-    fn sender(&mut self, sink: &gst::Pad, leg: Arc<Leg>, seed: u64) -> Result<(), String> {
+    /// The sending end of `leg` in `bin`, impaired on its way to the
+    /// server's `sink`; returns its output, `name`.
+    fn sender(
+        &mut self,
+        bin: &gst::Bin,
+        name: &str,
+        sink: &gst::Pad,
+        leg: Arc<Leg>,
+        seed: u64,
+    ) -> Result<gst::GhostPad, String> {
         let ptime = self.c.options.ptime.to_string();
         let src = make(
             "rtpsynthsrc",
@@ -522,9 +558,7 @@ impl Ours {
                 ("ptime", &ptime),
             ],
         )?;
-        self.c
-            .pipeline
-            .add(&src)
+        bin.add(&src)
             .map_err(|e| format!("cannot add rtpsynthsrc: {e}"))?;
         let pad = src.static_pad("src").ok_or("rtpsynthsrc has no src pad")?;
         if self.c.options.impaired() {
@@ -537,32 +571,49 @@ impl Ours {
                 self.c.impair_on.clone(),
             );
         }
-        pad.link(sink)
-            .map_err(|e| format!("cannot link rtpsynthsrc: {e:?}"))?;
-        src.sync_state_with_parent()
-            .map_err(|e| format!("cannot start rtpsynthsrc: {e}"))?;
         self.sources.push(src);
-        Ok(())
+        ghost(bin, Some(pad), name)
     }
 }
 
 impl Calls for Ours {
     fn add_call(&mut self, i: usize) -> Result<(), String> {
         let (a, b) = (2 * i, 2 * i + 1);
-        let (sink_a, port_a) = self.channel(a)?;
-        let (sink_b, port_b) = self.channel(b)?;
+        let mux = self.muxes[i % self.muxes.len()].clone();
+        let (sink_a, port_a) = Self::channel(&mux, a)?;
+        let (sink_b, port_b) = Self::channel(&mux, b)?;
+        let src_a = Self::pad(&mux, &format!("src_{a}"))?;
+        let src_b = Self::pad(&mux, &format!("src_{b}"))?;
         let (leg_a, seed_a) = self.c.new_leg();
         let (leg_b, seed_b) = self.c.new_leg();
-        // Leg A is received on B's channel, leg B on A's; receivers exist
-        // before any packet is sent to them.
-        self.receiver(b, leg_a.clone())?;
-        self.receiver(a, leg_b.clone())?;
+        // Receivers and senders in two bins: one bin feeding the server
+        // and fed by it would be a loop in the pipeline's graph.
+        let (rx, tx) = (gst::Bin::new(), gst::Bin::new());
+        // Leg A is received on B's channel, leg B on A's.
+        let in_a = self.receiver(&rx, leg_a.clone(), "in_a")?;
+        let in_b = self.receiver(&rx, leg_b.clone(), "in_b")?;
+        let out_a = self.sender(&tx, "out_a", &sink_a, leg_a, seed_a)?;
+        let out_b = self.sender(&tx, "out_b", &sink_b, leg_b, seed_b)?;
+        self.c
+            .pipeline
+            .add_many([&rx, &tx])
+            .map_err(|e| format!("cannot add call {i}: {e}"))?;
+        for (from, to) in [
+            (&src_b, in_a.upcast_ref::<gst::Pad>()),
+            (&src_a, in_b.upcast_ref()),
+            (out_a.upcast_ref(), &sink_a),
+            (out_b.upcast_ref(), &sink_b),
+        ] {
+            from.link(to)
+                .map_err(|e| format!("call {i}: cannot link {}: {e:?}", from.name()))?;
+        }
         for (sink, remote) in [(&sink_a, port_b), (&sink_b, port_a)] {
             sink.set_property("remote-address", "127.0.0.1");
             sink.set_property("remote-port", remote);
         }
-        self.sender(&sink_a, leg_a, seed_a)?;
-        self.sender(&sink_b, leg_b, seed_b)
+        // Receivers run before the first packet is sent to them.
+        start_call(&rx)?;
+        start_call(&tx)
     }
 
     fn stop_sources(&mut self) -> Result<(), String> {
@@ -574,7 +625,10 @@ impl Calls for Ours {
     }
 
     fn live(&self) -> Result<Live, String> {
-        let m = mux_totals(&self.mux)?;
+        let mut m = Vec::new();
+        for mux in &self.muxes {
+            m.extend(mux_totals(mux)?);
+        }
         let (_, dropped, _, _) = self.c.leg_sums();
         let jb = sum_stats(&self.jbufs, &["erased-packets"]);
         Ok(Live {
@@ -591,8 +645,18 @@ impl Calls for Ours {
             &["packets-sent", "late-skipped", "slow-pushes"],
         );
         let (_, dropped, duplicated, _) = self.c.leg_sums();
-        let m = self.mux.property::<gst::Structure>("stats");
-        let mux = |n: &str| u64_field(&m, n);
+        const MUX: [&str; 8] = [
+            "packets-sent",
+            "packets-received",
+            "dropped-queue-full",
+            "send-errors",
+            "dropped-no-socket",
+            "dropped-foreign-source",
+            "dropped-not-rtp",
+            "dropped-downstream",
+        ];
+        let m = sum_stats(&self.muxes, &MUX);
+        let mux = |n: &str| MUX.iter().position(|c| *c == n).map_or(0, |k| m[k]);
         const JB: [&str; 11] = [
             "received",
             "pushed",
@@ -656,18 +720,26 @@ struct Stock {
 }
 
 impl Stock {
-    /// One direction of a call; the receiver first, as the sender needs its
-    /// port.
-    fn direction(&mut self) -> Result<(), String> {
+    /// One direction of a call in `bin`; the receiver first, as the sender
+    /// needs its port.
+    fn direction(&mut self, bin: &gst::Bin) -> Result<(), String> {
         let (leg, seed) = self.c.new_leg();
         let udpsrc = make(
             "udpsrc",
             &[("address", "127.0.0.1"), ("port", "0"), ("caps", PCMU_CAPS)],
         )?;
+        // READY opens the socket; udpsrc then reports the port it got.
+        udpsrc
+            .set_state(gst::State::Ready)
+            .map_err(|e| format!("cannot open udpsrc: {e}"))?;
+        let port = udpsrc.property::<i32>("port");
+        if port <= 0 {
+            return Err("udpsrc did not report its bound port".into());
+        }
         let jb = make("rtpjitterbuffer", &[("latency", JBUF_LATENCY)])?;
         let fakesink = make("fakesink", &[("sync", "false"), ("async", "false")])?;
         add_chain(
-            &self.c.pipeline,
+            bin,
             &[
                 udpsrc.clone(),
                 jb.clone(),
@@ -690,11 +762,6 @@ impl Stock {
                 received.received.fetch_add(1, Relaxed);
                 gst::PadProbeReturn::Ok
             });
-        // udpsrc reports the port the system picked once its socket is open.
-        let port = udpsrc.property::<i32>("port");
-        if port <= 0 {
-            return Err("udpsrc did not report its bound port".into());
-        }
         let raw = format!("audio/x-raw,rate={CLOCK_RATE},channels=1");
         let samples = self.c.options.samples_per_packet().to_string();
         let port = port.to_string();
@@ -716,19 +783,16 @@ impl Stock {
                 ("async", "false"),
             ],
         )?;
-        let chain = [
-            source.clone(),
-            make("capsfilter", &[("caps", &raw)])?,
-            make("mulawenc", &[])?,
-            pay.clone(),
-            udpsink.clone(),
-        ];
-        // Wired before the chain starts, so the probe counts every packet.
-        self.c
-            .pipeline
-            .add_many(&chain)
-            .map_err(|e| format!("cannot add elements: {e}"))?;
-        gst::Element::link_many(&chain).map_err(|e| format!("cannot link a call: {e}"))?;
+        add_chain(
+            bin,
+            &[
+                source.clone(),
+                make("capsfilter", &[("caps", &raw)])?,
+                make("mulawenc", &[])?,
+                pay.clone(),
+                udpsink.clone(),
+            ],
+        )?;
         impair(
             &pay.static_pad("src").ok_or("rtppcmupay has no src pad")?,
             udpsink
@@ -739,10 +803,6 @@ impl Stock {
             seed,
             self.c.impair_on.clone(),
         );
-        for e in chain.iter().rev() {
-            e.sync_state_with_parent()
-                .map_err(|e| format!("cannot start a call: {e}"))?;
-        }
         self.sources.push(source);
         self.jitterbuffers.push(jb);
         Ok(())
@@ -750,9 +810,15 @@ impl Stock {
 }
 
 impl Calls for Stock {
-    fn add_call(&mut self, _i: usize) -> Result<(), String> {
-        self.direction()?;
-        self.direction()
+    fn add_call(&mut self, i: usize) -> Result<(), String> {
+        let bin = gst::Bin::new();
+        self.direction(&bin)?;
+        self.direction(&bin)?;
+        self.c
+            .pipeline
+            .add(&bin)
+            .map_err(|e| format!("cannot add call {i}: {e}"))?;
+        start_call(&bin)
     }
 
     fn stop_sources(&mut self) -> Result<(), String> {
@@ -1077,6 +1143,39 @@ fn check_bus(pipeline: &gst::Pipeline, quiet: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// Waits until no packet moved for a while: a loaded worker may be seconds
+/// behind the sources. Gives up after `QUIET_LIMIT`; what is still in
+/// flight then shows as uncounted loss.
+fn wait_quiet(calls: &dyn Calls) -> Result<(), String> {
+    let until = Instant::now() + QUIET_LIMIT;
+    let mut last = calls.live()?;
+    let mut still = 0;
+    while still < 3 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = calls.live()?;
+        still = if (now.out, now.inp) == (last.out, last.inp) {
+            still + 1
+        } else {
+            0
+        };
+        last = now;
+    }
+    Ok(())
+}
+
+/// The tick after `tick`: a second later, or, when the loop fell behind
+/// (setting up calls can take longer than a second), a second from now, so
+/// missed ticks do not come out as a burst of rows over no time.
+fn later_tick(tick: Instant) -> Instant {
+    let next = tick + Duration::from_secs(1);
+    let now = Instant::now();
+    if next > now {
+        next
+    } else {
+        now + Duration::from_secs(1)
+    }
+}
+
 /// Sets up the calls (ramping up at `o.ramp` calls per second), measures
 /// `o.seconds` with all of them up, then stops the sources, lets packets land
 /// and reads every counter.
@@ -1161,7 +1260,7 @@ fn measure(
         if Instant::now() >= next_tick {
             mon.row(calls, up)?;
             check_bus(pipeline, o.quiet)?;
-            next_tick += Duration::from_secs(1);
+            next_tick = later_tick(next_tick);
         }
         if up < o.calls {
             std::thread::sleep(
@@ -1189,7 +1288,7 @@ fn measure(
             mon.row(calls, up)?;
             max_threads = max_threads.max(mon.rows.last().map_or(0, |r| r.threads));
             check_bus(pipeline, o.quiet)?;
-            next_tick += Duration::from_secs(1);
+            next_tick = later_tick(next_tick);
         }
     }
     let window = window_start.elapsed().as_secs_f64();
@@ -1201,6 +1300,7 @@ fn measure(
     impair_on.store(false, Relaxed);
     std::thread::sleep(CLEAN_TAIL);
     calls.stop_sources()?;
+    wait_quiet(calls)?;
     std::thread::sleep(DRAIN);
     check_bus(pipeline, o.quiet)?;
     let t = calls.tally(o)?;

@@ -1033,6 +1033,16 @@ impl<H: Handler> Worker<H> {
             let now = Instant::now();
             if tick.is_zero() || now >= next_tick {
                 next_tick = now + tick;
+                std::mem::swap(&mut *lock(&self.notify.pending), &mut self.pending);
+                // A channel is scheduled only after its Add was queued, so
+                // running the commands after taking the pending ids puts
+                // every pending channel in the table. Without this, an id
+                // scheduled before the worker saw its Add was skipped with
+                // its `scheduled` flag left set: that channel never sent.
+                let commands_queued = !lock(&self.shared.commands).is_empty();
+                if commands_queued && !self.run_commands() {
+                    return;
+                }
                 self.send_pending(&mut out);
             }
         }
@@ -1142,8 +1152,8 @@ impl<H: Handler> Worker<H> {
         }
     }
 
+    /// Sends the queues of the channels in `self.pending`.
     fn send_pending(&mut self, out: &mut Vec<H::Packet>) {
-        std::mem::swap(&mut *lock(&self.notify.pending), &mut self.pending);
         for i in 0..self.pending.len() {
             let id = self.pending[i];
             let Some(wc) = self.table.get_mut(&id) else {
