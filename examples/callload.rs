@@ -522,7 +522,14 @@ impl Ours {
             "rtpjbufdec",
             &[("latency", JBUF_LATENCY), ("erasure-mode", "silence")],
         )?;
-        let sink = make("fakesink", &[("sync", "false"), ("async", "false")])?;
+        let sink = make(
+            "fakesink",
+            &[
+                ("sync", "false"),
+                ("async", "false"),
+                ("enable-last-sample", "false"),
+            ],
+        )?;
         let chain = [
             make("capsfilter", &[("caps", PCMU_CAPS)])?,
             jbuf.clone(),
@@ -737,7 +744,14 @@ impl Stock {
             return Err("udpsrc did not report its bound port".into());
         }
         let jb = make("rtpjitterbuffer", &[("latency", JBUF_LATENCY)])?;
-        let fakesink = make("fakesink", &[("sync", "false"), ("async", "false")])?;
+        let fakesink = make(
+            "fakesink",
+            &[
+                ("sync", "false"),
+                ("async", "false"),
+                ("enable-last-sample", "false"),
+            ],
+        )?;
         add_chain(
             bin,
             &[

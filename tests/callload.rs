@@ -43,7 +43,10 @@ fn impaired_calls_account_for_every_packet() {
     let j = s.json();
     assert_eq!(s.lost_uncounted, 0, "packets lost without a counter: {j}");
     assert_eq!(s.kernel_lost, 0, "{j}");
-    assert_eq!(s.discontinuous_legs, 0, "a leg's samples do not add up: {j}");
+    assert_eq!(
+        s.discontinuous_legs, 0,
+        "a leg's samples do not add up: {j}"
+    );
     // 40 legs at 50 packets/s for the 3 measured seconds at least.
     assert!(s.packets_sent >= 40 * 50 * 3, "sent {}", s.packets_sent);
     assert!(s.packets_received > 0);
