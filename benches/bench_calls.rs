@@ -69,18 +69,30 @@ fn run(bin: &PathBuf, calls: u64, seconds: f64, servers: u64, stock: bool) -> Op
         .map(String::from)
 }
 
+/// A quoted string field of the JSON summary.
+fn text<'a>(json: &'a str, key: &str) -> Option<&'a str> {
+    let at = json.find(&format!("\"{key}\":\""))? + key.len() + 4;
+    let rest = &json[at..];
+    Some(&rest[..rest.find('"')?])
+}
+
 fn describe(json: &Option<String>) -> String {
-    match json {
-        Some(j) => format!(
-            "{:>8.3} MHz/call {:>6} threads {:>7} uncounted {:>8} late-skipped {:>6.0} KiB/call",
-            field(j, "mhz_per_call").unwrap_or(f64::NAN),
-            field(j, "threads").unwrap_or(f64::NAN),
-            field(j, "lost_uncounted").unwrap_or(f64::NAN),
-            field(j, "late_skipped").unwrap_or(0.0),
-            field(j, "rss_kb_per_call").unwrap_or(f64::NAN),
-        ),
-        None => "no result".into(),
-    }
+    let Some(j) = json else {
+        return "no result".into();
+    };
+    let f = |k: &str| field(j, k).unwrap_or(f64::NAN);
+    // Packet times the shared thread skipped: the machine could not keep up.
+    let skipped = f("late_skipped") / (f("late_skipped") + f("packets_sent")) * 100.0;
+    format!(
+        "{:>7.3} MHz/call {:>4} threads {:>6} uncounted {:>5.1}% skipped {:>5.0} KiB/call  busiest {} {:.0}%",
+        f("mhz_per_call"),
+        f("threads"),
+        f("lost_uncounted"),
+        skipped,
+        f("rss_kb_per_call"),
+        text(j, "busiest_thread").unwrap_or("?"),
+        f("busiest_thread_percent"),
+    )
 }
 
 fn main() {

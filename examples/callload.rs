@@ -188,7 +188,8 @@ impl Options {
 struct Leg {
     /// Packets the sending side produced (stock: counted by the probe).
     probed: AtomicU64,
-    /// Packets the impairment dropped, including one still held at the end.
+    /// Packets the impairment dropped (a held packet is always sent: the
+    /// clean tail releases it).
     dropped: AtomicU64,
     /// Extra copies the impairment sent.
     duplicated: AtomicU64,
@@ -903,6 +904,47 @@ fn threads() -> u64 {
     std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count() as u64)
 }
 
+/// (thread id, name, user + system CPU in clock ticks) of every thread.
+fn thread_ticks() -> Vec<(u64, String, u64)> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        let tid = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+        // The name is in parentheses and may hold spaces; fields follow it.
+        let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        // utime and stime are fields 14 and 15; `fields` starts at field 3.
+        let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        Some((tid, stat[open + 1..close].to_string(), ticks))
+    })
+    .collect()
+}
+
+/// The thread that used the most CPU between two `thread_ticks` readings,
+/// with its share of one core over `seconds`, in percent.
+fn busiest_thread(
+    before: &[(u64, String, u64)],
+    after: &[(u64, String, u64)],
+    seconds: f64,
+) -> (String, f64) {
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    after
+        .iter()
+        .map(|(tid, name, t)| {
+            let t0 = before.iter().find(|b| b.0 == *tid).map_or(0, |b| b.2);
+            (
+                name.clone(),
+                t.saturating_sub(t0) as f64 / hz / seconds * 100.0,
+            )
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap_or_default()
+}
+
 fn rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -1052,6 +1094,10 @@ pub struct Summary {
     pub cpu_mhz: f64,
     pub mhz_per_call: f64,
     pub threads: u64,
+    /// The thread that used the most CPU in the window, and how much of one
+    /// core: near 100, it is the bottleneck.
+    pub busiest_thread: String,
+    pub busiest_thread_percent: f64,
     pub rss_mb: f64,
     pub rss_kb_per_call: f64,
 }
@@ -1092,17 +1138,23 @@ impl Summary {
             ("cpu_mhz", format!("{:.0}", self.cpu_mhz)),
             ("mhz_per_call", format!("{:.4}", self.mhz_per_call)),
             ("threads", self.threads.to_string()),
+            ("busiest_thread", self.busiest_thread.clone()),
+            (
+                "busiest_thread_percent",
+                format!("{:.1}", self.busiest_thread_percent),
+            ),
             ("rss_mb", format!("{:.1}", self.rss_mb)),
             ("rss_kb_per_call", format!("{:.1}", self.rss_kb_per_call)),
         ]
     }
 
-    /// One JSON object on one line (numbers bare, the mode quoted).
+    /// One JSON object on one line (numbers bare, names quoted).
     pub fn json(&self) -> String {
         let mut s = String::from("{");
         for (i, (k, v)) in self.fields().into_iter().enumerate() {
             let sep = if i == 0 { "" } else { "," };
-            if k == "mode" {
+            if k == "mode" || k == "busiest_thread" {
+                let v = v.replace('\\', "\\\\").replace('"', "\\\"");
                 let _ = write!(s, "{sep}\"{k}\":\"{v}\"");
             } else {
                 let _ = write!(s, "{sep}\"{k}\":{v}");
@@ -1291,6 +1343,7 @@ fn measure(
     let window_end = window_start + Duration::from_secs_f64(o.seconds);
     let cpu_start = process_cpu();
     let monitor_start = thread_cpu();
+    let ticks_start = thread_ticks();
     let mut max_threads = threads();
     while Instant::now() < window_end {
         std::thread::sleep(
@@ -1307,6 +1360,7 @@ fn measure(
     }
     let window = window_start.elapsed().as_secs_f64();
     let monitor_cpu = thread_cpu() - monitor_start;
+    let (busiest, busiest_percent) = busiest_thread(&ticks_start, &thread_ticks(), window);
     let cpu = process_cpu() - cpu_start - monitor_cpu;
     max_threads = max_threads.max(threads());
     let rss = rss_kb();
@@ -1353,6 +1407,8 @@ fn measure(
         cpu_mhz: mhz,
         mhz_per_call: cpu / window * mhz / o.calls as f64,
         threads: max_threads,
+        busiest_thread: busiest,
+        busiest_thread_percent: busiest_percent,
         rss_mb: rss as f64 / 1024.0,
         rss_kb_per_call: rss.saturating_sub(rss_before) as f64 / o.calls as f64,
     })
