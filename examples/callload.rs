@@ -690,13 +690,19 @@ impl Calls for Ours {
         let into_server = src[0] + duplicated - dropped;
         let lost_uncounted = into_server as i64 - (mux_counted + jb_received) as i64;
         // Every leg decodes one packet's samples for each packet sent: the
-        // packet itself, or the silence that conceals it.
+        // packet itself, or the silence that conceals it. A source that
+        // skipped packet times resumed with a timestamp jump, and silence
+        // for a void across that jump covers the skipped time too: then
+        // only missing samples count.
         let spp = o.samples_per_packet();
         let mut discontinuous = 0;
         for (k, s) in self.sources.iter().enumerate() {
-            let sent = u64_field(&s.property::<gst::Structure>("stats"), "packets-sent");
+            let st = s.property::<gst::Structure>("stats");
+            let expected = u64_field(&st, "packets-sent") * spp;
             // Sources and legs were created in the same order.
-            if self.c.legs[k].samples.load(Relaxed) != sent * spp {
+            let samples = self.c.legs[k].samples.load(Relaxed);
+            let skipped = u64_field(&st, "late-skipped") > 0;
+            if samples < expected || (!skipped && samples != expected) {
                 discontinuous += 1;
             }
         }
