@@ -40,7 +40,7 @@ const USAGE: &str = "usage: callload [--calls N] [--seconds S] [--ptime MS] [--l
   --seed N         seed of the impairment (default 1)
   --ramp R         calls added per second while playing; 0 = all at once (default 100)
   --tick MS        rtpmuxserver send tick: sends wait up to MS ms to go out in
-                   batches; 0 = a wake per packet (default 10)
+                   batches; 0 = a wake per packet (default 0)
   --servers K      rtpmuxserver elements (worker threads) sharing the calls (default 1)
   --csv FILE       write the per-second rows to FILE
   --json           print the summary as one JSON object on the last line
@@ -90,7 +90,7 @@ impl Default for Options {
             duplicate: 0.0,
             seed: 1,
             ramp: 100.0,
-            tick: 10,
+            tick: 0,
             servers: 1,
             csv: None,
             json: false,
