@@ -3,9 +3,9 @@
 //! and an account of every packet.
 //!
 //! Each call is two channels of one `rtpmuxserver` (leg A on channel 2i, leg
-//! B on 2i+1, each bound to 127.0.0.1 and sending to the other's port). Each
+//! B on 2i+1, each bound to port 0 and sending to the other's port on 127.0.0.1). Each
 //! leg sends `rtpsynthsrc shared-thread=calls` into its channel's `sink_N`
-//! and receives on `src_N ! capsfilter ! rtpjbufdec ! rtppcmudepay ! ulawdec
+//! and receives on `src_N (rtp-caps PCMU) ! rtpjbufdec ! rtppcmudepay ! ulawdec
 //! ! fakesink`, whose pad probe counts samples and checks that the sample
 //! timeline keeps up with arrival time. `--stock` builds the same calls from
 //! stock elements, one `audiotestsrc … ! udpsink` and one `udpsrc ! … !
@@ -532,7 +532,6 @@ impl Ours {
             ],
         )?;
         let chain = [
-            make("capsfilter", &[("caps", PCMU_CAPS)])?,
             jbuf.clone(),
             make("rtppcmudepay", &[])?,
             make("ulawdec", &[])?,
@@ -592,6 +591,12 @@ impl Calls for Ours {
         let (sink_b, port_b) = Self::channel(&mux, b)?;
         let src_a = Self::pad(&mux, &format!("src_{a}"))?;
         let src_b = Self::pad(&mux, &format!("src_{b}"))?;
+        let caps: gst::Caps = PCMU_CAPS
+            .parse()
+            .map_err(|e| format!("bad caps {PCMU_CAPS}: {e}"))?;
+        for src in [&src_a, &src_b] {
+            src.set_property("rtp-caps", &caps);
+        }
         let (leg_a, seed_a) = self.c.new_leg();
         let (leg_b, seed_b) = self.c.new_leg();
         // Receivers and senders in two bins: one bin feeding the server

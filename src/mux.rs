@@ -1,8 +1,8 @@
 //! One-thread UDP server for many RTP channels, free of GStreamer.
 //!
 //! A [`Server`] owns one worker thread that waits on every channel's socket
-//! at once (epoll through `mio`), reads datagrams in batches with
-//! `recvmmsg`, checks that they are RTP, applies the latch and source-filter
+//! at once (epoll: `mio`'s `Poll`, with the sockets registered
+//! level-triggered), reads datagrams in batches with `recvmmsg`, checks that they are RTP, applies the latch and source-filter
 //! rules and hands the accepted ones to a [`Handler`]. Packets to send go into
 //! a channel's lossy, bounded [`SendQueue`] from any thread; the worker is
 //! woken through a `mio::Waker` (or at the next tick) and sends each queue in
@@ -25,7 +25,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Poll, Token, Waker};
 
 use crate::counters;
 use crate::rtp;
@@ -43,6 +43,12 @@ pub const MIN_QUEUE_SIZE: u32 = 2;
 pub const PACKED_STATS_VERSION: u64 = 1;
 
 const WAKER: Token = Token(usize::MAX);
+/// Readiness events taken per poll.
+const EVENTS: usize = 4096;
+/// Longest sleep of a paced worker between checks for commands.
+const PAUSE_SLICE: Duration = Duration::from_millis(5);
+/// `recvmmsg` calls per readiness report at most.
+const READS_PER_EVENT: usize = 4;
 
 counters! {
     /// What one channel did. `packets-received` counts every datagram read
@@ -373,7 +379,8 @@ impl std::error::Error for ChannelError {}
 struct Notify {
     pending: Mutex<Vec<u32>>,
     wake_requested: AtomicBool,
-    /// Send pacing in microseconds: 0 wakes the worker for every send.
+    /// Worker pacing in microseconds: 0 wakes the worker for every send and
+    /// every received packet; above, it runs one round per tick.
     tick_us: AtomicU64,
     waker: Waker,
 }
@@ -458,7 +465,7 @@ impl<P, A> Channel<P, A> {
 
     /// The counters now, in [`ChannelStats::NAMES`] order.
     pub fn stats(&self) -> [u64; NCOUNTERS] {
-        std::array::from_fn(|i| self.counters[i].load(Ordering::Relaxed))
+        std::array::from_fn(|i| self.counters[i].load(Ordering::Acquire))
     }
 
     /// Adds `n` to a counter only the worker writes: a plain load and store,
@@ -466,12 +473,13 @@ impl<P, A> Channel<P, A> {
     #[inline]
     fn bump(&self, column: usize, n: u64) {
         let c = &self.counters[column];
-        c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+        c.store(c.load(Ordering::Relaxed) + n, Ordering::Release);
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic elsewhere cannot leave these plain lists inconsistent.
+/// Locks `m`, ignoring poisoning: what these mutexes guard (lists, settings)
+/// stays consistent even if a holder panicked.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -557,7 +565,10 @@ pub struct Server<H: Handler> {
 }
 
 impl<H: Handler> Server<H> {
-    /// Starts the worker thread. `tick` paces sends (zero: as soon as queued).
+    /// Starts the worker thread. A non-zero `tick` makes it run one round
+    /// (receive everything ready, send everything queued) per tick, trading
+    /// up to one tick of latency for bigger batches; zero serves each packet
+    /// as soon as it arrives or is queued.
     pub fn start(handler: H, tick: Duration) -> io::Result<Self> {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
@@ -599,7 +610,12 @@ impl<H: Handler> Server<H> {
         })
     }
 
-    /// Changes the send pacing (zero: as soon as queued).
+    fn command(&self, command: Command<H>) {
+        lock(&self.shared.commands).push(command);
+        self.notify.wake();
+    }
+
+    /// Changes the pacing (see [`Server::start`]).
     pub fn set_tick(&self, tick: Duration) {
         self.notify
             .tick_us
@@ -641,8 +657,7 @@ impl<H: Handler> Server<H> {
         channel.counters[LOCAL_PORT].store(u64::from(local.port()), Ordering::Relaxed);
         channels.insert(id, channel.clone());
         drop(channels);
-        lock(&self.shared.commands).push(Command::Add(channel.clone(), socket, config));
-        self.notify.wake();
+        self.command(Command::Add(channel.clone(), socket, config));
         Ok(channel)
     }
 
@@ -653,8 +668,7 @@ impl<H: Handler> Server<H> {
             return false;
         };
         let (done, wait) = mpsc::channel();
-        lock(&self.shared.commands).push(Command::Remove(id, done));
-        self.notify.wake();
+        self.command(Command::Remove(id, done));
         let closed = wait.recv_timeout(timeout).is_ok();
         if !closed {
             // The worker is stuck or gone: keep the counts all the same.
@@ -688,8 +702,7 @@ impl<H: Handler> Server<H> {
     /// Stops the worker and closes every socket.
     pub fn stop(&mut self) {
         if let Some(thread) = self.thread.take() {
-            lock(&self.shared.commands).push(Command::Stop);
-            self.notify.wake();
+            self.command(Command::Stop);
             // A panicking worker has nothing left to clean up.
             let _ = thread.join();
         }
@@ -785,9 +798,10 @@ impl RecvBuffers {
         }
     }
 
-    /// Reads up to [`BATCH`] datagrams without blocking.
-    fn recv(&mut self, fd: i32) -> io::Result<usize> {
-        for m in &mut self.msgs {
+    /// Reads up to `max` (at most [`BATCH`]) datagrams without blocking.
+    fn recv(&mut self, fd: i32, max: usize) -> io::Result<usize> {
+        let max = max.clamp(1, BATCH);
+        for m in &mut self.msgs[..max] {
             m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
             m.msg_hdr.msg_flags = 0;
             m.msg_len = 0;
@@ -797,7 +811,7 @@ impl RecvBuffers {
             libc::recvmmsg(
                 fd,
                 self.msgs.as_mut_ptr(),
-                BATCH as u32,
+                max as u32,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
             )
@@ -975,11 +989,45 @@ struct WorkerChannel<H: Handler> {
     remote: Option<SocketAddr>,
     latch: bool,
     source_filter: bool,
+    /// Datagrams to ask the next `recvmmsg` for: as many as the socket is
+    /// expected to hold, so the call rarely makes a last, failing attempt.
+    batch: usize,
+    /// A receive error was reported and none succeeded since.
+    failing: bool,
+}
+
+/// Registers `socket` for level-triggered readability under token `id` on
+/// mio's epoll instance. mio itself only registers edge-triggered, which
+/// obliges a reader to drain the socket down to `EAGAIN`: one failing
+/// `recvmsg` per wake, for a channel that mostly holds a single packet. Level
+/// triggering lets the worker read what it expects and leave the rest for the
+/// next round, which epoll then reports again.
+fn register_level_triggered(poll: &Poll, socket: &std::net::UdpSocket, id: u32) -> io::Result<()> {
+    let mut event = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        // mio reads its tokens back from this field.
+        u64: id as u64,
+    };
+    // SAFETY: both fds are open; the kernel copies `event`.
+    let r = unsafe {
+        libc::epoll_ctl(
+            poll.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            socket.as_raw_fd(),
+            &mut event,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl<H: Handler> WorkerChannel<H> {
     fn refresh_remote(&mut self) {
-        if self.channel.remote_dirty.swap(false, Ordering::Acquire)
+        // A plain load first: the locked swap only when there is news.
+        if self.channel.remote_dirty.load(Ordering::Relaxed)
+            && self.channel.remote_dirty.swap(false, Ordering::Acquire)
             && let Some(update) = lock(&self.channel.remote_update).take()
         {
             self.remote = update.map(canonical);
@@ -1003,13 +1051,33 @@ struct Worker<H: Handler> {
 
 impl<H: Handler> Worker<H> {
     fn run(&mut self) {
-        let mut events = Events::with_capacity(1024);
+        let mut events = Events::with_capacity(EVENTS);
         let mut next_tick = Instant::now();
         let mut out: Vec<H::Packet> = Vec::with_capacity(BATCH);
+        let mut more_to_send = false;
         loop {
-            let tick = Duration::from_micros(self.notify.tick_us.load(Ordering::Relaxed));
-            let timeout =
-                (!tick.is_zero()).then(|| next_tick.saturating_duration_since(Instant::now()));
+            let tick_us = self.notify.tick_us.load(Ordering::Relaxed);
+            let tick = Duration::from_micros(tick_us);
+            let timeout = if tick.is_zero() {
+                // Sends left over from the last round: only look for reads.
+                more_to_send.then_some(Duration::ZERO)
+            } else {
+                // Paced rounds: epoll keeps what became ready meanwhile, so
+                // one round handles a tick's worth of packets in one go.
+                // Socket readiness does not end the pause; a command or a new
+                // tick does, within a slice, so changes never wait for a long
+                // tick.
+                loop {
+                    let now = Instant::now();
+                    let retuned = self.notify.tick_us.load(Ordering::Relaxed) != tick_us;
+                    if now >= next_tick || retuned || !lock(&self.shared.commands).is_empty() {
+                        break;
+                    }
+                    std::thread::sleep((next_tick - now).min(PAUSE_SLICE));
+                }
+                next_tick = (next_tick + tick).max(Instant::now());
+                Some(Duration::ZERO)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != io::ErrorKind::Interrupted
             {
@@ -1018,11 +1086,17 @@ impl<H: Handler> Worker<H> {
             }
             self.handler.woke();
             let mut woken = false;
+            let mut ready = 0;
             for event in events.iter() {
+                ready += 1;
                 match event.token() {
                     WAKER => woken = true,
                     Token(id) => self.receive(id as u32),
                 }
+            }
+            if ready == EVENTS {
+                // More sockets are ready than one poll reports: no pause.
+                next_tick = Instant::now();
             }
             if woken {
                 self.notify.wake_requested.store(false, Ordering::Release);
@@ -1030,20 +1104,19 @@ impl<H: Handler> Worker<H> {
                     return;
                 }
             }
-            let now = Instant::now();
-            if tick.is_zero() || now >= next_tick {
-                next_tick = now + tick;
-                std::mem::swap(&mut *lock(&self.notify.pending), &mut self.pending);
-                // A channel is scheduled only after its Add was queued, so
-                // running the commands after taking the pending ids puts
-                // every pending channel in the table. Without this, an id
-                // scheduled before the worker saw its Add was skipped with
-                // its `scheduled` flag left set: that channel never sent.
-                let commands_queued = !lock(&self.shared.commands).is_empty();
-                if commands_queued && !self.run_commands() {
-                    return;
-                }
-                self.send_pending(&mut out);
+            std::mem::swap(&mut *lock(&self.notify.pending), &mut self.pending);
+            // A channel is scheduled only after its Add was queued, so
+            // running the commands after taking the pending ids puts every
+            // pending channel in the table. Without this, an id scheduled
+            // before the worker saw its Add was skipped with its `scheduled`
+            // flag left set, and that channel never sent again.
+            let commands_queued = !lock(&self.shared.commands).is_empty();
+            if commands_queued && !self.run_commands() {
+                return;
+            }
+            more_to_send = self.send_pending(&mut out);
+            if more_to_send && !tick.is_zero() {
+                next_tick = Instant::now();
             }
         }
     }
@@ -1055,13 +1128,7 @@ impl<H: Handler> Worker<H> {
         for command in self.commands.drain(..) {
             match command {
                 Command::Add(channel, socket, config) => {
-                    let fd = socket.as_raw_fd();
-                    let token = Token(channel.id as usize);
-                    if let Err(e) =
-                        self.poll
-                            .registry()
-                            .register(&mut SourceFd(&fd), token, Interest::READABLE)
-                    {
+                    if let Err(e) = register_level_triggered(&self.poll, &socket, channel.id) {
                         self.handler.socket_error(&channel, e);
                         continue;
                     }
@@ -1073,6 +1140,8 @@ impl<H: Handler> Worker<H> {
                             source_filter: config.source_filter,
                             channel,
                             socket,
+                            batch: 1,
+                            failing: false,
                         },
                     );
                 }
@@ -1097,15 +1166,32 @@ impl<H: Handler> Worker<H> {
         };
         wc.refresh_remote();
         let fd = wc.socket.as_raw_fd();
-        loop {
-            let n = match self.recv.recv(fd) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.handler.socket_error(&wc.channel, e);
-                    break;
+        // Epoll is level-triggered: what these reads leave is reported again
+        // in the next round, so one busy socket cannot hold the others up.
+        for _ in 0..READS_PER_EVENT {
+            let asked = wc.batch;
+            let n = loop {
+                match self.recv.recv(fd, asked) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) => {
+                        // Reported once, not on every round it persists.
+                        if !wc.failing {
+                            wc.failing = true;
+                            self.handler.socket_error(&wc.channel, e);
+                        }
+                        return;
+                    }
                 }
+            };
+            wc.failing = false;
+            // A full read suggests more is waiting; a short one drained the
+            // socket and tells how much to expect next time.
+            wc.batch = if n == wc.batch {
+                (n * 2).min(BATCH)
+            } else {
+                n.max(1)
             };
             let ch = &wc.channel;
             self.accepted.clear();
@@ -1131,10 +1217,12 @@ impl<H: Handler> Worker<H> {
                 }
                 self.accepted.push((i, from));
             }
-            ch.bump(PACKETS_RECEIVED, n as u64);
-            ch.bump(OCTETS_RECEIVED, octets);
+            // Drops first: a reader that sees the new `packets-received`
+            // (it is read first, with acquire) sees them too.
             ch.bump(DROPPED_NOT_RTP, not_rtp);
             ch.bump(DROPPED_FOREIGN_SOURCE, foreign);
+            ch.bump(OCTETS_RECEIVED, octets);
+            ch.bump(PACKETS_RECEIVED, n as u64);
             if !self.accepted.is_empty() {
                 self.handler.received(
                     ch,
@@ -1144,16 +1232,19 @@ impl<H: Handler> Worker<H> {
                     },
                 );
             }
-            // A short batch means the socket is drained: the next datagram
-            // raises a new edge, so the extra EAGAIN read is saved.
-            if n < BATCH {
+            // A short read emptied the socket.
+            if n < asked {
                 break;
             }
         }
     }
 
-    /// Sends the queues of the channels in `self.pending`.
-    fn send_pending(&mut self, out: &mut Vec<H::Packet>) {
+    /// Sends at most one batch per pending channel, so a flood of sends
+    /// never keeps the worker from reading: channels with more queued go
+    /// back on the list for the next round. Returns true when some did.
+    /// The channels are those in `self.pending`.
+    fn send_pending(&mut self, out: &mut Vec<H::Packet>) -> bool {
+        let mut more = false;
         for i in 0..self.pending.len() {
             let id = self.pending[i];
             let Some(wc) = self.table.get_mut(&id) else {
@@ -1163,46 +1254,46 @@ impl<H: Handler> Worker<H> {
             // the channel again.
             wc.channel.scheduled.store(false, Ordering::Release);
             wc.refresh_remote();
+            out.clear();
+            while out.len() < BATCH {
+                match wc.channel.queue.pop() {
+                    Some(p) => out.push(p),
+                    None => break,
+                }
+            }
+            if out.len() == BATCH && !wc.channel.scheduled.swap(true, Ordering::AcqRel) {
+                lock(&self.notify.pending).push(id);
+                more = true;
+            }
+            let ch = &wc.channel;
+            let Some(remote) = wc.remote else {
+                ch.bump(SEND_ERRORS, out.len() as u64);
+                continue;
+            };
             let fd = wc.socket.as_raw_fd();
-            loop {
-                out.clear();
-                while out.len() < BATCH {
-                    match wc.channel.queue.pop() {
-                        Some(p) => out.push(p),
-                        None => break,
-                    }
-                }
-                if out.is_empty() {
-                    break;
-                }
-                let ch = &wc.channel;
-                let Some(remote) = wc.remote else {
-                    ch.bump(SEND_ERRORS, out.len() as u64);
-                    continue;
-                };
-                let mut at = 0;
-                while at < out.len() {
-                    let (sent, err) = self.send.send(fd, &out[at..], target_for(ch.local, remote));
-                    ch.bump(PACKETS_SENT, sent as u64);
-                    ch.bump(
-                        OCTETS_SENT,
-                        out[at..at + sent]
-                            .iter()
-                            .map(|p| p.as_ref().len() as u64)
-                            .sum(),
-                    );
-                    at += sent;
-                    if err.is_some() {
-                        // The packet the kernel refused is counted and skipped;
-                        // the rest of the batch is tried again.
-                        ch.bump(SEND_ERRORS, 1);
-                        at += 1;
-                    }
+            let mut at = 0;
+            while at < out.len() {
+                let (sent, err) = self.send.send(fd, &out[at..], target_for(ch.local, remote));
+                ch.bump(PACKETS_SENT, sent as u64);
+                ch.bump(
+                    OCTETS_SENT,
+                    out[at..at + sent]
+                        .iter()
+                        .map(|p| p.as_ref().len() as u64)
+                        .sum(),
+                );
+                at += sent;
+                if err.is_some() {
+                    // The packet the kernel refused is counted and skipped;
+                    // the rest of the batch is tried again.
+                    ch.bump(SEND_ERRORS, 1);
+                    at += 1;
                 }
             }
         }
         self.pending.clear();
         out.clear();
+        more
     }
 }
 
@@ -1234,11 +1325,12 @@ mod tests {
     }
 
     fn server() -> (Server<Collect>, Receiver<Got>) {
+        server_with_tick(Duration::ZERO)
+    }
+
+    fn server_with_tick(tick: Duration) -> (Server<Collect>, Receiver<Got>) {
         let (tx, rx) = channel();
-        (
-            Server::start(Collect { tx: Some(tx) }, Duration::ZERO).unwrap(),
-            rx,
-        )
+        (Server::start(Collect { tx: Some(tx) }, tick).unwrap(), rx)
     }
 
     fn packet(seq: u16) -> Vec<u8> {
@@ -1382,7 +1474,16 @@ mod tests {
 
     #[test]
     fn echo_between_two_channels_counts_everything() {
-        let (srv, rx) = server();
+        echo_between_two_channels(Duration::ZERO);
+    }
+
+    #[test]
+    fn paced_rounds_lose_nothing() {
+        echo_between_two_channels(Duration::from_millis(5));
+    }
+
+    fn echo_between_two_channels(tick: Duration) {
+        let (srv, rx) = server_with_tick(tick);
         let big = ChannelConfig {
             queue_size: 128,
             ..loopback()
@@ -1456,6 +1557,40 @@ mod tests {
         assert_eq!(s[SEND_ERRORS], accepted as u64);
         assert_eq!(s[DROPPED_QUEUE_FULL], 1000 - accepted as u64);
         assert_eq!(s[PACKETS_SENT], 0);
+    }
+
+    #[test]
+    fn paced_worker_serves_many_channels() {
+        let (srv, rx) = server_with_tick(Duration::from_millis(1));
+        let channels: Vec<_> = (0..100)
+            .map(|id| srv.add_channel(id, loopback(), ()).unwrap())
+            .collect();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for round in 0..3 {
+            for ch in &channels {
+                peer.send_to(&packet(round), ch.local_addr()).unwrap();
+            }
+            for _ in &channels {
+                let (_, data, _) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+                assert_eq!(data, packet(round));
+            }
+        }
+    }
+
+    #[test]
+    fn a_long_tick_does_not_delay_channel_changes() {
+        let (mut srv, _rx) = server_with_tick(Duration::from_secs(1));
+        let started = Instant::now();
+        for id in 0..20 {
+            srv.add_channel(id, loopback(), ()).unwrap();
+            assert!(srv.remove_channel(id, Duration::from_secs(5)));
+        }
+        srv.stop();
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]

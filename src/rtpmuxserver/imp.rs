@@ -14,7 +14,7 @@ use gst::subclass::prelude::*;
 use gst_net::gio;
 
 use super::{Family, RtpMuxServerPad};
-use crate::mux::{self, ChannelStats, NCOUNTERS};
+use crate::mux::{self, ChannelStats, NCOUNTERS, lock};
 use crate::stats;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -33,7 +33,7 @@ const MAX_TICK_MS: u32 = 1000;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One channel's socket settings: the pad properties of `sink_N`/`src_N`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(super) struct PadSettings {
     pub bind_address: String,
     pub bind_port: u32,
@@ -43,6 +43,8 @@ pub(super) struct PadSettings {
     pub latch: bool,
     pub source_filter: bool,
     pub queue_size: u32,
+    /// Caps announced on `src_N`.
+    pub caps: gst::Caps,
 }
 
 impl Default for PadSettings {
@@ -57,8 +59,14 @@ impl Default for PadSettings {
             latch: core.latch,
             source_filter: core.source_filter,
             queue_size: core.queue_size,
+            caps: rtp_caps(),
         }
     }
+}
+
+/// The plain caps of `src_N` when the user gives none.
+pub(super) fn rtp_caps() -> gst::Caps {
+    gst::Caps::new_empty_simple("application/x-rtp")
 }
 
 /// What a pad property change asks of a running channel.
@@ -82,6 +90,7 @@ pub(super) struct Attach {
 
 struct SrcOut {
     pad: gst::Pad,
+    caps: gst::Caps,
     /// Stream-start, caps and segment are due before the next buffer.
     need_events: bool,
     /// The last sender and its GSocketAddress: a stream has one sender, so
@@ -114,13 +123,18 @@ impl ChannelSlot {
         lock(&self.settings)
     }
 
+    /// New caps for `src_N`: announced before its next buffer.
+    pub fn set_caps(&self, caps: gst::Caps) {
+        lock(&self.settings).caps = caps.clone();
+        if let Some(out) = lock(&self.attach.out).as_mut() {
+            out.caps = caps;
+            out.need_events = true;
+        }
+    }
+
     fn core(&self) -> MutexGuard<'_, Option<Arc<CoreChannel>>> {
         lock(&self.core)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 struct Entry {
@@ -205,16 +219,14 @@ impl Deliver {
         Some(buffer)
     }
 
-    fn start_stream(&self, channel: u32, pad: &gst::Pad) {
+    fn start_stream(&self, channel: u32, pad: &gst::Pad, caps: &gst::Caps) {
         // Deterministic: the element and channel name the stream.
         let stream_id = match self.element.upgrade() {
             Some(e) => format!("rtpmuxserver/{}/{channel}", e.name()),
             None => format!("rtpmuxserver/{channel}"),
         };
         pad.push_event(gst::event::StreamStart::new(&stream_id));
-        pad.push_event(gst::event::Caps::new(&gst::Caps::new_empty_simple(
-            "application/x-rtp",
-        )));
+        pad.push_event(gst::event::Caps::new(caps));
         pad.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
             gst::ClockTime,
         >::new()));
@@ -240,7 +252,7 @@ impl mux::Handler for Deliver {
             return;
         };
         if out.need_events {
-            self.start_stream(channel.id(), &out.pad);
+            self.start_stream(channel.id(), &out.pad, &out.caps);
             out.need_events = false;
         }
         let pushed = if n == 1 {
@@ -409,7 +421,7 @@ impl RtpMuxServer {
         let server = mux::Server::start(deliver, tick).map_err(|e| {
             gst::error_msg!(
                 gst::ResourceError::OpenReadWrite,
-                ["cannot start the worker thread: {e}"]
+                ("cannot start the worker thread: {e}")
             )
         })?;
         self.extra.reset();
@@ -593,11 +605,13 @@ impl ObjectImpl for RtpMuxServer {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             vec![
                 glib::ParamSpecUInt::builder("tick")
-                    .nick("Send tick")
+                    .nick("Worker tick")
                     .blurb(
-                        "Milliseconds between send rounds: queued packets wait up to this long \
-                         so they go out in bigger sendmmsg batches. 0 wakes the worker for \
-                         every packet queued (lowest latency).",
+                        "Milliseconds between worker rounds: each round receives everything \
+                         that arrived and sends everything queued since the last, in bigger \
+                         recvmmsg/sendmmsg batches and with fewer wake-ups, at the cost of up to \
+                         one tick of added latency. 0 (the default) handles every packet as \
+                         soon as it arrives or is queued.",
                     )
                     .maximum(MAX_TICK_MS)
                     .default_value(DEFAULT_TICK_MS)
@@ -766,6 +780,7 @@ impl ElementImpl for RtpMuxServer {
             // Set after add_pad, which activates the pad when running.
             *lock(&slot.attach.out) = Some(SrcOut {
                 pad: pad.clone().upcast(),
+                caps: slot.lock_settings().caps.clone(),
                 need_events: true,
                 sender: None,
             });

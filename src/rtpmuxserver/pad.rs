@@ -10,7 +10,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 
 use super::Family;
-use super::imp::{Change, ChannelSlot, PadSettings};
+use super::imp::{Change, ChannelSlot, PadSettings, rtp_caps};
 use crate::mux;
 
 #[derive(Default)]
@@ -130,6 +130,17 @@ impl ObjectImpl for RtpMuxServerPad {
                     .default_value(d.queue_size)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecBoxed::builder::<gst::Caps>("rtp-caps")
+                    .nick("RTP caps")
+                    .blurb(
+                        "Caps announced on src_N, application/x-rtp with what downstream \
+                         needs to know (media, clock-rate, encoding-name, payload), as udpsrc's \
+                         caps property (named apart from the pad's own read-only caps); caps \
+                         that are not application/x-rtp are refused. \
+                         Default: application/x-rtp.",
+                    )
+                    .mutable_playing()
+                    .build(),
             ]
         });
         PROPERTIES.as_ref()
@@ -139,6 +150,25 @@ impl ObjectImpl for RtpMuxServerPad {
         let Some(slot) = self.slot.get() else {
             return;
         };
+        if pspec.name() == "rtp-caps" {
+            let caps = value
+                .get::<Option<gst::Caps>>()
+                .ok()
+                .flatten()
+                .unwrap_or_else(rtp_caps);
+            let is_rtp = caps.size() > 0 && caps.iter().all(|s| s.name() == "application/x-rtp");
+            if is_rtp {
+                slot.set_caps(caps);
+            } else {
+                glib::g_warning!(
+                    "rtpmuxserver",
+                    "{}: caps {caps} are not application/x-rtp; keeping {}",
+                    self.obj().name(),
+                    slot.lock_settings().caps
+                );
+            }
+            return;
+        }
         let change = {
             let mut s = slot.lock_settings();
             match pspec.name() {
@@ -223,6 +253,7 @@ impl ObjectImpl for RtpMuxServerPad {
             "latch" => s.latch.to_value(),
             "source-filter" => s.source_filter.to_value(),
             "queue-size" => s.queue_size.to_value(),
+            "rtp-caps" => s.caps.to_value(),
             _ => pspec.default_value().clone(),
         }
     }

@@ -1,0 +1,524 @@
+//! rtpmuxserver against stock udpsrc, receiving N loopback RTP streams of
+//! 172-byte PCMU packets at 50 packets/s each, and rtpmuxserver channels
+//! sending to each other at 100 packets/s.
+//!
+//! The streams come from a child process (this binary again, with
+//! `BENCH_MUX_ROLE=sender`) that paces them with `sendmmsg`, so the CPU this
+//! process uses over the window is the receivers' alone.
+//!
+//! Environment: `BENCH_SECONDS` (window, default 5), `BENCH_MUX_N` (stream
+//! counts, default 100,500,1000,2000,4000), `BENCH_MUX_PEERS` (channel
+//! counts of the channel-to-channel runs, default 1024,2048,4096; 0 skips
+//! them), `BENCH_MUX_PEERS_SINK` (`none`: those channels get no `src_N`, so
+//! received packets stop in the element instead of going on to a
+//! `fakesink`), `BENCH_MUX_TICK` (the `tick` of the paced rows, ms,
+//! default 1).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+use gst_net::gio;
+use gstrtpsynth::rtp::{Extras, Header, write_packet};
+
+const PACKET: usize = 172;
+const WARMUP: Duration = Duration::from_secs(1);
+
+fn env_f64(name: &str, default: f64) -> f64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+fn packet(seq: u16, ssrc: u32) -> [u8; PACKET] {
+    let mut out = [0u8; PACKET];
+    let header = Header {
+        marker: false,
+        payload_type: 0,
+        seq,
+        timestamp: u32::from(seq) * 160,
+        ssrc,
+    };
+    write_packet(&mut out, &header, &Extras::default(), &[0xd5; 160]).expect("fits");
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Sender process
+
+/// Reads `pps seconds` and then one port per line from stdin, sends one
+/// packet per port every 1/pps s for that long, prints how many it sent.
+fn sender_main() {
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines().map_while(Result::ok);
+    let first = lines.next().expect("pps and seconds");
+    let mut it = first.split_whitespace();
+    let pps: f64 = it.next().and_then(|s| s.parse().ok()).expect("pps");
+    let seconds: f64 = it.next().and_then(|s| s.parse().ok()).expect("seconds");
+    let ports: Vec<u16> = lines.filter_map(|l| l.trim().parse().ok()).collect();
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("sender socket");
+    let fd = socket.as_raw_fd();
+    let n = ports.len();
+    let mut data: Vec<[u8; PACKET]> = (0..n).map(|i| packet(0, i as u32)).collect();
+    // SAFETY: all-zero bytes are valid C socket addresses and headers.
+    let mut names: Vec<libc::sockaddr_in> = ports
+        .iter()
+        .map(|&p| {
+            let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = p.to_be();
+            sin.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+            sin
+        })
+        .collect();
+    let mut iov: Vec<libc::iovec> = data
+        .iter_mut()
+        .map(|d| libc::iovec {
+            iov_base: d.as_mut_ptr().cast(),
+            iov_len: PACKET,
+        })
+        .collect();
+    let mut msgs: Vec<libc::mmsghdr> = (0..n)
+        .map(|i| {
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            m.msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_in).cast();
+            m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+            m.msg_hdr.msg_iov = &mut iov[i];
+            m.msg_hdr.msg_iovlen = 1;
+            m
+        })
+        .collect();
+    let period = Duration::from_secs_f64(1.0 / pps);
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(seconds);
+    let mut next = start;
+    let mut sent = 0u64;
+    let mut seq = 0u16;
+    while next < end {
+        for d in data.iter_mut() {
+            d[2..4].copy_from_slice(&seq.to_be_bytes());
+        }
+        let mut at = 0;
+        while at < n {
+            let chunk = (n - at).min(1024);
+            // SAFETY: the headers point into `names`, `iov` and `data`,
+            // alive and unmoved for the whole loop.
+            let r = unsafe { libc::sendmmsg(fd, msgs[at..].as_mut_ptr(), chunk as u32, 0) };
+            if r <= 0 {
+                // A refused packet is skipped; the receiver counts it lost.
+                at += 1;
+                continue;
+            }
+            sent += r as u64;
+            at += r as usize;
+        }
+        seq = seq.wrapping_add(1);
+        next += period;
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    println!("{sent}");
+}
+
+struct Sender {
+    child: std::process::Child,
+}
+
+impl Sender {
+    fn start(pps: f64, seconds: f64, ports: &[u16]) -> Sender {
+        let exe = std::env::current_exe().expect("own path");
+        let mut child = Command::new(exe)
+            .env("BENCH_MUX_ROLE", "sender")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("sender process starts");
+        let mut stdin = child.stdin.take().expect("stdin");
+        writeln!(stdin, "{pps} {seconds}").expect("sender reads");
+        for p in ports {
+            writeln!(stdin, "{p}").expect("sender reads");
+        }
+        drop(stdin);
+        Sender { child }
+    }
+
+    fn sent(mut self) -> u64 {
+        let out = self.child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(out)
+            .read_line(&mut line)
+            .expect("sender reports");
+        let _ = self.child.wait();
+        line.trim().parse().expect("a count")
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Measurements
+
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(ru.ru_utime) + t(ru.ru_stime)
+}
+
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn nominal_mhz() -> f64 {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("cpu MHz")?
+                .split(':')
+                .nth(1)?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(1000.0)
+}
+
+fn raise_fd_limit() {
+    // SAFETY: plain rlimit calls on a local struct.
+    unsafe {
+        let mut rl: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 {
+            rl.rlim_cur = rl.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+        }
+    }
+}
+
+struct Figures {
+    threads: usize,
+    cpu_percent: f64,
+    mhz_per_stream: f64,
+    rss_mb: f64,
+    sent: u64,
+    lost: u64,
+}
+
+fn rendered(sinks: &[gst::Element]) -> u64 {
+    sinks
+        .iter()
+        .map(|s| {
+            s.property::<gst::Structure>("stats")
+                .get::<u64>("rendered")
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+fn fakesink() -> gst::Element {
+    gst::ElementFactory::make("fakesink")
+        .property("sync", false)
+        .property("async", false)
+        .property("enable-last-sample", false)
+        .build()
+        .expect("fakesink")
+}
+
+/// Builds N receivers, runs the sender for warm-up + window, measures the
+/// window, then counts what arrived. `tick`: None for stock udpsrc, else
+/// rtpmuxserver with that tick (ms).
+fn receive_run(n: usize, tick: Option<u32>, window: f64, mhz: f64) -> Figures {
+    let rss_before = rss_mb();
+    let pipeline = gst::Pipeline::new();
+    let mut sinks = Vec::with_capacity(n);
+    let mut ports = Vec::with_capacity(n);
+    if let Some(tick) = tick {
+        let m = gst::ElementFactory::make("rtpmuxserver")
+            .property("tick", tick)
+            .build()
+            .expect("rtpmuxserver");
+        pipeline.add(&m).expect("add");
+        for _ in 0..n {
+            let pad = m.request_pad_simple("src_%u").expect("src pad");
+            pad.set_property("bind-address", "127.0.0.1");
+            let sink = fakesink();
+            pipeline.add(&sink).expect("add");
+            pad.link(&sink.static_pad("sink").expect("sink pad"))
+                .expect("link");
+            sinks.push(sink);
+        }
+        pipeline.set_state(gst::State::Playing).expect("PLAYING");
+        for i in 0..n {
+            let pad = m.static_pad(&format!("src_{i}")).expect("pad");
+            ports.push(pad.property::<u32>("local-port") as u16);
+        }
+    } else {
+        for _ in 0..n {
+            let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+            ports.push(socket.local_addr().expect("addr").port());
+            let gsocket = gio::Socket::from_fd(socket.into()).expect("GSocket");
+            let src = gst::ElementFactory::make("udpsrc")
+                .property("socket", &gsocket)
+                .property("close-socket", true)
+                .property("caps", gst::Caps::new_empty_simple("application/x-rtp"))
+                .build()
+                .expect("udpsrc");
+            let sink = fakesink();
+            pipeline.add_many([&src, &sink]).expect("add");
+            src.link(&sink).expect("link");
+            sinks.push(sink);
+        }
+        pipeline.set_state(gst::State::Playing).expect("PLAYING");
+    }
+    let _ = pipeline.state(gst::ClockTime::from_seconds(30));
+    let sender = Sender::start(50.0, WARMUP.as_secs_f64() + window, &ports);
+    std::thread::sleep(WARMUP);
+    let cpu0 = cpu_seconds();
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(window));
+    let cpu = cpu_seconds() - cpu0;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let threads = threads();
+    let rss = rss_mb() - rss_before;
+    let sent = sender.sent();
+    // Let the last packets drain.
+    std::thread::sleep(Duration::from_millis(300));
+    let received = rendered(&sinks);
+    pipeline.set_state(gst::State::Null).expect("NULL");
+    Figures {
+        threads,
+        cpu_percent: 100.0 * cpu / elapsed,
+        mhz_per_stream: cpu / elapsed * mhz / n as f64,
+        rss_mb: rss,
+        sent,
+        lost: sent.saturating_sub(received),
+    }
+}
+
+fn print_row(n: usize, name: &str, f: &Figures) {
+    println!(
+        "  {n:>5} {name:<13} {:>7} {:>8.1}% {:>10.3} {:>9.1} {:>10} {:>8} ({:.3}%)",
+        f.threads,
+        f.cpu_percent,
+        f.mhz_per_stream,
+        f.rss_mb,
+        f.sent,
+        f.lost,
+        100.0 * f.lost as f64 / f.sent.max(1) as f64
+    );
+}
+
+/// N channels of one element, channel i sending to channel i+1 at `pps`
+/// packets/s; the packets enter through the sink pads' chain function as an
+/// upstream element would push them.
+fn peers_run(n: usize, pps: f64, tick: u32, outputs: bool, window: f64, mhz: f64) {
+    let pipeline = gst::Pipeline::new();
+    let m = gst::ElementFactory::make("rtpmuxserver")
+        .build()
+        .expect("rtpmuxserver");
+    pipeline.add(&m).expect("add");
+    let mut sink_pads = Vec::with_capacity(n);
+    for i in 0..n {
+        let sink = m
+            .request_pad_simple(&format!("sink_{i}"))
+            .expect("sink pad");
+        sink.set_property("bind-address", "127.0.0.1");
+        sink.set_property("latch", false);
+        if outputs {
+            let src = m.request_pad_simple(&format!("src_{i}")).expect("src pad");
+            let fs = fakesink();
+            pipeline.add(&fs).expect("add");
+            src.link(&fs.static_pad("sink").expect("pad"))
+                .expect("link");
+        }
+        sink_pads.push(sink);
+    }
+    pipeline.set_state(gst::State::Playing).expect("PLAYING");
+    let ports: Vec<u32> = sink_pads.iter().map(|p| p.property("local-port")).collect();
+    for (i, pad) in sink_pads.iter().enumerate() {
+        pad.set_property("remote-address", "127.0.0.1");
+        pad.set_property("remote-port", ports[(i + 1) % n]);
+    }
+    for (i, pad) in sink_pads.iter().enumerate() {
+        pad.send_event(gst::event::StreamStart::new(&format!("peer-{i}")));
+        pad.send_event(gst::event::Caps::new(&gst::Caps::new_empty_simple(
+            "application/x-rtp",
+        )));
+        pad.send_event(gst::event::Segment::new(&gst::FormattedSegment::<
+            gst::ClockTime,
+        >::new()));
+    }
+    let buffers: Vec<gst::Buffer> = (0..n)
+        .map(|i| gst::Buffer::from_slice(packet(0, i as u32)))
+        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let generator = {
+        let stop = stop.clone();
+        let pads = sink_pads.clone();
+        std::thread::spawn(move || {
+            let period = Duration::from_secs_f64(1.0 / pps);
+            let mut next = Instant::now();
+            let mut chained = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (pad, b) in pads.iter().zip(&buffers) {
+                    let _ = pad.chain(b.clone());
+                    chained += 1;
+                }
+                next += period;
+                if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            chained
+        })
+    };
+    std::thread::sleep(WARMUP);
+    let cpu0 = cpu_seconds();
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(window));
+    let cpu = cpu_seconds() - cpu0;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let threads = threads();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let chained = generator.join().expect("generator");
+    std::thread::sleep(Duration::from_millis(300));
+    let s = m.property::<gst::Structure>("stats");
+    let get = |k: &str| s.get::<u64>(k).unwrap_or(0);
+    let lost = chained.saturating_sub(get("packets-received"));
+    println!(
+        "  {n} channels x {pps} pps, tick={tick}ms: {chained} packets, sent {}, received {}, dropped-queue-full {}, \
+         send-errors {}, lost {lost} ({:.3}%), {threads} threads, CPU {:.1}% \
+         ({:.3} MHz per channel, generator included)",
+        get("packets-sent"),
+        get("packets-received"),
+        get("dropped-queue-full"),
+        get("send-errors"),
+        100.0 * lost as f64 / chained.max(1) as f64,
+        100.0 * cpu / elapsed,
+        cpu / elapsed * mhz / n as f64,
+    );
+    common::report(
+        &format!("mux tick={tick}ms: {n} channels to each other, lost"),
+        lost as f64,
+        " packets",
+        None,
+        false,
+    );
+    if tick == 0 {
+        time_stats_reads(&m, n);
+    }
+    pipeline.set_state(gst::State::Null).expect("NULL");
+}
+
+/// One `stats-packed` read (all channels, decoded) against one `stats` read
+/// walked channel by channel, as an application would.
+fn time_stats_reads(m: &gst::Element, n: usize) {
+    let runs = common::runs();
+    let packed = common::median(runs, || {
+        common::seconds(|| {
+            let bytes = m.property::<gst::glib::Bytes>("stats-packed");
+            let sum: u64 = bytes
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+                .sum();
+            common::keep(sum);
+        })
+    });
+    let structured = common::median(runs, || {
+        common::seconds(|| {
+            let s = m.property::<gst::Structure>("stats");
+            let sum: u64 = (0..n)
+                .filter_map(|i| {
+                    s.get::<gst::Structure>(format!("channel-{i}").as_str())
+                        .ok()
+                })
+                .filter_map(|c| c.get::<u64>("packets-received").ok())
+                .sum();
+            common::keep(sum);
+        })
+    });
+    common::report(
+        &format!("mux: read {n} channels' counters, stats-packed"),
+        packed * 1e6,
+        " us",
+        Some(("stats structure", structured * 1e6)),
+        false,
+    );
+}
+
+fn main() {
+    if std::env::var("BENCH_MUX_ROLE").as_deref() == Ok("sender") {
+        sender_main();
+        return;
+    }
+    gst::init().expect("GStreamer initializes");
+    gstrtpsynth::plugin_register_static().expect("plugin registers");
+    raise_fd_limit();
+    let window = env_f64("BENCH_SECONDS", 5.0);
+    let counts: Vec<usize> = std::env::var("BENCH_MUX_N")
+        .unwrap_or_else(|_| "100,500,1000,2000,4000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let peers: Vec<usize> = std::env::var("BENCH_MUX_PEERS")
+        .unwrap_or_else(|_| "1024,2048,4096".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .filter(|&n| n > 1)
+        .collect();
+    let tick = env_f64("BENCH_MUX_TICK", 1.0) as u32;
+    let mhz = nominal_mhz();
+    println!(
+        "# bench_mux: N loopback streams x 50 pps of {PACKET}-byte PCMU, {window} s window \
+         after {} s warm-up, CPU-MHz at {mhz:.0} MHz nominal",
+        WARMUP.as_secs()
+    );
+    println!(
+        "  {:>5} {:<13} {:>7} {:>9} {:>10} {:>9} {:>10} {:>8}",
+        "N", "receiver", "threads", "CPU", "MHz/strm", "RSS+MB", "sent", "lost"
+    );
+    for &n in &counts {
+        let ours = receive_run(n, Some(0), window, mhz);
+        print_row(n, "rtpmuxserver", &ours);
+        let paced = receive_run(n, Some(tick), window, mhz);
+        print_row(n, &format!("  tick={tick}ms"), &paced);
+        let stock = receive_run(n, None, window, mhz);
+        print_row(n, "udpsrc", &stock);
+        common::report(
+            &format!("mux: CPU-MHz per stream, {n} streams x 50 pps"),
+            ours.mhz_per_stream,
+            " MHz",
+            Some(("udpsrc", stock.mhz_per_stream)),
+            false,
+        );
+        common::report(
+            &format!("mux tick={tick}ms: CPU-MHz per stream, {n} streams"),
+            paced.mhz_per_stream,
+            " MHz",
+            Some(("udpsrc", stock.mhz_per_stream)),
+            false,
+        );
+    }
+    let outputs = std::env::var("BENCH_MUX_PEERS_SINK").as_deref() != Ok("none");
+    for &n in &peers {
+        peers_run(n, 100.0, 0, outputs, window, mhz);
+        peers_run(n, 100.0, tick, outputs, window, mhz);
+    }
+}
