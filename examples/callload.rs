@@ -4,10 +4,10 @@
 //!
 //! Each call is two channels of one `rtpmuxserver` (leg A on channel 2i, leg
 //! B on 2i+1, each bound to port 0 and sending to the other's port on
-//! 127.0.0.1). Each leg sends `rtpsynthsrc shared-thread=calls` into its channel's `sink_N`
-//! and receives on `src_N (rtp-caps PCMU) ! rtpjbufdec ! rtppcmudepay ! ulawdec
-//! ! fakesink`, whose pad probe counts samples and checks that the sample
-//! timeline keeps up with arrival time. `--stock` builds the same calls from
+//! 127.0.0.1). Each leg sends `rtpsynthsrc shared-thread=calls` into its
+//! channel's `sink_N` and receives on `src_N` (`rtp-caps` PCMU) `!
+//! rtpjbufdec ! rtppcmudepay ! ulawdec ! fakesink`, whose pad probe counts
+//! samples and checks that the sample timeline keeps up with arrival time. `--stock` builds the same calls from
 //! stock elements, one `audiotestsrc … ! udpsink` and one `udpsrc ! … !
 //! fakesink` per direction, for the benchmark.
 //!
