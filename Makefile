@@ -29,7 +29,7 @@ inspect-check: build
 	bash scripts/check-inspect.sh target/debug
 
 demo: release
-	cargo run --release --example demo
+	cargo run --release --example callload
 
 bench: release
 	bash scripts/bench.sh

@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export GST_REGISTRY="${GST_REGISTRY:-$PWD/target/gst-registry.bin}"
 echo "# make bench on $(nproc) cores, $(date -u +%Y-%m-%d), BENCH_RUNS=${BENCH_RUNS:-5}"
+# bench_calls runs the call-load example in its own processes.
+cargo build --release --quiet --example callload
 for b in $(sed -n 's/^name = "\(bench_[a-z0-9_]*\)"/\1/p' Cargo.toml); do
   cargo bench --quiet --bench "$b"
 done

@@ -1104,6 +1104,16 @@ impl<H: Handler> Worker<H> {
                     return;
                 }
             }
+            std::mem::swap(&mut *lock(&self.notify.pending), &mut self.pending);
+            // A channel is scheduled only after its Add was queued, so
+            // running the commands after taking the pending ids puts every
+            // pending channel in the table. Without this, an id scheduled
+            // before the worker saw its Add was skipped with its `scheduled`
+            // flag left set, and that channel never sent again.
+            let commands_queued = !lock(&self.shared.commands).is_empty();
+            if commands_queued && !self.run_commands() {
+                return;
+            }
             more_to_send = self.send_pending(&mut out);
             if more_to_send && !tick.is_zero() {
                 next_tick = Instant::now();
@@ -1232,8 +1242,8 @@ impl<H: Handler> Worker<H> {
     /// Sends at most one batch per pending channel, so a flood of sends
     /// never keeps the worker from reading: channels with more queued go
     /// back on the list for the next round. Returns true when some did.
+    /// The channels are those in `self.pending`.
     fn send_pending(&mut self, out: &mut Vec<H::Packet>) -> bool {
-        std::mem::swap(&mut *lock(&self.notify.pending), &mut self.pending);
         let mut more = false;
         for i in 0..self.pending.len() {
             let id = self.pending[i];

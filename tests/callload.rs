@@ -1,0 +1,163 @@
+//! The call-load job (examples/callload.rs) run in-process, briefly: every
+//! packet accounted for, erasures matching the impairment, few threads.
+
+#[allow(dead_code)]
+#[path = "../examples/callload.rs"]
+mod callload;
+
+use std::sync::Mutex;
+
+use callload::{Options, Summary, run};
+
+/// Runs share the process: one at a time, so thread counts are their own.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn run_serial(o: &Options) -> Summary {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    run(o).unwrap()
+}
+
+fn options(args: &str) -> Options {
+    Options::parse(args.split_whitespace().map(String::from))
+        .unwrap()
+        .unwrap()
+}
+
+/// Asserts `count` is within 4 standard deviations of `p` × `n` draws.
+fn assert_binomial(what: &str, count: u64, n: u64, p: f64) {
+    let mean = n as f64 * p;
+    let sd = (n as f64 * p * (1.0 - p)).sqrt();
+    assert!(
+        (count as f64 - mean).abs() <= 4.0 * sd + 1.0,
+        "{what}: {count} of {n}, expected about {mean:.0} ± {sd:.0}"
+    );
+}
+
+#[test]
+fn impaired_calls_account_for_every_packet() {
+    let o = options(
+        "--calls 20 --seconds 3 --ramp 40 --loss 0.05 --reorder 0.05 --duplicate 0.05 \
+         --seed 7 --quiet",
+    );
+    let s = run_serial(&o);
+    let j = s.json();
+    assert_eq!(s.lost_uncounted, 0, "packets lost without a counter: {j}");
+    assert_eq!(s.kernel_lost, 0, "{j}");
+    assert_eq!(
+        s.discontinuous_legs, 0,
+        "a leg's samples do not add up: {j}"
+    );
+    // 40 legs at 50 packets/s for the 3 measured seconds at least.
+    assert!(s.packets_sent >= 40 * 50 * 3, "sent {}", s.packets_sent);
+    assert!(s.packets_received > 0);
+    // The server received what was sent, minus drops, plus duplicates.
+    assert_eq!(
+        s.packets_received,
+        s.packets_sent - s.impairment_dropped + s.duplicated
+    );
+    // Each dropped packet is concealed, and nothing else is.
+    assert_eq!(s.erased_packets, s.impairment_dropped);
+    assert!(s.erasures > 0 && s.erasures <= s.erased_packets);
+    // Every duplicate is dropped and counted by the jitter buffers.
+    assert_eq!(s.counted_drops, s.duplicated);
+    // The first packet of each leg and the 300 ms clean tail (15 packets)
+    // are never impaired; a duplicate is drawn for packets not lost.
+    let draws = s.packets_sent - 40 * 16;
+    assert_binomial("lost", s.impairment_dropped, draws, 0.05);
+    assert_binomial("duplicated", s.duplicated, draws, 0.05 * 0.95);
+    // Main thread, the server's worker, the shared synthesis thread, and the
+    // test harness's own.
+    assert!(s.threads <= 8, "{} threads", s.threads);
+    assert!(s.cpu_seconds > 0.0 && s.mhz_per_call > 0.0);
+    assert!(s.rss_mb > 0.0);
+}
+
+#[test]
+fn stock_calls_need_threads_per_stream() {
+    let o = options("--calls 3 --seconds 2 --ramp 0 --stock --loss 0.05 --seed 5 --quiet");
+    let s = run_serial(&o);
+    println!("{}", s.json());
+    assert!(s.stock);
+    assert_eq!(s.lost_uncounted, 0);
+    assert!(s.packets_received > 0);
+    assert_eq!(
+        s.packets_received,
+        s.packets_sent - s.impairment_dropped + s.duplicated
+    );
+    // audiotestsrc, udpsrc and rtpjitterbuffer's timer per direction.
+    assert!(s.threads >= 3 * 2 * 3, "{} threads", s.threads);
+}
+
+#[test]
+fn json_is_one_line_with_the_required_fields() {
+    let o = options("--calls 1 --seconds 0.5 --ramp 0 --quiet --json");
+    assert!(o.json);
+    let s = run_serial(&o);
+    let j = s.json();
+    assert!(j.starts_with('{') && j.ends_with('}') && !j.contains('\n'));
+    for key in [
+        "calls",
+        "packets_sent",
+        "packets_received",
+        "lost_uncounted",
+        "erasures",
+        "cpu_seconds",
+        "mhz_per_call",
+        "threads",
+        "rss_mb",
+    ] {
+        assert!(j.contains(&format!("\"{key}\":")), "{key} missing in {j}");
+    }
+    assert!(j.contains("\"calls\":1,"));
+    assert!(j.contains("\"lost_uncounted\":0,"));
+}
+
+#[test]
+fn bad_options_are_refused_with_a_reason() {
+    let parse = |a: &str| Options::parse(a.split_whitespace().map(String::from));
+    for (args, needle) in [
+        ("--calls 0", "--calls"),
+        ("--calls x", "cannot parse"),
+        ("--loss 1.5", "probability"),
+        ("--loss 1", "every packet"),
+        ("--seconds 0", "--seconds"),
+        ("--ptime 3", "--ptime"),
+        ("--ramp -1", "--ramp"),
+        ("--tick 5000", "--tick"),
+        ("--seed", "needs a value"),
+        ("--frobnicate", "unknown argument"),
+    ] {
+        let e = parse(args).unwrap_err();
+        assert!(e.contains(needle), "{args}: {e}");
+    }
+    assert!(parse("--help").unwrap().is_none());
+    let o = parse("--calls 7 --csv /tmp/x.csv --stock")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (o.calls, o.csv.as_deref(), o.stock),
+        (7, Some("/tmp/x.csv"), true)
+    );
+}
+
+#[test]
+fn csv_has_a_row_a_second() {
+    let path = std::env::temp_dir().join(format!("callload-{}.csv", std::process::id()));
+    let mut o = options("--calls 2 --seconds 2 --ramp 0 --quiet");
+    o.csv = Some(path.to_string_lossy().into_owned());
+    let s = run_serial(&o);
+    assert!(s.ok());
+    let text = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "t/s,calls,out/s,in/s,lost/s,erased/s,cpu%,threads"
+    );
+    assert!((2..=3).contains(&(lines.len() - 1)), "{text}");
+    for row in &lines[1..] {
+        let cols: Vec<&str> = row.split(',').collect();
+        assert_eq!(cols.len(), 8, "{row}");
+        assert_eq!(cols[1], "2");
+    }
+}
