@@ -309,18 +309,25 @@ impl RtpSynthSrc {
         }
     }
 
-    /// Waits on the pipeline clock until `until` (running time). Ok(false):
-    /// the wait was interrupted by a flush.
-    fn wait_until(&self, until: gst::ClockTime) -> Result<bool, gst::FlowError> {
+    /// The pipeline clock and base time a live source paces by; posts an
+    /// error when there is none.
+    fn pacing_clock(&self) -> Option<(gst::Clock, gst::ClockTime)> {
         let obj = self.obj();
-        let (Some(clock), Some(base)) = (obj.clock(), obj.base_time()) else {
+        let pair = obj.clock().zip(obj.base_time());
+        if pair.is_none() {
             gst::element_imp_error!(
                 self,
                 gst::CoreError::Clock,
                 ("Live rtpsynthsrc has no clock to pace packets")
             );
-            return Err(gst::FlowError::Error);
-        };
+        }
+        pair
+    }
+
+    /// Waits on the pipeline clock until `until` (running time). Ok(false):
+    /// the wait was interrupted by a flush.
+    fn wait_until(&self, until: gst::ClockTime) -> Result<bool, gst::FlowError> {
+        let (clock, base) = self.pacing_clock().ok_or(gst::FlowError::Error)?;
         let id = {
             let mut wait = lock(&self.wait);
             if wait.flushing {
@@ -508,14 +515,7 @@ impl RtpSynthSrc {
     /// PAUSED→PLAYING on a shared thread: schedule the next packet.
     fn join_worker(&self) -> Result<(), gst::StateChangeError> {
         let obj = self.obj();
-        let (Some(clock), Some(base)) = (obj.clock(), obj.base_time()) else {
-            gst::element_imp_error!(
-                self,
-                gst::CoreError::Clock,
-                ("Live rtpsynthsrc has no clock to pace packets")
-            );
-            return Err(gst::StateChangeError);
-        };
+        let (clock, base) = self.pacing_clock().ok_or(gst::StateChangeError)?;
         // Deadlines are kept on CLOCK_MONOTONIC; map running time onto it.
         let mono_base = sched::monotonic_ns()
             .wrapping_sub(clock.time().nseconds())
