@@ -57,7 +57,7 @@ fn main() {
         "synth core: 172-byte PCMU packets",
         core,
         "pkt/s",
-        Some(("librtpsynth (40 M/s here)", 40e6)),
+        Some(("librtpsynth (issue figure, not run)", 40e6)),
         true,
     );
 
