@@ -7,7 +7,7 @@ export GST_REGISTRY := $(CURDIR)/target/gst-registry.bin
 # Debian's interpreter: it has python3-gi and python3-gst-1.0.
 PYTHON := /usr/bin/python3
 
-.PHONY: setup build release test demo bench inspect-check fmt clippy
+.PHONY: setup build release test demo bench inspect-check
 
 setup:
 	@bash scripts/setup.sh
