@@ -22,6 +22,8 @@ test: setup
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo test
+	# cargo test builds the library for the tests, not the plugin's .so.
+	cargo build
 	bash scripts/check-inspect.sh target/debug
 	GST_PLUGIN_PATH=$(CURDIR)/target/debug $(PYTHON) -m pytest -q tests/python
 
