@@ -5,7 +5,6 @@
 mod common;
 
 use common::*;
-use gst::prelude::*;
 use gstrtpsynth::prng::SplitMix64;
 use gstrtpsynth::{g711, resample};
 
@@ -254,53 +253,24 @@ fn bench_cores() {
 }
 
 /// (wall, CPU) seconds `appsrc ! <chain> ! fakesink` takes to move `bufs`
-/// (`chain` empty: the floor, the same pipeline without the element). All
-/// buffers are queued in appsrc while fakesink holds the preroll, so the
-/// clock then times the streaming thread alone, not its hand-offs with the
-/// thread that feeds appsrc.
+/// (`chain` empty: the floor, the same pipeline without the element).
 fn pipeline_seconds(chain: &str, caps: &gst::Caps, bufs: &[gst::Buffer]) -> (f64, f64) {
-    let pipeline = gst::parse::launch(&format!(
-        "appsrc name=src format=time max-bytes=0 ! {chain} fakesink sync=false \
-         enable-last-sample=false"
-    ))
-    .expect("pipeline builds")
-    .downcast::<gst::Pipeline>()
-    .expect("a pipeline");
-    pipeline.use_clock(None::<&gst::Clock>);
-    let src = pipeline
-        .by_name("src")
-        .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
-        .expect("appsrc");
-    src.set_caps(Some(caps));
-    pipeline.set_state(gst::State::Paused).expect("pauses");
     // Lists amortise appsrc's queue; the elements still see one buffer at a
     // time (BaseTransform splits lists).
-    for chunk in bufs.chunks(100) {
+    let lists = bufs.chunks(100).map(|chunk| {
         let mut list = gst::BufferList::new_sized(chunk.len());
         let l = list.get_mut().expect("new list");
         for b in chunk {
             l.add(b.clone());
         }
-        src.push_buffer_list(list).expect("appsrc takes the list");
-    }
-    src.end_of_stream().expect("eos");
-    let (prerolled, _, _) = pipeline.state(gst::ClockTime::from_seconds(30));
-    prerolled.expect("prerolls");
-    let cpu = cpu_seconds();
-    let wall = std::time::Instant::now();
-    pipeline.set_state(gst::State::Playing).expect("plays");
-    let msg = pipeline
-        .bus()
-        .expect("bus")
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(120),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .expect("pipeline ends");
-    let secs = (wall.elapsed().as_secs_f64(), cpu_seconds() - cpu);
-    assert_eq!(msg.type_(), gst::MessageType::Eos, "{chain}: {msg:?}");
-    pipeline.set_state(gst::State::Null).expect("stops");
-    secs
+        list
+    });
+    appsrc_seconds(
+        &format!("{chain} fakesink sync=false enable-last-sample=false"),
+        caps,
+        lists,
+        |_| {},
+    )
 }
 
 /// Times `appsrc ! ours ! fakesink`, `appsrc ! stock ! fakesink` and the

@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use gst::prelude::*;
+
 /// Runs `f` `runs` times and returns the median of what it reports.
 pub fn median<F: FnMut() -> f64>(runs: usize, mut f: F) -> f64 {
     let mut v: Vec<f64> = (0..runs).map(|_| f()).collect();
@@ -96,6 +98,54 @@ pub fn cpu_seconds() -> f64 {
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
     assert_eq!(rc, 0, "CLOCK_PROCESS_CPUTIME_ID is available on Linux");
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// (wall, CPU) seconds `appsrc ! downstream` (a launch line ending in a
+/// sink) takes to play `lists` to EOS without a clock. All lists are queued
+/// in the appsrc, given `caps` and no size limit, while the sink holds the
+/// preroll, so the clock then times the streaming thread alone, not its
+/// hand-offs with the thread that feeds appsrc. `setup` configures the other
+/// elements before the pipeline starts.
+pub fn appsrc_seconds(
+    downstream: &str,
+    caps: &gst::Caps,
+    lists: impl IntoIterator<Item = gst::BufferList>,
+    setup: impl FnOnce(&gst::Pipeline),
+) -> (f64, f64) {
+    let pipeline = gst::parse::launch(&format!("appsrc name=src format=time ! {downstream}"))
+        .expect("pipeline builds")
+        .downcast::<gst::Pipeline>()
+        .expect("a pipeline");
+    pipeline.use_clock(None::<&gst::Clock>);
+    let src = pipeline
+        .by_name("src")
+        .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+        .expect("appsrc");
+    src.set_caps(Some(caps));
+    src.set_max_bytes(0);
+    setup(&pipeline);
+    pipeline.set_state(gst::State::Paused).expect("pauses");
+    for list in lists {
+        src.push_buffer_list(list).expect("appsrc takes the list");
+    }
+    src.end_of_stream().expect("eos");
+    let (prerolled, _, _) = pipeline.state(gst::ClockTime::from_seconds(30));
+    prerolled.expect("prerolls");
+    let cpu = cpu_seconds();
+    let wall = Instant::now();
+    pipeline.set_state(gst::State::Playing).expect("plays");
+    let msg = pipeline
+        .bus()
+        .expect("bus")
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(120),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("pipeline ends");
+    let secs = (wall.elapsed().as_secs_f64(), cpu_seconds() - cpu);
+    assert_eq!(msg.type_(), gst::MessageType::Eos, "{downstream}: {msg:?}");
+    pipeline.set_state(gst::State::Null).expect("stops");
+    secs
 }
 
 pub fn elapsed_ns(d: Duration, items: u64) -> f64 {
