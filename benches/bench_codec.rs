@@ -16,11 +16,24 @@ fn paired(mut ours: impl FnMut() -> f64, mut reference: impl FnMut() -> f64) -> 
         a.push(ours());
         b.push(reference());
     }
-    let mut it = [a, b].into_iter().map(|mut v| {
-        v.sort_by(|x, y| x.total_cmp(y));
-        v[v.len() / 2]
-    });
-    (it.next().unwrap_or(0.0), it.next().unwrap_or(0.0))
+    (middle(a), middle(b))
+}
+
+/// Reports `what` in items/s: `ours` against `reference` (named `ref_name`),
+/// each timed [`paired`] over `reps` calls that process `items` items in all.
+fn race(
+    what: &str,
+    ref_name: &str,
+    items: u64,
+    reps: usize,
+    mut ours: impl FnMut(),
+    mut reference: impl FnMut(),
+) {
+    let (o, r) = paired(
+        || rate(items, || (0..reps).for_each(|_| ours())),
+        || rate(items, || (0..reps).for_each(|_| reference())),
+    );
+    report(what, o, "/s", Some((ref_name, r)), true);
 }
 
 /// Speech-like test signal: noise shaped by a slow envelope, full range.
@@ -95,56 +108,34 @@ fn bench_cores() {
     let mut back_ref = vec![0i16; n];
     let reps = 5;
     let items = (n * reps) as u64;
-    let (ours, naive) = paired(
-        || {
-            rate(items, || {
-                for _ in 0..reps {
-                    keep(g711::encode(keep(&x), &mut codes));
-                    keep(&codes);
-                }
-            })
-        },
-        || {
-            rate(items, || {
-                for _ in 0..reps {
-                    g191_loop_encode(keep(&x), &mut codes_ref);
-                    keep(&codes_ref);
-                }
-            })
-        },
-    );
-    report(
+    race(
         "ulaw encode core (samples/s)",
-        ours,
-        "/s",
-        Some(("G.191 loop", naive)),
-        true,
+        "G.191 loop",
+        items,
+        reps,
+        || {
+            keep(g711::encode(keep(&x), &mut codes));
+            keep(&codes);
+        },
+        || {
+            g191_loop_encode(keep(&x), &mut codes_ref);
+            keep(&codes_ref);
+        },
     );
     g711::encode(&x, &mut codes);
-    let (ours, naive) = paired(
-        || {
-            rate(items, || {
-                for _ in 0..reps {
-                    keep(g711::decode(keep(&codes), &mut back));
-                    keep(&back);
-                }
-            })
-        },
-        || {
-            rate(items, || {
-                for _ in 0..reps {
-                    g191_loop_decode(keep(&codes), &mut back_ref);
-                    keep(&back_ref);
-                }
-            })
-        },
-    );
-    report(
+    race(
         "ulaw decode core (samples/s)",
-        ours,
-        "/s",
-        Some(("G.191 loop", naive)),
-        true,
+        "G.191 loop",
+        items,
+        reps,
+        || {
+            keep(g711::decode(keep(&codes), &mut back));
+            keep(&back);
+        },
+        || {
+            g191_loop_decode(keep(&codes), &mut back_ref);
+            keep(&back_ref);
+        },
     );
 
     // The byte-slice kernels the elements run on mapped buffers (no
@@ -152,63 +143,41 @@ fn bench_cores() {
     // audio per call as in the 1 s element lines.
     let pcm: Vec<u8> = x.iter().flat_map(|s| s.to_le_bytes()).collect();
     let mut le = vec![0u8; 2 * n];
-    let (bytes, samples) = paired(
-        || {
-            rate(items, || {
-                for _ in 0..reps {
-                    for (i, o) in pcm.chunks(16_000).zip(codes.chunks_mut(8_000)) {
-                        keep(g711::encode_s16le(keep(i), o));
-                    }
-                    keep(&codes);
-                }
-            })
-        },
-        || {
-            rate(items, || {
-                for _ in 0..reps {
-                    for (i, o) in x.chunks(8_000).zip(codes_ref.chunks_mut(8_000)) {
-                        keep(g711::encode(keep(i), o));
-                    }
-                    keep(&codes_ref);
-                }
-            })
-        },
-    );
-    report(
+    race(
         "ulaw encode S16LE bytes, 1 s chunks (samples/s)",
-        bytes,
-        "/s",
-        Some(("i16 core", samples)),
-        true,
-    );
-    let (bytes, samples) = paired(
+        "i16 core",
+        items,
+        reps,
         || {
-            rate(items, || {
-                for _ in 0..reps {
-                    for (i, o) in codes.chunks(8_000).zip(le.chunks_mut(16_000)) {
-                        keep(g711::decode_s16le(keep(i), o));
-                    }
-                    keep(&le);
-                }
-            })
+            for (i, o) in pcm.chunks(16_000).zip(codes.chunks_mut(8_000)) {
+                keep(g711::encode_s16le(keep(i), o));
+            }
+            keep(&codes);
         },
         || {
-            rate(items, || {
-                for _ in 0..reps {
-                    for (i, o) in codes.chunks(8_000).zip(back_ref.chunks_mut(8_000)) {
-                        keep(g711::decode(keep(i), o));
-                    }
-                    keep(&back_ref);
-                }
-            })
+            for (i, o) in x.chunks(8_000).zip(codes_ref.chunks_mut(8_000)) {
+                keep(g711::encode(keep(i), o));
+            }
+            keep(&codes_ref);
         },
     );
-    report(
+    race(
         "ulaw decode S16LE bytes, 1 s chunks (samples/s)",
-        bytes,
-        "/s",
-        Some(("i16 core", samples)),
-        true,
+        "i16 core",
+        items,
+        reps,
+        || {
+            for (i, o) in codes.chunks(8_000).zip(le.chunks_mut(16_000)) {
+                keep(g711::decode_s16le(keep(i), o));
+            }
+            keep(&le);
+        },
+        || {
+            for (i, o) in codes.chunks(8_000).zip(back_ref.chunks_mut(8_000)) {
+                keep(g711::decode(keep(i), o));
+            }
+            keep(&back_ref);
+        },
     );
 
     for (a, b) in [(8_000u32, 48_000u32), (48_000, 8_000)] {
@@ -309,31 +278,27 @@ fn compare(
         own_cpu.0.push(per_buf(o.1 - f.1));
         own_cpu.1.push(per_buf(s.1 - f.1));
     }
-    let med = |mut v: Vec<f64>| {
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
-    };
     let stock_name = stock.split(" !").next().unwrap_or(stock);
     report(
         &format!("{what}: end-to-end ({items}/s)"),
-        med(e2e.0),
+        middle(e2e.0),
         "/s",
-        Some((stock_name, med(e2e.1))),
+        Some((stock_name, middle(e2e.1))),
         true,
     );
     for (how, (o, s)) in [("CPU", own_cpu), ("wall", own_wall)] {
         report(
             &format!("{what}: own {how} ns/buffer"),
-            med(o),
+            middle(o),
             "ns",
-            Some((stock_name, med(s))),
+            Some((stock_name, middle(s))),
             false,
         );
     }
     report(
         &format!("{what}: floor appsrc ! fakesink CPU, wall ns/buffer"),
-        med(floor.1),
-        &format!("ns, {:.0} ns", med(floor.0)),
+        middle(floor.1),
+        &format!("ns, {:.0} ns", middle(floor.0)),
         None,
         false,
     );

@@ -176,9 +176,7 @@ fn main() {
         mixed.push((per_packet(om.0 - fm.0), per_packet(om.1 - fm.1)));
     }
     let med = |v: &[(f64, f64)], cpu: bool| {
-        let mut x: Vec<f64> = v.iter().map(|p| if cpu { p.1 } else { p.0 }).collect();
-        x.sort_by(|a, b| a.total_cmp(b));
-        x[x.len() / 2]
+        common::middle(v.iter().map(|p| if cpu { p.1 } else { p.0 }).collect())
     };
     for (cpu, what) in [(true, "CPU"), (false, "wall")] {
         common::report(

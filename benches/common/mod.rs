@@ -2,15 +2,20 @@
 //! format, so `make bench` prints comparable figures for every element.
 #![allow(dead_code)]
 
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 
-/// Runs `f` `runs` times and returns the median of what it reports.
-pub fn median<F: FnMut() -> f64>(runs: usize, mut f: F) -> f64 {
-    let mut v: Vec<f64> = (0..runs).map(|_| f()).collect();
+/// The median of `v` (the upper middle one of an even count).
+pub fn middle(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
+}
+
+/// Runs `f` `runs` times and returns the median of what it reports.
+pub fn median<F: FnMut() -> f64>(runs: usize, mut f: F) -> f64 {
+    middle((0..runs).map(|_| f()).collect())
 }
 
 /// Items per second of `f`, which processes `items` items per call.
@@ -27,21 +32,36 @@ pub fn seconds(f: impl FnOnce()) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-/// Number of repetitions from `BENCH_RUNS` (default 5): medians of this many.
-pub fn runs() -> usize {
-    std::env::var("BENCH_RUNS")
+/// Environment variable `name` parsed, or `default` when it is unset or
+/// does not parse.
+pub fn env_or<T: FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
         .ok()
         .and_then(|s| s.parse().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(5)
+        .unwrap_or(default)
+}
+
+/// The comma-separated list in environment variable `name`, or in `default`
+/// when it is unset; entries that do not parse are skipped.
+pub fn env_list<T: FromStr>(name: &str, default: &str) -> Vec<T> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
+}
+
+/// Number of repetitions from `BENCH_RUNS` (default 5): medians of this many.
+pub fn runs() -> usize {
+    match env_or("BENCH_RUNS", 5) {
+        0 => 5,
+        n => n,
+    }
 }
 
 /// Scales work from `BENCH_SCALE` (default 1.0), so a quick run is possible.
 pub fn scale(n: u64) -> u64 {
-    let s: f64 = std::env::var("BENCH_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1.0);
+    let s: f64 = env_or("BENCH_SCALE", 1.0);
     ((n as f64 * s) as u64).max(1)
 }
 
@@ -133,6 +153,15 @@ pub fn appsrc_seconds(
     prerolled.expect("prerolls");
     let cpu = cpu_seconds();
     let wall = Instant::now();
+    play_to_eos(pipeline.upcast_ref(), downstream);
+    let secs = (wall.elapsed().as_secs_f64(), cpu_seconds() - cpu);
+    pipeline.set_state(gst::State::Null).expect("stops");
+    secs
+}
+
+/// Sets `pipeline` PLAYING and returns at its EOS; panics, naming `what`, on
+/// an error message or when no EOS comes within 120 s.
+pub fn play_to_eos(pipeline: &gst::Element, what: &str) {
     pipeline.set_state(gst::State::Playing).expect("plays");
     let msg = pipeline
         .bus()
@@ -142,10 +171,9 @@ pub fn appsrc_seconds(
             &[gst::MessageType::Eos, gst::MessageType::Error],
         )
         .expect("pipeline ends");
-    let secs = (wall.elapsed().as_secs_f64(), cpu_seconds() - cpu);
-    assert_eq!(msg.type_(), gst::MessageType::Eos, "{downstream}: {msg:?}");
-    pipeline.set_state(gst::State::Null).expect("stops");
-    secs
+    if let gst::MessageView::Error(e) = msg.view() {
+        panic!("{what}: {} ({:?})", e.error(), e.debug());
+    }
 }
 
 pub fn elapsed_ns(d: Duration, items: u64) -> f64 {
