@@ -214,6 +214,36 @@ pub fn plain_allocation(query: &gst::query::Allocation) -> bool {
         && params.flags().is_empty()
 }
 
+/// Whether outputs can be allocated by [`output_buffer`], of exactly the
+/// right size: [`plain_allocation`] after the last allocation decision,
+/// false from new caps or a restart until the next one. Else BaseTransform's
+/// own path through `transform_size` and `transform`.
+#[derive(Debug, Default)]
+pub struct DirectAllocation(AtomicBool);
+
+impl DirectAllocation {
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Until the allocation for new caps is decided.
+    pub fn clear(&self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+
+    /// The element's `decide_allocation`: BaseTransform's, then whether
+    /// outputs can skip its per-buffer allocation path.
+    pub fn decide<T: BaseTransformImpl>(
+        &self,
+        imp: &T,
+        query: &mut gst::query::Allocation,
+    ) -> Result<(), gst::LoggableError> {
+        imp.parent_decide_allocation(query)?;
+        self.0.store(plain_allocation(query), Ordering::Relaxed);
+        Ok(())
+    }
+}
+
 /// A new output buffer of `size` bytes carrying `inbuf`'s metadata, the way
 /// `BaseTransform`'s default `prepare_output_buffer` and `copy_metadata`
 /// make it without a pool, minus their per-buffer vfunc round trips and
@@ -321,9 +351,7 @@ pub struct Codec {
     spec: &'static CodecSpec,
     /// Negotiated channel count; 0 until caps are set.
     channels: AtomicUsize,
-    /// Outputs can be allocated by [`output_buffer`] ([`plain_allocation`]
-    /// after the last allocation decision); else BaseTransform's own path.
-    direct: AtomicBool,
+    direct: DirectAllocation,
     stats: StreamCounters<{ field::COUNT }>,
 }
 
@@ -332,7 +360,7 @@ impl Codec {
         Codec {
             spec,
             channels: AtomicUsize::new(0),
-            direct: AtomicBool::new(false),
+            direct: DirectAllocation::default(),
             stats: StreamCounters::default(),
         }
     }
@@ -343,30 +371,24 @@ impl Codec {
 
     pub fn reset(&self) {
         self.channels.store(0, Ordering::Relaxed);
-        self.direct.store(false, Ordering::Relaxed);
+        self.direct.clear();
         self.stats.clear();
     }
 
     pub fn set_caps(&self, incaps: &gst::Caps) -> Result<(), gst::LoggableError> {
         let (_, channels) = rate_channels(incaps)
             .ok_or_else(|| gst::loggable_error!(CAT, "caps without rate and channels: {incaps}"))?;
-        // Until the allocation for these caps is decided.
-        self.direct.store(false, Ordering::Relaxed);
+        self.direct.clear();
         self.channels.store(channels, Ordering::Relaxed);
         Ok(())
     }
 
-    /// The element's `decide_allocation`: BaseTransform's, then whether
-    /// outputs can skip its per-buffer allocation path.
     pub fn decide_allocation<T: BaseTransformImpl>(
         &self,
         imp: &T,
         query: &mut gst::query::Allocation,
     ) -> Result<(), gst::LoggableError> {
-        imp.parent_decide_allocation(query)?;
-        let plain = plain_allocation(query);
-        self.direct.store(plain, Ordering::Relaxed);
-        Ok(())
+        self.direct.decide(imp, query)
     }
 
     /// The element's `generate_output`. With plain allocation it takes the
@@ -379,7 +401,7 @@ impl Codec {
         T: BaseTransformImpl,
         T::ParentType: IsA<gst_base::BaseTransform>,
     {
-        if !self.direct.load(Ordering::Relaxed) {
+        if !self.direct.get() {
             return imp.parent_generate_output();
         }
         let Some(inbuf) = imp.take_queued_buffer() else {
