@@ -51,33 +51,14 @@ fn signal(n: usize) -> Vec<i16> {
 /// straightforward implementation the table-driven core replaces.
 fn g191_loop_encode(input: &[i16], out: &mut [u8]) {
     for (o, &x) in out.iter_mut().zip(input) {
-        let mut absno = if x < 0 {
-            ((!x) >> 2) + 33
-        } else {
-            (x >> 2) + 33
-        };
-        if absno > 0x1FFF {
-            absno = 0x1FFF;
-        }
-        let mut i = absno >> 6;
-        let mut segno = 1;
-        while i != 0 {
-            segno += 1;
-            i >>= 1;
-        }
-        let code = ((8 - segno) << 4) | (15 - ((absno >> segno) & 15));
-        *o = if x >= 0 { code | 0x80 } else { code } as u8;
+        *o = g711::g191::ulaw_compress(x);
     }
 }
 
 /// G.191 `ulaw_expand` as a plain loop.
 fn g191_loop_decode(input: &[u8], out: &mut [i16]) {
     for (o, &c) in out.iter_mut().zip(input) {
-        let sign = if c < 0x80 { -1 } else { 1 };
-        let m = !(c as i16);
-        let e = (m >> 4) & 7;
-        let step = 4 << (e + 1);
-        *o = sign * ((0x80 << e) + step * (m & 15) + step / 2 - 132);
+        *o = g711::g191::ulaw_expand(c);
     }
 }
 
