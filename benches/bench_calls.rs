@@ -17,13 +17,6 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// A number field of the one-line JSON summary.
 fn field(json: &str, key: &str) -> Option<f64> {
     let at = json.find(&format!("\"{key}\":"))? + key.len() + 3;
@@ -108,14 +101,10 @@ fn main() {
         );
         std::process::exit(1);
     }
-    let seconds: f64 = env_or("BENCH_SECONDS", 20.0);
-    let stock_max: u64 = env_or("BENCH_STOCK_MAX", 100);
-    let servers: u64 = env_or("BENCH_SERVERS", 1);
-    let counts: Vec<u64> = std::env::var("BENCH_CALLS")
-        .unwrap_or_else(|_| "100,500,1000,2000".into())
-        .split(',')
-        .filter_map(|n| n.trim().parse().ok())
-        .collect();
+    let seconds: f64 = common::env_or("BENCH_SECONDS", 20.0);
+    let stock_max: u64 = common::env_or("BENCH_STOCK_MAX", 100);
+    let servers: u64 = common::env_or("BENCH_SERVERS", 1);
+    let counts: Vec<u64> = common::env_list("BENCH_CALLS", "100,500,1000,2000");
     println!(
         "# bench_calls: {seconds} s per run, full-duplex PCMU calls at 50 packets/s each way, \
          CPU-MHz = CPU seconds / wall seconds × cpu MHz of core 0; stock run up to {stock_max} calls"

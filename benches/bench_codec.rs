@@ -5,7 +5,6 @@
 mod common;
 
 use common::*;
-use gst::prelude::*;
 use gstrtpsynth::prng::SplitMix64;
 use gstrtpsynth::{g711, resample};
 
@@ -17,11 +16,24 @@ fn paired(mut ours: impl FnMut() -> f64, mut reference: impl FnMut() -> f64) -> 
         a.push(ours());
         b.push(reference());
     }
-    let mut it = [a, b].into_iter().map(|mut v| {
-        v.sort_by(|x, y| x.total_cmp(y));
-        v[v.len() / 2]
-    });
-    (it.next().unwrap_or(0.0), it.next().unwrap_or(0.0))
+    (middle(a), middle(b))
+}
+
+/// Reports `what` in items/s: `ours` against `reference` (named `ref_name`),
+/// each timed [`paired`] over `reps` calls that process `items` items in all.
+fn race(
+    what: &str,
+    ref_name: &str,
+    items: u64,
+    reps: usize,
+    mut ours: impl FnMut(),
+    mut reference: impl FnMut(),
+) {
+    let (o, r) = paired(
+        || rate(items, || (0..reps).for_each(|_| ours())),
+        || rate(items, || (0..reps).for_each(|_| reference())),
+    );
+    report(what, o, "/s", Some((ref_name, r)), true);
 }
 
 /// Speech-like test signal: noise shaped by a slow envelope, full range.
@@ -39,33 +51,14 @@ fn signal(n: usize) -> Vec<i16> {
 /// straightforward implementation the table-driven core replaces.
 fn g191_loop_encode(input: &[i16], out: &mut [u8]) {
     for (o, &x) in out.iter_mut().zip(input) {
-        let mut absno = if x < 0 {
-            ((!x) >> 2) + 33
-        } else {
-            (x >> 2) + 33
-        };
-        if absno > 0x1FFF {
-            absno = 0x1FFF;
-        }
-        let mut i = absno >> 6;
-        let mut segno = 1;
-        while i != 0 {
-            segno += 1;
-            i >>= 1;
-        }
-        let code = ((8 - segno) << 4) | (15 - ((absno >> segno) & 15));
-        *o = if x >= 0 { code | 0x80 } else { code } as u8;
+        *o = g711::g191::ulaw_compress(x);
     }
 }
 
 /// G.191 `ulaw_expand` as a plain loop.
 fn g191_loop_decode(input: &[u8], out: &mut [i16]) {
     for (o, &c) in out.iter_mut().zip(input) {
-        let sign = if c < 0x80 { -1 } else { 1 };
-        let m = !(c as i16);
-        let e = (m >> 4) & 7;
-        let step = 4 << (e + 1);
-        *o = sign * ((0x80 << e) + step * (m & 15) + step / 2 - 132);
+        *o = g711::g191::ulaw_expand(c);
     }
 }
 
@@ -96,56 +89,34 @@ fn bench_cores() {
     let mut back_ref = vec![0i16; n];
     let reps = 5;
     let items = (n * reps) as u64;
-    let (ours, naive) = paired(
-        || {
-            rate(items, || {
-                for _ in 0..reps {
-                    keep(g711::encode(keep(&x), &mut codes));
-                    keep(&codes);
-                }
-            })
-        },
-        || {
-            rate(items, || {
-                for _ in 0..reps {
-                    g191_loop_encode(keep(&x), &mut codes_ref);
-                    keep(&codes_ref);
-                }
-            })
-        },
-    );
-    report(
+    race(
         "ulaw encode core (samples/s)",
-        ours,
-        "/s",
-        Some(("G.191 loop", naive)),
-        true,
+        "G.191 loop",
+        items,
+        reps,
+        || {
+            keep(g711::encode(keep(&x), &mut codes));
+            keep(&codes);
+        },
+        || {
+            g191_loop_encode(keep(&x), &mut codes_ref);
+            keep(&codes_ref);
+        },
     );
     g711::encode(&x, &mut codes);
-    let (ours, naive) = paired(
-        || {
-            rate(items, || {
-                for _ in 0..reps {
-                    keep(g711::decode(keep(&codes), &mut back));
-                    keep(&back);
-                }
-            })
-        },
-        || {
-            rate(items, || {
-                for _ in 0..reps {
-                    g191_loop_decode(keep(&codes), &mut back_ref);
-                    keep(&back_ref);
-                }
-            })
-        },
-    );
-    report(
+    race(
         "ulaw decode core (samples/s)",
-        ours,
-        "/s",
-        Some(("G.191 loop", naive)),
-        true,
+        "G.191 loop",
+        items,
+        reps,
+        || {
+            keep(g711::decode(keep(&codes), &mut back));
+            keep(&back);
+        },
+        || {
+            g191_loop_decode(keep(&codes), &mut back_ref);
+            keep(&back_ref);
+        },
     );
 
     // The byte-slice kernels the elements run on mapped buffers (no
@@ -153,63 +124,41 @@ fn bench_cores() {
     // audio per call as in the 1 s element lines.
     let pcm: Vec<u8> = x.iter().flat_map(|s| s.to_le_bytes()).collect();
     let mut le = vec![0u8; 2 * n];
-    let (bytes, samples) = paired(
-        || {
-            rate(items, || {
-                for _ in 0..reps {
-                    for (i, o) in pcm.chunks(16_000).zip(codes.chunks_mut(8_000)) {
-                        keep(g711::encode_s16le(keep(i), o));
-                    }
-                    keep(&codes);
-                }
-            })
-        },
-        || {
-            rate(items, || {
-                for _ in 0..reps {
-                    for (i, o) in x.chunks(8_000).zip(codes_ref.chunks_mut(8_000)) {
-                        keep(g711::encode(keep(i), o));
-                    }
-                    keep(&codes_ref);
-                }
-            })
-        },
-    );
-    report(
+    race(
         "ulaw encode S16LE bytes, 1 s chunks (samples/s)",
-        bytes,
-        "/s",
-        Some(("i16 core", samples)),
-        true,
-    );
-    let (bytes, samples) = paired(
+        "i16 core",
+        items,
+        reps,
         || {
-            rate(items, || {
-                for _ in 0..reps {
-                    for (i, o) in codes.chunks(8_000).zip(le.chunks_mut(16_000)) {
-                        keep(g711::decode_s16le(keep(i), o));
-                    }
-                    keep(&le);
-                }
-            })
+            for (i, o) in pcm.chunks(16_000).zip(codes.chunks_mut(8_000)) {
+                keep(g711::encode_s16le(keep(i), o));
+            }
+            keep(&codes);
         },
         || {
-            rate(items, || {
-                for _ in 0..reps {
-                    for (i, o) in codes.chunks(8_000).zip(back_ref.chunks_mut(8_000)) {
-                        keep(g711::decode(keep(i), o));
-                    }
-                    keep(&back_ref);
-                }
-            })
+            for (i, o) in x.chunks(8_000).zip(codes_ref.chunks_mut(8_000)) {
+                keep(g711::encode(keep(i), o));
+            }
+            keep(&codes_ref);
         },
     );
-    report(
+    race(
         "ulaw decode S16LE bytes, 1 s chunks (samples/s)",
-        bytes,
-        "/s",
-        Some(("i16 core", samples)),
-        true,
+        "i16 core",
+        items,
+        reps,
+        || {
+            for (i, o) in codes.chunks(8_000).zip(le.chunks_mut(16_000)) {
+                keep(g711::decode_s16le(keep(i), o));
+            }
+            keep(&le);
+        },
+        || {
+            for (i, o) in codes.chunks(8_000).zip(back_ref.chunks_mut(8_000)) {
+                keep(g711::decode(keep(i), o));
+            }
+            keep(&back_ref);
+        },
     );
 
     for (a, b) in [(8_000u32, 48_000u32), (48_000, 8_000)] {
@@ -254,53 +203,24 @@ fn bench_cores() {
 }
 
 /// (wall, CPU) seconds `appsrc ! <chain> ! fakesink` takes to move `bufs`
-/// (`chain` empty: the floor, the same pipeline without the element). All
-/// buffers are queued in appsrc while fakesink holds the preroll, so the
-/// clock then times the streaming thread alone, not its hand-offs with the
-/// thread that feeds appsrc.
+/// (`chain` empty: the floor, the same pipeline without the element).
 fn pipeline_seconds(chain: &str, caps: &gst::Caps, bufs: &[gst::Buffer]) -> (f64, f64) {
-    let pipeline = gst::parse::launch(&format!(
-        "appsrc name=src format=time max-bytes=0 ! {chain} fakesink sync=false \
-         enable-last-sample=false"
-    ))
-    .expect("pipeline builds")
-    .downcast::<gst::Pipeline>()
-    .expect("a pipeline");
-    pipeline.use_clock(None::<&gst::Clock>);
-    let src = pipeline
-        .by_name("src")
-        .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
-        .expect("appsrc");
-    src.set_caps(Some(caps));
-    pipeline.set_state(gst::State::Paused).expect("pauses");
     // Lists amortise appsrc's queue; the elements still see one buffer at a
     // time (BaseTransform splits lists).
-    for chunk in bufs.chunks(100) {
+    let lists = bufs.chunks(100).map(|chunk| {
         let mut list = gst::BufferList::new_sized(chunk.len());
         let l = list.get_mut().expect("new list");
         for b in chunk {
             l.add(b.clone());
         }
-        src.push_buffer_list(list).expect("appsrc takes the list");
-    }
-    src.end_of_stream().expect("eos");
-    let (prerolled, _, _) = pipeline.state(gst::ClockTime::from_seconds(30));
-    prerolled.expect("prerolls");
-    let cpu = cpu_seconds();
-    let wall = std::time::Instant::now();
-    pipeline.set_state(gst::State::Playing).expect("plays");
-    let msg = pipeline
-        .bus()
-        .expect("bus")
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(120),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .expect("pipeline ends");
-    let secs = (wall.elapsed().as_secs_f64(), cpu_seconds() - cpu);
-    assert_eq!(msg.type_(), gst::MessageType::Eos, "{chain}: {msg:?}");
-    pipeline.set_state(gst::State::Null).expect("stops");
-    secs
+        list
+    });
+    appsrc_seconds(
+        &format!("{chain} fakesink sync=false enable-last-sample=false"),
+        caps,
+        lists,
+        |_| {},
+    )
 }
 
 /// Times `appsrc ! ours ! fakesink`, `appsrc ! stock ! fakesink` and the
@@ -339,31 +259,27 @@ fn compare(
         own_cpu.0.push(per_buf(o.1 - f.1));
         own_cpu.1.push(per_buf(s.1 - f.1));
     }
-    let med = |mut v: Vec<f64>| {
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
-    };
     let stock_name = stock.split(" !").next().unwrap_or(stock);
     report(
         &format!("{what}: end-to-end ({items}/s)"),
-        med(e2e.0),
+        middle(e2e.0),
         "/s",
-        Some((stock_name, med(e2e.1))),
+        Some((stock_name, middle(e2e.1))),
         true,
     );
     for (how, (o, s)) in [("CPU", own_cpu), ("wall", own_wall)] {
         report(
             &format!("{what}: own {how} ns/buffer"),
-            med(o),
+            middle(o),
             "ns",
-            Some((stock_name, med(s))),
+            Some((stock_name, middle(s))),
             false,
         );
     }
     report(
         &format!("{what}: floor appsrc ! fakesink CPU, wall ns/buffer"),
-        med(floor.1),
-        &format!("ns, {:.0} ns", med(floor.0)),
+        middle(floor.1),
+        &format!("ns, {:.0} ns", middle(floor.0)),
         None,
         false,
     );

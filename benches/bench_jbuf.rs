@@ -112,57 +112,26 @@ fn lists(n: usize, per_list: usize, mixed: bool) -> Vec<gst::BufferList> {
 /// packets, without a clock, lists in and (where elements keep them) lists
 /// out.
 fn pipeline_seconds(middle: &str, n: usize, mixed: bool) -> (f64, f64) {
-    let desc = format!(
-        "appsrc name=src format=time caps=\"{CAPS}\" ! {middle} appsink name=sink sync=false \
-         buffer-list=true"
-    );
-    let pipeline = gst::parse::launch(&desc)
-        .expect("pipeline builds")
-        .downcast::<gst::Pipeline>()
-        .expect("a pipeline");
-    pipeline.use_clock(None::<&gst::Clock>);
-    let src = pipeline
-        .by_name("src")
-        .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
-        .expect("appsrc");
-    src.set_max_bytes(0);
-    let sink = pipeline
-        .by_name("sink")
-        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-        .expect("appsink");
-    sink.set_callbacks(
-        gst_app::AppSinkCallbacks::builder()
-            .new_sample(|s| {
-                s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                Ok(gst::FlowSuccess::Ok)
-            })
-            .build(),
-    );
-    // Everything is queued in appsrc while the sink holds the preroll, so
-    // the clock then times the streaming thread alone, not its hand-offs
-    // with the thread that feeds appsrc.
-    pipeline.set_state(gst::State::Paused).expect("pauses");
-    for l in lists(n, 100, mixed) {
-        src.push_buffer_list(l).expect("appsrc takes the list");
-    }
-    src.end_of_stream().expect("eos");
-    let (prerolled, _, _) = pipeline.state(gst::ClockTime::from_seconds(30));
-    prerolled.expect("prerolls");
-    let cpu = common::cpu_seconds();
-    let wall = std::time::Instant::now();
-    pipeline.set_state(gst::State::Playing).expect("plays");
-    let msg = pipeline
-        .bus()
-        .expect("bus")
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(120),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .expect("pipeline ends");
-    let secs = (wall.elapsed().as_secs_f64(), common::cpu_seconds() - cpu);
-    assert_eq!(msg.type_(), gst::MessageType::Eos, "{middle}: {msg:?}");
-    pipeline.set_state(gst::State::Null).expect("stops");
-    secs
+    let caps: gst::Caps = CAPS.parse().expect("valid caps");
+    common::appsrc_seconds(
+        &format!("{middle} appsink name=sink sync=false buffer-list=true"),
+        &caps,
+        lists(n, 100, mixed),
+        |pipeline| {
+            let sink = pipeline
+                .by_name("sink")
+                .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+                .expect("appsink");
+            sink.set_callbacks(
+                gst_app::AppSinkCallbacks::builder()
+                    .new_sample(|s| {
+                        s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                        Ok(gst::FlowSuccess::Ok)
+                    })
+                    .build(),
+            );
+        },
+    )
 }
 
 fn main() {
@@ -207,9 +176,7 @@ fn main() {
         mixed.push((per_packet(om.0 - fm.0), per_packet(om.1 - fm.1)));
     }
     let med = |v: &[(f64, f64)], cpu: bool| {
-        let mut x: Vec<f64> = v.iter().map(|p| if cpu { p.1 } else { p.0 }).collect();
-        x.sort_by(|a, b| a.total_cmp(b));
-        x[x.len() / 2]
+        common::middle(v.iter().map(|p| if cpu { p.1 } else { p.0 }).collect())
     };
     for (cpu, what) in [(true, "CPU"), (false, "wall")] {
         common::report(

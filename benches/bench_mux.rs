@@ -29,13 +29,6 @@ use gstrtpsynth::rtp::{Extras, Header, write_packet};
 const PACKET: usize = 172;
 const WARMUP: Duration = Duration::from_secs(1);
 
-fn env_f64(name: &str, default: f64) -> f64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
 fn packet(seq: u16, ssrc: u32) -> [u8; PACKET] {
     let mut out = [0u8; PACKET];
     let header = Header {
@@ -163,12 +156,15 @@ impl Sender {
 // ---------------------------------------------------------------------------
 // Measurements
 
-fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage fills the struct it is given.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-    t(ru.ru_utime) + t(ru.ru_stime)
+/// After the warm-up, what the process used over a `window`-second wait:
+/// (CPU seconds, wall seconds, threads at the end).
+fn measure(window: f64) -> (f64, f64, usize) {
+    std::thread::sleep(WARMUP);
+    let cpu0 = common::cpu_seconds();
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(window));
+    let cpu = common::cpu_seconds() - cpu0;
+    (cpu, t0.elapsed().as_secs_f64(), threads())
 }
 
 fn threads() -> usize {
@@ -241,6 +237,15 @@ fn fakesink() -> gst::Element {
         .expect("fakesink")
 }
 
+/// A new [`fakesink`] in `pipeline`, fed by `pad`.
+fn fakesink_for(pipeline: &gst::Pipeline, pad: &gst::Pad) -> gst::Element {
+    let sink = fakesink();
+    pipeline.add(&sink).expect("add");
+    pad.link(&sink.static_pad("sink").expect("sink pad"))
+        .expect("link");
+    sink
+}
+
 /// Builds N receivers, runs the sender for warm-up + window, measures the
 /// window, then counts what arrived. `tick`: None for stock udpsrc, else
 /// rtpmuxserver with that tick (ms).
@@ -258,11 +263,7 @@ fn receive_run(n: usize, tick: Option<u32>, window: f64, mhz: f64) -> Figures {
         for _ in 0..n {
             let pad = m.request_pad_simple("src_%u").expect("src pad");
             pad.set_property("bind-address", "127.0.0.1");
-            let sink = fakesink();
-            pipeline.add(&sink).expect("add");
-            pad.link(&sink.static_pad("sink").expect("sink pad"))
-                .expect("link");
-            sinks.push(sink);
+            sinks.push(fakesink_for(&pipeline, &pad));
         }
         pipeline.set_state(gst::State::Playing).expect("PLAYING");
         for i in 0..n {
@@ -280,22 +281,17 @@ fn receive_run(n: usize, tick: Option<u32>, window: f64, mhz: f64) -> Figures {
                 .property("caps", gst::Caps::new_empty_simple("application/x-rtp"))
                 .build()
                 .expect("udpsrc");
-            let sink = fakesink();
-            pipeline.add_many([&src, &sink]).expect("add");
-            src.link(&sink).expect("link");
-            sinks.push(sink);
+            pipeline.add(&src).expect("add");
+            sinks.push(fakesink_for(
+                &pipeline,
+                &src.static_pad("src").expect("src pad"),
+            ));
         }
         pipeline.set_state(gst::State::Playing).expect("PLAYING");
     }
     let _ = pipeline.state(gst::ClockTime::from_seconds(30));
     let sender = Sender::start(50.0, WARMUP.as_secs_f64() + window, &ports);
-    std::thread::sleep(WARMUP);
-    let cpu0 = cpu_seconds();
-    let t0 = Instant::now();
-    std::thread::sleep(Duration::from_secs_f64(window));
-    let cpu = cpu_seconds() - cpu0;
-    let elapsed = t0.elapsed().as_secs_f64();
-    let threads = threads();
+    let (cpu, elapsed, threads) = measure(window);
     let rss = rss_mb() - rss_before;
     let sent = sender.sent();
     // Let the last packets drain.
@@ -343,10 +339,7 @@ fn peers_run(n: usize, pps: f64, tick: u32, outputs: bool, window: f64, mhz: f64
         sink.set_property("latch", false);
         if outputs {
             let src = m.request_pad_simple(&format!("src_{i}")).expect("src pad");
-            let fs = fakesink();
-            pipeline.add(&fs).expect("add");
-            src.link(&fs.static_pad("sink").expect("pad"))
-                .expect("link");
+            fakesink_for(&pipeline, &src);
         }
         sink_pads.push(sink);
     }
@@ -389,13 +382,7 @@ fn peers_run(n: usize, pps: f64, tick: u32, outputs: bool, window: f64, mhz: f64
             chained
         })
     };
-    std::thread::sleep(WARMUP);
-    let cpu0 = cpu_seconds();
-    let t0 = Instant::now();
-    std::thread::sleep(Duration::from_secs_f64(window));
-    let cpu = cpu_seconds() - cpu0;
-    let elapsed = t0.elapsed().as_secs_f64();
-    let threads = threads();
+    let (cpu, elapsed, threads) = measure(window);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let chained = generator.join().expect("generator");
     std::thread::sleep(Duration::from_millis(300));
@@ -471,19 +458,11 @@ fn main() {
     gst::init().expect("GStreamer initializes");
     gstrtpsynth::plugin_register_static().expect("plugin registers");
     raise_fd_limit();
-    let window = env_f64("BENCH_SECONDS", 5.0);
-    let counts: Vec<usize> = std::env::var("BENCH_MUX_N")
-        .unwrap_or_else(|_| "100,500,1000,2000,4000".into())
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
-    let peers: Vec<usize> = std::env::var("BENCH_MUX_PEERS")
-        .unwrap_or_else(|_| "1024,2048,4096".into())
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .filter(|&n| n > 1)
-        .collect();
-    let tick = env_f64("BENCH_MUX_TICK", 1.0) as u32;
+    let window: f64 = common::env_or("BENCH_SECONDS", 5.0);
+    let counts: Vec<usize> = common::env_list("BENCH_MUX_N", "100,500,1000,2000,4000");
+    let mut peers: Vec<usize> = common::env_list("BENCH_MUX_PEERS", "1024,2048,4096");
+    peers.retain(|&n| n > 1);
+    let tick = common::env_or("BENCH_MUX_TICK", 1.0) as u32;
     let mhz = nominal_mhz();
     println!(
         "# bench_mux: N loopback streams x 50 pps of {PACKET}-byte PCMU, {window} s window \

@@ -29,19 +29,7 @@ fn core_rate(packets: u64) -> f64 {
 /// Packets per second of a pipeline that makes `packets` packets and ends.
 fn pipeline_rate(desc: &str, packets: u64) -> f64 {
     let p = gst::parse::launch(desc).expect("pipeline parses");
-    let bus = p.bus().expect("bus");
-    let rate = common::rate(packets, || {
-        p.set_state(gst::State::Playing).expect("plays");
-        let msg = bus
-            .timed_pop_filtered(
-                gst::ClockTime::from_seconds(120),
-                &[gst::MessageType::Eos, gst::MessageType::Error],
-            )
-            .expect("ends in time");
-        if let gst::MessageView::Error(e) = msg.view() {
-            panic!("{desc}: {}", e.error());
-        }
-    });
+    let rate = common::rate(packets, || common::play_to_eos(&p, desc));
     p.set_state(gst::State::Null).expect("stops");
     rate
 }

@@ -1,6 +1,7 @@
 //! Glue shared by the audio elements (`ulawenc`, `ulawdec`,
-//! `linearresample`): their caps, their stats counters, and the checks that
-//! turn a malformed buffer into a clear stream error.
+//! `linearresample`): their caps, their stats counters, the checks that turn
+//! a malformed buffer into a clear stream error, and [`codec_element!`], the
+//! one implementation behind both G.711 elements.
 
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -213,6 +214,36 @@ pub fn plain_allocation(query: &gst::query::Allocation) -> bool {
         && params.flags().is_empty()
 }
 
+/// Whether outputs can be allocated by [`output_buffer`], of exactly the
+/// right size: [`plain_allocation`] after the last allocation decision,
+/// false from new caps or a restart until the next one. Else BaseTransform's
+/// own path through `transform_size` and `transform`.
+#[derive(Debug, Default)]
+pub struct DirectAllocation(AtomicBool);
+
+impl DirectAllocation {
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Until the allocation for new caps is decided.
+    pub fn clear(&self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+
+    /// The element's `decide_allocation`: BaseTransform's, then whether
+    /// outputs can skip its per-buffer allocation path.
+    pub fn decide<T: BaseTransformImpl>(
+        &self,
+        imp: &T,
+        query: &mut gst::query::Allocation,
+    ) -> Result<(), gst::LoggableError> {
+        imp.parent_decide_allocation(query)?;
+        self.0.store(plain_allocation(query), Ordering::Relaxed);
+        Ok(())
+    }
+}
+
 /// A new output buffer of `size` bytes carrying `inbuf`'s metadata, the way
 /// `BaseTransform`'s default `prepare_output_buffer` and `copy_metadata`
 /// make it without a pool, minus their per-buffer vfunc round trips and
@@ -250,73 +281,114 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
+/// What sets one G.711 codec element apart from the other: its names and
+/// metadata, its caps on each side and its kernel. [`codec_element!`] builds
+/// the whole element from one of these.
+#[derive(Debug)]
+pub struct CodecSpec {
+    /// Element name; also names its debug category and stats structure.
+    pub element: &'static str,
+    /// Description of the debug category.
+    pub debug_description: &'static str,
+    /// Element metadata: long name, classification, description.
+    pub long_name: &'static str,
+    pub classification: &'static str,
+    pub description: &'static str,
+    /// Caps the sink and source pad templates accept.
+    pub sink_caps: fn() -> gst::Caps,
+    pub src_caps: fn() -> gst::Caps,
+    /// Bytes one sample of one channel takes on the sink and source sides.
+    pub in_bytes_per_sample: usize,
+    pub out_bytes_per_sample: usize,
+    /// One of the `g711` byte-slice functions.
+    pub kernel: fn(&[u8], &mut [u8]) -> usize,
+}
+
+impl CodecSpec {
+    /// The `src` and `sink` pad templates.
+    pub fn pad_templates(&self) -> Vec<gst::PadTemplate> {
+        let template = |name, direction, caps: &gst::Caps| {
+            gst::PadTemplate::new(name, direction, gst::PadPresence::Always, caps)
+                .expect("valid pad template")
+        };
+        vec![
+            template("src", gst::PadDirection::Src, &(self.src_caps)()),
+            template("sink", gst::PadDirection::Sink, &(self.sink_caps)()),
+        ]
+    }
+
+    /// The element's `transform_caps`: `caps` on the `direction` pad carried
+    /// over to the template of the other pad.
+    pub fn transform_caps(
+        &self,
+        direction: gst::PadDirection,
+        caps: &gst::Caps,
+        filter: Option<&gst::Caps>,
+    ) -> gst::Caps {
+        let other = match direction {
+            gst::PadDirection::Sink => (self.src_caps)(),
+            _ => (self.sink_caps)(),
+        };
+        codec_transform_caps(caps, &other, filter)
+    }
+
+    /// The element's `transform_size`: `size` bytes on the `direction` pad
+    /// as bytes on the other pad, one code per sample.
+    pub fn transform_size(&self, direction: gst::PadDirection, size: usize) -> Option<usize> {
+        let (from, to) = match direction {
+            gst::PadDirection::Sink => (self.in_bytes_per_sample, self.out_bytes_per_sample),
+            _ => (self.out_bytes_per_sample, self.in_bytes_per_sample),
+        };
+        (size / from).checked_mul(to)
+    }
+}
+
 /// Everything `ulawenc` and `ulawdec` share, one per element instance. The
 /// streaming thread reads the channel count and updates the counters
 /// without a lock.
 #[derive(Debug)]
 pub struct Codec {
-    element: &'static str,
-    /// Bytes one sample of one channel takes on the sink and source sides.
-    in_bytes_per_sample: usize,
-    out_bytes_per_sample: usize,
-    /// One of the `g711` byte-slice functions.
-    kernel: fn(&[u8], &mut [u8]) -> usize,
+    spec: &'static CodecSpec,
     /// Negotiated channel count; 0 until caps are set.
     channels: AtomicUsize,
-    /// Outputs can be allocated by [`output_buffer`] ([`plain_allocation`]
-    /// after the last allocation decision); else BaseTransform's own path.
-    direct: AtomicBool,
+    direct: DirectAllocation,
     stats: StreamCounters<{ field::COUNT }>,
 }
 
 impl Codec {
-    pub fn new(
-        element: &'static str,
-        in_bytes_per_sample: usize,
-        out_bytes_per_sample: usize,
-        kernel: fn(&[u8], &mut [u8]) -> usize,
-    ) -> Self {
+    pub fn new(spec: &'static CodecSpec) -> Self {
         Codec {
-            element,
-            in_bytes_per_sample,
-            out_bytes_per_sample,
-            kernel,
+            spec,
             channels: AtomicUsize::new(0),
-            direct: AtomicBool::new(false),
+            direct: DirectAllocation::default(),
             stats: StreamCounters::default(),
         }
     }
 
     pub fn stats(&self) -> gst::Structure {
-        stats_structure(self.element, self.stats.audio().fields())
+        stats_structure(self.spec.element, self.stats.audio().fields())
     }
 
     pub fn reset(&self) {
         self.channels.store(0, Ordering::Relaxed);
-        self.direct.store(false, Ordering::Relaxed);
+        self.direct.clear();
         self.stats.clear();
     }
 
     pub fn set_caps(&self, incaps: &gst::Caps) -> Result<(), gst::LoggableError> {
         let (_, channels) = rate_channels(incaps)
             .ok_or_else(|| gst::loggable_error!(CAT, "caps without rate and channels: {incaps}"))?;
-        // Until the allocation for these caps is decided.
-        self.direct.store(false, Ordering::Relaxed);
+        self.direct.clear();
         self.channels.store(channels, Ordering::Relaxed);
         Ok(())
     }
 
-    /// The element's `decide_allocation`: BaseTransform's, then whether
-    /// outputs can skip its per-buffer allocation path.
     pub fn decide_allocation<T: BaseTransformImpl>(
         &self,
         imp: &T,
         query: &mut gst::query::Allocation,
     ) -> Result<(), gst::LoggableError> {
-        imp.parent_decide_allocation(query)?;
-        let plain = plain_allocation(query);
-        self.direct.store(plain, Ordering::Relaxed);
-        Ok(())
+        self.direct.decide(imp, query)
     }
 
     /// The element's `generate_output`. With plain allocation it takes the
@@ -329,13 +401,13 @@ impl Codec {
         T: BaseTransformImpl,
         T::ParentType: IsA<gst_base::BaseTransform>,
     {
-        if !self.direct.load(Ordering::Relaxed) {
+        if !self.direct.get() {
             return imp.parent_generate_output();
         }
         let Some(inbuf) = imp.take_queued_buffer() else {
             return Ok(GenerateOutputSuccess::NoOutput);
         };
-        let size = inbuf.size() / self.in_bytes_per_sample * self.out_bytes_per_sample;
+        let size = inbuf.size() / self.spec.in_bytes_per_sample * self.spec.out_bytes_per_sample;
         let mut out = output_buffer(imp, &inbuf, size)?;
         let o = out.get_mut().ok_or(gst::FlowError::Error)?;
         self.transform(imp, &inbuf, o)?;
@@ -367,14 +439,14 @@ impl Codec {
             gst::element_imp_error!(imp, gst::CoreError::Negotiation, ("buffer before caps"));
             return Err(gst::FlowError::NotNegotiated);
         }
-        let done =
-            whole_frames(inbuf.size(), self.in_bytes_per_sample * channels).and_then(|frames| {
+        let done = whole_frames(inbuf.size(), self.spec.in_bytes_per_sample * channels).and_then(
+            |frames| {
                 let samples = frames * channels;
                 let (Ok(input), Ok(mut output)) = (inbuf.map_readable(), outbuf.map_writable())
                 else {
                     return Err("cannot map buffers".to_string());
                 };
-                if (self.kernel)(&input, &mut output) == samples {
+                if (self.spec.kernel)(&input, &mut output) == samples {
                     Ok(frames as u64)
                 } else {
                     Err(format!(
@@ -382,7 +454,8 @@ impl Codec {
                         output.len()
                     ))
                 }
-            });
+            },
+        );
         self.stats.add(field::BUFFERS_IN, 1);
         match done {
             Ok(frames) => {
@@ -399,6 +472,159 @@ impl Codec {
         Ok(gst::FlowSuccess::Ok)
     }
 }
+
+/// Defines the implementation struct `$name` of a G.711 codec element, with
+/// GObject type name `$type_name`, from the [`CodecSpec`] `$spec`: a
+/// never-in-place `BaseTransform` whose every virtual method is [`Codec`]'s
+/// or `$spec`'s. The element's `mod.rs` wraps and registers it.
+macro_rules! codec_element {
+    ($name:ident, $type_name:literal, $spec:path) => {
+        use gst::glib;
+        use gst::prelude::*;
+        use gst::subclass::prelude::*;
+        use gst_base::subclass::prelude::*;
+
+        static CAT: std::sync::LazyLock<gst::DebugCategory> = std::sync::LazyLock::new(|| {
+            gst::DebugCategory::new(
+                $spec.element,
+                gst::DebugColorFlags::empty(),
+                Some($spec.debug_description),
+            )
+        });
+
+        pub struct $name {
+            codec: $crate::audiocaps::Codec,
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name {
+                    codec: $crate::audiocaps::Codec::new(&$spec),
+                }
+            }
+        }
+
+        #[glib::object_subclass]
+        impl ObjectSubclass for $name {
+            const NAME: &'static str = $type_name;
+            type Type = super::$name;
+            type ParentType = gst_base::BaseTransform;
+        }
+
+        impl ObjectImpl for $name {
+            fn properties() -> &'static [glib::ParamSpec] {
+                static PROPS: std::sync::LazyLock<Vec<glib::ParamSpec>> =
+                    std::sync::LazyLock::new(|| {
+                        vec![$crate::audiocaps::stats_pspec(
+                            $spec.element,
+                            $crate::audiocaps::STATS_FIELDS_DOC,
+                        )]
+                    });
+                PROPS.as_ref()
+            }
+
+            fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+                match pspec.name() {
+                    "stats" => self.codec.stats().to_value(),
+                    other => unreachable!("{} has no property {other}", $spec.element),
+                }
+            }
+        }
+
+        impl GstObjectImpl for $name {}
+
+        impl ElementImpl for $name {
+            fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+                static META: std::sync::LazyLock<gst::subclass::ElementMetadata> =
+                    std::sync::LazyLock::new(|| {
+                        gst::subclass::ElementMetadata::new(
+                            $spec.long_name,
+                            $spec.classification,
+                            $spec.description,
+                            "gst-rtpsynth developers",
+                        )
+                    });
+                Some(&*META)
+            }
+
+            fn pad_templates() -> &'static [gst::PadTemplate] {
+                static TEMPLATES: std::sync::LazyLock<Vec<gst::PadTemplate>> =
+                    std::sync::LazyLock::new(|| $spec.pad_templates());
+                TEMPLATES.as_ref()
+            }
+        }
+
+        impl BaseTransformImpl for $name {
+            const MODE: gst_base::subclass::BaseTransformMode =
+                gst_base::subclass::BaseTransformMode::NeverInPlace;
+            const PASSTHROUGH_ON_SAME_CAPS: bool = false;
+            const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
+
+            fn start(&self) -> Result<(), gst::ErrorMessage> {
+                self.codec.reset();
+                Ok(())
+            }
+
+            fn transform_caps(
+                &self,
+                direction: gst::PadDirection,
+                caps: &gst::Caps,
+                filter: Option<&gst::Caps>,
+            ) -> Option<gst::Caps> {
+                let out = $spec.transform_caps(direction, caps, filter);
+                gst::debug!(CAT, imp = self, "{direction:?} {caps} -> {out}");
+                Some(out)
+            }
+
+            fn transform_size(
+                &self,
+                direction: gst::PadDirection,
+                _caps: &gst::Caps,
+                size: usize,
+                _othercaps: &gst::Caps,
+            ) -> Option<usize> {
+                $spec.transform_size(direction, size)
+            }
+
+            fn set_caps(
+                &self,
+                incaps: &gst::Caps,
+                outcaps: &gst::Caps,
+            ) -> Result<(), gst::LoggableError> {
+                gst::debug!(CAT, imp = self, "{incaps} -> {outcaps}");
+                self.codec.set_caps(incaps)
+            }
+
+            fn sink_event(&self, event: gst::Event) -> bool {
+                self.codec.observe_event(&event);
+                self.parent_sink_event(event)
+            }
+
+            fn decide_allocation(
+                &self,
+                query: &mut gst::query::Allocation,
+            ) -> Result<(), gst::LoggableError> {
+                self.codec.decide_allocation(self, query)
+            }
+
+            fn generate_output(
+                &self,
+            ) -> Result<gst_base::subclass::base_transform::GenerateOutputSuccess, gst::FlowError>
+            {
+                self.codec.generate_output(self)
+            }
+
+            fn transform(
+                &self,
+                inbuf: &gst::Buffer,
+                outbuf: &mut gst::BufferRef,
+            ) -> Result<gst::FlowSuccess, gst::FlowError> {
+                self.codec.transform(self, inbuf, outbuf)
+            }
+        }
+    };
+}
+pub(crate) use codec_element;
 
 #[cfg(test)]
 mod tests {

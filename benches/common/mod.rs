@@ -2,13 +2,20 @@
 //! format, so `make bench` prints comparable figures for every element.
 #![allow(dead_code)]
 
+use std::str::FromStr;
 use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+
+/// The median of `v` (the upper middle one of an even count).
+pub fn middle(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
 
 /// Runs `f` `runs` times and returns the median of what it reports.
 pub fn median<F: FnMut() -> f64>(runs: usize, mut f: F) -> f64 {
-    let mut v: Vec<f64> = (0..runs).map(|_| f()).collect();
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+    middle((0..runs).map(|_| f()).collect())
 }
 
 /// Items per second of `f`, which processes `items` items per call.
@@ -25,21 +32,36 @@ pub fn seconds(f: impl FnOnce()) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-/// Number of repetitions from `BENCH_RUNS` (default 5): medians of this many.
-pub fn runs() -> usize {
-    std::env::var("BENCH_RUNS")
+/// Environment variable `name` parsed, or `default` when it is unset or
+/// does not parse.
+pub fn env_or<T: FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
         .ok()
         .and_then(|s| s.parse().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(5)
+        .unwrap_or(default)
+}
+
+/// The comma-separated list in environment variable `name`, or in `default`
+/// when it is unset; entries that do not parse are skipped.
+pub fn env_list<T: FromStr>(name: &str, default: &str) -> Vec<T> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
+}
+
+/// Number of repetitions from `BENCH_RUNS` (default 5): medians of this many.
+pub fn runs() -> usize {
+    match env_or("BENCH_RUNS", 5) {
+        0 => 5,
+        n => n,
+    }
 }
 
 /// Scales work from `BENCH_SCALE` (default 1.0), so a quick run is possible.
 pub fn scale(n: u64) -> u64 {
-    let s: f64 = std::env::var("BENCH_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1.0);
+    let s: f64 = env_or("BENCH_SCALE", 1.0);
     ((n as f64 * s) as u64).max(1)
 }
 
@@ -96,6 +118,62 @@ pub fn cpu_seconds() -> f64 {
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
     assert_eq!(rc, 0, "CLOCK_PROCESS_CPUTIME_ID is available on Linux");
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// (wall, CPU) seconds `appsrc ! downstream` (a launch line ending in a
+/// sink) takes to play `lists` to EOS without a clock. All lists are queued
+/// in the appsrc, given `caps` and no size limit, while the sink holds the
+/// preroll, so the clock then times the streaming thread alone, not its
+/// hand-offs with the thread that feeds appsrc. `setup` configures the other
+/// elements before the pipeline starts.
+pub fn appsrc_seconds(
+    downstream: &str,
+    caps: &gst::Caps,
+    lists: impl IntoIterator<Item = gst::BufferList>,
+    setup: impl FnOnce(&gst::Pipeline),
+) -> (f64, f64) {
+    let pipeline = gst::parse::launch(&format!("appsrc name=src format=time ! {downstream}"))
+        .expect("pipeline builds")
+        .downcast::<gst::Pipeline>()
+        .expect("a pipeline");
+    pipeline.use_clock(None::<&gst::Clock>);
+    let src = pipeline
+        .by_name("src")
+        .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+        .expect("appsrc");
+    src.set_caps(Some(caps));
+    src.set_max_bytes(0);
+    setup(&pipeline);
+    pipeline.set_state(gst::State::Paused).expect("pauses");
+    for list in lists {
+        src.push_buffer_list(list).expect("appsrc takes the list");
+    }
+    src.end_of_stream().expect("eos");
+    let (prerolled, _, _) = pipeline.state(gst::ClockTime::from_seconds(30));
+    prerolled.expect("prerolls");
+    let cpu = cpu_seconds();
+    let wall = Instant::now();
+    play_to_eos(pipeline.upcast_ref(), downstream);
+    let secs = (wall.elapsed().as_secs_f64(), cpu_seconds() - cpu);
+    pipeline.set_state(gst::State::Null).expect("stops");
+    secs
+}
+
+/// Sets `pipeline` PLAYING and returns at its EOS; panics, naming `what`, on
+/// an error message or when no EOS comes within 120 s.
+pub fn play_to_eos(pipeline: &gst::Element, what: &str) {
+    pipeline.set_state(gst::State::Playing).expect("plays");
+    let msg = pipeline
+        .bus()
+        .expect("bus")
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(120),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("pipeline ends");
+    if let gst::MessageView::Error(e) = msg.view() {
+        panic!("{what}: {} ({:?})", e.error(), e.debug());
+    }
 }
 
 pub fn elapsed_ns(d: Duration, items: u64) -> f64 {

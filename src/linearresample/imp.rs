@@ -1,4 +1,3 @@
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{LazyLock, Mutex, MutexGuard};
 
 use gst::glib;
@@ -8,7 +7,7 @@ use gst_base::prelude::*;
 use gst_base::subclass::base_transform::GenerateOutputSuccess;
 use gst_base::subclass::prelude::*;
 
-use crate::audiocaps::{self, StreamCounters, field};
+use crate::audiocaps::{self, DirectAllocation, StreamCounters, field};
 use crate::resample::{MAX_RATE, Resampler};
 
 const NAME: &str = "linearresample";
@@ -86,11 +85,7 @@ impl State {
 pub struct LinearResample {
     state: Mutex<State>,
     stats: StreamCounters<{ field::COUNT + 1 }>,
-    /// Outputs can be allocated here, of exactly the right size
-    /// ([`audiocaps::plain_allocation`] after the last allocation decision);
-    /// else BaseTransform's own path through `transform_size` and
-    /// `transform`.
-    direct: AtomicBool,
+    direct: DirectAllocation,
 }
 
 impl LinearResample {
@@ -227,7 +222,7 @@ impl BaseTransformImpl for LinearResample {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         *self.lock() = State::default();
         self.stats.clear();
-        self.direct.store(false, Ordering::Relaxed);
+        self.direct.clear();
         Ok(())
     }
 
@@ -290,9 +285,9 @@ impl BaseTransformImpl for LinearResample {
             imp = self,
             "{in_rate} Hz -> {out_rate} Hz, {channels} channels"
         );
-        // Until the allocation for these caps is decided (never, in
+        // The allocation for these caps is decided later (never, in
         // passthrough).
-        self.direct.store(false, Ordering::Relaxed);
+        self.direct.clear();
         let pending = {
             let mut st = self.lock();
             let pending = st.reset();
@@ -359,14 +354,11 @@ impl BaseTransformImpl for LinearResample {
         &self,
         query: &mut gst::query::Allocation,
     ) -> Result<(), gst::LoggableError> {
-        self.parent_decide_allocation(query)?;
-        let plain = audiocaps::plain_allocation(query);
-        self.direct.store(plain, Ordering::Relaxed);
-        Ok(())
+        self.direct.decide(self, query)
     }
 
     fn generate_output(&self) -> Result<GenerateOutputSuccess, gst::FlowError> {
-        if self.direct.load(Ordering::Relaxed) {
+        if self.direct.get() {
             // Take the input ourselves and allocate the output at its exact
             // size: no `transform_size` from caps, no trimming.
             let Some(inbuf) = self.take_queued_buffer() else {

@@ -1,163 +1,18 @@
-use std::sync::LazyLock;
-
-use gst::glib;
-use gst::prelude::*;
-use gst::subclass::prelude::*;
-use gst_base::subclass::prelude::*;
-
-use crate::audiocaps::{self, Codec};
+use crate::audiocaps::{self, CodecSpec};
 use crate::g711;
 
-const NAME: &str = "ulawenc";
+static SPEC: CodecSpec = CodecSpec {
+    element: "ulawenc",
+    debug_description: "G.711 µ-law encoder",
+    long_name: "G.711 µ-law encoder (G.191 bit-exact)",
+    classification: "Codec/Encoder/Audio",
+    description: "Encodes S16LE audio to G.711 µ-law exactly as the ITU-T G.191 reference does",
+    sink_caps: || audiocaps::raw_caps(i32::MAX),
+    src_caps: audiocaps::mulaw_caps,
+    // Two bytes of S16 in per one-byte code out.
+    in_bytes_per_sample: 2,
+    out_bytes_per_sample: 1,
+    kernel: g711::encode_s16le,
+};
 
-static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
-    gst::DebugCategory::new(
-        NAME,
-        gst::DebugColorFlags::empty(),
-        Some("G.711 µ-law encoder"),
-    )
-});
-
-pub struct UlawEnc {
-    codec: Codec,
-}
-
-impl Default for UlawEnc {
-    fn default() -> Self {
-        // Two bytes of S16 in per sample.
-        UlawEnc {
-            codec: Codec::new(NAME, 2, 1, g711::encode_s16le),
-        }
-    }
-}
-
-#[glib::object_subclass]
-impl ObjectSubclass for UlawEnc {
-    const NAME: &'static str = "GstUlawEnc";
-    type Type = super::UlawEnc;
-    type ParentType = gst_base::BaseTransform;
-}
-
-impl ObjectImpl for UlawEnc {
-    fn properties() -> &'static [glib::ParamSpec] {
-        static PROPS: LazyLock<Vec<glib::ParamSpec>> =
-            LazyLock::new(|| vec![audiocaps::stats_pspec(NAME, audiocaps::STATS_FIELDS_DOC)]);
-        PROPS.as_ref()
-    }
-
-    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
-        match pspec.name() {
-            "stats" => self.codec.stats().to_value(),
-            other => unreachable!("ulawenc has no property {other}"),
-        }
-    }
-}
-
-impl GstObjectImpl for UlawEnc {}
-
-impl ElementImpl for UlawEnc {
-    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
-        static META: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
-            gst::subclass::ElementMetadata::new(
-                "G.711 µ-law encoder (G.191 bit-exact)",
-                "Codec/Encoder/Audio",
-                "Encodes S16LE audio to G.711 µ-law exactly as the ITU-T G.191 reference does",
-                "gst-rtpsynth developers",
-            )
-        });
-        Some(&*META)
-    }
-
-    fn pad_templates() -> &'static [gst::PadTemplate] {
-        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let src = gst::PadTemplate::new(
-                "src",
-                gst::PadDirection::Src,
-                gst::PadPresence::Always,
-                &audiocaps::mulaw_caps(),
-            )
-            .expect("valid src template");
-            let sink = gst::PadTemplate::new(
-                "sink",
-                gst::PadDirection::Sink,
-                gst::PadPresence::Always,
-                &audiocaps::raw_caps(i32::MAX),
-            )
-            .expect("valid sink template");
-            vec![src, sink]
-        });
-        TEMPLATES.as_ref()
-    }
-}
-
-impl BaseTransformImpl for UlawEnc {
-    const MODE: gst_base::subclass::BaseTransformMode =
-        gst_base::subclass::BaseTransformMode::NeverInPlace;
-    const PASSTHROUGH_ON_SAME_CAPS: bool = false;
-    const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
-
-    fn start(&self) -> Result<(), gst::ErrorMessage> {
-        self.codec.reset();
-        Ok(())
-    }
-
-    fn transform_caps(
-        &self,
-        direction: gst::PadDirection,
-        caps: &gst::Caps,
-        filter: Option<&gst::Caps>,
-    ) -> Option<gst::Caps> {
-        let other = match direction {
-            gst::PadDirection::Sink => audiocaps::mulaw_caps(),
-            _ => audiocaps::raw_caps(i32::MAX),
-        };
-        let out = audiocaps::codec_transform_caps(caps, &other, filter);
-        gst::debug!(CAT, imp = self, "{direction:?} {caps} -> {out}");
-        Some(out)
-    }
-
-    fn transform_size(
-        &self,
-        direction: gst::PadDirection,
-        _caps: &gst::Caps,
-        size: usize,
-        _othercaps: &gst::Caps,
-    ) -> Option<usize> {
-        // Two bytes of S16 per one-byte code.
-        Some(match direction {
-            gst::PadDirection::Sink => size / 2,
-            _ => size.checked_mul(2)?,
-        })
-    }
-
-    fn set_caps(&self, incaps: &gst::Caps, outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
-        gst::debug!(CAT, imp = self, "{incaps} -> {outcaps}");
-        self.codec.set_caps(incaps)
-    }
-
-    fn sink_event(&self, event: gst::Event) -> bool {
-        self.codec.observe_event(&event);
-        self.parent_sink_event(event)
-    }
-
-    fn decide_allocation(
-        &self,
-        query: &mut gst::query::Allocation,
-    ) -> Result<(), gst::LoggableError> {
-        self.codec.decide_allocation(self, query)
-    }
-
-    fn generate_output(
-        &self,
-    ) -> Result<gst_base::subclass::base_transform::GenerateOutputSuccess, gst::FlowError> {
-        self.codec.generate_output(self)
-    }
-
-    fn transform(
-        &self,
-        inbuf: &gst::Buffer,
-        outbuf: &mut gst::BufferRef,
-    ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        self.codec.transform(self, inbuf, outbuf)
-    }
-}
+audiocaps::codec_element!(UlawEnc, "GstUlawEnc", SPEC);
