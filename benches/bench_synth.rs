@@ -54,17 +54,17 @@ fn main() {
     let ours = |ppb: u32| {
         let lists = n / u64::from(ppb);
         let desc = format!(
-            "rtpsynthsrc is-live=false packets-per-buffer={ppb} num-buffers={lists} ! fakesink sync=false"
+            "rtpsynthsrc is-live=false packets-per-buffer={ppb} num-buffers={lists} ! fakesink sync=false enable-last-sample=false"
         );
         common::median(runs, || pipeline_rate(&desc, lists * u64::from(ppb)))
     };
     let stock_desc = format!(
         "audiotestsrc wave=silence samplesperbuffer=160 num-buffers={stock_n} ! audio/x-raw,rate=8000,channels=1 \
-         ! mulawenc ! rtppcmupay min-ptime=20000000 max-ptime=20000000 ! fakesink sync=false"
+         ! mulawenc ! rtppcmupay min-ptime=20000000 max-ptime=20000000 ! fakesink sync=false enable-last-sample=false"
     );
     let stock = common::median(runs, || pipeline_rate(&stock_desc, stock_n));
     let floor_desc =
-        format!("fakesrc num-buffers={stock_n} sizetype=fixed sizemax=172 ! fakesink sync=false");
+        format!("fakesrc num-buffers={stock_n} sizetype=fixed sizemax=172 ! fakesink sync=false enable-last-sample=false");
     let floor = common::median(runs, || pipeline_rate(&floor_desc, stock_n));
     for ppb in [1u32, 8, 32, 128] {
         common::report(

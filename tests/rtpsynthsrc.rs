@@ -582,3 +582,43 @@ fn shared_thread_needs_live() {
     let err = run_to_end(&p, Duration::from_secs(5)).expect_err("refused");
     assert!(err.contains("shared-thread needs is-live=true"), "{err}");
 }
+
+#[test]
+fn buffers_held_downstream_are_never_rewritten() {
+    // The source reuses buffers downstream has let go of; one still held
+    // must keep its packet.
+    let p = pipeline(
+        "rtpsynthsrc is-live=false num-buffers=20 packets-per-buffer=8 seqnum-offset=0 \
+         timestamp-offset=0 ! appsink name=sink sync=false",
+    );
+    let held = Arc::new(Mutex::new(Vec::<gst::Buffer>::new()));
+    let sink: gst_app::AppSink = by_name(&p, "sink");
+    let h = held.clone();
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |s| {
+                let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let buf = sample.buffer_owned().ok_or(gst::FlowError::Error)?;
+                // Keep every other packet; let the rest go back to the source.
+                if buf.offset() % 2 == 0 {
+                    h.lock().unwrap().push(buf);
+                }
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    run_to_end(&p, Duration::from_secs(10)).expect("runs to EOS");
+    let held = held.lock().unwrap();
+    assert_eq!(held.len(), 80);
+    for buf in held.iter() {
+        let map = buf.map_readable().unwrap();
+        let pkt = Packet::parse(&map).unwrap();
+        assert_eq!(
+            u64::from(pkt.seq()),
+            buf.offset(),
+            "a held buffer still has its own packet"
+        );
+        assert_eq!(u64::from(pkt.timestamp()), 160 * buf.offset());
+        assert!(pkt.payload().iter().all(|&b| b == 0xff));
+    }
+}

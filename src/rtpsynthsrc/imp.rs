@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use crate::counters;
 use crate::prng::SplitMix64;
+use crate::rtp::HEADER_LEN;
 use crate::sched::{self, Job, JobId, Worker};
 use crate::stats;
 use crate::synth::{self, Config, Synth};
@@ -109,7 +110,9 @@ struct Running {
     fill: u8,
     caps: gst::Caps,
     ptime: gst::ClockTime,
-    pool: gst::BufferPool,
+    /// Packet buffers, reused once downstream has dropped them.
+    ring: Vec<Option<gst::Buffer>>,
+    ring_next: usize,
     live: bool,
     packets_per_buffer: u32,
     /// Packet times since the start; packet `slot` has PTS `origin + slot × ptime`.
@@ -241,28 +244,14 @@ impl RtpSynthSrc {
             .field("timestamp-offset", config.first_timestamp)
             .build();
 
-        let pool = gst::BufferPool::new();
-        let mut pool_config = pool.config();
-        pool_config.set_params(Some(&caps), synth.packet_len() as u32, 0, 0);
-        pool.set_config(pool_config).map_err(|e| {
-            gst::error_msg!(
-                gst::ResourceError::Failed,
-                ("Failed to configure buffer pool: {}", e)
-            )
-        })?;
-        pool.set_active(true).map_err(|e| {
-            gst::error_msg!(
-                gst::ResourceError::Failed,
-                ("Failed to activate buffer pool: {}", e)
-            )
-        })?;
-
         Ok(Running {
             synth,
             fill,
             caps,
             ptime: gst::ClockTime::from_mseconds(u64::from(s.ptime)),
-            pool,
+            // Twice a list, so a list in flight downstream never holds every slot.
+            ring: vec![None; 2 * s.packets_per_buffer.max(1) as usize + 2],
+            ring_next: 0,
             live: s.is_live,
             packets_per_buffer: if s.is_live {
                 1
@@ -276,25 +265,53 @@ impl RtpSynthSrc {
         })
     }
 
-    /// Writes the next packet into a pool buffer stamped for `slot`.
+    /// The next packet, stamped for the current slot, in a buffer of the
+    /// ring: one downstream has let go of is reused and only its 12 header
+    /// bytes are rewritten (its payload still holds the fill, which never
+    /// changes while running); one still in use is replaced by a new buffer.
+    /// This costs less than a GstBufferPool's acquire and release
+    /// bookkeeping, which was most of the per-packet cost.
     fn make_packet(
         &self,
         r: &mut Running,
         pts: gst::ClockTime,
     ) -> Result<gst::Buffer, gst::FlowError> {
-        let mut buffer = r.pool.acquire_buffer(None)?;
-        {
-            let buf = buffer.get_mut().ok_or(gst::FlowError::Error)?;
-            buf.set_pts(pts);
-            buf.set_duration(r.ptime);
-            buf.set_offset(r.slot);
-            let mut map = buf.map_writable().map_err(|_| gst::FlowError::Error)?;
-            r.synth
-                .write_next(map.as_mut_slice(), r.fill)
-                .ok_or(gst::FlowError::Error)?;
+        let i = r.ring_next;
+        r.ring_next = (i + 1) % r.ring.len();
+        let slot = &mut r.ring[i];
+        let reused = match slot.as_mut().and_then(|b| b.get_mut()) {
+            Some(buf) => {
+                let mut map = buf.map_writable().map_err(|_| gst::FlowError::Error)?;
+                let header = map
+                    .as_mut_slice()
+                    .first_chunk_mut::<HEADER_LEN>()
+                    .ok_or(gst::FlowError::Error)?;
+                r.synth.write_next_header(header);
+                true
+            }
+            None => false,
+        };
+        if !reused {
+            let mut fresh =
+                gst::Buffer::with_size(r.synth.packet_len()).map_err(|_| gst::FlowError::Error)?;
+            {
+                let buf = fresh.get_mut().ok_or(gst::FlowError::Error)?;
+                let mut map = buf.map_writable().map_err(|_| gst::FlowError::Error)?;
+                r.synth
+                    .write_next(map.as_mut_slice(), r.fill)
+                    .ok_or(gst::FlowError::Error)?;
+            }
+            *slot = Some(fresh);
         }
+        let buf = slot
+            .as_mut()
+            .and_then(|b| b.get_mut())
+            .ok_or(gst::FlowError::Error)?;
+        buf.set_pts(pts);
+        buf.set_duration(r.ptime);
+        buf.set_offset(r.slot);
         r.slot += 1;
-        Ok(buffer)
+        slot.clone().ok_or(gst::FlowError::Error)
     }
 
     /// Starts a talk spurt if silence ended or `resync` was emitted.
@@ -973,9 +990,7 @@ impl BaseSrcImpl for RtpSynthSrc {
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
-        if let State::Started(r) = std::mem::take(&mut *lock(&self.state)) {
-            let _ = r.pool.set_active(false);
-        }
+        *lock(&self.state) = State::Stopped;
         Ok(())
     }
 
