@@ -301,6 +301,32 @@ fn count_samples(pad: &gst::Pad, leg: Arc<Leg>) {
     });
 }
 
+/// The end of a receiving chain: a fakesink counting `leg`'s samples.
+fn counting_sink(leg: Arc<Leg>) -> Result<gst::Element, String> {
+    let sink = make(
+        "fakesink",
+        &[
+            ("sync", "false"),
+            ("async", "false"),
+            ("enable-last-sample", "false"),
+        ],
+    )?;
+    count_samples(
+        &sink.static_pad("sink").ok_or("fakesink has no sink pad")?,
+        leg,
+    );
+    Ok(sink)
+}
+
+/// Stops `sources`, all `factory` elements.
+fn stop_all(sources: &[gst::Element], factory: &str) -> Result<(), String> {
+    for s in sources {
+        s.set_state(gst::State::Null)
+            .map_err(|e| format!("cannot stop {factory}: {e}"))?;
+    }
+    Ok(())
+}
+
 /// An element with properties given as strings, as gst-launch takes them.
 fn make(factory: &str, props: &[(&str, &str)]) -> Result<gst::Element, String> {
     let mut b = gst::ElementFactory::make(factory);
@@ -523,25 +549,13 @@ impl Ours {
             "rtpjbufdec",
             &[("latency", JBUF_LATENCY), ("erasure-mode", "silence")],
         )?;
-        let sink = make(
-            "fakesink",
-            &[
-                ("sync", "false"),
-                ("async", "false"),
-                ("enable-last-sample", "false"),
-            ],
-        )?;
         let chain = [
             jbuf.clone(),
             make("rtppcmudepay", &[])?,
             make("ulawdec", &[])?,
-            sink.clone(),
+            counting_sink(leg)?,
         ];
         add_chain(bin, &chain)?;
-        count_samples(
-            &sink.static_pad("sink").ok_or("fakesink has no sink pad")?,
-            leg,
-        );
         self.jbufs.push(jbuf);
         ghost(bin, chain[0].static_pad("sink"), name)
     }
@@ -630,11 +644,7 @@ impl Calls for Ours {
     }
 
     fn stop_sources(&mut self) -> Result<(), String> {
-        for s in &self.sources {
-            s.set_state(gst::State::Null)
-                .map_err(|e| format!("cannot stop rtpsynthsrc: {e}"))?;
-        }
-        Ok(())
+        stop_all(&self.sources, "rtpsynthsrc")
     }
 
     fn live(&self) -> Result<Live, String> {
@@ -739,6 +749,11 @@ struct Stock {
 }
 
 impl Stock {
+    /// Packets the jitter buffers gave up on.
+    fn lost(&self) -> u64 {
+        sum_stats(&self.jitterbuffers, &["num-lost"])[0]
+    }
+
     /// One direction of a call in `bin`; the receiver first, as the sender
     /// needs its port.
     fn direction(&mut self, bin: &gst::Bin) -> Result<(), String> {
@@ -756,14 +771,6 @@ impl Stock {
             return Err("udpsrc did not report its bound port".into());
         }
         let jb = make("rtpjitterbuffer", &[("latency", JBUF_LATENCY)])?;
-        let fakesink = make(
-            "fakesink",
-            &[
-                ("sync", "false"),
-                ("async", "false"),
-                ("enable-last-sample", "false"),
-            ],
-        )?;
         add_chain(
             bin,
             &[
@@ -771,15 +778,9 @@ impl Stock {
                 jb.clone(),
                 make("rtppcmudepay", &[])?,
                 make("mulawdec", &[])?,
-                fakesink.clone(),
+                counting_sink(leg.clone())?,
             ],
         )?;
-        count_samples(
-            &fakesink
-                .static_pad("sink")
-                .ok_or("fakesink has no sink pad")?,
-            leg.clone(),
-        );
         let received = leg.clone();
         udpsrc
             .static_pad("src")
@@ -848,11 +849,7 @@ impl Calls for Stock {
     }
 
     fn stop_sources(&mut self) -> Result<(), String> {
-        for s in &self.sources {
-            s.set_state(gst::State::Null)
-                .map_err(|e| format!("cannot stop audiotestsrc: {e}"))?;
-        }
-        Ok(())
+        stop_all(&self.sources, "audiotestsrc")
     }
 
     fn live(&self) -> Result<Live, String> {
@@ -861,13 +858,13 @@ impl Calls for Stock {
             out: probed,
             inp: received,
             lost: dropped,
-            erased: sum_stats(&self.jitterbuffers, &["num-lost"])[0],
+            erased: self.lost(),
         })
     }
 
     fn tally(&self, _o: &Options) -> Result<Tally, String> {
         let (sent, dropped, duplicated, received) = self.c.leg_sums();
-        let lost = sum_stats(&self.jitterbuffers, &["num-lost"])[0];
+        let lost = self.lost();
         let into_network = sent + duplicated - dropped;
         Ok(Tally {
             sent,
@@ -1015,32 +1012,43 @@ struct Row {
 impl Row {
     const HEADER: &'static str = "t/s,calls,out/s,in/s,lost/s,erased/s,cpu%,threads";
 
+    /// Column widths of the printed table, in `HEADER`'s order.
+    const WIDTHS: [usize; 8] = [6, 6, 9, 9, 7, 8, 6, 7];
+
+    /// The row's figures, formatted, in `HEADER`'s order.
+    fn cells(&self) -> [String; 8] {
+        [
+            format!("{:.1}", self.t),
+            self.calls.to_string(),
+            format!("{:.0}", self.out_per_s),
+            format!("{:.0}", self.in_per_s),
+            format!("{:.0}", self.lost_per_s),
+            format!("{:.0}", self.erased_per_s),
+            format!("{:.1}", self.cpu_percent),
+            self.threads.to_string(),
+        ]
+    }
+
     fn csv(&self) -> String {
-        format!(
-            "{:.1},{},{:.0},{:.0},{:.0},{:.0},{:.1},{}",
-            self.t,
-            self.calls,
-            self.out_per_s,
-            self.in_per_s,
-            self.lost_per_s,
-            self.erased_per_s,
-            self.cpu_percent,
-            self.threads
-        )
+        self.cells().join(",")
     }
 
     fn print(&self) {
-        println!(
-            "{:>6.1} {:>6} {:>9.0} {:>9.0} {:>7.0} {:>8.0} {:>6.1} {:>7}",
-            self.t,
-            self.calls,
-            self.out_per_s,
-            self.in_per_s,
-            self.lost_per_s,
-            self.erased_per_s,
-            self.cpu_percent,
-            self.threads
-        );
+        Self::print_line(&self.cells());
+    }
+
+    /// Prints the table's column names, as `print` prints figures.
+    fn print_header() {
+        Self::print_line(&Self::HEADER.split(',').collect::<Vec<_>>());
+    }
+
+    fn print_line<S: AsRef<str>>(cells: &[S]) {
+        let cells: Vec<String> = cells
+            .iter()
+            .zip(Self::WIDTHS)
+            .map(|(c, w)| format!("{:>w$}", c.as_ref()))
+            .collect();
+        println!("{}", cells.join(" "));
     }
 }
 
@@ -1305,10 +1313,7 @@ fn measure(
             o.ramp,
             o.seconds
         );
-        println!(
-            "{:>6} {:>6} {:>9} {:>9} {:>7} {:>8} {:>6} {:>7}",
-            "t/s", "calls", "out/s", "in/s", "lost/s", "erased/s", "cpu%", "threads"
-        );
+        Row::print_header();
     }
     let start = Instant::now();
     let mut mon = Monitor {

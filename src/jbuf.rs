@@ -626,6 +626,12 @@ mod tests {
         (evs, jb.counters())
     }
 
+    /// Pushes packet `seq` of SSRC 1 (160 timestamp units per seq, all
+    /// arriving at 0) as `id`.
+    fn push_seq(jb: &mut JitterBuffer<usize>, seq: u16, id: usize, evs: &mut Vec<Ev>) {
+        jb.push(&pkt(seq, 160 * u32::from(seq), 1), 0, id, &mut record(evs));
+    }
+
     fn pushed_seqs(evs: &[Ev]) -> Vec<u16> {
         evs.iter()
             .filter_map(|e| match e {
@@ -640,12 +646,7 @@ mod tests {
         let mut jb = JitterBuffer::new(Config::default());
         for seq in 0..50u16 {
             let mut evs = Vec::new();
-            jb.push(
-                &pkt(seq, 160 * u32::from(seq), 1),
-                0,
-                seq as usize,
-                &mut record(&mut evs),
-            );
+            push_seq(&mut jb, seq, seq as usize, &mut evs);
             assert_eq!(
                 evs,
                 vec![Ev::Pushed(seq as usize, 65536 + u64::from(seq), None)]
@@ -794,12 +795,7 @@ mod tests {
         let mut jb = JitterBuffer::new(Config::default());
         let mut evs = Vec::new();
         for (id, seq) in [0u16, 2, 3, 6].into_iter().enumerate() {
-            jb.push(
-                &pkt(seq, 160 * u32::from(seq), 1),
-                0,
-                id,
-                &mut record(&mut evs),
-            );
+            push_seq(&mut jb, seq, id, &mut evs);
         }
         jb.release_buffered(&mut record(&mut evs));
         assert_eq!(
@@ -815,12 +811,7 @@ mod tests {
         // The stream goes on: a packet from a released void is late, a
         // released one a duplicate, and the next in order passes at once.
         for (id, seq) in [(4, 5u16), (5, 3), (6, 7)] {
-            jb.push(
-                &pkt(seq, 160 * u32::from(seq), 1),
-                0,
-                id,
-                &mut record(&mut evs),
-            );
+            push_seq(&mut jb, seq, id, &mut evs);
         }
         assert_eq!(
             evs,

@@ -41,11 +41,14 @@ fn packet(seq: u16) -> gst::Buffer {
     packet_of(seq, SSRC)
 }
 
+/// The PTS of packet `seq`: 20 ms per seq from 0.
+fn pts_of(seq: u16) -> gst::ClockTime {
+    gst::ClockTime::from_nseconds(u64::from(seq) * PTIME_NS)
+}
+
 fn packet_of(seq: u16, ssrc: u32) -> gst::Buffer {
     let mut b = gst::Buffer::from_mut_slice(datagram(seq, u32::from(seq) * SAMPLES, ssrc));
-    b.get_mut()
-        .unwrap()
-        .set_pts(gst::ClockTime::from_nseconds(u64::from(seq) * PTIME_NS));
+    b.get_mut().unwrap().set_pts(pts_of(seq));
     b
 }
 
@@ -62,6 +65,33 @@ fn harness(props: &str) -> Harness {
     let mut h = Harness::with_element(&element, Some("sink"), Some("src"));
     h.set_src_caps_str(PCMU_CAPS);
     h
+}
+
+/// One list of the packets `seqs`, pushed together by a payloader.
+fn list_of(seqs: &[u16]) -> gst::BufferList {
+    let mut list = gst::BufferList::new();
+    for &s in seqs {
+        list.get_mut().unwrap().add(packet(s));
+    }
+    list
+}
+
+fn time_segment() -> gst::Event {
+    gst::event::Segment::new(&gst::FormattedSegment::<gst::ClockTime>::new())
+}
+
+/// Flushes downstream of the element alone: its own pads still take data.
+fn flush_downstream(h: &Harness) {
+    assert!(
+        h.sinkpad()
+            .unwrap()
+            .send_event(gst::event::FlushStart::new())
+    );
+}
+
+/// The element's src pad, where probes see what it sends.
+fn src_pad(h: &Harness) -> gst::Pad {
+    h.element().unwrap().static_pad("src").unwrap()
 }
 
 fn push_seqs(h: &mut Harness, seqs: &[u16]) {
@@ -134,6 +164,21 @@ fn counters(h: &Harness, names: &[&str]) -> Vec<u64> {
     names.iter().map(|n| stat(&s, n)).collect()
 }
 
+/// Asserts the counters in `expected` ("name=value name=value", like the
+/// harness properties) have those values, and the accounting identity.
+fn assert_counters(h: &Harness, expected: &str) {
+    let want: Vec<(&str, u64)> = expected
+        .split_whitespace()
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').expect("name=value");
+            (k, v.parse().expect("a counter value"))
+        })
+        .collect();
+    let names: Vec<&str> = want.iter().map(|&(n, _)| n).collect();
+    let got: Vec<(&str, u64)> = names.iter().copied().zip(counters(h, &names)).collect();
+    assert_eq!(got, want);
+}
+
 /// (seqnum, timestamp, duration, retry, lseq-start, lseq-end, count, ts-diff).
 fn lost_fields(s: &gst::Structure) -> (u32, u64, u64, u32, u64, u64, u64, u64) {
     (
@@ -160,12 +205,9 @@ fn in_order_passes_at_once() {
         );
     }
     assert!(lost_events(&mut h).is_empty());
-    assert_eq!(
-        counters(
-            &h,
-            &["received", "pushed", "erasures", "buffered", "max-buffered"]
-        ),
-        vec![10, 10, 0, 0, 0]
+    assert_counters(
+        &h,
+        "received=10 pushed=10 erasures=0 buffered=0 max-buffered=0",
     );
 }
 
@@ -197,18 +239,9 @@ fn loss_of_one() {
             2 * u64::from(SAMPLES)
         )
     );
-    assert_eq!(
-        counters(
-            &h,
-            &[
-                "received",
-                "pushed",
-                "erasures",
-                "erased-packets",
-                "max-buffered"
-            ]
-        ),
-        vec![6, 6, 1, 1, 4]
+    assert_counters(
+        &h,
+        "received=6 pushed=6 erasures=1 erased-packets=1 max-buffered=4",
     );
 }
 
@@ -234,7 +267,7 @@ fn loss_of_many() {
             10 * u64::from(SAMPLES)
         )
     );
-    assert_eq!(counters(&h, &["erasures", "erased-packets"]), vec![1, 9]);
+    assert_counters(&h, "erasures=1 erased-packets=9");
 }
 
 #[test]
@@ -245,10 +278,7 @@ fn reordering_within_capacity() {
     assert_eq!(seqs_of(&out), (0..7).collect::<Vec<_>>());
     assert!(discont_of(&out).is_empty());
     assert!(lost_events(&mut h).is_empty());
-    assert_eq!(
-        counters(&h, &["pushed", "erasures", "dropped-late", "max-buffered"]),
-        vec![7, 0, 0, 1]
-    );
+    assert_counters(&h, "pushed=7 erasures=0 dropped-late=0 max-buffered=1");
 }
 
 #[test]
@@ -257,13 +287,7 @@ fn duplicates() {
     push_seqs(&mut h, &[0, 1, 1, 3, 3, 2, 0]);
     assert_eq!(seqs_of(&pulled(&mut h)), vec![0, 1, 2, 3]);
     // 1 again after it went out, 3 again while buffered, 0 long gone.
-    assert_eq!(
-        counters(
-            &h,
-            &["received", "pushed", "dropped-duplicate", "dropped-late"]
-        ),
-        vec![7, 4, 3, 0]
-    );
+    assert_counters(&h, "received=7 pushed=4 dropped-duplicate=3 dropped-late=0");
 }
 
 #[test]
@@ -273,10 +297,7 @@ fn late() {
     let out = pulled(&mut h);
     assert_eq!(seqs_of(&out), vec![0, 2, 3]);
     assert_eq!(lost_events(&mut h).len(), 1);
-    assert_eq!(
-        counters(&h, &["dropped-late", "dropped-duplicate", "erased-packets"]),
-        vec![1, 0, 1]
-    );
+    assert_counters(&h, "dropped-late=1 dropped-duplicate=0 erased-packets=1");
 }
 
 #[test]
@@ -288,10 +309,7 @@ fn wrap_at_65535() {
     push_seqs(&mut h, &shuffled);
     assert_eq!(seqs_of(&pulled(&mut h)), seqs);
     assert!(lost_events(&mut h).is_empty());
-    assert_eq!(
-        counters(&h, &["pushed", "erasures", "dropped-late"]),
-        vec![8, 0, 0]
-    );
+    assert_counters(&h, "pushed=8 erasures=0 dropped-late=0");
 }
 
 #[test]
@@ -306,17 +324,11 @@ fn sender_restart() {
         lost_events(&mut h).is_empty(),
         "a restart is not a 30,000-packet void"
     );
-    assert_eq!(
-        counters(
-            &h,
-            &["resyncs", "erasures", "dropped-outlier", "dropped-late"]
-        ),
-        vec![1, 0, 0, 0]
-    );
+    assert_counters(&h, "resyncs=1 erasures=0 dropped-outlier=0 dropped-late=0");
     // A single stray packet is dropped and the stream goes on.
     push_seqs(&mut h, &[5000, 30003]);
     assert_eq!(seqs_of(&pulled(&mut h)), vec![30003]);
-    assert_eq!(counters(&h, &["resyncs", "dropped-outlier"]), vec![1, 1]);
+    assert_counters(&h, "resyncs=1 dropped-outlier=1");
 }
 
 #[test]
@@ -337,10 +349,7 @@ fn ssrc_change() {
         1,
         "only the void in the old stream"
     );
-    assert_eq!(
-        counters(&h, &["ssrc-changes", "erasures", "pushed"]),
-        vec![1, 1, 4]
-    );
+    assert_counters(&h, "ssrc-changes=1 erasures=1 pushed=4");
 }
 
 #[test]
@@ -359,19 +368,10 @@ fn malformed_datagrams_mixed_in() {
     h.push(packet(2)).unwrap();
     assert_eq!(seqs_of(&pulled(&mut h)), vec![0, 1, 2]);
     assert!(lost_events(&mut h).is_empty());
-    assert_eq!(
-        counters(
-            &h,
-            &[
-                "received",
-                "pushed",
-                "dropped-parse",
-                "parse-error-too-short",
-                "parse-error-bad-version",
-                "parse-error-padding-overrun",
-            ]
-        ),
-        vec![6, 3, 3, 1, 1, 1]
+    assert_counters(
+        &h,
+        "received=6 pushed=3 dropped-parse=3 parse-error-too-short=1 \
+         parse-error-bad-version=1 parse-error-padding-overrun=1",
     );
 }
 
@@ -380,7 +380,7 @@ fn eos_releases_voids_buffered() {
     let mut h = harness("capacity=10");
     push_seqs(&mut h, &[0, 2, 3, 6]);
     assert_eq!(seqs_of(&pulled(&mut h)), vec![0]);
-    assert_eq!(counters(&h, &["buffered"]), vec![3]);
+    assert_counters(&h, "buffered=3");
     assert!(h.push_event(gst::event::Eos::new()));
     let out = pulled(&mut h);
     assert_eq!(seqs_of(&out), vec![2, 3, 6]);
@@ -391,10 +391,7 @@ fn eos_releases_voids_buffered() {
         .map(|s| (s.get("lseq-start").unwrap(), s.get("lseq-end").unwrap()))
         .collect();
     assert_eq!(ranges, vec![(65537, 65537), (65540, 65541)]);
-    assert_eq!(
-        counters(&h, &["pushed", "buffered", "erasures", "erased-packets"]),
-        vec![4, 0, 2, 3]
-    );
+    assert_counters(&h, "pushed=4 buffered=0 erasures=2 erased-packets=3");
 }
 
 #[test]
@@ -409,7 +406,7 @@ fn latency_releases_a_void_on_arrival() {
         "2 has waited 60 ms"
     );
     // 5 is in the buffer when 2's wait is checked.
-    assert_eq!(counters(&h, &["erasures", "max-buffered"]), vec![1, 4]);
+    assert_counters(&h, "erasures=1 max-buffered=4");
 }
 
 #[test]
@@ -435,26 +432,12 @@ fn flush_stop_pushes_what_was_buffered() {
             buf(5, true),
         ]
     );
-    assert_eq!(
-        counters(
-            &h,
-            &[
-                "received",
-                "pushed",
-                "dropped-flushing",
-                "buffered",
-                "erasures",
-                "erased-packets"
-            ]
-        ),
-        vec![4, 4, 0, 0, 2, 2]
+    assert_counters(
+        &h,
+        "received=4 pushed=4 dropped-flushing=0 buffered=0 erasures=2 erased-packets=2",
     );
     // The stream was forgotten: the next packet starts a new one at once.
-    assert!(
-        h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
-            gst::ClockTime,
-        >::new()))
-    );
+    assert!(h.push_event(time_segment()));
     h.push(packet(100)).unwrap();
     assert_eq!(take(&log), vec![ev("segment"), buf(100, false)]);
     assert_eq!(seqs_of(&pulled(&mut h)), vec![2, 3, 5, 100]);
@@ -464,47 +447,26 @@ fn flush_stop_pushes_what_was_buffered() {
 fn packets_downstream_refuses_while_flushing_count_as_dropped_flushing() {
     let mut h = harness("");
     push_seqs(&mut h, &[0]);
-    // Downstream alone flushes: our pads still take data.
-    assert!(
-        h.sinkpad()
-            .unwrap()
-            .send_event(gst::event::FlushStart::new())
-    );
+    flush_downstream(&h);
     push_seqs(&mut h, &[2, 3]);
     // 1 releases 1, 2, 3 (planned output), 4 goes out as it came.
     for s in [1u16, 4] {
         assert_eq!(h.push(packet(s)), Err(gst::FlowError::Flushing));
     }
-    assert_eq!(
-        counters(&h, &["received", "pushed", "dropped-flushing", "buffered"]),
-        vec![5, 1, 4, 0]
-    );
+    assert_counters(&h, "received=5 pushed=1 dropped-flushing=4 buffered=0");
 }
 
 #[test]
 fn silence_downstream_refuses_is_not_counted_as_inserted() {
     let mut h = harness("capacity=2 erasure-mode=silence");
     push_seqs(&mut h, &[0]);
-    assert!(
-        h.sinkpad()
-            .unwrap()
-            .send_event(gst::event::FlushStart::new())
-    );
+    flush_downstream(&h);
     push_seqs(&mut h, &[3]);
     // The full buffer fills 1 and 2 with silence, all refused.
     assert_eq!(h.push(packet(4)), Err(gst::FlowError::Flushing));
-    assert_eq!(
-        counters(
-            &h,
-            &[
-                "received",
-                "pushed",
-                "dropped-flushing",
-                "silence-packets",
-                "erased-packets"
-            ]
-        ),
-        vec![3, 1, 2, 0, 2]
+    assert_counters(
+        &h,
+        "received=3 pushed=1 dropped-flushing=2 silence-packets=0 erased-packets=2",
     );
 }
 
@@ -538,10 +500,7 @@ fn silence_mode_fills_pcmu_voids() {
     assert_eq!(seqs, vec![0, 1, 2, 3, 4]);
     for (seq, ts, payload, pts, discont) in &got {
         assert_eq!(*ts, u32::from(*seq) * SAMPLES);
-        assert_eq!(
-            *pts,
-            Some(gst::ClockTime::from_nseconds(u64::from(*seq) * PTIME_NS))
-        );
+        assert_eq!(*pts, Some(pts_of(*seq)));
         let fill = if (1..=2).contains(seq) {
             0xff
         } else {
@@ -551,13 +510,7 @@ fn silence_mode_fills_pcmu_voids() {
         assert_eq!(*discont, *seq == 1);
     }
     assert!(lost_events(&mut h).is_empty(), "silence replaces the event");
-    assert_eq!(
-        counters(
-            &h,
-            &["received", "pushed", "silence-packets", "erased-packets"]
-        ),
-        vec![3, 3, 2, 2]
-    );
+    assert_counters(&h, "received=3 pushed=3 silence-packets=2 erased-packets=2");
 }
 
 #[test]
@@ -565,7 +518,7 @@ fn lists_in_give_lists_out_with_events_between() {
     let mut h = harness("capacity=2");
     let lists = Arc::new(Mutex::new(Vec::new()));
     let seen = lists.clone();
-    h.element().unwrap().static_pad("src").unwrap().add_probe(
+    src_pad(&h).add_probe(
         gst::PadProbeType::BUFFER_LIST | gst::PadProbeType::BUFFER,
         move |_, info| {
             let seqs =
@@ -583,10 +536,7 @@ fn lists_in_give_lists_out_with_events_between() {
     );
     // The harness needs stream-start, caps and segment before data.
     h.push(packet(0)).unwrap();
-    let mut list = gst::BufferList::new();
-    for s in [1u16, 2, 4, 5, 6] {
-        list.get_mut().unwrap().add(packet(s));
-    }
+    let list = list_of(&[1, 2, 4, 5, 6]);
     h.srcpad().unwrap().push_list(list).unwrap();
     assert_eq!(seqs_of(&pulled(&mut h)), vec![0, 1, 2, 4, 5, 6]);
     // The event for 3 splits the output list where the void is.
@@ -767,20 +717,14 @@ fn in_order_list_goes_out_as_the_same_list() {
     let mut h = harness("");
     let seen = Arc::new(Mutex::new(Vec::new()));
     let lists = seen.clone();
-    h.element().unwrap().static_pad("src").unwrap().add_probe(
-        gst::PadProbeType::BUFFER_LIST,
-        move |_, info| {
-            if let Some(gst::PadProbeData::BufferList(l)) = &info.data {
-                lists.lock().unwrap().push(l.as_ptr() as usize);
-            }
-            gst::PadProbeReturn::Ok
-        },
-    );
+    src_pad(&h).add_probe(gst::PadProbeType::BUFFER_LIST, move |_, info| {
+        if let Some(gst::PadProbeData::BufferList(l)) = &info.data {
+            lists.lock().unwrap().push(l.as_ptr() as usize);
+        }
+        gst::PadProbeReturn::Ok
+    });
     h.push(packet(0)).unwrap();
-    let mut list = gst::BufferList::new();
-    for s in 1..=5u16 {
-        list.get_mut().unwrap().add(packet(s));
-    }
+    let list = list_of(&[1, 2, 3, 4, 5]);
     let ptr = list.as_ptr() as usize;
     h.srcpad().unwrap().push_list(list).unwrap();
     assert_eq!(*seen.lock().unwrap(), vec![ptr]);
@@ -805,13 +749,13 @@ fn multi_memory_buffers_are_parsed_whole() {
             let bm = b.get_mut().unwrap();
             bm.append_memory(gst::Memory::from_slice(bytes[..12].to_vec()));
             bm.append_memory(gst::Memory::from_slice(bytes[12..].to_vec()));
-            bm.set_pts(gst::ClockTime::from_nseconds(u64::from(seq) * PTIME_NS));
+            bm.set_pts(pts_of(seq));
         }
         assert_eq!(b.n_memory(), 2);
         h.push(b).unwrap();
     }
     assert_eq!(seqs_of(&pulled(&mut h)), vec![0, 1, 2]);
-    assert_eq!(counters(&h, &["pushed", "dropped-parse"]), vec![3, 0]);
+    assert_counters(&h, "pushed=3 dropped-parse=0");
 }
 
 #[test]
@@ -825,18 +769,12 @@ fn stopping_pushes_what_was_buffered() {
         take(&log),
         vec![ev("lost 65537..=65537"), buf(2, true), buf(3, false)]
     );
-    assert_eq!(
-        counters(&h, &["received", "pushed", "dropped-flushing", "buffered"]),
-        vec![3, 3, 0, 0]
-    );
+    assert_counters(&h, "received=3 pushed=3 dropped-flushing=0 buffered=0");
     // A fresh start: the next packet begins a new stream, pushed at once.
     element.set_state(gst::State::Playing).unwrap();
     h.push(packet(1)).unwrap();
     assert_eq!(seqs_of(&pulled(&mut h)), vec![0, 2, 3, 1]);
-    assert_eq!(
-        counters(&h, &["received", "pushed", "buffered"]),
-        vec![1, 1, 0]
-    );
+    assert_counters(&h, "received=1 pushed=1 buffered=0");
 }
 
 #[test]
@@ -859,10 +797,7 @@ fn stopping_with_the_streaming_thread_blocked_drops_as_flushing() {
         .unwrap();
     // 11 releases 11, 12, 13 as one list, which blocks downstream with the
     // chain call holding the stream lock; 15 and 16 stay buffered.
-    let mut list = gst::BufferList::new();
-    for s in [11u16, 15, 16] {
-        list.get_mut().unwrap().add(packet(s));
-    }
+    let list = list_of(&[11, 15, 16]);
     let upstream = h.srcpad().unwrap();
     let streaming = std::thread::spawn(move || upstream.push_list(list));
     blocked_rx
@@ -878,10 +813,7 @@ fn stopping_with_the_streaming_thread_blocked_drops_as_flushing() {
     assert_eq!(streaming.join().unwrap(), Err(gst::FlowError::Flushing));
     element.static_pad("src").unwrap().remove_probe(probe);
     assert_eq!(seqs_of(&pulled(&mut h)), Vec::<u16>::new());
-    assert_eq!(
-        counters(&h, &["received", "pushed", "dropped-flushing", "buffered"]),
-        vec![6, 1, 5, 0]
-    );
+    assert_counters(&h, "received=6 pushed=1 dropped-flushing=5 buffered=0");
 }
 
 #[test]
@@ -909,11 +841,7 @@ fn serialized_events_do_not_overtake_buffered_packets() {
     assert_eq!(take(&log), vec![buf(7, false)]);
 
     push_seqs(&mut h, &[9]);
-    assert!(
-        h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
-            gst::ClockTime,
-        >::new()))
-    );
+    assert!(h.push_event(time_segment()));
     push_seqs(&mut h, &[11]);
     let caps = PCMU_CAPS.replace("PCMU,payload=0", "PCMA,payload=8");
     assert!(h.push_event(gst::event::Caps::new(&caps.parse().unwrap())));
@@ -933,25 +861,15 @@ fn serialized_events_do_not_overtake_buffered_packets() {
     push_seqs(&mut h, &[13]);
     assert!(h.push_event(gst::event::CustomDownstreamOob::new(custom("test/oob"))));
     assert_eq!(take(&log), vec![ev("test/oob")]);
-    assert_eq!(counters(&h, &["buffered"]), vec![1]);
+    assert_counters(&h, "buffered=1");
     assert!(h.push_event(gst::event::Eos::new()));
     assert_eq!(
         take(&log),
         vec![ev("lost 65548..=65548"), buf(13, true), ev("eos")]
     );
-    assert_eq!(
-        counters(
-            &h,
-            &[
-                "received",
-                "pushed",
-                "dropped-late",
-                "buffered",
-                "erasures",
-                "erased-packets"
-            ]
-        ),
-        vec![9, 8, 1, 0, 5, 6]
+    assert_counters(
+        &h,
+        "received=9 pushed=8 dropped-late=1 buffered=0 erasures=5 erased-packets=6",
     );
 }
 
@@ -978,7 +896,7 @@ fn ev(name: &str) -> Out {
 fn log_output(h: &Harness) -> Arc<Mutex<Vec<Out>>> {
     let log = Arc::new(Mutex::new(Vec::new()));
     let sink = log.clone();
-    h.element().unwrap().static_pad("src").unwrap().add_probe(
+    src_pad(h).add_probe(
         gst::PadProbeType::BUFFER
             | gst::PadProbeType::BUFFER_LIST
             | gst::PadProbeType::EVENT_DOWNSTREAM

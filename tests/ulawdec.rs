@@ -16,8 +16,7 @@ fn all_codes() -> Vec<u8> {
 #[test]
 fn decodes_all_256_codes_like_the_core_and_keeps_metadata() {
     common::init();
-    let mut h = gst_check::Harness::new("ulawdec");
-    h.set_src_caps(mulaw_caps(16000, 2));
+    let mut h = harness_for("ulawdec", mulaw_caps(16000, 2));
     h.push(buffer(all_codes(), 40_000_000, 8_000_000, 640, 128))
         .unwrap();
     let out = h.pull().unwrap();
@@ -31,20 +30,23 @@ fn decodes_all_256_codes_like_the_core_and_keeps_metadata() {
         h.sinkpad().unwrap().current_caps().unwrap(),
         raw_caps(16000, 2)
     );
-    let s = stats(&h.element().unwrap());
-    assert_eq!(s.name(), "application/x-ulawdec-stats");
-    assert_eq!((stat(&s, "buffers-in"), stat(&s, "buffers-out")), (1, 1));
     assert_eq!(
-        (stat(&s, "samples-in"), stat(&s, "samples-out")),
-        (128, 128)
+        stats(&h.element().unwrap()).name(),
+        "application/x-ulawdec-stats"
+    );
+    assert_eq!(
+        stat_values(
+            &h,
+            &["buffers-in", "buffers-out", "samples-in", "samples-out"]
+        ),
+        [1, 1, 128, 128]
     );
 }
 
 #[test]
 fn agrees_with_stock_mulawdec_on_every_code() {
     common::init();
-    let mut h = gst_check::Harness::new("mulawdec");
-    h.set_src_caps(mulaw_caps(8000, 1));
+    let mut h = harness_for("mulawdec", mulaw_caps(8000, 1));
     h.push(buffer(all_codes(), 0, 0, 0, 256)).unwrap();
     let stock = samples(&bytes_of(&h.pull().unwrap()));
     let ours: Vec<i16> = all_codes().into_iter().map(g711::decode_sample).collect();
@@ -58,13 +60,13 @@ fn rtp_round_trip_with_stock_payloader() {
     // core's decode(encode(resample(x))) of what audiotestsrc made.
     let src = "audiotestsrc num-buffers=20 samplesperbuffer=960 wave=sine freq=440 \
                ! audio/x-raw,format=S16LE,rate=48000,channels=1";
-    let (raw, _) = run_to_appsink(&format!("{src} ! appsink name=out"));
-    let (dec, caps) = run_to_appsink(&format!(
-        "{src} ! linearresample ! audio/x-raw,rate=8000 ! ulawenc ! rtppcmupay \
-         ! rtppcmudepay ! ulawdec ! appsink name=out"
-    ));
+    let (raw, dec, caps) = before_and_after(
+        src,
+        "linearresample ! audio/x-raw,rate=8000 ! ulawenc ! rtppcmupay \
+         ! rtppcmudepay ! ulawdec",
+    );
     assert_eq!(caps.unwrap(), raw_caps(8000, 1));
-    let resampled = gstrtpsynth::resample::resample(&samples(&raw), 1, 48_000, 8_000).unwrap();
+    let resampled = gstrtpsynth::resample::resample(&raw, 1, 48_000, 8_000).unwrap();
     let expected: Vec<i16> = resampled
         .iter()
         .map(|&x| g711::decode_sample(g711::encode_sample(x)))
@@ -79,12 +81,12 @@ fn decodes_then_upsamples_through_linearresample() {
     // The receive direction: 8 kHz µ-law to 48 kHz S16, exact samples.
     let src = "audiotestsrc num-buffers=10 samplesperbuffer=160 wave=sine freq=1000 \
                ! audio/x-raw,format=S16LE,rate=8000,channels=1";
-    let (raw, _) = run_to_appsink(&format!("{src} ! appsink name=out"));
-    let (out, caps) = run_to_appsink(&format!(
-        "{src} ! ulawenc ! ulawdec ! linearresample ! audio/x-raw,rate=48000 ! appsink name=out"
-    ));
+    let (raw, out, caps) = before_and_after(
+        src,
+        "ulawenc ! ulawdec ! linearresample ! audio/x-raw,rate=48000",
+    );
     assert_eq!(caps.unwrap(), raw_caps(48000, 1));
-    let decoded: Vec<i16> = samples(&raw)
+    let decoded: Vec<i16> = raw
         .into_iter()
         .map(|x| g711::decode_sample(g711::encode_sample(x)))
         .collect();
@@ -96,27 +98,13 @@ fn decodes_then_upsamples_through_linearresample() {
 #[test]
 fn gap_events_are_forwarded_in_order() {
     common::init();
-    let mut h = gst_check::Harness::new("ulawdec");
-    h.set_src_caps(mulaw_caps(8000, 1));
+    let mut h = harness_for("ulawdec", mulaw_caps(8000, 1));
     let el = h.element().unwrap();
     let seen = record_flow(&el.static_pad("src").unwrap());
-    assert!(
-        h.push_event(
-            gst::event::Gap::builder(gst::ClockTime::ZERO)
-                .duration(gst::ClockTime::from_mseconds(20))
-                .build()
-        )
-    );
+    assert!(h.push_event(gap(gst::ClockTime::ZERO)));
     h.push(buffer(vec![0xFF; 160], 20_000_000, 20_000_000, 160, 160))
         .unwrap();
-    let flow: Vec<String> = seen
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|e| *e == "buffer" || *e == "gap")
-        .cloned()
-        .collect();
-    assert_eq!(flow, ["gap", "buffer"]);
+    assert_eq!(buffers_and_gaps(&seen), ["gap", "buffer"]);
     assert_eq!(stat(&stats(&el), "gap-events"), 1);
 }
 
@@ -124,30 +112,26 @@ fn gap_events_are_forwarded_in_order() {
 fn partial_frames_empty_buffers_and_wrong_caps_are_refused() {
     common::init();
     for (data, channels) in [(vec![0u8; 3], 2), (vec![], 1)] {
-        let mut h = gst_check::Harness::new("ulawdec");
-        h.set_src_caps(mulaw_caps(8000, channels));
+        let mut h = harness_for("ulawdec", mulaw_caps(8000, channels));
         assert_eq!(
             h.push(gst::Buffer::from_mut_slice(data)),
             Err(gst::FlowError::Error)
         );
-        let s = stats(&h.element().unwrap());
-        assert_eq!(stat(&s, "rejected-buffers"), 1);
-        assert_eq!(stat(&s, "buffers-out"), 0);
+        assert_eq!(
+            stat_values(&h, &["rejected-buffers", "buffers-out"]),
+            [1, 0]
+        );
     }
-    let mut h = gst_check::Harness::new("ulawdec");
     assert_eq!(
-        h.push(gst::Buffer::from_mut_slice(vec![0u8; 4])),
+        push_four_bytes("ulawdec", None).1,
         Err(gst::FlowError::NotNegotiated)
     );
-    let mut h = gst_check::Harness::new("ulawdec");
-    h.set_src_caps(
-        gst::Caps::builder("audio/x-alaw")
-            .field("rate", 8000)
-            .field("channels", 1)
-            .build(),
-    );
+    let alaw = gst::Caps::builder("audio/x-alaw")
+        .field("rate", 8000)
+        .field("channels", 1)
+        .build();
     assert_eq!(
-        h.push(gst::Buffer::from_mut_slice(vec![0u8; 4])),
+        push_four_bytes("ulawdec", Some(alaw)).1,
         Err(gst::FlowError::NotNegotiated)
     );
 }

@@ -15,8 +15,7 @@ fn all_inputs() -> Vec<i16> {
 #[test]
 fn encodes_all_65536_inputs_like_the_core_and_keeps_metadata() {
     common::init();
-    let mut h = gst_check::Harness::new("ulawenc");
-    h.set_src_caps(raw_caps(8000, 1));
+    let mut h = harness_for("ulawenc", raw_caps(8000, 1));
     let input = all_inputs();
     let (pts, dur) = (1_000_000_000, 8_192_000_000);
     h.push(buffer(le_bytes(&input), pts, dur, 8000, 65_536))
@@ -32,13 +31,23 @@ fn encodes_all_65536_inputs_like_the_core_and_keeps_metadata() {
         h.sinkpad().unwrap().current_caps().unwrap(),
         mulaw_caps(8000, 1)
     );
-    let s = stats(&h.element().unwrap());
-    assert_eq!(s.name(), "application/x-ulawenc-stats");
-    assert_eq!(stat(&s, "buffers-in"), 1);
-    assert_eq!(stat(&s, "buffers-out"), 1);
-    assert_eq!(stat(&s, "samples-in"), 65_536);
-    assert_eq!(stat(&s, "samples-out"), 65_536);
-    assert_eq!(stat(&s, "rejected-buffers"), 0);
+    assert_eq!(
+        stats(&h.element().unwrap()).name(),
+        "application/x-ulawenc-stats"
+    );
+    assert_eq!(
+        stat_values(
+            &h,
+            &[
+                "buffers-in",
+                "buffers-out",
+                "samples-in",
+                "samples-out",
+                "rejected-buffers"
+            ]
+        ),
+        [1, 1, 65_536, 65_536, 0]
+    );
 }
 
 /// The direct allocation path (plain system memory downstream) and
@@ -81,12 +90,13 @@ fn both_allocation_paths_give_the_same_buffers() {
                 out.flags(),
             ));
         }
-        let s = stats(&h.element().unwrap());
-        let counts: Vec<u64> = ["buffers-in", "buffers-out", "samples-in", "samples-out"]
-            .iter()
-            .map(|f| stat(&s, f))
-            .collect();
-        assert_eq!(counts, [50, 50, 8000, 8000]);
+        assert_eq!(
+            stat_values(
+                &h,
+                &["buffers-in", "buffers-out", "samples-in", "samples-out"]
+            ),
+            [50, 50, 8000, 8000]
+        );
         results.push(outs);
     }
     assert_eq!(results[0], results[1]);
@@ -99,8 +109,7 @@ fn both_allocation_paths_give_the_same_buffers() {
 #[test]
 fn differs_from_stock_mulawenc_on_127_negative_inputs() {
     common::init();
-    let mut h = gst_check::Harness::new("mulawenc");
-    h.set_src_caps(raw_caps(8000, 1));
+    let mut h = harness_for("mulawenc", raw_caps(8000, 1));
     let input = all_inputs();
     h.push(buffer(le_bytes(&input), 0, 0, 0, 65_536)).unwrap();
     let stock = bytes_of(&h.pull().unwrap());
@@ -144,29 +153,15 @@ fn multichannel_and_caps_queries_through_converters() {
 #[test]
 fn gap_events_are_forwarded_in_order() {
     common::init();
-    let mut h = gst_check::Harness::new("ulawenc");
-    h.set_src_caps(raw_caps(8000, 1));
+    let mut h = harness_for("ulawenc", raw_caps(8000, 1));
     let el = h.element().unwrap();
     let seen = record_flow(&el.static_pad("src").unwrap());
     h.push(buffer(le_bytes(&[1, 2, 3, 4]), 0, 500_000, 0, 4))
         .unwrap();
-    assert!(
-        h.push_event(
-            gst::event::Gap::builder(gst::ClockTime::from_nseconds(500_000))
-                .duration(gst::ClockTime::from_mseconds(20))
-                .build()
-        )
-    );
+    assert!(h.push_event(gap(gst::ClockTime::from_nseconds(500_000))));
     h.push(buffer(le_bytes(&[5, 6]), 20_500_000, 250_000, 164, 2))
         .unwrap();
-    let flow: Vec<String> = seen
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|e| *e == "buffer" || *e == "gap")
-        .cloned()
-        .collect();
-    assert_eq!(flow, ["buffer", "gap", "buffer"]);
+    assert_eq!(buffers_and_gaps(&seen), ["buffer", "gap", "buffer"]);
     assert_eq!(stat(&stats(&el), "gap-events"), 1);
 }
 
@@ -178,9 +173,8 @@ fn odd_and_empty_buffers_are_stream_errors() {
         (vec![], "zero-length"),
         (vec![1u8, 2], "not a whole number"), // one sample of a 2-channel frame
     ] {
-        let mut h = gst_check::Harness::new("ulawenc");
         let channels = if data.len() == 2 { 2 } else { 1 };
-        h.set_src_caps(raw_caps(8000, channels));
+        let mut h = harness_for("ulawenc", raw_caps(8000, channels));
         let bus = gst::Bus::new();
         h.element().unwrap().set_bus(Some(&bus));
         assert_eq!(
@@ -199,44 +193,29 @@ fn odd_and_empty_buffers_are_stream_errors() {
             e.error(),
             e.debug()
         );
-        let s = stats(&h.element().unwrap());
-        assert_eq!(stat(&s, "buffers-in"), 1);
-        assert_eq!(stat(&s, "rejected-buffers"), 1);
-        assert_eq!(stat(&s, "buffers-out"), 0);
+        assert_eq!(
+            stat_values(&h, &["buffers-in", "rejected-buffers", "buffers-out"]),
+            [1, 1, 0]
+        );
     }
 }
 
 #[test]
 fn missing_caps_and_unsupported_formats_do_not_negotiate() {
     common::init();
-    let mut h = gst_check::Harness::new("ulawenc");
-    assert_eq!(
-        h.push(gst::Buffer::from_mut_slice(vec![0u8; 4])),
-        Err(gst::FlowError::NotNegotiated)
-    );
+    let (h, pushed) = push_four_bytes("ulawenc", None);
+    assert_eq!(pushed, Err(gst::FlowError::NotNegotiated));
     // Refused before or by the element, never counted as passed on.
     let s = stats(&h.element().unwrap());
     assert_eq!(stat(&s, "buffers-in"), stat(&s, "rejected-buffers"));
     assert_eq!(stat(&s, "buffers-out"), 0);
     for caps in [
-        gst::Caps::builder("audio/x-raw")
-            .field("format", "S16BE")
-            .field("layout", "interleaved")
-            .field("rate", 8000)
-            .field("channels", 1)
-            .build(),
-        gst::Caps::builder("audio/x-raw")
-            .field("format", "F32LE")
-            .field("layout", "interleaved")
-            .field("rate", 8000)
-            .field("channels", 1)
-            .build(),
+        raw_caps_of("S16BE", 8000, 1),
+        raw_caps_of("F32LE", 8000, 1),
         mulaw_caps(8000, 1),
     ] {
-        let mut h = gst_check::Harness::new("ulawenc");
-        h.set_src_caps(caps.clone());
         assert_eq!(
-            h.push(gst::Buffer::from_mut_slice(vec![0u8; 4])),
+            push_four_bytes("ulawenc", Some(caps.clone())).1,
             Err(gst::FlowError::NotNegotiated),
             "{caps}"
         );

@@ -7,8 +7,13 @@ use std::sync::{Arc, Mutex};
 use gst::prelude::*;
 
 pub fn raw_caps(rate: i32, channels: i32) -> gst::Caps {
+    raw_caps_of("S16LE", rate, channels)
+}
+
+/// Interleaved raw audio caps in sample `format`.
+pub fn raw_caps_of(format: &str, rate: i32, channels: i32) -> gst::Caps {
     gst::Caps::builder("audio/x-raw")
-        .field("format", "S16LE")
+        .field("format", format)
         .field("layout", "interleaved")
         .field("rate", rate)
         .field("channels", channels)
@@ -19,6 +24,34 @@ pub fn mulaw_caps(rate: i32, channels: i32) -> gst::Caps {
     gst::Caps::builder("audio/x-mulaw")
         .field("rate", rate)
         .field("channels", channels)
+        .build()
+}
+
+/// A harness around a new `factory` element, its input set to `caps`.
+pub fn harness_for(factory: &str, caps: gst::Caps) -> gst_check::Harness {
+    let mut h = gst_check::Harness::new(factory);
+    h.set_src_caps(caps);
+    h
+}
+
+/// A harness around a new `factory` element, its input set to `caps` (none:
+/// never negotiated), and what pushing four zero bytes into it returned.
+pub fn push_four_bytes(
+    factory: &str,
+    caps: Option<gst::Caps>,
+) -> (gst_check::Harness, Result<gst::FlowSuccess, gst::FlowError>) {
+    let mut h = gst_check::Harness::new(factory);
+    if let Some(caps) = caps {
+        h.set_src_caps(caps);
+    }
+    let pushed = h.push(gst::Buffer::from_mut_slice(vec![0u8; 4]));
+    (h, pushed)
+}
+
+/// A GAP event of 20 ms from `start`.
+pub fn gap(start: gst::ClockTime) -> gst::Event {
+    gst::event::Gap::builder(start)
+        .duration(gst::ClockTime::from_mseconds(20))
         .build()
 }
 
@@ -70,6 +103,12 @@ pub fn stat(s: &gst::Structure, field: &str) -> u64 {
         .unwrap_or_else(|e| panic!("stats field {field}: {e}"))
 }
 
+/// The harnessed element's `stats` counters named in `fields`, in order.
+pub fn stat_values(h: &gst_check::Harness, fields: &[&str]) -> Vec<u64> {
+    let s = stats(&h.element().unwrap());
+    fields.iter().map(|f| stat(&s, f)).collect()
+}
+
 /// What crosses `pad` downstream, in order: "buffer", or the event type name.
 pub fn record_flow(pad: &gst::Pad) -> Arc<Mutex<Vec<String>>> {
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -87,6 +126,16 @@ pub fn record_flow(pad: &gst::Pad) -> Arc<Mutex<Vec<String>>> {
         },
     );
     seen
+}
+
+/// The buffers and GAP events of a `record_flow` log, in order.
+pub fn buffers_and_gaps(seen: &Mutex<Vec<String>>) -> Vec<String> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter(|e| *e == "buffer" || *e == "gap")
+        .cloned()
+        .collect()
 }
 
 /// Runs a gst-launch style pipeline ending in `appsink name=out` to EOS and
@@ -121,6 +170,14 @@ pub fn run_to_appsink(desc: &str) -> (Vec<u8>, Option<gst::Caps>) {
     }
     pipeline.set_state(gst::State::Null).unwrap();
     (data, caps)
+}
+
+/// Runs `src` to an appsink alone, then through `chain`: the samples `src`
+/// made, and the bytes and caps that left `chain`.
+pub fn before_and_after(src: &str, chain: &str) -> (Vec<i16>, Vec<u8>, Option<gst::Caps>) {
+    let (raw, _) = run_to_appsink(&format!("{src} ! appsink name=out"));
+    let (out, caps) = run_to_appsink(&format!("{src} ! {chain} ! appsink name=out"));
+    (samples(&raw), out, caps)
 }
 
 /// Makes the harness answer allocation queries asking for memory aligned to
