@@ -63,8 +63,9 @@ fn main() {
          ! mulawenc ! rtppcmupay min-ptime=20000000 max-ptime=20000000 ! fakesink sync=false enable-last-sample=false"
     );
     let stock = common::median(runs, || pipeline_rate(&stock_desc, stock_n));
-    let floor_desc =
-        format!("fakesrc num-buffers={stock_n} sizetype=fixed sizemax=172 ! fakesink sync=false enable-last-sample=false");
+    let floor_desc = format!(
+        "fakesrc num-buffers={stock_n} sizetype=fixed sizemax=172 ! fakesink sync=false enable-last-sample=false"
+    );
     let floor = common::median(runs, || pipeline_rate(&floor_desc, stock_n));
     for ppb in [1u32, 8, 32, 128] {
         common::report(
