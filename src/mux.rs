@@ -1473,6 +1473,49 @@ mod tests {
     }
 
     #[test]
+    fn a_channel_that_sends_right_after_it_is_added_is_never_stuck() {
+        // Regression: a packet queued before the worker ran the channel's Add
+        // command left the channel marked scheduled but never sent, so it went
+        // silent for good. A busy channel keeps the worker waking while new
+        // channels are added and send at once, to hit that window often.
+        let (srv, _rx) = server();
+        let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let target = sink.local_addr().unwrap();
+        let busy = srv.add_channel(0, loopback(), ()).unwrap();
+        busy.set_remote(Some(target));
+        let stop = Arc::new(AtomicBool::new(false));
+        let keep_busy = {
+            let (busy, stop) = (busy.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    busy.send(packet(0));
+                    std::thread::yield_now();
+                }
+            })
+        };
+        let config = ChannelConfig {
+            remote: Some(target),
+            ..loopback()
+        };
+        let added: Vec<_> = (1..=300)
+            .map(|id| {
+                let ch = srv.add_channel(id, config.clone(), ()).unwrap();
+                ch.send(packet(1));
+                ch
+            })
+            .collect();
+        let all_sent = wait_for(|| added.iter().all(|ch| ch.stats()[PACKETS_SENT] == 1));
+        stop.store(true, Ordering::Relaxed);
+        keep_busy.join().unwrap();
+        let stuck: Vec<u32> = added
+            .iter()
+            .filter(|ch| ch.stats()[PACKETS_SENT] != 1)
+            .map(|ch| ch.id())
+            .collect();
+        assert!(all_sent, "channels that never sent: {stuck:?}");
+    }
+
+    #[test]
     fn echo_between_two_channels_counts_everything() {
         echo_between_two_channels(Duration::ZERO);
     }
