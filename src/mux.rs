@@ -1499,7 +1499,7 @@ mod tests {
         };
         let added: Vec<_> = (1..=300)
             .map(|id| {
-                let ch = srv.add_channel(id, config.clone(), ()).unwrap();
+                let ch = srv.add_channel(id, config, ()).unwrap();
                 ch.send(packet(1));
                 ch
             })
