@@ -190,12 +190,6 @@ impl Synth {
         self.ts_step
     }
 
-    /// The header the next packet will carry.
-    #[inline]
-    pub fn peek(&self) -> &Header {
-        &self.next
-    }
-
     /// Packets produced so far.
     pub fn packets(&self) -> u64 {
         self.packets

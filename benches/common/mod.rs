@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use gst::prelude::*;
 
@@ -174,8 +174,4 @@ pub fn play_to_eos(pipeline: &gst::Element, what: &str) {
     if let gst::MessageView::Error(e) = msg.view() {
         panic!("{what}: {} ({:?})", e.error(), e.debug());
     }
-}
-
-pub fn elapsed_ns(d: Duration, items: u64) -> f64 {
-    d.as_secs_f64() * 1e9 / items as f64
 }
