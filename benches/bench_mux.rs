@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 use gst_net::gio;
+use gstrtpsynth::mux;
 use gstrtpsynth::rtp::{Extras, Header, write_packet};
 
 const PACKET: usize = 172;
@@ -182,21 +183,6 @@ fn rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-fn nominal_mhz() -> f64 {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("cpu MHz")?
-                .split(':')
-                .nth(1)?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(1000.0)
-}
-
 fn raise_fd_limit() {
     // SAFETY: plain rlimit calls on a local struct.
     unsafe {
@@ -246,15 +232,74 @@ fn fakesink_for(pipeline: &gst::Pipeline, pad: &gst::Pad) -> gst::Element {
     sink
 }
 
+/// What receives the N streams.
+#[derive(Clone, Copy)]
+enum Receiver {
+    /// `rtpmuxserver` with this tick (ms), each `src_N` into a fakesink.
+    Mux(u32),
+    /// The element's core (`mux::Server`) alone, with a handler that only
+    /// counts: what the sockets, epoll and the worker cost before any
+    /// GStreamer buffer is made.
+    Core,
+    /// The floor under any receiver that gives each stream its own socket:
+    /// one thread, epoll (level-triggered) and one `recvmmsg` per ready
+    /// socket, packets counted and thrown away.
+    Floor,
+    /// N stock `udpsrc`, each into a fakesink.
+    Udpsrc,
+}
+
+/// The [`Receiver::Core`] handler.
+struct Count(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl mux::Handler for Count {
+    type Packet = Vec<u8>;
+    type Attachment = ();
+
+    fn received(&mut self, _: &mux::Channel<Vec<u8>, ()>, batch: mux::Batch<'_>) {
+        self.0
+            .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn socket_error(&mut self, _: &mux::Channel<Vec<u8>, ()>, _: std::io::Error) {}
+}
+
 /// Builds N receivers, runs the sender for warm-up + window, measures the
-/// window, then counts what arrived. `tick`: None for stock udpsrc, else
-/// rtpmuxserver with that tick (ms).
-fn receive_run(n: usize, tick: Option<u32>, window: f64, mhz: f64) -> Figures {
+/// window, then counts what arrived.
+fn receive_run(n: usize, receiver: Receiver, window: f64, mhz: f64) -> Figures {
     let rss_before = rss_mb();
     let pipeline = gst::Pipeline::new();
     let mut sinks = Vec::with_capacity(n);
     let mut ports = Vec::with_capacity(n);
-    if let Some(tick) = tick {
+    let counted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut core = None;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut floor = None;
+    if let Receiver::Floor = receiver {
+        let sockets: Vec<UdpSocket> = (0..n)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind"))
+            .collect();
+        let mut bare = common::floor::Floor::new(sockets);
+        ports = bare.ports();
+        let (stop, counted) = (stop.clone(), counted.clone());
+        floor = Some(std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                counted.fetch_add(bare.receive(50), std::sync::atomic::Ordering::Relaxed);
+            }
+        }));
+    } else if let Receiver::Core = receiver {
+        let server =
+            mux::Server::start(Count(counted.clone()), Duration::ZERO).expect("mux server starts");
+        for i in 0..n {
+            let config = mux::ChannelConfig {
+                bind: "127.0.0.1:0".parse().expect("address"),
+                ..Default::default()
+            };
+            let channel = server.add_channel(i as u32, config, ()).expect("channel");
+            ports.push(channel.local_addr().port());
+        }
+        core = Some(server);
+    } else if let Receiver::Mux(tick) = receiver {
         let m = gst::ElementFactory::make("rtpmuxserver")
             .property("tick", tick)
             .build()
@@ -296,8 +341,13 @@ fn receive_run(n: usize, tick: Option<u32>, window: f64, mhz: f64) -> Figures {
     let sent = sender.sent();
     // Let the last packets drain.
     std::thread::sleep(Duration::from_millis(300));
-    let received = rendered(&sinks);
+    let received = rendered(&sinks) + counted.load(std::sync::atomic::Ordering::Relaxed);
     pipeline.set_state(gst::State::Null).expect("NULL");
+    drop(core);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(thread) = floor {
+        thread.join().expect("floor loop");
+    }
     Figures {
         threads,
         cpu_percent: 100.0 * cpu / elapsed,
@@ -463,7 +513,7 @@ fn main() {
     let mut peers: Vec<usize> = common::env_list("BENCH_MUX_PEERS", "1024,2048,4096");
     peers.retain(|&n| n > 1);
     let tick = common::env_or("BENCH_MUX_TICK", 1.0) as u32;
-    let mhz = nominal_mhz();
+    let mhz = common::nominal_mhz();
     println!(
         "# bench_mux: N loopback streams x 50 pps of {PACKET}-byte PCMU, {window} s window \
          after {} s warm-up, CPU-MHz at {mhz:.0} MHz nominal",
@@ -474,11 +524,15 @@ fn main() {
         "N", "receiver", "threads", "CPU", "MHz/strm", "RSS+MB", "sent", "lost"
     );
     for &n in &counts {
-        let ours = receive_run(n, Some(0), window, mhz);
+        let ours = receive_run(n, Receiver::Mux(0), window, mhz);
         print_row(n, "rtpmuxserver", &ours);
-        let paced = receive_run(n, Some(tick), window, mhz);
+        let paced = receive_run(n, Receiver::Mux(tick), window, mhz);
         print_row(n, &format!("  tick={tick}ms"), &paced);
-        let stock = receive_run(n, None, window, mhz);
+        let core = receive_run(n, Receiver::Core, window, mhz);
+        print_row(n, "  core only", &core);
+        let bare = receive_run(n, Receiver::Floor, window, mhz);
+        print_row(n, "  floor", &bare);
+        let stock = receive_run(n, Receiver::Udpsrc, window, mhz);
         print_row(n, "udpsrc", &stock);
         common::report(
             &format!("mux: CPU-MHz per stream, {n} streams x 50 pps"),
@@ -490,6 +544,13 @@ fn main() {
         common::report(
             &format!("mux tick={tick}ms: CPU-MHz per stream, {n} streams"),
             paced.mhz_per_stream,
+            " MHz",
+            Some(("udpsrc", stock.mhz_per_stream)),
+            false,
+        );
+        common::report(
+            &format!("mux floor (epoll+recvmmsg only): CPU-MHz/stream, {n}"),
+            bare.mhz_per_stream,
             " MHz",
             Some(("udpsrc", stock.mhz_per_stream)),
             false,

@@ -2,6 +2,8 @@
 //! format, so `make bench` prints comparable figures for every element.
 #![allow(dead_code)]
 
+pub mod floor;
+
 use std::str::FromStr;
 use std::time::Instant;
 
@@ -104,6 +106,23 @@ pub fn report(
 /// Keeps the optimizer from removing work whose result is unused.
 pub fn keep<T>(v: T) -> T {
     std::hint::black_box(v)
+}
+
+/// The clock of core 0 as /proc/cpuinfo gives it, in MHz: CPU seconds per
+/// second times this is CPU-MHz.
+pub fn nominal_mhz() -> f64 {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("cpu MHz")?
+                .split(':')
+                .nth(1)?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(1000.0)
 }
 
 /// CPU seconds used by the whole process so far (all threads). Unlike wall
