@@ -204,18 +204,17 @@ impl Deliver {
         pts: Option<gst::ClockTime>,
     ) -> Option<gst::Buffer> {
         let mut buffer = gst::Buffer::with_size(data.len()).ok()?;
-        let address = match &out.sender {
-            Some((addr, gaddr)) if *addr == from => gaddr.clone(),
-            _ => {
-                let gaddr: gio::SocketAddress = gio::InetSocketAddress::from(from).upcast();
-                out.sender = Some((from, gaddr.clone()));
-                gaddr
-            }
-        };
+        if out.sender.as_ref().is_none_or(|(addr, _)| *addr != from) {
+            let gaddr: gio::SocketAddress = gio::InetSocketAddress::from(from).upcast();
+            out.sender = Some((from, gaddr));
+        }
         let b = buffer.make_mut();
         b.copy_from_slice(0, data).ok()?;
         b.set_pts(pts);
-        gst_net::NetAddressMeta::add(b, &address);
+        // Borrowed: the meta takes its own reference.
+        if let Some((_, address)) = &out.sender {
+            gst_net::NetAddressMeta::add(b, address);
+        }
         Some(buffer)
     }
 
