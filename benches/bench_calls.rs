@@ -17,7 +17,6 @@
 mod common;
 
 use std::io::Read;
-use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -94,51 +93,15 @@ fn describe(json: &Option<String>) -> String {
 }
 
 /// The kernel's share of N calls: 2N loopback sockets in pairs (leg A and
-/// leg B), each sending one 172-byte datagram to the other every 20 ms and
-/// reading what arrives, all from this thread with epoll and nothing else
-/// done. Returns (CPU-MHz per call, datagrams sent, datagrams received) over
-/// `seconds` after a 1 s warm-up.
+/// leg B), each sending one datagram to the other every 20 ms, from one
+/// thread with nothing else done (see [`common::floor::exchange`]).
+/// Returns (CPU-MHz per call, datagrams sent, datagrams received).
 fn floor(calls: usize, seconds: f64) -> (f64, u64, u64) {
-    let sockets: Vec<UdpSocket> = (0..2 * calls)
-        .map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    let mut floor = common::floor::Floor::new(sockets);
-    let ports = floor.ports();
-    // Leg 2i sends to leg 2i + 1 and back.
-    let targets: Vec<SocketAddr> = (0..ports.len())
-        .map(|i| SocketAddr::from(([127, 0, 0, 1], ports[i ^ 1])))
-        .collect();
-    let packet = [0x80u8; 172];
-    let period = Duration::from_millis(20);
-    let start = Instant::now();
-    let measured = start + Duration::from_secs(1);
-    let end = measured + Duration::from_secs_f64(seconds);
-    let (mut next, mut cpu0) = (start, None);
-    let (mut sent, mut received) = (0, 0);
-    while next < end {
-        if cpu0.is_none() && next >= measured {
-            cpu0 = Some((common::cpu_seconds(), Instant::now()));
-            (sent, received) = (0, 0);
-        }
-        sent += floor.send_each(&packet, &targets);
-        next += period;
-        // At least one round each period, even one that overran, so a
-        // machine too slow for N still reads what it sends.
-        loop {
-            let wait = next.saturating_duration_since(Instant::now());
-            received += floor.receive(wait.as_micros().div_ceil(1000) as i32);
-            if wait.is_zero() {
-                break;
-            }
-        }
-    }
-    let (cpu, wall) = cpu0.map_or((0.0, 1.0), |(c, t)| {
-        (common::cpu_seconds() - c, t.elapsed().as_secs_f64())
-    });
+    let x = common::floor::exchange(2 * calls, 50.0, |i| i ^ 1, seconds);
     (
-        cpu / wall * common::nominal_mhz() / calls as f64,
-        sent,
-        received,
+        x.cpu_share() * common::nominal_mhz() / calls as f64,
+        x.sent,
+        x.received,
     )
 }
 

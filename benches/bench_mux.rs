@@ -560,5 +560,28 @@ fn main() {
     for &n in &peers {
         peers_run(n, 100.0, 0, outputs, window, mhz);
         peers_run(n, 100.0, tick, outputs, window, mhz);
+        // The same traffic with nothing but the socket calls, from one
+        // thread: what any one-thread server must at least spend.
+        let x = common::floor::exchange(n, 100.0, |i| (i + 1) % n, window);
+        // CPU time, not wall time, so other load on the machine does not
+        // count: what one datagram sent and received costs, and how many
+        // such channels one core could carry at all.
+        let per_packet = x.cpu_seconds / x.sent.max(1) as f64;
+        let max_channels = 1.0 / (per_packet * 100.0);
+        println!(
+            "  {n} channels x 100 pps, floor (one thread, sendto + epoll + recvmmsg only): \
+             {:.2} us CPU per datagram sent and received ({} sent, {} received); \
+             one core carries at most {max_channels:.0} such channels",
+            per_packet * 1e6,
+            x.sent,
+            x.received,
+        );
+        common::report(
+            &format!("mux floor: channels at 100 pps one core can carry (n={n})"),
+            max_channels,
+            " channels",
+            None,
+            true,
+        );
     }
 }
