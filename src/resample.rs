@@ -122,6 +122,8 @@ const PHASED_MAX_DEN: u64 = 511;
 struct Phases {
     /// Input frame of phase `t` counted from its period's first frame, for
     /// `t < den + LANES` (a step of the kernel starts at any `t < den`).
+    /// Never changed after [`Phases::new`]: the kernel's unchecked loads
+    /// rely on these being the outputs' exact positions.
     frame: Vec<u32>,
     /// Interpolation weights of phase `t`, `(den - rem) | rem << 16` (the
     /// i16 pair that `pmaddwd` multiplies with `(in[k], in[k + 1])`), once
@@ -397,13 +399,17 @@ impl Resampler {
         if self.den == 1 {
             // Integer downsampling (48 k -> 8 k, 16 k -> 8 k): every output
             // sits exactly on an input frame, f = 0, so it is that frame.
-            while o < count {
-                let i = (*k - base) as usize * ch;
-                for c in 0..ch {
-                    output[o * ch + c] = input[i + c];
+            // Iterators rather than indices: no bounds check per sample.
+            if o < count {
+                let step = self.step_int as usize * ch;
+                let from = &input[(*k - base) as usize * ch..];
+                for (to, frame) in output[o * ch..count * ch]
+                    .chunks_exact_mut(ch)
+                    .zip(from.chunks(step))
+                {
+                    to.copy_from_slice(&frame[..ch]);
                 }
-                *k += self.step_int;
-                o += 1;
+                *k += (count - o) as u64 * self.step_int;
             }
             return;
         }
@@ -545,7 +551,7 @@ impl Phases {
         num: u64,
         input: &[i16],
         output: &mut [i16],
-        mut o: usize,
+        o: usize,
         count: usize,
         base: u64,
         k: &mut u64,
@@ -563,16 +569,28 @@ impl Phases {
         // Chunk frame where the period of phase t starts; it can lie before
         // the chunk (below zero), the outputs' own frames never do.
         let mut start = (*k - base) as isize - self.frame[t] as isize;
-        // Output o exists, so the chunk holds its two neighbours, and every
-        // output before `count` has its left neighbour at most at this
-        // sample. Clamping to it changes no index and bounds every load.
-        let last = input.len() - 2 * CH;
-        while o + frames <= count {
+        let steps = (count - o) / frames;
+        let n = steps * frames;
+        // Left neighbour of the last output the loop writes, exactly. Every
+        // output before `count` has its right neighbour in this chunk, so
+        // this holds; checked anyway, as the unchecked loads rely on it.
+        let k_last =
+            (u128::from(*k) * den as u128 + u128::from(*rem) + (n as u128 - 1) * u128::from(num))
+                / den as u128;
+        if k_last + 1 >= u128::from(base) + (input.len() / CH) as u128 {
+            return o;
+        }
+        for out in output[o * CH..(o + n) * CH].chunks_exact_mut(LANES) {
             let frame = &self.frame[t..t + LANES];
             // Frames k and k + 1 of output o + j.
             let neighbours = |j: usize| {
-                let at = ((start + frame[j] as isize) as usize * CH).min(last);
-                // SAFETY: at <= last = input.len() - 2 * CH.
+                let at = (start + frame[j] as isize) as usize * CH;
+                // SAFETY: start + frame[t + j] is exactly k of this output
+                // (`frame[t]` is floor(t * num / den) and `start` steps by
+                // num each period), and outputs' k grow with the output: it
+                // lies between the first output's k (>= base, the
+                // chunk start) and k_last (< base + frames in the chunk - 1,
+                // checked above), so frames k and k + 1 lie in `input`.
                 unsafe { input.get_unchecked(at..at + 2 * CH) }
             };
             let pairs = if CH == 1 {
@@ -591,11 +609,8 @@ impl Phases {
             let weights = (&self.weights[t * CH..t * CH + LANES])
                 .try_into()
                 .expect("LANES weights");
-            let out = (&mut output[o * CH..o * CH + LANES])
-                .try_into()
-                .expect("LANES samples");
+            let out = out.try_into().expect("LANES samples");
             x86::lerp8(pairs, weights, divisor, out);
-            o += frames;
             t += frames;
             // A step can span more than one period when den < LANES.
             while t >= den {
@@ -605,7 +620,7 @@ impl Phases {
         }
         *k = base + (start + self.frame[t] as isize) as u64;
         *rem = u64::from(self.weights[t * CH] >> 16);
-        o
+        o + n
     }
 }
 
