@@ -173,6 +173,7 @@ fn bench_cores() {
         (8_000, 16_000),
         (44_100, 48_000),
         (48_000, 44_100),
+        (11_025, 48_000),
     ] {
         // One second of input per call, streamed: the element's use.
         let input = signal(a as usize);

@@ -14,13 +14,14 @@
 //! knowing where the signal ends; [`Resampler::drain`] emits it.
 //!
 //! Speed: positions repeat every `den` outputs (rates reduced by their gcd
-//! to `num / den`), so where `den` is small (2..=511: 8 k <-> 48 k,
-//! 16 k -> 48 k, 44.1 k <-> 48 k, 8 k -> 44.1 k, ...) a table per phase
-//! feeds an SSE2 kernel, mono or stereo, eight samples a step: one
-//! multiply-add of the two neighbours by integer weights, then an f32
-//! division whose round-to-nearest-even is provably the exact result (see
-//! `x86::round_div`). Everything else, and the edges of each chunk, runs
-//! the scalar integer path; both give the same samples bit for bit.
+//! to `num / den`), so where `den` is small (2..=4096: 8 k <-> 48 k,
+//! 16 k -> 48 k, 44.1 k <-> 48 k, 8 k -> 44.1 k, 11.025 k -> 48 k, ...) a
+//! table per phase feeds an SSE2 kernel, mono or stereo, eight samples a
+//! step: one multiply-add of the two neighbours by integer weights, then a
+//! division (f32 up to `den` 511, f64 above) whose round-to-nearest-even
+//! is provably the exact result (see `x86::round_div`). Everything else,
+//! and the edges of each chunk, runs the scalar integer path; both give
+//! the same samples bit for bit.
 
 use std::fmt;
 
@@ -109,10 +110,14 @@ fn div_round_half_even(num: u128, den: u128) -> u128 {
 /// 32-bit lanes).
 const LANES: usize = 8;
 
-/// Largest reduced output rate `den` the vector kernel serves: its f32
-/// division is exact up to there (see [`x86::round_div`]), and the tables
-/// stay a few KiB.
-const PHASED_MAX_DEN: u64 = 511;
+/// Largest reduced output rate `den` for which the vector kernel divides in
+/// f32, exactly (see [`x86::round_div`]); above it, it divides in f64.
+const F32_MAX_DEN: u64 = 511;
+
+/// Largest reduced output rate `den` the vector kernel serves (11.025 k ->
+/// 48 k needs 640, 11.025 k -> 192 k 2560), so that its tables stay within
+/// 4 * 3 * 4104 bytes (stereo).
+const PHASED_MAX_DEN: u64 = 4096;
 
 /// The outputs' positions repeat every `den` outputs (`num` input frames
 /// further on): output `t` of a period sits at input frame
@@ -138,7 +143,7 @@ impl Phases {
     /// Tables for rates reduced to `num / den` and `channels` channels, or
     /// `None` where the scalar path serves: no vector kernel on this
     /// architecture, more than two channels, `den == 1` (whole-frame steps,
-    /// a strided copy) or `den` past the f32 bound.
+    /// a strided copy) or `den` past [`PHASED_MAX_DEN`].
     fn new(num: u64, den: u64, channels: usize) -> Option<Phases> {
         if !cfg!(all(target_arch = "x86_64", target_feature = "sse2"))
             || !(1..=2).contains(&channels)
@@ -347,20 +352,19 @@ impl Resampler {
         // them where the kernel does not serve).
         #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
         if let Some(phases) = &self.phases {
+            let (num, f64) = (self.num, self.den > F32_MAX_DEN);
             // SAFETY: the kernel only needs SSE2, which this cfg guarantees.
             unsafe {
-                match ch {
-                    1 => {
-                        o = phases.interior::<1>(
-                            self.num, input, output, o, count, base, &mut k, &mut rem,
-                        )
-                    }
-                    2 => {
-                        o = phases.interior::<2>(
-                            self.num, input, output, o, count, base, &mut k, &mut rem,
-                        )
-                    }
-                    _ => {}
+                o = match (ch, f64) {
+                    (1, false) => phases
+                        .interior::<1, false>(num, input, output, o, count, base, &mut k, &mut rem),
+                    (1, true) => phases
+                        .interior::<1, true>(num, input, output, o, count, base, &mut k, &mut rem),
+                    (2, false) => phases
+                        .interior::<2, false>(num, input, output, o, count, base, &mut k, &mut rem),
+                    (2, true) => phases
+                        .interior::<2, true>(num, input, output, o, count, base, &mut k, &mut rem),
+                    _ => o,
                 }
             }
         }
@@ -542,11 +546,13 @@ impl Resampler {
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 impl Phases {
     /// [`Resampler::interior`] for `CH` channels, `LANES / CH` output frames
-    /// a step: outputs `o..` while a whole step fits before `count`; returns
-    /// the next output and leaves `k`, `rem` at its position.
+    /// a step, dividing in f64 if `F64` (in f32 else, which needs `den <=`
+    /// [`F32_MAX_DEN`]): outputs `o..` while a whole step fits before
+    /// `count`; returns the next output and leaves `k`, `rem` at its
+    /// position.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "sse2")]
-    fn interior<const CH: usize>(
+    fn interior<const CH: usize, const F64: bool>(
         &self,
         num: u64,
         input: &[i16],
@@ -610,7 +616,7 @@ impl Phases {
                 .try_into()
                 .expect("LANES weights");
             let out = out.try_into().expect("LANES samples");
-            x86::lerp8(pairs, weights, divisor, out);
+            x86::lerp8::<F64>(pairs, weights, divisor, out);
             t += frames;
             // A step can span more than one period when den < LANES.
             while t >= den {
@@ -630,11 +636,20 @@ impl Phases {
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// `den` as [`round_div`] wants it.
+    /// `den` as [`round_div`] wants it, in both widths.
+    #[derive(Clone, Copy)]
+    pub(super) struct Divisor {
+        f32: __m128,
+        f64: __m128d,
+    }
+
     #[inline]
     #[target_feature(enable = "sse2")]
-    pub(super) fn divisor(den: usize) -> __m128 {
-        _mm_set1_ps(den as f32)
+    pub(super) fn divisor(den: usize) -> Divisor {
+        Divisor {
+            f32: _mm_set1_ps(den as f32),
+            f64: _mm_set1_pd(den as f64),
+        }
     }
 
     /// Eight mono samples' neighbours `in[k] | in[k + 1] << 16` as two
@@ -667,8 +682,9 @@ mod x86 {
         [v(0), v(2)]
     }
 
-    /// `round_half_even(x / den)` per lane, exact for `2 <= den <= 511` and
-    /// `|x| <= 32768 * den`:
+    /// `round_half_even(x / den)` per lane for `|x| <= 32768 * den`, exact
+    /// in f64 for every `den` the weights allow (`<= 32767`), and in f32
+    /// (`!F64`, twice the lanes per division) for `2 <= den <= 511`:
     ///
     /// - `x` and `den` are below 2^24 in magnitude, so they convert to f32
     ///   exactly, and `divps` rounds the true quotient `q` once, to nearest.
@@ -681,17 +697,34 @@ mod x86 {
     ///   same side of it and rounds to the same integer.
     /// - `cvtps2dq` rounds to nearest, ties to even: the default rounding
     ///   mode, which Rust code never changes.
+    ///
+    /// In f64 the same argument holds with an error of at most 2^-39 (half
+    /// an ulp below 2^15) against a distance of at least 2^-16, and `x`
+    /// (below 2^30) converts exactly.
     #[inline]
     #[target_feature(enable = "sse2")]
-    pub(super) fn round_div(x: __m128i, den: __m128) -> __m128i {
-        _mm_cvtps_epi32(_mm_div_ps(_mm_cvtepi32_ps(x), den))
+    pub(super) fn round_div<const F64: bool>(x: __m128i, den: Divisor) -> __m128i {
+        if F64 {
+            let half = |x: __m128i| _mm_cvtpd_epi32(_mm_div_pd(_mm_cvtepi32_pd(x), den.f64));
+            // Lanes 0 1, then 2 3, each back in the low half.
+            let lo = half(x);
+            let hi = half(_mm_unpackhi_epi64(x, x));
+            _mm_unpacklo_epi64(lo, hi)
+        } else {
+            _mm_cvtps_epi32(_mm_div_ps(_mm_cvtepi32_ps(x), den.f32))
+        }
     }
 
     /// `round_half_even((a * (den - rem) + b * rem) / den)` for eight lanes
     /// of `pairs` `a | b << 16` and `weights` `(den - rem) | rem << 16`.
     #[inline]
     #[target_feature(enable = "sse2")]
-    pub(super) fn lerp8(pairs: [__m128i; 2], weights: &[u32; 8], den: __m128, out: &mut [i16; 8]) {
+    pub(super) fn lerp8<const F64: bool>(
+        pairs: [__m128i; 2],
+        weights: &[u32; 8],
+        den: Divisor,
+        out: &mut [i16; 8],
+    ) {
         // SAFETY: `weights` is 32 readable bytes; `loadu` needs no alignment.
         let (w0, w1) = unsafe {
             (
@@ -705,7 +738,7 @@ mod x86 {
         let hi = _mm_madd_epi16(pairs[1], w1);
         // Interpolated values lie between two i16, so the saturating pack
         // never saturates.
-        let r = _mm_packs_epi32(round_div(lo, den), round_div(hi, den));
+        let r = _mm_packs_epi32(round_div::<F64>(lo, den), round_div::<F64>(hi, den));
         // SAFETY: `out` is 16 writable bytes and `storeu` needs no alignment.
         unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), r) }
     }
@@ -987,14 +1020,13 @@ mod tests {
         }
     }
 
-    /// The f32 division of the vector kernel against exact rounding, for
-    /// every `den` it serves, on the numerators where f32 could go wrong:
+    /// The vector kernel's division against exact rounding, for every
+    /// `den` it serves, on the numerators where floats could go wrong:
     /// every tie and its nearest neighbours, with quotients across the
     /// whole i16 range (largest rounding error near ±32768) and random ones.
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     #[test]
     fn vector_division_rounds_exactly_for_every_den_it_serves() {
-        use std::arch::x86_64::*;
         let mut rng = SplitMix64::new(13);
         let mut quotients: Vec<i64> = (-32768..-32700)
             .chain(-16400..-16370)
@@ -1003,42 +1035,54 @@ mod tests {
             .chain(32700..32767)
             .collect();
         quotients.extend((0..40).map(|_| i64::from(rng.next_u32() as i16)));
+        for den in 2..=F32_MAX_DEN as i64 {
+            check_round_div::<false>(den, &quotients);
+        }
+        // f64 has 29 bits to spare: fewer quotients, every den.
+        quotients.retain(|q| q.abs() > 32700 || rng.below(8) == 0);
         for den in 2..=PHASED_MAX_DEN as i64 {
-            // Safe to call: this test only builds where SSE2 is enabled.
-            let divisor = unsafe { x86::divisor(den as usize) };
-            let mut xs = Vec::new();
-            for &m in &quotients {
-                // Half-way above m is (2m + 1) * den / 2: an integer (a tie)
-                // when den is even, between two numerators when odd.
-                let half = ((2 * m + 1) * den).div_euclid(2);
-                xs.extend((half - 2..=half + 2).chain(m * den - 1..=m * den + 1));
+            check_round_div::<true>(den, &quotients);
+        }
+    }
+
+    /// `x86::round_div` against exact rounding at the ties near each of
+    /// `quotients` (times `den`), their neighbours and the exact multiples.
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    fn check_round_div<const F64: bool>(den: i64, quotients: &[i64]) {
+        use std::arch::x86_64::*;
+        // Safe to call: this test only builds where SSE2 is enabled.
+        let divisor = unsafe { x86::divisor(den as usize) };
+        let mut xs = Vec::new();
+        for &m in quotients {
+            // Half-way above m is (2m + 1) * den / 2: an integer (a tie)
+            // when den is even, between two numerators when odd.
+            let half = ((2 * m + 1) * den).div_euclid(2);
+            xs.extend((half - 2..=half + 2).chain(m * den - 1..=m * den + 1));
+        }
+        // Only numerators interpolation can produce: quotient in i16.
+        xs.retain(|&x| (-32768 * den..=32767 * den).contains(&x));
+        for four in xs.chunks(4) {
+            let mut lanes = [0i32; 4];
+            for (lane, &x) in lanes.iter_mut().zip(four) {
+                *lane = x as i32;
             }
-            // Only numerators interpolation can produce: quotient in i16.
-            xs.retain(|&x| (-32768 * den..=32767 * den).contains(&x));
-            for four in xs.chunks(4) {
-                let mut lanes = [0i32; 4];
-                lanes[..four.len()]
-                    .copy_from_slice(&four.iter().map(|&x| x as i32).collect::<Vec<_>>());
-                let got: [i32; 4] = unsafe {
-                    std::mem::transmute(x86::round_div(
-                        _mm_loadu_si128(lanes.as_ptr().cast()),
-                        divisor,
-                    ))
-                };
-                for (&x, &g) in lanes.iter().zip(&got) {
-                    assert_eq!(
-                        i64::from(g),
-                        exact_round_div(i64::from(x), den),
-                        "{x} / {den}"
-                    );
-                }
+            let got: [i32; 4] = unsafe {
+                std::mem::transmute(x86::round_div::<F64>(
+                    _mm_loadu_si128(lanes.as_ptr().cast()),
+                    divisor,
+                ))
+            };
+            for (&x, &g) in lanes.iter().zip(&got) {
+                let want = exact_round_div(i64::from(x), den);
+                assert_eq!(i64::from(g), want, "{x} / {den}, f64: {F64}");
             }
         }
     }
 
     /// The whole vector step (neighbour pairs, weights, multiply-add,
     /// division) against `interp`, for every `den` it serves and every
-    /// phase of it, on extreme neighbours where rounding errs most.
+    /// phase of it (a sample of them past the f32 range), on extreme
+    /// neighbours where rounding errs most.
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     #[test]
     fn vector_step_matches_interp_on_every_phase() {
@@ -1047,7 +1091,15 @@ mod tests {
             // Any num coprime to den: the weights depend on den and rem only.
             let r = Resampler::new(1, den, 1).unwrap();
             let divisor = unsafe { x86::divisor(den as usize) };
-            for rem in 0..den {
+            let rems: Vec<u32> = if u64::from(den) <= F32_MAX_DEN {
+                (0..den).collect()
+            } else {
+                [0, 1, den / 2, den - 1]
+                    .into_iter()
+                    .chain((0..16).map(|_| rng.below(den)))
+                    .collect()
+            };
+            for rem in rems {
                 let weight = (den - rem) | rem << 16;
                 let mut pairs = [(0i16, 0i16); 8];
                 for (i, p) in pairs.iter_mut().enumerate() {
@@ -1062,7 +1114,21 @@ mod tests {
                 let packed = pairs.map(|(a, b)| u32::from(a as u16) | u32::from(b as u16) << 16);
                 let mut out = [0i16; 8];
                 unsafe {
-                    x86::lerp8(x86::pairs_mono(packed), &[weight; 8], divisor, &mut out);
+                    if u64::from(den) <= F32_MAX_DEN {
+                        x86::lerp8::<false>(
+                            x86::pairs_mono(packed),
+                            &[weight; 8],
+                            divisor,
+                            &mut out,
+                        );
+                    } else {
+                        x86::lerp8::<true>(
+                            x86::pairs_mono(packed),
+                            &[weight; 8],
+                            divisor,
+                            &mut out,
+                        );
+                    }
                 }
                 for (&(a, b), &v) in pairs.iter().zip(&out) {
                     assert_eq!(v, r.interp(a, b, u64::from(rem)), "{a} {b} {rem}/{den}");
@@ -1101,12 +1167,16 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Rates with a small reduced output rate (the vector kernel's),
-        /// 1 to 3 channels (3 runs scalar), random signals and splits.
+        /// Rates with a small reduced output rate (the vector kernel's:
+        /// f32 below 512, f64 above), 1 to 3 channels (3 runs scalar),
+        /// random signals and splits.
         #[test]
         fn vector_kernel_gives_the_scalar_output(
             num in 1u32..2_000,
-            den in 2u32..=PHASED_MAX_DEN as u32,
+            den in proptest::prop_oneof![
+                2u32..=F32_MAX_DEN as u32,
+                F32_MAX_DEN as u32 + 1..=PHASED_MAX_DEN as u32,
+            ],
             ch in 1usize..=3,
             frames in 0usize..400,
             seed in proptest::prelude::any::<u64>(),
@@ -1141,6 +1211,8 @@ mod tests {
             (8_000, 44_100),
             (22_050, 48_000),
             (48_000, 32_000),
+            (11_025, 48_000),
+            (44_100, 192_000),
         ] {
             for ch in [1, 2] {
                 let n = 3_000;
