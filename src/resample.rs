@@ -115,8 +115,8 @@ const LANES: usize = 8;
 const F32_MAX_DEN: u64 = 511;
 
 /// Largest reduced output rate `den` the vector kernel serves (11.025 k ->
-/// 48 k needs 640, 11.025 k -> 192 k 2560), so that its tables stay within
-/// 4 * 3 * 4104 bytes (stereo).
+/// 48 k needs 640, 11.025 k -> 192 k 2560), so that its tables stay below
+/// 57 KiB (stereo: 12 bytes per phase plus 2 per remainder).
 const PHASED_MAX_DEN: u64 = 4096;
 
 /// The outputs' positions repeat every `den` outputs (`num` input frames
