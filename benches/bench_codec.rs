@@ -79,6 +79,11 @@ fn f64_loop_resample(input: &[i16], out: &mut [i16], in_rate: u32, out_rate: u32
     }
 }
 
+/// A rate as the bench lines name it: 8k, 44.1k.
+fn khz(rate: u32) -> String {
+    format!("{}k", f64::from(rate) / 1000.0)
+}
+
 fn bench_cores() {
     let n = scale(4_000_000) as usize;
     let x = signal(n);
@@ -161,7 +166,15 @@ fn bench_cores() {
         },
     );
 
-    for (a, b) in [(8_000u32, 48_000u32), (48_000, 8_000)] {
+    for (a, b) in [
+        (8_000u32, 48_000u32),
+        (48_000, 8_000),
+        (16_000, 48_000),
+        (8_000, 16_000),
+        (44_100, 48_000),
+        (48_000, 44_100),
+        (11_025, 48_000),
+    ] {
         // One second of input per call, streamed: the element's use.
         let input = signal(a as usize);
         let calls = scale(if a < b { 100 } else { 300 });
@@ -189,11 +202,7 @@ fn bench_cores() {
             },
         );
         report(
-            &format!(
-                "resample core {}k->{}k (output samples/s)",
-                a / 1000,
-                b / 1000
-            ),
+            &format!("resample core {}->{} (output samples/s)", khz(a), khz(b)),
             ours,
             "/s",
             Some(("f64 loop", naive)),

@@ -12,6 +12,16 @@
 //! hours of streaming never drift and any split of the input into chunks
 //! gives the same samples as the whole signal. Only the held tail depends on
 //! knowing where the signal ends; [`Resampler::drain`] emits it.
+//!
+//! Speed: positions repeat every `den` outputs (rates reduced by their gcd
+//! to `num / den`), so where `den` is small (2..=4096: 8 k <-> 48 k,
+//! 16 k -> 48 k, 44.1 k <-> 48 k, 8 k -> 44.1 k, 11.025 k -> 48 k, ...) a
+//! table per phase feeds an SSE2 kernel, mono or stereo, eight samples a
+//! step: one multiply-add of the two neighbours by integer weights, then a
+//! division (f32 up to `den` 511, f64 above) whose round-to-nearest-even
+//! is provably the exact result (see `x86::round_div`). Everything else,
+//! and the edges of each chunk, runs the scalar integer path; both give
+//! the same samples bit for bit.
 
 use std::fmt;
 
@@ -96,6 +106,70 @@ fn div_round_half_even(num: u128, den: u128) -> u128 {
     }
 }
 
+/// Samples the vector kernel writes per step (two SSE2 registers of four
+/// 32-bit lanes).
+const LANES: usize = 8;
+
+/// Largest reduced output rate `den` for which the vector kernel divides in
+/// f32, exactly (see [`x86::round_div`]); above it, it divides in f64.
+const F32_MAX_DEN: u64 = 511;
+
+/// Largest reduced output rate `den` the vector kernel serves (11.025 k ->
+/// 48 k needs 640, 11.025 k -> 192 k 2560), so that its tables stay below
+/// 57 KiB (stereo: 12 bytes per phase plus 2 per remainder).
+const PHASED_MAX_DEN: u64 = 4096;
+
+/// The outputs' positions repeat every `den` outputs (`num` input frames
+/// further on): output `t` of a period sits at input frame
+/// `floor(t * num / den)` of the period with remainder `t * num % den`.
+/// These tables hold that per phase `t`, for the vector kernel.
+#[derive(Debug, Clone)]
+struct Phases {
+    /// Input frame of phase `t` counted from its period's first frame, for
+    /// `t < den + LANES` (a step of the kernel starts at any `t < den`).
+    /// Never changed after [`Phases::new`]: the kernel's unchecked loads
+    /// rely on these being the outputs' exact positions.
+    frame: Vec<u32>,
+    /// Interpolation weights of phase `t`, `(den - rem) | rem << 16` (the
+    /// i16 pair that `pmaddwd` multiplies with `(in[k], in[k + 1])`), once
+    /// per channel: the kernel loads a step's lanes in one go.
+    weights: Vec<u32>,
+    /// The phase whose remainder is `rem`, indexed by `rem` (`num` and
+    /// `den` are coprime, so each remainder has exactly one phase).
+    phase_of_rem: Vec<u16>,
+}
+
+impl Phases {
+    /// Tables for rates reduced to `num / den` and `channels` channels, or
+    /// `None` where the scalar path serves: no vector kernel on this
+    /// architecture, more than two channels, `den == 1` (whole-frame steps,
+    /// a strided copy) or `den` past [`PHASED_MAX_DEN`].
+    fn new(num: u64, den: u64, channels: usize) -> Option<Phases> {
+        if !cfg!(all(target_arch = "x86_64", target_feature = "sse2"))
+            || !(1..=2).contains(&channels)
+            || !(2..=PHASED_MAX_DEN).contains(&den)
+        {
+            return None;
+        }
+        let len = den as usize + LANES;
+        let mut phases = Phases {
+            frame: Vec::with_capacity(len),
+            weights: Vec::with_capacity(len * channels),
+            phase_of_rem: vec![0; den as usize],
+        };
+        for t in 0..len as u64 {
+            let (frame, rem) = ((t * num / den) as u32, t * num % den);
+            phases.frame.push(frame);
+            let weight = (den - rem) as u32 | (rem as u32) << 16;
+            phases.weights.extend(std::iter::repeat_n(weight, channels));
+            if t < den {
+                phases.phase_of_rem[rem as usize] = t as u16;
+            }
+        }
+        Some(phases)
+    }
+}
+
 /// Resampler state for one stream.
 #[derive(Debug, Clone)]
 pub struct Resampler {
@@ -110,6 +184,8 @@ pub struct Resampler {
     /// `ceil(2^64 / (2 * den))`: divides by `2 * den` with one multiply
     /// (exact for every numerator the interpolation produces, see `interp`).
     magic: u64,
+    /// Tables of the vector kernel, when it can run for these rates.
+    phases: Option<Phases>,
     /// Last frame of the previous chunk: `in[k]` when output `k` straddles
     /// a chunk boundary.
     prev: Vec<i16>,
@@ -149,6 +225,7 @@ impl Resampler {
             step_int: num / den,
             step_rem: num % den,
             magic: (1u128 << 64).div_ceil(u128::from(2 * den)) as u64,
+            phases: Phases::new(num, den, channels),
             prev: vec![0; channels],
             k: 0,
             rem: 0,
@@ -270,8 +347,29 @@ impl Resampler {
             self.advance(&mut k, &mut rem);
             o += 1;
         }
-        // The bulk, with the channel count a constant where it is common so
-        // the per-frame channel loop unrolls.
+        // The bulk. The vector kernel takes whole steps of LANES samples;
+        // the scalar loops below finish the last few outputs (or all of
+        // them where the kernel does not serve).
+        #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+        if let Some(phases) = &self.phases {
+            let (num, f64) = (self.num, self.den > F32_MAX_DEN);
+            // SAFETY: the kernel only needs SSE2, which this cfg guarantees.
+            unsafe {
+                o = match (ch, f64) {
+                    (1, false) => phases
+                        .interior::<1, false>(num, input, output, o, count, base, &mut k, &mut rem),
+                    (1, true) => phases
+                        .interior::<1, true>(num, input, output, o, count, base, &mut k, &mut rem),
+                    (2, false) => phases
+                        .interior::<2, false>(num, input, output, o, count, base, &mut k, &mut rem),
+                    (2, true) => phases
+                        .interior::<2, true>(num, input, output, o, count, base, &mut k, &mut rem),
+                    _ => o,
+                }
+            }
+        }
+        // The channel count is a constant where it is common so the
+        // per-frame channel loop unrolls.
         match ch {
             1 => self.interior(1, input, output, o, count, base, &mut k, &mut rem),
             2 => self.interior(2, input, output, o, count, base, &mut k, &mut rem),
@@ -305,13 +403,17 @@ impl Resampler {
         if self.den == 1 {
             // Integer downsampling (48 k -> 8 k, 16 k -> 8 k): every output
             // sits exactly on an input frame, f = 0, so it is that frame.
-            while o < count {
-                let i = (*k - base) as usize * ch;
-                for c in 0..ch {
-                    output[o * ch + c] = input[i + c];
+            // Iterators rather than indices: no bounds check per sample.
+            if o < count {
+                let step = self.step_int as usize * ch;
+                let from = &input[(*k - base) as usize * ch..];
+                for (to, frame) in output[o * ch..count * ch]
+                    .chunks_exact_mut(ch)
+                    .zip(from.chunks(step))
+                {
+                    to.copy_from_slice(&frame[..ch]);
                 }
-                *k += self.step_int;
-                o += 1;
+                *k += (count - o) as u64 * self.step_int;
             }
             return;
         }
@@ -438,6 +540,207 @@ impl Resampler {
     pub fn drain_s16le(&mut self, output: &mut [u8]) -> Result<usize, Error> {
         let cap = output.len() / 2;
         self.drain_into(&mut Le(output), cap)
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+impl Phases {
+    /// [`Resampler::interior`] for `CH` channels, `LANES / CH` output frames
+    /// a step, dividing in f64 if `F64` (in f32 else, which needs `den <=`
+    /// [`F32_MAX_DEN`]): outputs `o..` while a whole step fits before
+    /// `count`; returns the next output and leaves `k`, `rem` at its
+    /// position.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "sse2")]
+    fn interior<const CH: usize, const F64: bool>(
+        &self,
+        num: u64,
+        input: &[i16],
+        output: &mut [i16],
+        o: usize,
+        count: usize,
+        base: u64,
+        k: &mut u64,
+        rem: &mut u64,
+    ) -> usize {
+        let frames = LANES / CH;
+        if o + frames > count {
+            // Also where the chunk ends before output o's left neighbour:
+            // k may lie before the chunk then.
+            return o;
+        }
+        let den = self.phase_of_rem.len();
+        let divisor = x86::divisor(den);
+        let mut t = usize::from(self.phase_of_rem[*rem as usize]);
+        // Chunk frame where the period of phase t starts; it can lie before
+        // the chunk (below zero), the outputs' own frames never do.
+        let mut start = (*k - base) as isize - self.frame[t] as isize;
+        let steps = (count - o) / frames;
+        let n = steps * frames;
+        // Left neighbour of the last output the loop writes, exactly. Every
+        // output before `count` has its right neighbour in this chunk, so
+        // this holds; checked anyway, as the unchecked loads rely on it.
+        let k_last =
+            (u128::from(*k) * den as u128 + u128::from(*rem) + (n as u128 - 1) * u128::from(num))
+                / den as u128;
+        if k_last + 1 >= u128::from(base) + (input.len() / CH) as u128 {
+            return o;
+        }
+        for out in output[o * CH..(o + n) * CH].chunks_exact_mut(LANES) {
+            let frame = &self.frame[t..t + LANES];
+            // Frames k and k + 1 of output o + j.
+            let neighbours = |j: usize| {
+                let at = (start + frame[j] as isize) as usize * CH;
+                // SAFETY: start + frame[t + j] is exactly k of this output
+                // (`frame[t]` is floor(t * num / den) and `start` steps by
+                // num each period), and outputs' k grow with the output: it
+                // lies between the first output's k (>= base, the
+                // chunk start) and k_last (< base + frames in the chunk - 1,
+                // checked above), so frames k and k + 1 lie in `input`.
+                unsafe { input.get_unchecked(at..at + 2 * CH) }
+            };
+            let pairs = if CH == 1 {
+                x86::pairs_mono(std::array::from_fn(|j| {
+                    let s = neighbours(j);
+                    u32::from(s[0] as u16) | u32::from(s[1] as u16) << 16
+                }))
+            } else {
+                x86::pairs_stereo(std::array::from_fn(|j| {
+                    let s = neighbours(j);
+                    s.iter()
+                        .rev()
+                        .fold(0, |q, &v| q << 16 | u64::from(v as u16))
+                }))
+            };
+            let weights = (&self.weights[t * CH..t * CH + LANES])
+                .try_into()
+                .expect("LANES weights");
+            let out = out.try_into().expect("LANES samples");
+            x86::lerp8::<F64>(pairs, weights, divisor, out);
+            t += frames;
+            // A step can span more than one period when den < LANES.
+            while t >= den {
+                t -= den;
+                start += num as isize;
+            }
+        }
+        *k = base + (start + self.frame[t] as isize) as u64;
+        *rem = u64::from(self.weights[t * CH] >> 16);
+        o + n
+    }
+}
+
+/// The vector kernel's arithmetic, SSE2 (in the x86_64 baseline, so every
+/// such CPU has it).
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// `den` as [`round_div`] wants it, in both widths.
+    #[derive(Clone, Copy)]
+    pub(super) struct Divisor {
+        f32: __m128,
+        f64: __m128d,
+    }
+
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    pub(super) fn divisor(den: usize) -> Divisor {
+        Divisor {
+            f32: _mm_set1_ps(den as f32),
+            f64: _mm_set1_pd(den as f64),
+        }
+    }
+
+    /// Eight mono samples' neighbours `in[k] | in[k + 1] << 16` as two
+    /// registers of four.
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    pub(super) fn pairs_mono(p: [u32; 8]) -> [__m128i; 2] {
+        let v = |i: usize| {
+            _mm_set_epi32(
+                p[i + 3] as i32,
+                p[i + 2] as i32,
+                p[i + 1] as i32,
+                p[i] as i32,
+            )
+        };
+        [v(0), v(4)]
+    }
+
+    /// Four stereo frames' neighbours, from the 64 bits of frames `k` and
+    /// `k + 1` (`L R L' R'`), as two registers of `L | L' << 16`,
+    /// `R | R' << 16` per frame.
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    pub(super) fn pairs_stereo(q: [u64; 4]) -> [__m128i; 2] {
+        let v = |i: usize| {
+            let lrlr = _mm_set_epi64x(q[i + 1] as i64, q[i] as i64);
+            // Words 0 2 1 3 of each half: L L' R R'.
+            _mm_shufflehi_epi16::<0xD8>(_mm_shufflelo_epi16::<0xD8>(lrlr))
+        };
+        [v(0), v(2)]
+    }
+
+    /// `round_half_even(x / den)` per lane for `|x| <= 32768 * den`, exact
+    /// in f64 for every `den` the weights allow (`<= 32767`), and in f32
+    /// (`!F64`, twice the lanes per division) for `2 <= den <= 511`:
+    ///
+    /// - `x` and `den` are below 2^24 in magnitude, so they convert to f32
+    ///   exactly, and `divps` rounds the true quotient `q` once, to nearest.
+    /// - `|q| <= 32768`; below 2^15 an f32 ulp is at most 2^-9, so the
+    ///   division errs by at most 2^-10 (and not at all at -32768).
+    /// - `q = n / den` for an integer `n`, so it is either exactly half-way
+    ///   between two integers (then representable, and divided exactly) or
+    ///   at least `1 / (2 * den)` from every half-way point; `den < 512`
+    ///   makes that more than 2^-10, so the rounded quotient stays on the
+    ///   same side of it and rounds to the same integer.
+    /// - `cvtps2dq` rounds to nearest, ties to even: the default rounding
+    ///   mode, which Rust code never changes.
+    ///
+    /// In f64 the same argument holds with an error of at most 2^-39 (half
+    /// an ulp below 2^15) against a distance of at least 2^-16, and `x`
+    /// (below 2^30) converts exactly.
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    pub(super) fn round_div<const F64: bool>(x: __m128i, den: Divisor) -> __m128i {
+        if F64 {
+            let half = |x: __m128i| _mm_cvtpd_epi32(_mm_div_pd(_mm_cvtepi32_pd(x), den.f64));
+            // Lanes 0 1, then 2 3, each back in the low half.
+            let lo = half(x);
+            let hi = half(_mm_unpackhi_epi64(x, x));
+            _mm_unpacklo_epi64(lo, hi)
+        } else {
+            _mm_cvtps_epi32(_mm_div_ps(_mm_cvtepi32_ps(x), den.f32))
+        }
+    }
+
+    /// `round_half_even((a * (den - rem) + b * rem) / den)` for eight lanes
+    /// of `pairs` `a | b << 16` and `weights` `(den - rem) | rem << 16`.
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    pub(super) fn lerp8<const F64: bool>(
+        pairs: [__m128i; 2],
+        weights: &[u32; 8],
+        den: Divisor,
+        out: &mut [i16; 8],
+    ) {
+        // SAFETY: `weights` is 32 readable bytes; `loadu` needs no alignment.
+        let (w0, w1) = unsafe {
+            (
+                _mm_loadu_si128(weights.as_ptr().cast()),
+                _mm_loadu_si128(weights[4..].as_ptr().cast()),
+            )
+        };
+        // a * (den - rem) + b * rem, exact in i32: |a|, |b| <= 2^15 and the
+        // weights sum to den.
+        let lo = _mm_madd_epi16(pairs[0], w0);
+        let hi = _mm_madd_epi16(pairs[1], w1);
+        // Interpolated values lie between two i16, so the saturating pack
+        // never saturates.
+        let r = _mm_packs_epi32(round_div::<F64>(lo, den), round_div::<F64>(hi, den));
+        // SAFETY: `out` is 16 writable bytes and `storeu` needs no alignment.
+        unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), r) }
     }
 }
 
@@ -704,6 +1007,221 @@ mod tests {
                 ta.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>(),
                 tb
             );
+        }
+    }
+
+    /// `round_half_even(x / den)` in exact integers.
+    fn exact_round_div(x: i64, den: i64) -> i64 {
+        let (q, r) = (x.div_euclid(den), x.rem_euclid(den));
+        if 2 * r > den || (2 * r == den && q % 2 != 0) {
+            q + 1
+        } else {
+            q
+        }
+    }
+
+    /// The vector kernel's division against exact rounding, for every
+    /// `den` it serves, on the numerators where floats could go wrong:
+    /// every tie and its nearest neighbours, with quotients across the
+    /// whole i16 range (largest rounding error near ±32768) and random ones.
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    #[test]
+    fn vector_division_rounds_exactly_for_every_den_it_serves() {
+        let mut rng = SplitMix64::new(13);
+        let mut quotients: Vec<i64> = (-32768..-32700)
+            .chain(-16400..-16370)
+            .chain(-8..8)
+            .chain(16370..16400)
+            .chain(32700..32767)
+            .collect();
+        quotients.extend((0..40).map(|_| i64::from(rng.next_u32() as i16)));
+        for den in 2..=F32_MAX_DEN as i64 {
+            check_round_div::<false>(den, &quotients);
+        }
+        // f64 has 29 bits to spare: fewer quotients, every den.
+        quotients.retain(|q| q.abs() > 32700 || rng.below(8) == 0);
+        for den in 2..=PHASED_MAX_DEN as i64 {
+            check_round_div::<true>(den, &quotients);
+        }
+    }
+
+    /// `x86::round_div` against exact rounding at the ties near each of
+    /// `quotients` (times `den`), their neighbours and the exact multiples.
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    fn check_round_div<const F64: bool>(den: i64, quotients: &[i64]) {
+        use std::arch::x86_64::*;
+        // Safe to call: this test only builds where SSE2 is enabled.
+        let divisor = unsafe { x86::divisor(den as usize) };
+        let mut xs = Vec::new();
+        for &m in quotients {
+            // Half-way above m is (2m + 1) * den / 2: an integer (a tie)
+            // when den is even, between two numerators when odd.
+            let half = ((2 * m + 1) * den).div_euclid(2);
+            xs.extend((half - 2..=half + 2).chain(m * den - 1..=m * den + 1));
+        }
+        // Only numerators interpolation can produce: quotient in i16.
+        xs.retain(|&x| (-32768 * den..=32767 * den).contains(&x));
+        for four in xs.chunks(4) {
+            let mut lanes = [0i32; 4];
+            for (lane, &x) in lanes.iter_mut().zip(four) {
+                *lane = x as i32;
+            }
+            let got: [i32; 4] = unsafe {
+                std::mem::transmute(x86::round_div::<F64>(
+                    _mm_loadu_si128(lanes.as_ptr().cast()),
+                    divisor,
+                ))
+            };
+            for (&x, &g) in lanes.iter().zip(&got) {
+                let want = exact_round_div(i64::from(x), den);
+                assert_eq!(i64::from(g), want, "{x} / {den}, f64: {F64}");
+            }
+        }
+    }
+
+    /// The whole vector step (neighbour pairs, weights, multiply-add,
+    /// division) against `interp`, for every `den` it serves and every
+    /// phase of it (a sample of them past the f32 range), on extreme
+    /// neighbours where rounding errs most.
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    #[test]
+    fn vector_step_matches_interp_on_every_phase() {
+        let mut rng = SplitMix64::new(17);
+        for den in 2..=PHASED_MAX_DEN as u32 {
+            // Any num coprime to den: the weights depend on den and rem only.
+            let r = Resampler::new(1, den, 1).unwrap();
+            let divisor = unsafe { x86::divisor(den as usize) };
+            let rems: Vec<u32> = if u64::from(den) <= F32_MAX_DEN {
+                (0..den).collect()
+            } else {
+                [0, 1, den / 2, den - 1]
+                    .into_iter()
+                    .chain((0..16).map(|_| rng.below(den)))
+                    .collect()
+            };
+            for rem in rems {
+                let weight = (den - rem) | rem << 16;
+                let mut pairs = [(0i16, 0i16); 8];
+                for (i, p) in pairs.iter_mut().enumerate() {
+                    let d = i as i16 + 1;
+                    *p = match i % 4 {
+                        0 => (32767, 32767 - d),
+                        1 => (-32768, -32768 + d),
+                        2 => (32767, -32768),
+                        _ => (rng.next_u32() as i16, rng.next_u32() as i16),
+                    };
+                }
+                let packed = pairs.map(|(a, b)| u32::from(a as u16) | u32::from(b as u16) << 16);
+                let mut out = [0i16; 8];
+                unsafe {
+                    if u64::from(den) <= F32_MAX_DEN {
+                        x86::lerp8::<false>(
+                            x86::pairs_mono(packed),
+                            &[weight; 8],
+                            divisor,
+                            &mut out,
+                        );
+                    } else {
+                        x86::lerp8::<true>(
+                            x86::pairs_mono(packed),
+                            &[weight; 8],
+                            divisor,
+                            &mut out,
+                        );
+                    }
+                }
+                for (&(a, b), &v) in pairs.iter().zip(&out) {
+                    assert_eq!(v, r.interp(a, b, u64::from(rem)), "{a} {b} {rem}/{den}");
+                }
+            }
+        }
+    }
+
+    /// `resampler` streamed whole and in random chunks, with and without
+    /// the vector kernel: all four outputs must be equal.
+    fn check_vector_against_scalar(
+        resampler: Resampler,
+        input: &[i16],
+        cuts: &[usize],
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        let ch = resampler.channels();
+        let n = input.len() / ch;
+        let mut chunks = Vec::new();
+        let mut at = 0;
+        for &c in cuts {
+            let c = c.min(n - at);
+            chunks.push(c);
+            at += c;
+        }
+        chunks.push(n - at);
+        let mut scalar = resampler.clone();
+        scalar.phases = None;
+        let mut vector = resampler;
+        let want = streamed(&mut scalar, input, &[n]);
+        proptest::prop_assert_eq!(&streamed(&mut vector, input, &[n]), &want);
+        for r in [&mut scalar, &mut vector] {
+            r.reset();
+            proptest::prop_assert_eq!(&streamed(r, input, &chunks), &want);
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        /// Rates with a small reduced output rate (the vector kernel's:
+        /// f32 below 512, f64 above), 1 to 3 channels (3 runs scalar),
+        /// random signals and splits.
+        #[test]
+        fn vector_kernel_gives_the_scalar_output(
+            num in 1u32..2_000,
+            den in proptest::prop_oneof![
+                2u32..=F32_MAX_DEN as u32,
+                F32_MAX_DEN as u32 + 1..=PHASED_MAX_DEN as u32,
+            ],
+            ch in 1usize..=3,
+            frames in 0usize..400,
+            seed in proptest::prelude::any::<u64>(),
+            cuts in proptest::collection::vec(0usize..64, 0..12),
+        ) {
+            let r = Resampler::new(num, den, ch).unwrap();
+            if ch <= 2 && r.den > 1 && cfg!(target_arch = "x86_64") {
+                proptest::prop_assert!(r.phases.is_some());
+            }
+            let mut rng = SplitMix64::new(seed);
+            // Full-range noise, with runs of extremes and of equal samples.
+            let input: Vec<i16> = (0..frames * ch)
+                .map(|i| match (i / 7) % 4 {
+                    0 => [32767, -32768][rng.below(2) as usize],
+                    1 => 1234,
+                    _ => rng.next_u32() as i16,
+                })
+                .collect();
+            check_vector_against_scalar(r, &input, &cuts)?;
+        }
+    }
+
+    #[test]
+    fn vector_kernel_gives_the_scalar_output_for_common_rates() {
+        let mut rng = SplitMix64::new(19);
+        for &(a, b) in &[
+            (8_000, 48_000),
+            (16_000, 48_000),
+            (8_000, 16_000),
+            (44_100, 48_000),
+            (48_000, 44_100),
+            (8_000, 44_100),
+            (22_050, 48_000),
+            (48_000, 32_000),
+            (11_025, 48_000),
+            (44_100, 192_000),
+        ] {
+            for ch in [1, 2] {
+                let n = 3_000;
+                let input = noise(&mut rng, n * ch);
+                let cuts: Vec<usize> = (0..20).map(|_| rng.below(400) as usize).collect();
+                let r = Resampler::new(a, b, ch).unwrap();
+                assert!(r.phases.is_some(), "{a}->{b}");
+                check_vector_against_scalar(r, &input, &cuts).unwrap();
+            }
         }
     }
 
