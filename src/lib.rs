@@ -4,6 +4,7 @@
 //! folder is thin glue that maps properties, caps and buffers onto a core.
 
 mod audiocaps;
+mod chainbypass;
 pub mod g711;
 pub mod jbuf;
 pub mod mux;
