@@ -505,16 +505,9 @@ impl LinearResample {
             return Err((Refusal::BeforeCaps, "buffer before caps".into()));
         };
         let before = r.frames_out();
-        let Ok(input) = inbuf.map_readable() else {
-            return Err((Refusal::Failed, "cannot map input buffer".into()));
-        };
         let n = match target {
             Target::Given(outbuf) => {
-                let written = match outbuf.map_writable() {
-                    Ok(mut output) => r.process_s16le(&input, &mut output),
-                    Err(_) => return Err((Refusal::Failed, "cannot map output buffer".into())),
-                };
-                let n = written.map_err(|e| (Refusal::Failed, e.to_string()))?;
+                let n = process_mapped(r, inbuf, Some(&mut *outbuf))?;
                 if n > 0 {
                     outbuf.set_size(n * bpf);
                     st.stamp(outbuf, out_rate, before, n as u64);
@@ -525,21 +518,14 @@ impl LinearResample {
                 let exact = r.output_frames(frames);
                 if exact == 0 {
                     // Nothing to write, but the frames feed the phase.
-                    r.process_s16le(&input, &mut [])
-                        .map_err(|e| (Refusal::Failed, e.to_string()))?
+                    process_mapped(r, inbuf, None)?
                 } else {
                     let mut out = audiocaps::output_buffer(self, inbuf, exact * bpf)
                         .map_err(|_| (Refusal::Failed, "cannot allocate output".into()))?;
                     let Some(o) = out.get_mut() else {
                         return Err((Refusal::Failed, "new buffer not writable".into()));
                     };
-                    let written = match o.map_writable() {
-                        Ok(mut output) => r.process_s16le(&input, &mut output),
-                        Err(_) => {
-                            return Err((Refusal::Failed, "cannot map output buffer".into()));
-                        }
-                    };
-                    let n = written.map_err(|e| (Refusal::Failed, e.to_string()))?;
+                    let n = process_mapped(r, inbuf, Some(&mut *o))?;
                     st.stamp(o, out_rate, before, n as u64);
                     *slot = Some(out);
                     n
@@ -552,4 +538,20 @@ impl LinearResample {
             reset,
         })
     }
+}
+
+/// Runs `r` on `inbuf`'s samples into `outbuf`'s (none: the input completes
+/// no output frame); the output frames written.
+fn process_mapped(
+    r: &mut Resampler,
+    inbuf: &gst::BufferRef,
+    outbuf: Option<&mut gst::BufferRef>,
+) -> Result<usize, (Refusal, String)> {
+    let written = audiocaps::with_readable(inbuf, |input| match outbuf {
+        Some(outbuf) => audiocaps::with_writable(outbuf, |output| r.process_s16le(input, output))
+            .ok_or((Refusal::Failed, "cannot map output buffer".to_string())),
+        None => Ok(r.process_s16le(input, &mut [])),
+    })
+    .ok_or((Refusal::Failed, "cannot map input buffer".to_string()))??;
+    written.map_err(|e| (Refusal::Failed, e.to_string()))
 }
