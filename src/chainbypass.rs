@@ -447,3 +447,120 @@ impl ChainBypass {
         trans.src_pad().push(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Buffers that took the bypass in `element`, one of the audio elements.
+    fn bypassed(element: &gst::Element) -> u64 {
+        fn count<T: DirectTransform>(imp: &T) -> u64
+        where
+            T::Type: IsA<gst_base::BaseTransform>,
+        {
+            imp.bypass().bypassed.load(R)
+        }
+        if let Some(e) = element.downcast_ref::<crate::ulawenc::UlawEnc>() {
+            count(e.imp())
+        } else if let Some(e) = element.downcast_ref::<crate::ulawdec::UlawDec>() {
+            count(e.imp())
+        } else if let Some(e) = element.downcast_ref::<crate::linearresample::LinearResample>() {
+            count(e.imp())
+        } else {
+            panic!("not an audio element: {element:?}")
+        }
+    }
+
+    fn raw_caps(rate: i32) -> gst::Caps {
+        gst::Caps::builder("audio/x-raw")
+            .field("format", "S16LE")
+            .field("layout", "interleaved")
+            .field("rate", rate)
+            .field("channels", 1)
+            .build()
+    }
+
+    /// Which of ten buffers, with a reconfiguration requested before the
+    /// sixth, a refused DISCONT buffer before the eighth and a QOS event
+    /// before the ninth, took the bypass in `factory`; `aligned`: downstream
+    /// asks for aligned memory.
+    fn bypass_pattern(
+        factory: &str,
+        in_caps: gst::Caps,
+        out_caps: Option<gst::Caps>,
+        aligned: bool,
+    ) -> Vec<bool> {
+        let mut h = gst_check::Harness::new(factory);
+        if aligned {
+            let params = gst::AllocationParams::new(gst::MemoryFlags::empty(), 63, 0, 0);
+            h.sinkpad()
+                .unwrap()
+                .add_probe(gst::PadProbeType::QUERY_DOWNSTREAM, move |_, info| {
+                    if let Some(gst::PadProbeData::Query(q)) = info.data.as_mut()
+                        && let gst::QueryViewMut::Allocation(a) = q.view_mut()
+                    {
+                        a.add_allocation_param(None::<&gst::Allocator>, params);
+                        return gst::PadProbeReturn::Handled;
+                    }
+                    gst::PadProbeReturn::Ok
+                });
+        }
+        if let Some(out) = out_caps {
+            h.set_sink_caps(out);
+        }
+        h.set_src_caps(in_caps);
+        let element = h.element().unwrap();
+        let src_pad = element.static_pad("src").unwrap();
+        let mut pattern = Vec::new();
+        for i in 0..10u64 {
+            match i {
+                5 => src_pad.mark_reconfigure(),
+                7 => {
+                    let mut bad = gst::Buffer::new();
+                    bad.get_mut().unwrap().set_flags(gst::BufferFlags::DISCONT);
+                    assert!(h.push(bad).is_err());
+                }
+                8 => {
+                    let qos =
+                        gst::event::Qos::new(gst::QOSType::Underflow, 1.0, 0, gst::ClockTime::ZERO);
+                    assert!(h.push_upstream_event(qos));
+                }
+                _ => {}
+            }
+            let before = bypassed(&element);
+            let mut b = gst::Buffer::from_mut_slice(vec![0u8; 1920]);
+            b.get_mut()
+                .unwrap()
+                .set_pts(gst::ClockTime::from_mseconds(20 * i));
+            h.push(b).unwrap();
+            while h.try_pull().is_some() {}
+            pattern.push(bypassed(&element) > before);
+        }
+        pattern
+    }
+
+    #[test]
+    fn steady_state_bypasses_and_anything_pending_goes_through_basetransform() {
+        // The first buffer negotiates through BaseTransform and a requested
+        // reconfiguration sends one buffer through it. The DISCONT of a
+        // refused buffer the bypass carries itself, and a QOS event with QoS
+        // disabled changes nothing.
+        gst::init().unwrap();
+        crate::plugin_register_static().unwrap();
+        let expected = [false, true, true, true, true, false, true, true, true, true];
+        let mulaw = gst::Caps::builder("audio/x-mulaw")
+            .field("rate", 8000)
+            .field("channels", 1)
+            .build();
+        for (factory, in_caps, out_caps) in [
+            ("ulawenc", raw_caps(8000), None),
+            ("ulawdec", mulaw, None),
+            ("linearresample", raw_caps(48_000), Some(raw_caps(8000))),
+        ] {
+            let got = bypass_pattern(factory, in_caps.clone(), out_caps.clone(), false);
+            assert_eq!(got, expected, "{factory}");
+            let got = bypass_pattern(factory, in_caps, out_caps, true);
+            assert_eq!(got, [false; 10], "{factory} with aligned memory");
+        }
+    }
+}
