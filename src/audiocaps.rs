@@ -391,6 +391,8 @@ impl Codec {
     /// [`transform`](Self::transform), the same result as BaseTransform's
     /// path without its four vfunc round trips, two caps look-ups and
     /// `transform_size` per buffer.
+    ///
+    /// [`DirectTransform::direct_output`]: crate::chainbypass::DirectTransform::direct_output
     pub fn direct_output<T: BaseTransformImpl>(
         &self,
         imp: &T,

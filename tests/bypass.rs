@@ -56,8 +56,9 @@ struct Case {
 }
 
 /// What one run produced: the outputs, the source pad's position after the
-/// fifth buffer and at the end, and the stats counters.
-type Run = (Vec<Out>, [Option<gst::ClockTime>; 2], gst::Structure);
+/// fifth buffer and at the end, the sink pad's at the end, and the stats
+/// counters.
+type Run = (Vec<Out>, [Option<gst::ClockTime>; 3], gst::Structure);
 
 fn input(case: &Case, i: u64, bytes: usize) -> gst::Buffer {
     let data = (0..bytes)
@@ -78,6 +79,7 @@ fn run(case: &Case, aligned: bool) -> Run {
     h.set_src_caps(case.in_caps.clone());
     let element = h.element().expect("harnessed element");
     let src_pad = element.static_pad("src").expect("src pad");
+    let sink_pad = element.static_pad("sink").expect("sink pad");
     let position = || src_pad.query_position::<gst::ClockTime>();
     let mut outs = Vec::new();
     let mut mid_position = None;
@@ -133,7 +135,12 @@ fn run(case: &Case, aligned: bool) -> Run {
             mid_position = position();
         }
     }
-    (outs, [mid_position, position()], stats(&element))
+    let sink_position = sink_pad.query_position::<gst::ClockTime>();
+    (
+        outs,
+        [mid_position, position(), sink_position],
+        stats(&element),
+    )
 }
 
 fn same_on_both_paths(case: Case) {
@@ -142,7 +149,11 @@ fn same_on_both_paths(case: Case) {
     assert!(bypass.0.len() >= 18, "{}: outputs missing", case.factory);
     assert_eq!(bypass.0, base.0, "{}: buffers", case.factory);
     assert_eq!(bypass.1, base.1, "{}: positions", case.factory);
-    assert!(bypass.1[1].is_some(), "{}: a position", case.factory);
+    assert!(
+        bypass.1.iter().all(Option::is_some),
+        "{}: positions",
+        case.factory
+    );
     assert_eq!(bypass.2, base.2, "{}: stats", case.factory);
     // The meta was copied, GAP cleared, DISCONT carried over, the refused
     // buffer's DISCONT given to the next output.
