@@ -254,7 +254,7 @@ pub fn output_buffer<T: BaseTransformImpl>(
     inbuf: &gst::BufferRef,
     size: usize,
 ) -> Result<gst::Buffer, gst::FlowError> {
-    let mut out = gst::Buffer::with_size(size).map_err(|_| gst::FlowError::Error)?;
+    let mut out = crate::spare::buffer(size)?;
     let o = out.get_mut().ok_or(gst::FlowError::Error)?;
     if inbuf.iter_meta::<gst::Meta>().next().is_some() {
         imp.parent_copy_metadata(inbuf, o)

@@ -12,6 +12,7 @@ pub mod prng;
 pub mod resample;
 pub mod rtp;
 pub mod sched;
+mod spare;
 pub mod stats;
 pub mod synth;
 
