@@ -365,7 +365,7 @@ impl ChainBypass {
         let obj = imp.obj();
         let trans = obj.upcast_ref::<gst_base::BaseTransform>();
         if self.can_bypass(trans) {
-            self.bypass(imp, trans, buffer)
+            self.transform_and_push(imp, trans, buffer)
         } else {
             self.base_chain(pad, parent, buffer)
         }
@@ -408,7 +408,7 @@ impl ChainBypass {
     }
 
     /// The steady-state path: one direct output, pushed.
-    fn bypass<T>(
+    fn transform_and_push<T>(
         &self,
         imp: &T,
         trans: &gst_base::BaseTransform,

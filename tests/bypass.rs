@@ -211,3 +211,69 @@ fn linearresample_bypass_matches_basetransform() {
         frame_bytes: 2,
     });
 }
+
+/// With QoS enabled and a QOS event that makes the next buffers late,
+/// BaseTransform drops them and flags the next output DISCONT; the bypass
+/// must then leave every buffer to it.
+#[test]
+fn late_buffers_are_dropped_as_basetransform_drops_them() {
+    common::init();
+    let run = |aligned: bool| {
+        let mut h = gst_check::Harness::new("ulawenc");
+        if aligned {
+            demand_aligned_memory(&h, 63);
+        }
+        h.set_src_caps(raw_caps(8000, 1));
+        h.element().unwrap().set_property("qos", true);
+        let mut outs = Vec::new();
+        for i in 0..12u64 {
+            if i == 4 {
+                // Buffers up to 150 ms of running time are late.
+                let qos = gst::event::Qos::new(
+                    gst::QOSType::Underflow,
+                    1.0,
+                    70_000_000,
+                    gst::ClockTime::from_mseconds(80),
+                );
+                assert!(h.push_upstream_event(qos));
+            }
+            h.push(buffer(vec![i as u8; 320], i * MS20, MS20, i * 160, 160))
+                .unwrap();
+            while let Some(out) = h.try_pull() {
+                outs.push(Out::of(&out));
+            }
+        }
+        outs
+    };
+    let bypass = run(false);
+    assert_eq!(bypass, run(true));
+    let pts: Vec<u64> = bypass.iter().map(|o| o.pts.unwrap().mseconds()).collect();
+    assert_eq!(pts, [0, 20, 40, 60, 160, 180, 200, 220]);
+    assert!(bypass[4].flags.contains(gst::BufferFlags::DISCONT));
+}
+
+/// Buffers released on another thread (after a queue) and recycled there:
+/// a real pipeline gives the core's exact samples.
+#[test]
+fn recycled_buffers_across_queues_keep_the_samples_exact() {
+    common::init();
+    let src = "audiotestsrc num-buffers=300 samplesperbuffer=160 wave=sine freq=700 \
+               ! audio/x-raw,format=S16LE,rate=8000,channels=1";
+    let (raw, out, _) = before_and_after(
+        src,
+        "ulawenc ! queue max-size-buffers=3 ! ulawdec ! queue max-size-buffers=3 \
+         ! linearresample ! audio/x-raw,rate=16000 ! queue max-size-buffers=3 \
+         ! ulawenc ! ulawdec",
+    );
+    let decoded: Vec<i16> = raw
+        .iter()
+        .map(|&x| gstrtpsynth::g711::decode_sample(gstrtpsynth::g711::encode_sample(x)))
+        .collect();
+    let resampled = gstrtpsynth::resample::resample(&decoded, 1, 8_000, 16_000).unwrap();
+    let expected: Vec<i16> = resampled
+        .iter()
+        .map(|&x| gstrtpsynth::g711::decode_sample(gstrtpsynth::g711::encode_sample(x)))
+        .collect();
+    assert_eq!(expected.len(), 96_000);
+    assert_eq!(samples(&out), expected);
+}
