@@ -6,7 +6,7 @@
 //! # Why the bypass behaves as `BaseTransform` does
 //!
 //! Per buffer, `gst_base_transform_chain` (GStreamer 1.22) does: note the
-//! input's end position; call `before_transform` (unset for these elements);
+//! input's end position; call `before_transform` (a no-op for these elements);
 //! remember a DISCONT input; `submit_input_buffer` (renegotiate if the source
 //! pad is marked for reconfiguration, refuse the buffer if not negotiated,
 //! drop it if QoS says it is late, else queue it); then `generate_output`;

@@ -96,8 +96,9 @@ unsafe fn reusable(buf: *mut gst::ffi::GstBuffer) -> bool {
 
 /// The dispose function of the buffers [`buffer`] makes: keeps a reusable
 /// buffer as a spare of this thread (a new reference keeps it alive, as
-/// `GstBufferPool` does) and returns FALSE; returns TRUE, to free it, when it
-/// is not reusable or the thread has enough spares or is exiting.
+/// `GstBufferPool` does; the oldest spare makes room) and returns FALSE;
+/// returns TRUE, to free it, when it is not reusable or the thread is
+/// exiting.
 unsafe extern "C" fn take_back(obj: *mut gst::ffi::GstMiniObject) -> glib::ffi::gboolean {
     let buf = obj as *mut gst::ffi::GstBuffer;
     // SAFETY: GStreamer calls this only as `buf`'s dispose function, when
@@ -105,24 +106,43 @@ unsafe extern "C" fn take_back(obj: *mut gst::ffi::GstMiniObject) -> glib::ffi::
     if !unsafe { reusable(buf) } {
         return glib::ffi::GTRUE;
     }
-    let kept = SPARES
-        .try_with(|spares| {
-            let Ok(mut spares) = spares.try_borrow_mut() else {
-                return false;
-            };
-            if spares.len() >= SPARES_PER_THREAD {
-                return false;
+    let taken = SPARES.try_with(|spares| {
+        let Ok(mut spares) = spares.try_borrow_mut() else {
+            return None;
+        };
+        // A thread whose outputs changed size would otherwise keep spares
+        // of the old size forever.
+        let evicted = (spares.len() >= SPARES_PER_THREAD).then(|| spares.remove(0));
+        // SAFETY: revives the buffer with one new reference, which the
+        // spare list owns from here; GstMiniObject then skips freeing it
+        // because this returns FALSE.
+        spares.push(unsafe {
+            from_glib_full(gst::ffi::gst_mini_object_ref(obj) as *mut gst::ffi::GstBuffer)
+        });
+        Some(evicted)
+    });
+    match taken {
+        Ok(Some(evicted)) => {
+            // Freed with the list no longer borrowed.
+            if let Some(evicted) = evicted {
+                discard(evicted);
             }
-            // SAFETY: revives the buffer with one new reference, which the
-            // spare list owns from here; GstMiniObject then skips freeing
-            // it because this returns FALSE.
-            spares.push(unsafe {
-                from_glib_full(gst::ffi::gst_mini_object_ref(obj) as *mut gst::ffi::GstBuffer)
-            });
-            true
-        })
-        .unwrap_or(false);
-    (!kept).into_glib()
+            glib::ffi::GFALSE
+        }
+        _ => glib::ffi::GTRUE,
+    }
+}
+
+/// Frees `spare` for good rather than taking it back again.
+fn discard(spare: gst::Buffer) {
+    // SAFETY: a spare's only reference is the one the list held, moved
+    // here, so no one else can see the buffer. Without a dispose function
+    // GstMiniObject frees it, as GstBuffer's own dispose lets it do for a
+    // buffer without a pool.
+    unsafe {
+        (*spare.as_mut_ptr()).mini_object.dispose = None;
+    }
+    drop(spare);
 }
 
 #[cfg(test)]
@@ -165,5 +185,11 @@ mod tests {
             None,
         );
         assert!(!reused_after_release(b, 320), "meta");
+
+        // Spares of sizes no longer made give way to new ones.
+        for size in [100, 200, 300] {
+            drop(buffer(size).unwrap());
+        }
+        assert!(reused_after_release(buffer(16_000).unwrap(), 16_000));
     }
 }
