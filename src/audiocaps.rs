@@ -4,12 +4,13 @@
 //! one implementation behind both G.711 elements.
 
 use std::sync::LazyLock;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use gst::prelude::*;
 use gst::subclass::prelude::*;
-use gst_base::subclass::base_transform::GenerateOutputSuccess;
 use gst_base::subclass::prelude::*;
+
+use crate::chainbypass::ChainBypass;
 
 /// The one raw format the elements take: S16LE, interleaved.
 pub const RAW_FORMAT: &str = "S16LE";
@@ -214,34 +215,32 @@ pub fn plain_allocation(query: &gst::query::Allocation) -> bool {
         && params.flags().is_empty()
 }
 
-/// Whether outputs can be allocated by [`output_buffer`], of exactly the
-/// right size: [`plain_allocation`] after the last allocation decision,
-/// false from new caps or a restart until the next one. Else BaseTransform's
-/// own path through `transform_size` and `transform`.
-#[derive(Debug, Default)]
-pub struct DirectAllocation(AtomicBool);
-
-impl DirectAllocation {
-    pub fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+/// Runs `f` on `buf`'s bytes, `None` if it cannot be mapped. A buffer of
+/// one memory (all these elements allocate, and nearly all they receive) is
+/// mapped through that memory: `gst_buffer_map` would also take and drop a
+/// reference to it and check for merging, which for a 20 ms buffer costs
+/// more than half as much as the µ-law kernel itself.
+pub fn with_readable<R>(buf: &gst::BufferRef, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+    if buf.n_memory() == 1 {
+        let map = buf.peek_memory(0).map_readable().ok()?;
+        Some(f(&map))
+    } else {
+        let map = buf.map_readable().ok()?;
+        Some(f(&map))
     }
+}
 
-    /// Until the allocation for new caps is decided.
-    pub fn clear(&self) {
-        self.0.store(false, Ordering::Relaxed);
+/// [`with_readable`] for writing: through the one memory when it is
+/// writable, else through `gst_buffer_map`, which copies a shared memory.
+pub fn with_writable<R>(buf: &mut gst::BufferRef, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
+    if buf.n_memory() == 1
+        && let Ok(mem) = buf.peek_memory_mut(0)
+    {
+        let mut map = mem.map_writable().ok()?;
+        return Some(f(&mut map));
     }
-
-    /// The element's `decide_allocation`: BaseTransform's, then whether
-    /// outputs can skip its per-buffer allocation path.
-    pub fn decide<T: BaseTransformImpl>(
-        &self,
-        imp: &T,
-        query: &mut gst::query::Allocation,
-    ) -> Result<(), gst::LoggableError> {
-        imp.parent_decide_allocation(query)?;
-        self.0.store(plain_allocation(query), Ordering::Relaxed);
-        Ok(())
-    }
+    let mut map = buf.map_writable().ok()?;
+    Some(f(&mut map))
 }
 
 /// A new output buffer of `size` bytes carrying `inbuf`'s metadata, the way
@@ -249,13 +248,14 @@ impl DirectAllocation {
 /// make it without a pool, minus their per-buffer vfunc round trips and
 /// caps look-ups: flags and timestamps copied (GAP cleared: the elements are
 /// not gap-aware), metas through the parent's `copy_metadata` when there are
-/// any.
+/// any. The buffer is a recycled spare when this thread has one of that
+/// size ([`crate::spare`]); the copy overwrites everything it kept.
 pub fn output_buffer<T: BaseTransformImpl>(
     imp: &T,
     inbuf: &gst::BufferRef,
     size: usize,
 ) -> Result<gst::Buffer, gst::FlowError> {
-    let mut out = gst::Buffer::with_size(size).map_err(|_| gst::FlowError::Error)?;
+    let mut out = crate::spare::buffer(size)?;
     let o = out.get_mut().ok_or(gst::FlowError::Error)?;
     if inbuf.iter_meta::<gst::Meta>().next().is_some() {
         imp.parent_copy_metadata(inbuf, o)
@@ -351,7 +351,7 @@ pub struct Codec {
     spec: &'static CodecSpec,
     /// Negotiated channel count; 0 until caps are set.
     channels: AtomicUsize,
-    direct: DirectAllocation,
+    bypass: ChainBypass,
     stats: StreamCounters<{ field::COUNT }>,
 }
 
@@ -360,7 +360,7 @@ impl Codec {
         Codec {
             spec,
             channels: AtomicUsize::new(0),
-            direct: DirectAllocation::default(),
+            bypass: ChainBypass::default(),
             stats: StreamCounters::default(),
         }
     }
@@ -371,54 +371,48 @@ impl Codec {
 
     pub fn reset(&self) {
         self.channels.store(0, Ordering::Relaxed);
-        self.direct.clear();
+        self.bypass.start();
         self.stats.clear();
     }
 
     pub fn set_caps(&self, incaps: &gst::Caps) -> Result<(), gst::LoggableError> {
         let (_, channels) = rate_channels(incaps)
             .ok_or_else(|| gst::loggable_error!(CAT, "caps without rate and channels: {incaps}"))?;
-        self.direct.clear();
+        self.bypass.clear();
         self.channels.store(channels, Ordering::Relaxed);
         Ok(())
     }
 
-    pub fn decide_allocation<T: BaseTransformImpl>(
+    pub fn bypass(&self) -> &ChainBypass {
+        &self.bypass
+    }
+
+    /// The element's [`DirectTransform::direct_output`]: the output
+    /// allocated at exactly the right size and run through
+    /// [`transform`](Self::transform), the same result as BaseTransform's
+    /// path without its four vfunc round trips, two caps look-ups and
+    /// `transform_size` per buffer.
+    ///
+    /// [`DirectTransform::direct_output`]: crate::chainbypass::DirectTransform::direct_output
+    pub fn direct_output<T: BaseTransformImpl>(
         &self,
         imp: &T,
-        query: &mut gst::query::Allocation,
-    ) -> Result<(), gst::LoggableError> {
-        self.direct.decide(imp, query)
-    }
-
-    /// The element's `generate_output`. With plain allocation it takes the
-    /// queued input itself, allocates the output of exactly the right size
-    /// and runs [`transform`](Self::transform) on it: the same result as
-    /// BaseTransform's path, without its four vfunc round trips, two caps
-    /// look-ups and `transform_size` per buffer.
-    pub fn generate_output<T>(&self, imp: &T) -> Result<GenerateOutputSuccess, gst::FlowError>
-    where
-        T: BaseTransformImpl,
-        T::ParentType: IsA<gst_base::BaseTransform>,
-    {
-        if !self.direct.get() {
-            return imp.parent_generate_output();
-        }
-        let Some(inbuf) = imp.take_queued_buffer() else {
-            return Ok(GenerateOutputSuccess::NoOutput);
-        };
+        inbuf: &gst::BufferRef,
+    ) -> Result<Option<gst::Buffer>, gst::FlowError> {
         let size = inbuf.size() / self.spec.in_bytes_per_sample * self.spec.out_bytes_per_sample;
-        let mut out = output_buffer(imp, &inbuf, size)?;
+        let mut out = output_buffer(imp, inbuf, size)?;
         let o = out.get_mut().ok_or(gst::FlowError::Error)?;
-        self.transform(imp, &inbuf, o)?;
-        Ok(GenerateOutputSuccess::Buffer(out))
+        self.transform(imp, inbuf, o)?;
+        Ok(Some(out))
     }
 
-    /// Counts GAP events; the caller forwards every event in order.
+    /// Counts GAP events and lets the bypass see the event; the caller
+    /// forwards every event in order.
     pub fn observe_event(&self, event: &gst::Event) {
         if let gst::EventView::Gap(_) = event.view() {
             self.stats.add(field::GAP_EVENTS, 1);
         }
+        self.bypass.observe_sink_event(event);
     }
 
     /// The whole `transform`: checks that the input is a whole, non-empty
@@ -442,17 +436,18 @@ impl Codec {
         let done = whole_frames(inbuf.size(), self.spec.in_bytes_per_sample * channels).and_then(
             |frames| {
                 let samples = frames * channels;
-                let (Ok(input), Ok(mut output)) = (inbuf.map_readable(), outbuf.map_writable())
-                else {
-                    return Err("cannot map buffers".to_string());
-                };
-                if (self.spec.kernel)(&input, &mut output) == samples {
-                    Ok(frames as u64)
-                } else {
-                    Err(format!(
-                        "output buffer of {} bytes too small for {samples} samples",
-                        output.len()
-                    ))
+                let coded = with_readable(inbuf, |input| {
+                    with_writable(outbuf, |output| {
+                        ((self.spec.kernel)(input, output), output.len())
+                    })
+                })
+                .flatten();
+                match coded {
+                    None => Err("cannot map buffers".to_string()),
+                    Some((n, _)) if n == samples => Ok(frames as u64),
+                    Some((_, len)) => Err(format!(
+                        "output buffer of {len} bytes too small for {samples} samples"
+                    )),
                 }
             },
         );
@@ -529,6 +524,24 @@ macro_rules! codec_element {
                     other => unreachable!("{} has no property {other}", $spec.element),
                 }
             }
+
+            fn constructed(&self) {
+                self.parent_constructed();
+                self.codec.bypass().install(self);
+            }
+        }
+
+        impl $crate::chainbypass::DirectTransform for $name {
+            fn bypass(&self) -> &$crate::chainbypass::ChainBypass {
+                self.codec.bypass()
+            }
+
+            fn direct_output(
+                &self,
+                inbuf: &gst::BufferRef,
+            ) -> Result<Option<gst::Buffer>, gst::FlowError> {
+                self.codec.direct_output(self, inbuf)
+            }
         }
 
         impl GstObjectImpl for $name {}
@@ -600,18 +613,29 @@ macro_rules! codec_element {
                 self.parent_sink_event(event)
             }
 
+            fn src_event(&self, event: gst::Event) -> bool {
+                self.codec.bypass().src_event(self, event)
+            }
+
+            fn query(&self, direction: gst::PadDirection, query: &mut gst::QueryRef) -> bool {
+                match self.codec.bypass().query_position(direction, query) {
+                    Some(answered) => answered,
+                    None => BaseTransformImplExt::parent_query(self, direction, query),
+                }
+            }
+
             fn decide_allocation(
                 &self,
                 query: &mut gst::query::Allocation,
             ) -> Result<(), gst::LoggableError> {
-                self.codec.decide_allocation(self, query)
+                self.codec.bypass().decide_allocation(self, query)
             }
 
             fn generate_output(
                 &self,
             ) -> Result<gst_base::subclass::base_transform::GenerateOutputSuccess, gst::FlowError>
             {
-                self.codec.generate_output(self)
+                self.codec.bypass().generate_output(self)
             }
 
             fn transform(

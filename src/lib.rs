@@ -4,6 +4,7 @@
 //! folder is thin glue that maps properties, caps and buffers onto a core.
 
 mod audiocaps;
+mod chainbypass;
 pub mod g711;
 pub mod jbuf;
 pub mod mux;
@@ -11,6 +12,7 @@ pub mod prng;
 pub mod resample;
 pub mod rtp;
 pub mod sched;
+mod spare;
 pub mod stats;
 pub mod synth;
 

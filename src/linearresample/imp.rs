@@ -7,7 +7,8 @@ use gst_base::prelude::*;
 use gst_base::subclass::base_transform::GenerateOutputSuccess;
 use gst_base::subclass::prelude::*;
 
-use crate::audiocaps::{self, DirectAllocation, StreamCounters, field};
+use crate::audiocaps::{self, StreamCounters, field};
+use crate::chainbypass::{ChainBypass, DirectTransform};
 use crate::resample::{MAX_RATE, Resampler};
 
 const NAME: &str = "linearresample";
@@ -85,7 +86,7 @@ impl State {
 pub struct LinearResample {
     state: Mutex<State>,
     stats: StreamCounters<{ field::COUNT + 1 }>,
-    direct: DirectAllocation,
+    bypass: ChainBypass,
 }
 
 impl LinearResample {
@@ -177,6 +178,11 @@ impl ObjectImpl for LinearResample {
             other => unreachable!("linearresample has no property {other}"),
         }
     }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        self.bypass.install(self);
+    }
 }
 
 impl GstObjectImpl for LinearResample {}
@@ -222,7 +228,7 @@ impl BaseTransformImpl for LinearResample {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         *self.lock() = State::default();
         self.stats.clear();
-        self.direct.clear();
+        self.bypass.start();
         Ok(())
     }
 
@@ -287,7 +293,7 @@ impl BaseTransformImpl for LinearResample {
         );
         // The allocation for these caps is decided later (never, in
         // passthrough).
-        self.direct.clear();
+        self.bypass.clear();
         let pending = {
             let mut st = self.lock();
             let pending = st.reset();
@@ -302,6 +308,9 @@ impl BaseTransformImpl for LinearResample {
     }
 
     fn query(&self, direction: gst::PadDirection, query: &mut gst::QueryRef) -> bool {
+        if let Some(answered) = self.bypass.query_position(direction, query) {
+            return answered;
+        }
         let latency = direction == gst::PadDirection::Src
             && matches!(query.view(), gst::QueryView::Latency(_));
         if !BaseTransformImplExt::parent_query(self, direction, query) {
@@ -347,37 +356,23 @@ impl BaseTransformImpl for LinearResample {
             gst::EventView::FlushStop(_) => self.reset(),
             _ => {}
         }
+        self.bypass.observe_sink_event(&event);
         self.parent_sink_event(event)
+    }
+
+    fn src_event(&self, event: gst::Event) -> bool {
+        self.bypass.src_event(self, event)
     }
 
     fn decide_allocation(
         &self,
         query: &mut gst::query::Allocation,
     ) -> Result<(), gst::LoggableError> {
-        self.direct.decide(self, query)
+        self.bypass.decide_allocation(self, query)
     }
 
     fn generate_output(&self) -> Result<GenerateOutputSuccess, gst::FlowError> {
-        if self.direct.get() {
-            // Take the input ourselves and allocate the output at its exact
-            // size: no `transform_size` from caps, no trimming.
-            let Some(inbuf) = self.take_queued_buffer() else {
-                return Ok(GenerateOutputSuccess::NoOutput);
-            };
-            let mut out = None;
-            let outcome = self.resample(&inbuf, Target::Allocate(&mut out));
-            return match (self.account(outcome)?, out) {
-                (gst::FlowSuccess::Ok, Some(out)) => Ok(GenerateOutputSuccess::Buffer(out)),
-                _ => Ok(GenerateOutputSuccess::NoOutput),
-            };
-        }
-        // An input buffer that completes no output frame is not lost data:
-        // report "no output" rather than "dropped", which would make
-        // BaseTransform flag the next output DISCONT.
-        match self.parent_generate_output()? {
-            GenerateOutputSuccess::Dropped => Ok(GenerateOutputSuccess::NoOutput),
-            other => Ok(other),
-        }
+        self.bypass.generate_output(self)
     }
 
     fn transform(
@@ -387,6 +382,33 @@ impl BaseTransformImpl for LinearResample {
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let outcome = self.resample(inbuf, Target::Given(outbuf));
         self.account(outcome)
+    }
+}
+
+impl DirectTransform for LinearResample {
+    fn bypass(&self) -> &ChainBypass {
+        &self.bypass
+    }
+
+    /// The output allocated at its exact size: no `transform_size` from
+    /// caps, no trimming.
+    fn direct_output(&self, inbuf: &gst::BufferRef) -> Result<Option<gst::Buffer>, gst::FlowError> {
+        let mut out = None;
+        let outcome = self.resample(inbuf, Target::Allocate(&mut out));
+        match self.account(outcome)? {
+            gst::FlowSuccess::Ok => Ok(out),
+            _ => Ok(None),
+        }
+    }
+
+    fn generate_output_by_parent(&self) -> Result<GenerateOutputSuccess, gst::FlowError> {
+        // An input buffer that completes no output frame is not lost data:
+        // report "no output" rather than "dropped", which would make
+        // BaseTransform flag the next output DISCONT.
+        match self.parent_generate_output()? {
+            GenerateOutputSuccess::Dropped => Ok(GenerateOutputSuccess::NoOutput),
+            other => Ok(other),
+        }
     }
 }
 
@@ -483,16 +505,9 @@ impl LinearResample {
             return Err((Refusal::BeforeCaps, "buffer before caps".into()));
         };
         let before = r.frames_out();
-        let Ok(input) = inbuf.map_readable() else {
-            return Err((Refusal::Failed, "cannot map input buffer".into()));
-        };
         let n = match target {
             Target::Given(outbuf) => {
-                let written = match outbuf.map_writable() {
-                    Ok(mut output) => r.process_s16le(&input, &mut output),
-                    Err(_) => return Err((Refusal::Failed, "cannot map output buffer".into())),
-                };
-                let n = written.map_err(|e| (Refusal::Failed, e.to_string()))?;
+                let n = process_mapped(r, inbuf, Some(&mut *outbuf))?;
                 if n > 0 {
                     outbuf.set_size(n * bpf);
                     st.stamp(outbuf, out_rate, before, n as u64);
@@ -503,21 +518,14 @@ impl LinearResample {
                 let exact = r.output_frames(frames);
                 if exact == 0 {
                     // Nothing to write, but the frames feed the phase.
-                    r.process_s16le(&input, &mut [])
-                        .map_err(|e| (Refusal::Failed, e.to_string()))?
+                    process_mapped(r, inbuf, None)?
                 } else {
                     let mut out = audiocaps::output_buffer(self, inbuf, exact * bpf)
                         .map_err(|_| (Refusal::Failed, "cannot allocate output".into()))?;
                     let Some(o) = out.get_mut() else {
                         return Err((Refusal::Failed, "new buffer not writable".into()));
                     };
-                    let written = match o.map_writable() {
-                        Ok(mut output) => r.process_s16le(&input, &mut output),
-                        Err(_) => {
-                            return Err((Refusal::Failed, "cannot map output buffer".into()));
-                        }
-                    };
-                    let n = written.map_err(|e| (Refusal::Failed, e.to_string()))?;
+                    let n = process_mapped(r, inbuf, Some(&mut *o))?;
                     st.stamp(o, out_rate, before, n as u64);
                     *slot = Some(out);
                     n
@@ -530,4 +538,20 @@ impl LinearResample {
             reset,
         })
     }
+}
+
+/// Runs `r` on `inbuf`'s samples into `outbuf`'s (none: the input completes
+/// no output frame); the output frames written.
+fn process_mapped(
+    r: &mut Resampler,
+    inbuf: &gst::BufferRef,
+    outbuf: Option<&mut gst::BufferRef>,
+) -> Result<usize, (Refusal, String)> {
+    let written = audiocaps::with_readable(inbuf, |input| match outbuf {
+        Some(outbuf) => audiocaps::with_writable(outbuf, |output| r.process_s16le(input, output))
+            .ok_or((Refusal::Failed, "cannot map output buffer".to_string())),
+        None => Ok(r.process_s16le(input, &mut [])),
+    })
+    .ok_or((Refusal::Failed, "cannot map input buffer".to_string()))??;
+    written.map_err(|e| (Refusal::Failed, e.to_string()))
 }
