@@ -549,9 +549,10 @@ fn process_mapped(
 ) -> Result<usize, (Refusal, String)> {
     let written = audiocaps::with_readable(inbuf, |input| match outbuf {
         Some(outbuf) => audiocaps::with_writable(outbuf, |output| r.process_s16le(input, output))
-            .ok_or((Refusal::Failed, "cannot map output buffer".to_string())),
+            .ok_or_else(|| (Refusal::Failed, "cannot map output buffer".to_string())),
         None => Ok(r.process_s16le(input, &mut [])),
     })
-    .ok_or((Refusal::Failed, "cannot map input buffer".to_string()))??;
+    // Lazily: an eager message was a malloc and a free per buffer.
+    .ok_or_else(|| (Refusal::Failed, "cannot map input buffer".to_string()))??;
     written.map_err(|e| (Refusal::Failed, e.to_string()))
 }
