@@ -233,15 +233,18 @@ fn pipeline_seconds(chain: &str, caps: &gst::Caps, bufs: &[gst::Buffer]) -> (f64
 }
 
 /// Times `appsrc ! ours ! fakesink`, `appsrc ! stock ! fakesink` and the
-/// floor `appsrc ! fakesink` in turns within each run (so machine load hits
-/// them alike) and reports, each against stock: the end-to-end rate of
-/// `items` (wall clock), and the element's own cost per buffer (pipeline
-/// minus floor of the same run, process CPU and wall).
+/// floor `appsrc ! floor ! fakesink` in turns within each run (so machine
+/// load hits them alike) and reports, each against stock: the end-to-end rate
+/// of `items` (wall clock), and the element's own cost per buffer (pipeline
+/// minus floor of the same run, process CPU and wall). `floor` holds what
+/// `ours` and `stock` have besides the element (the resamplers' output
+/// capsfilter: a capsfilter of the input caps), so it is not counted as the
+/// element's.
 fn compare(
     what: &str,
     items: &str,
     n_items: f64,
-    (ours, stock): (&str, &str),
+    (floor_chain, ours, stock): (&str, &str, &str),
     caps: &gst::Caps,
     bufs: &[gst::Buffer],
 ) {
@@ -256,9 +259,9 @@ fn compare(
         (Vec::new(), Vec::new()),
     );
     for _ in 0..runs() {
-        let f = pipeline_seconds("", caps, bufs);
-        let o = pipeline_seconds(&format!("{ours} !"), caps, bufs);
-        let s = pipeline_seconds(&format!("{stock} !"), caps, bufs);
+        let f = pipeline_seconds(floor_chain, caps, bufs);
+        let o = pipeline_seconds(ours, caps, bufs);
+        let s = pipeline_seconds(stock, caps, bufs);
         floor.0.push(per_buf(f.0));
         floor.1.push(per_buf(f.1));
         e2e.0.push(n_items / o.0);
@@ -286,7 +289,7 @@ fn compare(
         );
     }
     report(
-        &format!("{what}: floor appsrc ! fakesink CPU, wall ns/buffer"),
+        &format!("{what}: floor appsrc ! {floor_chain} fakesink CPU, wall ns/buffer"),
         middle(floor.1),
         &format!("ns, {:.0} ns", middle(floor.0)),
         None,
@@ -350,7 +353,7 @@ fn bench_elements() {
             &format!("ulawenc, {label} buffers"),
             "samples",
             n,
-            ("ulawenc", "mulawenc"),
+            ("", "ulawenc !", "mulawenc !"),
             &raw_caps(8000),
             &raw,
         );
@@ -360,7 +363,7 @@ fn bench_elements() {
             &format!("ulawdec, {label} buffers"),
             "samples",
             n,
-            ("ulawdec", "mulawdec"),
+            ("", "ulawdec !", "mulawdec !"),
             &mulaw_caps,
             &enc,
         );
@@ -382,8 +385,9 @@ fn bench_elements() {
                 "output samples",
                 out_frames,
                 (
-                    &format!("linearresample ! {caps}"),
-                    &format!("audioresample quality=0 ! {caps}"),
+                    &format!("audio/x-raw,rate={a} !"),
+                    &format!("linearresample ! {caps} !"),
+                    &format!("audioresample quality=0 ! {caps} !"),
                 ),
                 &raw_caps(a as i32),
                 &bufs,

@@ -408,11 +408,20 @@ impl Resampler {
             if o < count {
                 let step = self.step_int as usize * ch;
                 let from = &input[(*k - base) as usize * ch..];
-                for (to, frame) in output[o * ch..count * ch]
-                    .chunks_exact_mut(ch)
-                    .zip(from.chunks(step))
-                {
-                    to.copy_from_slice(&frame[..ch]);
+                let to = &mut output[o * ch..count * ch];
+                if ch == 1 {
+                    // A strided copy of single samples, without the
+                    // per-frame slice bookkeeping of the general case.
+                    let from = &from[..(to.len() - 1) * step + 1];
+                    for (j, to) in to.iter_mut().enumerate() {
+                        // SAFETY: j < to.len(), so j * step <= (to.len() -
+                        // 1) * step < from.len(), the length sliced above.
+                        *to = unsafe { *from.get_unchecked(j * step) };
+                    }
+                } else {
+                    for (to, frame) in to.chunks_exact_mut(ch).zip(from.chunks(step)) {
+                        to.copy_from_slice(&frame[..ch]);
+                    }
                 }
                 *k += (count - o) as u64 * self.step_int;
             }
