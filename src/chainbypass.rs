@@ -472,12 +472,9 @@ mod tests {
     }
 
     fn raw_caps(rate: i32) -> gst::Caps {
-        gst::Caps::builder("audio/x-raw")
-            .field("format", "S16LE")
-            .field("layout", "interleaved")
-            .field("rate", rate)
-            .field("channels", 1)
-            .build()
+        format!("audio/x-raw,format=S16LE,layout=interleaved,rate={rate},channels=1")
+            .parse()
+            .expect("valid caps")
     }
 
     /// Which of ten buffers, with a reconfiguration requested before the
