@@ -6,7 +6,9 @@
 //! `x >> 2`: the encoder is one lookup in a 16 Ki-entry table indexed by the
 //! logical `(x as u16) >> 2`, the decoder one lookup in a 256-entry table.
 //! Both tables are computed at compile time; the slice functions have no
-//! per-sample branch.
+//! per-sample branch. Where the CPU has AVX2 both compute instead, 16 samples
+//! a vector: the encoder through an auto-vectorized arithmetic form, the
+//! decoder through an intrinsics kernel on 16-bit lanes.
 
 /// Entries in the encode table: one per 14-bit input value.
 const ENCODE_LEN: usize = 1 << 14;
@@ -104,8 +106,9 @@ fn compress_arith(x: i16) -> u8 {
     (code ^ 0xFF ^ (sign & 0x80)) as u8
 }
 
-/// Linear value of one code by arithmetic only (vectorizes with AVX2's
-/// per-lane shifts, unlike the table lookup): [`expand`] on 32-bit lanes.
+/// Linear value of one code by arithmetic only, without [`expand`]'s
+/// branch: the AVX2 decode kernel's loop for inputs shorter than one of its
+/// vector steps.
 #[inline(always)]
 fn expand_arith(code: u8) -> i16 {
     let inv = i32::from(!code);
@@ -115,10 +118,10 @@ fn expand_arith(code: u8) -> i16 {
     (((mag - 0x84) ^ neg) - neg) as i16
 }
 
-/// The loops behind the slice functions: `$arith` per sample compiled for
-/// AVX2 where the CPU has it (where the arithmetic forms vectorize 16 wide
-/// and beat the tables), else `$table` per sample (faster than the
-/// arithmetic forms with SSE2 alone).
+/// The loops behind the encoders: `$arith` per sample compiled for AVX2
+/// where the CPU has it (where the arithmetic form vectorizes 16 wide and
+/// beats the table), else `$table` per sample (faster than the arithmetic
+/// form with SSE2 alone).
 macro_rules! dispatch {
     ($input:expr, $output:expr, |$x:ident| $arith:expr, $table:expr) => {{
         #[inline(always)]
@@ -159,12 +162,7 @@ pub fn encode(input: &[i16], output: &mut [u8]) -> usize {
 /// Decodes `min(input.len(), output.len())` codes; returns that count.
 pub fn decode(input: &[u8], output: &mut [i16]) -> usize {
     let n = input.len().min(output.len());
-    dispatch!(
-        &input[..n],
-        &mut output[..n],
-        |c| expand_arith(c),
-        decode_sample(c)
-    );
+    decode_with(DecodePath::detect(), &input[..n], &mut output[..n]);
     n
 }
 
@@ -188,13 +186,186 @@ pub fn encode_s16le(input: &[u8], output: &mut [u8]) -> usize {
 pub fn decode_s16le(input: &[u8], output: &mut [u8]) -> usize {
     let n = input.len().min(output.len() / 2);
     let (pairs, _) = output[..2 * n].as_chunks_mut::<2>();
-    dispatch!(
-        &input[..n],
-        pairs,
-        |c| expand_arith(c).to_le_bytes(),
-        decode_sample(c).to_le_bytes()
-    );
+    decode_with(DecodePath::detect(), &input[..n], pairs);
     n
+}
+
+/// What the decode loops store per sample: an `i16` for [`decode`], its
+/// S16LE bytes for [`decode_s16le`].
+///
+/// # Safety
+///
+/// Implementors are two bytes with no padding, any two bytes are a valid
+/// value, and on x86_64 those bytes are the sample in S16LE: the AVX2
+/// kernel writes a slice of either as bytes.
+unsafe trait Sample16: Copy {
+    fn from_i16(x: i16) -> Self;
+}
+
+// SAFETY: an i16 is two bytes, all bit patterns valid, stored little-endian
+// on x86_64.
+unsafe impl Sample16 for i16 {
+    #[inline(always)]
+    fn from_i16(x: i16) -> Self {
+        x
+    }
+}
+
+// SAFETY: two bytes, all bit patterns valid, S16LE by construction.
+unsafe impl Sample16 for [u8; 2] {
+    #[inline(always)]
+    fn from_i16(x: i16) -> Self {
+        x.to_le_bytes()
+    }
+}
+
+/// The loop [`decode`] and [`decode_s16le`] run.
+#[derive(Clone, Copy, Debug)]
+enum DecodePath {
+    /// [`avx2::Avx2::expand`], 16 codes a step.
+    #[cfg(target_arch = "x86_64")]
+    Avx2(avx2::Avx2),
+    /// One [`decode_sample`] per code: CPUs without AVX2 (where it beats
+    /// the arithmetic form compiled for SSE2) and other architectures.
+    Table,
+}
+
+impl DecodePath {
+    /// The fastest path this CPU runs.
+    #[inline]
+    fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(cpu) = avx2::Avx2::detect() {
+            return Self::Avx2(cpu);
+        }
+        Self::Table
+    }
+}
+
+/// Decodes `min(input.len(), output.len())` codes along `path`.
+#[inline(always)]
+fn decode_with<O: Sample16>(path: DecodePath, input: &[u8], output: &mut [O]) {
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        DecodePath::Avx2(cpu) => {
+            // SAFETY: by `Sample16`'s contract the `output.len()` elements
+            // are exactly `2 * output.len()` initialized bytes (u8 needs no
+            // alignment), any values of them are valid, and the kernel's
+            // S16LE bytes are the samples; the byte slice borrows `output`
+            // mutably for its whole life.
+            let bytes = unsafe {
+                std::slice::from_raw_parts_mut(output.as_mut_ptr().cast::<u8>(), 2 * output.len())
+            };
+            cpu.expand(input, bytes);
+        }
+        DecodePath::Table => {
+            for (o, &c) in output.iter_mut().zip(input) {
+                *o = O::from_i16(decode_sample(c));
+            }
+        }
+    }
+}
+
+/// The AVX2 decode kernel: [`expand_arith`] on sixteen 16-bit lanes, with
+/// the shift as a multiply.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// Codes per step.
+    const LANES: usize = 16;
+
+    /// How far ahead of the step being decoded the kernel prefetches its
+    /// input, in codes. An element's input is often not in cache (another
+    /// element or the network wrote it a while ago), and prefetching it
+    /// this far ahead beats leaving it to the hardware prefetcher: in the
+    /// `ulawdec` 1 s bench line (every buffer a fresh 8,000 bytes) it cut
+    /// the element's own cost from 1.4 µs to 1.0 µs per buffer; 1,024 gave
+    /// 1.1 µs, 4,096 no better than 2,048.
+    const PREFETCH: usize = 2048;
+
+    /// Proof that the CPU has AVX2: only [`Avx2::detect`] makes one.
+    #[derive(Clone, Copy, Debug)]
+    pub(super) struct Avx2(());
+
+    impl Avx2 {
+        #[inline]
+        pub(super) fn detect() -> Option<Self> {
+            is_x86_feature_detected!("avx2").then_some(Avx2(()))
+        }
+
+        /// Decodes `min(input.len(), output.len() / 2)` codes into S16LE
+        /// bytes (`output` needs no alignment).
+        #[inline]
+        pub(super) fn expand(self, input: &[u8], output: &mut [u8]) {
+            // SAFETY: `self` exists, so the CPU has AVX2.
+            unsafe { expand(input, output) }
+        }
+    }
+
+    /// [`Avx2::expand`], compiled for AVX2.
+    #[target_feature(enable = "avx2")]
+    fn expand(input: &[u8], output: &mut [u8]) {
+        let n = input.len().min(output.len() / 2);
+        let (input, output) = (&input[..n], &mut output[..2 * n]);
+        if n < LANES {
+            for (o, &c) in output.as_chunks_mut::<2>().0.iter_mut().zip(input) {
+                *o = super::expand_arith(c).to_le_bytes();
+            }
+            return;
+        }
+        let (codes, _) = input.as_chunks::<LANES>();
+        let (outs, _) = output.as_chunks_mut::<{ 2 * LANES }>();
+        for (i, (c, o)) in codes.iter().zip(outs).enumerate() {
+            // Once per 64-byte line, and only within the input: past it
+            // lies whatever the allocator put there.
+            if (i * LANES).is_multiple_of(64)
+                && let Some(ahead) = input.get(i * LANES + PREFETCH)
+            {
+                _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(ahead).cast());
+            }
+            step(c, o);
+        }
+        // The last partial step, as a whole step ending at the end: it
+        // rewrites some samples with the same values.
+        if !n.is_multiple_of(LANES)
+            && let (Some(c), Some(o)) = (input.last_chunk(), output.last_chunk_mut())
+        {
+            step(c, o);
+        }
+    }
+
+    /// Decodes 16 codes into 16 S16LE samples.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn step(codes: &[u8; LANES], out: &mut [u8; 2 * LANES]) {
+        // SAFETY: `codes` is 16 readable bytes; `loadu` needs no alignment.
+        let c = _mm256_cvtepu8_epi16(unsafe { _mm_loadu_si128(codes.as_ptr().cast()) });
+        // With inv = !c, exponent e = (inv >> 4) & 7 = 7 - ((c >> 4) & 7):
+        // 2^e by a byte lookup of c >> 4 (<= 15). The lookup also fills
+        // each lane's high byte, with entry 0 (0x80); that adds base * 2^15
+        // to the product below, which vanishes modulo 2^16 as base is even.
+        let pow = _mm256_shuffle_epi8(
+            _mm256_setr_epi8(
+                -128, 64, 32, 16, 8, 4, 2, 1, -128, 64, 32, 16, 8, 4, 2, 1, //
+                -128, 64, 32, 16, 8, 4, 2, 1, -128, 64, 32, 16, 8, 4, 2, 1,
+            ),
+            _mm256_srli_epi16::<4>(c),
+        );
+        // ((inv & 15) << 3) + 0x84 = 0xFC - ((c & 15) << 3), at most 0xFC.
+        let base = _mm256_sub_epi16(
+            _mm256_set1_epi16(0xFC),
+            _mm256_and_si256(_mm256_slli_epi16::<3>(c), _mm256_set1_epi16(0x78)),
+        );
+        // base << e is at most 0x7E00: exact in the low 16 bits.
+        let neg_mag = _mm256_sub_epi16(_mm256_set1_epi16(0x84), _mm256_mullo_epi16(base, pow));
+        // c + 0x7F80 is never 0, negative exactly when c >= 0x80, the
+        // positive codes: `sign` negates -mag there and keeps it elsewhere.
+        let x = _mm256_sign_epi16(neg_mag, _mm256_add_epi16(c, _mm256_set1_epi16(0x7F80)));
+        // SAFETY: `out` is 32 writable bytes; `storeu` needs no alignment.
+        // x86 is little-endian, so the i16 lanes land as S16LE.
+        unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), x) }
+    }
 }
 
 /// The ITU-T G.191 reference routines, transcribed: the oracle the tests
@@ -325,6 +496,95 @@ mod tests {
         assert_eq!(encode_sample(i16::MIN), 0x00);
         assert_eq!(decode_sample(0x80), 32_124);
         assert_eq!(decode_sample(0x00), -32_124);
+    }
+
+    /// Every decode path this CPU can run.
+    fn decode_paths() -> Vec<DecodePath> {
+        #[allow(unused_mut)]
+        let mut paths = vec![DecodePath::Table];
+        #[cfg(target_arch = "x86_64")]
+        paths.extend(avx2::Avx2::detect().map(DecodePath::Avx2));
+        paths
+    }
+
+    /// Fails at the first sample of `got` that is not `want`'s, naming its
+    /// position and code (the buffers are too long to print whole).
+    fn same(got: &[i16], codes: &[u8], want: &[i16], what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}");
+        if let Some(i) = (0..got.len()).find(|&i| got[i] != want[i]) {
+            panic!(
+                "{what}: sample {i} (code {:#04x}) is {}, not {}",
+                codes[i], got[i], want[i]
+            );
+        }
+    }
+
+    /// Decodes `codes` along every path, into i16s and into S16LE bytes at
+    /// an even and at an odd address, with room for more samples than
+    /// `codes` and for fewer: the decoded samples must be [`expand`]'s and
+    /// nothing past them may change.
+    fn check_decode_paths(codes: &[u8]) {
+        const UNTOUCHED: u8 = 0xA5;
+        let want: Vec<i16> = codes.iter().map(|&c| expand(c)).collect();
+        let what = |path: DecodePath, room: usize, out: &str| {
+            format!("{path:?}, {} codes, room {room}, {out}", codes.len())
+        };
+        for path in decode_paths() {
+            for room in [codes.len() + 3, codes.len() / 2] {
+                let n = room.min(codes.len());
+                let mut lin = vec![i16::from_le_bytes([UNTOUCHED; 2]); room + 2];
+                decode_with(path, codes, &mut lin[1..=room]);
+                same(&lin[1..=n], codes, &want[..n], &what(path, room, "i16"));
+                assert!(
+                    lin.iter()
+                        .enumerate()
+                        .all(|(i, x)| (1..=n).contains(&i) || x.to_le_bytes() == [UNTOUCHED; 2]),
+                    "{}",
+                    what(path, room, "i16 past the end")
+                );
+                for skew in 0..2 {
+                    let mut bytes = vec![UNTOUCHED; 2 * room + 4];
+                    let (pairs, _) = bytes[skew..skew + 2 * room].as_chunks_mut::<2>();
+                    decode_with(path, codes, pairs);
+                    let out = format!("bytes at offset {skew}");
+                    let got: Vec<i16> = bytes[skew..skew + 2 * n]
+                        .chunks_exact(2)
+                        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                        .collect();
+                    same(&got, codes, &want[..n], &what(path, room, &out));
+                    assert!(
+                        bytes
+                            .iter()
+                            .enumerate()
+                            .all(|(i, &b)| (skew..skew + 2 * n).contains(&i) || b == UNTOUCHED),
+                        "{}",
+                        what(path, room, &format!("{out} past the end"))
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_decode_path_decodes_every_code_in_every_lane() {
+        // Code c sits at position c + shift: over the shifts, in every lane
+        // of a step and of a prefetched line; the lengths not a multiple of 16
+        // end in an overlapping last step.
+        for shift in 0..64 {
+            let codes: Vec<u8> = (0..256 + shift).map(|p| (p + 256 - shift) as u8).collect();
+            check_decode_paths(&codes);
+        }
+    }
+
+    #[test]
+    fn every_decode_path_handles_every_length_and_a_long_buffer() {
+        let mut rng = crate::prng::SplitMix64::new(711);
+        for len in 0..=100 {
+            let codes: Vec<u8> = (0..len).map(|_| rng.next_u32() as u8).collect();
+            check_decode_paths(&codes);
+        }
+        let codes: Vec<u8> = (0..100_003).map(|_| rng.next_u32() as u8).collect();
+        check_decode_paths(&codes);
     }
 
     #[test]
