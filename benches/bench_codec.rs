@@ -289,7 +289,10 @@ fn compare(
         );
     }
     report(
-        &format!("{what}: floor appsrc ! {floor_chain} fakesink CPU, wall ns/buffer"),
+        &format!(
+            "{what}: floor {} CPU, wall ns/buffer",
+            format!("appsrc ! {floor_chain} fakesink").replace("  ", " ")
+        ),
         middle(floor.1),
         &format!("ns, {:.0} ns", middle(floor.0)),
         None,
