@@ -413,10 +413,25 @@ impl Resampler {
                     // A strided copy of single samples, without the
                     // per-frame slice bookkeeping of the general case.
                     let from = &from[..(to.len() - 1) * step + 1];
-                    for (j, to) in to.iter_mut().enumerate() {
-                        // SAFETY: j < to.len(), so j * step <= (to.len() -
-                        // 1) * step < from.len(), the length sliced above.
-                        *to = unsafe { *from.get_unchecked(j * step) };
+                    // Output j reads from[j * step]; `at` is that index for
+                    // the first output of each group of four.
+                    let mut at = 0;
+                    let mut quads = to.chunks_exact_mut(4);
+                    for quad in &mut quads {
+                        // SAFETY: output j < to.len() reads j * step <=
+                        // (to.len() - 1) * step < from.len(), the length
+                        // sliced above; these are outputs at / step .. + 3.
+                        unsafe {
+                            quad[0] = *from.get_unchecked(at);
+                            quad[1] = *from.get_unchecked(at + step);
+                            quad[2] = *from.get_unchecked(at + 2 * step);
+                            quad[3] = *from.get_unchecked(at + 3 * step);
+                        }
+                        at += 4 * step;
+                    }
+                    for to in quads.into_remainder() {
+                        *to = from[at];
+                        at += step;
                     }
                 } else {
                     for (to, frame) in to.chunks_exact_mut(ch).zip(from.chunks(step)) {
