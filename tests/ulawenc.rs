@@ -73,8 +73,14 @@ fn both_allocation_paths_give_the_same_buffers() {
                 i as u64 * 160,
                 160,
             );
-            if i == 7 {
-                b.get_mut().unwrap().set_flags(gst::BufferFlags::DISCONT);
+            let bm = b.get_mut().unwrap();
+            bm.set_dts(bm.pts());
+            match i {
+                7 => bm.set_flags(gst::BufferFlags::DISCONT),
+                // Flags BaseTransform carries over whatever they mean; the
+                // outputs after them are recycled buffers that had them.
+                9 => bm.set_flags(gst::BufferFlags::RESYNC | gst::BufferFlags::DELTA_UNIT),
+                _ => {}
             }
             h.push(b).unwrap();
             let out = h.pull().unwrap();
@@ -84,6 +90,7 @@ fn both_allocation_paths_give_the_same_buffers() {
             outs.push((
                 bytes_of(&out),
                 out.pts(),
+                out.dts(),
                 out.duration(),
                 out.offset(),
                 out.offset_end(),
@@ -100,7 +107,11 @@ fn both_allocation_paths_give_the_same_buffers() {
         results.push(outs);
     }
     assert_eq!(results[0], results[1]);
-    assert!(results[0][7].5.contains(gst::BufferFlags::DISCONT));
+    let flags = |i: usize| results[0][i].6;
+    assert!(flags(7).contains(gst::BufferFlags::DISCONT));
+    assert!(flags(9).contains(gst::BufferFlags::RESYNC | gst::BufferFlags::DELTA_UNIT));
+    assert!(flags(10).is_empty() && flags(8).is_empty());
+    assert_eq!(results[0][12].2, results[0][12].1, "DTS carried over");
 }
 
 /// Stock mulawenc uses the Sun/CCITT code (bias 0x84 on negated samples),
