@@ -441,11 +441,12 @@ fn peers_run(n: usize, pps: f64, tick: u32, outputs: bool, window: f64, mhz: f64
     let lost = chained.saturating_sub(get("packets-received"));
     println!(
         "  {n} channels x {pps} pps, tick={tick}ms: {chained} packets, sent {}, received {}, dropped-queue-full {}, \
-         send-errors {}, lost {lost} ({:.3}%), {threads} threads, CPU {:.1}% \
+         dropped-kernel {}, send-errors {}, lost {lost} ({:.3}%), {threads} threads, CPU {:.1}% \
          ({:.3} MHz per channel, generator included)",
         get("packets-sent"),
         get("packets-received"),
         get("dropped-queue-full"),
+        get("dropped-kernel"),
         get("send-errors"),
         100.0 * lost as f64 / chained.max(1) as f64,
         100.0 * cpu / elapsed,

@@ -668,7 +668,7 @@ impl Calls for Ours {
             &["packets-sent", "late-skipped", "slow-pushes"],
         );
         let (_, dropped, duplicated, _) = self.c.leg_sums();
-        const MUX: [&str; 8] = [
+        const MUX: [&str; 9] = [
             "packets-sent",
             "packets-received",
             "dropped-queue-full",
@@ -676,6 +676,7 @@ impl Calls for Ours {
             "dropped-no-socket",
             "dropped-foreign-source",
             "dropped-not-rtp",
+            "dropped-kernel",
             "dropped-downstream",
         ];
         let m = sum_stats(&self.muxes, &MUX);
@@ -701,6 +702,7 @@ impl Calls for Ours {
             + mux("dropped-no-socket")
             + mux("dropped-foreign-source")
             + mux("dropped-not-rtp")
+            + mux("dropped-kernel")
             + mux("dropped-downstream");
         let into_server = src[0] + duplicated - dropped;
         let lost_uncounted = into_server as i64 - (mux_counted + jb_received) as i64;

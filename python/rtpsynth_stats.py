@@ -17,7 +17,7 @@ or, without numpy, into a list of dicts. Nothing here walks a GstStructure.
 import struct
 import sys
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 
 __all__ = ["LAYOUT_VERSION", "LayoutError", "raw", "header", "to_numpy", "to_dicts", "read"]
 

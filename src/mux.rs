@@ -40,7 +40,8 @@ pub const MAX_QUEUE_SIZE: u32 = 1 << 16;
 /// Smallest send queue: the ring needs two slots to tell full from empty.
 pub const MIN_QUEUE_SIZE: u32 = 2;
 /// Version of the [`Server::packed_stats`] layout, written in its header row.
-pub const PACKED_STATS_VERSION: u64 = 1;
+/// 2 added `dropped-kernel` after `dropped-not-rtp`.
+pub const PACKED_STATS_VERSION: u64 = 2;
 
 const WAKER: Token = Token(usize::MAX);
 /// Readiness events taken per poll.
@@ -53,7 +54,8 @@ const READS_PER_EVENT: usize = 4;
 counters! {
     /// What one channel did. `packets-received` counts every datagram read
     /// from the socket, so it equals the packets handed on plus
-    /// `dropped-foreign-source` plus `dropped-not-rtp`; every packet given to
+    /// `dropped-foreign-source` plus `dropped-not-rtp` (`dropped-kernel`
+    /// counts those that never got that far); every packet given to
     /// [`Channel::send`] ends in `packets-sent`, `dropped-queue-full` or
     /// `send-errors`.
     pub struct ChannelStats {
@@ -71,6 +73,10 @@ counters! {
         dropped_foreign_source = "dropped-foreign-source",
         /// Received datagrams that are not valid RTP.
         dropped_not_rtp = "dropped-not-rtp",
+        /// Datagrams the kernel dropped on the channel's socket before the
+        /// worker read them (receive buffer full), as the socket counts them
+        /// (`SO_RXQ_OVFL`); learnt with the next datagram the socket delivers.
+        dropped_kernel = "dropped-kernel",
         /// Packets to send that failed: no target yet, or the socket refused them.
         send_errors = "send-errors",
         /// 1 while the target was learnt by latching, else 0.
@@ -117,6 +123,7 @@ const OCTETS_SENT: usize = col("octets-sent");
 const DROPPED_QUEUE_FULL: usize = col("dropped-queue-full");
 const DROPPED_FOREIGN_SOURCE: usize = col("dropped-foreign-source");
 const DROPPED_NOT_RTP: usize = col("dropped-not-rtp");
+const DROPPED_KERNEL: usize = col("dropped-kernel");
 const SEND_ERRORS: usize = col("send-errors");
 const LATCHED: usize = col("latched");
 const LOCAL_PORT: usize = col("local-port");
@@ -490,6 +497,26 @@ fn open_socket(id: u32, config: &ChannelConfig) -> Result<std::net::UdpSocket, C
     socket
         .set_nonblocking(true)
         .map_err(|e| ChannelError::Bind(id, config.bind, e))?;
+    // The kernel then attaches the socket's drop count to each datagram it
+    // delivers after a drop, so no datagram is lost without a count.
+    let on: libc::c_int = 1;
+    // SAFETY: an open socket and a c_int option the kernel copies.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RXQ_OVFL,
+            (&on as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(ChannelError::Bind(
+            id,
+            config.bind,
+            io::Error::last_os_error(),
+        ));
+    }
     Ok(socket)
 }
 
@@ -763,8 +790,15 @@ pub struct RecvBuffers {
     /// Only read by the kernel, through `msgs`.
     _iov: Vec<libc::iovec>,
     names: Vec<libc::sockaddr_storage>,
+    /// Ancillary data of each datagram: room for the one `SO_RXQ_OVFL`
+    /// message, u64s so that it is aligned for `cmsghdr`. Written by the
+    /// kernel and read through `msgs`.
+    _controls: Vec<[u64; CONTROL_WORDS]>,
     msgs: Vec<libc::mmsghdr>,
 }
+
+/// `CMSG_SPACE(4)` on 64-bit Linux is 24 bytes.
+const CONTROL_WORDS: usize = 4;
 
 impl RecvBuffers {
     fn new() -> Self {
@@ -779,6 +813,7 @@ impl RecvBuffers {
                 iov_len: SLOT,
             })
             .collect();
+        let mut controls = vec![[0u64; CONTROL_WORDS]; BATCH];
         let msgs = (0..BATCH)
             .map(|i| {
                 // SAFETY: as above.
@@ -787,6 +822,7 @@ impl RecvBuffers {
                 m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
                 m.msg_hdr.msg_iov = &mut iov[i];
                 m.msg_hdr.msg_iovlen = 1;
+                m.msg_hdr.msg_control = controls[i].as_mut_ptr().cast();
                 m
             })
             .collect();
@@ -794,6 +830,7 @@ impl RecvBuffers {
             data,
             _iov: iov,
             names,
+            _controls: controls,
             msgs,
         }
     }
@@ -803,6 +840,7 @@ impl RecvBuffers {
         let max = max.clamp(1, BATCH);
         for m in &mut self.msgs[..max] {
             m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
+            m.msg_hdr.msg_controllen = size_of::<[u64; CONTROL_WORDS]>() as _;
             m.msg_hdr.msg_flags = 0;
             m.msg_len = 0;
         }
@@ -833,6 +871,27 @@ impl RecvBuffers {
 
     fn sender(&self, i: usize) -> Option<SocketAddr> {
         from_sockaddr(&self.names[i]).map(canonical)
+    }
+
+    /// The socket's drop count delivered with datagram `i`: present once
+    /// the socket has dropped a datagram, and then with every one.
+    fn drops(&self, i: usize) -> Option<u32> {
+        let hdr = &self.msgs[i].msg_hdr;
+        // SAFETY: the kernel wrote `msg_controllen` bytes of control
+        // messages into `controls[i]`, which `msg_control` points at;
+        // CMSG_FIRSTHDR checks that a whole header fits in that length, and
+        // the length check below that the u32 payload does.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(hdr);
+            if cmsg.is_null()
+                || (*cmsg).cmsg_level != libc::SOL_SOCKET
+                || (*cmsg).cmsg_type != libc::SO_RXQ_OVFL
+                || ((*cmsg).cmsg_len as usize) < libc::CMSG_LEN(4) as usize
+            {
+                return None;
+            }
+            Some(libc::CMSG_DATA(cmsg).cast::<u32>().read_unaligned())
+        }
     }
 }
 
@@ -994,6 +1053,9 @@ struct WorkerChannel<H: Handler> {
     batch: usize,
     /// A receive error was reported and none succeeded since.
     failing: bool,
+    /// The socket's drop count as last reported (it counts from the
+    /// socket's creation, so it starts at 0).
+    kernel_drops: u32,
 }
 
 /// Registers `socket` for level-triggered readability under token `id` on
@@ -1142,6 +1204,7 @@ impl<H: Handler> Worker<H> {
                             socket,
                             batch: 1,
                             failing: false,
+                            kernel_drops: 0,
                         },
                     );
                 }
@@ -1197,7 +1260,11 @@ impl<H: Handler> Worker<H> {
             self.accepted.clear();
             let mut octets = 0;
             let (mut not_rtp, mut foreign) = (0, 0);
+            let mut kernel_drops = wc.kernel_drops;
             for i in 0..n {
+                if let Some(count) = self.recv.drops(i) {
+                    kernel_drops = count;
+                }
                 let data = self.recv.datagram(i);
                 octets += data.len() as u64;
                 let from = self.recv.sender(i);
@@ -1221,6 +1288,12 @@ impl<H: Handler> Worker<H> {
             // (it is read first, with acquire) sees them too.
             ch.bump(DROPPED_NOT_RTP, not_rtp);
             ch.bump(DROPPED_FOREIGN_SOURCE, foreign);
+            // The count wraps at 2^32, so the difference does too.
+            ch.bump(
+                DROPPED_KERNEL,
+                u64::from(kernel_drops.wrapping_sub(wc.kernel_drops)),
+            );
+            wc.kernel_drops = kernel_drops;
             ch.bump(OCTETS_RECEIVED, octets);
             ch.bump(PACKETS_RECEIVED, n as u64);
             if !self.accepted.is_empty() {
@@ -1363,6 +1436,58 @@ mod tests {
             std::thread::sleep(Duration::from_millis(2));
         }
         false
+    }
+
+    /// Holds the worker in its first `received` until `go` has a message,
+    /// so the socket's receive buffer fills up behind it.
+    struct Stall {
+        go: Option<Receiver<()>>,
+    }
+
+    impl Handler for Stall {
+        type Packet = Vec<u8>;
+        type Attachment = ();
+        fn received(&mut self, _: &Channel<Vec<u8>, ()>, _: Batch<'_>) {
+            if let Some(go) = self.go.take() {
+                let _ = go.recv_timeout(Duration::from_secs(10));
+            }
+        }
+        fn socket_error(&mut self, _: &Channel<Vec<u8>, ()>, _: io::Error) {}
+    }
+
+    #[test]
+    fn datagrams_the_kernel_drops_are_counted() {
+        let (go_tx, go_rx) = channel();
+        let server = Server::start(Stall { go: Some(go_rx) }, Duration::ZERO).unwrap();
+        let ch = server.add_channel(0, loopback(), ()).unwrap();
+        let to = ch.local_addr();
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let big = {
+            let mut p = packet(1);
+            p.resize(1400, 0xff);
+            p
+        };
+        // The first datagram stalls the worker; the next ones overflow the
+        // socket's receive buffer (a few hundred kilobytes) and the kernel
+        // drops the rest.
+        sender.send_to(&big, to).unwrap();
+        assert!(wait_for(|| ch.stats()[PACKETS_RECEIVED] == 1));
+        let flood = 2_000u64;
+        for _ in 0..flood {
+            sender.send_to(&big, to).unwrap();
+        }
+        go_tx.send(()).unwrap();
+        // Drops are learnt with the next datagram delivered after them.
+        sender.send_to(&packet(2), to).unwrap();
+        let total = 1 + flood + 1;
+        let accounted = || {
+            let s = ch.stats();
+            s[PACKETS_RECEIVED] + s[DROPPED_KERNEL] == total
+        };
+        assert!(wait_for(accounted), "{:?}", ch.stats());
+        let s = ch.stats();
+        assert!(s[DROPPED_KERNEL] > 0, "the buffer never overflowed: {s:?}");
+        assert!(s[PACKETS_RECEIVED] > 2, "{s:?}");
     }
 
     #[test]

@@ -232,6 +232,7 @@ fn echo(v6: bool, two_elements: bool) {
         "dropped-queue-full",
         "dropped-foreign-source",
         "dropped-not-rtp",
+        "dropped-kernel",
         "send-errors",
     ] {
         assert_eq!(field(&a0, name), 0, "{name}");
@@ -427,7 +428,8 @@ fn bad_queue_size_is_refused() {
     assert_eq!(src.property::<u32>("queue-size"), 256);
     let columns = m.property::<Vec<String>>("stats-columns");
     assert_eq!(columns[0], "channel");
-    assert_eq!(columns.len(), 11);
+    assert_eq!(columns.len(), 12);
+    assert_eq!(columns[8], "dropped-kernel");
 }
 
 #[test]
@@ -486,7 +488,7 @@ fn packed_stats_match_the_structure() {
     let ncols = columns.len();
     assert_eq!(
         &words[..3],
-        &[1, ncols as u64, 2],
+        &[2, ncols as u64, 2],
         "header: version, columns, rows"
     );
     assert_eq!(words.len(), 3 * ncols);

@@ -47,6 +47,7 @@ MUX_DROPS = (
     "dropped-no-socket",
     "dropped-foreign-source",
     "dropped-not-rtp",
+    "dropped-kernel",
     "dropped-downstream",
 )
 JBUF_FIELDS = (

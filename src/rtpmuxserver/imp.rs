@@ -622,11 +622,13 @@ impl ObjectImpl for RtpMuxServer {
                         "application/x-rtpmuxserver-stats: totals over all channels served since \
                          the last start (u64: packets-received, octets-received, packets-sent, \
                          octets-sent, dropped-queue-full, dropped-foreign-source, \
-                         dropped-not-rtp, send-errors, latched = channels latched now, channels, \
+                         dropped-not-rtp, dropped-kernel = datagrams the kernel dropped on a \
+                         full socket, send-errors, latched = channels latched now, channels, \
                          packets-pushed, dropped-downstream, dropped-no-socket) and one \
                          structure channel-N per open channel with packets-received, \
                          octets-received, packets-sent, octets-sent, dropped-queue-full, \
-                         dropped-foreign-source, dropped-not-rtp, send-errors, latched (0/1) and \
+                         dropped-foreign-source, dropped-not-rtp, dropped-kernel, send-errors, \
+                         latched (0/1) and \
                          local-port.",
                     )
                     .read_only()

@@ -9,7 +9,7 @@ import rtpsynth_stats as rs
 COLUMNS = ["channel", "packets-received", "octets-received"]
 
 
-def packed(rows, version=1):
+def packed(rows, version=rs.LAYOUT_VERSION):
     words = [version, len(COLUMNS), len(rows)] + [w for r in rows for w in r]
     return struct.pack(f"<{len(words)}Q", *words)
 
@@ -30,9 +30,9 @@ def test_empty_server_has_header_only():
 
 
 @pytest.mark.parametrize("data, why", [
-    (packed([[0, 1, 2]], version=2), "version 2"),
+    (packed([[0, 1, 2]], version=1), "version 1"),
     (packed([[0, 1, 2]])[:-8], "whole rows"),
-    (struct.pack("<6Q", 1, 3, 5, 0, 1, 2), "5 rows"),
+    (struct.pack("<6Q", rs.LAYOUT_VERSION, 3, 5, 0, 1, 2), "5 rows"),
 ])
 def test_bad_layouts_are_refused(data, why):
     with pytest.raises(rs.LayoutError, match=why):
