@@ -359,6 +359,8 @@ pub enum ChannelError {
     Config(u32, ConfigError),
     /// Binding the socket failed (for example the port is in use).
     Bind(u32, SocketAddr, io::Error),
+    /// The bound socket refused an option the worker needs.
+    Socket(u32, SocketAddr, &'static str, io::Error),
     /// The server's worker has stopped.
     Stopped(u32),
 }
@@ -370,6 +372,9 @@ impl fmt::Display for ChannelError {
             ChannelError::Config(id, e) => write!(f, "channel {id}: {e}"),
             ChannelError::Bind(id, addr, e) => {
                 write!(f, "channel {id}: cannot bind UDP socket to {addr}: {e}")
+            }
+            ChannelError::Socket(id, addr, what, e) => {
+                write!(f, "channel {id}: UDP socket on {addr}: cannot {what}: {e}")
             }
             ChannelError::Stopped(id) => write!(f, "channel {id}: the server is stopped"),
         }
@@ -496,7 +501,7 @@ fn open_socket(id: u32, config: &ChannelConfig) -> Result<std::net::UdpSocket, C
         .map_err(|e| ChannelError::Bind(id, config.bind, e))?;
     socket
         .set_nonblocking(true)
-        .map_err(|e| ChannelError::Bind(id, config.bind, e))?;
+        .map_err(|e| ChannelError::Socket(id, config.bind, "make it non-blocking", e))?;
     // The kernel then attaches the socket's drop count to each datagram it
     // delivers after a drop, so no datagram is lost without a count.
     let on: libc::c_int = 1;
@@ -511,9 +516,10 @@ fn open_socket(id: u32, config: &ChannelConfig) -> Result<std::net::UdpSocket, C
         )
     };
     if r < 0 {
-        return Err(ChannelError::Bind(
+        return Err(ChannelError::Socket(
             id,
             config.bind,
+            "enable SO_RXQ_OVFL",
             io::Error::last_os_error(),
         ));
     }
