@@ -635,12 +635,13 @@ impl ObjectImpl for RtpMuxServer {
                     .build(),
                 glib::ParamSpecBoxed::builder::<glib::Bytes>("stats-packed")
                     .nick("Packed statistics")
-                    .blurb(
+                    .blurb(&format!(
                         "Every open channel's counters in one read: little-endian u64 rows of \
                          as many columns as stats-columns names. Row 0 is a header \
-                         [layout version (1), columns, channel rows, 0...]; each following row \
+                         [layout version ({}), columns, channel rows, 0...]; each following row \
                          is one channel, channel index first.",
-                    )
+                        mux::PACKED_STATS_VERSION
+                    ))
                     .read_only()
                     .build(),
                 glib::ParamSpecBoxed::builder::<Vec<String>>("stats-columns")
