@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use gst::prelude::*;
 use gstrtpsynth::prng::SplitMix64;
 use gstrtpsynth::{g711, resample};
 
@@ -211,12 +212,36 @@ fn bench_cores() {
     }
 }
 
+/// Where the element under test finds its input.
+#[derive(Clone, Copy, PartialEq)]
+enum Input {
+    /// In the cache, as behind a real upstream element (a depayloader,
+    /// decoder or `filesrc`) that has just written it: a probe on appsrc's
+    /// pad reads each list of buffers (at most [`LIST_BYTES`]) just before
+    /// pushing it, in every pipeline alike, so the floor holds that read.
+    Cached,
+    /// Straight from memory: the pre-generated buffers (tens of MB) are
+    /// far out of cache by the time the element reads them.
+    Memory,
+}
+
+/// Bytes per list appsrc pushes: within the L1 data cache (48 KiB here),
+/// so that a list read on its way out is still there when the element
+/// reads it.
+const LIST_BYTES: usize = 32 * 1024;
+
 /// (wall, CPU) seconds `appsrc ! <chain> ! fakesink` takes to move `bufs`
 /// (`chain` empty: the floor, the same pipeline without the element).
-fn pipeline_seconds(chain: &str, caps: &gst::Caps, bufs: &[gst::Buffer]) -> (f64, f64) {
+fn pipeline_seconds(
+    chain: &str,
+    caps: &gst::Caps,
+    bufs: &[gst::Buffer],
+    input: Input,
+) -> (f64, f64) {
     // Lists amortise appsrc's queue; the elements still see one buffer at a
-    // time (BaseTransform splits lists).
-    let lists = bufs.chunks(100).map(|chunk| {
+    // time (their pads split lists).
+    let per_list = (LIST_BYTES / bufs[0].size()).clamp(1, 100);
+    let lists = bufs.chunks(per_list).map(|chunk| {
         let mut list = gst::BufferList::new_sized(chunk.len());
         let l = list.get_mut().expect("new list");
         for b in chunk {
@@ -228,8 +253,33 @@ fn pipeline_seconds(chain: &str, caps: &gst::Caps, bufs: &[gst::Buffer]) -> (f64
         &format!("{chain} fakesink sync=false enable-last-sample=false"),
         caps,
         lists,
-        |_| {},
+        |pipeline| {
+            if input == Input::Cached {
+                read_on_exit(pipeline);
+            }
+        },
     )
+}
+
+/// Reads the buffers appsrc pushes (every cache line of their bytes, and
+/// their metas), as it pushes them.
+fn read_on_exit(pipeline: &gst::Pipeline) {
+    let pad = pipeline
+        .by_name("src")
+        .and_then(|src| src.static_pad("src"))
+        .expect("appsrc");
+    pad.add_probe(gst::PadProbeType::BUFFER_LIST, |_, info| {
+        if let Some(list) = info.buffer_list() {
+            for b in list.iter() {
+                // Its metas (none) are looked up by every element.
+                keep(b.iter_meta::<gst::Meta>().count());
+                if let Ok(map) = b.map_readable() {
+                    keep(map.chunks(64).fold(0u8, |acc, line| acc ^ line[0]));
+                }
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
 }
 
 /// Times `appsrc ! ours ! fakesink`, `appsrc ! stock ! fakesink` and the
@@ -239,7 +289,8 @@ fn pipeline_seconds(chain: &str, caps: &gst::Caps, bufs: &[gst::Buffer]) -> (f64
 /// minus floor of the same run, process CPU and wall). `floor` holds what
 /// `ours` and `stock` have besides the element (the resamplers' output
 /// capsfilter: a capsfilter of the input caps), so it is not counted as the
-/// element's.
+/// element's. The input is [`Input::Cached`], as in a real pipeline; the own
+/// CPU cost is also given with the input coming from memory.
 fn compare(
     what: &str,
     items: &str,
@@ -252,26 +303,31 @@ fn compare(
         return;
     }
     let per_buf = |secs: f64| secs / bufs.len() as f64 * 1e9;
-    let (mut e2e, mut own_cpu, mut own_wall, mut floor) = (
-        (Vec::new(), Vec::new()),
-        (Vec::new(), Vec::new()),
-        (Vec::new(), Vec::new()),
-        (Vec::new(), Vec::new()),
-    );
+    let (mut e2e, mut own_cpu, mut own_wall, mut from_memory, mut floor) = Default::default();
+    let push = |v: &mut (Vec<f64>, Vec<f64>), o: f64, s: f64| {
+        v.0.push(o);
+        v.1.push(s);
+    };
     for _ in 0..runs() {
-        let f = pipeline_seconds(floor_chain, caps, bufs);
-        let o = pipeline_seconds(ours, caps, bufs);
-        let s = pipeline_seconds(stock, caps, bufs);
-        floor.0.push(per_buf(f.0));
-        floor.1.push(per_buf(f.1));
-        e2e.0.push(n_items / o.0);
-        e2e.1.push(n_items / s.0);
-        own_wall.0.push(per_buf(o.0 - f.0));
-        own_wall.1.push(per_buf(s.0 - f.0));
-        own_cpu.0.push(per_buf(o.1 - f.1));
-        own_cpu.1.push(per_buf(s.1 - f.1));
+        let time = |chain: &str, input| pipeline_seconds(chain, caps, bufs, input);
+        let (f, o, s) = (
+            time(floor_chain, Input::Cached),
+            time(ours, Input::Cached),
+            time(stock, Input::Cached),
+        );
+        push(&mut floor, per_buf(f.0), per_buf(f.1));
+        push(&mut e2e, n_items / o.0, n_items / s.0);
+        push(&mut own_wall, per_buf(o.0 - f.0), per_buf(s.0 - f.0));
+        push(&mut own_cpu, per_buf(o.1 - f.1), per_buf(s.1 - f.1));
+        let (f, o, s) = (
+            time(floor_chain, Input::Memory),
+            time(ours, Input::Memory),
+            time(stock, Input::Memory),
+        );
+        push(&mut from_memory, per_buf(o.1 - f.1), per_buf(s.1 - f.1));
     }
     let stock_name = stock.split(" !").next().unwrap_or(stock);
+    let e2e: (Vec<f64>, Vec<f64>) = e2e;
     report(
         &format!("{what}: end-to-end ({items}/s)"),
         middle(e2e.0),
@@ -279,7 +335,11 @@ fn compare(
         Some((stock_name, middle(e2e.1))),
         true,
     );
-    for (how, (o, s)) in [("CPU", own_cpu), ("wall", own_wall)] {
+    for (how, (o, s)) in [
+        ("CPU", own_cpu),
+        ("wall", own_wall),
+        ("CPU, input from memory,", from_memory),
+    ] {
         report(
             &format!("{what}: own {how} ns/buffer"),
             middle(o),
@@ -288,6 +348,7 @@ fn compare(
             false,
         );
     }
+    let floor: (Vec<f64>, Vec<f64>) = floor;
     report(
         &format!(
             "{what}: floor {} CPU, wall ns/buffer",

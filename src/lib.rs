@@ -3,6 +3,7 @@
 //! Algorithm cores (`rtp`, `synth`, …) know nothing of GStreamer; each element
 //! folder is thin glue that maps properties, caps and buffers onto a core.
 
+mod arith;
 mod audiocaps;
 mod chainbypass;
 pub mod g711;

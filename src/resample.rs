@@ -106,6 +106,19 @@ fn div_round_half_even(num: u128, den: u128) -> u128 {
     }
 }
 
+/// Copies every `STEP`th sample of `from` into `to` in groups of eight,
+/// as far as whole groups of both go; returns the samples written.
+fn decimate<const STEP: usize>(from: &[i16], to: &mut [i16]) -> usize {
+    let mut done = 0;
+    for (out, group) in to.chunks_exact_mut(8).zip(from.chunks_exact(8 * STEP)) {
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = group[j * STEP];
+        }
+        done += 8;
+    }
+    done
+}
+
 /// Samples the vector kernel writes per step (two SSE2 registers of four
 /// 32-bit lanes).
 const LANES: usize = 8;
@@ -269,18 +282,19 @@ impl Resampler {
     /// Exactly how many frames the next `process` of `n_frames` input frames
     /// produces: every output whose right neighbour `in[k + 1]` is known.
     pub fn output_frames(&self, n_frames: usize) -> usize {
-        let known = u128::from(self.frames_in) + n_frames as u128;
-        if known < 2 {
+        let known = self.frames_in.saturating_add(n_frames as u64);
+        // Output j of this call needs k_j + 1 < known, i.e. (with k_j =
+        // k + (rem + j * num) / den) rem + j * num < (known - 1 - k) * den.
+        // The next output's k lies at most one frame before this chunk, so
+        // that product is about the chunk's length times den: 64 bits
+        // suffice (a 128-bit division would be a library call per buffer).
+        let Some(ahead) = known.checked_sub(1).and_then(|l| l.checked_sub(self.k)) else {
             return 0;
-        }
-        // Output j of this call needs k_j + 1 < known, i.e.
-        // k*den + rem + j*num < (known - 1)*den.
-        let limit = (known - 1) * u128::from(self.den);
-        let start = u128::from(self.k) * u128::from(self.den) + u128::from(self.rem);
-        if start >= limit {
-            0
-        } else {
-            (limit - start).div_ceil(u128::from(self.num)) as usize
+        };
+        match ahead.checked_mul(self.den) {
+            Some(room) => room.saturating_sub(self.rem).div_ceil(self.num) as usize,
+            None => (u128::from(ahead) * u128::from(self.den) - u128::from(self.rem))
+                .div_ceil(u128::from(self.num)) as usize,
         }
     }
 
@@ -329,9 +343,16 @@ impl Resampler {
         *k += self.step_int + carry;
     }
 
-    fn run(&mut self, input: &[i16], n_frames: usize, output: &mut [i16]) -> Result<usize, Error> {
+    /// Resamples the `n_frames` frames of `input` into the first `count`
+    /// (its [`output_frames`](Self::output_frames)) of `output`.
+    fn run(
+        &mut self,
+        input: &[i16],
+        n_frames: usize,
+        count: usize,
+        output: &mut [i16],
+    ) -> Result<usize, Error> {
         let ch = self.channels;
-        let count = self.output_frames(n_frames);
         if count * ch > output.len() {
             return Err(Error::OutputTooShort(count * ch, output.len()));
         }
@@ -410,28 +431,18 @@ impl Resampler {
                 let from = &input[(*k - base) as usize * ch..];
                 let to = &mut output[o * ch..count * ch];
                 if ch == 1 {
-                    // A strided copy of single samples, without the
-                    // per-frame slice bookkeeping of the general case.
-                    let from = &from[..(to.len() - 1) * step + 1];
-                    // Output j reads from[j * step]; `at` is that index for
-                    // the first output of each group of four.
-                    let mut at = 0;
-                    let mut quads = to.chunks_exact_mut(4);
-                    for quad in &mut quads {
-                        // SAFETY: output j < to.len() reads j * step <=
-                        // (to.len() - 1) * step < from.len(), the length
-                        // sliced above; these are outputs at / step .. + 3.
-                        unsafe {
-                            quad[0] = *from.get_unchecked(at);
-                            quad[1] = *from.get_unchecked(at + step);
-                            quad[2] = *from.get_unchecked(at + 2 * step);
-                            quad[3] = *from.get_unchecked(at + 3 * step);
-                        }
-                        at += 4 * step;
-                    }
-                    for to in quads.into_remainder() {
-                        *to = from[at];
-                        at += step;
+                    // The common steps as constants: an output is then one
+                    // load and one store at a fixed offset.
+                    let done = match step {
+                        2 => decimate::<2>(from, to),
+                        3 => decimate::<3>(from, to),
+                        4 => decimate::<4>(from, to),
+                        6 => decimate::<6>(from, to),
+                        _ => 0,
+                    };
+                    let rest = from[done * step..].iter().step_by(step);
+                    for (to, from) in to[done..].iter_mut().zip(rest) {
+                        *to = *from;
                     }
                 } else {
                     for (to, frame) in to.chunks_exact_mut(ch).zip(from.chunks(step)) {
@@ -490,13 +501,14 @@ impl Resampler {
     /// On error nothing changes.
     pub fn process(&mut self, input: &[i16], output: &mut [i16]) -> Result<usize, Error> {
         let n = self.check_frames(input.len(), 2)?;
-        self.run(input, n, output)
+        self.run(input, n, self.output_frames(n), output)
     }
 
     /// [`process`](Self::process) over S16LE bytes.
     pub fn process_s16le(&mut self, input: &[u8], output: &mut [u8]) -> Result<usize, Error> {
         let n = self.check_frames(input.len(), 1)?;
-        let samples = self.output_frames(n) * self.channels;
+        let count = self.output_frames(n);
+        let samples = count * self.channels;
         if samples > output.len() / 2 {
             return Err(Error::OutputTooShort(samples, output.len() / 2));
         }
@@ -509,7 +521,7 @@ impl Resampler {
             if ip.is_empty() && is.is_empty() && op.is_empty() {
                 // Buffers are 2-aligned in practice (system memory is):
                 // read and write them in place, no intermediate copies.
-                return self.run(iv, n, ov);
+                return self.run(iv, n, count, ov);
             }
         }
         // Unaligned: converting to and from i16 in reused scratch buffers
@@ -525,7 +537,7 @@ impl Resampler {
         );
         so.clear();
         so.resize(samples, 0);
-        let done = self.run(&si, n, &mut so);
+        let done = self.run(&si, n, count, &mut so);
         for (o, v) in output.chunks_exact_mut(2).zip(&so) {
             o.copy_from_slice(&v.to_le_bytes());
         }
@@ -605,10 +617,15 @@ impl Phases {
         // Left neighbour of the last output the loop writes, exactly. Every
         // output before `count` has its right neighbour in this chunk, so
         // this holds; checked anyway, as the unchecked loads rely on it.
-        let k_last =
-            (u128::from(*k) * den as u128 + u128::from(*rem) + (n as u128 - 1) * u128::from(num))
-                / den as u128;
-        if k_last + 1 >= u128::from(base) + (input.len() / CH) as u128 {
+        // (k * den + rem + (n - 1) * num) / den, with rem < den.
+        let Some(k_last) = (n as u64 - 1)
+            .checked_mul(num)
+            .and_then(|span| span.checked_add(*rem))
+            .map(|to_last| *k + to_last / den as u64)
+        else {
+            return o;
+        };
+        if k_last + 1 >= base + (input.len() / CH) as u64 {
             return o;
         }
         for out in output[o * CH..(o + n) * CH].chunks_exact_mut(LANES) {
@@ -861,6 +878,24 @@ mod tests {
         out
     }
 
+    /// Streams `input` in `tries` random splits after a reset each, and
+    /// requires `whole` from each.
+    fn assert_splits_give(
+        r: &mut Resampler,
+        rng: &mut SplitMix64,
+        input: &[i16],
+        whole: &[i16],
+        tries: usize,
+    ) {
+        let n = input.len() / r.channels();
+        for _ in 0..tries {
+            r.reset();
+            let chunks = random_chunks(rng, n);
+            let (a, b) = (r.in_rate(), r.out_rate());
+            assert_eq!(streamed(r, input, &chunks), whole, "{a}->{b} {chunks:?}");
+        }
+    }
+
     fn random_chunks(rng: &mut SplitMix64, mut frames: usize) -> Vec<usize> {
         let mut v = Vec::new();
         while frames > 0 {
@@ -970,21 +1005,89 @@ mod tests {
                 let input = noise(&mut rng, n * ch);
                 let mut r = Resampler::new(a, b, ch).unwrap();
                 let whole = streamed(&mut r, &input, &[n]);
-                for _ in 0..5 {
-                    r.reset();
-                    let chunks = random_chunks(&mut rng, n);
-                    assert_eq!(
-                        streamed(&mut r, &input, &chunks),
-                        whole,
-                        "{a}->{b} {chunks:?}"
-                    );
-                }
+                assert_splits_give(&mut r, &mut rng, &input, &whole, 5);
                 // The whole-signal function is the streamed output cut to the
                 // rounded length (downsampling can interpolate one frame
                 // past it before the end is known).
                 let exact = resample(&input, ch, a, b).unwrap();
                 assert!(whole.starts_with(&exact), "{a}->{b}");
                 assert!(whole.len() - exact.len() <= ch, "{a}->{b}");
+            }
+        }
+    }
+
+    #[test]
+    fn whole_frame_steps_copy_every_step_th_frame_in_any_split() {
+        // Integer downsampling copies frames; steps 2, 3, 4 and 6 take a
+        // path of their own, in groups of eight with the rest one by one.
+        let mut rng = SplitMix64::new(11);
+        for step in 1..=13u32 {
+            for ch in [1, 2] {
+                let n = 1 + rng.below(50 * step) as usize;
+                let input = noise(&mut rng, n * ch);
+                let mut r = Resampler::new(8_000 * step, 8_000, ch).unwrap();
+                let whole = streamed(&mut r, &input, &[n]);
+                // Frame j * step, the last frame held past the end, for
+                // round-half-even(n / step) frames, or as many as had their
+                // right neighbour (j * step + 1 < n) before the end was known.
+                let (q, rest) = (n / step as usize, n % step as usize);
+                let len = q + usize::from(
+                    2 * rest > step as usize || (2 * rest == step as usize && q % 2 == 1),
+                );
+                let interior = if n >= 2 {
+                    (n - 2) / step as usize + 1
+                } else {
+                    0
+                };
+                let expected: Vec<i16> = (0..len.max(interior).max(1))
+                    .flat_map(|j| {
+                        let k = (j * step as usize).min(n - 1);
+                        input[k * ch..(k + 1) * ch].to_vec()
+                    })
+                    .collect();
+                assert_eq!(whole, expected, "step {step} ch {ch} n {n}");
+                assert_splits_give(&mut r, &mut rng, &input, &whole, 3);
+            }
+        }
+    }
+
+    #[test]
+    fn output_frames_is_exact_on_64_bits_and_past_them() {
+        // The count by its definition, all in 128 bits: outputs j with
+        // k * den + rem + j * num < (known - 1) * den.
+        fn by_definition(r: &Resampler, n: usize) -> usize {
+            let known = u128::from(r.frames_in) + n as u128;
+            let limit = known.saturating_sub(1) * u128::from(r.den);
+            let start = u128::from(r.k) * u128::from(r.den) + u128::from(r.rem);
+            limit.saturating_sub(start).div_ceil(u128::from(r.num)) as usize
+        }
+        let mut rng = SplitMix64::new(12);
+        for &(a, b) in &[
+            (48_000, 8_000),
+            (8_000, 48_000),
+            (44_100, 48_000),
+            (1, 384_000),
+        ] {
+            let mut r = Resampler::new(a, b, 1).unwrap();
+            // Ordinary states, then ones where the frames ahead times den
+            // pass 2^64 (a stream position no real stream reaches, set by
+            // hand) and the 128-bit path counts.
+            for huge in [false, true] {
+                for _ in 0..200 {
+                    r.frames_in = if huge {
+                        u64::MAX / 2
+                    } else {
+                        rng.below(100_000).into()
+                    };
+                    r.k = if huge {
+                        0
+                    } else {
+                        r.frames_in.saturating_sub(1)
+                    };
+                    r.rem = rng.below(r.den as u32).into();
+                    let n = rng.below(10_000) as usize;
+                    assert_eq!(r.output_frames(n), by_definition(&r, n), "{a}->{b} {huge}");
+                }
             }
         }
     }

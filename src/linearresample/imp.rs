@@ -7,6 +7,7 @@ use gst_base::prelude::*;
 use gst_base::subclass::base_transform::GenerateOutputSuccess;
 use gst_base::subclass::prelude::*;
 
+use crate::arith::mul_div_floor;
 use crate::audiocaps::{self, StreamCounters, field};
 use crate::chainbypass::{ChainBypass, DirectTransform};
 use crate::resample::{MAX_RATE, Resampler};
@@ -57,7 +58,7 @@ impl State {
     fn stamp(&mut self, buf: &mut gst::BufferRef, out_rate: u32, before: u64, frames: u64) {
         let at = |n: u64| {
             self.t0.map(|t0| {
-                let ns = u128::from(n) * 1_000_000_000 / u128::from(out_rate);
+                let ns = mul_div_floor(n, 1_000_000_000, u64::from(out_rate));
                 t0 + gst::ClockTime::from_nseconds(ns as u64)
             })
         };
@@ -496,7 +497,7 @@ impl LinearResample {
             // First buffer since a reset: it fixes the time line.
             st.t0 = inbuf.pts();
             st.offset0 = st.t0.map_or(0, |t| {
-                (u128::from(t.nseconds()) * u128::from(out_rate) / 1_000_000_000) as u64
+                mul_div_floor(t.nseconds(), u64::from(out_rate), 1_000_000_000) as u64
             });
             st.discont = true;
         }

@@ -11,6 +11,7 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
+use crate::arith::mul_div_floor;
 use crate::jbuf::{self, Config, Counters, Erasure, JitterBuffer, Output, PacketMeta, Sink};
 use crate::rtp::{self, ParseError};
 
@@ -415,7 +416,7 @@ impl Emitter<'_> {
             return false;
         }
         let ns = |t: u64| {
-            gst::ClockTime::from_nseconds((u128::from(t) * 1_000_000_000 / u128::from(rate)) as u64)
+            gst::ClockTime::from_nseconds(mul_div_floor(t, 1_000_000_000, u64::from(rate)) as u64)
         };
         // `count` is below 2^17 (seq distance plus capacity) and `ticks`
         // below 2^35, so `ticks * count` cannot overflow.
@@ -545,7 +546,7 @@ fn void_timing(
     let before = pts_before?;
     let span = match (pts_after, clock_rate) {
         (Some(after), _) if after > before => (after - before).nseconds(),
-        (_, Some(rate)) => (u128::from(e.ts_diff) * 1_000_000_000 / u128::from(rate)) as u64,
+        (_, Some(rate)) => mul_div_floor(e.ts_diff, 1_000_000_000, u64::from(rate)) as u64,
         _ => return None,
     };
     // The packet before the void is taken to last as long as each missing one.
