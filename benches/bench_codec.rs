@@ -303,8 +303,16 @@ fn compare(
         return;
     }
     let per_buf = |secs: f64| secs / bufs.len() as f64 * 1e9;
-    let (mut e2e, mut own_cpu, mut own_wall, mut from_memory, mut floor) = Default::default();
-    let push = |v: &mut (Vec<f64>, Vec<f64>), o: f64, s: f64| {
+    // (ours, stock) per run; the floor's pair is (wall, CPU).
+    type Runs = (Vec<f64>, Vec<f64>);
+    let (mut e2e, mut own_cpu, mut own_wall, mut from_memory, mut floor): (
+        Runs,
+        Runs,
+        Runs,
+        Runs,
+        Runs,
+    ) = Default::default();
+    let push = |v: &mut Runs, o: f64, s: f64| {
         v.0.push(o);
         v.1.push(s);
     };
@@ -327,7 +335,6 @@ fn compare(
         push(&mut from_memory, per_buf(o.1 - f.1), per_buf(s.1 - f.1));
     }
     let stock_name = stock.split(" !").next().unwrap_or(stock);
-    let e2e: (Vec<f64>, Vec<f64>) = e2e;
     report(
         &format!("{what}: end-to-end ({items}/s)"),
         middle(e2e.0),
@@ -348,7 +355,6 @@ fn compare(
             false,
         );
     }
-    let floor: (Vec<f64>, Vec<f64>) = floor;
     report(
         &format!(
             "{what}: floor {} CPU, wall ns/buffer",
