@@ -19,9 +19,9 @@ release: setup
 	cargo build --release
 
 test: setup
-	cargo fmt --check
-	cargo clippy --all-targets -- -D warnings
-	cargo test
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo test --workspace
 	# cargo test builds the library for the tests, not the plugin's .so.
 	cargo build
 	bash scripts/check-inspect.sh target/debug

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 use gst_net::gio;
-use gstrtpsynth::mux;
-use gstrtpsynth::rtp::{Extras, Header, write_packet};
+use rtpsynth_core::mux;
+use rtpsynth_core::rtp::{Extras, Header, write_packet};
 
 const PACKET: usize = 172;
 const WARMUP: Duration = Duration::from_secs(1);

@@ -1,30 +1,10 @@
-//! rtpsynthsrc: the synthesis core, and the element against the stock chain
-//! that makes the same PCMU packets, measured side by side.
+//! rtpsynthsrc: the element against the stock chain that makes the same
+//! PCMU packets, measured side by side (the core alone is in rtpsynth-core's
+//! `bench_cores`).
 
 mod common;
 
 use gst::prelude::*;
-use gstrtpsynth::synth::{Config, Synth};
-
-fn core_rate(packets: u64) -> f64 {
-    let config = Config {
-        payload_type: 0,
-        clock_rate: 8000,
-        ptime_ms: 20,
-        payload_size: 160,
-        ssrc: 1,
-        first_seq: 0,
-        first_timestamp: 0,
-    };
-    let mut synth = Synth::new(&config).expect("valid config");
-    let mut buf = [0u8; 172];
-    common::rate(packets, || {
-        for _ in 0..packets {
-            let len = synth.write_next(common::keep(&mut buf), 0xff);
-            common::keep(len);
-        }
-    })
-}
 
 /// Packets per second of a pipeline that makes `packets` packets and ends.
 fn pipeline_rate(desc: &str, packets: u64) -> f64 {
@@ -38,16 +18,6 @@ fn main() {
     gst::init().expect("gst init");
     gstrtpsynth::plugin_register_static().expect("plugin registers");
     let runs = common::runs();
-
-    let n = common::scale(50_000_000);
-    let core = common::median(runs, || core_rate(n));
-    common::report(
-        "synth core: 172-byte PCMU packets",
-        core,
-        "pkt/s",
-        Some(("librtpsynth (issue figure, not run)", 40e6)),
-        true,
-    );
 
     let n = common::scale(1_000_000);
     let stock_n = common::scale(200_000);

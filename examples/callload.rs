@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
-use gstrtpsynth::prng::SplitMix64;
+use rtpsynth_core::prng::SplitMix64;
 
 const USAGE: &str = "usage: callload [--calls N] [--seconds S] [--ptime MS] [--loss P] \
 [--reorder P] [--duplicate P] [--seed N] [--ramp CALLS_PER_SECOND] [--tick MS] [--servers K] [--csv FILE] [--json] \

@@ -7,8 +7,12 @@ export GST_REGISTRY="${GST_REGISTRY:-$PWD/target/gst-registry.bin}"
 echo "# make bench on $(nproc) cores, $(date -u +%Y-%m-%d), BENCH_RUNS=${BENCH_RUNS:-5}"
 # bench_calls runs the call-load example in its own processes.
 cargo build --release --quiet --example callload
-for b in $(sed -n 's/^name = "\(bench_[a-z0-9_]*\)"/\1/p' Cargo.toml); do
-  cargo bench --quiet --bench "$b"
+# The cores on their own first (rtpsynth-core, no GStreamer), then each
+# element against the stock elements it competes with.
+for manifest in rtpsynth-core/Cargo.toml Cargo.toml; do
+  for b in $(sed -n 's/^name = "\(bench_[a-z0-9_]*\)"/\1/p' "$manifest"); do
+    cargo bench --quiet --manifest-path "$manifest" --bench "$b"
+  done
 done
 # From Python with stock PyGObject: polling every channel's statistics.
 GST_PLUGIN_PATH="$PWD/target/release" /usr/bin/python3 benches/python/bench_stats_poll.py

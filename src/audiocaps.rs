@@ -15,7 +15,7 @@ use crate::chainbypass::ChainBypass;
 /// The one raw format the elements take: S16LE, interleaved.
 pub const RAW_FORMAT: &str = "S16LE";
 
-crate::counters! {
+rtpsynth_core::counters! {
     /// Counters behind an audio element's `stats` property. Samples are
     /// counted per channel (frames), as GStreamer audio offsets are.
     pub struct AudioStats {

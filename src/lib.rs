@@ -1,21 +1,14 @@
 //! gst-rtpsynth: the `rtpsynth` GStreamer plugin.
 //!
-//! Algorithm cores (`rtp`, `synth`, …) know nothing of GStreamer; each element
-//! folder is thin glue that maps properties, caps and buffers onto a core.
+//! The algorithms live in the `rtpsynth-core` crate, which knows nothing of
+//! GStreamer; each element folder here is thin glue that maps properties,
+//! caps and buffers onto a core, and the modules beside them are the glue
+//! the elements share.
 
-mod arith;
 mod audiocaps;
 mod chainbypass;
-pub mod g711;
-pub mod jbuf;
-pub mod mux;
-pub mod prng;
-pub mod resample;
-pub mod rtp;
-pub mod sched;
 mod spare;
-pub mod stats;
-pub mod synth;
+mod stats;
 
 mod linearresample;
 mod rtpjbufdec;

@@ -267,12 +267,12 @@ fn recycled_buffers_across_queues_keep_the_samples_exact() {
     );
     let decoded: Vec<i16> = raw
         .iter()
-        .map(|&x| gstrtpsynth::g711::decode_sample(gstrtpsynth::g711::encode_sample(x)))
+        .map(|&x| rtpsynth_core::g711::decode_sample(rtpsynth_core::g711::encode_sample(x)))
         .collect();
-    let resampled = gstrtpsynth::resample::resample(&decoded, 1, 8_000, 16_000).unwrap();
+    let resampled = rtpsynth_core::resample::resample(&decoded, 1, 8_000, 16_000).unwrap();
     let expected: Vec<i16> = resampled
         .iter()
-        .map(|&x| gstrtpsynth::g711::decode_sample(gstrtpsynth::g711::encode_sample(x)))
+        .map(|&x| rtpsynth_core::g711::decode_sample(rtpsynth_core::g711::encode_sample(x)))
         .collect();
     assert_eq!(expected.len(), 96_000);
     assert_eq!(samples(&out), expected);

@@ -7,8 +7,8 @@ mod common;
 
 use audio::*;
 use gst::prelude::*;
-use gstrtpsynth::prng::SplitMix64;
-use gstrtpsynth::resample::resample;
+use rtpsynth_core::prng::SplitMix64;
+use rtpsynth_core::resample::resample;
 
 fn harness(in_rate: i32, out_rate: i32, channels: i32) -> gst_check::Harness {
     let mut h = gst_check::Harness::new("linearresample");

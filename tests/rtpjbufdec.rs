@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use gst::prelude::*;
 use gst_check::Harness;
-use gstrtpsynth::prng::SplitMix64;
-use gstrtpsynth::rtp::{self, Extras, Header, Packet};
+use rtpsynth_core::prng::SplitMix64;
+use rtpsynth_core::rtp::{self, Extras, Header, Packet};
 
 const SSRC: u32 = 0x1234_5678;
 const PCMU_CAPS: &str =

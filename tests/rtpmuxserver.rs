@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 use gst_net::gio;
-use gstrtpsynth::rtp::{Extras, Header, write_packet};
+use rtpsynth_core::rtp::{Extras, Header, write_packet};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 const GST_TIMEOUT: gst::ClockTime = gst::ClockTime::from_seconds(5);

@@ -4,7 +4,7 @@
 mod common;
 
 use gst::prelude::*;
-use gstrtpsynth::rtp::Packet;
+use rtpsynth_core::rtp::Packet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

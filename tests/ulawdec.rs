@@ -6,7 +6,7 @@ mod common;
 
 use audio::*;
 use gst::prelude::*;
-use gstrtpsynth::g711;
+use rtpsynth_core::g711;
 
 fn all_codes() -> Vec<u8> {
     // Stereo: 128 frames holding all 256 codes.
@@ -66,7 +66,7 @@ fn rtp_round_trip_with_stock_payloader() {
          ! rtppcmudepay ! ulawdec",
     );
     assert_eq!(caps.unwrap(), raw_caps(8000, 1));
-    let resampled = gstrtpsynth::resample::resample(&raw, 1, 48_000, 8_000).unwrap();
+    let resampled = rtpsynth_core::resample::resample(&raw, 1, 48_000, 8_000).unwrap();
     let expected: Vec<i16> = resampled
         .iter()
         .map(|&x| g711::decode_sample(g711::encode_sample(x)))
@@ -90,7 +90,7 @@ fn decodes_then_upsamples_through_linearresample() {
         .into_iter()
         .map(|x| g711::decode_sample(g711::encode_sample(x)))
         .collect();
-    let expected = gstrtpsynth::resample::resample(&decoded, 1, 8_000, 48_000).unwrap();
+    let expected = rtpsynth_core::resample::resample(&decoded, 1, 8_000, 48_000).unwrap();
     assert_eq!(expected.len(), 9600);
     assert_eq!(samples(&out), expected);
 }

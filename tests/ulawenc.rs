@@ -6,7 +6,7 @@ mod common;
 
 use audio::*;
 use gst::prelude::*;
-use gstrtpsynth::g711;
+use rtpsynth_core::g711;
 
 fn all_inputs() -> Vec<i16> {
     (i16::MIN..=i16::MAX).collect()

@@ -5,7 +5,7 @@
 //! core's accounting invariants.
 #![no_main]
 
-use gstrtpsynth::jbuf::{Config, JitterBuffer, Output};
+use rtpsynth_core::jbuf::{Config, JitterBuffer, Output};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 //! view whose every accessor stays inside the datagram.
 #![no_main]
 
-use gstrtpsynth::rtp::Packet;
+use rtpsynth_core::rtp::Packet;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

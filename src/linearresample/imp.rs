@@ -7,10 +7,10 @@ use gst_base::prelude::*;
 use gst_base::subclass::base_transform::GenerateOutputSuccess;
 use gst_base::subclass::prelude::*;
 
-use crate::arith::mul_div_floor;
 use crate::audiocaps::{self, StreamCounters, field};
 use crate::chainbypass::{ChainBypass, DirectTransform};
-use crate::resample::{MAX_RATE, Resampler};
+use rtpsynth_core::arith::mul_div_floor;
+use rtpsynth_core::resample::{MAX_RATE, Resampler};
 
 const NAME: &str = "linearresample";
 

@@ -1,6 +1,6 @@
 //! GStreamer glue for the jitter-buffer core: caps, events, state changes,
 //! erasure signalling and the `stats` property. The algorithm is in
-//! [`crate::jbuf`].
+//! [`rtpsynth_core::jbuf`].
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,9 +11,11 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
-use crate::arith::mul_div_floor;
-use crate::jbuf::{self, Config, Counters, Erasure, JitterBuffer, Output, PacketMeta, Sink};
-use crate::rtp::{self, ParseError};
+use rtpsynth_core::arith::mul_div_floor;
+use rtpsynth_core::jbuf::{
+    self, Config, Counters, Erasure, JitterBuffer, Output, PacketMeta, Sink,
+};
+use rtpsynth_core::rtp::{self, ParseError};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(

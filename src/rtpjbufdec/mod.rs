@@ -1,4 +1,4 @@
-//! `rtpjbufdec`: validating jitter buffer over the [`jbuf`](crate::jbuf) core.
+//! `rtpjbufdec`: validating jitter buffer over the [`jbuf`](rtpsynth_core::jbuf) core.
 
 use gst::glib;
 use gst::prelude::*;

@@ -14,8 +14,8 @@ use gst::subclass::prelude::*;
 use gst_net::gio;
 
 use super::{Family, RtpMuxServerPad};
-use crate::mux::{self, ChannelStats, NCOUNTERS, lock};
 use crate::stats;
+use rtpsynth_core::mux::{self, ChannelStats, NCOUNTERS, lock};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(

@@ -2,7 +2,7 @@
 //!
 //! Each channel is a pair of request pads, `sink_%u` (what to send) and
 //! `src_%u` (what was received), with its own socket; the I/O loop is the
-//! GStreamer-free [`crate::mux`] core.
+//! GStreamer-free [`rtpsynth_core::mux`] core.
 
 use gst::prelude::*;
 
@@ -36,12 +36,12 @@ pub enum Family {
     Ipv6 = 2,
 }
 
-impl From<Family> for crate::mux::Family {
+impl From<Family> for rtpsynth_core::mux::Family {
     fn from(f: Family) -> Self {
         match f {
-            Family::Auto => crate::mux::Family::Auto,
-            Family::Ipv4 => crate::mux::Family::Ipv4,
-            Family::Ipv6 => crate::mux::Family::Ipv6,
+            Family::Auto => rtpsynth_core::mux::Family::Auto,
+            Family::Ipv4 => rtpsynth_core::mux::Family::Ipv4,
+            Family::Ipv6 => rtpsynth_core::mux::Family::Ipv6,
         }
     }
 }

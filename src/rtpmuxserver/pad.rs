@@ -11,7 +11,7 @@ use gst::subclass::prelude::*;
 
 use super::Family;
 use super::imp::{Change, ChannelSlot, PadSettings, rtp_caps};
-use crate::mux;
+use rtpsynth_core::mux;
 
 #[derive(Default)]
 pub struct RtpMuxServerPad {

@@ -1,4 +1,4 @@
-//! Glue between `GstPushSrc` and the synthesis core in `crate::synth`.
+//! Glue between `GstPushSrc` and the synthesis core in `rtpsynth_core::synth`.
 
 use gst::glib;
 use gst::glib::translate::IntoGlib;
@@ -12,12 +12,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
 use std::time::Instant;
 
-use crate::counters;
-use crate::prng::SplitMix64;
-use crate::rtp::HEADER_LEN;
-use crate::sched::{self, Job, JobId, Worker};
 use crate::stats;
-use crate::synth::{self, Config, Synth};
+use rtpsynth_core::counters;
+use rtpsynth_core::prng::SplitMix64;
+use rtpsynth_core::rtp::HEADER_LEN;
+use rtpsynth_core::sched::{self, Job, JobId, Worker};
+use rtpsynth_core::synth::{self, Config, Synth};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(

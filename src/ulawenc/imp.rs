@@ -1,5 +1,5 @@
 use crate::audiocaps::{self, CodecSpec};
-use crate::g711;
+use rtpsynth_core::g711;
 
 static SPEC: CodecSpec = CodecSpec {
     element: "ulawenc",

@@ -491,7 +491,7 @@ impl<P, A> Channel<P, A> {
 
 /// Locks `m`, ignoring poisoning: what these mutexes guard (lists, settings)
 /// stays consistent even if a holder panicked.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 

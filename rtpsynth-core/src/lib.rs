@@ -1,0 +1,16 @@
+//! rtpsynth-core: the algorithms behind the `rtpsynth` GStreamer plugin,
+//! with no GStreamer in them (this crate does not depend on it, so the
+//! compiler keeps the split). Plain structs over byte and sample slices;
+//! protocol logic is sans-IO. Each is unit- and property-tested, fuzzed and
+//! benchmarked here, on its own.
+
+pub mod arith;
+pub mod counters;
+pub mod g711;
+pub mod jbuf;
+pub mod mux;
+pub mod prng;
+pub mod resample;
+pub mod rtp;
+pub mod sched;
+pub mod synth;
