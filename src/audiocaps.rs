@@ -1,16 +1,16 @@
 //! Glue shared by the audio elements (`ulawenc`, `ulawdec`,
 //! `linearresample`): their caps, their stats counters, the checks that turn
 //! a malformed buffer into a clear stream error, and [`codec_element!`], the
-//! one implementation behind both G.711 elements.
+//! one implementation behind both G.711 elements. Their pads are
+//! [`AudioFilter`]'s.
 
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use gst::prelude::*;
 use gst::subclass::prelude::*;
-use gst_base::subclass::prelude::*;
 
-use crate::chainbypass::ChainBypass;
+use crate::audiofilter::AudioFilter;
 
 /// The one raw format the elements take: S16LE, interleaved.
 pub const RAW_FORMAT: &str = "S16LE";
@@ -32,6 +32,8 @@ rtpsynth_core::counters! {
         /// Buffers refused with an error: before caps, empty, or not a whole
         /// number of frames.
         rejected_buffers = "rejected-buffers",
+        /// Buffers dropped as late, before processing, with `qos` on.
+        qos_dropped = "qos-dropped",
     }
 }
 
@@ -74,8 +76,8 @@ impl<const N: usize> StreamCounters<N> {
         std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed))
     }
 
-    /// The [`AudioStats`] part.
-    pub fn audio(&self) -> AudioStats {
+    /// The [`AudioStats`] part, with the QoS drops [`AudioFilter`] counts.
+    pub fn audio(&self, qos_dropped: u64) -> AudioStats {
         let v = self.values();
         AudioStats {
             buffers_in: v[field::BUFFERS_IN],
@@ -84,6 +86,7 @@ impl<const N: usize> StreamCounters<N> {
             samples_out: v[field::SAMPLES_OUT],
             gap_events: v[field::GAP_EVENTS],
             rejected_buffers: v[field::REJECTED_BUFFERS],
+            qos_dropped,
         }
     }
 
@@ -96,8 +99,22 @@ impl<const N: usize> StreamCounters<N> {
 
 /// Blurb text for the [`AudioStats`] fields, shared by every audio element.
 pub const STATS_FIELDS_DOC: &str = "buffers-in, buffers-out, samples-in and samples-out \
-    (samples per channel), gap-events (GAP events forwarded) and rejected-buffers (buffers refused \
-    with an error: before caps, empty, or not a whole number of frames)";
+    (samples per channel), gap-events (GAP events forwarded), rejected-buffers (buffers refused \
+    with an error: before caps, empty, or not a whole number of frames), qos-dropped (buffers \
+    dropped as late with qos on)";
+
+/// The `qos` property, shared by every audio element.
+pub fn qos_pspec() -> glib::ParamSpec {
+    glib::ParamSpecBoolean::builder("qos")
+        .nick("QoS")
+        .blurb(
+            "Drop buffers that downstream's QOS events say are already late (at or before the \
+             last event's running time plus its jitter), counting them in qos-dropped; false = \
+             process every buffer and pass QOS events upstream only.",
+        )
+        .default_value(false)
+        .build()
+}
 
 /// `audio/x-raw, format=S16LE, layout=interleaved` with the given rate range
 /// and any channel count.
@@ -191,30 +208,6 @@ pub fn stats_structure(
     crate::stats::to_structure(&format!("application/x-{element}-stats"), fields)
 }
 
-/// Whether `BaseTransform`, with the allocation query as its (default)
-/// `decide_allocation` left it, will allocate each output as plain system
-/// memory (no buffer pool, default allocator and parameters), i.e. exactly
-/// what [`output_buffer`] makes. Read from the query because BaseTransform
-/// stores its decision only after `decide_allocation` returns.
-pub fn plain_allocation(query: &gst::query::Allocation) -> bool {
-    if query
-        .allocation_pools()
-        .next()
-        .is_some_and(|(pool, ..)| pool.is_some())
-    {
-        return false;
-    }
-    let Some((allocator, params)) = query.allocation_params().next() else {
-        return true;
-    };
-    let default_allocator = allocator.is_none_or(|a| gst::Allocator::find(None) == Some(a));
-    default_allocator
-        && params.align() == 0
-        && params.prefix() == 0
-        && params.padding() == 0
-        && params.flags().is_empty()
-}
-
 /// Runs `f` on `buf`'s bytes, `None` if it cannot be mapped. A buffer of
 /// one memory (all these elements allocate, and nearly all they receive) is
 /// mapped through that memory: `gst_buffer_map` would also take and drop a
@@ -241,42 +234,6 @@ pub fn with_writable<R>(buf: &mut gst::BufferRef, f: impl FnOnce(&mut [u8]) -> R
     }
     let mut map = buf.map_writable().ok()?;
     Some(f(&mut map))
-}
-
-/// A new output buffer of `size` bytes carrying `inbuf`'s metadata, the way
-/// `BaseTransform`'s default `prepare_output_buffer` and `copy_metadata`
-/// make it without a pool, minus their per-buffer vfunc round trips and
-/// caps look-ups: flags and timestamps copied (GAP cleared: the elements are
-/// not gap-aware), metas through the parent's `copy_metadata` when there are
-/// any. The buffer is a recycled spare when this thread has one of that
-/// size ([`crate::spare`]); the copy overwrites everything it kept.
-pub fn output_buffer<T: BaseTransformImpl>(
-    imp: &T,
-    inbuf: &gst::BufferRef,
-    size: usize,
-) -> Result<gst::Buffer, gst::FlowError> {
-    let mut out = crate::spare::buffer(size)?;
-    let o = out.get_mut().ok_or(gst::FlowError::Error)?;
-    if inbuf.iter_meta::<gst::Meta>().next().is_some() {
-        imp.parent_copy_metadata(inbuf, o)
-            .map_err(|_| gst::FlowError::Error)?;
-    } else {
-        // What `gst_buffer_copy_into` does with FLAGS | TIMESTAMPS for a
-        // whole buffer (the destination keeps only its own TAG_MEMORY), as
-        // plain field writes: the call costs about 110 instructions more
-        // per buffer.
-        let tag_memory = o.flags() & gst::BufferFlags::TAG_MEMORY;
-        o.unset_flags(gst::BufferFlags::all());
-        o.set_flags(
-            (inbuf.flags() - gst::BufferFlags::TAG_MEMORY - gst::BufferFlags::GAP) | tag_memory,
-        );
-        o.set_pts(inbuf.pts());
-        o.set_dts(inbuf.dts());
-        o.set_duration(inbuf.duration());
-        o.set_offset(inbuf.offset());
-        o.set_offset_end(inbuf.offset_end());
-    }
-    Ok(out)
 }
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -337,16 +294,6 @@ impl CodecSpec {
         };
         codec_transform_caps(caps, &other, filter)
     }
-
-    /// The element's `transform_size`: `size` bytes on the `direction` pad
-    /// as bytes on the other pad, one code per sample.
-    pub fn transform_size(&self, direction: gst::PadDirection, size: usize) -> Option<usize> {
-        let (from, to) = match direction {
-            gst::PadDirection::Sink => (self.in_bytes_per_sample, self.out_bytes_per_sample),
-            _ => (self.out_bytes_per_sample, self.in_bytes_per_sample),
-        };
-        (size / from).checked_mul(to)
-    }
 }
 
 /// Everything `ulawenc` and `ulawdec` share, one per element instance. The
@@ -357,7 +304,6 @@ pub struct Codec {
     spec: &'static CodecSpec,
     /// Negotiated channel count; 0 until caps are set.
     channels: AtomicUsize,
-    bypass: ChainBypass,
     stats: StreamCounters<{ field::COUNT }>,
 }
 
@@ -366,124 +312,97 @@ impl Codec {
         Codec {
             spec,
             channels: AtomicUsize::new(0),
-            bypass: ChainBypass::default(),
             stats: StreamCounters::default(),
         }
     }
 
-    pub fn stats(&self) -> gst::Structure {
-        stats_structure(self.spec.element, self.stats.audio().fields())
+    pub fn stats(&self, filter: &AudioFilter) -> gst::Structure {
+        stats_structure(
+            self.spec.element,
+            self.stats.audio(filter.qos_dropped()).fields(),
+        )
     }
 
     pub fn reset(&self) {
         self.channels.store(0, Ordering::Relaxed);
-        self.bypass.start();
         self.stats.clear();
     }
 
     pub fn set_caps(&self, incaps: &gst::Caps) -> Result<(), gst::LoggableError> {
         let (_, channels) = rate_channels(incaps)
             .ok_or_else(|| gst::loggable_error!(CAT, "caps without rate and channels: {incaps}"))?;
-        self.bypass.clear();
         self.channels.store(channels, Ordering::Relaxed);
         Ok(())
     }
 
-    pub fn bypass(&self) -> &ChainBypass {
-        &self.bypass
+    pub fn gap(&self) {
+        self.stats.add(field::GAP_EVENTS, 1);
     }
 
-    /// The element's [`DirectTransform::direct_output`]: the output
-    /// allocated at exactly the right size and run through
-    /// [`transform`](Self::transform), the same result as BaseTransform's
-    /// path without its four vfunc round trips, two caps look-ups and
-    /// `transform_size` per buffer.
-    ///
-    /// [`DirectTransform::direct_output`]: crate::chainbypass::DirectTransform::direct_output
-    pub fn direct_output<T: BaseTransformImpl>(
+    /// The element's whole work on one input: checks that it is a whole,
+    /// non-empty number of frames, allocates the output at its exact size
+    /// with the input's timestamps (one code per sample keeps the sample
+    /// count, so they are right as they are), runs the kernel and counts.
+    pub fn process<T: ElementImpl>(
         &self,
         imp: &T,
+        filter: &AudioFilter,
         inbuf: &gst::BufferRef,
-    ) -> Result<Option<gst::Buffer>, gst::FlowError> {
-        let size = inbuf.size() / self.spec.in_bytes_per_sample * self.spec.out_bytes_per_sample;
-        let mut out = output_buffer(imp, inbuf, size)?;
-        let o = out.get_mut().ok_or(gst::FlowError::Error)?;
-        self.transform(imp, inbuf, o)?;
-        Ok(Some(out))
-    }
-
-    /// Counts GAP events and lets the bypass see the event; the caller
-    /// forwards every event in order.
-    pub fn observe_event(&self, event: &gst::Event) {
-        if let gst::EventView::Gap(_) = event.view() {
-            self.stats.add(field::GAP_EVENTS, 1);
-        }
-        self.bypass.observe_sink_event(event);
-    }
-
-    /// The whole `transform`: checks that the input is a whole, non-empty
-    /// number of frames, runs the kernel and counts. Timestamps, durations
-    /// and offsets were already copied from the input by BaseTransform, and
-    /// are right as they are: one code per sample keeps the sample count.
-    pub fn transform<T: ElementImpl>(
-        &self,
-        imp: &T,
-        inbuf: &gst::BufferRef,
-        outbuf: &mut gst::BufferRef,
-    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+    ) -> Result<gst::Buffer, gst::FlowError> {
+        self.stats.add(field::BUFFERS_IN, 1);
         let channels = self.channels.load(Ordering::Relaxed);
         if channels == 0 {
-            // BaseTransform refuses buffers before caps; this is a second net.
-            self.stats.add(field::BUFFERS_IN, 1);
+            // Upstream reports the not-negotiated flow as its error.
             self.stats.add(field::REJECTED_BUFFERS, 1);
-            gst::element_imp_error!(imp, gst::CoreError::Negotiation, ("buffer before caps"));
+            gst::warning!(CAT, imp = imp, "buffer before caps");
             return Err(gst::FlowError::NotNegotiated);
         }
-        let done = whole_frames(inbuf.size(), self.spec.in_bytes_per_sample * channels).and_then(
+        let coded = whole_frames(inbuf.size(), self.spec.in_bytes_per_sample * channels).and_then(
             |frames| {
-                let samples = frames * channels;
-                let coded = with_readable(inbuf, |input| {
-                    with_writable(outbuf, |output| {
-                        ((self.spec.kernel)(input, output), output.len())
-                    })
+                let mut out = filter
+                    .output_buffer(inbuf, frames * channels * self.spec.out_bytes_per_sample)
+                    .map_err(|_| "cannot allocate the output".to_string())?;
+                let o = out
+                    .get_mut()
+                    .ok_or_else(|| "new output not writable".to_string())?;
+                let done = with_readable(inbuf, |input| {
+                    with_writable(o, |output| (self.spec.kernel)(input, output))
                 })
                 .flatten();
-                match coded {
+                match done {
+                    Some(n) if n == frames * channels => Ok((out, frames as u64)),
+                    Some(n) => Err(format!("coded {n} of {} samples", frames * channels)),
                     None => Err("cannot map buffers".to_string()),
-                    Some((n, _)) if n == samples => Ok(frames as u64),
-                    Some((_, len)) => Err(format!(
-                        "output buffer of {len} bytes too small for {samples} samples"
-                    )),
                 }
             },
         );
-        self.stats.add(field::BUFFERS_IN, 1);
-        match done {
-            Ok(frames) => {
+        match coded {
+            Ok((out, frames)) => {
                 self.stats.add(field::SAMPLES_IN, frames);
                 self.stats.add(field::SAMPLES_OUT, frames);
                 self.stats.add(field::BUFFERS_OUT, 1);
+                Ok(out)
             }
             Err(why) => {
                 self.stats.add(field::REJECTED_BUFFERS, 1);
                 gst::element_imp_error!(imp, gst::StreamError::Format, ("{why}"));
-                return Err(gst::FlowError::Error);
+                Err(gst::FlowError::Error)
             }
         }
-        Ok(gst::FlowSuccess::Ok)
     }
 }
 
 /// Defines the implementation struct `$name` of a G.711 codec element, with
-/// GObject type name `$type_name`, from the [`CodecSpec`] `$spec`: a
-/// never-in-place `BaseTransform` whose every virtual method is [`Codec`]'s
-/// or `$spec`'s. The element's `mod.rs` wraps and registers it.
+/// GObject type name `$type_name`, from the [`CodecSpec`] `$spec`: a plain
+/// element whose pads are an [`AudioFilter`]'s and whose work is
+/// [`Codec`]'s and `$spec`'s. The element's `mod.rs` wraps and registers it.
 macro_rules! codec_element {
     ($name:ident, $type_name:literal, $spec:path) => {
         use gst::glib;
         use gst::prelude::*;
         use gst::subclass::prelude::*;
-        use gst_base::subclass::prelude::*;
+
+        use $crate::audiofilter::{AudioFilter, AudioTransform};
 
         static CAT: std::sync::LazyLock<gst::DebugCategory> = std::sync::LazyLock::new(|| {
             gst::DebugCategory::new(
@@ -494,59 +413,59 @@ macro_rules! codec_element {
         });
 
         pub struct $name {
+            filter: AudioFilter,
             codec: $crate::audiocaps::Codec,
-        }
-
-        impl Default for $name {
-            fn default() -> Self {
-                $name {
-                    codec: $crate::audiocaps::Codec::new(&$spec),
-                }
-            }
         }
 
         #[glib::object_subclass]
         impl ObjectSubclass for $name {
             const NAME: &'static str = $type_name;
             type Type = super::$name;
-            type ParentType = gst_base::BaseTransform;
+            type ParentType = gst::Element;
+
+            fn with_class(klass: &Self::Class) -> Self {
+                $name {
+                    filter: AudioFilter::new::<Self>(klass),
+                    codec: $crate::audiocaps::Codec::new(&$spec),
+                }
+            }
         }
 
         impl ObjectImpl for $name {
             fn properties() -> &'static [glib::ParamSpec] {
                 static PROPS: std::sync::LazyLock<Vec<glib::ParamSpec>> =
                     std::sync::LazyLock::new(|| {
-                        vec![$crate::audiocaps::stats_pspec(
-                            $spec.element,
-                            $crate::audiocaps::STATS_FIELDS_DOC,
-                        )]
+                        vec![
+                            $crate::audiocaps::qos_pspec(),
+                            $crate::audiocaps::stats_pspec(
+                                $spec.element,
+                                $crate::audiocaps::STATS_FIELDS_DOC,
+                            ),
+                        ]
                     });
                 PROPS.as_ref()
             }
 
+            fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+                match pspec.name() {
+                    "qos" => self
+                        .filter
+                        .set_qos_enabled(value.get().expect("type checked upstream")),
+                    other => unreachable!("{} has no writable property {other}", $spec.element),
+                }
+            }
+
             fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
                 match pspec.name() {
-                    "stats" => self.codec.stats().to_value(),
+                    "qos" => self.filter.qos_enabled().to_value(),
+                    "stats" => self.codec.stats(&self.filter).to_value(),
                     other => unreachable!("{} has no property {other}", $spec.element),
                 }
             }
 
             fn constructed(&self) {
                 self.parent_constructed();
-                self.codec.bypass().install(self);
-            }
-        }
-
-        impl $crate::chainbypass::DirectTransform for $name {
-            fn bypass(&self) -> &$crate::chainbypass::ChainBypass {
-                self.codec.bypass()
-            }
-
-            fn direct_output(
-                &self,
-                inbuf: &gst::BufferRef,
-            ) -> Result<Option<gst::Buffer>, gst::FlowError> {
-                self.codec.direct_output(self, inbuf)
+                self.filter.add_pads(&*self.obj());
             }
         }
 
@@ -571,85 +490,48 @@ macro_rules! codec_element {
                     std::sync::LazyLock::new(|| $spec.pad_templates());
                 TEMPLATES.as_ref()
             }
+
+            fn change_state(
+                &self,
+                transition: gst::StateChange,
+            ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+                if transition == gst::StateChange::ReadyToPaused {
+                    self.filter.start();
+                    self.codec.reset();
+                }
+                self.parent_change_state(transition)
+            }
         }
 
-        impl BaseTransformImpl for $name {
-            const MODE: gst_base::subclass::BaseTransformMode =
-                gst_base::subclass::BaseTransformMode::NeverInPlace;
-            const PASSTHROUGH_ON_SAME_CAPS: bool = false;
-            const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
-
-            fn start(&self) -> Result<(), gst::ErrorMessage> {
-                self.codec.reset();
-                Ok(())
+        impl AudioTransform for $name {
+            fn filter(&self) -> &AudioFilter {
+                &self.filter
             }
 
-            fn transform_caps(
-                &self,
-                direction: gst::PadDirection,
-                caps: &gst::Caps,
-                filter: Option<&gst::Caps>,
-            ) -> Option<gst::Caps> {
-                let out = $spec.transform_caps(direction, caps, filter);
+            fn transform_caps(&self, direction: gst::PadDirection, caps: &gst::Caps) -> gst::Caps {
+                let out = $spec.transform_caps(direction, caps, None);
                 gst::debug!(CAT, imp = self, "{direction:?} {caps} -> {out}");
-                Some(out)
-            }
-
-            fn transform_size(
-                &self,
-                direction: gst::PadDirection,
-                _caps: &gst::Caps,
-                size: usize,
-                _othercaps: &gst::Caps,
-            ) -> Option<usize> {
-                $spec.transform_size(direction, size)
+                out
             }
 
             fn set_caps(
                 &self,
                 incaps: &gst::Caps,
-                outcaps: &gst::Caps,
+                _outcaps: &gst::Caps,
             ) -> Result<(), gst::LoggableError> {
-                gst::debug!(CAT, imp = self, "{incaps} -> {outcaps}");
                 self.codec.set_caps(incaps)
             }
 
-            fn sink_event(&self, event: gst::Event) -> bool {
-                self.codec.observe_event(&event);
-                self.parent_sink_event(event)
+            fn process(&self, inbuf: gst::Buffer) -> Result<Option<gst::Buffer>, gst::FlowError> {
+                self.codec.process(self, &self.filter, &inbuf).map(Some)
             }
 
-            fn src_event(&self, event: gst::Event) -> bool {
-                self.codec.bypass().src_event(self, event)
+            fn reset(&self) {
+                self.codec.reset();
             }
 
-            fn query(&self, direction: gst::PadDirection, query: &mut gst::QueryRef) -> bool {
-                match self.codec.bypass().query_position(direction, query) {
-                    Some(answered) => answered,
-                    None => BaseTransformImplExt::parent_query(self, direction, query),
-                }
-            }
-
-            fn decide_allocation(
-                &self,
-                query: &mut gst::query::Allocation,
-            ) -> Result<(), gst::LoggableError> {
-                self.codec.bypass().decide_allocation(self, query)
-            }
-
-            fn generate_output(
-                &self,
-            ) -> Result<gst_base::subclass::base_transform::GenerateOutputSuccess, gst::FlowError>
-            {
-                self.codec.bypass().generate_output(self)
-            }
-
-            fn transform(
-                &self,
-                inbuf: &gst::Buffer,
-                outbuf: &mut gst::BufferRef,
-            ) -> Result<gst::FlowSuccess, gst::FlowError> {
-                self.codec.transform(self, inbuf, outbuf)
+            fn gap(&self) {
+                self.codec.gap();
             }
         }
     };
@@ -663,12 +545,14 @@ mod tests {
     #[test]
     fn field_indices_follow_the_stats_names() {
         let c = StreamCounters::<{ field::COUNT }>::default();
-        for (i, name) in AudioStats::NAMES.iter().enumerate() {
+        for (i, name) in AudioStats::NAMES[..field::COUNT].iter().enumerate() {
             c.add(i, 10 + i as u64);
-            let got: Vec<_> = c.audio().fields().collect();
+            let got: Vec<_> = c.audio(99).fields().collect();
             assert_eq!(got[i], (*name, 10 + i as u64));
         }
-        assert_eq!(AudioStats::NAMES.len(), field::COUNT);
+        // The last, qos-dropped, is the filter's.
+        assert_eq!(AudioStats::NAMES.len(), field::COUNT + 1);
+        assert_eq!(c.audio(99).qos_dropped, 99);
         c.clear();
         assert_eq!(c.values(), [0; field::COUNT]);
     }

@@ -6,7 +6,7 @@
 //! the elements share.
 
 mod audiocaps;
-mod chainbypass;
+mod audiofilter;
 mod spare;
 mod stats;
 

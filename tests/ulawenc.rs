@@ -50,9 +50,9 @@ fn encodes_all_65536_inputs_like_the_core_and_keeps_metadata() {
     );
 }
 
-/// The direct allocation path (plain system memory downstream) and
-/// BaseTransform's own (here: downstream asks for 64-byte alignment) give
-/// the same codes, metadata and counters.
+/// Both allocation paths (plain system memory downstream: recycled spares;
+/// here downstream asks for 64-byte alignment: its parameters) give the
+/// same codes, metadata and counters.
 #[test]
 fn both_allocation_paths_give_the_same_buffers() {
     common::init();
@@ -77,7 +77,8 @@ fn both_allocation_paths_give_the_same_buffers() {
             bm.set_dts(bm.pts());
             match i {
                 7 => bm.set_flags(gst::BufferFlags::DISCONT),
-                // Flags BaseTransform carries over whatever they mean; the
+                // Flags carried over whatever they mean (as BaseTransform
+                // does); the
                 // outputs after them are recycled buffers that had them.
                 9 => bm.set_flags(gst::BufferFlags::RESYNC | gst::BufferFlags::DELTA_UNIT),
                 _ => {}
@@ -85,7 +86,7 @@ fn both_allocation_paths_give_the_same_buffers() {
             h.push(b).unwrap();
             let out = h.pull().unwrap();
             if aligned {
-                assert_eq!(data_address(&out) % 64, 0, "BaseTransform's allocator");
+                assert_eq!(data_address(&out) % 64, 0, "downstream's alignment");
             }
             outs.push((
                 bytes_of(&out),

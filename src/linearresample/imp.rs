@@ -3,12 +3,9 @@ use std::sync::{LazyLock, Mutex, MutexGuard};
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
-use gst_base::prelude::*;
-use gst_base::subclass::base_transform::GenerateOutputSuccess;
-use gst_base::subclass::prelude::*;
 
 use crate::audiocaps::{self, StreamCounters, field};
-use crate::chainbypass::{ChainBypass, DirectTransform};
+use crate::audiofilter::{AudioFilter, AudioTransform};
 use rtpsynth_core::arith::mul_div_floor;
 use rtpsynth_core::resample::{MAX_RATE, Resampler};
 
@@ -83,11 +80,10 @@ impl State {
 /// buffer (uncontended: only the latency query reads it from elsewhere); the
 /// counters are lock-free ([`StreamCounters`]), so reading `stats` never
 /// waits on processing.
-#[derive(Default)]
 pub struct LinearResample {
+    filter: AudioFilter,
     state: Mutex<State>,
     stats: StreamCounters<{ field::COUNT + 1 }>,
-    bypass: ChainBypass,
 }
 
 impl LinearResample {
@@ -96,55 +92,41 @@ impl LinearResample {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn reset(&self) {
-        if self.lock().reset() {
-            self.stats.add(RESETS, 1);
+    /// End of stream: the held last frame up to the whole-signal length,
+    /// so the total output is exactly the formula's.
+    fn drain_buffer(&self) -> Option<gst::Buffer> {
+        let mut st = self.lock();
+        let bpf = st.bpf;
+        let r = st.resampler.as_mut()?;
+        let n = r.drain_frames();
+        if n == 0 {
+            return None;
         }
-    }
-
-    /// End of stream: pushes the held last frame up to the whole-signal
-    /// length, so the total output is exactly the formula's.
-    fn drain(&self) {
-        let (buf, bpf) = {
-            let mut st = self.lock();
-            let bpf = st.bpf;
-            let Some(r) = st.resampler.as_mut() else {
-                return;
-            };
-            let n = r.drain_frames();
-            if n == 0 {
-                return;
-            }
-            let (before, out_rate) = (r.frames_out(), r.out_rate());
-            let Ok(mut buf) = gst::Buffer::with_size(n * bpf) else {
-                gst::error!(CAT, imp = self, "cannot allocate {n} frames to drain");
-                return;
-            };
-            {
-                let Some(bufref) = buf.get_mut() else {
-                    return;
-                };
-                let drained = match bufref.map_writable() {
-                    Ok(mut map) => r.drain_s16le(&mut map).map_err(|e| e.to_string()),
-                    Err(_) => Err("cannot map drain buffer".to_string()),
-                };
-                if let Err(e) = drained {
-                    gst::error!(CAT, imp = self, "drain failed: {e}");
-                    return;
-                }
-                r.reset();
-                st.stamp(bufref, out_rate, before, n as u64);
-                st.t0 = None;
-            }
-            (buf, bpf)
+        let (before, out_rate) = (r.frames_out(), r.out_rate());
+        let Ok(mut buf) = gst::Buffer::with_size(n * bpf) else {
+            gst::error!(CAT, imp = self, "cannot allocate {n} frames to drain");
+            return None;
         };
+        {
+            let bufref = buf.get_mut()?;
+            let drained = match bufref.map_writable() {
+                Ok(mut map) => r.drain_s16le(&mut map).map_err(|e| e.to_string()),
+                Err(_) => Err("cannot map drain buffer".to_string()),
+            };
+            if let Err(e) = drained {
+                gst::error!(CAT, imp = self, "drain failed: {e}");
+                return None;
+            }
+            r.reset();
+            st.stamp(bufref, out_rate, before, n as u64);
+            st.t0 = None;
+        }
+        drop(st);
         self.stats.add(field::BUFFERS_OUT, 1);
         self.stats
             .add(field::SAMPLES_OUT, (buf.size() / bpf) as u64);
         gst::debug!(CAT, imp = self, "draining {buf:?}");
-        if let Err(e) = self.obj().src_pad().push(buf) {
-            gst::debug!(CAT, imp = self, "drain push: {e:?}");
-        }
+        Some(buf)
     }
 }
 
@@ -152,27 +134,49 @@ impl LinearResample {
 impl ObjectSubclass for LinearResample {
     const NAME: &'static str = "GstLinearResample";
     type Type = super::LinearResample;
-    type ParentType = gst_base::BaseTransform;
+    type ParentType = gst::Element;
+
+    fn with_class(klass: &Self::Class) -> Self {
+        LinearResample {
+            filter: AudioFilter::new::<Self>(klass),
+            state: Mutex::default(),
+            stats: StreamCounters::default(),
+        }
+    }
 }
 
 impl ObjectImpl for LinearResample {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPS: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            vec![audiocaps::stats_pspec(
-                NAME,
-                &format!(
-                    "{} and resets (phase resets with data pending, on DISCONT, flush or new caps)",
-                    audiocaps::STATS_FIELDS_DOC
+            vec![
+                audiocaps::qos_pspec(),
+                audiocaps::stats_pspec(
+                    NAME,
+                    &format!(
+                        "{} and resets (phase resets with data pending, on DISCONT, flush or new caps)",
+                        audiocaps::STATS_FIELDS_DOC
+                    ),
                 ),
-            )]
+            ]
         });
         PROPS.as_ref()
     }
 
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        match pspec.name() {
+            "qos" => self
+                .filter
+                .set_qos_enabled(value.get().expect("type checked upstream")),
+            other => unreachable!("linearresample has no writable property {other}"),
+        }
+    }
+
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         match pspec.name() {
+            "qos" => self.filter.qos_enabled().to_value(),
             "stats" => {
-                let (audio, resets) = (self.stats.audio(), self.stats.values()[RESETS]);
+                let audio = self.stats.audio(self.filter.qos_dropped());
+                let resets = self.stats.values()[RESETS];
                 let fields = audio.fields().chain([("resets", resets)]);
                 audiocaps::stats_structure(NAME, fields).to_value()
             }
@@ -182,7 +186,7 @@ impl ObjectImpl for LinearResample {
 
     fn constructed(&self) {
         self.parent_constructed();
-        self.bypass.install(self);
+        self.filter.add_pads(&*self.obj());
     }
 }
 
@@ -218,27 +222,27 @@ impl ElementImpl for LinearResample {
         });
         TEMPLATES.as_ref()
     }
+
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        if transition == gst::StateChange::ReadyToPaused {
+            self.filter.start();
+            AudioTransform::reset(self);
+        }
+        self.parent_change_state(transition)
+    }
 }
 
-impl BaseTransformImpl for LinearResample {
-    const MODE: gst_base::subclass::BaseTransformMode =
-        gst_base::subclass::BaseTransformMode::NeverInPlace;
+impl AudioTransform for LinearResample {
     const PASSTHROUGH_ON_SAME_CAPS: bool = true;
-    const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
 
-    fn start(&self) -> Result<(), gst::ErrorMessage> {
-        *self.lock() = State::default();
-        self.stats.clear();
-        self.bypass.start();
-        Ok(())
+    fn filter(&self) -> &AudioFilter {
+        &self.filter
     }
 
-    fn transform_caps(
-        &self,
-        _direction: gst::PadDirection,
-        caps: &gst::Caps,
-        filter: Option<&gst::Caps>,
-    ) -> Option<gst::Caps> {
+    fn transform_caps(&self, _direction: gst::PadDirection, caps: &gst::Caps) -> gst::Caps {
         // The same caps first (so an unconstrained peer gives passthrough),
         // then the same caps at any rate.
         let mut any_rate = caps.clone();
@@ -247,30 +251,22 @@ impl BaseTransformImpl for LinearResample {
         }
         let mut out = caps.clone();
         out.merge(any_rate);
-        let out = match filter {
-            Some(f) => f.intersect_with_mode(&out, gst::CapsIntersectMode::First),
-            None => out,
-        };
         gst::debug!(CAT, imp = self, "{caps} -> {out}");
-        Some(out)
+        out
     }
 
-    fn fixate_caps(
-        &self,
-        direction: gst::PadDirection,
-        caps: &gst::Caps,
-        mut othercaps: gst::Caps,
-    ) -> gst::Caps {
+    fn fixate_caps(&self, incaps: &gst::Caps, mut othercaps: gst::Caps) -> gst::Caps {
         // Like audioresample: keep the rate when the other side allows it,
         // else take the allowed rate nearest to it.
         othercaps.truncate();
         if let (Some(rate), Some(s)) = (
-            caps.structure(0).and_then(|s| s.get::<i32>("rate").ok()),
+            incaps.structure(0).and_then(|s| s.get::<i32>("rate").ok()),
             othercaps.make_mut().structure_mut(0),
         ) {
             s.fixate_field_nearest_int("rate", rate);
         }
-        self.parent_fixate_caps(direction, caps, othercaps)
+        othercaps.fixate();
+        othercaps
     }
 
     fn set_caps(&self, incaps: &gst::Caps, outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
@@ -292,9 +288,6 @@ impl BaseTransformImpl for LinearResample {
             imp = self,
             "{in_rate} Hz -> {out_rate} Hz, {channels} channels"
         );
-        // The allocation for these caps is decided later (never, in
-        // passthrough).
-        self.bypass.clear();
         let pending = {
             let mut st = self.lock();
             let pending = st.reset();
@@ -308,118 +301,45 @@ impl BaseTransformImpl for LinearResample {
         Ok(())
     }
 
-    fn query(&self, direction: gst::PadDirection, query: &mut gst::QueryRef) -> bool {
-        if let Some(answered) = self.bypass.query_position(direction, query) {
-            return answered;
+    fn process(&self, inbuf: gst::Buffer) -> Result<Option<gst::Buffer>, gst::FlowError> {
+        if self.filter.is_passthrough() {
+            return self.pass(inbuf);
         }
-        let latency = direction == gst::PadDirection::Src
-            && matches!(query.view(), gst::QueryView::Latency(_));
-        if !BaseTransformImplExt::parent_query(self, direction, query) {
-            return false;
-        }
-        if latency && !self.obj().is_passthrough() {
-            // An output needs the input frame after its position, which may
-            // come with the next buffer: up to one input frame of delay.
-            let frame = self.lock().resampler.as_ref().map(|r| {
-                gst::ClockTime::from_nseconds(1_000_000_000u64.div_ceil(u64::from(r.in_rate())))
-            });
-            if let (Some(frame), gst::QueryViewMut::Latency(q)) = (frame, query.view_mut()) {
-                let (live, min, max) = q.result();
-                q.set(live, min + frame, max.map(|m| m + frame));
-            }
-        }
-        true
-    }
-
-    fn transform_size(
-        &self,
-        direction: gst::PadDirection,
-        caps: &gst::Caps,
-        size: usize,
-        othercaps: &gst::Caps,
-    ) -> Option<usize> {
-        let (rate, channels) = audiocaps::rate_channels(caps)?;
-        let (other_rate, _) = audiocaps::rate_channels(othercaps)?;
-        let bpf = 2 * channels;
-        // An upper bound whatever the phase; `transform` trims the buffer
-        // to what it wrote.
-        let frames = (size / bpf) as u128;
-        let other = (frames * u128::from(other_rate)).div_ceil(u128::from(rate)) + 1;
-        let bytes = usize::try_from(other).ok()?.checked_mul(bpf);
-        gst::trace!(CAT, imp = self, "{direction:?} {size} bytes -> {bytes:?}");
-        bytes
-    }
-
-    fn sink_event(&self, event: gst::Event) -> bool {
-        match event.view() {
-            gst::EventView::Gap(_) => self.stats.add(field::GAP_EVENTS, 1),
-            gst::EventView::Eos(_) => self.drain(),
-            gst::EventView::FlushStop(_) => self.reset(),
-            _ => {}
-        }
-        self.bypass.observe_sink_event(&event);
-        self.parent_sink_event(event)
-    }
-
-    fn src_event(&self, event: gst::Event) -> bool {
-        self.bypass.src_event(self, event)
-    }
-
-    fn decide_allocation(
-        &self,
-        query: &mut gst::query::Allocation,
-    ) -> Result<(), gst::LoggableError> {
-        self.bypass.decide_allocation(self, query)
-    }
-
-    fn generate_output(&self) -> Result<GenerateOutputSuccess, gst::FlowError> {
-        self.bypass.generate_output(self)
-    }
-
-    fn transform(
-        &self,
-        inbuf: &gst::Buffer,
-        outbuf: &mut gst::BufferRef,
-    ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let outcome = self.resample(inbuf, Target::Given(outbuf));
-        self.account(outcome)
-    }
-}
-
-impl DirectTransform for LinearResample {
-    fn bypass(&self) -> &ChainBypass {
-        &self.bypass
-    }
-
-    /// The output allocated at its exact size: no `transform_size` from
-    /// caps, no trimming.
-    fn direct_output(&self, inbuf: &gst::BufferRef) -> Result<Option<gst::Buffer>, gst::FlowError> {
         let mut out = None;
-        let outcome = self.resample(inbuf, Target::Allocate(&mut out));
-        match self.account(outcome)? {
-            gst::FlowSuccess::Ok => Ok(out),
-            _ => Ok(None),
+        let outcome = self.resample(&inbuf, &mut out);
+        drop(inbuf);
+        self.account(outcome).map(|()| out)
+    }
+
+    fn drain(&self) -> Option<gst::Buffer> {
+        if self.filter.is_passthrough() {
+            return None;
+        }
+        self.drain_buffer()
+    }
+
+    fn flush(&self) {
+        if self.lock().reset() {
+            self.stats.add(RESETS, 1);
         }
     }
 
-    fn generate_output_by_parent(&self) -> Result<GenerateOutputSuccess, gst::FlowError> {
-        // An input buffer that completes no output frame is not lost data:
-        // report "no output" rather than "dropped", which would make
-        // BaseTransform flag the next output DISCONT.
-        match self.parent_generate_output()? {
-            GenerateOutputSuccess::Dropped => Ok(GenerateOutputSuccess::NoOutput),
-            other => Ok(other),
-        }
+    fn reset(&self) {
+        *self.lock() = State::default();
+        self.stats.clear();
     }
-}
 
-/// Where `resample` writes.
-enum Target<'a> {
-    /// BaseTransform's buffer, sized by `transform_size` (an upper bound).
-    Given(&'a mut gst::BufferRef),
-    /// A new buffer of exactly the output size, left here (none when the
-    /// input completes no output frame).
-    Allocate(&'a mut Option<gst::Buffer>),
+    fn gap(&self) {
+        self.stats.add(field::GAP_EVENTS, 1);
+    }
+
+    fn latency(&self) -> Option<gst::ClockTime> {
+        // An output needs the input frame after its position, which may
+        // come with the next buffer: up to one input frame of delay.
+        self.lock().resampler.as_ref().map(|r| {
+            gst::ClockTime::from_nseconds(1_000_000_000u64.div_ceil(u64::from(r.in_rate())))
+        })
+    }
 }
 
 /// What one input buffer did.
@@ -438,32 +358,47 @@ enum Refusal {
 }
 
 impl LinearResample {
+    /// In pass-through: `inbuf` itself goes out, counted as in and out.
+    fn pass(&self, inbuf: gst::Buffer) -> Result<Option<gst::Buffer>, gst::FlowError> {
+        let bpf = self.lock().bpf;
+        let frames = match audiocaps::whole_frames(inbuf.size(), bpf) {
+            Ok(frames) => frames as u64,
+            Err(why) => return self.account(Err((Refusal::Format, why))).map(|()| None),
+        };
+        for (counter, n) in [
+            (field::BUFFERS_IN, 1),
+            (field::SAMPLES_IN, frames),
+            (field::BUFFERS_OUT, 1),
+            (field::SAMPLES_OUT, frames),
+        ] {
+            self.stats.add(counter, n);
+        }
+        Ok(Some(inbuf))
+    }
+
     /// Counts what one input buffer did and turns a refusal into a posted
-    /// error (no lock held) and a flow error. `Ok(DROPPED)`: no output.
-    fn account(
-        &self,
-        outcome: Result<Done, (Refusal, String)>,
-    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+    /// error (no lock held) and a flow error.
+    fn account(&self, outcome: Result<Done, (Refusal, String)>) -> Result<(), gst::FlowError> {
         self.stats.add(field::BUFFERS_IN, 1);
         let (refusal, why) = match outcome {
             Ok(done) => {
                 self.stats.add(field::SAMPLES_IN, done.frames_in);
                 self.stats.add(RESETS, u64::from(done.reset));
-                if done.frames_out == 0 {
-                    // Downsampling a short buffer can complete no output
-                    // frame; its frames stay in the phase and feed the next.
-                    return Ok(gst_base::BASE_TRANSFORM_FLOW_DROPPED);
+                // Downsampling a short buffer can complete no output
+                // frame; its frames stay in the phase and feed the next.
+                if done.frames_out > 0 {
+                    self.stats.add(field::BUFFERS_OUT, 1);
+                    self.stats.add(field::SAMPLES_OUT, done.frames_out);
                 }
-                self.stats.add(field::BUFFERS_OUT, 1);
-                self.stats.add(field::SAMPLES_OUT, done.frames_out);
-                return Ok(gst::FlowSuccess::Ok);
+                return Ok(());
             }
             Err(r) => r,
         };
         self.stats.add(field::REJECTED_BUFFERS, 1);
         Err(match refusal {
             Refusal::BeforeCaps => {
-                gst::element_imp_error!(self, gst::CoreError::Negotiation, ("{why}"));
+                // Upstream reports the not-negotiated flow as its error.
+                gst::warning!(CAT, imp = self, "{why}");
                 gst::FlowError::NotNegotiated
             }
             Refusal::Format => {
@@ -477,14 +412,14 @@ impl LinearResample {
         })
     }
 
-    /// Resamples `inbuf` into `target` (BaseTransform's buffer trimmed to
-    /// what was written, or a new one of exactly that size), stamped, under
-    /// the state lock; posts nothing, so the caller can post
-    /// errors with no lock held.
+    /// Resamples `inbuf` into a new buffer of exactly the output size, left
+    /// in `slot` (none when the input completes no output frame), stamped,
+    /// under the state lock; posts nothing, so the caller can post errors
+    /// with no lock held.
     fn resample(
         &self,
         inbuf: &gst::BufferRef,
-        target: Target<'_>,
+        slot: &mut Option<gst::Buffer>,
     ) -> Result<Done, (Refusal, String)> {
         let mut st = self.lock();
         let Some(out_rate) = st.resampler.as_ref().map(|r| r.out_rate()) else {
@@ -506,32 +441,22 @@ impl LinearResample {
             return Err((Refusal::BeforeCaps, "buffer before caps".into()));
         };
         let before = r.frames_out();
-        let n = match target {
-            Target::Given(outbuf) => {
-                let n = process_mapped(r, inbuf, Some(&mut *outbuf))?;
-                if n > 0 {
-                    outbuf.set_size(n * bpf);
-                    st.stamp(outbuf, out_rate, before, n as u64);
-                }
-                n
-            }
-            Target::Allocate(slot) => {
-                let exact = r.output_frames(frames);
-                if exact == 0 {
-                    // Nothing to write, but the frames feed the phase.
-                    process_mapped(r, inbuf, None)?
-                } else {
-                    let mut out = audiocaps::output_buffer(self, inbuf, exact * bpf)
-                        .map_err(|_| (Refusal::Failed, "cannot allocate output".into()))?;
-                    let Some(o) = out.get_mut() else {
-                        return Err((Refusal::Failed, "new buffer not writable".into()));
-                    };
-                    let n = process_mapped(r, inbuf, Some(&mut *o))?;
-                    st.stamp(o, out_rate, before, n as u64);
-                    *slot = Some(out);
-                    n
-                }
-            }
+        let exact = r.output_frames(frames);
+        let n = if exact == 0 {
+            // Nothing to write, but the frames feed the phase.
+            process_mapped(r, inbuf, None)?
+        } else {
+            let mut out = self
+                .filter
+                .output_buffer(inbuf, exact * bpf)
+                .map_err(|_| (Refusal::Failed, "cannot allocate output".into()))?;
+            let Some(o) = out.get_mut() else {
+                return Err((Refusal::Failed, "new buffer not writable".into()));
+            };
+            let n = process_mapped(r, inbuf, Some(&mut *o))?;
+            st.stamp(o, out_rate, before, n as u64);
+            *slot = Some(out);
+            n
         };
         Ok(Done {
             frames_in: frames as u64,

@@ -7,7 +7,7 @@ use gst::prelude::*;
 mod imp;
 
 glib::wrapper! {
-    pub struct LinearResample(ObjectSubclass<imp::LinearResample>) @extends gst_base::BaseTransform, gst::Element, gst::Object;
+    pub struct LinearResample(ObjectSubclass<imp::LinearResample>) @extends gst::Element, gst::Object;
 }
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {

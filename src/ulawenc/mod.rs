@@ -6,7 +6,7 @@ use gst::prelude::*;
 mod imp;
 
 glib::wrapper! {
-    pub struct UlawEnc(ObjectSubclass<imp::UlawEnc>) @extends gst_base::BaseTransform, gst::Element, gst::Object;
+    pub struct UlawEnc(ObjectSubclass<imp::UlawEnc>) @extends gst::Element, gst::Object;
 }
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {

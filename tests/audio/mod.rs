@@ -181,9 +181,9 @@ pub fn before_and_after(src: &str, chain: &str) -> (Vec<i16>, Vec<u8>, Option<gs
 }
 
 /// Makes the harness answer allocation queries asking for memory aligned to
-/// `align + 1` bytes. The elements then allocate through BaseTransform's own
-/// path (their direct path only stands in for plain system memory), so a
-/// test can run both paths and compare.
+/// `align + 1` bytes. The elements then allocate through the allocator and
+/// parameters downstream gave (recycled spares only stand in for plain
+/// system memory), so a test can run both paths and compare.
 pub fn demand_aligned_memory(h: &gst_check::Harness, align: usize) {
     let params = gst::AllocationParams::new(gst::MemoryFlags::empty(), align, 0, 0);
     h.sinkpad().expect("harness sink pad").add_probe(

@@ -1,20 +1,22 @@
-//! The audio elements' chain bypass (src/chainbypass.rs) against
-//! BaseTransform's own path: the same stream, with DISCONT and GAP flags, a
-//! meta, a buffer without timestamps, a reconfiguration and a QOS event
-//! mid-stream, refused DISCONT buffers and position queries, gives the same
-//! buffers, counters and positions whether outputs are plain system memory
-//! (the bypass runs) or downstream asks for aligned memory (it never does).
+//! The audio elements' pads (src/audiofilter.rs) as users see them: a
+//! stream with DISCONT and GAP flags, a meta, a buffer without timestamps,
+//! a reconfiguration and a QOS event mid-stream, refused DISCONT buffers
+//! and position queries gives the same buffers, counters and positions
+//! whether outputs are plain system memory (recycled spares) or downstream
+//! asks for aligned memory (its allocator and parameters are used), with
+//! flags, metas and DISCONT carried as `BaseTransform` carries them.
 
 mod audio;
 mod common;
 
 use audio::*;
 use gst::prelude::*;
+use std::sync::{Arc, Mutex};
 
 const MS20: u64 = 20_000_000;
 
 /// Everything an output buffer carries that either path could change.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 struct Out {
     bytes: Vec<u8>,
     pts: Option<gst::ClockTime>,
@@ -118,8 +120,8 @@ fn run(case: &Case, aligned: bool) -> Run {
         }
         if i == 13 || i == 16 {
             // Refused (not whole frames), with a DISCONT that the next
-            // output must carry; the second time, that output goes through
-            // BaseTransform (a reconfiguration is pending).
+            // output must carry; the second time, a reconfiguration is
+            // pending too.
             let mut bad = input(case, i, case.frame_bytes + 1);
             bad.get_mut().unwrap().set_flags(gst::BufferFlags::DISCONT);
             assert!(h.push(bad).is_err());
@@ -144,27 +146,37 @@ fn run(case: &Case, aligned: bool) -> Run {
 }
 
 fn same_on_both_paths(case: Case) {
-    let bypass = run(&case, false);
-    let base = run(&case, true);
-    assert!(bypass.0.len() >= 18, "{}: outputs missing", case.factory);
-    assert_eq!(bypass.0, base.0, "{}: buffers", case.factory);
-    assert_eq!(bypass.1, base.1, "{}: positions", case.factory);
+    let plain = run(&case, false);
+    let aligned = run(&case, true);
+    // Exact timestamps: the input's, and none for the buffer without.
+    let pts: Vec<Option<u64>> = plain
+        .0
+        .iter()
+        .map(|o| o.pts.map(|t| t.mseconds()))
+        .collect();
+    let expected: Vec<Option<u64>> = (0..20u64).map(|i| (i != 9).then_some(20 * i)).collect();
+    if case.out_caps.is_none() {
+        assert_eq!(pts, expected, "{}: timestamps", case.factory);
+    }
+    assert!(plain.0.len() >= 18, "{}: outputs missing", case.factory);
+    assert_eq!(plain.0, aligned.0, "{}: buffers", case.factory);
+    assert_eq!(plain.1, aligned.1, "{}: positions", case.factory);
     assert!(
-        bypass.1.iter().all(Option::is_some),
+        plain.1.iter().all(Option::is_some),
         "{}: positions",
         case.factory
     );
-    assert_eq!(bypass.2, base.2, "{}: stats", case.factory);
+    assert_eq!(plain.2, aligned.2, "{}: stats", case.factory);
     // The meta was copied, GAP cleared, DISCONT carried over, the refused
     // buffer's DISCONT given to the next output.
-    assert!(bypass.0.iter().any(|o| !o.reference_timestamps.is_empty()));
+    assert!(plain.0.iter().any(|o| !o.reference_timestamps.is_empty()));
     assert!(
-        bypass
+        plain
             .0
             .iter()
             .all(|o| !o.flags.contains(gst::BufferFlags::GAP))
     );
-    let disconts = bypass
+    let disconts = plain
         .0
         .iter()
         .filter(|o| o.flags.contains(gst::BufferFlags::DISCONT))
@@ -177,7 +189,7 @@ fn same_on_both_paths(case: Case) {
 }
 
 #[test]
-fn ulawenc_bypass_matches_basetransform() {
+fn ulawenc_outputs_do_not_depend_on_allocation() {
     common::init();
     same_on_both_paths(Case {
         factory: "ulawenc",
@@ -189,7 +201,7 @@ fn ulawenc_bypass_matches_basetransform() {
 }
 
 #[test]
-fn ulawdec_bypass_matches_basetransform() {
+fn ulawdec_outputs_do_not_depend_on_allocation() {
     common::init();
     same_on_both_paths(Case {
         factory: "ulawdec",
@@ -201,7 +213,7 @@ fn ulawdec_bypass_matches_basetransform() {
 }
 
 #[test]
-fn linearresample_bypass_matches_basetransform() {
+fn linearresample_outputs_do_not_depend_on_allocation() {
     common::init();
     same_on_both_paths(Case {
         factory: "linearresample",
@@ -212,19 +224,22 @@ fn linearresample_bypass_matches_basetransform() {
     });
 }
 
-/// With QoS enabled and a QOS event that makes the next buffers late,
-/// BaseTransform drops them and flags the next output DISCONT; the bypass
-/// must then leave every buffer to it.
+/// With QoS enabled and a QOS event that makes the next buffers late, they
+/// are dropped (and counted) and the next output is DISCONT, as
+/// `BaseTransform` does it; with QoS off (the default) nothing is dropped.
 #[test]
 fn late_buffers_are_dropped_as_basetransform_drops_them() {
     common::init();
-    let run = |aligned: bool| {
+    let run = |aligned: bool, qos: bool| {
         let mut h = gst_check::Harness::new("ulawenc");
         if aligned {
             demand_aligned_memory(&h, 63);
         }
         h.set_src_caps(raw_caps(8000, 1));
-        h.element().unwrap().set_property("qos", true);
+        let element = h.element().unwrap();
+        element.set_property("qos", qos);
+        let bus = gst::Bus::new();
+        element.set_bus(Some(&bus));
         let mut outs = Vec::new();
         for i in 0..12u64 {
             if i == 4 {
@@ -243,13 +258,18 @@ fn late_buffers_are_dropped_as_basetransform_drops_them() {
                 outs.push(Out::of(&out));
             }
         }
-        outs
+        let qos_messages =
+            std::iter::from_fn(|| bus.pop_filtered(&[gst::MessageType::Qos])).count();
+        (outs, stat(&stats(&element), "qos-dropped"), qos_messages)
     };
-    let bypass = run(false);
-    assert_eq!(bypass, run(true));
-    let pts: Vec<u64> = bypass.iter().map(|o| o.pts.unwrap().mseconds()).collect();
+    let (outs, dropped, messages) = run(false, true);
+    assert_eq!(run(true, true), (outs.clone(), dropped, messages));
+    let pts: Vec<u64> = outs.iter().map(|o| o.pts.unwrap().mseconds()).collect();
     assert_eq!(pts, [0, 20, 40, 60, 160, 180, 200, 220]);
-    assert!(bypass[4].flags.contains(gst::BufferFlags::DISCONT));
+    assert!(outs[4].flags.contains(gst::BufferFlags::DISCONT));
+    assert_eq!((dropped, messages), (4, 4));
+    let (outs, dropped, messages) = run(false, false);
+    assert_eq!((outs.len(), dropped, messages), (12, 0, 0));
 }
 
 /// Buffers released on another thread (after a queue) and recycled there:
@@ -276,4 +296,77 @@ fn recycled_buffers_across_queues_keep_the_samples_exact() {
         .collect();
     assert_eq!(expected.len(), 96_000);
     assert_eq!(samples(&out), expected);
+}
+
+/// A downstream that changes what it accepts mid-stream (new sink caps and
+/// a RECONFIGURE) gets the new output caps before the next buffer, and the
+/// resampler's output follows them.
+#[test]
+fn reconfigure_renegotiates_before_the_next_buffer() {
+    common::init();
+    let mut h = gst_check::Harness::new("linearresample");
+    h.set_sink_caps(raw_caps(8000, 1));
+    h.set_src_caps(raw_caps(48_000, 1));
+    h.push(buffer(vec![0u8; 1920], 0, MS20, 0, 960)).unwrap();
+    assert_eq!(h.pull().unwrap().size(), 320);
+    h.set_sink_caps(raw_caps(16_000, 1));
+    assert!(h.push_upstream_event(gst::event::Reconfigure::new()));
+    h.push(buffer(vec![0u8; 1920], MS20, MS20, 960, 960))
+        .unwrap();
+    let out = h.pull().unwrap();
+    assert_eq!(out.size(), 640, "20 ms at 16 kHz");
+    let caps = h.sinkpad().unwrap().current_caps().unwrap();
+    assert_eq!(caps, raw_caps(16_000, 1));
+}
+
+/// Caps queries answer what the peer of the other pad accepts, mapped
+/// through the element, both ways: a µ-law rate fixed downstream of
+/// `ulawenc` is what its sink pad offers upstream, and a raw rate fixed
+/// upstream of `ulawdec` is what its source pad offers downstream.
+#[test]
+fn caps_queries_reach_through_in_both_directions() {
+    common::init();
+    let mut enc = gst_check::Harness::new("ulawenc");
+    enc.set_sink_caps(mulaw_caps(16_000, 2));
+    let sink = enc.element().unwrap().static_pad("sink").unwrap();
+    let offered = sink.query_caps(None);
+    assert!(offered.is_fixed(), "{offered}");
+    assert_eq!(offered, raw_caps(16_000, 2));
+
+    let mut dec = gst_check::Harness::new("ulawdec");
+    dec.set_src_caps(mulaw_caps(8000, 1));
+    let src = dec.element().unwrap().static_pad("src").unwrap();
+    let offered = src.query_caps(None);
+    assert_eq!(offered, raw_caps(8000, 1));
+    // A filter that cannot match gives nothing.
+    assert!(src.query_caps(Some(&raw_caps(16_000, 1))).is_empty());
+}
+
+/// QOS, seeks and other upstream events pass through to the element
+/// before, whatever `qos` is set to.
+#[test]
+fn upstream_events_pass_through() {
+    common::init();
+    for factory in ["ulawenc", "linearresample"] {
+        let mut h = gst_check::Harness::new(factory);
+        h.set_src_caps(raw_caps(8000, 1));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        h.srcpad()
+            .unwrap()
+            .add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
+                if let Some(gst::PadProbeData::Event(e)) = &info.data {
+                    log.lock().unwrap().push(e.type_());
+                }
+                gst::PadProbeReturn::Ok
+            });
+        let qos = gst::event::Qos::new(gst::QOSType::Overflow, 0.9, -5, gst::ClockTime::SECOND);
+        h.push_upstream_event(qos);
+        h.push_upstream_event(gst::event::Latency::new(gst::ClockTime::from_mseconds(5)));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [gst::EventType::Qos, gst::EventType::Latency],
+            "{factory}"
+        );
+    }
 }
