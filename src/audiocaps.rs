@@ -495,11 +495,7 @@ macro_rules! codec_element {
                 &self,
                 transition: gst::StateChange,
             ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
-                if transition == gst::StateChange::ReadyToPaused {
-                    self.filter.start();
-                    self.codec.reset();
-                }
-                self.parent_change_state(transition)
+                AudioFilter::change_state(self, transition)
             }
         }
 

@@ -188,7 +188,7 @@ impl AudioFilter {
                 .unwrap_or_else(|| panic!("the element has a {name} pad template"))
                 .clone()
         };
-        let sinkpad = gst::Pad::builder_from_template(&template("sink"))
+        let sinkpad = Self::pad_builder::<T>(&template("sink"), Self::sink_event)
             .chain_function(|_, parent, buffer| {
                 T::catch_panic_pad_function(
                     parent,
@@ -196,37 +196,8 @@ impl AudioFilter {
                     |imp| imp.filter().chain(imp, buffer),
                 )
             })
-            .event_function(|pad, parent, event| {
-                T::catch_panic_pad_function(
-                    parent,
-                    || false,
-                    |imp| imp.filter().sink_event(imp, pad, event),
-                )
-            })
-            .query_function(|pad, parent, query| {
-                T::catch_panic_pad_function(
-                    parent,
-                    || false,
-                    |imp| imp.filter().query(imp, pad, query),
-                )
-            })
             .build();
-        let srcpad = gst::Pad::builder_from_template(&template("src"))
-            .event_function(|pad, parent, event| {
-                T::catch_panic_pad_function(
-                    parent,
-                    || false,
-                    |imp| imp.filter().src_event(imp, pad, event),
-                )
-            })
-            .query_function(|pad, parent, query| {
-                T::catch_panic_pad_function(
-                    parent,
-                    || false,
-                    |imp| imp.filter().query(imp, pad, query),
-                )
-            })
-            .build();
+        let srcpad = Self::pad_builder::<T>(&template("src"), Self::src_event).build();
         AudioFilter {
             sinkpad,
             srcpad,
@@ -243,6 +214,49 @@ impl AudioFilter {
             earliest: AtomicU64::new(NONE),
             qos_dropped: AtomicU64::new(0),
         }
+    }
+
+    /// A pad from `template` whose events go to `event` and whose queries
+    /// go to [`query`](Self::query), both on the element's filter.
+    fn pad_builder<T>(
+        template: &gst::PadTemplate,
+        event: fn(&Self, &T, &gst::Pad, gst::Event) -> bool,
+    ) -> gst::PadBuilder<gst::Pad>
+    where
+        T: AudioTransform,
+        T::Type: IsA<gst::Element>,
+    {
+        gst::Pad::builder_from_template(template)
+            .event_function(move |pad, parent, e| {
+                T::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| event(imp.filter(), imp, pad, e),
+                )
+            })
+            .query_function(|pad, parent, query| {
+                T::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.filter().query(imp, pad, query),
+                )
+            })
+    }
+
+    /// The element's `change_state`: a new stream from READY to PAUSED.
+    pub fn change_state<T>(
+        imp: &T,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError>
+    where
+        T: AudioTransform,
+        T::Type: IsA<gst::Element>,
+    {
+        if transition == gst::StateChange::ReadyToPaused {
+            imp.filter().start();
+            imp.reset();
+        }
+        imp.parent_change_state(transition)
     }
 
     /// Adds the pads to `element`. Called from `constructed`.
@@ -274,7 +288,7 @@ impl AudioFilter {
     }
 
     /// A new stream (READY to PAUSED): nothing negotiated, no position.
-    pub fn start(&self) {
+    fn start(&self) {
         *lock(&self.incaps) = None;
         self.passthrough.store(false, R);
         self.flush_stream();

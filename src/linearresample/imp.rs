@@ -227,11 +227,7 @@ impl ElementImpl for LinearResample {
         &self,
         transition: gst::StateChange,
     ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
-        if transition == gst::StateChange::ReadyToPaused {
-            self.filter.start();
-            AudioTransform::reset(self);
-        }
-        self.parent_change_state(transition)
+        AudioFilter::change_state(self, transition)
     }
 }
 

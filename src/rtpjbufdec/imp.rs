@@ -582,8 +582,11 @@ enum End {
     KeepStream,
 }
 
-/// A pad's stream lock taken with a try-lock, which gstreamer-rs does not
-/// offer (`Pad::stream_lock` waits for ever); released on drop, on the
+/// A pad's stream lock taken with a try-lock: GStreamer's public
+/// `GST_PAD_STREAM_TRYLOCK` / `GST_PAD_STREAM_UNLOCK` macros, which
+/// gstreamer-rs does not bind (`Pad::stream_lock` waits for ever). Like
+/// those macros (and gstreamer-rs's `stream_lock`) it reaches the lock
+/// through `GST_PAD_GET_STREAM_LOCK`'s field. Released on drop, on the
 /// thread that took it (the raw-pointer marker keeps it from being sent).
 struct PadStreamLock<'a>(&'a gst::Pad, PhantomData<*const ()>);
 

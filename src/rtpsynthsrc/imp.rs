@@ -1,7 +1,6 @@
 //! Glue between `GstPushSrc` and the synthesis core in `rtpsynth_core::synth`.
 
 use gst::glib;
-use gst::glib::translate::IntoGlib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::prelude::*;
@@ -162,9 +161,6 @@ pub struct RtpSynthSrc {
     wait: Mutex<Wait>,
     /// Wakes a non-live source paused by `silent`, or a flush.
     wake: Condvar,
-    /// GstBaseSrc's own pad activation, used whenever the source is not on a
-    /// shared thread.
-    base_activatemode: Mutex<gst::ffi::GstPadActivateModeFunction>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -465,68 +461,26 @@ impl RtpSynthSrc {
         lock(&self.settings).shared_thread.clone()
     }
 
-    /// Pad activation. On a shared thread the pad gets no streaming task: the
-    /// source only prepares here, and joins its worker when PLAYING starts.
-    fn activate_mode(
-        &self,
-        pad: &gst::Pad,
-        parent: Option<&gst::Object>,
-        mode: gst::PadMode,
-        active: bool,
-    ) -> Result<(), gst::LoggableError> {
-        let Some(name) = self
-            .shared_thread_name()
-            .filter(|_| mode == gst::PadMode::Push)
-        else {
-            let Some(base) = *lock(&self.base_activatemode) else {
-                return Err(gst::loggable_error!(CAT, "No base class pad activation"));
-            };
-            // SAFETY: GstBaseSrc's own activatemode function, called with the
-            // same arguments GstPad would have passed it.
-            let ok = unsafe {
-                base(
-                    pad.as_ptr(),
-                    parent.map_or(std::ptr::null_mut(), |p| p.as_ptr()),
-                    mode.into_glib(),
-                    active.into_glib(),
-                )
-            };
-            return if ok != 0 {
-                Ok(())
-            } else {
-                Err(gst::loggable_error!(CAT, "Base class failed to activate"))
-            };
-        };
-        if active {
-            let worker = Worker::named(&name).map_err(|e| {
-                gst::element_imp_error!(
-                    self,
-                    gst::ResourceError::Failed,
-                    ("Cannot start shared thread {}: {}", name, e)
-                );
-                gst::loggable_error!(CAT, "shared thread {} failed: {}", name, e)
-            })?;
-            self.start().map_err(|e| {
-                self.post_error_message(e);
-                gst::loggable_error!(CAT, "Failed to start")
-            })?;
-            let buffers_left = i64::from(self.obj().property::<i32>("num-buffers"));
-            let mut state = lock(&self.state);
-            if let State::Started(r) = &mut *state {
-                r.shared = Some(SharedRun {
-                    worker,
-                    job: None,
-                    mono_base: 0,
-                    need_events: true,
-                    buffers_left,
-                    warned_slow: false,
-                });
-            }
-        } else {
-            self.leave_worker();
-            let _ = self.stop();
-        }
-        Ok(())
+    /// On a shared thread: the worker this source will be paced by, from
+    /// `start`. The source is then an asynchronous `GstBaseSrc` whose start
+    /// is never completed, so `GstBaseSrc` never starts a streaming task
+    /// for it (the task starts only from `start_complete`); the worker
+    /// pushes instead, from PLAYING.
+    fn join_shared(&self, name: &str) -> Result<SharedRun, gst::ErrorMessage> {
+        let worker = Worker::named(name).map_err(|e| {
+            gst::error_msg!(
+                gst::ResourceError::Failed,
+                ["Cannot start shared thread {}: {}", name, e]
+            )
+        })?;
+        Ok(SharedRun {
+            worker,
+            job: None,
+            mono_base: 0,
+            need_events: true,
+            buffers_left: i64::from(self.obj().property::<i32>("num-buffers")),
+            warned_slow: false,
+        })
     }
 
     /// PAUSED→PLAYING on a shared thread: schedule the next packet.
@@ -901,18 +855,6 @@ impl ObjectImpl for RtpSynthSrc {
         let obj = self.obj();
         obj.set_live(DEFAULT_IS_LIVE);
         obj.set_format(gst::Format::Time);
-        let pad = obj.src_pad();
-        // SAFETY: reads the function GstBaseSrc installed on its own pad
-        // during instance init, before anything else can change it.
-        *lock(&self.base_activatemode) = unsafe { (*(pad.as_ptr())).activatemodefunc };
-        let weak = obj.downgrade();
-        // SAFETY: the closure only calls back into this element.
-        unsafe {
-            pad.set_activatemode_function(move |pad, parent, mode, active| match weak.upgrade() {
-                Some(src) => src.imp().activate_mode(pad, parent, mode, active),
-                None => Err(gst::loggable_error!(CAT, "Element gone")),
-            });
-        }
     }
 }
 
@@ -928,8 +870,12 @@ impl ElementImpl for RtpSynthSrc {
         if shared {
             match transition {
                 // GstBaseSrc starts a streaming task for live sources when
-                // PLAYING starts; on a shared thread there must be none.
-                ReadyToPaused => self.obj().set_live(false),
+                // PLAYING starts, and for any source when its start
+                // completes; on a shared thread there must be none.
+                ReadyToPaused => {
+                    self.obj().set_live(false);
+                    self.obj().set_async(true);
+                }
                 PlayingToPaused => self.leave_worker(),
                 _ => {}
             }
@@ -937,7 +883,10 @@ impl ElementImpl for RtpSynthSrc {
         let result = self.parent_change_state(transition);
         if shared {
             match transition {
-                PausedToReady => self.obj().set_live(lock(&self.settings).is_live),
+                PausedToReady => {
+                    self.obj().set_live(lock(&self.settings).is_live);
+                    self.obj().set_async(false);
+                }
                 PausedToPlaying if result.is_ok() => self.join_worker()?,
                 _ => {}
             }
@@ -981,7 +930,10 @@ impl ElementImpl for RtpSynthSrc {
 impl BaseSrcImpl for RtpSynthSrc {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = lock(&self.settings).clone();
-        let running = self.prepare(&settings)?;
+        let mut running = self.prepare(&settings)?;
+        if let Some(name) = &settings.shared_thread {
+            running.shared = Some(self.join_shared(name)?);
+        }
         gst::debug!(CAT, imp = self, "Starting with caps {}", running.caps);
         *lock(&self.stats) = SrcStats::default();
         self.resync_requested.store(false, Ordering::Release);
@@ -990,6 +942,7 @@ impl BaseSrcImpl for RtpSynthSrc {
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        self.leave_worker();
         *lock(&self.state) = State::Stopped;
         Ok(())
     }
