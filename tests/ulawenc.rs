@@ -77,9 +77,9 @@ fn both_allocation_paths_give_the_same_buffers() {
             bm.set_dts(bm.pts());
             match i {
                 7 => bm.set_flags(gst::BufferFlags::DISCONT),
-                // Flags carried over whatever they mean (as BaseTransform
-                // does); the
-                // outputs after them are recycled buffers that had them.
+                // Flags carried over whatever they mean, as BaseTransform
+                // carries them; the outputs after them are recycled
+                // buffers that had them.
                 9 => bm.set_flags(gst::BufferFlags::RESYNC | gst::BufferFlags::DELTA_UNIT),
                 _ => {}
             }
