@@ -4,7 +4,7 @@ import struct
 
 import pytest
 
-import rtpsynth_stats as rs
+import rtpsynth as rs
 
 COLUMNS = ["channel", "packets-received", "octets-received"]
 
