@@ -25,7 +25,7 @@ test: setup
 	# cargo test builds the library for the tests, not the plugin's .so.
 	cargo build
 	bash scripts/check-inspect.sh target/debug
-	GST_PLUGIN_PATH=$(CURDIR)/target/debug $(PYTHON) -m pytest -q tests/python
+	GST_PLUGIN_PATH=$(CURDIR)/target/debug PYTHONPATH=$(CURDIR)/python $(PYTHON) -m pytest -q tests/python
 
 inspect-check: build
 	bash scripts/check-inspect.sh target/debug

@@ -15,4 +15,4 @@ for manifest in rtpsynth-core/Cargo.toml Cargo.toml; do
   done
 done
 # From Python with stock PyGObject: polling every channel's statistics.
-GST_PLUGIN_PATH="$PWD/target/release" /usr/bin/python3 benches/python/bench_stats_poll.py
+GST_PLUGIN_PATH="$PWD/target/release" PYTHONPATH="$PWD/python" /usr/bin/python3 benches/python/bench_stats_poll.py

@@ -2,13 +2,14 @@
 """Time per poll of all statistics from Python (stock PyGObject), side by side:
 
 - ours: one rtpmuxserver with N channels; one poll = one read of
-  `stats-packed` decoded by rtpsynth_stats into a numpy structured array
+  `stats-packed` decoded by the rtpsynth package into a numpy structured array
   (columns read once, as an application does);
 - stock: N rtpsession elements (what rtpbin makes per session), each having
   seen RTP from one sender; one poll = each session's `stats` structure
   walked field by field into dicts, the way applications poll them today.
 
 Prints mean, p99 and max over 200 polls for N = 100 and 1000, and the ratio.
+Run by scripts/bench.sh, with PYTHONPATH=python for the rtpsynth package.
 """
 
 import os
@@ -21,8 +22,7 @@ import gi
 gi.require_version("Gst", "1.0")
 from gi.repository import GObject, Gst  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "python"))
-import rtpsynth_stats as rs  # noqa: E402
+import rtpsynth  # noqa: E402
 
 POLLS = int(os.environ.get("BENCH_POLLS", "200"))
 
@@ -50,7 +50,7 @@ def ours(n):
     columns = list(m.get_property("stats-columns"))
 
     def poll():
-        arr = rs.to_numpy(m.get_property("stats-packed"), columns)
+        arr = rtpsynth.to_numpy(m.get_property("stats-packed"), columns)
         assert len(arr) == n
 
     result = timed(poll)

@@ -2,13 +2,15 @@
 """A call monitor: N full-duplex calls through one rtpmuxserver (2N channels,
 each leg fed by an rtpsynthsrc on one shared thread and received into an
 rtpjbufdec), with a live table built once a second from ONE read of
-`stats-packed`, decoded by the rtpsynth_stats helper in one call.
+`stats-packed`, decoded by the rtpsynth package in one call.
 
-    GST_PLUGIN_PATH=target/release /usr/bin/python3 examples/python/call_monitor.py [--calls N] [--seconds S]
+From the repository after `cargo build --release` (PYTHONPATH finds the
+rtpsynth package in python/; after `meson install` it is not needed):
+
+    GST_PLUGIN_PATH=target/release PYTHONPATH=python /usr/bin/python3 examples/python/call_monitor.py [--calls N] [--seconds S]
 """
 
 import argparse
-import os
 import sys
 import time
 
@@ -17,8 +19,7 @@ import gi
 gi.require_version("Gst", "1.0")
 from gi.repository import Gst  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "python"))
-import rtpsynth_stats as rs  # noqa: E402
+import rtpsynth  # noqa: E402
 
 RTP_CAPS = "application/x-rtp,media=audio,clock-rate=8000,encoding-name=PCMU,payload=0"
 
@@ -67,7 +68,7 @@ def main():
     for t in range(1, args.seconds + 1):
         time.sleep(1)
         t0 = time.perf_counter()
-        rows = rs.read(m)  # one property read, one decode
+        rows = rtpsynth.read(m)  # one property read, one decode
         poll_us = (time.perf_counter() - t0) * 1e6
         if isinstance(rows, list):  # no numpy: list of dicts
             recv = sum(r["packets-received"] for r in rows)

@@ -84,19 +84,163 @@ fn jbuf_rate(n: usize, mixed: bool) -> f64 {
     })
 }
 
-/// G.191 `ulaw_compress` as a plain loop with its per-sample branches: the
-/// straightforward implementation the table-driven core replaces.
-fn g191_loop_encode(input: &[i16], out: &mut [u8]) {
-    for (o, &x) in out.iter_mut().zip(input) {
-        *o = g711::g191::ulaw_compress(x);
+/// One G.711 law as its bench lines exercise it: the core's slice
+/// functions and the G.191 routines they are raced against.
+trait Law {
+    const NAME: &str;
+    fn encode(input: &[i16], out: &mut [u8]) -> usize;
+    fn decode(input: &[u8], out: &mut [i16]) -> usize;
+    fn encode_s16le(input: &[u8], out: &mut [u8]) -> usize;
+    fn decode_s16le(input: &[u8], out: &mut [u8]) -> usize;
+    fn g191_compress(x: i16) -> u8;
+    fn g191_expand(code: u8) -> i16;
+}
+
+struct Ulaw;
+struct Alaw;
+
+impl Law for Ulaw {
+    const NAME: &str = "ulaw";
+    fn encode(input: &[i16], out: &mut [u8]) -> usize {
+        g711::encode(input, out)
+    }
+    fn decode(input: &[u8], out: &mut [i16]) -> usize {
+        g711::decode(input, out)
+    }
+    fn encode_s16le(input: &[u8], out: &mut [u8]) -> usize {
+        g711::encode_s16le(input, out)
+    }
+    fn decode_s16le(input: &[u8], out: &mut [u8]) -> usize {
+        g711::decode_s16le(input, out)
+    }
+    fn g191_compress(x: i16) -> u8 {
+        g711::g191::ulaw_compress(x)
+    }
+    fn g191_expand(code: u8) -> i16 {
+        g711::g191::ulaw_expand(code)
     }
 }
 
-/// G.191 `ulaw_expand` as a plain loop.
-fn g191_loop_decode(input: &[u8], out: &mut [i16]) {
-    for (o, &c) in out.iter_mut().zip(input) {
-        *o = g711::g191::ulaw_expand(c);
+impl Law for Alaw {
+    const NAME: &str = "alaw";
+    fn encode(input: &[i16], out: &mut [u8]) -> usize {
+        g711::encode_alaw(input, out)
     }
+    fn decode(input: &[u8], out: &mut [i16]) -> usize {
+        g711::decode_alaw(input, out)
+    }
+    fn encode_s16le(input: &[u8], out: &mut [u8]) -> usize {
+        g711::encode_alaw_s16le(input, out)
+    }
+    fn decode_s16le(input: &[u8], out: &mut [u8]) -> usize {
+        g711::decode_alaw_s16le(input, out)
+    }
+    fn g191_compress(x: i16) -> u8 {
+        g711::g191::alaw_compress(x)
+    }
+    fn g191_expand(code: u8) -> i16 {
+        g711::g191::alaw_expand(code)
+    }
+}
+
+/// G.191's compress routine as a plain loop with its per-sample branches:
+/// the straightforward implementation the table-driven core replaces.
+fn g191_loop_encode<L: Law>(input: &[i16], out: &mut [u8]) {
+    for (o, &x) in out.iter_mut().zip(input) {
+        *o = L::g191_compress(x);
+    }
+}
+
+/// G.191's expand routine as a plain loop.
+fn g191_loop_decode<L: Law>(input: &[u8], out: &mut [i16]) {
+    for (o, &c) in out.iter_mut().zip(input) {
+        *o = L::g191_expand(c);
+    }
+}
+
+/// Law `L`'s cores against the G.191 loops, and its byte-slice kernels
+/// against its i16 cores, on the test signal `x`.
+fn g711_cores<L: Law>(x: &[i16]) {
+    let n = x.len();
+    let mut codes = vec![0u8; n];
+    let mut back = vec![0i16; n];
+    // The reference loops write elsewhere: both closures live at once.
+    let mut codes_ref = vec![0u8; n];
+    let mut back_ref = vec![0i16; n];
+    let reps = 5;
+    let items = (n * reps) as u64;
+    let law = L::NAME;
+    race(
+        &format!("{law} encode core (samples/s)"),
+        "G.191 loop",
+        items,
+        reps,
+        || {
+            keep(L::encode(keep(x), &mut codes));
+            keep(&codes);
+        },
+        || {
+            g191_loop_encode::<L>(keep(x), &mut codes_ref);
+            keep(&codes_ref);
+        },
+    );
+    L::encode(x, &mut codes);
+    race(
+        &format!("{law} decode core (samples/s)"),
+        "G.191 loop",
+        items,
+        reps,
+        || {
+            keep(L::decode(keep(&codes), &mut back));
+            keep(&back);
+        },
+        || {
+            g191_loop_decode::<L>(keep(&codes), &mut back_ref);
+            keep(&back_ref);
+        },
+    );
+
+    // The byte-slice kernels the elements run on mapped buffers (no
+    // alignment guarantee), against the i16 cores above, on 1 s of 8 kHz
+    // audio per call as in the 1 s element lines.
+    let pcm: Vec<u8> = x.iter().flat_map(|s| s.to_le_bytes()).collect();
+    let mut le = vec![0u8; 2 * n];
+    race(
+        &format!("{law} encode S16LE bytes, 1 s chunks (samples/s)"),
+        "i16 core",
+        items,
+        reps,
+        || {
+            for (i, o) in pcm.chunks(16_000).zip(codes.chunks_mut(8_000)) {
+                keep(L::encode_s16le(keep(i), o));
+            }
+            keep(&codes);
+        },
+        || {
+            for (i, o) in x.chunks(8_000).zip(codes_ref.chunks_mut(8_000)) {
+                keep(L::encode(keep(i), o));
+            }
+            keep(&codes_ref);
+        },
+    );
+    race(
+        &format!("{law} decode S16LE bytes, 1 s chunks (samples/s)"),
+        "i16 core",
+        items,
+        reps,
+        || {
+            for (i, o) in codes.chunks(8_000).zip(le.chunks_mut(16_000)) {
+                keep(L::decode_s16le(keep(i), o));
+            }
+            keep(&le);
+        },
+        || {
+            for (i, o) in codes.chunks(8_000).zip(back_ref.chunks_mut(8_000)) {
+                keep(L::decode(keep(i), o));
+            }
+            keep(&back_ref);
+        },
+    );
 }
 
 /// librtpsynth's `resample_linear` loop (f64 positions), for reference.
@@ -121,88 +265,11 @@ fn khz(rate: u32) -> String {
     format!("{}k", f64::from(rate) / 1000.0)
 }
 
-/// µ-law and resampling cores against plain loops.
+/// G.711 and resampling cores against plain loops.
 fn codec_cores() {
-    let n = scale(4_000_000) as usize;
-    let x = signal(n);
-    let mut codes = vec![0u8; n];
-    let mut back = vec![0i16; n];
-    // The reference loops write elsewhere: both closures live at once.
-    let mut codes_ref = vec![0u8; n];
-    let mut back_ref = vec![0i16; n];
-    let reps = 5;
-    let items = (n * reps) as u64;
-    race(
-        "ulaw encode core (samples/s)",
-        "G.191 loop",
-        items,
-        reps,
-        || {
-            keep(g711::encode(keep(&x), &mut codes));
-            keep(&codes);
-        },
-        || {
-            g191_loop_encode(keep(&x), &mut codes_ref);
-            keep(&codes_ref);
-        },
-    );
-    g711::encode(&x, &mut codes);
-    race(
-        "ulaw decode core (samples/s)",
-        "G.191 loop",
-        items,
-        reps,
-        || {
-            keep(g711::decode(keep(&codes), &mut back));
-            keep(&back);
-        },
-        || {
-            g191_loop_decode(keep(&codes), &mut back_ref);
-            keep(&back_ref);
-        },
-    );
-
-    // The byte-slice kernels the elements run on mapped buffers (no
-    // alignment guarantee), against the i16 cores above, on 1 s of 8 kHz
-    // audio per call as in the 1 s element lines.
-    let pcm: Vec<u8> = x.iter().flat_map(|s| s.to_le_bytes()).collect();
-    let mut le = vec![0u8; 2 * n];
-    race(
-        "ulaw encode S16LE bytes, 1 s chunks (samples/s)",
-        "i16 core",
-        items,
-        reps,
-        || {
-            for (i, o) in pcm.chunks(16_000).zip(codes.chunks_mut(8_000)) {
-                keep(g711::encode_s16le(keep(i), o));
-            }
-            keep(&codes);
-        },
-        || {
-            for (i, o) in x.chunks(8_000).zip(codes_ref.chunks_mut(8_000)) {
-                keep(g711::encode(keep(i), o));
-            }
-            keep(&codes_ref);
-        },
-    );
-    race(
-        "ulaw decode S16LE bytes, 1 s chunks (samples/s)",
-        "i16 core",
-        items,
-        reps,
-        || {
-            for (i, o) in codes.chunks(8_000).zip(le.chunks_mut(16_000)) {
-                keep(g711::decode_s16le(keep(i), o));
-            }
-            keep(&le);
-        },
-        || {
-            for (i, o) in codes.chunks(8_000).zip(back_ref.chunks_mut(8_000)) {
-                keep(g711::decode(keep(i), o));
-            }
-            keep(&back_ref);
-        },
-    );
+    let x = signal(scale(4_000_000) as usize);
+    g711_cores::<Ulaw>(&x);
+    g711_cores::<Alaw>(&x);
 
     for (a, b) in [
         (8_000u32, 48_000u32),

@@ -1,39 +1,94 @@
-"""The bulk-stats decoder on hand-made bytes (no element needed)."""
+"""The stats-packed decoder on hand-made bytes (no element needed): every
+layout version the elements produce, signed columns, and what is refused."""
 
 import struct
 
+import numpy as np
 import pytest
 
-import rtpsynth_stats as rs
+import rtpsynth
+from rtpsynth import Column, Layout
 
-COLUMNS = ["channel", "packets-received", "octets-received"]
 
-
-def packed(rows, version=rs.LAYOUT_VERSION):
-    words = [version, len(COLUMNS), len(rows)] + [w for r in rows for w in r]
+def packed(version, rows, ncols=None, nrows=None):
+    """stats-packed bytes: the header row then `rows`, all as wide as the
+    layout of `version` (or `ncols`); values may be negative (two's
+    complement, as the element stores signed columns)."""
+    width = ncols if ncols is not None else len(rtpsynth.LAYOUTS[version].columns)
+    header = [version, width, len(rows) if nrows is None else nrows] + [0] * (width - 3)
+    words = [w & 0xFFFF_FFFF_FFFF_FFFF for w in header + [w for r in rows for w in r]]
     return struct.pack(f"<{len(words)}Q", *words)
 
 
-def test_dicts_and_numpy_agree():
-    data = packed([[0, 10, 1720], [7, 3, 516]])
-    dicts = rs.to_dicts(data, COLUMNS)
-    assert dicts == [{"channel": 0, "packets-received": 10, "octets-received": 1720},
-                     {"channel": 7, "packets-received": 3, "octets-received": 516}]
-    arr = rs.to_numpy(data, COLUMNS)
-    assert list(arr["channel"]) == [0, 7]
-    assert int(arr["octets-received"].sum()) == 2236
+def test_every_known_version_decodes_by_its_own_columns():
+    assert sorted(rtpsynth.LAYOUTS) == [1, 2]
+    assert rtpsynth.LAYOUT_VERSION == 2
+    for version, lay in rtpsynth.LAYOUTS.items():
+        names = lay.names
+        rows = [[7] + list(range(100, 100 + len(names) - 1)), [9] + [0] * (len(names) - 1)]
+        data = packed(version, rows)
+        want = [dict(zip(names, r)) for r in rows]
+        assert rtpsynth.to_dicts(data) == want
+        assert rtpsynth.to_dicts(data, names) == want
+        arr = rtpsynth.to_numpy(data, names)
+        assert arr.dtype.names == tuple(names)
+        assert [dict(zip(names, map(int, rec))) for rec in arr] == want
+
+
+def test_version_1_has_no_dropped_kernel_and_version_2_has_it_after_dropped_not_rtp():
+    v1, v2 = rtpsynth.LAYOUTS[1].names, rtpsynth.LAYOUTS[2].names
+    assert "dropped-kernel" not in v1
+    assert v2.index("dropped-kernel") == v2.index("dropped-not-rtp") + 1
+    assert [n for n in v2 if n != "dropped-kernel"] == v1
+
+
+def test_signed_columns_decode_as_int64(monkeypatch):
+    # A layout with a signed column, as a future version adds one: one
+    # table entry, and both decoders read two's complement.
+    lay = Layout(99, (Column("channel"), Column("a"), Column("lost", signed=True), Column("b")))
+    monkeypatch.setitem(rtpsynth.LAYOUTS, 99, lay)
+    data = packed(99, [[0, 2**64 - 1, -3, 5], [1, 0, 2**63 - 1, 0], [2, 0, -(2**63), 0]])
+    rows = rtpsynth.to_dicts(data)
+    assert [r["lost"] for r in rows] == [-3, 2**63 - 1, -(2**63)]
+    assert rows[0]["a"] == 2**64 - 1  # unsigned columns stay unsigned
+    arr = rtpsynth.to_numpy(data)
+    assert arr.dtype["lost"] == np.dtype("<i8") and arr.dtype["a"] == np.dtype("<u8")
+    assert list(arr["lost"]) == [-3, 2**63 - 1, -(2**63)]
+    assert int(arr["a"][0]) == 2**64 - 1
 
 
 def test_empty_server_has_header_only():
-    assert rs.to_dicts(packed([]), COLUMNS) == []
-    assert len(rs.to_numpy(packed([]), COLUMNS)) == 0
+    data = packed(2, [])
+    assert rtpsynth.to_dicts(data) == []
+    assert len(rtpsynth.to_numpy(data)) == 0
+    assert rtpsynth.header(data) == (2, 12, 0)
+
+
+def test_an_unknown_version_is_refused_naming_it_and_the_known_ones():
+    for version in (0, 3, 2**64 - 1):
+        data = struct.pack("<3Q", version, 3, 0)
+        for decode in (rtpsynth.to_dicts, rtpsynth.to_numpy, rtpsynth.header):
+            with pytest.raises(ValueError, match=rf"version {version} is unknown.* reads versions 1, 2$"):
+                decode(data)
+    with pytest.raises(rtpsynth.LayoutError, match="version 7 is unknown"):
+        rtpsynth.layout(7)
 
 
 @pytest.mark.parametrize("data, why", [
-    (packed([[0, 1, 2]], version=1), "version 1"),
-    (packed([[0, 1, 2]])[:-8], "whole rows"),
-    (struct.pack("<6Q", rs.LAYOUT_VERSION, 3, 5, 0, 1, 2), "5 rows"),
+    (b"", "too short"),
+    (packed(2, [[0] * 12])[:-8], "not whole rows"),
+    (packed(2, [[0] * 12], nrows=5), "header says 5 rows of 12 columns, the data holds 1"),
+    (packed(2, [[0] * 11], ncols=11), "layout version 2 has 12 columns, the header says 11"),
 ])
 def test_bad_layouts_are_refused(data, why):
-    with pytest.raises(rs.LayoutError, match=why):
-        rs.to_dicts(data, COLUMNS)
+    for decode in (rtpsynth.to_dicts, rtpsynth.to_numpy, rtpsynth.header):
+        with pytest.raises(rtpsynth.LayoutError, match=why):
+            decode(data)
+
+
+def test_bytes_like_inputs_are_accepted_without_copies():
+    data = packed(2, [[3] + [1] * 11])
+    for form in (data, bytearray(data), memoryview(data)):
+        assert rtpsynth.raw(form) is form
+        assert rtpsynth.to_dicts(form)[0]["channel"] == 3
+        assert int(rtpsynth.to_numpy(form)["channel"][0]) == 3
