@@ -14,4 +14,5 @@ pub mod resample;
 pub mod rtcp;
 pub mod rtp;
 pub mod sched;
+pub mod session;
 pub mod synth;
