@@ -63,8 +63,8 @@ pub const NTP_UNIX_OFFSET_S: u64 = 2_208_988_800;
 
 const NS_PER_S: u64 = 1_000_000_000;
 const RTP_SEQ_MOD: u32 = 1 << 16;
-/// e − 3/2: RFC 3550 6.3.1 divides the randomised interval by it to make up
-/// for timer reconsideration, which otherwise makes reports come early.
+/// e − 3/2: RFC 3550 6.3.1 divides the randomised interval by it because
+/// timer reconsideration otherwise settles below the intended RTCP bandwidth.
 const COMPENSATION: f64 = std::f64::consts::E - 1.5;
 
 /// `ns` nanoseconds as NTP 32.32 fixed-point seconds (truncated).
@@ -106,7 +106,7 @@ pub fn ntp_short_from_ns(ns: u64) -> u32 {
 
 /// How much NTP-short rounding may push a near-zero round trip below zero:
 /// A, LSR and DLSR are each truncated to 1/65536 s, so a true round trip of
-/// 0 can come out as a unit or two under.
+/// 0 can come out up to two units under; four leave a margin.
 const RTT_ROUNDING_UNITS: u32 = 4;
 
 /// Round-trip time in microseconds from a report block about us (RFC 3550
@@ -133,22 +133,26 @@ pub fn round_trip_us(arrival: u32, lsr: u32, dlsr: u32) -> Option<u64> {
     Some((u64::from(units) * 1_000_000 + (1 << 15)) >> 16)
 }
 
-/// Equipment impairment of G.711 (ITU-T G.113 Appendix I, Table I.1).
+/// Equipment impairment of G.711 (ITU-T G.113 Appendix I).
 const IE_G711: f64 = 0.0;
 /// Packet-loss robustness of G.711 without packet-loss concealment under
-/// random loss (ITU-T G.113 Appendix I, Table I.3).
+/// random loss (ITU-T G.113 Appendix I).
 const BPL_G711: f64 = 4.3;
 
 /// Mean opinion score × 100 (100 to 450) estimated from the packet loss
 /// ratio (0.0 to 1.0), the interarrival jitter and the round-trip time, by
-/// the simplified ITU-T G.107 E-model as media relays (rtpengine) report it:
+/// the simplified ITU-T G.107 E-model: the delay part as media relays
+/// (rtpengine) compute it, the loss part from G.107 itself (rtpengine
+/// subtracts 2.5 per percent lost instead, which understates loss for
+/// G.711):
 ///
 /// - effective latency, ms: `L = RTT/2 + 2 × jitter + 10` (one-way delay,
 ///   a jitter buffer of twice the jitter, 10 ms of codec delay);
 /// - delay impairment: `Id = L / 40` when `L < 160`, else `(L − 120) / 10`;
-/// - loss impairment, the G.107 (06/2015) equation for `Ie,eff` with the
-///   loss in percent `Ppl`, random loss (`BurstR = 1`) and G.711's values
-///   from G.113 Appendix I (`Ie = 0`, `Bpl = 4.3`):
+/// - loss impairment, ITU-T G.107's equation for `Ie,eff` with the
+///   loss in percent `Ppl`, random loss (`BurstR = 1`) and the values of
+///   G.711 without concealment from G.113 Appendix I (`Ie = 0`,
+///   `Bpl = 4.3`):
 ///   `Ie,eff = Ie + (95 − Ie) × Ppl / (Ppl / BurstR + Bpl)`;
 /// - `R = 93.2 − Id − Ie,eff`;
 /// - `MOS = 1 + 0.035 R + 7·10⁻⁶ R (R − 60)(100 − R)`, 1 for `R ≤ 0`, 4.5
@@ -187,8 +191,9 @@ pub enum ReportInterval {
     /// RFC 3550 6.3 / A.7 for a two-member session: `min_ms` between
     /// reports, halved before the first, each interval randomised by a
     /// factor in [0.5, 1.5) and divided by e − 3/2. The bandwidth term is
-    /// left out: a channel does not know its session bandwidth, and for one
-    /// audio stream between two members it stays below the 5 s minimum.
+    /// left out: a channel does not know its session bandwidth, and for a
+    /// G.711 call between two members it comes to about 0.5 s, far below
+    /// the 5 s minimum.
     Randomized { min_ms: u64 },
     /// Exactly `ms` between reports, the first included.
     Fixed { ms: u64 },
