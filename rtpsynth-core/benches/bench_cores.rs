@@ -1,14 +1,16 @@
 //! The cores on their own, against the references they compete with:
 //! librtpsynth's figures for synthesis and jitter buffering (from the
 //! issues: librtpsynth is not built here), straightforward loops measured in
-//! the same run for G.711 and resampling. The elements built on them are
-//! measured by the plugin's benchmarks.
+//! the same run for G.711 and resampling, rtcp-types (the crate
+//! gst-plugins-rs uses) for RTCP. The elements built on them are measured by
+//! the plugin's benchmarks. `BENCH_ONLY=session` (or synth, jbuf, codec, a
+//! comma-separated list) runs only those sections.
 
 mod common;
 
 use common::*;
 use rtpsynth_core::jbuf::{Config, JitterBuffer, Output};
-use rtpsynth_core::{g711, resample, synth};
+use rtpsynth_core::{g711, resample, rtcp, rtp, session, synth};
 
 /// The C library's figures on this machine, from the issue (packets/s).
 const LIBRTPSYNTH_IN_ORDER: f64 = 37.7e6;
@@ -316,33 +318,282 @@ fn codec_cores() {
     }
 }
 
-fn main() {
-    let n = scale(50_000_000);
-    let core = median(runs(), || synth_rate(n));
+/// CNAME of the benchmark compounds: the length of a typical user@host.
+const CNAME: &str = "rtpsynth@media-7.example.net";
+
+/// The report block of the benchmark compounds, varied by `i` so that no
+/// write is the same as the last.
+fn bench_block(i: u64) -> rtcp::ReportBlock {
+    rtcp::ReportBlock {
+        ssrc: 0x2222,
+        fraction_lost: 3,
+        cumulative_lost: -2,
+        extended_highest_seq: 0x1_0000 + i as u32,
+        jitter: 80,
+        last_sr: 0xabcd_0000 ^ i as u32,
+        delay_since_last_sr: 0x8000,
+    }
+}
+
+/// The compound a channel sends every few seconds, SR + 1 report block +
+/// SDES CNAME, by our writer.
+fn write_ours(out: &mut [u8], i: u64) -> usize {
+    let info = rtcp::SenderInfo {
+        ntp: 0xe000_0000_0000_0000 + (i << 20),
+        rtp_timestamp: i as u32 * 160,
+        packet_count: i as u32,
+        octet_count: i as u32 * 160,
+    };
+    let Ok(sr) = rtcp::write_sr(out, 0x1111, &info, &[bench_block(i)]) else {
+        return 0;
+    };
+    sr + rtcp::write_sdes_cname(&mut out[sr..], 0x1111, CNAME.as_bytes()).unwrap_or(0)
+}
+
+/// The same compound through rtcp-types' builders, as gst-plugins-rs writes.
+fn write_rtcp_types(out: &mut [u8], i: u64) -> usize {
+    use rtcp_types::{
+        Compound, ReportBlock, RtcpPacketWriterExt, Sdes, SdesChunk, SdesItem, SenderReport,
+    };
+    let b = bench_block(i);
+    let block = ReportBlock::builder(b.ssrc)
+        .fraction_lost(b.fraction_lost)
+        .cumulative_lost(b.cumulative_lost as u32 & 0xff_ffff)
+        .extended_sequence_number(b.extended_highest_seq)
+        .interarrival_jitter(b.jitter)
+        .last_sender_report_timestamp(b.last_sr)
+        .delay_since_last_sender_report_timestamp(b.delay_since_last_sr);
+    let sr = SenderReport::builder(0x1111)
+        .ntp_timestamp(0xe000_0000_0000_0000 + (i << 20))
+        .rtp_timestamp(i as u32 * 160)
+        .packet_count(i as u32)
+        .octet_count(i as u32 * 160)
+        .add_report_block(block);
+    let sdes = Sdes::builder()
+        .add_chunk(SdesChunk::builder(0x1111).add_item(SdesItem::builder(SdesItem::CNAME, CNAME)));
+    Compound::builder()
+        .add_packet(sr)
+        .add_packet(sdes)
+        .write_into(out)
+        .unwrap_or(0)
+}
+
+/// What a receiver reads of the compound, summed, by our reader.
+fn read_ours(data: &[u8]) -> u64 {
+    let Ok(c) = rtcp::Compound::parse(data) else {
+        return 0;
+    };
+    let mut sum = 0u64;
+    for p in c.packets() {
+        match p {
+            rtcp::Packet::SenderReport(sr) => {
+                let i = sr.sender_info();
+                sum += u64::from(sr.ssrc()) + i.ntp + u64::from(i.rtp_timestamp);
+                sum += u64::from(i.packet_count) + u64::from(i.octet_count);
+                for b in sr.report_blocks() {
+                    sum += u64::from(b.ssrc) + u64::from(b.fraction_lost);
+                    sum += b.cumulative_lost as u64 + u64::from(b.extended_highest_seq);
+                    sum += u64::from(b.jitter) + u64::from(b.last_sr);
+                    sum += u64::from(b.delay_since_last_sr);
+                }
+            }
+            rtcp::Packet::Sdes(sdes) => {
+                for chunk in sdes.chunks() {
+                    for (item, value) in chunk.items() {
+                        if item == rtcp::SDES_CNAME {
+                            sum += u64::from(chunk.ssrc) + value.len() as u64;
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    sum
+}
+
+/// The same reading through rtcp-types, with the 24-bit cumulative count
+/// sign-extended as it must be by its users.
+fn read_rtcp_types(data: &[u8]) -> u64 {
+    use rtcp_types::{Compound, Packet, SdesItem};
+    let Ok(c) = Compound::parse(data) else {
+        return 0;
+    };
+    let mut sum = 0u64;
+    for p in c {
+        match p {
+            Ok(Packet::Sr(sr)) => {
+                sum += u64::from(sr.ssrc()) + sr.ntp_timestamp() + u64::from(sr.rtp_timestamp());
+                sum += u64::from(sr.packet_count()) + u64::from(sr.octet_count());
+                for b in sr.report_blocks() {
+                    sum += u64::from(b.ssrc()) + u64::from(b.fraction_lost());
+                    sum += (((b.cumulative_lost() << 8) as i32) >> 8) as u64;
+                    sum += u64::from(b.extended_sequence_number());
+                    sum += u64::from(b.interarrival_jitter());
+                    sum += u64::from(b.last_sender_report_timestamp());
+                    sum += u64::from(b.delay_since_last_sender_report_timestamp());
+                }
+            }
+            Ok(Packet::Sdes(sdes)) => {
+                for chunk in sdes.chunks() {
+                    for item in chunk.items() {
+                        if item.type_() == SdesItem::CNAME {
+                            sum += u64::from(chunk.ssrc()) + item.value().len() as u64;
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    sum
+}
+
+/// RTCP reading and writing against rtcp-types, the crate gst-plugins-rs
+/// uses, and the session's per-packet paths.
+fn session_cores() {
+    let n = scale(1_000_000);
+    let reps = 3;
+    let mut data = [0u8; 256];
+    let len = write_ours(&mut data, 7);
+    let mut check = [0u8; 256];
+    assert_eq!(
+        write_rtcp_types(&mut check, 7),
+        len,
+        "both write the same compound"
+    );
+    assert_eq!(&check[..len], &data[..len], "byte for byte");
+    assert_eq!(read_ours(&data[..len]), read_rtcp_types(&data[..len]));
+    let compound = &data[..len];
+    race(
+        &format!("rtcp read SR+block+SDES, {len} B (compounds/s)"),
+        "rtcp-types",
+        n * reps,
+        reps as usize,
+        || {
+            for _ in 0..n {
+                keep(read_ours(keep(compound)));
+            }
+        },
+        || {
+            for _ in 0..n {
+                keep(read_rtcp_types(keep(compound)));
+            }
+        },
+    );
+    let (mut a, mut b) = ([0u8; 256], [0u8; 256]);
+    race(
+        &format!("rtcp write SR+block+SDES, {len} B (compounds/s)"),
+        "rtcp-types",
+        n * reps,
+        reps as usize,
+        || {
+            for i in 0..n {
+                // Through black_box as &mut, so no write can be skipped as
+                // already done by the last call.
+                keep(write_ours(keep(&mut a), i));
+            }
+        },
+        || {
+            for i in 0..n {
+                keep(write_rtcp_types(keep(&mut b), i));
+            }
+        },
+    );
+
+    // One channel's receive path: the datagram parsed as RTP and counted,
+    // with the jitter computed, as the UDP worker will for each packet.
+    let packets = scale(2_000_000) as usize;
+    let mut datagrams = vec![0u8; packets * DATAGRAM_LEN];
+    for (i, d) in datagrams.chunks_exact_mut(DATAGRAM_LEN).enumerate() {
+        datagram(i as u16, d);
+    }
+    let config = session::Config {
+        ssrc: 0x1111,
+        clock_rate: Some(8000),
+        ..session::Config::default()
+    };
+    let received = median(runs(), || {
+        let mut s = session::Session::new(&config, CNAME, 0).expect("valid config");
+        let r = rate(packets as u64, || {
+            for (i, d) in datagrams.chunks_exact(DATAGRAM_LEN).enumerate() {
+                if let Ok(p) = rtp::Packet::parse(keep(d)) {
+                    keep(s.handle_rtp(&p, i as u64 * 20_000_000));
+                }
+            }
+        });
+        keep(s.stats());
+        r
+    });
     report(
-        "synth core: 172-byte PCMU packets",
-        core,
+        "session: RTP parsed and counted",
+        received,
         "pkt/s",
-        Some(("librtpsynth (issue figure, not run)", 40e6)),
+        None,
         true,
     );
 
-    let n = scale(2_000_000) as usize;
-    let in_order = jbuf_rate(n, false);
+    let in_rtcp = median(runs(), || {
+        let mut s = session::Session::new(&config, CNAME, 0).expect("valid config");
+        let r = rate(n, || {
+            for i in 0..n {
+                keep(s.handle_rtcp(keep(compound), i)).ok();
+            }
+        });
+        keep(s.stats());
+        r
+    });
     report(
-        &format!("jbuf core, {n} x 172 B in order, capacity 20"),
-        in_order,
-        "pkt/s",
-        Some(("librtpsynth (issue figure)", LIBRTPSYNTH_IN_ORDER)),
+        "session: RTCP SR+block+SDES taken in",
+        in_rtcp,
+        "/s",
+        None,
         true,
     );
-    let mixed = jbuf_rate(n, true);
-    report(
-        "jbuf core, 1% loss / 5% reorder<=4 / 1% dup",
-        mixed,
-        "pkt/s",
-        Some(("librtpsynth (issue figure)", LIBRTPSYNTH_MIXED)),
-        true,
-    );
-    codec_cores();
+}
+
+/// Whether to run `section`: all run unless `BENCH_ONLY` names some (a
+/// comma-separated list of synth, jbuf, codec, session).
+fn wanted(section: &str) -> bool {
+    std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|s| s.trim() == section))
+}
+
+fn main() {
+    if wanted("synth") {
+        let n = scale(50_000_000);
+        let core = median(runs(), || synth_rate(n));
+        report(
+            "synth core: 172-byte PCMU packets",
+            core,
+            "pkt/s",
+            Some(("librtpsynth (issue figure, not run)", 40e6)),
+            true,
+        );
+    }
+
+    if wanted("jbuf") {
+        let n = scale(2_000_000) as usize;
+        let in_order = jbuf_rate(n, false);
+        report(
+            &format!("jbuf core, {n} x 172 B in order, capacity 20"),
+            in_order,
+            "pkt/s",
+            Some(("librtpsynth (issue figure)", LIBRTPSYNTH_IN_ORDER)),
+            true,
+        );
+        let mixed = jbuf_rate(n, true);
+        report(
+            "jbuf core, 1% loss / 5% reorder<=4 / 1% dup",
+            mixed,
+            "pkt/s",
+            Some(("librtpsynth (issue figure)", LIBRTPSYNTH_MIXED)),
+            true,
+        );
+    }
+    if wanted("codec") {
+        codec_cores();
+    }
+    if wanted("session") {
+        session_cores();
+    }
 }

@@ -11,6 +11,8 @@ pub mod jbuf;
 pub mod mux;
 pub mod prng;
 pub mod resample;
+pub mod rtcp;
 pub mod rtp;
 pub mod sched;
+pub mod session;
 pub mod synth;

@@ -355,6 +355,21 @@ pub fn write_packet(
     Ok(at)
 }
 
+/// Whether `datagram` is RTCP rather than RTP, by the rule of RFC 5761
+/// section 4 for RTP and RTCP sharing a port: version 2 and a second byte in
+/// 192..=223. That byte is the RTCP packet type (SR = 200 … APP = 204, and
+/// the feedback and XR types after them); for RTP it is the marker bit and
+/// payload type, and RFC 5761 rules out payload types 64..=95 on a shared
+/// port precisely so that no RTP packet falls in that range. Every element
+/// tells RTCP from RTP with this one function.
+#[inline]
+pub fn is_rtcp(datagram: &[u8]) -> bool {
+    match datagram {
+        [b0, b1, ..] => b0 >> 6 == VERSION && (192..=223).contains(b1),
+        _ => false,
+    }
+}
+
 /// Signed distance from `from` to `to` in 16-bit sequence space: positive when
 /// `to` is ahead, deciding the wrap by the shorter way round (RFC 3550 A.1).
 #[inline]
@@ -621,6 +636,30 @@ mod tests {
             65535,
             "one behind a start at 0 stays positive"
         );
+    }
+
+    #[test]
+    fn rtcp_is_told_apart_by_rfc_5761() {
+        // Every RTCP packet type in the range, in an otherwise plain header.
+        for pt in 192..=223u8 {
+            assert!(is_rtcp(&[0x80, pt, 0, 1]), "{pt}");
+            assert!(is_rtcp(&[0x81, pt]), "count bits do not matter: {pt}");
+        }
+        // RTP: payload types outside 64..=95 with or without the marker
+        // bit never land in 192..=223.
+        for pt in (0..64u8).chain(96..128) {
+            for marker in [0, 0x80] {
+                let mut p = pcmu(1);
+                p[1] = marker | pt;
+                assert!(!is_rtcp(&p), "RTP payload type {pt}, marker {marker}");
+            }
+        }
+        assert!(!is_rtcp(&[0x80, 191, 0, 1]), "just below the range");
+        assert!(!is_rtcp(&[0x80, 224, 0, 1]), "just above the range");
+        assert!(!is_rtcp(&[0x40, 200, 0, 1]), "version 1");
+        assert!(!is_rtcp(&[0xc0, 200, 0, 1]), "version 3");
+        assert!(!is_rtcp(&[0x80]), "one byte");
+        assert!(!is_rtcp(&[]), "empty");
     }
 
     #[test]
