@@ -1,6 +1,6 @@
-//! G.711 µ-law and linear resampling elements against stock `mulawenc`,
-//! `mulawdec` and `audioresample quality=0` on the same pre-generated
-//! buffers (the cores against plain loops are in rtpsynth-core's
+//! G.711 µ-law and A-law and linear resampling elements against stock
+//! `mulawenc`, `mulawdec`, `alawenc`, `alawdec` and `audioresample
+//! quality=0` on the same pre-generated buffers (the cores against plain loops are in rtpsynth-core's
 //! `bench_cores`).
 
 mod common;
@@ -203,37 +203,49 @@ fn raw_caps(rate: i32) -> gst::Caps {
 fn bench_elements() {
     let x = signal(8_000 * 4);
     let pcm: Vec<u8> = x.iter().flat_map(|s| s.to_le_bytes()).collect();
-    let mut codes = vec![0u8; x.len()];
-    g711::encode(&x, &mut codes);
-    let mulaw_caps = gst::Caps::builder("audio/x-mulaw")
-        .field("rate", 8000)
-        .field("channels", 1)
-        .build();
-
-    for (label, per_buf, total) in [
-        ("20 ms", 160usize, scale(16_000_000) as usize),
-        ("1 s", 8_000, scale(80_000_000) as usize),
-    ] {
-        let raw = buffers(&pcm, 8_000, per_buf, total, 2);
-        let n = (raw.len() * per_buf) as f64;
-        compare(
-            &format!("ulawenc, {label} buffers"),
-            "samples",
-            n,
-            ("", "ulawenc !", "mulawenc !"),
-            &raw_caps(8000),
-            &raw,
-        );
-        drop(raw);
-        let enc = buffers(&codes, 8_000, per_buf, total, 1);
-        compare(
-            &format!("ulawdec, {label} buffers"),
-            "samples",
-            n,
-            ("", "ulawdec !", "mulawdec !"),
-            &mulaw_caps,
-            &enc,
-        );
+    // (ours, stock, coded media type, the law's encoder), both laws.
+    type Law = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&[i16], &mut [u8]) -> usize,
+    );
+    let laws: [Law; 2] = [
+        ("ulaw", "mulaw", "audio/x-mulaw", g711::encode),
+        ("g711alaw", "alaw", "audio/x-alaw", g711::encode_alaw),
+    ];
+    for (ours, stock, media, encode) in laws {
+        let mut codes = vec![0u8; x.len()];
+        encode(&x, &mut codes);
+        let coded_caps = gst::Caps::builder(media)
+            .field("rate", 8000)
+            .field("channels", 1)
+            .build();
+        for (label, per_buf, total) in [
+            ("20 ms", 160usize, scale(16_000_000) as usize),
+            ("1 s", 8_000, scale(80_000_000) as usize),
+        ] {
+            let raw = buffers(&pcm, 8_000, per_buf, total, 2);
+            let n = (raw.len() * per_buf) as f64;
+            compare(
+                &format!("{ours}enc, {label} buffers"),
+                "samples",
+                n,
+                ("", &format!("{ours}enc !"), &format!("{stock}enc !")),
+                &raw_caps(8000),
+                &raw,
+            );
+            drop(raw);
+            let enc = buffers(&codes, 8_000, per_buf, total, 1);
+            compare(
+                &format!("{ours}dec, {label} buffers"),
+                "samples",
+                n,
+                ("", &format!("{ours}dec !"), &format!("{stock}dec !")),
+                &coded_caps,
+                &enc,
+            );
+        }
     }
 
     for (a, b) in [(8_000u32, 48_000u32), (48_000, 8_000)] {

@@ -1,4 +1,5 @@
-//! The call-load job behind `make demo`: N full-duplex PCMU calls on loopback
+//! The call-load job behind `make demo`: N full-duplex G.711 calls (PCMU, or
+//! PCMA with `--codec pcma`) on loopback
 //! in one process and one pipeline, with the CPU, threads and memory they cost
 //! and an account of every packet.
 //!
@@ -6,14 +7,15 @@
 //! B on 2i+1, each bound to port 0 and sending to the other's port on
 //! 127.0.0.1). Each leg sends `rtpsynthsrc shared-thread=calls` into its
 //! channel's `sink_N` and receives on `src_N` (`rtp-caps` PCMU) `!
-//! rtpjbufdec ! rtppcmudepay ! ulawdec ! fakesink`, whose pad probe counts
+//! rtpjbufdec ! rtppcmudepay ! ulawdec ! fakesink` (PCMA: `rtppcmadepay !
+//! g711alawdec`), whose pad probe counts
 //! samples and checks that the sample timeline keeps up with arrival time. `--stock` builds the same calls from
 //! stock elements, one `audiotestsrc … ! udpsink` and one `udpsrc ! … !
 //! fakesink` per direction, for the benchmark.
 //!
 //! cargo run --release --example callload -- --calls N --seconds S [--ptime MS]
 //!     [--loss P] [--reorder P] [--duplicate P] [--seed N] [--ramp CALLS_PER_S]
-//!     [--csv FILE] [--json] [--stock] [--quiet]
+//!     [--csv FILE] [--json] [--stock] [--quiet] [--codec pcmu|pcma]
 //!
 //! Exit status 1 when a packet went missing without any counter explaining
 //! it, or a leg's decoded samples do not add up to what was sent.
@@ -28,7 +30,7 @@ use gst::prelude::*;
 use rtpsynth_core::prng::SplitMix64;
 
 const USAGE: &str = "usage: callload [--calls N] [--seconds S] [--ptime MS] [--loss P] \
-[--reorder P] [--duplicate P] [--seed N] [--ramp CALLS_PER_SECOND] [--tick MS] [--servers K] [--csv FILE] [--json] \
+[--reorder P] [--duplicate P] [--seed N] [--ramp CALLS_PER_SECOND] [--tick MS] [--servers K] [--csv FILE] [--json] [--codec pcmu|pcma] \
 [--stock] [--quiet]
 
   --calls N        full-duplex calls (default 200)
@@ -45,11 +47,95 @@ const USAGE: &str = "usage: callload [--calls N] [--seconds S] [--ptime MS] [--l
   --csv FILE       write the per-second rows to FILE
   --json           print the summary as one JSON object on the last line
   --stock          build the calls from stock GStreamer elements instead
-  --quiet          no live lines nor table (with --json: only the JSON line)";
+  --quiet          no live lines nor table (with --json: only the JSON line)
+  --codec C        pcmu (G.711 µ-law, payload type 0) or pcma (A-law, 8) (default pcmu)";
 
 const CLOCK_RATE: u64 = 8000;
-const PCMU_CAPS: &str =
-    "application/x-rtp,media=audio,clock-rate=8000,encoding-name=PCMU,payload=0";
+
+/// The G.711 law the calls speak, with the elements each side uses for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Pcmu,
+    Pcma,
+}
+
+impl Codec {
+    /// RTP caps of the stream.
+    fn rtp_caps(self) -> &'static str {
+        match self {
+            Codec::Pcmu => {
+                "application/x-rtp,media=audio,clock-rate=8000,encoding-name=PCMU,payload=0"
+            }
+            Codec::Pcma => {
+                "application/x-rtp,media=audio,clock-rate=8000,encoding-name=PCMA,payload=8"
+            }
+        }
+    }
+
+    /// Static RTP payload type (RFC 3551).
+    fn payload_type(self) -> &'static str {
+        match self {
+            Codec::Pcmu => "0",
+            Codec::Pcma => "8",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Codec::Pcmu => "PCMU",
+            Codec::Pcma => "PCMA",
+        }
+    }
+
+    /// Our decoder, and stock's encoder and decoder.
+    fn decoder(self) -> &'static str {
+        match self {
+            Codec::Pcmu => "ulawdec",
+            Codec::Pcma => "g711alawdec",
+        }
+    }
+
+    fn stock_encoder(self) -> &'static str {
+        match self {
+            Codec::Pcmu => "mulawenc",
+            Codec::Pcma => "alawenc",
+        }
+    }
+
+    fn stock_decoder(self) -> &'static str {
+        match self {
+            Codec::Pcmu => "mulawdec",
+            Codec::Pcma => "alawdec",
+        }
+    }
+
+    /// Stock RTP payloader and depayloader.
+    fn payloader(self) -> &'static str {
+        match self {
+            Codec::Pcmu => "rtppcmupay",
+            Codec::Pcma => "rtppcmapay",
+        }
+    }
+
+    fn depayloader(self) -> &'static str {
+        match self {
+            Codec::Pcmu => "rtppcmudepay",
+            Codec::Pcma => "rtppcmadepay",
+        }
+    }
+}
+
+impl std::str::FromStr for Codec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "pcmu" => Ok(Codec::Pcmu),
+            "pcma" => Ok(Codec::Pcma),
+            _ => Err(format!("unknown codec {s:?}: pcmu or pcma")),
+        }
+    }
+}
 /// Impairment stops this long before the sources do, so every void it made
 /// is closed by later packets and concealed before the books are read.
 const CLEAN_TAIL: Duration = Duration::from_millis(300);
@@ -77,6 +163,7 @@ pub struct Options {
     pub json: bool,
     pub stock: bool,
     pub quiet: bool,
+    pub codec: Codec,
 }
 
 impl Default for Options {
@@ -96,6 +183,7 @@ impl Default for Options {
             json: false,
             stock: false,
             quiet: false,
+            codec: Codec::Pcmu,
         }
     }
 }
@@ -125,6 +213,7 @@ impl Options {
                 "--json" => o.json = true,
                 "--stock" => o.stock = true,
                 "--quiet" => o.quiet = true,
+                "--codec" => o.codec = args.next().ok_or("--codec needs a value")?.parse()?,
                 "-h" | "--help" => return Ok(None),
                 other => return Err(format!("unknown argument {other}\n{USAGE}")),
             }
@@ -551,8 +640,8 @@ impl Ours {
         )?;
         let chain = [
             jbuf.clone(),
-            make("rtppcmudepay", &[])?,
-            make("ulawdec", &[])?,
+            make(self.c.options.codec.depayloader(), &[])?,
+            make(self.c.options.codec.decoder(), &[])?,
             counting_sink(leg)?,
         ];
         add_chain(bin, &chain)?;
@@ -577,6 +666,7 @@ impl Ours {
                 ("shared-thread", "calls"),
                 ("is-live", "true"),
                 ("ptime", &ptime),
+                ("payload-type", self.c.options.codec.payload_type()),
             ],
         )?;
         bin.add(&src)
@@ -605,9 +695,10 @@ impl Calls for Ours {
         let (sink_b, port_b) = Self::channel(&mux, b)?;
         let src_a = Self::pad(&mux, &format!("src_{a}"))?;
         let src_b = Self::pad(&mux, &format!("src_{b}"))?;
-        let caps: gst::Caps = PCMU_CAPS
+        let rtp_caps = self.c.options.codec.rtp_caps();
+        let caps: gst::Caps = rtp_caps
             .parse()
-            .map_err(|e| format!("bad caps {PCMU_CAPS}: {e}"))?;
+            .map_err(|e| format!("bad caps {rtp_caps}: {e}"))?;
         for src in [&src_a, &src_b] {
             src.set_property("rtp-caps", &caps);
         }
@@ -762,7 +853,11 @@ impl Stock {
         let (leg, seed) = self.c.new_leg();
         let udpsrc = make(
             "udpsrc",
-            &[("address", "127.0.0.1"), ("port", "0"), ("caps", PCMU_CAPS)],
+            &[
+                ("address", "127.0.0.1"),
+                ("port", "0"),
+                ("caps", self.c.options.codec.rtp_caps()),
+            ],
         )?;
         // READY opens the socket; udpsrc then reports the port it got.
         udpsrc
@@ -778,8 +873,8 @@ impl Stock {
             &[
                 udpsrc.clone(),
                 jb.clone(),
-                make("rtppcmudepay", &[])?,
-                make("mulawdec", &[])?,
+                make(self.c.options.codec.depayloader(), &[])?,
+                make(self.c.options.codec.stock_decoder(), &[])?,
                 counting_sink(leg.clone())?,
             ],
         )?;
@@ -802,7 +897,7 @@ impl Stock {
                 ("wave", "silence"),
             ],
         )?;
-        let pay = make("rtppcmupay", &[])?;
+        let pay = make(self.c.options.codec.payloader(), &[])?;
         let udpsink = make(
             "udpsink",
             &[
@@ -817,13 +912,14 @@ impl Stock {
             &[
                 source.clone(),
                 make("capsfilter", &[("caps", &raw)])?,
-                make("mulawenc", &[])?,
+                make(self.c.options.codec.stock_encoder(), &[])?,
                 pay.clone(),
                 udpsink.clone(),
             ],
         )?;
         impair(
-            &pay.static_pad("src").ok_or("rtppcmupay has no src pad")?,
+            &pay.static_pad("src")
+                .ok_or("the payloader has no src pad")?,
             udpsink
                 .static_pad("sink")
                 .ok_or("udpsink has no sink pad")?,
@@ -1094,6 +1190,7 @@ impl Monitor {
 #[derive(Debug)]
 pub struct Summary {
     pub stock: bool,
+    pub codec: Codec,
     pub calls: usize,
     pub window_seconds: f64,
     pub packets_sent: u64,
@@ -1135,6 +1232,7 @@ impl Summary {
                 "mode",
                 if self.stock { "stock" } else { "rtpsynth" }.to_string(),
             ),
+            ("codec", self.codec.name().to_string()),
             ("calls", self.calls.to_string()),
             ("window_seconds", format!("{:.2}", self.window_seconds)),
             ("packets_sent", self.packets_sent.to_string()),
@@ -1174,7 +1272,7 @@ impl Summary {
         let mut s = String::from("{");
         for (i, (k, v)) in self.fields().into_iter().enumerate() {
             let sep = if i == 0 { "" } else { "," };
-            if k == "mode" || k == "busiest_thread" {
+            if matches!(k, "mode" | "codec" | "busiest_thread") {
                 let v = v.replace('\\', "\\\\").replace('"', "\\\"");
                 let _ = write!(s, "{sep}\"{k}\":\"{v}\"");
             } else {
@@ -1304,8 +1402,9 @@ fn measure(
         .map_err(|e| format!("cannot start the pipeline: {e}"))?;
     if !o.quiet {
         println!(
-            "{} full-duplex PCMU calls ({}), ptime {} ms, ramp {} calls/s, then {} s measured",
+            "{} full-duplex {} calls ({}), ptime {} ms, ramp {} calls/s, then {} s measured",
             o.calls,
+            o.codec.name(),
             if o.stock {
                 "stock elements"
             } else {
@@ -1404,6 +1503,7 @@ fn measure(
     let mhz = cpu_mhz();
     Ok(Summary {
         stock: o.stock,
+        codec: o.codec,
         calls: o.calls,
         window_seconds: window,
         packets_sent: t.sent,

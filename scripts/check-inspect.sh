@@ -3,7 +3,7 @@
 # lists every element the project ships.
 set -euo pipefail
 dir=${1:-target/debug}
-ELEMENTS=(rtpsynthsrc rtpjbufdec rtpmuxserver ulawenc ulawdec linearresample)
+ELEMENTS=(rtpsynthsrc rtpjbufdec rtpmuxserver ulawenc ulawdec g711alawenc g711alawdec linearresample)
 
 export GST_PLUGIN_PATH="$dir"
 export GST_REGISTRY="${GST_REGISTRY:-$dir/gst-registry.bin}"

@@ -129,7 +129,16 @@ pub fn raw_caps(max_rate: i32) -> gst::Caps {
 
 /// `audio/x-mulaw` with any rate and channel count.
 pub fn mulaw_caps() -> gst::Caps {
-    gst::Caps::builder("audio/x-mulaw")
+    coded_caps("audio/x-mulaw")
+}
+
+/// `audio/x-alaw` with any rate and channel count.
+pub fn alaw_caps() -> gst::Caps {
+    coded_caps("audio/x-alaw")
+}
+
+fn coded_caps(media: &str) -> gst::Caps {
+    gst::Caps::builder(media)
         .field("rate", gst::IntRange::new(1, i32::MAX))
         .field("channels", gst::IntRange::new(1, i32::MAX))
         .build()

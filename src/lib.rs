@@ -10,6 +10,8 @@ mod audiofilter;
 mod spare;
 mod stats;
 
+mod g711alawdec;
+mod g711alawenc;
 mod linearresample;
 mod rtpjbufdec;
 mod rtpmuxserver;
@@ -24,6 +26,8 @@ fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     ulawenc::register(plugin)?;
     ulawdec::register(plugin)?;
     linearresample::register(plugin)?;
+    g711alawenc::register(plugin)?;
+    g711alawdec::register(plugin)?;
     Ok(())
 }
 

@@ -88,6 +88,29 @@ fn stock_calls_need_threads_per_stream() {
     assert!(s.threads >= 3 * 2 * 3, "{} threads", s.threads);
 }
 
+/// PCMA calls: rtpsynthsrc with payload type 8 into `rtppcmadepay !
+/// g711alawdec`, and the stock A-law elements for `--stock`; every packet
+/// and every leg's samples accounted for.
+#[test]
+fn pcma_calls_run_on_the_alaw_elements() {
+    for extra in ["", "--stock"] {
+        let o = options(&format!(
+            "--calls 3 --seconds 2 --ramp 0 --codec pcma --loss 0.02 --seed 3 --quiet {extra}"
+        ));
+        assert_eq!(o.codec, callload::Codec::Pcma);
+        let s = run_serial(&o);
+        let j = s.json();
+        assert!(j.contains("\"codec\":\"PCMA\""), "{j}");
+        assert!(s.ok(), "{j}");
+        assert!(s.packets_received > 0, "{j}");
+        assert_eq!(
+            s.packets_received,
+            s.packets_sent - s.impairment_dropped + s.duplicated,
+            "{j}"
+        );
+    }
+}
+
 #[test]
 fn json_is_one_line_with_the_required_fields() {
     let o = options("--calls 1 --seconds 0.5 --ramp 0 --quiet --json");
@@ -126,6 +149,7 @@ fn bad_options_are_refused_with_a_reason() {
         ("--tick 5000", "--tick"),
         ("--seed", "needs a value"),
         ("--frobnicate", "unknown argument"),
+        ("--codec g722", "unknown codec"),
     ] {
         let e = parse(args).unwrap_err();
         assert!(e.contains(needle), "{args}: {e}");

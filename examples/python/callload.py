@@ -1,12 +1,13 @@
 #!/usr/bin/python3
-"""The call-load job from Python: N full-duplex PCMU calls on loopback in one
+"""The call-load job from Python: N full-duplex G.711 calls on loopback in one
 process, built with PyGObject from the same elements as
 `cargo run --release --example callload` (the Rust job, which also has
 impairment, ramp-up and a stock-element mode).
 
 Per call, two rtpmuxserver channels (leg A and leg B) send to each other; each
 leg's packets come from an rtpsynthsrc on one shared thread and are received
-into `rtpjbufdec ! rtppcmudepay ! ulawdec ! fakesink`. One line a second shows
+into `rtpjbufdec ! rtppcmudepay ! ulawdec ! fakesink` (with --codec pcma:
+payload type 8 into `rtppcmadepay ! g711alawdec`). One line a second shows
 calls, packets/s, loss, erasures, CPU and threads; the end prints a summary
 (with --json also one JSON object as the last line). Exit status 1 when a
 packet went missing without being counted, or a leg's decoded audio is not
@@ -26,13 +27,26 @@ import gi
 gi.require_version("Gst", "1.0")
 from gi.repository import Gst  # noqa: E402
 
-RTP_CAPS = "application/x-rtp,media=audio,clock-rate=8000,encoding-name=PCMU,payload=0"
+# Per codec: RTP encoding name and static payload type, depayloader, decoder.
+CODECS = {
+    "pcmu": ("PCMU", 0, "rtppcmudepay", "ulawdec"),
+    "pcma": ("PCMA", 8, "rtppcmadepay", "g711alawdec"),
+}
 # rtpjbufdec's wait behind a void, ms; the Rust job uses the same.
 JBUF_LATENCY = 60
-RECEIVER = (
-    f"rtpjbufdec latency={JBUF_LATENCY} erasure-mode=silence ! rtppcmudepay ! ulawdec"
-    " ! fakesink sync=false async=false enable-last-sample=false"
-)
+
+
+def rtp_caps(codec):
+    name, pt, _, _ = CODECS[codec]
+    return f"application/x-rtp,media=audio,clock-rate=8000,encoding-name={name},payload={pt}"
+
+
+def receiver_chain(codec):
+    _, _, depay, dec = CODECS[codec]
+    return (
+        f"rtpjbufdec latency={JBUF_LATENCY} erasure-mode=silence ! {depay} ! {dec}"
+        " ! fakesink sync=false async=false enable-last-sample=false"
+    )
 WARMUP_S = 1.0
 # After the sources stop: the server and sockets count as quiet once their
 # counters hold still this many 100 ms polls in a row, waiting at most
@@ -65,12 +79,13 @@ JBUF_FIELDS = (
 class Calls:
     """The pipeline: one rtpmuxserver and, per leg, a source and a receiver."""
 
-    def __init__(self, calls, ptime, tick):
+    def __init__(self, calls, ptime, tick, codec="pcmu"):
         self.pipeline = Gst.Pipeline.new("calls")
         self.mux = Gst.ElementFactory.make("rtpmuxserver", "mux")
         self.mux.set_property("tick", tick)
         self.pipeline.add(self.mux)
-        caps = Gst.Caps.from_string(RTP_CAPS)
+        caps = Gst.Caps.from_string(rtp_caps(codec))
+        receiver_description = receiver_chain(codec)
         self.sources, self.jbufs, self.decoders, self.sinks = [], [], [], []
         for ch in range(2 * calls):
             sink = self.mux.request_pad_simple(f"sink_{ch}")
@@ -81,7 +96,8 @@ class Calls:
             source.set_property("shared-thread", "calls")
             source.set_property("is-live", True)
             source.set_property("ptime", ptime)
-            receiver = Gst.parse_bin_from_description(RECEIVER, True)
+            source.set_property("payload-type", CODECS[codec][1])
+            receiver = Gst.parse_bin_from_description(receiver_description, True)
             self.pipeline.add(source)
             self.pipeline.add(receiver)
             if source.get_static_pad("src").link(sink) != Gst.PadLinkReturn.OK:
@@ -91,7 +107,7 @@ class Calls:
             self.sources.append(source)
             by_factory = {e.get_factory().get_name(): e for e in receiver.iterate_elements()}
             self.jbufs.append(by_factory["rtpjbufdec"])
-            self.decoders.append(by_factory["ulawdec"])
+            self.decoders.append(by_factory[CODECS[codec][3]])
 
     def start(self):
         # The sockets open on the way to PAUSED; targets need their ports.
@@ -175,6 +191,8 @@ def parse_args(argv):
     ap.add_argument("--csv", metavar="FILE", help="write the per-second rows to FILE")
     ap.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
     ap.add_argument("--quiet", action="store_true", help="no live lines nor table")
+    ap.add_argument("--codec", choices=sorted(CODECS), default="pcmu",
+                    help="G.711 law: pcmu (µ-law, payload type 0) or pcma (A-law, 8) (default pcmu)")
     args = ap.parse_args(argv)
     for name in ("calls", "ptime"):
         if getattr(args, name) < 1:
@@ -186,7 +204,7 @@ def parse_args(argv):
 
 def run(args):
     Gst.init(None)
-    calls = Calls(args.calls, args.ptime, args.tick)
+    calls = Calls(args.calls, args.ptime, args.tick, args.codec)
     calls.start()
     say = (lambda *a: None) if args.quiet else print
     say(f"{args.calls} calls, {2 * args.calls} channels, {len(calls.sources)} sources on one shared thread")
@@ -263,6 +281,7 @@ def run(args):
 
     mhz = cpu / window * cpu_mhz() / args.calls
     summary = {
+        "codec": CODECS[args.codec][0],
         "calls": args.calls,
         "seconds": round(window, 3),
         "packets_sent": src["packets-sent"],

@@ -4,8 +4,9 @@
     rtpsynthsrc -> rtpmuxserver sink_0 ~~UDP 127.0.0.1~~> src_1 -> rtpjbufdec
                 -> rtppcmudepay -> ulawdec -> fakesink
 
+or, for G.711 A-law (PCMA, payload type 8), rtppcmadepay -> g711alawdec.
 Run from the repository after `cargo build --release`:
-    GST_PLUGIN_PATH=target/release /usr/bin/python3 examples/python/minimal.py
+    GST_PLUGIN_PATH=target/release /usr/bin/python3 examples/python/minimal.py [SECONDS] [pcmu|pcma]
 """
 
 import sys
@@ -17,16 +18,23 @@ gi.require_version("Gst", "1.0")
 from gi.repository import Gst  # noqa: E402
 
 SECONDS = float(sys.argv[1]) if len(sys.argv) > 1 else 3.0
+CODEC = sys.argv[2] if len(sys.argv) > 2 else "pcmu"
+# Per codec: RTP encoding name and static payload type, depayloader, decoder.
+CODECS = {
+    "pcmu": ("PCMU", 0, "rtppcmudepay", "ulawdec"),
+    "pcma": ("PCMA", 8, "rtppcmadepay", "g711alawdec"),
+}
 
 
 def main():
     Gst.init(None)
+    name, pt, depay, decoder = CODECS[CODEC]
     p = Gst.parse_launch(
         "rtpmuxserver name=m sink_0::bind-address=127.0.0.1 src_1::bind-address=127.0.0.1 "
-        "rtpsynthsrc name=src ptime=20 ! m.sink_0 "
+        f"rtpsynthsrc name=src ptime=20 payload-type={pt} ! m.sink_0 "
         # src_N's caps are plain application/x-rtp: say what the stream is.
-        "m.src_1 ! application/x-rtp,media=audio,clock-rate=8000,encoding-name=PCMU,payload=0 "
-        "! rtpjbufdec name=jb ! rtppcmudepay ! ulawdec name=dec ! fakesink sync=false async=false"
+        f"m.src_1 ! application/x-rtp,media=audio,clock-rate=8000,encoding-name={name},payload={pt} "
+        f"! rtpjbufdec name=jb ! {depay} ! {decoder} name=dec ! fakesink sync=false async=false"
     )
     m, src, jb, dec = (p.get_by_name(n) for n in ("m", "src", "jb", "dec"))
     # The sockets are bound in PAUSED: point channel 0 at channel 1's port.
@@ -39,9 +47,15 @@ def main():
     p.set_state(Gst.State.PLAYING)
     time.sleep(SECONDS)
     src.set_state(Gst.State.NULL)  # stop sending, let the last packets land
-    time.sleep(0.2)
-
     sent = src.get_property("stats").get_value("packets-sent")
+    # On a busy machine the last datagrams can take a while: wait (at most
+    # 3 s) until the jitter buffer has seen them all.
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        if jb.get_property("stats").get_value("received") >= sent:
+            break
+        time.sleep(0.05)
+
     jbs = jb.get_property("stats")
     decoded = dec.get_property("stats").get_value("samples-out")
     mux = m.get_property("stats")
@@ -50,7 +64,7 @@ def main():
     print(f"rtpmuxserver sent     {mux.get_value('packets-sent')}, received {mux.get_value('packets-received')}")
     print(f"rtpjbufdec pushed     {jbs.get_value('pushed')} of {jbs.get_value('received')}, "
           f"erasures {jbs.get_value('erasures')}")
-    print(f"ulawdec decoded       {decoded} samples ({decoded / 8000:.2f} s of audio)")
+    print(f"{decoder:<21} {decoded} samples ({decoded / 8000:.2f} s of audio)")
     return 0 if jbs.get_value("pushed") == sent and decoded == 160 * sent else 1
 
 

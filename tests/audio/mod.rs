@@ -206,3 +206,65 @@ pub fn demand_aligned_memory(h: &gst_check::Harness, align: usize) {
 pub fn data_address(b: &gst::Buffer) -> usize {
     b.map_readable().expect("readable").as_ptr() as usize
 }
+
+pub fn alaw_caps(rate: i32, channels: i32) -> gst::Caps {
+    gst::Caps::builder("audio/x-alaw")
+        .field("rate", rate)
+        .field("channels", channels)
+        .build()
+}
+
+/// One G.711 law: our elements, the stock ones they compete with, and what
+/// sets the law apart, so each G.711 test runs for both.
+pub struct Law {
+    /// Our encoder and decoder.
+    pub enc: &'static str,
+    pub dec: &'static str,
+    /// Stock gst-plugins-good's encoder and decoder.
+    pub stock_enc: &'static str,
+    pub stock_dec: &'static str,
+    /// The stock RTP payloader and depayloader for it.
+    pub pay: &'static str,
+    pub depay: &'static str,
+    /// Caps of the coded stream.
+    pub caps: fn(i32, i32) -> gst::Caps,
+    /// The other law's caps, which the elements must refuse.
+    pub other_caps: fn(i32, i32) -> gst::Caps,
+    pub encode_sample: fn(i16) -> u8,
+    pub decode_sample: fn(u8) -> i16,
+}
+
+pub const MULAW: Law = Law {
+    enc: "ulawenc",
+    dec: "ulawdec",
+    stock_enc: "mulawenc",
+    stock_dec: "mulawdec",
+    pay: "rtppcmupay",
+    depay: "rtppcmudepay",
+    caps: mulaw_caps,
+    other_caps: alaw_caps,
+    encode_sample: rtpsynth_core::g711::encode_sample,
+    decode_sample: rtpsynth_core::g711::decode_sample,
+};
+
+pub const ALAW: Law = Law {
+    enc: "g711alawenc",
+    dec: "g711alawdec",
+    stock_enc: "alawenc",
+    stock_dec: "alawdec",
+    pay: "rtppcmapay",
+    depay: "rtppcmadepay",
+    caps: alaw_caps,
+    other_caps: mulaw_caps,
+    encode_sample: rtpsynth_core::g711::encode_alaw_sample,
+    decode_sample: rtpsynth_core::g711::decode_alaw_sample,
+};
+
+pub const LAWS: [Law; 2] = [MULAW, ALAW];
+
+impl Law {
+    /// What our encoder and decoder make of `x` in turn.
+    pub fn round_trip(&self, x: i16) -> i16 {
+        (self.decode_sample)((self.encode_sample)(x))
+    }
+}

@@ -50,3 +50,23 @@ def test_bad_options_are_refused():
     r = callload("--calls", "0")
     assert r.returncode == 2
     assert "--calls must be at least 1" in r.stderr
+
+
+def test_pcma_calls_run_on_the_alaw_decoder():
+    r = callload("--calls", "4", "--seconds", "1", "--codec", "pcma", "--json", "--quiet")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout.strip().splitlines()[-1])
+    assert s["codec"] == "PCMA"
+    assert s["lost_uncounted"] == 0 and s["discontinuous_legs"] == 0
+    assert s["packets_received"] == s["packets_sent"] > 0
+
+
+MINIMAL = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "python", "minimal.py")
+
+
+def test_minimal_example_decodes_both_laws():
+    for codec, decoder in (("pcmu", "ulawdec"), ("pcma", "g711alawdec")):
+        r = subprocess.run([sys.executable, MINIMAL, "1", codec], capture_output=True, text=True,
+                           timeout=30, env=os.environ)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert decoder in r.stdout

@@ -1,12 +1,12 @@
-//! `ulawenc`: bit-exactness through the element, metadata, caps, events,
-//! bad input, and where it differs from stock `mulawenc`.
+//! The G.711 encoders, `ulawenc` and `g711alawenc`: bit-exactness through
+//! the element, metadata, caps, events, bad input, and where each differs
+//! from the stock encoder of its law.
 
 mod audio;
 mod common;
 
 use audio::*;
 use gst::prelude::*;
-use rtpsynth_core::g711;
 
 fn all_inputs() -> Vec<i16> {
     (i16::MIN..=i16::MAX).collect()
@@ -15,25 +15,30 @@ fn all_inputs() -> Vec<i16> {
 #[test]
 fn encodes_all_65536_inputs_like_the_core_and_keeps_metadata() {
     common::init();
-    let mut h = harness_for("ulawenc", raw_caps(8000, 1));
+    for law in LAWS {
+        encodes_all_inputs(&law);
+    }
+}
+
+fn encodes_all_inputs(law: &Law) {
+    let mut h = harness_for(law.enc, raw_caps(8000, 1));
     let input = all_inputs();
     let (pts, dur) = (1_000_000_000, 8_192_000_000);
     h.push(buffer(le_bytes(&input), pts, dur, 8000, 65_536))
         .unwrap();
     let out = h.pull().unwrap();
-    let mut expected = vec![0u8; input.len()];
-    g711::encode(&input, &mut expected);
-    assert_eq!(bytes_of(&out), expected);
+    let expected: Vec<u8> = input.iter().map(|&x| (law.encode_sample)(x)).collect();
+    assert_eq!(bytes_of(&out), expected, "{}", law.enc);
     assert_eq!(out.pts(), Some(gst::ClockTime::from_nseconds(pts)));
     assert_eq!(out.duration(), Some(gst::ClockTime::from_nseconds(dur)));
     assert_eq!((out.offset(), out.offset_end()), (8000, 8000 + 65_536));
     assert_eq!(
         h.sinkpad().unwrap().current_caps().unwrap(),
-        mulaw_caps(8000, 1)
+        (law.caps)(8000, 1)
     );
     assert_eq!(
-        stats(&h.element().unwrap()).name(),
-        "application/x-ulawenc-stats"
+        stats(&h.element().unwrap()).name().as_str(),
+        format!("application/x-{}-stats", law.enc)
     );
     assert_eq!(
         stat_values(
@@ -56,10 +61,16 @@ fn encodes_all_65536_inputs_like_the_core_and_keeps_metadata() {
 #[test]
 fn both_allocation_paths_give_the_same_buffers() {
     common::init();
+    for law in LAWS {
+        both_allocation_paths(&law);
+    }
+}
+
+fn both_allocation_paths(law: &Law) {
     let input = all_inputs();
     let mut results = Vec::new();
     for aligned in [false, true] {
-        let mut h = gst_check::Harness::new("ulawenc");
+        let mut h = gst_check::Harness::new(law.enc);
         if aligned {
             demand_aligned_memory(&h, 63);
         }
@@ -115,35 +126,41 @@ fn both_allocation_paths_give_the_same_buffers() {
     assert_eq!(results[0][12].2, results[0][12].1, "DTS carried over");
 }
 
-/// Stock mulawenc uses the Sun/CCITT code (bias 0x84 on negated samples),
-/// not G.191's one's complement; the two part on negative inputs near
-/// segment edges. This measures exactly where.
+/// Both stock encoders quantize the magnitude of a negative sample where
+/// G.191 quantizes its one's complement (stock mulawenc with the Sun/CCITT
+/// code, bias 0x84 on negated samples; stock alawenc with `s16_to_alaw`
+/// on |x|); the two part on negative inputs at step boundaries. This
+/// measures exactly where, on the installed stock elements.
 #[test]
-fn differs_from_stock_mulawenc_on_127_negative_inputs() {
+fn differs_from_the_stock_encoders_on_127_negative_inputs() {
     common::init();
-    let mut h = harness_for("mulawenc", raw_caps(8000, 1));
-    let input = all_inputs();
-    h.push(buffer(le_bytes(&input), 0, 0, 0, 65_536)).unwrap();
-    let stock = bytes_of(&h.pull().unwrap());
-    assert_eq!(stock.len(), input.len());
-    let differ: Vec<i16> = input
-        .iter()
-        .zip(&stock)
-        .filter(|&(&x, &c)| g711::encode_sample(x) != c)
-        .map(|(&x, _)| x)
-        .collect();
-    assert!(differ.iter().all(|&x| x < 0), "{differ:?}");
-    // Every difference is one code step: the neighbouring segment edge.
-    for &x in &differ {
-        let ours = g711::decode_sample(g711::encode_sample(x)) as i32;
-        let c = stock[(x as i32 + 32768) as usize];
-        let theirs = g711::decode_sample(c) as i32;
-        assert!(
-            ours != theirs && (ours - theirs).abs() <= 1024,
-            "{x}: {ours} vs {theirs}"
-        );
+    for law in LAWS {
+        let mut h = harness_for(law.stock_enc, raw_caps(8000, 1));
+        let input = all_inputs();
+        h.push(buffer(le_bytes(&input), 0, 0, 0, 65_536)).unwrap();
+        let stock = bytes_of(&h.pull().unwrap());
+        assert_eq!(stock.len(), input.len());
+        let differ: Vec<i16> = input
+            .iter()
+            .zip(&stock)
+            .filter(|&(&x, &c)| (law.encode_sample)(x) != c)
+            .map(|(&x, _)| x)
+            .collect();
+        assert!(differ.iter().all(|&x| x < 0), "{}: {differ:?}", law.enc);
+        // Every difference is one quantization step (A-law: a step and a
+        // half where stock's code starts the next segment), decoded
+        // further from zero by stock.
+        for &x in &differ {
+            let ours = law.round_trip(x) as i32;
+            let theirs = (law.decode_sample)(stock[(x as i32 + 32768) as usize]) as i32;
+            assert!(
+                theirs < ours && ours - theirs <= 1024,
+                "{}: {x}: {ours} vs {theirs}",
+                law.enc
+            );
+        }
+        assert_eq!(differ.len(), 127, "{}: {differ:?}", law.enc);
     }
-    assert_eq!(differ.len(), 127, "{differ:?}");
 }
 
 #[test]
@@ -151,21 +168,32 @@ fn multichannel_and_caps_queries_through_converters() {
     common::init();
     // audioconvert and audioresample upstream negotiate F32 at 44.1 k into
     // S16LE at 16 k because ulawenc answers caps queries from downstream.
-    let (data, caps) = run_to_appsink(
-        "audiotestsrc num-buffers=10 samplesperbuffer=441 ! audio/x-raw,format=F32LE,rate=44100,channels=2 \
-         ! audioconvert ! audioresample ! ulawenc ! audio/x-mulaw,rate=16000 ! appsink name=out",
-    );
-    let caps = caps.unwrap();
-    assert_eq!(caps, mulaw_caps(16000, 2));
-    // 0.1 s at 16 kHz, two channels, one byte each (audioresample keeps the
-    // total length within a few samples).
-    assert!((data.len() as i64 - 3200).abs() <= 16, "{}", data.len());
+    for law in LAWS {
+        let media = (law.caps)(16000, 2);
+        let media = media.structure(0).unwrap().name();
+        let (data, caps) = run_to_appsink(&format!(
+            "audiotestsrc num-buffers=10 samplesperbuffer=441 ! audio/x-raw,format=F32LE,rate=44100,channels=2 \
+             ! audioconvert ! audioresample ! {} ! {media},rate=16000 ! appsink name=out",
+            law.enc
+        ));
+        let caps = caps.unwrap();
+        assert_eq!(caps, (law.caps)(16000, 2));
+        // 0.1 s at 16 kHz, two channels, one byte each (audioresample keeps
+        // the total length within a few samples).
+        assert!((data.len() as i64 - 3200).abs() <= 16, "{}", data.len());
+    }
 }
 
 #[test]
 fn gap_events_are_forwarded_in_order() {
     common::init();
-    let mut h = harness_for("ulawenc", raw_caps(8000, 1));
+    for law in LAWS {
+        gap_events_in_order(&law);
+    }
+}
+
+fn gap_events_in_order(law: &Law) {
+    let mut h = harness_for(law.enc, raw_caps(8000, 1));
     let el = h.element().unwrap();
     let seen = record_flow(&el.static_pad("src").unwrap());
     h.push(buffer(le_bytes(&[1, 2, 3, 4]), 0, 500_000, 0, 4))
@@ -186,36 +214,44 @@ fn odd_and_empty_buffers_are_stream_errors() {
         (vec![1u8, 2], "not a whole number"), // one sample of a 2-channel frame
     ] {
         let channels = if data.len() == 2 { 2 } else { 1 };
-        let mut h = harness_for("ulawenc", raw_caps(8000, channels));
-        let bus = gst::Bus::new();
-        h.element().unwrap().set_bus(Some(&bus));
-        assert_eq!(
-            h.push(gst::Buffer::from_mut_slice(data)),
-            Err(gst::FlowError::Error)
-        );
-        let msg = bus
-            .pop_filtered(&[gst::MessageType::Error])
-            .expect("error posted");
-        let gst::MessageView::Error(e) = msg.view() else {
-            unreachable!()
-        };
-        assert!(
-            e.error().to_string().contains(why),
-            "{} {:?}",
-            e.error(),
-            e.debug()
-        );
-        assert_eq!(
-            stat_values(&h, &["buffers-in", "rejected-buffers", "buffers-out"]),
-            [1, 1, 0]
-        );
+        for law in LAWS {
+            let mut h = harness_for(law.enc, raw_caps(8000, channels));
+            let bus = gst::Bus::new();
+            h.element().unwrap().set_bus(Some(&bus));
+            assert_eq!(
+                h.push(gst::Buffer::from_mut_slice(data.clone())),
+                Err(gst::FlowError::Error)
+            );
+            let msg = bus
+                .pop_filtered(&[gst::MessageType::Error])
+                .expect("error posted");
+            let gst::MessageView::Error(e) = msg.view() else {
+                unreachable!()
+            };
+            assert!(
+                e.error().to_string().contains(why),
+                "{} {:?}",
+                e.error(),
+                e.debug()
+            );
+            assert_eq!(
+                stat_values(&h, &["buffers-in", "rejected-buffers", "buffers-out"]),
+                [1, 1, 0]
+            );
+        }
     }
 }
 
 #[test]
 fn missing_caps_and_unsupported_formats_do_not_negotiate() {
     common::init();
-    let (h, pushed) = push_four_bytes("ulawenc", None);
+    for law in LAWS {
+        refuses_without_caps(&law);
+    }
+}
+
+fn refuses_without_caps(law: &Law) {
+    let (h, pushed) = push_four_bytes(law.enc, None);
     assert_eq!(pushed, Err(gst::FlowError::NotNegotiated));
     // Refused before or by the element, never counted as passed on.
     let s = stats(&h.element().unwrap());
@@ -224,10 +260,10 @@ fn missing_caps_and_unsupported_formats_do_not_negotiate() {
     for caps in [
         raw_caps_of("S16BE", 8000, 1),
         raw_caps_of("F32LE", 8000, 1),
-        mulaw_caps(8000, 1),
+        (law.caps)(8000, 1),
     ] {
         assert_eq!(
-            push_four_bytes("ulawenc", Some(caps.clone())).1,
+            push_four_bytes(law.enc, Some(caps.clone())).1,
             Err(gst::FlowError::NotNegotiated),
             "{caps}"
         );
