@@ -18,6 +18,10 @@ PACKAGES=(
   meson
   ninja-build
   tshark
+  # Real peers and captures for tests/captures.rs: SIPp's RTP captures
+  # (/usr/share/sip-tester/*.pcap) and ffmpeg.
+  sip-tester
+  ffmpeg
 )
 
 missing=()

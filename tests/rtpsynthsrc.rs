@@ -326,62 +326,19 @@ fn udp_loopback_to_stock_receiver_gets_every_packet() {
     assert_eq!(bytes, want, "100 packets of 80 samples arrive and decode");
 }
 
-/// A pcap file (raw IPv4 link type) holding each packet as a UDP datagram
-/// from 127.0.0.1:40000 to 127.0.0.1:5004.
+/// A pcap file of `packets`, one every 20 ms, from port 40000 to 5004.
 fn pcap_of(packets: &[Vec<u8>]) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    f.extend_from_slice(&2u16.to_le_bytes());
-    f.extend_from_slice(&4u16.to_le_bytes());
-    f.extend_from_slice(&[0; 8]); // thiszone, sigfigs
-    f.extend_from_slice(&65535u32.to_le_bytes());
-    f.extend_from_slice(&101u32.to_le_bytes()); // LINKTYPE_RAW
-    for (i, rtp) in packets.iter().enumerate() {
-        let total = 20 + 8 + rtp.len();
-        let mut ip = vec![
-            0x45,
-            0,
-            (total >> 8) as u8,
-            total as u8,
-            0,
-            0,
-            0x40,
-            0,
-            64,
-            17,
-            0,
-            0,
-            127,
-            0,
-            0,
-            1,
-            127,
-            0,
-            0,
-            1,
-        ];
-        let sum: u32 = ip
-            .chunks(2)
-            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-            .sum();
-        let sum = (sum & 0xffff) + (sum >> 16);
-        let csum = !((sum & 0xffff) + (sum >> 16)) as u16;
-        ip[10..12].copy_from_slice(&csum.to_be_bytes());
-        let udp_len = (8 + rtp.len()) as u16;
-        let mut udp = vec![];
-        udp.extend_from_slice(&40000u16.to_be_bytes());
-        udp.extend_from_slice(&5004u16.to_be_bytes());
-        udp.extend_from_slice(&udp_len.to_be_bytes());
-        udp.extend_from_slice(&[0, 0]);
-        f.extend_from_slice(&(i as u32).to_le_bytes());
-        f.extend_from_slice(&(20_000 * (i as u32 % 50)).to_le_bytes());
-        f.extend_from_slice(&(total as u32).to_le_bytes());
-        f.extend_from_slice(&(total as u32).to_le_bytes());
-        f.extend_from_slice(&ip);
-        f.extend_from_slice(&udp);
-        f.extend_from_slice(rtp);
-    }
-    f
+    let datagrams: Vec<common::pcap::Datagram> = packets
+        .iter()
+        .enumerate()
+        .map(|(i, p)| common::pcap::Datagram {
+            at: Duration::from_millis(20 * i as u64),
+            src_port: 40000,
+            dst_port: 5004,
+            payload: p.clone(),
+        })
+        .collect();
+    common::pcap::write(&datagrams)
 }
 
 #[test]

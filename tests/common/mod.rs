@@ -3,6 +3,8 @@
 
 use std::sync::Once;
 
+pub mod pcap;
+
 /// Initializes GStreamer and registers this crate's plugin, once per process.
 pub fn init() {
     static INIT: Once = Once::new();
