@@ -207,6 +207,38 @@ fn bad_settings_refuse_to_start_naming_property_and_value() {
     }
 }
 
+/// A source with bad settings fails its state change with exactly one
+/// error message, its own (GstBaseSrc's generic "Failed to start" used to
+/// follow it), on its own thread or a shared one.
+#[test]
+fn bad_settings_post_exactly_one_error() {
+    for props in [
+        "payload-size=0",
+        "payload-size=0 shared-thread=bad-settings",
+        "payload-type=96",
+    ] {
+        let p = pipeline(&format!("rtpsynthsrc {props} ! fakesink async=false"));
+        assert!(
+            p.set_state(gst::State::Playing).is_err(),
+            "{props}: the state change fails"
+        );
+        let bus = p.bus().unwrap();
+        let errors: Vec<String> = std::iter::from_fn(|| {
+            bus.timed_pop_filtered(
+                gst::ClockTime::from_mseconds(200),
+                &[gst::MessageType::Error],
+            )
+        })
+        .map(|m| match m.view() {
+            gst::MessageView::Error(e) => e.error().to_string(),
+            _ => unreachable!(),
+        })
+        .collect();
+        p.set_state(gst::State::Null).unwrap();
+        assert_eq!(errors.len(), 1, "{props}: {errors:?}");
+    }
+}
+
 #[test]
 fn live_pacing_gives_100_packets_in_2_seconds() {
     let p = pipeline("rtpsynthsrc name=src ptime=20 ! fakesink sync=false");

@@ -866,6 +866,16 @@ impl ElementImpl for RtpSynthSrc {
         transition: gst::StateChange,
     ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         use gst::StateChange::*;
+        if transition == ReadyToPaused {
+            // Bad settings fail here, with their one error: once GstBaseSrc
+            // is asked to start, a failed start also posts its own generic
+            // "Failed to start" error after ours.
+            let settings = lock(&self.settings).clone();
+            if let Err(e) = self.prepare(&settings) {
+                self.post_error_message(e);
+                return Err(gst::StateChangeError);
+            }
+        }
         let shared = self.shared_thread_name().is_some();
         if shared {
             match transition {
