@@ -352,6 +352,41 @@ fn ssrc_change() {
     assert_counters(&h, "ssrc-changes=1 erasures=1 pushed=4");
 }
 
+/// An RTCP sender report from `ssrc` (no report blocks), as a sender
+/// multiplexing RTP and RTCP on one port (RFC 5761) sends it: it parses as
+/// an RTP packet of payload type 72.
+fn sender_report(ssrc: u32) -> gst::Buffer {
+    let mut d = vec![0x80, 200, 0, 6];
+    d.extend_from_slice(&ssrc.to_be_bytes());
+    d.extend_from_slice(&[0x11; 20]);
+    assert!(Packet::parse(&d).is_ok(), "valid RTP as well");
+    gst::Buffer::from_mut_slice(d)
+}
+
+#[test]
+fn rtcp_on_the_rtp_port_is_counted_apart_and_not_pushed() {
+    let mut h = harness("");
+    for s in 0..100u16 {
+        if s % 25 == 10 {
+            h.push(sender_report(SSRC)).unwrap();
+        }
+        h.push(packet(s)).unwrap();
+    }
+    h.push_event(gst::event::Eos::new());
+    let out = pulled(&mut h);
+    assert_eq!(
+        seqs_of(&out),
+        (0..100).collect::<Vec<_>>(),
+        "no RTCP downstream"
+    );
+    assert!(discont_of(&out).is_empty());
+    assert_counters(
+        &h,
+        "received=104 pushed=100 dropped-rtcp=4 ssrc-changes=0 resyncs=0 dropped-parse=0 \
+         erasures=0",
+    );
+}
+
 #[test]
 fn malformed_datagrams_mixed_in() {
     let mut h = harness("");

@@ -9,6 +9,8 @@
 //! allocated per packet: the reorder buffer is a fixed ring.
 //!
 //! Rules (see docs/rtpjbufdec.md for the user-facing version):
+//! - RTCP multiplexed on the port (RFC 5761: [`rtp::is_rtcp`]) is dropped
+//!   and counted apart, never taken for RTP;
 //! - in-order packets are released at once;
 //! - a void is declared when the ring is full, when a packet lands beyond the
 //!   ring's window, or when the packet waiting behind the void has waited
@@ -19,7 +21,7 @@
 //! - an SSRC change releases the old stream and starts a new one.
 
 use crate::counters;
-use crate::rtp::{Packet, ParseError, SeqExtender, seq_distance};
+use crate::rtp::{self, Packet, ParseError, SeqExtender, seq_distance};
 
 /// Tuning of a [`JitterBuffer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +70,8 @@ pub enum DropReason {
     /// A jump beyond `max_dropout`/`max_misorder` that no following packet
     /// confirmed as a stream restart.
     Outlier,
+    /// RTCP sharing the RTP port (RFC 5761), told apart by [`rtp::is_rtcp`].
+    Rtcp,
     /// Thrown away by [`JitterBuffer::discard`] (downstream is flushing).
     Flushing,
 }
@@ -172,6 +176,8 @@ counters! {
         dropped_parse = "dropped-parse",
         /// Unconfirmed jumps beyond max-dropout / max-misorder.
         dropped_outlier = "dropped-outlier",
+        /// RTCP multiplexed on the RTP port (RFC 5761).
+        dropped_rtcp = "dropped-rtcp",
         /// Thrown away because downstream was flushing or stopping.
         dropped_flushing = "dropped-flushing",
         /// Voids declared.
@@ -284,6 +290,11 @@ impl<T> JitterBuffer<T> {
     #[inline]
     pub fn push(&mut self, data: &[u8], arrival_ns: u64, item: T, out: &mut impl Sink<T>) {
         self.counters.received += 1;
+        if rtp::is_rtcp(data) {
+            // A sender report would parse as RTP (marker set, payload type
+            // 72) and, with its own SSRC, look like a change of source.
+            return self.drop_item(item, DropReason::Rtcp, out);
+        }
         match Packet::parse(data) {
             Ok(p) => {
                 let meta = PacketMeta::of(&p, arrival_ns);
@@ -345,6 +356,7 @@ impl<T> JitterBuffer<T> {
             DropReason::Duplicate => c.dropped_duplicate += 1,
             DropReason::Late => c.dropped_late += 1,
             DropReason::Outlier => c.dropped_outlier += 1,
+            DropReason::Rtcp => c.dropped_rtcp += 1,
             DropReason::Flushing => c.dropped_flushing += 1,
         }
         out.emit(Output::Dropped { item, reason });
@@ -586,6 +598,24 @@ mod tests {
         out
     }
 
+    /// An RTCP receiver report from `ssrc` with no report block: 8 bytes,
+    /// too short for RTP.
+    fn rr(ssrc: u32) -> Vec<u8> {
+        let mut d = vec![0x80, 201, 0, 1];
+        d.extend_from_slice(&ssrc.to_be_bytes());
+        d
+    }
+
+    /// An RTCP sender report from `ssrc` (no report block): it parses as an
+    /// RTP packet of payload type 72 with the marker bit.
+    fn rtcp(ssrc: u32) -> Vec<u8> {
+        let mut d = vec![0x80, 200, 0, 6];
+        d.extend_from_slice(&ssrc.to_be_bytes());
+        d.extend_from_slice(&[0x11; 20]);
+        assert!(Packet::parse(&d).is_ok(), "valid RTP as well");
+        d
+    }
+
     /// What the tests compare: released (id, ext seq, erasure range) or
     /// dropped (id, reason).
     #[derive(Debug, Clone, PartialEq, Eq)]
@@ -757,6 +787,24 @@ mod tests {
     }
 
     #[test]
+    fn rtcp_on_the_rtp_port_is_dropped_apart() {
+        let mut jb = JitterBuffer::new(Config::default());
+        let mut evs = Vec::new();
+        push_seq(&mut jb, 0, 0, &mut evs);
+        jb.push(&rtcp(99), 0, 1, &mut record(&mut evs));
+        jb.push(&rr(99), 0, 2, &mut record(&mut evs));
+        push_seq(&mut jb, 1, 3, &mut evs);
+        assert_eq!(evs[1], Ev::Dropped(1, DropReason::Rtcp));
+        assert_eq!(evs[2], Ev::Dropped(2, DropReason::Rtcp));
+        assert_eq!(pushed_seqs(&evs), vec![0, 1]);
+        let c = jb.counters();
+        assert_eq!(
+            (c.dropped_rtcp, c.dropped_parse, c.ssrc_changes, c.received),
+            (2, 0, 0, 4)
+        );
+    }
+
+    #[test]
     fn latency_releases_on_arrival() {
         let mut jb = JitterBuffer::new(Config {
             capacity: 10,
@@ -871,6 +919,10 @@ mod tests {
         }
 
         fn push(&mut self, id: usize, data: &[u8], at: u64) {
+            if data.len() >= 2 && data[0] >> 6 == 2 && (192..=223).contains(&data[1]) {
+                self.out.push(Ev::Dropped(id, DropReason::Rtcp));
+                return;
+            }
             let Ok(p) = Packet::parse(data) else {
                 let e = Packet::parse(data).unwrap_err();
                 self.out.push(Ev::Dropped(id, DropReason::Parse(e)));
@@ -1025,6 +1077,9 @@ mod tests {
             if rng.chance(0.01) {
                 sent.push(vec![0x80, 0, 1]);
             }
+            if rng.chance(0.01) {
+                sent.push(rtcp(ssrc + 1000));
+            }
             let p = pkt(seq, i.wrapping_mul(160), ssrc);
             if !rng.chance(0.05) {
                 sent.push(p.clone());
@@ -1091,6 +1146,7 @@ mod tests {
             + c.dropped_late
             + c.dropped_parse
             + c.dropped_outlier
+            + c.dropped_rtcp
             + c.dropped_flushing;
         assert_eq!(c.received, c.pushed + dropped);
         assert_eq!(c.received as usize, n);
@@ -1116,6 +1172,7 @@ mod tests {
             total.dropped_duplicate += c.dropped_duplicate;
             total.dropped_parse += c.dropped_parse;
             total.dropped_outlier += c.dropped_outlier;
+            total.dropped_rtcp += c.dropped_rtcp;
             total.erasures += c.erasures;
         }
         let t = total;
@@ -1126,6 +1183,7 @@ mod tests {
                 t.dropped_late,
                 t.dropped_duplicate,
                 t.dropped_parse,
+                t.dropped_rtcp,
                 t.erasures
             ]
             .iter()
