@@ -388,6 +388,27 @@ fn rtcp_on_the_rtp_port_is_counted_apart_and_not_pushed() {
 }
 
 #[test]
+fn a_stray_packet_of_another_ssrc_does_not_reset_the_stream() {
+    let mut h = harness("capacity=4");
+    push_seqs(&mut h, &[0, 1, 2]);
+    h.push(packet_of(40000, 99)).unwrap();
+    push_seqs(&mut h, &[3, 4]);
+    let out = pulled(&mut h);
+    assert_eq!(seqs_of(&out), vec![0, 1, 2, 3, 4]);
+    assert!(discont_of(&out).is_empty());
+    assert!(lost_events(&mut h).is_empty());
+    assert_counters(
+        &h,
+        "received=6 pushed=5 dropped-ssrc-probation=1 ssrc-changes=0 resyncs=0 buffered=0",
+    );
+    // Held until the next packet tells: counted as buffered meanwhile.
+    h.push(packet_of(40001, 98)).unwrap();
+    assert_counters(&h, "received=7 buffered=1");
+    push_seqs(&mut h, &[5]);
+    assert_counters(&h, "dropped-ssrc-probation=2 ssrc-changes=0 buffered=0");
+}
+
+#[test]
 fn malformed_datagrams_mixed_in() {
     let mut h = harness("");
     let mut bad_version = datagram(2, 0, SSRC);

@@ -18,7 +18,10 @@
 //! - a packet more than `max_dropout` ahead or `max_misorder` behind the
 //!   highest sequence number is an outlier: held, and dropped unless the next
 //!   packet agrees with it, in which case the stream is taken as restarted;
-//! - an SSRC change releases the old stream and starts a new one.
+//! - a packet of another SSRC is on probation (RFC 3550 A.1): held, and
+//!   dropped unless the next packet is of the same SSRC and agrees with it,
+//!   in which case the old stream is released and a new one starts with
+//!   both packets.
 
 use crate::counters;
 use crate::rtp::{self, Packet, ParseError, SeqExtender, seq_distance};
@@ -72,6 +75,9 @@ pub enum DropReason {
     Outlier,
     /// RTCP sharing the RTP port (RFC 5761), told apart by [`rtp::is_rtcp`].
     Rtcp,
+    /// A packet of another SSRC that the next packet did not confirm as a
+    /// new source (RFC 3550 A.1 probation).
+    SsrcProbation,
     /// Thrown away by [`JitterBuffer::discard`] (downstream is flushing).
     Flushing,
 }
@@ -178,6 +184,8 @@ counters! {
         dropped_outlier = "dropped-outlier",
         /// RTCP multiplexed on the RTP port (RFC 5761).
         dropped_rtcp = "dropped-rtcp",
+        /// Packets of another SSRC that no second packet confirmed.
+        dropped_ssrc_probation = "dropped-ssrc-probation",
         /// Thrown away because downstream was flushing or stopping.
         dropped_flushing = "dropped-flushing",
         /// Voids declared.
@@ -186,9 +194,10 @@ counters! {
         erased_packets = "erased-packets",
         /// Sequence restarts confirmed by two agreeing packets.
         resyncs = "resyncs",
-        /// Changes of SSRC.
+        /// Changes of SSRC, each confirmed by two packets of the new one.
         ssrc_changes = "ssrc-changes",
-        /// Packets held now (in the ring, or an outlier awaiting confirmation).
+        /// Packets held now (in the ring, or a packet awaiting confirmation
+        /// as a restart or a new SSRC).
         buffered = "buffered",
         /// Most packets the ring has held at once.
         max_buffered = "max-buffered",
@@ -229,7 +238,9 @@ pub struct JitterBuffer<T> {
     /// Lowest extended seq in the ring (meaningful when `buffered > 0`).
     min: u64,
     buffered: usize,
-    /// The outlier waiting for a second packet to confirm a restart.
+    /// The packet waiting for a second one to confirm it: an outlier of the
+    /// stream's SSRC (a restart?) or a packet of another SSRC (a new
+    /// source?).
     candidate: Option<Slot<T>>,
     counters: Counters,
     parse_errors: [u64; ParseError::ALL.len()],
@@ -306,16 +317,18 @@ impl<T> JitterBuffer<T> {
     }
 
     /// Releases everything buffered, in order (voids between runs become
-    /// erasures), drops a held outlier, and forgets the stream.
+    /// erasures), drops a packet held for confirmation, and forgets the
+    /// stream.
     pub fn flush(&mut self, out: &mut impl Sink<T>) {
         self.release_buffered(out);
-        self.end_stream(DropReason::Outlier, out);
+        self.end_stream(None, out);
     }
 
     /// Releases everything in the ring, in order (voids between runs become
     /// erasures), and keeps the stream: a packet that fills one of those
-    /// voids later is late, and the next in order passes at once. A held
-    /// outlier stays held, as it is not known yet to be part of any stream.
+    /// voids later is late, and the next in order passes at once. A packet
+    /// held for confirmation stays held, as it is not known yet to be part
+    /// of any stream.
     pub fn release_buffered(&mut self, out: &mut impl Sink<T>) {
         while self.buffered > 0 {
             self.release_void(out);
@@ -331,12 +344,14 @@ impl<T> JitterBuffer<T> {
             }
         }
         self.buffered = 0;
-        self.end_stream(DropReason::Flushing, out);
+        self.end_stream(Some(DropReason::Flushing), out);
     }
 
-    fn end_stream(&mut self, candidate_reason: DropReason, out: &mut impl Sink<T>) {
+    /// Forgets the stream; a packet held for confirmation is dropped as
+    /// `reason`, or else as what it was held for.
+    fn end_stream(&mut self, reason: Option<DropReason>, out: &mut impl Sink<T>) {
         if let Some(c) = self.candidate.take() {
-            self.drop_item(c.item, candidate_reason, out);
+            self.drop_candidate(c, reason, out);
         }
         if self.stream.active {
             // The next stream is extended afresh; stale bits would turn its
@@ -357,6 +372,7 @@ impl<T> JitterBuffer<T> {
             DropReason::Late => c.dropped_late += 1,
             DropReason::Outlier => c.dropped_outlier += 1,
             DropReason::Rtcp => c.dropped_rtcp += 1,
+            DropReason::SsrcProbation => c.dropped_ssrc_probation += 1,
             DropReason::Flushing => c.dropped_flushing += 1,
         }
         out.emit(Output::Dropped { item, reason });
@@ -368,9 +384,7 @@ impl<T> JitterBuffer<T> {
             return self.start(slot, out);
         }
         if self.stream.ssrc != slot.meta.ssrc {
-            self.counters.ssrc_changes += 1;
-            self.flush(out);
-            return self.start(slot, out);
+            return self.foreign(slot, out);
         }
         let highest = self.stream.seqs.highest().unwrap_or(self.stream.next) as u16;
         let d = i32::from(seq_distance(highest, slot.meta.seq()));
@@ -378,10 +392,47 @@ impl<T> JitterBuffer<T> {
             return self.outlier(slot, out);
         }
         if let Some(c) = self.candidate.take() {
-            // The stream went on: the jump was a stray packet.
-            self.drop_item(c.item, DropReason::Outlier, out);
+            // The stream went on: the held packet was a stray one.
+            self.drop_candidate(c, None, out);
         }
         self.insert(slot, out);
+    }
+
+    /// Drops the packet held for confirmation as `reason`, or else as an
+    /// unconfirmed restart or source.
+    fn drop_candidate(&mut self, c: Slot<T>, reason: Option<DropReason>, out: &mut impl Sink<T>) {
+        let reason = reason.unwrap_or(if c.meta.ssrc == self.stream.ssrc {
+            DropReason::Outlier
+        } else {
+            DropReason::SsrcProbation
+        });
+        self.drop_item(c.item, reason, out);
+    }
+
+    /// Whether `second` confirms the held `first`: the same SSRC, and close
+    /// enough in sequence for both to be put in order.
+    fn confirms(&self, first: &PacketMeta, second: &PacketMeta) -> bool {
+        let d = seq_distance(first.seq(), second.seq());
+        first.ssrc == second.ssrc && d != 0 && (d.unsigned_abs() as usize) < self.cfg.capacity
+    }
+
+    /// A packet of another SSRC than the stream's. One stray packet (a
+    /// misdirected datagram, another sender's packet) must not reset the
+    /// stream, so, as a new source in RFC 3550 A.1, it is on probation
+    /// until the next packet confirms it.
+    #[cold]
+    fn foreign(&mut self, slot: Slot<T>, out: &mut impl Sink<T>) {
+        match self.candidate.take() {
+            Some(c) if self.confirms(&c.meta, &slot.meta) => {
+                self.counters.ssrc_changes += 1;
+                self.restart(c, slot, out);
+            }
+            Some(c) => {
+                self.drop_candidate(c, None, out);
+                self.hold_candidate(slot, out);
+            }
+            None => self.hold_candidate(slot, out),
+        }
     }
 
     /// First packet of a stream: released at once.
@@ -403,20 +454,27 @@ impl<T> JitterBuffer<T> {
     }
 
     fn outlier(&mut self, slot: Slot<T>, out: &mut impl Sink<T>) {
-        let Some(c) = self.candidate.take() else {
-            return self.hold_candidate(slot, out);
-        };
-        let d = i32::from(seq_distance(c.meta.seq(), slot.meta.seq()));
-        if d == 0 || d.unsigned_abs() as usize >= self.cfg.capacity {
-            self.drop_item(c.item, DropReason::Outlier, out);
-            return self.hold_candidate(slot, out);
+        match self.candidate.take() {
+            Some(c) if self.confirms(&c.meta, &slot.meta) => {
+                // Two agreeing packets: the sender restarted.
+                self.counters.resyncs += 1;
+                self.restart(c, slot, out);
+            }
+            Some(c) => {
+                self.drop_candidate(c, None, out);
+                self.hold_candidate(slot, out);
+            }
+            None => self.hold_candidate(slot, out),
         }
-        // Two agreeing packets: the sender restarted. Release what the old
-        // stream had, then start the new one from the lower of the two so
-        // the other is not taken as late.
-        self.counters.resyncs += 1;
+    }
+
+    /// Releases what the old stream had, then starts a new one with the
+    /// held packet `c` and the packet `slot` that confirmed it, from the
+    /// lower of the two so the other is not taken as late.
+    fn restart(&mut self, c: Slot<T>, slot: Slot<T>, out: &mut impl Sink<T>) {
         self.flush(out);
-        let (first, second) = if d > 0 { (c, slot) } else { (slot, c) };
+        let ahead = seq_distance(c.meta.seq(), slot.meta.seq()) > 0;
+        let (first, second) = if ahead { (c, slot) } else { (slot, c) };
         self.start(first, out);
         self.insert(second, out);
     }
@@ -781,9 +839,70 @@ mod tests {
         jb.push(&pkt(0, 0, 1), 0, 0, &mut record(&mut evs));
         jb.push(&pkt(2, 0, 1), 0, 1, &mut record(&mut evs));
         jb.push(&pkt(700, 0, 2), 0, 2, &mut record(&mut evs));
-        assert_eq!(pushed_seqs(&evs), vec![0, 2, 700]);
-        assert_eq!(jb.counters().ssrc_changes, 1);
+        assert_eq!(pushed_seqs(&evs), vec![0], "700 is on probation");
+        assert_eq!(jb.counters().buffered, 2);
+        // The second packet of SSRC 2 confirms it: the old stream is
+        // released, and the new one keeps its first packet.
+        jb.push(&pkt(701, 0, 2), 0, 3, &mut record(&mut evs));
+        assert_eq!(pushed_seqs(&evs), vec![0, 2, 700, 701]);
         assert_eq!(evs[2], Ev::Pushed(2, 65536 + 700, None));
+        let c = jb.counters();
+        assert_eq!((c.ssrc_changes, c.dropped_ssrc_probation), (1, 0));
+    }
+
+    #[test]
+    fn ssrc_change_confirmed_by_a_reordered_pair() {
+        let mut jb = JitterBuffer::new(Config::default());
+        let mut evs = Vec::new();
+        jb.push(&pkt(0, 0, 1), 0, 0, &mut record(&mut evs));
+        jb.push(&pkt(701, 0, 2), 0, 1, &mut record(&mut evs));
+        jb.push(&pkt(700, 0, 2), 0, 2, &mut record(&mut evs));
+        assert_eq!(pushed_seqs(&evs), vec![0, 700, 701]);
+        assert_eq!(jb.counters().dropped_late, 0);
+    }
+
+    #[test]
+    fn stray_packet_of_another_ssrc_does_not_reset_the_stream() {
+        let mut jb = JitterBuffer::new(Config::default());
+        let mut evs = Vec::new();
+        for (id, seq) in [0u16, 1].into_iter().enumerate() {
+            push_seq(&mut jb, seq, id, &mut evs);
+        }
+        jb.push(&pkt(9000, 0, 77), 0, 2, &mut record(&mut evs));
+        for (id, seq) in [(3, 2u16), (4, 3)] {
+            push_seq(&mut jb, seq, id, &mut evs);
+        }
+        assert_eq!(evs[2], Ev::Dropped(2, DropReason::SsrcProbation));
+        assert_eq!(pushed_seqs(&evs), vec![0, 1, 2, 3]);
+        assert!(evs.iter().all(|e| !matches!(e, Ev::Pushed(_, _, Some(_)))));
+        let c = jb.counters();
+        assert_eq!(
+            (c.ssrc_changes, c.dropped_ssrc_probation, c.buffered),
+            (0, 1, 0)
+        );
+        // Two strays of different SSRCs in a row confirm nothing either.
+        jb.push(&pkt(10, 0, 78), 0, 5, &mut record(&mut evs));
+        jb.push(&pkt(11, 0, 79), 0, 6, &mut record(&mut evs));
+        push_seq(&mut jb, 4, 7, &mut evs);
+        assert_eq!(pushed_seqs(&evs), vec![0, 1, 2, 3, 4]);
+        let c = jb.counters();
+        assert_eq!((c.ssrc_changes, c.dropped_ssrc_probation), (0, 3));
+    }
+
+    #[test]
+    fn flush_drops_a_packet_on_probation() {
+        let mut jb = JitterBuffer::new(Config::default());
+        let mut evs = Vec::new();
+        push_seq(&mut jb, 0, 0, &mut evs);
+        jb.push(&pkt(50, 0, 2), 0, 1, &mut record(&mut evs));
+        assert_eq!(jb.counters().buffered, 1);
+        jb.flush(&mut record(&mut evs));
+        assert_eq!(evs[1], Ev::Dropped(1, DropReason::SsrcProbation));
+        let c = jb.counters();
+        assert_eq!(
+            (c.received, c.pushed, c.dropped_ssrc_probation, c.buffered),
+            (2, 1, 1, 0)
+        );
     }
 
     #[test]
@@ -898,8 +1017,20 @@ mod tests {
         last: (u64, u32),
         buf: BTreeMap<u64, (usize, u32, u64)>,
         released: HashSet<u64>,
-        candidate: Option<(usize, u16, u32, u64)>,
+        candidate: Option<Held>,
+        resyncs: u64,
+        ssrc_changes: u64,
         out: Vec<Ev>,
+    }
+
+    /// A packet the model holds outside its buffer.
+    #[derive(Clone, Copy)]
+    struct Held {
+        id: usize,
+        seq: u16,
+        ts: u32,
+        at: u64,
+        ssrc: u32,
     }
 
     impl Model {
@@ -914,8 +1045,24 @@ mod tests {
                 buf: BTreeMap::new(),
                 released: HashSet::new(),
                 candidate: None,
+                resyncs: 0,
+                ssrc_changes: 0,
                 out: Vec::new(),
             }
+        }
+
+        fn confirms(&self, first: &Held, second: &Held) -> bool {
+            let d = i64::from(seq_distance(first.seq, second.seq));
+            first.ssrc == second.ssrc && d != 0 && d.unsigned_abs() < self.cfg.capacity as u64
+        }
+
+        fn drop_candidate(&mut self, c: Held) {
+            let reason = if c.ssrc == self.ssrc {
+                DropReason::Outlier
+            } else {
+                DropReason::SsrcProbation
+            };
+            self.out.push(Ev::Dropped(c.id, reason));
         }
 
         fn push(&mut self, id: usize, data: &[u8], at: u64) {
@@ -928,39 +1075,49 @@ mod tests {
                 self.out.push(Ev::Dropped(id, DropReason::Parse(e)));
                 return;
             };
-            let (seq, ts, ssrc) = (p.seq(), p.timestamp(), p.ssrc());
-            if self.active && ssrc != self.ssrc {
-                self.flush();
-            }
+            let this = Held {
+                id,
+                seq: p.seq(),
+                ts: p.timestamp(),
+                at,
+                ssrc: p.ssrc(),
+            };
             if !self.active {
-                self.start(id, seq, ts, ssrc);
+                self.start(this);
             } else {
-                let d = i64::from(seq_distance(self.highest as u16, seq));
-                if d > i64::from(self.cfg.max_dropout) || d < -i64::from(self.cfg.max_misorder) {
+                let d = i64::from(seq_distance(self.highest as u16, this.seq));
+                let jump =
+                    d > i64::from(self.cfg.max_dropout) || d < -i64::from(self.cfg.max_misorder);
+                if this.ssrc != self.ssrc || jump {
+                    // On probation, or a possible restart: wait for a second
+                    // packet.
                     match self.candidate.take() {
-                        None => self.candidate = Some((id, seq, ts, at)),
-                        Some(c) => {
-                            let cd = i64::from(seq_distance(c.1, seq));
-                            if cd == 0 || cd.unsigned_abs() >= self.cfg.capacity as u64 {
-                                self.out.push(Ev::Dropped(c.0, DropReason::Outlier));
-                                self.candidate = Some((id, seq, ts, at));
+                        Some(c) if self.confirms(&c, &this) => {
+                            if c.ssrc == self.ssrc {
+                                self.resyncs += 1;
                             } else {
-                                self.flush();
-                                let (a, b) = if cd > 0 {
-                                    (c, (id, seq, ts, at))
-                                } else {
-                                    ((id, seq, ts, at), c)
-                                };
-                                self.start(a.0, a.1, a.2, ssrc);
-                                self.insert(b.0, b.1, b.2, b.3);
+                                self.ssrc_changes += 1;
                             }
+                            self.flush();
+                            let (a, b) = if seq_distance(c.seq, this.seq) > 0 {
+                                (c, this)
+                            } else {
+                                (this, c)
+                            };
+                            self.start(a);
+                            self.insert(b.id, b.seq, b.ts, b.at);
                         }
+                        Some(c) => {
+                            self.drop_candidate(c);
+                            self.candidate = Some(this);
+                        }
+                        None => self.candidate = Some(this),
                     }
                 } else {
                     if let Some(c) = self.candidate.take() {
-                        self.out.push(Ev::Dropped(c.0, DropReason::Outlier));
+                        self.drop_candidate(c);
                     }
-                    self.insert(id, seq, ts, at);
+                    self.insert(this.id, this.seq, this.ts, this.at);
                 }
             }
             while self.cfg.latency_ns > 0 {
@@ -973,7 +1130,10 @@ mod tests {
             }
         }
 
-        fn start(&mut self, id: usize, seq: u16, ts: u32, ssrc: u32) {
+        fn start(&mut self, h: Held) {
+            let Held {
+                id, seq, ts, ssrc, ..
+            } = h;
             self.active = true;
             self.ssrc = ssrc;
             let ext = 65536 + u64::from(seq);
@@ -1052,7 +1212,7 @@ mod tests {
         fn flush(&mut self) {
             self.release_buffered();
             if let Some(c) = self.candidate.take() {
-                self.out.push(Ev::Dropped(c.0, DropReason::Outlier));
+                self.drop_candidate(c);
             }
             self.active = false;
             self.released.clear();
@@ -1079,6 +1239,10 @@ mod tests {
             }
             if rng.chance(0.01) {
                 sent.push(rtcp(ssrc + 1000));
+            }
+            if rng.chance(0.01) {
+                // A stray packet from elsewhere.
+                sent.push(pkt(rng.next_u32() as u16, 0, 5000 + rng.below(3)));
             }
             let p = pkt(seq, i.wrapping_mul(160), ssrc);
             if !rng.chance(0.05) {
@@ -1147,6 +1311,7 @@ mod tests {
             + c.dropped_parse
             + c.dropped_outlier
             + c.dropped_rtcp
+            + c.dropped_ssrc_probation
             + c.dropped_flushing;
         assert_eq!(c.received, c.pushed + dropped);
         assert_eq!(c.received as usize, n);
@@ -1173,6 +1338,7 @@ mod tests {
             total.dropped_parse += c.dropped_parse;
             total.dropped_outlier += c.dropped_outlier;
             total.dropped_rtcp += c.dropped_rtcp;
+            total.dropped_ssrc_probation += c.dropped_ssrc_probation;
             total.erasures += c.erasures;
         }
         let t = total;
@@ -1184,6 +1350,8 @@ mod tests {
                 t.dropped_duplicate,
                 t.dropped_parse,
                 t.dropped_rtcp,
+                t.dropped_ssrc_probation,
+                t.dropped_outlier,
                 t.erasures
             ]
             .iter()
@@ -1223,6 +1391,7 @@ mod tests {
             prop_assert_eq!(&evs, &model.out);
             let c = jb.counters();
             prop_assert_eq!(c.buffered, 0);
+            prop_assert_eq!((c.resyncs, c.ssrc_changes), (model.resyncs, model.ssrc_changes));
             check_invariants(t.len(), &evs, &c);
         }
 

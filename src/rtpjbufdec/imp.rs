@@ -997,9 +997,11 @@ impl ObjectImpl for RtpJbufDec {
                     .blurb(
                         "application/x-rtpjbufdec-stats with u64 counters: received = pushed + \
                          dropped-duplicate + dropped-late + dropped-parse + dropped-outlier + \
-                         dropped-rtcp + dropped-flushing + buffered (packets held now), at \
-                         every moment. dropped-rtcp counts RTCP sharing the port (RFC 5761: \
-                         version 2, second byte 192-223), never pushed. \
+                         dropped-ssrc-probation + dropped-rtcp + dropped-flushing + buffered \
+                         (packets held now), at every moment. dropped-ssrc-probation counts \
+                         packets of another SSRC that the next packet did not confirm as a new \
+                         source (RFC 3550 A.1 probation); dropped-rtcp counts RTCP sharing the \
+                         port (RFC 5761: version 2, second byte 192-223), never pushed. \
                          dropped-flushing counts packets that could not be pushed: downstream \
                          returned FLUSHING, or the element stopped while its streaming thread \
                          was blocked (flush-stop and stop otherwise push what is buffered). \
