@@ -194,9 +194,14 @@ fn lost_fields(s: &gst::Structure) -> (u32, u64, u64, u32, u64, u64, u64, u64) {
 }
 
 #[test]
-fn in_order_passes_at_once() {
+fn in_order_passes_at_once_after_the_start_up_hold() {
     let mut h = harness("");
-    for s in 0..10u16 {
+    push_seqs(&mut h, &[0, 1]);
+    assert_eq!(seqs_of(&pulled(&mut h)), Vec::<u16>::new());
+    assert_counters(&h, "received=2 pushed=0 buffered=2");
+    h.push(packet(2)).unwrap();
+    assert_eq!(seqs_of(&pulled(&mut h)), vec![0, 1, 2]);
+    for s in 3..10u16 {
         h.push(packet(s)).unwrap();
         assert_eq!(
             seqs_of(&pulled(&mut h)),
@@ -207,8 +212,20 @@ fn in_order_passes_at_once() {
     assert!(lost_events(&mut h).is_empty());
     assert_counters(
         &h,
-        "received=10 pushed=10 erasures=0 buffered=0 max-buffered=0",
+        "received=10 pushed=10 erasures=0 buffered=0 max-buffered=3",
     );
+}
+
+#[test]
+fn early_reordering_is_put_in_order() {
+    // The second packet to arrive is numbered before the first.
+    let mut h = harness("");
+    push_seqs(&mut h, &[1, 0, 2, 3]);
+    let out = pulled(&mut h);
+    assert_eq!(seqs_of(&out), vec![0, 1, 2, 3]);
+    assert!(discont_of(&out).is_empty());
+    assert!(lost_events(&mut h).is_empty());
+    assert_counters(&h, "received=4 pushed=4 dropped-late=0 erasures=0");
 }
 
 #[test]
@@ -278,7 +295,8 @@ fn reordering_within_capacity() {
     assert_eq!(seqs_of(&out), (0..7).collect::<Vec<_>>());
     assert!(discont_of(&out).is_empty());
     assert!(lost_events(&mut h).is_empty());
-    assert_counters(&h, "pushed=7 erasures=0 dropped-late=0 max-buffered=1");
+    // 0, 2 and 1 in the start-up hold; then 5 alone.
+    assert_counters(&h, "pushed=7 erasures=0 dropped-late=0 max-buffered=3");
 }
 
 #[test]
@@ -334,22 +352,29 @@ fn sender_restart() {
 #[test]
 fn ssrc_change() {
     let mut h = harness("capacity=4");
-    push_seqs(&mut h, &[0, 2]);
+    push_seqs(&mut h, &[0, 1, 2, 4]);
     h.push(packet_of(700, 99)).unwrap();
+    assert_eq!(seqs_of(&pulled(&mut h)), vec![0, 1, 2]);
+    assert_counters(&h, "ssrc-changes=0 buffered=2");
+    // The second packet of SSRC 99 confirms the change.
     h.push(packet_of(701, 99)).unwrap();
+    h.push(packet_of(702, 99)).unwrap();
     let out = pulled(&mut h);
     assert_eq!(
         seqs_of(&out),
-        vec![0, 2, 700, 701],
-        "the old stream is released first"
+        vec![4, 700, 701, 702],
+        "the old stream is released first, the new one loses nothing"
     );
-    assert_eq!(discont_of(&out), vec![2]);
+    assert_eq!(discont_of(&out), vec![4]);
     assert_eq!(
         lost_events(&mut h).len(),
         1,
         "only the void in the old stream"
     );
-    assert_counters(&h, "ssrc-changes=1 erasures=1 pushed=4");
+    assert_counters(
+        &h,
+        "ssrc-changes=1 erasures=1 pushed=7 dropped-ssrc-probation=0 buffered=0",
+    );
 }
 
 /// An RTCP sender report from `ssrc` (no report blocks), as a sender
@@ -492,37 +517,45 @@ fn flush_stop_pushes_what_was_buffered() {
         &h,
         "received=4 pushed=4 dropped-flushing=0 buffered=0 erasures=2 erased-packets=2",
     );
-    // The stream was forgotten: the next packet starts a new one at once.
+    // The stream was forgotten: the next packets start a new one.
     assert!(h.push_event(time_segment()));
-    h.push(packet(100)).unwrap();
-    assert_eq!(take(&log), vec![ev("segment"), buf(100, false)]);
-    assert_eq!(seqs_of(&pulled(&mut h)), vec![2, 3, 5, 100]);
+    push_seqs(&mut h, &[100, 101, 102]);
+    assert_eq!(
+        take(&log),
+        vec![
+            ev("segment"),
+            buf(100, false),
+            buf(101, false),
+            buf(102, false)
+        ]
+    );
+    assert_eq!(seqs_of(&pulled(&mut h)), vec![2, 3, 5, 100, 101, 102]);
 }
 
 #[test]
 fn packets_downstream_refuses_while_flushing_count_as_dropped_flushing() {
     let mut h = harness("");
-    push_seqs(&mut h, &[0]);
+    push_seqs(&mut h, &[0, 1, 2]);
     flush_downstream(&h);
-    push_seqs(&mut h, &[2, 3]);
-    // 1 releases 1, 2, 3 (planned output), 4 goes out as it came.
-    for s in [1u16, 4] {
+    push_seqs(&mut h, &[4, 5]);
+    // 3 releases 3, 4, 5 (planned output), 6 goes out as it came.
+    for s in [3u16, 6] {
         assert_eq!(h.push(packet(s)), Err(gst::FlowError::Flushing));
     }
-    assert_counters(&h, "received=5 pushed=1 dropped-flushing=4 buffered=0");
+    assert_counters(&h, "received=7 pushed=3 dropped-flushing=4 buffered=0");
 }
 
 #[test]
 fn silence_downstream_refuses_is_not_counted_as_inserted() {
     let mut h = harness("capacity=2 erasure-mode=silence");
-    push_seqs(&mut h, &[0]);
+    push_seqs(&mut h, &[0, 1]);
     flush_downstream(&h);
-    push_seqs(&mut h, &[3]);
-    // The full buffer fills 1 and 2 with silence, all refused.
-    assert_eq!(h.push(packet(4)), Err(gst::FlowError::Flushing));
+    push_seqs(&mut h, &[4]);
+    // The full buffer fills 2 and 3 with silence, all refused.
+    assert_eq!(h.push(packet(5)), Err(gst::FlowError::Flushing));
     assert_counters(
         &h,
-        "received=3 pushed=1 dropped-flushing=2 silence-packets=0 erased-packets=2",
+        "received=4 pushed=2 dropped-flushing=2 silence-packets=0 erased-packets=2",
     );
 }
 
@@ -595,11 +628,9 @@ fn lists_in_give_lists_out_with_events_between() {
     let list = list_of(&[1, 2, 4, 5, 6]);
     h.srcpad().unwrap().push_list(list).unwrap();
     assert_eq!(seqs_of(&pulled(&mut h)), vec![0, 1, 2, 4, 5, 6]);
-    // The event for 3 splits the output list where the void is.
-    assert_eq!(
-        *lists.lock().unwrap(),
-        vec![vec![0], vec![1, 2], vec![4, 5, 6]]
-    );
+    // 0 waited in the start-up hold and goes out with the list that ended
+    // it; the event for 3 splits the output list where the void is.
+    assert_eq!(*lists.lock().unwrap(), vec![vec![0, 1, 2], vec![4, 5, 6]]);
     assert_eq!(lost_events(&mut h).len(), 1);
 }
 
@@ -779,12 +810,14 @@ fn in_order_list_goes_out_as_the_same_list() {
         }
         gst::PadProbeReturn::Ok
     });
-    h.push(packet(0)).unwrap();
-    let list = list_of(&[1, 2, 3, 4, 5]);
+    // After the start-up hold.
+    push_seqs(&mut h, &[0, 1, 2]);
+    seen.lock().unwrap().clear();
+    let list = list_of(&[3, 4, 5, 6, 7]);
     let ptr = list.as_ptr() as usize;
     h.srcpad().unwrap().push_list(list).unwrap();
     assert_eq!(*seen.lock().unwrap(), vec![ptr]);
-    assert_eq!(seqs_of(&pulled(&mut h)), (0..=5).collect::<Vec<_>>());
+    assert_eq!(seqs_of(&pulled(&mut h)), (0..=7).collect::<Vec<_>>());
 }
 
 #[test]
@@ -826,9 +859,11 @@ fn stopping_pushes_what_was_buffered() {
         vec![ev("lost 65537..=65537"), buf(2, true), buf(3, false)]
     );
     assert_counters(&h, "received=3 pushed=3 dropped-flushing=0 buffered=0");
-    // A fresh start: the next packet begins a new stream, pushed at once.
+    // A fresh start: the next packet begins a new stream (1 is not late).
     element.set_state(gst::State::Playing).unwrap();
     h.push(packet(1)).unwrap();
+    assert_counters(&h, "received=1 pushed=0 buffered=1");
+    assert!(h.push_event(gst::event::Eos::new()));
     assert_eq!(seqs_of(&pulled(&mut h)), vec![0, 2, 3, 1]);
     assert_counters(&h, "received=1 pushed=1 buffered=0");
 }

@@ -11,6 +11,10 @@
 //! Rules (see docs/rtpjbufdec.md for the user-facing version):
 //! - RTCP multiplexed on the port (RFC 5761: [`rtp::is_rtcp`]) is dropped
 //!   and counted apart, never taken for RTP;
+//! - a stream's first packet is held until [`STARTUP_PACKETS`] packets in
+//!   all have arrived or it has waited `latency_ns`, so that packets
+//!   numbered before it that arrive just after it still go out first; the
+//!   lowest of them starts the stream;
 //! - in-order packets are released at once;
 //! - a void is declared when the ring is full, when a packet lands beyond the
 //!   ring's window, or when the packet waiting behind the void has waited
@@ -49,6 +53,13 @@ pub const MIN_CAPACITY: usize = 2;
 pub const MAX_CAPACITY: usize = 65535;
 /// Largest useful `max_dropout`/`max_misorder`: half the sequence space.
 pub const MAX_SEQ_LIMIT: u16 = 32767;
+/// Packets a new stream holds before its first release, the first one
+/// included (fewer with a capacity below it), unless `latency_ns` passes
+/// first. Until then nothing is known to come before the first packet, so
+/// one that arrives just after it with a lower number would be late; holding
+/// the first few sorts them. Three costs an in-order stream two packet times
+/// once, at its start, and sorts any order of its first three arrivals.
+pub const STARTUP_PACKETS: usize = 3;
 
 impl Default for Config {
     fn default() -> Self {
@@ -214,6 +225,11 @@ struct Slot<T> {
 struct Stream {
     /// False until the first packet, and after a flush.
     active: bool,
+    /// From the first packet until the first release: the ring holds the
+    /// first packets, sorted, and nothing before them is known to be lost.
+    starting: bool,
+    /// Arrival of the first packet: its wait bounds the start-up hold.
+    first_arrival_ns: u64,
     ssrc: u32,
     seqs: SeqExtender,
     /// Lowest extended seq not yet released (nor skipped).
@@ -395,6 +411,9 @@ impl<T> JitterBuffer<T> {
             // The stream went on: the held packet was a stray one.
             self.drop_candidate(c, None, out);
         }
+        if self.stream.starting {
+            return self.insert_starting(slot, out);
+        }
         self.insert(slot, out);
     }
 
@@ -435,22 +454,66 @@ impl<T> JitterBuffer<T> {
         }
     }
 
-    /// First packet of a stream: released at once.
+    /// First packet of a stream: held, as the start of the stream is not
+    /// known yet (see [`STARTUP_PACKETS`]).
     fn start(&mut self, mut slot: Slot<T>, out: &mut impl Sink<T>) {
         let mut seqs = SeqExtender::new();
         slot.meta.ext_seq = seqs.extend(slot.meta.seq());
         self.stream = Stream {
             active: true,
+            starting: true,
+            first_arrival_ns: slot.meta.arrival_ns,
             ssrc: slot.meta.ssrc,
             seqs,
             next: slot.meta.ext_seq,
-            // No erasure before the first packet.
-            last: PacketMeta {
-                ext_seq: slot.meta.ext_seq - 1,
-                ..slot.meta
-            },
+            last: slot.meta,
         };
-        self.release(slot, out);
+        self.hold_in_ring(slot, out);
+        self.begin_when_enough(out);
+    }
+
+    /// A packet of a stream still in its start-up hold: sorted in with the
+    /// others when all fit in the ring's window.
+    #[inline(never)]
+    fn insert_starting(&mut self, mut slot: Slot<T>, out: &mut impl Sink<T>) {
+        let ext = self.stream.seqs.peek(slot.meta.seq());
+        // Everything held so far is extended, so the highest is among them.
+        let highest = self.stream.seqs.highest().unwrap_or(ext);
+        if highest.max(ext) - self.min.min(ext) >= self.cfg.capacity as u64 {
+            // Too far from the others to be held with them: the stream
+            // starts with what is held, and this one is taken as in any
+            // started stream (late, or beyond the window).
+            self.begin(out);
+            return self.insert(slot, out);
+        }
+        slot.meta.ext_seq = ext;
+        self.stream.seqs.extend(slot.meta.seq());
+        if self.ring[(ext & self.mask) as usize].is_some() {
+            return self.drop_item(slot.item, DropReason::Duplicate, out);
+        }
+        self.hold_in_ring(slot, out);
+        self.begin_when_enough(out);
+    }
+
+    fn begin_when_enough(&mut self, out: &mut impl Sink<T>) {
+        if self.buffered >= STARTUP_PACKETS.min(self.cfg.capacity) {
+            self.begin(out);
+        }
+    }
+
+    /// Ends the start-up hold: the lowest packet held starts the stream,
+    /// with no void before it.
+    fn begin(&mut self, out: &mut impl Sink<T>) {
+        self.stream.starting = false;
+        let first = self.min;
+        if let Some(s) = &self.ring[(first & self.mask) as usize] {
+            self.stream.last = PacketMeta {
+                ext_seq: first - 1,
+                ..s.meta
+            };
+            self.stream.next = first;
+            self.release_run(out);
+        }
     }
 
     fn outlier(&mut self, slot: Slot<T>, out: &mut impl Sink<T>) {
@@ -469,14 +532,16 @@ impl<T> JitterBuffer<T> {
     }
 
     /// Releases what the old stream had, then starts a new one with the
-    /// held packet `c` and the packet `slot` that confirmed it, from the
-    /// lower of the two so the other is not taken as late.
+    /// held packet `c` and the packet `slot` that confirmed it, both in its
+    /// start-up hold (which sorts them).
     fn restart(&mut self, c: Slot<T>, slot: Slot<T>, out: &mut impl Sink<T>) {
         self.flush(out);
-        let ahead = seq_distance(c.meta.seq(), slot.meta.seq()) > 0;
-        let (first, second) = if ahead { (c, slot) } else { (slot, c) };
-        self.start(first, out);
-        self.insert(second, out);
+        self.start(c, out);
+        if self.stream.starting {
+            self.insert_starting(slot, out);
+        } else {
+            self.insert(slot, out);
+        }
     }
 
     fn hold_candidate(&mut self, mut slot: Slot<T>, out: &mut impl Sink<T>) {
@@ -512,25 +577,34 @@ impl<T> JitterBuffer<T> {
             self.release(slot, out);
             return self.release_run(out);
         }
-        let at = (ext & self.mask) as usize;
-        if self.ring[at].is_some() {
+        if self.ring[(ext & self.mask) as usize].is_some() {
             return self.drop_item(slot.item, DropReason::Duplicate, out);
         }
-        out.hold(&mut slot.item);
-        self.ring[at] = Some(slot);
-        if self.buffered == 0 || ext < self.min {
-            self.min = ext;
-        }
-        self.buffered += 1;
-        self.counters.max_buffered = self.counters.max_buffered.max(self.buffered as u64);
+        self.hold_in_ring(slot, out);
         if self.buffered >= self.cfg.capacity {
             self.release_void(out);
         }
     }
 
+    /// Keeps `slot` in its (free) ring slot until its turn.
+    #[inline]
+    fn hold_in_ring(&mut self, mut slot: Slot<T>, out: &mut impl Sink<T>) {
+        let ext = slot.meta.ext_seq;
+        out.hold(&mut slot.item);
+        self.ring[(ext & self.mask) as usize] = Some(slot);
+        if self.buffered == 0 || ext < self.min {
+            self.min = ext;
+        }
+        self.buffered += 1;
+        self.counters.max_buffered = self.counters.max_buffered.max(self.buffered as u64);
+    }
+
     /// Declares the void before the lowest buffered packet and releases the
     /// run that starts there.
     fn release_void(&mut self, out: &mut impl Sink<T>) {
+        if self.stream.starting {
+            return self.begin(out);
+        }
         if self.buffered > 0 {
             self.stream.next = self.min;
             self.release_run(out);
@@ -592,11 +666,18 @@ impl<T> JitterBuffer<T> {
     }
 
     /// Releases voids whose first waiting packet arrived more than
-    /// `latency_ns` before `now_ns`.
+    /// `latency_ns` before `now_ns`, and ends a start-up hold whose first
+    /// packet did.
     #[inline]
     fn expire(&mut self, now_ns: u64, out: &mut impl Sink<T>) {
-        if self.cfg.latency_ns == 0 {
+        if self.cfg.latency_ns == 0 || self.buffered == 0 {
             return;
+        }
+        if self.stream.starting {
+            if now_ns.saturating_sub(self.stream.first_arrival_ns) <= self.cfg.latency_ns {
+                return;
+            }
+            self.begin(out);
         }
         while self.buffered > 0 {
             let waiting_since = match &self.ring[(self.min & self.mask) as usize] {
@@ -729,10 +810,39 @@ mod tests {
             .collect()
     }
 
+    /// A buffer with capacity `cap` whose stream (SSRC 1) has started with
+    /// seqs 0, 1, 2 (ids 0, 1, 2), all released.
+    fn started(cap: usize) -> (JitterBuffer<usize>, Vec<Ev>) {
+        let mut jb = JitterBuffer::new(Config {
+            capacity: cap,
+            ..Config::default()
+        });
+        let mut evs = Vec::new();
+        for seq in 0..3u16 {
+            push_seq(&mut jb, seq, seq as usize, &mut evs);
+        }
+        assert_eq!(pushed_seqs(&evs), vec![0, 1, 2]);
+        (jb, evs)
+    }
+
     #[test]
-    fn in_order_passes_at_once() {
+    fn in_order_passes_at_once_after_the_start_up_hold() {
         let mut jb = JitterBuffer::new(Config::default());
-        for seq in 0..50u16 {
+        let mut evs = Vec::new();
+        push_seq(&mut jb, 0, 0, &mut evs);
+        push_seq(&mut jb, 1, 1, &mut evs);
+        assert_eq!(evs, vec![], "the first packets wait for a third");
+        assert_eq!(jb.buffered(), 2);
+        push_seq(&mut jb, 2, 2, &mut evs);
+        assert_eq!(
+            evs,
+            vec![
+                Ev::Pushed(0, 65536, None),
+                Ev::Pushed(1, 65537, None),
+                Ev::Pushed(2, 65538, None),
+            ]
+        );
+        for seq in 3..50u16 {
             let mut evs = Vec::new();
             push_seq(&mut jb, seq, seq as usize, &mut evs);
             assert_eq!(
@@ -744,10 +854,109 @@ mod tests {
     }
 
     #[test]
+    fn early_reordering_is_put_in_order() {
+        // Before the start-up hold, the first arrival started the stream and
+        // anything numbered before it was late.
+        for first3 in [
+            [0u16, 1, 2],
+            [0, 2, 1],
+            [1, 0, 2],
+            [1, 2, 0],
+            [2, 0, 1],
+            [2, 1, 0],
+        ] {
+            let mut seqs: Vec<(u16, u32)> =
+                first3.iter().map(|&s| (s, 160 * u32::from(s))).collect();
+            seqs.extend((3..6u16).map(|s| (s, 160 * u32::from(s))));
+            let (evs, c) = run(20, &seqs);
+            assert_eq!(pushed_seqs(&evs), vec![0, 1, 2, 3, 4, 5], "{first3:?}");
+            assert_eq!((c.dropped_late, c.erasures), (0, 0), "{first3:?}");
+        }
+        // The case: the second arrival is numbered before the first.
+        let (evs, c) = run(20, &[(5, 800), (4, 640), (6, 960), (7, 1120)]);
+        assert_eq!(pushed_seqs(&evs), vec![4, 5, 6, 7]);
+        assert_eq!(evs[0], Ev::Pushed(1, 65536 + 4, None), "no void before it");
+        assert_eq!((c.dropped_late, c.erasures), (0, 0));
+    }
+
+    #[test]
+    fn start_up_hold_keeps_voids_between_the_first_packets() {
+        let (evs, c) = run(20, &[(12, 1920), (10, 1600), (13, 2080), (11, 1760)]);
+        assert_eq!(
+            pushed_seqs(&evs),
+            vec![10, 11, 12, 13],
+            "11 filled the void"
+        );
+        assert_eq!(c.erasures, 0);
+        let (evs, c) = run(20, &[(12, 1920), (10, 1600), (13, 2080), (14, 2240)]);
+        assert_eq!(pushed_seqs(&evs), vec![10, 12, 13, 14]);
+        assert_eq!(evs[1], Ev::Pushed(0, 65548, Some((65547, 65547, 320))));
+        assert_eq!(c.erasures, 1);
+    }
+
+    #[test]
+    fn a_packet_before_the_start_after_the_hold_is_late() {
+        let (evs, c) = run(20, &[(1, 0), (2, 0), (3, 0), (0, 0)]);
+        assert_eq!(pushed_seqs(&evs), vec![1, 2, 3]);
+        assert_eq!(c.dropped_late, 1);
+    }
+
+    #[test]
+    fn start_up_hold_ends_when_latency_has_passed() {
+        let mut jb = JitterBuffer::new(Config {
+            capacity: 10,
+            latency_ns: 100,
+            ..Config::default()
+        });
+        let mut evs = Vec::new();
+        jb.push(&pkt(5, 0, 1), 0, 0, &mut record(&mut evs));
+        jb.push(&pkt(7, 0, 1), 100, 1, &mut record(&mut evs));
+        assert_eq!(evs, vec![], "5 has waited exactly 100 ns");
+        jb.push(&pkt(9, 0, 1), 101, 2, &mut record(&mut evs));
+        // 5 started the stream; 7 and 9 wait behind their voids, from their
+        // own arrival.
+        assert_eq!(evs, vec![Ev::Pushed(0, 65541, None)]);
+        assert_eq!(jb.buffered(), 2);
+    }
+
+    #[test]
+    fn start_up_hold_ends_at_a_packet_beyond_the_window() {
+        let (evs, c) = run(4, &[(10, 0), (20, 1600)]);
+        assert_eq!(
+            evs,
+            vec![
+                Ev::Pushed(0, 65546, None),
+                Ev::Pushed(1, 65556, Some((65547, 65555, 1600))),
+            ]
+        );
+        assert_eq!(c.erased_packets, 9);
+    }
+
+    #[test]
+    fn start_up_hold_is_at_most_the_capacity() {
+        let (evs, c) = run(2, &[(1, 0), (0, 0), (2, 0)]);
+        assert_eq!(pushed_seqs(&evs), vec![0, 1, 2]);
+        assert_eq!(c.max_buffered, 2);
+        // Released at the second arrival already.
+        let mut jb = JitterBuffer::new(Config {
+            capacity: 2,
+            ..Config::default()
+        });
+        let mut evs = Vec::new();
+        push_seq(&mut jb, 1, 0, &mut evs);
+        push_seq(&mut jb, 0, 1, &mut evs);
+        assert_eq!(pushed_seqs(&evs), vec![0, 1]);
+    }
+
+    #[test]
     fn reorder_within_capacity_is_repaired() {
-        let (evs, c) = run(4, &[(0, 0), (2, 320), (3, 480), (1, 160), (4, 640)]);
-        assert_eq!(pushed_seqs(&evs), vec![0, 1, 2, 3, 4]);
-        assert_eq!((c.erasures, c.max_buffered), (0, 2));
+        let (mut jb, mut evs) = started(4);
+        for (id, seq) in [(3, 4u16), (4, 5), (5, 3), (6, 6)] {
+            push_seq(&mut jb, seq, id, &mut evs);
+        }
+        assert_eq!(pushed_seqs(&evs), vec![0, 1, 2, 3, 4, 5, 6]);
+        let c = jb.counters();
+        assert_eq!((c.erasures, c.buffered), (0, 0));
     }
 
     #[test]
@@ -821,7 +1030,7 @@ mod tests {
             ],
         );
         assert_eq!(pushed_seqs(&evs), vec![10, 11, 12, 9000, 9001, 9002]);
-        assert_eq!(evs[2], Ev::Dropped(2, DropReason::Outlier));
+        assert!(evs.contains(&Ev::Dropped(2, DropReason::Outlier)));
         assert_eq!((c.resyncs, c.dropped_outlier, c.erasures), (1, 1, 0));
     }
 
@@ -834,18 +1043,19 @@ mod tests {
 
     #[test]
     fn ssrc_change_releases_old_stream() {
-        let mut jb = JitterBuffer::new(Config::default());
-        let mut evs = Vec::new();
-        jb.push(&pkt(0, 0, 1), 0, 0, &mut record(&mut evs));
-        jb.push(&pkt(2, 0, 1), 0, 1, &mut record(&mut evs));
-        jb.push(&pkt(700, 0, 2), 0, 2, &mut record(&mut evs));
-        assert_eq!(pushed_seqs(&evs), vec![0], "700 is on probation");
+        let (mut jb, mut evs) = started(20);
+        push_seq(&mut jb, 4, 3, &mut evs);
+        jb.push(&pkt(700, 0, 2), 0, 4, &mut record(&mut evs));
+        assert_eq!(pushed_seqs(&evs), vec![0, 1, 2], "700 is on probation");
         assert_eq!(jb.counters().buffered, 2);
         // The second packet of SSRC 2 confirms it: the old stream is
-        // released, and the new one keeps its first packet.
-        jb.push(&pkt(701, 0, 2), 0, 3, &mut record(&mut evs));
-        assert_eq!(pushed_seqs(&evs), vec![0, 2, 700, 701]);
-        assert_eq!(evs[2], Ev::Pushed(2, 65536 + 700, None));
+        // released, and the new one keeps its first packet, in its start-up
+        // hold with the second.
+        jb.push(&pkt(701, 0, 2), 0, 5, &mut record(&mut evs));
+        assert_eq!(pushed_seqs(&evs), vec![0, 1, 2, 4]);
+        jb.push(&pkt(702, 0, 2), 0, 6, &mut record(&mut evs));
+        assert_eq!(pushed_seqs(&evs), vec![0, 1, 2, 4, 700, 701, 702]);
+        assert_eq!(evs[4], Ev::Pushed(4, 65536 + 700, None));
         let c = jb.counters();
         assert_eq!((c.ssrc_changes, c.dropped_ssrc_probation), (1, 0));
     }
@@ -857,6 +1067,7 @@ mod tests {
         jb.push(&pkt(0, 0, 1), 0, 0, &mut record(&mut evs));
         jb.push(&pkt(701, 0, 2), 0, 1, &mut record(&mut evs));
         jb.push(&pkt(700, 0, 2), 0, 2, &mut record(&mut evs));
+        jb.flush(&mut record(&mut evs));
         assert_eq!(pushed_seqs(&evs), vec![0, 700, 701]);
         assert_eq!(jb.counters().dropped_late, 0);
     }
@@ -872,7 +1083,7 @@ mod tests {
         for (id, seq) in [(3, 2u16), (4, 3)] {
             push_seq(&mut jb, seq, id, &mut evs);
         }
-        assert_eq!(evs[2], Ev::Dropped(2, DropReason::SsrcProbation));
+        assert!(evs.contains(&Ev::Dropped(2, DropReason::SsrcProbation)));
         assert_eq!(pushed_seqs(&evs), vec![0, 1, 2, 3]);
         assert!(evs.iter().all(|e| !matches!(e, Ev::Pushed(_, _, Some(_)))));
         let c = jb.counters();
@@ -895,9 +1106,15 @@ mod tests {
         let mut evs = Vec::new();
         push_seq(&mut jb, 0, 0, &mut evs);
         jb.push(&pkt(50, 0, 2), 0, 1, &mut record(&mut evs));
-        assert_eq!(jb.counters().buffered, 1);
+        assert_eq!(jb.counters().buffered, 2, "0 in its start-up hold, 50");
         jb.flush(&mut record(&mut evs));
-        assert_eq!(evs[1], Ev::Dropped(1, DropReason::SsrcProbation));
+        assert_eq!(
+            evs,
+            vec![
+                Ev::Pushed(0, 65536, None),
+                Ev::Dropped(1, DropReason::SsrcProbation)
+            ]
+        );
         let c = jb.counters();
         assert_eq!(
             (c.received, c.pushed, c.dropped_ssrc_probation, c.buffered),
@@ -913,8 +1130,14 @@ mod tests {
         jb.push(&rtcp(99), 0, 1, &mut record(&mut evs));
         jb.push(&rr(99), 0, 2, &mut record(&mut evs));
         push_seq(&mut jb, 1, 3, &mut evs);
-        assert_eq!(evs[1], Ev::Dropped(1, DropReason::Rtcp));
-        assert_eq!(evs[2], Ev::Dropped(2, DropReason::Rtcp));
+        assert_eq!(
+            evs,
+            vec![
+                Ev::Dropped(1, DropReason::Rtcp),
+                Ev::Dropped(2, DropReason::Rtcp)
+            ]
+        );
+        jb.flush(&mut record(&mut evs));
         assert_eq!(pushed_seqs(&evs), vec![0, 1]);
         let c = jb.counters();
         assert_eq!(
@@ -950,6 +1173,7 @@ mod tests {
         v1[0] = 0x40;
         jb.push(&v1, 0, 2, &mut record(&mut evs));
         jb.push(&pkt(1, 0, 1), 0, 3, &mut record(&mut evs));
+        jb.flush(&mut record(&mut evs));
         assert_eq!(pushed_seqs(&evs), vec![0, 1]);
         assert_eq!(jb.counters().dropped_parse, 2);
         let errs = jb.parse_errors();
@@ -1004,6 +1228,7 @@ mod tests {
         assert_eq!(jb.buffered(), 0);
         // A new stream starts afresh: 1 is not late.
         jb.push(&pkt(1, 0, 1), 0, 9, &mut record(&mut evs));
+        jb.flush(&mut record(&mut evs));
         assert_eq!(evs.last(), Some(&Ev::Pushed(9, 65537, None)));
     }
 
@@ -1011,6 +1236,8 @@ mod tests {
     struct Model {
         cfg: Config,
         active: bool,
+        starting: bool,
+        first_at: u64,
         ssrc: u32,
         highest: u64,
         next: u64,
@@ -1038,6 +1265,8 @@ mod tests {
             Model {
                 cfg,
                 active: false,
+                starting: false,
+                first_at: 0,
                 ssrc: 0,
                 highest: 0,
                 next: 0,
@@ -1099,13 +1328,8 @@ mod tests {
                                 self.ssrc_changes += 1;
                             }
                             self.flush();
-                            let (a, b) = if seq_distance(c.seq, this.seq) > 0 {
-                                (c, this)
-                            } else {
-                                (this, c)
-                            };
-                            self.start(a);
-                            self.insert(b.id, b.seq, b.ts, b.at);
+                            self.start(c);
+                            self.insert_any(this);
                         }
                         Some(c) => {
                             self.drop_candidate(c);
@@ -1117,10 +1341,14 @@ mod tests {
                     if let Some(c) = self.candidate.take() {
                         self.drop_candidate(c);
                     }
-                    self.insert(this.id, this.seq, this.ts, this.at);
+                    self.insert_any(this);
                 }
             }
-            while self.cfg.latency_ns > 0 {
+            if self.cfg.latency_ns > 0 && self.starting && at - self.first_at > self.cfg.latency_ns
+            {
+                self.begin();
+            }
+            while self.cfg.latency_ns > 0 && !self.starting {
                 match self.buf.first_key_value() {
                     Some((_, &(_, _, arrived))) if at - arrived > self.cfg.latency_ns => {
                         self.release_void()
@@ -1131,15 +1359,54 @@ mod tests {
         }
 
         fn start(&mut self, h: Held) {
-            let Held {
-                id, seq, ts, ssrc, ..
-            } = h;
             self.active = true;
-            self.ssrc = ssrc;
-            let ext = 65536 + u64::from(seq);
+            self.starting = true;
+            self.first_at = h.at;
+            self.ssrc = h.ssrc;
+            let ext = 65536 + u64::from(h.seq);
             self.highest = ext;
-            self.last = (ext - 1, ts);
-            self.release(ext, id, ts);
+            self.buf.insert(ext, (h.id, h.ts, h.at));
+            if self.buf.len() >= STARTUP_PACKETS.min(self.cfg.capacity) {
+                self.begin();
+            }
+        }
+
+        fn insert_any(&mut self, h: Held) {
+            if self.starting {
+                self.insert_starting(h);
+            } else {
+                self.insert(h.id, h.seq, h.ts, h.at);
+            }
+        }
+
+        /// Before the first release: held and sorted while all fit in
+        /// `capacity` consecutive seqs.
+        fn insert_starting(&mut self, h: Held) {
+            let ext =
+                (self.highest as i64 + i64::from(seq_distance(self.highest as u16, h.seq))) as u64;
+            let lowest = *self.buf.first_key_value().unwrap().0;
+            if self.highest.max(ext) - lowest.min(ext) >= self.cfg.capacity as u64 {
+                self.begin();
+                return self.insert(h.id, h.seq, h.ts, h.at);
+            }
+            self.highest = self.highest.max(ext);
+            if self.buf.contains_key(&ext) {
+                self.out.push(Ev::Dropped(h.id, DropReason::Duplicate));
+                return;
+            }
+            self.buf.insert(ext, (h.id, h.ts, h.at));
+            if self.buf.len() >= STARTUP_PACKETS.min(self.cfg.capacity) {
+                self.begin();
+            }
+        }
+
+        /// The lowest packet held starts the stream.
+        fn begin(&mut self) {
+            self.starting = false;
+            let (&first, &(_, ts, _)) = self.buf.first_key_value().unwrap();
+            self.last = (first - 1, ts);
+            self.next = first;
+            self.release_run();
         }
 
         fn insert(&mut self, id: usize, seq: u16, ts: u32, at: u64) {
@@ -1180,6 +1447,9 @@ mod tests {
         }
 
         fn release_void(&mut self) {
+            if self.starting {
+                return self.begin();
+            }
             if let Some((&k, _)) = self.buf.first_key_value() {
                 self.next = k;
                 self.release_run();
@@ -1215,6 +1485,7 @@ mod tests {
                 self.drop_candidate(c);
             }
             self.active = false;
+            self.starting = false;
             self.released.clear();
         }
     }
@@ -1396,6 +1667,37 @@ mod tests {
         }
 
         #[test]
+        fn any_order_of_the_first_packets_is_repaired(
+            seed: u64,
+            cap in 2usize..30,
+            restart in any::<bool>(),
+        ) {
+            // The first arrivals of a stream, in any order, up to as many as
+            // the start-up hold keeps; the stream may be a restart.
+            let mut rng = SplitMix64::new(seed);
+            let start = rng.next_u32() as u16;
+            let held = STARTUP_PACKETS.min(cap);
+            let mut first: Vec<u16> = (0..held as u16).map(|i| start.wrapping_add(i)).collect();
+            for i in (1..first.len()).rev() {
+                first.swap(i, rng.below(i as u32 + 1) as usize);
+            }
+            let mut seqs: Vec<(u16, u32)> = Vec::new();
+            if restart {
+                seqs.extend((0..5u16).map(|i| (start.wrapping_add(20_000 + i), 0)));
+            }
+            seqs.extend(first.iter().map(|&s| (s, 0)));
+            seqs.extend((held as u16..40).map(|i| (start.wrapping_add(i), 0)));
+            let (evs, c) = run(cap, &seqs);
+            let mut want: Vec<u16> = Vec::new();
+            if restart {
+                want.extend((0..5u16).map(|i| start.wrapping_add(20_000 + i)));
+            }
+            want.extend((0..40u16).map(|i| start.wrapping_add(i)));
+            prop_assert_eq!(pushed_seqs(&evs), want);
+            prop_assert_eq!((c.erasures, c.dropped_late, c.resyncs), (0, 0, u64::from(restart)));
+        }
+
+        #[test]
         fn bounded_reorder_without_loss_loses_nothing(seed: u64, cap in 2usize..30, blocks in 1usize..30) {
             // Shuffles inside blocks of `cap` keep every packet within
             // cap - 1 places of its slot: nothing is erased or late.
@@ -1409,9 +1711,10 @@ mod tests {
                 }
                 order.extend(block);
             }
-            // The first packet starts the stream, so it must come first.
+            // Nothing numbered before the first arrivals can start the
+            // stream, so the first packet must come among them.
             let first = order.iter().position(|&s| s == start).unwrap();
-            order.swap(0, first);
+            order.swap(rng.below(STARTUP_PACKETS.min(cap) as u32) as usize, first);
             let seqs: Vec<(u16, u32)> = order.iter().map(|&s| (s, 0)).collect();
             let (evs, c) = run(cap, &seqs);
             let want: Vec<u16> = (0..order.len()).map(|i| start.wrapping_add(i as u16)).collect();

@@ -937,7 +937,8 @@ impl ObjectImpl for RtpJbufDec {
                     .nick("Capacity")
                     .blurb(
                         "Packets the reorder buffer holds, from 2 to 65535. A packet up to \
-                         capacity-1 places out of order is put back in order; when the buffer \
+                         capacity-1 places out of order is put back in order (before a \
+                         stream's first packet: among its first three arrivals); when the buffer \
                          is full the oldest void is declared lost. Applies from the next \
                          READY to PAUSED change.",
                     )
@@ -949,9 +950,11 @@ impl ObjectImpl for RtpJbufDec {
                 glib::ParamSpecUInt::builder("latency")
                     .nick("Latency")
                     .blurb(
-                        "Longest time in milliseconds a packet waits behind a void, measured \
-                         between buffer timestamps (DTS, else PTS) and checked when a packet \
-                         arrives. 0 = wait until the buffer is full. In-order packets never wait. \
+                        "Longest time in milliseconds a packet waits behind a void (or a \
+                         stream's first packet in its start-up hold), measured between buffer \
+                         timestamps (DTS, else PTS) and checked when a packet arrives. 0 = wait \
+                         until the buffer is full. In-order packets never wait, once a stream \
+                         has started (its first packet waits for two more, or for latency). \
                          A serialized event (EOS, segment, caps, ...), a flush-stop or a stop \
                          releases every waiting packet at once, before it.",
                     )
