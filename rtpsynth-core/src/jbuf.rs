@@ -22,6 +22,7 @@
 //! - a packet more than `max_dropout` ahead or `max_misorder` behind the
 //!   highest sequence number is an outlier: held, and dropped unless the next
 //!   packet agrees with it, in which case the stream is taken as restarted;
+//! - RFC 3550 receive statistics are kept on the way ([`ReceptionStats`]);
 //! - a packet of another SSRC is on probation (RFC 3550 A.1): held, and
 //!   dropped unless the next packet is of the same SSRC and agrees with it,
 //!   in which case the old stream is released and a new one starts with
@@ -215,6 +216,75 @@ counters! {
     }
 }
 
+/// RFC 3550 receive statistics, over the streams seen since the buffer was
+/// made (each SSRC change, restart or flush begins a new stream, as a
+/// restart re-initialises a source in RFC 3550 A.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReceptionStats {
+    /// Packets expected (A.3): per stream, its highest extended sequence
+    /// number minus its first (in sequence order, after the start-up hold)
+    /// plus one, summed over the streams.
+    pub expected: u64,
+    /// Packets of those streams received, duplicates and late ones included
+    /// (as A.1 counts them); outliers, packets dropped on probation, RTCP and
+    /// malformed datagrams are not.
+    pub received: u64,
+    /// `expected - received`: the cumulative number of packets lost (A.3),
+    /// negative when duplicates outnumber the losses.
+    pub lost: i64,
+    /// Interarrival jitter (A.8) in RTP timestamp units, from arrival times
+    /// and RTP timestamps, of the current (or last) source; `None` without
+    /// a clock rate (see [`JitterBuffer::set_clock_rate`]).
+    pub jitter: Option<u32>,
+}
+
+/// What the receive statistics need beyond the current stream.
+#[derive(Default)]
+struct Reception {
+    /// Packets expected and received in the streams that ended.
+    expected_ended: u64,
+    received_ended: u64,
+    /// RTP timestamp units per second; 0 = unknown, no jitter.
+    clock_rate: u32,
+    /// The source the jitter is of: a new one starts from 0.
+    ssrc: Option<u32>,
+    /// Relative transit time of the packet before (A.8); none at the first
+    /// packet of a stream, whose timestamps need not follow the last one's.
+    transit: Option<u32>,
+    /// Interarrival jitter, times 16 (A.8's integer form keeps the
+    /// fraction).
+    jitter_x16: u64,
+}
+
+impl Reception {
+    /// A.8: J += (|D| - J) / 16, with D the change in transit time.
+    #[inline]
+    fn update_jitter(&mut self, meta: &PacketMeta) {
+        // Only differences of transit times matter, so the arrival time may
+        // wrap like a timestamp.
+        let arrival = ns_to_ticks(meta.arrival_ns, self.clock_rate) as u32;
+        let transit = arrival.wrapping_sub(meta.timestamp);
+        if let Some(before) = self.transit {
+            let d = u64::from((transit.wrapping_sub(before) as i32).unsigned_abs());
+            self.jitter_x16 = self.jitter_x16 + d - ((self.jitter_x16 + 8) >> 4);
+        }
+        self.transit = Some(transit);
+    }
+}
+
+/// `ns` in units of `1 / rate` s, rounded down, in wrapping arithmetic (the
+/// caller keeps 32 bits). Divides by constants only, which compile to
+/// multiplications: this runs for every packet.
+#[inline]
+fn ns_to_ticks(ns: u64, rate: u32) -> u64 {
+    const NS: u64 = 1_000_000_000;
+    let rate = u64::from(rate);
+    // (ns % NS) * rate < 10^9 * 2^32: no overflow.
+    (ns / NS)
+        .wrapping_mul(rate)
+        .wrapping_add(ns % NS * rate / NS)
+}
+
 struct Slot<T> {
     item: T,
     meta: PacketMeta,
@@ -236,6 +306,12 @@ struct Stream {
     next: u64,
     /// The packet released last (valid while `active`).
     last: PacketMeta,
+    /// Packets counted as received (RFC 3550 A.1: duplicates and late ones
+    /// included).
+    received: u64,
+    /// First extended seq, in sequence order (RFC 3550 A.1 `base_seq`): the
+    /// lowest of the start-up hold.
+    base: u64,
 }
 
 /// Bits of the sequence space (indexed by the low 16 bits of an extended
@@ -260,6 +336,7 @@ pub struct JitterBuffer<T> {
     candidate: Option<Slot<T>>,
     counters: Counters,
     parse_errors: [u64; ParseError::ALL.len()],
+    reception: Reception,
 }
 
 impl<T> JitterBuffer<T> {
@@ -279,6 +356,44 @@ impl<T> JitterBuffer<T> {
             candidate: None,
             counters: Counters::default(),
             parse_errors: [0; ParseError::ALL.len()],
+            reception: Reception::default(),
+        }
+    }
+
+    /// Sets the RTP clock rate the jitter is computed in (`None` or 0:
+    /// unknown, no jitter). A change starts the jitter afresh, as the old
+    /// value is in other units.
+    pub fn set_clock_rate(&mut self, rate: Option<u32>) {
+        let rate = rate.unwrap_or(0);
+        if rate != self.reception.clock_rate {
+            self.reception.clock_rate = rate;
+            self.reception.transit = None;
+            self.reception.jitter_x16 = 0;
+        }
+    }
+
+    /// RFC 3550 receive statistics so far.
+    pub fn reception(&self) -> ReceptionStats {
+        let r = &self.reception;
+        let (expected, received) = self.stream_reception();
+        let expected = r.expected_ended + expected;
+        let received = r.received_ended + received;
+        ReceptionStats {
+            expected,
+            received,
+            lost: (i128::from(expected) - i128::from(received))
+                .clamp(i64::MIN.into(), i64::MAX.into()) as i64,
+            jitter: (r.clock_rate != 0).then_some((r.jitter_x16 >> 4) as u32),
+        }
+    }
+
+    /// Packets expected and received in the current stream.
+    fn stream_reception(&self) -> (u64, u64) {
+        match self.stream.seqs.highest() {
+            Some(highest) if self.stream.active => {
+                (highest + 1 - self.stream.base, self.stream.received)
+            }
+            _ => (0, 0),
         }
     }
 
@@ -373,6 +488,9 @@ impl<T> JitterBuffer<T> {
             // The next stream is extended afresh; stale bits would turn its
             // late packets into duplicates.
             self.history.fill(0);
+            let (expected, received) = self.stream_reception();
+            self.reception.expected_ended += expected;
+            self.reception.received_ended += received;
         }
         self.stream = Stream::default();
     }
@@ -467,7 +585,16 @@ impl<T> JitterBuffer<T> {
             seqs,
             next: slot.meta.ext_seq,
             last: slot.meta,
+            received: 0,
+            base: slot.meta.ext_seq,
         };
+        let r = &mut self.reception;
+        r.transit = None;
+        if r.ssrc != Some(slot.meta.ssrc) {
+            r.ssrc = Some(slot.meta.ssrc);
+            r.jitter_x16 = 0;
+        }
+        self.count_received(&slot.meta);
         self.hold_in_ring(slot, out);
         self.begin_when_enough(out);
     }
@@ -488,6 +615,8 @@ impl<T> JitterBuffer<T> {
         }
         slot.meta.ext_seq = ext;
         self.stream.seqs.extend(slot.meta.seq());
+        self.stream.base = self.stream.base.min(ext);
+        self.count_received(&slot.meta);
         if self.ring[(ext & self.mask) as usize].is_some() {
             return self.drop_item(slot.item, DropReason::Duplicate, out);
         }
@@ -554,6 +683,7 @@ impl<T> JitterBuffer<T> {
     fn insert(&mut self, mut slot: Slot<T>, out: &mut impl Sink<T>) {
         let ext = self.stream.seqs.peek(slot.meta.seq());
         slot.meta.ext_seq = ext;
+        self.count_received(&slot.meta);
         if ext < self.stream.next {
             let reason = if ext <= self.stream.last.ext_seq && self.released(ext) {
                 DropReason::Duplicate
@@ -583,6 +713,15 @@ impl<T> JitterBuffer<T> {
         self.hold_in_ring(slot, out);
         if self.buffered >= self.cfg.capacity {
             self.release_void(out);
+        }
+    }
+
+    /// Counts a packet of the stream for the receive statistics.
+    #[inline]
+    fn count_received(&mut self, meta: &PacketMeta) {
+        self.stream.received += 1;
+        if self.reception.clock_rate != 0 {
+            self.reception.update_jitter(meta);
         }
     }
 
@@ -1164,6 +1303,107 @@ mod tests {
     }
 
     #[test]
+    fn reception_statistics_by_hand() {
+        // PCMU at 8 kHz, 160 ticks a packet; 3 arrives after 4, 5 twice, 6
+        // and 8 lost. Transit = arrival (ms * 8) - timestamp, in ticks:
+        //   seq  arrival  transit  |D|  J*16 += |D| - (J*16 + 8) / 16
+        //   0      0 ms      0      -     0 (first packet: no D)
+        //   1     20 ms      0      0     0
+        //   2     45 ms     40     40    40
+        //   4     80 ms      0     40    40 + 40 - 3 = 77
+        //   3     85 ms    200    200    77 + 200 - 5 = 272
+        //   5    100 ms      0    200    272 + 200 - 17 = 455
+        //   5    101 ms      8      8    455 + 8 - 28 = 435
+        //   7    140 ms      0      8    435 + 8 - 27 = 416
+        //   9    180 ms      0      0    416 + 0 - 26 = 390 -> J = 24
+        let mut jb = JitterBuffer::new(Config::default());
+        jb.set_clock_rate(Some(8000));
+        let mut evs = Vec::new();
+        let ms = 1_000_000;
+        for (id, (seq, at)) in [
+            (0u16, 0),
+            (1, 20),
+            (2, 45),
+            (4, 80),
+            (3, 85),
+            (5, 100),
+            (5, 101),
+            (7, 140),
+            (9, 180),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            jb.push(
+                &pkt(seq, 160 * u32::from(seq), 1),
+                at * ms,
+                id,
+                &mut record(&mut evs),
+            );
+        }
+        let want = ReceptionStats {
+            expected: 10,
+            received: 9,
+            lost: 1,
+            jitter: Some(24),
+        };
+        assert_eq!(jb.reception(), want);
+        assert_eq!(jb.counters().dropped_duplicate, 1);
+        // The stream ends: its counts stay, and a new stream of the same
+        // source adds to them. Its first packet does not count in the jitter
+        // (its timestamps need not follow), its second does.
+        jb.flush(&mut record(&mut evs));
+        assert_eq!(jb.reception(), want);
+        jb.push(&pkt(100, 50_000, 1), 300 * ms, 10, &mut record(&mut evs));
+        jb.push(
+            &pkt(101, 50_160, 1),
+            320 * ms + ms / 2,
+            11,
+            &mut record(&mut evs),
+        );
+        // |D| = 4 ticks: J*16 = 390 + 4 - 24 = 370.
+        assert_eq!(
+            jb.reception(),
+            ReceptionStats {
+                expected: 12,
+                received: 11,
+                lost: 1,
+                jitter: Some(23),
+            }
+        );
+    }
+
+    #[test]
+    fn reception_statistics_edge_cases() {
+        // Without a clock rate there is no jitter; duplicates make the loss
+        // negative (RFC 3550 A.3); a packet numbered before the stream's
+        // first counts as received, not expected.
+        let mut jb = JitterBuffer::new(Config::default());
+        let mut evs = Vec::new();
+        for (id, seq) in [5u16, 6, 7, 7, 7, 4].into_iter().enumerate() {
+            push_seq(&mut jb, seq, id, &mut evs);
+        }
+        let r = jb.reception();
+        assert_eq!((r.expected, r.received, r.lost, r.jitter), (3, 6, -3, None));
+        // Outliers, strays of other sources, RTCP and garbage do not count.
+        push_seq(&mut jb, 9000, 6, &mut evs);
+        jb.push(&pkt(8, 0, 77), 0, 7, &mut record(&mut evs));
+        jb.push(&rtcp(1), 0, 8, &mut record(&mut evs));
+        jb.push(&[0x80, 0], 0, 9, &mut record(&mut evs));
+        push_seq(&mut jb, 8, 10, &mut evs);
+        let r = jb.reception();
+        assert_eq!((r.expected, r.received), (4, 7));
+        // A change of clock rate restarts the jitter in the new units.
+        jb.set_clock_rate(Some(8000));
+        assert_eq!(jb.reception().jitter, Some(0));
+        assert_eq!(ns_to_ticks(1_999_999_999, 8000), 15_999);
+        assert_eq!(ns_to_ticks(u64::MAX, 48_000) as u32, {
+            let exact = u128::from(u64::MAX) * 48_000 / 1_000_000_000;
+            exact as u32
+        });
+    }
+
+    #[test]
     fn parse_errors_are_counted_by_fault() {
         let mut jb = JitterBuffer::new(Config::default());
         let mut evs = Vec::new();
@@ -1247,6 +1487,11 @@ mod tests {
         candidate: Option<Held>,
         resyncs: u64,
         ssrc_changes: u64,
+        /// RFC 3550 A.1: the stream's first seq, its packets, and the
+        /// expected and received counts of the streams before it.
+        base: u64,
+        received: u64,
+        ended: (u64, u64),
         out: Vec<Ev>,
     }
 
@@ -1276,6 +1521,9 @@ mod tests {
                 candidate: None,
                 resyncs: 0,
                 ssrc_changes: 0,
+                base: 0,
+                received: 0,
+                ended: (0, 0),
                 out: Vec::new(),
             }
         }
@@ -1365,6 +1613,8 @@ mod tests {
             self.ssrc = h.ssrc;
             let ext = 65536 + u64::from(h.seq);
             self.highest = ext;
+            self.base = ext;
+            self.received = 1;
             self.buf.insert(ext, (h.id, h.ts, h.at));
             if self.buf.len() >= STARTUP_PACKETS.min(self.cfg.capacity) {
                 self.begin();
@@ -1390,6 +1640,8 @@ mod tests {
                 return self.insert(h.id, h.seq, h.ts, h.at);
             }
             self.highest = self.highest.max(ext);
+            self.base = self.base.min(ext);
+            self.received += 1;
             if self.buf.contains_key(&ext) {
                 self.out.push(Ev::Dropped(h.id, DropReason::Duplicate));
                 return;
@@ -1412,6 +1664,7 @@ mod tests {
         fn insert(&mut self, id: usize, seq: u16, ts: u32, at: u64) {
             let ext =
                 (self.highest as i64 + i64::from(seq_distance(self.highest as u16, seq))) as u64;
+            self.received += 1;
             if ext < self.next {
                 let r = if self.released.contains(&ext) {
                     DropReason::Duplicate
@@ -1483,6 +1736,10 @@ mod tests {
             self.release_buffered();
             if let Some(c) = self.candidate.take() {
                 self.drop_candidate(c);
+            }
+            if self.active {
+                self.ended.0 += self.highest + 1 - self.base;
+                self.ended.1 += self.received;
             }
             self.active = false;
             self.starting = false;
@@ -1663,6 +1920,9 @@ mod tests {
             let c = jb.counters();
             prop_assert_eq!(c.buffered, 0);
             prop_assert_eq!((c.resyncs, c.ssrc_changes), (model.resyncs, model.ssrc_changes));
+            let r = jb.reception();
+            prop_assert_eq!((r.expected, r.received), model.ended);
+            prop_assert_eq!(r.lost, r.expected as i64 - r.received as i64);
             check_invariants(t.len(), &evs, &c);
         }
 
