@@ -433,6 +433,76 @@ fn a_stray_packet_of_another_ssrc_does_not_reset_the_stream() {
     assert_counters(&h, "dropped-ssrc-probation=2 ssrc-changes=0 buffered=0");
 }
 
+/// Packet `seq` (PCMU timing) that arrived `arrival_ms` after the start: the
+/// arrival time is its DTS, as `udpsrc` stamps it.
+fn arrived(seq: u16, arrival_ms: u64) -> gst::Buffer {
+    let mut b = packet(seq);
+    b.get_mut()
+        .unwrap()
+        .set_dts(gst::ClockTime::from_mseconds(arrival_ms));
+    b
+}
+
+#[test]
+fn rfc3550_receive_statistics_by_hand() {
+    // 8 kHz, 160 ticks a packet; 3 arrives after 4, 5 twice, 6 and 8 lost.
+    // Transit = arrival (ms * 8) - timestamp, in ticks; RFC 3550 A.8 in its
+    // integer form, J*16 += |D| - (J*16 + 8) / 16:
+    //   seq  arrival  transit  |D|  J*16
+    //   0      0 ms      0      -     0 (first packet: no D)
+    //   1     20 ms      0      0     0
+    //   2     45 ms     40     40    40
+    //   4     80 ms      0     40    40 + 40 - 3 = 77
+    //   3     85 ms    200    200    77 + 200 - 5 = 272
+    //   5    100 ms      0    200    272 + 200 - 17 = 455
+    //   5    101 ms      8      8    455 + 8 - 28 = 435
+    //   7    140 ms      0      8    435 + 8 - 27 = 416
+    //   9    180 ms      0      0    416 + 0 - 26 = 390 -> jitter 24
+    // Expected (A.3): 9 - 0 + 1 = 10; received 9 (the duplicate counts);
+    // lost 10 - 9 = 1 (two lost, one duplicate).
+    let mut h = harness("");
+    for (seq, at) in [
+        (0, 0),
+        (1, 20),
+        (2, 45),
+        (4, 80),
+        (3, 85),
+        (5, 100),
+        (5, 101),
+        (7, 140),
+        (9, 180),
+    ] {
+        h.push(arrived(seq, at)).unwrap();
+    }
+    let s = stats(&h);
+    assert_eq!(s.get::<u64>("packets-expected").unwrap(), 10);
+    assert_eq!(s.get::<i64>("packets-lost").unwrap(), 1);
+    assert_eq!(s.get::<u64>("jitter").unwrap(), 24);
+    assert_counters(&h, "received=9 pushed=6 dropped-duplicate=1 buffered=2");
+    // Negative when duplicates outnumber losses.
+    for _ in 0..3 {
+        h.push(arrived(9, 200)).unwrap();
+    }
+    assert_eq!(stats(&h).get::<i64>("packets-lost").unwrap(), -2);
+}
+
+#[test]
+fn jitter_is_unknown_without_a_clock_rate() {
+    let mut h = harness("");
+    h.set_src_caps_str("application/x-rtp,media=audio,encoding-name=PCMU,payload=0");
+    assert_eq!(stats(&h).get::<u64>("jitter").unwrap(), u64::MAX);
+    for (seq, at) in [(0, 0), (1, 25), (2, 40)] {
+        h.push(arrived(seq, at)).unwrap();
+    }
+    let s = stats(&h);
+    assert_eq!(s.get::<u64>("jitter").unwrap(), u64::MAX, "{s}");
+    assert_eq!(s.get::<u64>("packets-expected").unwrap(), 3);
+    assert_eq!(s.get::<i64>("packets-lost").unwrap(), 0);
+    // Caps with a clock rate make it known, from the next packets on.
+    h.set_src_caps_str(PCMU_CAPS);
+    assert_eq!(stats(&h).get::<u64>("jitter").unwrap(), 0);
+}
+
 #[test]
 fn malformed_datagrams_mixed_in() {
     let mut h = harness("");

@@ -273,13 +273,29 @@ static STAT_NAMES: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
     names
 });
 
+/// `jitter` when it cannot be known: the caps give no clock-rate.
+const JITTER_UNKNOWN: u64 = u64::MAX;
+
 /// The last published stats, written by the streaming thread at the end of
 /// each call with plain stores, so reading `stats` never waits on it.
-struct Published(Vec<AtomicU64>);
+struct Published {
+    /// The counters, in [`STAT_NAMES`] order.
+    counters: Vec<AtomicU64>,
+    /// RFC 3550 receive statistics: packets expected, packets lost (an
+    /// `i64` stored as its bits) and jitter.
+    expected: AtomicU64,
+    lost: AtomicU64,
+    jitter: AtomicU64,
+}
 
 impl Published {
     fn new() -> Self {
-        Published(STAT_NAMES.iter().map(|_| AtomicU64::new(0)).collect())
+        Published {
+            counters: STAT_NAMES.iter().map(|_| AtomicU64::new(0)).collect(),
+            expected: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            jitter: AtomicU64::new(JITTER_UNKNOWN),
+        }
     }
 
     fn store(&self, stream: &Stream) {
@@ -291,19 +307,32 @@ impl Published {
             .map(|(_, v)| v)
             .chain([stream.silence_packets])
             .chain(stream.jb.parse_errors());
-        for (slot, v) in self.0.iter().zip(values) {
+        for (slot, v) in self.counters.iter().zip(values) {
             slot.store(v, Ordering::Relaxed);
         }
+        let r = stream.jb.reception();
+        self.expected.store(r.expected, Ordering::Relaxed);
+        self.lost.store(r.lost as u64, Ordering::Relaxed);
+        self.jitter.store(
+            r.jitter.map_or(JITTER_UNKNOWN, u64::from),
+            Ordering::Relaxed,
+        );
     }
 
     fn structure(&self) -> gst::Structure {
-        crate::stats::to_structure(
+        let mut s = crate::stats::to_structure(
             "application/x-rtpjbufdec-stats",
             STAT_NAMES
                 .iter()
                 .copied()
-                .zip(self.0.iter().map(|v| v.load(Ordering::Relaxed))),
-        )
+                .zip(self.counters.iter().map(|v| v.load(Ordering::Relaxed))),
+        );
+        // Not counters: packets-lost is signed (duplicates can outnumber
+        // losses), jitter an estimate; each keeps its one type.
+        s.set("packets-expected", self.expected.load(Ordering::Relaxed));
+        s.set("packets-lost", self.lost.load(Ordering::Relaxed) as i64);
+        s.set("jitter", self.jitter.load(Ordering::Relaxed));
+        s
     }
 }
 
@@ -638,6 +667,7 @@ impl RtpJbufDec {
         stream
             .jb
             .set_limits(cfg.latency_ns, cfg.max_dropout, cfg.max_misorder);
+        stream.jb.set_clock_rate(stream.format.clock_rate);
         let input = owned.as_input();
         let mut em = Emitter {
             imp: self,
@@ -837,7 +867,10 @@ impl RtpJbufDec {
             // with the old format.
             let format = Format::from_caps(c.caps());
             gst::debug!(CAT, imp = self, "caps give {:?}", format);
-            self.lock_stream().format = format;
+            let mut stream = self.lock_stream();
+            stream.format = format;
+            stream.jb.set_clock_rate(format.clock_rate);
+            self.stats.store(&stream);
         }
         gst::Pad::event_default(pad, Some(&*self.obj()), event)
     }
@@ -1011,8 +1044,13 @@ impl ObjectImpl for RtpJbufDec {
                          parse-error-<fault> break dropped-parse down; erasures and \
                          erased-packets count voids and the packets in them; resyncs, \
                          ssrc-changes, silence-packets (inserted, not counted in pushed) and \
-                         max-buffered. All start from 0 when the element goes from READY to \
-                         PAUSED.",
+                         max-buffered. RFC 3550 receive statistics: packets-expected (u64, \
+                         A.3, summed over streams), packets-lost (i64: expected minus \
+                         received, duplicates included, so negative when they outnumber \
+                         losses) and jitter (u64, A.8, in RTP timestamp units from the \
+                         buffers' DTS/PTS as arrival times; 18446744073709551615 = unknown, \
+                         when the caps give no clock-rate). All start from 0 when the element \
+                         goes from READY to PAUSED.",
                     )
                     .read_only()
                     .build(),
@@ -1105,6 +1143,7 @@ impl ElementImpl for RtpJbufDec {
             let format = stream.format;
             *stream = Stream::new(cfg);
             stream.format = format;
+            stream.jb.set_clock_rate(format.clock_rate);
             self.stats.store(&stream);
         }
         if transition == gst::StateChange::PausedToReady {
