@@ -18,7 +18,9 @@
 //! - in-order packets are released at once;
 //! - a void is declared when the ring is full, when a packet lands beyond the
 //!   ring's window, or when the packet waiting behind the void has waited
-//!   longer than `latency_ns` (checked on each arrival; 0 = never);
+//!   longer than `latency_ns` (checked on each arrival, and whenever the
+//!   caller calls [`JitterBuffer::release_expired`], at the time
+//!   [`JitterBuffer::next_expiry`] tells; 0 = never);
 //! - a packet more than `max_dropout` ahead or `max_misorder` behind the
 //!   highest sequence number is an outlier: held, and dropped unless the next
 //!   packet agrees with it, in which case the stream is taken as restarted;
@@ -441,7 +443,7 @@ impl<T> JitterBuffer<T> {
             Ok(p) => {
                 let meta = PacketMeta::of(&p, arrival_ns);
                 self.accept(Slot { item, meta }, out);
-                self.expire(arrival_ns, out);
+                self.release_expired(arrival_ns, out);
             }
             Err(e) => self.drop_item(item, DropReason::Parse(e), out),
         }
@@ -804,11 +806,38 @@ impl<T> JitterBuffer<T> {
         });
     }
 
+    /// The earliest time (in the clock of the arrival times) at which
+    /// [`release_expired`](Self::release_expired) releases something: when
+    /// the packet waiting behind the first void, or a stream's first packet
+    /// in its start-up hold, will have waited more than `latency_ns`. `None`
+    /// when nothing waits, or without latency. A caller whose input may stop
+    /// (a live stream that pauses) waits until then, so that what waits does
+    /// not wait for the next arrival.
+    pub fn next_expiry(&self) -> Option<u64> {
+        if self.cfg.latency_ns == 0 || self.buffered == 0 {
+            return None;
+        }
+        let waiting_since = if self.stream.starting {
+            self.stream.first_arrival_ns
+        } else {
+            self.ring[(self.min & self.mask) as usize]
+                .as_ref()?
+                .meta
+                .arrival_ns
+        };
+        Some(
+            waiting_since
+                .saturating_add(self.cfg.latency_ns)
+                .saturating_add(1),
+        )
+    }
+
     /// Releases voids whose first waiting packet arrived more than
     /// `latency_ns` before `now_ns`, and ends a start-up hold whose first
-    /// packet did.
+    /// packet did. Every arrival does this; a caller calls it when no packet
+    /// comes (see [`next_expiry`](Self::next_expiry)).
     #[inline]
-    fn expire(&mut self, now_ns: u64, out: &mut impl Sink<T>) {
+    pub fn release_expired(&mut self, now_ns: u64, out: &mut impl Sink<T>) {
         if self.cfg.latency_ns == 0 || self.buffered == 0 {
             return;
         }
@@ -1404,6 +1433,42 @@ mod tests {
     }
 
     #[test]
+    fn next_expiry_tells_when_waiting_packets_are_due() {
+        let mut jb = JitterBuffer::new(Config {
+            capacity: 10,
+            latency_ns: 100,
+            ..Config::default()
+        });
+        let mut evs = Vec::new();
+        assert_eq!(jb.next_expiry(), None, "nothing waits");
+        jb.push(&pkt(0, 0, 1), 1000, 0, &mut record(&mut evs));
+        assert_eq!(jb.next_expiry(), Some(1101), "the start-up hold");
+        jb.release_expired(1100, &mut record(&mut evs));
+        assert_eq!(evs, vec![]);
+        jb.release_expired(1101, &mut record(&mut evs));
+        assert_eq!(pushed_seqs(&evs), vec![0]);
+        assert_eq!(jb.next_expiry(), None, "in order: nothing waits");
+        jb.push(&pkt(1, 0, 1), 1110, 1, &mut record(&mut evs));
+        assert_eq!(jb.next_expiry(), None);
+        // 2 is lost: 3 and 4 wait behind it, due from 3's arrival.
+        jb.push(&pkt(3, 0, 1), 1150, 2, &mut record(&mut evs));
+        jb.push(&pkt(4, 0, 1), 1170, 3, &mut record(&mut evs));
+        assert_eq!(jb.next_expiry(), Some(1251));
+        // 6 waits behind 5 once 3 and 4 are out, due from its own arrival.
+        jb.push(&pkt(6, 0, 1), 1200, 4, &mut record(&mut evs));
+        jb.release_expired(1251, &mut record(&mut evs));
+        assert_eq!(pushed_seqs(&evs), vec![0, 1, 3, 4]);
+        assert_eq!(jb.next_expiry(), Some(1301));
+        jb.release_expired(u64::MAX, &mut record(&mut evs));
+        assert_eq!(pushed_seqs(&evs), vec![0, 1, 3, 4, 6]);
+        assert_eq!((jb.next_expiry(), jb.counters().erasures), (None, 2));
+        // Without latency nothing is ever due.
+        jb.set_limits(0, DEFAULT_MAX_DROPOUT, DEFAULT_MAX_MISORDER);
+        jb.push(&pkt(9, 0, 1), 1300, 5, &mut record(&mut evs));
+        assert_eq!(jb.next_expiry(), None);
+    }
+
+    #[test]
     fn parse_errors_are_counted_by_fault() {
         let mut jb = JitterBuffer::new(Config::default());
         let mut evs = Vec::new();
@@ -1592,13 +1657,20 @@ mod tests {
                     self.insert_any(this);
                 }
             }
-            if self.cfg.latency_ns > 0 && self.starting && at - self.first_at > self.cfg.latency_ns
-            {
+            self.expire(at);
+        }
+
+        /// Releases what has waited more than the latency at `now`.
+        fn expire(&mut self, now: u64) {
+            let waited = |since: u64| now.saturating_sub(since) > self.cfg.latency_ns;
+            if self.cfg.latency_ns > 0 && self.starting && waited(self.first_at) {
                 self.begin();
             }
             while self.cfg.latency_ns > 0 && !self.starting {
                 match self.buf.first_key_value() {
-                    Some((_, &(_, _, arrived))) if at - arrived > self.cfg.latency_ns => {
+                    Some((_, &(_, _, arrived)))
+                        if now.saturating_sub(arrived) > self.cfg.latency_ns =>
+                    {
                         self.release_void()
                     }
                     _ => break,
@@ -1912,6 +1984,22 @@ mod tests {
                     jb.release_buffered(&mut record(&mut evs));
                     model.release_buffered();
                     prop_assert_eq!(&evs, &model.out, "after a release at {}", id);
+                }
+                // A timer firing while no packet comes: at the time the
+                // core asks for, or at any time.
+                if events.chance(0.05) {
+                    let now = match jb.next_expiry() {
+                        Some(due) if events.chance(0.5) => {
+                            // Nothing is due just before.
+                            jb.release_expired(due - 1, &mut record(&mut evs));
+                            prop_assert_eq!(evs.len(), model.out.len(), "early at {}", id);
+                            due
+                        }
+                        _ => *at + u64::from(events.below(300_000_000)),
+                    };
+                    jb.release_expired(now, &mut record(&mut evs));
+                    model.expire(now);
+                    prop_assert_eq!(&evs, &model.out, "after a timer at {}", id);
                 }
             }
             jb.flush(&mut record(&mut evs));
