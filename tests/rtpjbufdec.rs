@@ -560,6 +560,236 @@ fn latency_releases_a_void_on_arrival() {
     assert_counters(&h, "erasures=1 max-buffered=4");
 }
 
+/// A harness whose upstream answered the latency query as live (the
+/// harness's source pad does), with the harness's test clock.
+fn live_harness(props: &str) -> (Harness, gst_check::TestClock) {
+    let h = harness(props);
+    assert!(
+        h.query_latency().is_some(),
+        "the latency query went through"
+    );
+    let clock = h.testclock().expect("the harness sets a test clock");
+    (h, clock)
+}
+
+#[test]
+fn live_packets_behind_a_void_leave_at_their_latency_without_more_input() {
+    let (mut h, clock) = live_harness("latency=60");
+    for seq in 0..3u16 {
+        h.push(arrived(seq, 20 * u64::from(seq))).unwrap();
+    }
+    assert_eq!(seqs_of(&pulled(&mut h)), vec![0, 1, 2]);
+    assert_eq!(clock.peek_id_count(), 0, "nothing waits: no clock wait");
+    // 3 is lost; 4 arrives at 80 ms and the input stops.
+    h.push(arrived(4, 80)).unwrap();
+    assert_eq!(seqs_of(&pulled(&mut h)), Vec::<u16>::new());
+    let id = next_wait(&clock);
+    assert_eq!(
+        id.time(),
+        gst::ClockTime::from_nseconds(140_000_001),
+        "one wait, until 4 has waited more than 60 ms"
+    );
+    assert_eq!(clock.peek_id_count(), 1);
+    // The clock gets there: 4 leaves with no further input.
+    h.crank_single_clock_wait().unwrap();
+    let b = within_10s("buffer", || h.try_pull());
+    assert_eq!(b.dts(), Some(gst::ClockTime::from_mseconds(80)));
+    assert!(b.flags().contains(gst::BufferFlags::DISCONT));
+    let ev = lost_events(&mut h);
+    assert_eq!(ev.len(), 1);
+    assert_eq!(lost_fields(&ev[0]).4, 65539, "3 declared lost");
+    assert_counters(&h, "received=4 pushed=4 erasures=1 buffered=0");
+    assert_eq!(clock.peek_id_count(), 0, "nothing waits any more");
+    // The stream goes on in order.
+    h.push(arrived(5, 100)).unwrap();
+    assert_eq!(seqs_of(&pulled(&mut h)), vec![5]);
+}
+
+#[test]
+fn live_start_up_hold_ends_at_latency_without_more_input() {
+    let (mut h, clock) = live_harness("latency=60");
+    h.push(arrived(7, 10)).unwrap();
+    assert_eq!(
+        next_wait(&clock).time(),
+        gst::ClockTime::from_nseconds(70_000_001)
+    );
+    h.crank_single_clock_wait().unwrap();
+    let b = within_10s("buffer", || h.try_pull());
+    assert_eq!(b.dts(), Some(gst::ClockTime::from_mseconds(10)));
+    assert_counters(&h, "received=1 pushed=1 buffered=0");
+}
+
+#[test]
+fn live_wait_follows_the_first_packet_waiting() {
+    let (mut h, clock) = live_harness("latency=60 capacity=10");
+    for seq in 0..3u16 {
+        h.push(arrived(seq, 20 * u64::from(seq))).unwrap();
+    }
+    assert_eq!(seqs_of(&pulled(&mut h)), vec![0, 1, 2]);
+    // 3 lost, 4 waits; 6 waits behind 5 from 120 ms.
+    h.push(arrived(4, 80)).unwrap();
+    h.push(arrived(6, 120)).unwrap();
+    assert_eq!(
+        next_wait(&clock).time(),
+        gst::ClockTime::from_nseconds(140_000_001)
+    );
+    h.crank_single_clock_wait().unwrap();
+    assert_eq!(pull_one(&mut h), (4, true));
+    // Once 4 is out, the next wait is for 6.
+    assert_eq!(
+        next_wait(&clock).time(),
+        gst::ClockTime::from_nseconds(180_000_001)
+    );
+    // 7 waits with 6, consecutive: still the one wait, for 6.
+    h.push(arrived(7, 160)).unwrap();
+    assert_eq!(clock.peek_id_count(), 1);
+    assert_eq!(
+        clock.peek_next_pending_id().map(|id| id.time()),
+        Some(gst::ClockTime::from_nseconds(180_000_001))
+    );
+    h.crank_single_clock_wait().unwrap();
+    assert_eq!(pull_one(&mut h), (6, true));
+    assert_eq!(pull_one(&mut h), (7, false));
+    // 5 comes after all: too late.
+    h.push(arrived(5, 200)).unwrap();
+    assert_eq!(seqs_of(&pulled(&mut h)), Vec::<u16>::new());
+    assert_counters(&h, "pushed=6 dropped-late=1 buffered=0 erasures=2");
+    assert_eq!(clock.peek_id_count(), 0);
+}
+
+/// Waits up to 10 s for `what` to give something.
+fn within_10s<T>(what: &str, mut poll: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(t) = poll() {
+            return t;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {what} within 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// The clock wait the element has pending, waiting for it to be armed.
+fn next_wait(clock: &gst_check::TestClock) -> gst::ClockId {
+    within_10s("clock wait", || clock.peek_next_pending_id())
+}
+
+/// The next buffer out, waiting for it (it may come from the timer's
+/// thread).
+fn pull_one(h: &mut Harness) -> (u16, bool) {
+    let b = within_10s("buffer", || h.try_pull());
+    let map = b.map_readable().unwrap();
+    let p = Packet::parse(&map).expect("output is valid RTP");
+    (p.seq(), b.flags().contains(gst::BufferFlags::DISCONT))
+}
+
+#[test]
+fn live_wait_survives_a_pause() {
+    let (mut h, clock) = live_harness("latency=60");
+    push_seqs(&mut h, &[0, 1, 2, 4]);
+    assert_eq!(seqs_of(&pulled(&mut h)), vec![0, 1, 2]);
+    let due = next_wait(&clock).time();
+    let element = h.element().unwrap();
+    element.set_state(gst::State::Paused).unwrap();
+    element.set_state(gst::State::Playing).unwrap();
+    // Armed again from the (new) base time: one wait, as before.
+    assert_eq!(clock.peek_id_count(), 1);
+    assert_eq!(next_wait(&clock).time(), due);
+    h.crank_single_clock_wait().unwrap();
+    assert_eq!(pull_one(&mut h), (4, true));
+}
+
+#[test]
+fn not_live_never_waits_on_the_clock() {
+    // No latency query answered live: packets behind a void leave only on
+    // arrival, as before.
+    let mut h = harness("latency=60");
+    let clock = h.testclock().unwrap();
+    push_seqs(&mut h, &[0, 1, 2, 4]);
+    assert_eq!(seqs_of(&pulled(&mut h)), vec![0, 1, 2]);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(clock.peek_id_count(), 0);
+    assert_counters(&h, "buffered=1");
+}
+
+#[test]
+fn stop_and_flush_cancel_the_wait() {
+    let (mut h, clock) = live_harness("latency=60");
+    push_seqs(&mut h, &[0, 1, 2, 4]);
+    next_wait(&clock);
+    assert!(h.push_event(gst::event::FlushStart::new()));
+    assert_eq!(clock.peek_id_count(), 0, "flush-start cancels it");
+    assert!(h.push_event(gst::event::FlushStop::new(true)));
+    assert_eq!(
+        seqs_of(&pulled(&mut h)),
+        vec![0, 1, 2, 4],
+        "flush-stop pushed 4"
+    );
+    assert!(h.push_event(time_segment()));
+    push_seqs(&mut h, &[10, 11, 12, 14]);
+    next_wait(&clock);
+    let element = h.element().unwrap();
+    element.set_state(gst::State::Ready).unwrap();
+    assert_eq!(clock.peek_id_count(), 0, "the stop cancels it");
+    assert_eq!(seqs_of(&pulled(&mut h)), vec![10, 11, 12, 14]);
+    assert_counters(&h, "received=8 pushed=8 buffered=0");
+}
+
+#[test]
+fn live_pipeline_releases_packets_behind_a_void_on_the_system_clock() {
+    // A live source that stamps arrival (as udpsrc does), the system clock.
+    common::init();
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=src is-live=true do-timestamp=true format=time caps=\"{PCMU_CAPS}\" \
+         ! rtpjbufdec latency=100 ! appsink name=sink sync=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let appsrc = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    let appsink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let unstamped =
+        |seq: u16| gst::Buffer::from_mut_slice(datagram(seq, u32::from(seq) * SAMPLES, SSRC));
+    let seq_of = |sample: gst::Sample| {
+        let b = sample.buffer().unwrap();
+        Packet::parse(&b.map_readable().unwrap()).unwrap().seq()
+    };
+    for seq in 0..3u16 {
+        appsrc.push_buffer(unstamped(seq)).unwrap();
+    }
+    for want in 0..3u16 {
+        let sample = appsink.try_pull_sample(gst::ClockTime::from_seconds(10));
+        assert_eq!(sample.map(seq_of), Some(want));
+    }
+    // 3 is lost; 4 comes, then nothing.
+    let sent = std::time::Instant::now();
+    appsrc.push_buffer(unstamped(4)).unwrap();
+    let sample = appsink.try_pull_sample(gst::ClockTime::from_seconds(10));
+    let waited = sent.elapsed();
+    assert_eq!(sample.map(seq_of), Some(4), "4 leaves without more input");
+    assert!(
+        waited >= std::time::Duration::from_millis(95),
+        "4 waited its latency: {waited:?}"
+    );
+    assert!(
+        waited < std::time::Duration::from_secs(2),
+        "4 left at about its latency: {waited:?}"
+    );
+    pipeline.set_state(gst::State::Null).unwrap();
+}
+
 #[test]
 fn flush_stop_pushes_what_was_buffered() {
     let mut h = harness("");
