@@ -243,9 +243,11 @@ pub struct ReceptionStats {
 /// What the receive statistics need beyond the current stream.
 #[derive(Default)]
 struct Reception {
-    /// Packets expected and received in the streams that ended.
+    /// Packets expected in the streams that ended.
     expected_ended: u64,
-    received_ended: u64,
+    /// Packets held for confirmation that a discard dropped: never counted
+    /// as received (see [`JitterBuffer::reception`]).
+    candidates_discarded: u64,
     /// RTP timestamp units per second; 0 = unknown, no jitter.
     clock_rate: u32,
     /// The source the jitter is of: a new one starts from 0.
@@ -308,9 +310,6 @@ struct Stream {
     next: u64,
     /// The packet released last (valid while `active`).
     last: PacketMeta,
-    /// Packets counted as received (RFC 3550 A.1: duplicates and late ones
-    /// included).
-    received: u64,
     /// First extended seq, in sequence order (RFC 3550 A.1 `base_seq`): the
     /// lowest of the start-up hold.
     base: u64,
@@ -377,9 +376,19 @@ impl<T> JitterBuffer<T> {
     /// RFC 3550 receive statistics so far.
     pub fn reception(&self) -> ReceptionStats {
         let r = &self.reception;
-        let (expected, received) = self.stream_reception();
-        let expected = r.expected_ended + expected;
-        let received = r.received_ended + received;
+        let expected = r.expected_ended + self.stream_expected();
+        // Every datagram that parsed as RTP joined a stream (and was
+        // counted as received there, as RFC 3550 A.1 counts), except the
+        // ones held for confirmation that never were confirmed. Derived
+        // here, so the packet path counts nothing more.
+        let c = &self.counters;
+        let received = c.received
+            - c.dropped_parse
+            - c.dropped_rtcp
+            - c.dropped_outlier
+            - c.dropped_ssrc_probation
+            - u64::from(self.candidate.is_some())
+            - r.candidates_discarded;
         ReceptionStats {
             expected,
             received,
@@ -389,13 +398,11 @@ impl<T> JitterBuffer<T> {
         }
     }
 
-    /// Packets expected and received in the current stream.
-    fn stream_reception(&self) -> (u64, u64) {
+    /// Packets expected in the current stream.
+    fn stream_expected(&self) -> u64 {
         match self.stream.seqs.highest() {
-            Some(highest) if self.stream.active => {
-                (highest + 1 - self.stream.base, self.stream.received)
-            }
-            _ => (0, 0),
+            Some(highest) if self.stream.active => highest + 1 - self.stream.base,
+            _ => 0,
         }
     }
 
@@ -484,15 +491,16 @@ impl<T> JitterBuffer<T> {
     /// `reason`, or else as what it was held for.
     fn end_stream(&mut self, reason: Option<DropReason>, out: &mut impl Sink<T>) {
         if let Some(c) = self.candidate.take() {
+            if reason == Some(DropReason::Flushing) {
+                self.reception.candidates_discarded += 1;
+            }
             self.drop_candidate(c, reason, out);
         }
         if self.stream.active {
             // The next stream is extended afresh; stale bits would turn its
             // late packets into duplicates.
             self.history.fill(0);
-            let (expected, received) = self.stream_reception();
-            self.reception.expected_ended += expected;
-            self.reception.received_ended += received;
+            self.reception.expected_ended += self.stream_expected();
         }
         self.stream = Stream::default();
     }
@@ -531,6 +539,7 @@ impl<T> JitterBuffer<T> {
             // The stream went on: the held packet was a stray one.
             self.drop_candidate(c, None, out);
         }
+        self.count_received(&slot.meta);
         if self.stream.starting {
             return self.insert_starting(slot, out);
         }
@@ -587,7 +596,6 @@ impl<T> JitterBuffer<T> {
             seqs,
             next: slot.meta.ext_seq,
             last: slot.meta,
-            received: 0,
             base: slot.meta.ext_seq,
         };
         let r = &mut self.reception;
@@ -601,8 +609,8 @@ impl<T> JitterBuffer<T> {
         self.begin_when_enough(out);
     }
 
-    /// A packet of a stream still in its start-up hold: sorted in with the
-    /// others when all fit in the ring's window.
+    /// A packet of a stream still in its start-up hold (counted already):
+    /// sorted in with the others when all fit in the ring's window.
     #[inline(never)]
     fn insert_starting(&mut self, mut slot: Slot<T>, out: &mut impl Sink<T>) {
         let ext = self.stream.seqs.peek(slot.meta.seq());
@@ -618,7 +626,6 @@ impl<T> JitterBuffer<T> {
         slot.meta.ext_seq = ext;
         self.stream.seqs.extend(slot.meta.seq());
         self.stream.base = self.stream.base.min(ext);
-        self.count_received(&slot.meta);
         if self.ring[(ext & self.mask) as usize].is_some() {
             return self.drop_item(slot.item, DropReason::Duplicate, out);
         }
@@ -668,6 +675,7 @@ impl<T> JitterBuffer<T> {
     fn restart(&mut self, c: Slot<T>, slot: Slot<T>, out: &mut impl Sink<T>) {
         self.flush(out);
         self.start(c, out);
+        self.count_received(&slot.meta);
         if self.stream.starting {
             self.insert_starting(slot, out);
         } else {
@@ -680,12 +688,12 @@ impl<T> JitterBuffer<T> {
         self.candidate = Some(slot);
     }
 
-    /// A packet of the current stream within the dropout/misorder limits.
+    /// A packet of the current stream within the dropout/misorder limits
+    /// (counted already).
     #[inline]
     fn insert(&mut self, mut slot: Slot<T>, out: &mut impl Sink<T>) {
         let ext = self.stream.seqs.peek(slot.meta.seq());
         slot.meta.ext_seq = ext;
-        self.count_received(&slot.meta);
         if ext < self.stream.next {
             let reason = if ext <= self.stream.last.ext_seq && self.released(ext) {
                 DropReason::Duplicate
@@ -718,10 +726,11 @@ impl<T> JitterBuffer<T> {
         }
     }
 
-    /// Counts a packet of the stream for the receive statistics.
+    /// Counts a packet of the stream for the receive statistics: its
+    /// arrival in the jitter (the count itself is derived from the drops,
+    /// see [`reception`](Self::reception)).
     #[inline]
     fn count_received(&mut self, meta: &PacketMeta) {
-        self.stream.received += 1;
         if self.reception.clock_rate != 0 {
             self.reception.update_jitter(meta);
         }
@@ -1528,9 +1537,13 @@ mod tests {
         for (id, seq) in [0u16, 2, 3].into_iter().enumerate() {
             jb.push(&pkt(seq, 0, 1), 0, id, &mut record(&mut evs));
         }
+        // Held on probation: dropped too, and never received (RFC 3550).
+        jb.push(&pkt(50, 0, 9), 0, 3, &mut record(&mut evs));
         jb.discard(&mut record(&mut evs));
-        assert_eq!(jb.counters().dropped_flushing, 2);
+        assert_eq!(jb.counters().dropped_flushing, 3);
         assert_eq!(jb.buffered(), 0);
+        let r = jb.reception();
+        assert_eq!((r.expected, r.received), (4, 3));
         // A new stream starts afresh: 1 is not late.
         jb.push(&pkt(1, 0, 1), 0, 9, &mut record(&mut evs));
         jb.flush(&mut record(&mut evs));
