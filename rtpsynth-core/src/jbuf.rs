@@ -382,13 +382,13 @@ impl<T> JitterBuffer<T> {
         // ones held for confirmation that never were confirmed. Derived
         // here, so the packet path counts nothing more.
         let c = &self.counters;
-        let received = c.received
-            - c.dropped_parse
-            - c.dropped_rtcp
-            - c.dropped_outlier
-            - c.dropped_ssrc_probation
-            - u64::from(self.candidate.is_some())
-            - r.candidates_discarded;
+        let not_received = c.dropped_parse
+            + c.dropped_rtcp
+            + c.dropped_outlier
+            + c.dropped_ssrc_probation
+            + u64::from(self.candidate.is_some())
+            + r.candidates_discarded;
+        let received = c.received.saturating_sub(not_received);
         ReceptionStats {
             expected,
             received,
