@@ -784,7 +784,8 @@ fn live_pipeline_releases_packets_behind_a_void_on_the_system_clock() {
         "4 waited its latency: {waited:?}"
     );
     assert!(
-        waited < std::time::Duration::from_secs(2),
+        // Generous: a loaded machine delays threads.
+        waited < std::time::Duration::from_secs(5),
         "4 left at about its latency: {waited:?}"
     );
     pipeline.set_state(gst::State::Null).unwrap();
