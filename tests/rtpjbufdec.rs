@@ -194,9 +194,14 @@ fn lost_fields(s: &gst::Structure) -> (u32, u64, u64, u32, u64, u64, u64, u64) {
 }
 
 #[test]
-fn in_order_passes_at_once() {
+fn in_order_passes_at_once_after_the_start_up_hold() {
     let mut h = harness("");
-    for s in 0..10u16 {
+    push_seqs(&mut h, &[0, 1]);
+    assert_eq!(seqs_of(&pulled(&mut h)), Vec::<u16>::new());
+    assert_counters(&h, "received=2 pushed=0 buffered=2");
+    h.push(packet(2)).unwrap();
+    assert_eq!(seqs_of(&pulled(&mut h)), vec![0, 1, 2]);
+    for s in 3..10u16 {
         h.push(packet(s)).unwrap();
         assert_eq!(
             seqs_of(&pulled(&mut h)),
@@ -207,8 +212,20 @@ fn in_order_passes_at_once() {
     assert!(lost_events(&mut h).is_empty());
     assert_counters(
         &h,
-        "received=10 pushed=10 erasures=0 buffered=0 max-buffered=0",
+        "received=10 pushed=10 erasures=0 buffered=0 max-buffered=3",
     );
+}
+
+#[test]
+fn early_reordering_is_put_in_order() {
+    // The second packet to arrive is numbered before the first.
+    let mut h = harness("");
+    push_seqs(&mut h, &[1, 0, 2, 3]);
+    let out = pulled(&mut h);
+    assert_eq!(seqs_of(&out), vec![0, 1, 2, 3]);
+    assert!(discont_of(&out).is_empty());
+    assert!(lost_events(&mut h).is_empty());
+    assert_counters(&h, "received=4 pushed=4 dropped-late=0 erasures=0");
 }
 
 #[test]
@@ -278,7 +295,8 @@ fn reordering_within_capacity() {
     assert_eq!(seqs_of(&out), (0..7).collect::<Vec<_>>());
     assert!(discont_of(&out).is_empty());
     assert!(lost_events(&mut h).is_empty());
-    assert_counters(&h, "pushed=7 erasures=0 dropped-late=0 max-buffered=1");
+    // 0, 2 and 1 in the start-up hold; then 5 alone.
+    assert_counters(&h, "pushed=7 erasures=0 dropped-late=0 max-buffered=3");
 }
 
 #[test]
@@ -334,22 +352,155 @@ fn sender_restart() {
 #[test]
 fn ssrc_change() {
     let mut h = harness("capacity=4");
-    push_seqs(&mut h, &[0, 2]);
+    push_seqs(&mut h, &[0, 1, 2, 4]);
     h.push(packet_of(700, 99)).unwrap();
+    assert_eq!(seqs_of(&pulled(&mut h)), vec![0, 1, 2]);
+    assert_counters(&h, "ssrc-changes=0 buffered=2");
+    // The second packet of SSRC 99 confirms the change.
     h.push(packet_of(701, 99)).unwrap();
+    h.push(packet_of(702, 99)).unwrap();
     let out = pulled(&mut h);
     assert_eq!(
         seqs_of(&out),
-        vec![0, 2, 700, 701],
-        "the old stream is released first"
+        vec![4, 700, 701, 702],
+        "the old stream is released first, the new one loses nothing"
     );
-    assert_eq!(discont_of(&out), vec![2]);
+    assert_eq!(discont_of(&out), vec![4]);
     assert_eq!(
         lost_events(&mut h).len(),
         1,
         "only the void in the old stream"
     );
-    assert_counters(&h, "ssrc-changes=1 erasures=1 pushed=4");
+    assert_counters(
+        &h,
+        "ssrc-changes=1 erasures=1 pushed=7 dropped-ssrc-probation=0 buffered=0",
+    );
+}
+
+/// An RTCP sender report from `ssrc` (no report blocks), as a sender
+/// multiplexing RTP and RTCP on one port (RFC 5761) sends it: it parses as
+/// an RTP packet of payload type 72.
+fn sender_report(ssrc: u32) -> gst::Buffer {
+    let mut d = vec![0x80, 200, 0, 6];
+    d.extend_from_slice(&ssrc.to_be_bytes());
+    d.extend_from_slice(&[0x11; 20]);
+    assert!(Packet::parse(&d).is_ok(), "valid RTP as well");
+    gst::Buffer::from_mut_slice(d)
+}
+
+#[test]
+fn rtcp_on_the_rtp_port_is_counted_apart_and_not_pushed() {
+    let mut h = harness("");
+    for s in 0..100u16 {
+        if s % 25 == 10 {
+            h.push(sender_report(SSRC)).unwrap();
+        }
+        h.push(packet(s)).unwrap();
+    }
+    h.push_event(gst::event::Eos::new());
+    let out = pulled(&mut h);
+    assert_eq!(
+        seqs_of(&out),
+        (0..100).collect::<Vec<_>>(),
+        "no RTCP downstream"
+    );
+    assert!(discont_of(&out).is_empty());
+    assert_counters(
+        &h,
+        "received=104 pushed=100 dropped-rtcp=4 ssrc-changes=0 resyncs=0 dropped-parse=0 \
+         erasures=0",
+    );
+}
+
+#[test]
+fn a_stray_packet_of_another_ssrc_does_not_reset_the_stream() {
+    let mut h = harness("capacity=4");
+    push_seqs(&mut h, &[0, 1, 2]);
+    h.push(packet_of(40000, 99)).unwrap();
+    push_seqs(&mut h, &[3, 4]);
+    let out = pulled(&mut h);
+    assert_eq!(seqs_of(&out), vec![0, 1, 2, 3, 4]);
+    assert!(discont_of(&out).is_empty());
+    assert!(lost_events(&mut h).is_empty());
+    assert_counters(
+        &h,
+        "received=6 pushed=5 dropped-ssrc-probation=1 ssrc-changes=0 resyncs=0 buffered=0",
+    );
+    // Held until the next packet tells: counted as buffered meanwhile.
+    h.push(packet_of(40001, 98)).unwrap();
+    assert_counters(&h, "received=7 buffered=1");
+    push_seqs(&mut h, &[5]);
+    assert_counters(&h, "dropped-ssrc-probation=2 ssrc-changes=0 buffered=0");
+}
+
+/// Packet `seq` (PCMU timing) that arrived `arrival_ms` after the start: the
+/// arrival time is its DTS, as `udpsrc` stamps it.
+fn arrived(seq: u16, arrival_ms: u64) -> gst::Buffer {
+    let mut b = packet(seq);
+    b.get_mut()
+        .unwrap()
+        .set_dts(gst::ClockTime::from_mseconds(arrival_ms));
+    b
+}
+
+#[test]
+fn rfc3550_receive_statistics_by_hand() {
+    // 8 kHz, 160 ticks a packet; 3 arrives after 4, 5 twice, 6 and 8 lost.
+    // Transit = arrival (ms * 8) - timestamp, in ticks; RFC 3550 A.8 in its
+    // integer form, J*16 += |D| - (J*16 + 8) / 16:
+    //   seq  arrival  transit  |D|  J*16
+    //   0      0 ms      0      -     0 (first packet: no D)
+    //   1     20 ms      0      0     0
+    //   2     45 ms     40     40    40
+    //   4     80 ms      0     40    40 + 40 - 3 = 77
+    //   3     85 ms    200    200    77 + 200 - 5 = 272
+    //   5    100 ms      0    200    272 + 200 - 17 = 455
+    //   5    101 ms      8      8    455 + 8 - 28 = 435
+    //   7    140 ms      0      8    435 + 8 - 27 = 416
+    //   9    180 ms      0      0    416 + 0 - 26 = 390 -> jitter 24
+    // Expected (A.3): 9 - 0 + 1 = 10; received 9 (the duplicate counts);
+    // lost 10 - 9 = 1 (two lost, one duplicate).
+    let mut h = harness("");
+    for (seq, at) in [
+        (0, 0),
+        (1, 20),
+        (2, 45),
+        (4, 80),
+        (3, 85),
+        (5, 100),
+        (5, 101),
+        (7, 140),
+        (9, 180),
+    ] {
+        h.push(arrived(seq, at)).unwrap();
+    }
+    let s = stats(&h);
+    assert_eq!(s.get::<u64>("packets-expected").unwrap(), 10);
+    assert_eq!(s.get::<i64>("packets-lost").unwrap(), 1);
+    assert_eq!(s.get::<u64>("jitter").unwrap(), 24);
+    assert_counters(&h, "received=9 pushed=6 dropped-duplicate=1 buffered=2");
+    // Negative when duplicates outnumber losses.
+    for _ in 0..3 {
+        h.push(arrived(9, 200)).unwrap();
+    }
+    assert_eq!(stats(&h).get::<i64>("packets-lost").unwrap(), -2);
+}
+
+#[test]
+fn jitter_is_unknown_without_a_clock_rate() {
+    let mut h = harness("");
+    h.set_src_caps_str("application/x-rtp,media=audio,encoding-name=PCMU,payload=0");
+    assert_eq!(stats(&h).get::<u64>("jitter").unwrap(), u64::MAX);
+    for (seq, at) in [(0, 0), (1, 25), (2, 40)] {
+        h.push(arrived(seq, at)).unwrap();
+    }
+    let s = stats(&h);
+    assert_eq!(s.get::<u64>("jitter").unwrap(), u64::MAX, "{s}");
+    assert_eq!(s.get::<u64>("packets-expected").unwrap(), 3);
+    assert_eq!(s.get::<i64>("packets-lost").unwrap(), 0);
+    // Caps with a clock rate make it known, from the next packets on.
+    h.set_src_caps_str(PCMU_CAPS);
+    assert_eq!(stats(&h).get::<u64>("jitter").unwrap(), 0);
 }
 
 #[test]
@@ -409,6 +560,237 @@ fn latency_releases_a_void_on_arrival() {
     assert_counters(&h, "erasures=1 max-buffered=4");
 }
 
+/// A harness whose upstream answered the latency query as live (the
+/// harness's source pad does), with the harness's test clock.
+fn live_harness(props: &str) -> (Harness, gst_check::TestClock) {
+    let h = harness(props);
+    assert!(
+        h.query_latency().is_some(),
+        "the latency query went through"
+    );
+    let clock = h.testclock().expect("the harness sets a test clock");
+    (h, clock)
+}
+
+#[test]
+fn live_packets_behind_a_void_leave_at_their_latency_without_more_input() {
+    let (mut h, clock) = live_harness("latency=60");
+    for seq in 0..3u16 {
+        h.push(arrived(seq, 20 * u64::from(seq))).unwrap();
+    }
+    assert_eq!(seqs_of(&pulled(&mut h)), vec![0, 1, 2]);
+    assert_eq!(clock.peek_id_count(), 0, "nothing waits: no clock wait");
+    // 3 is lost; 4 arrives at 80 ms and the input stops.
+    h.push(arrived(4, 80)).unwrap();
+    assert_eq!(seqs_of(&pulled(&mut h)), Vec::<u16>::new());
+    let id = next_wait(&clock);
+    assert_eq!(
+        id.time(),
+        gst::ClockTime::from_nseconds(140_000_001),
+        "one wait, until 4 has waited more than 60 ms"
+    );
+    assert_eq!(clock.peek_id_count(), 1);
+    // The clock gets there: 4 leaves with no further input.
+    h.crank_single_clock_wait().unwrap();
+    let b = within_10s("buffer", || h.try_pull());
+    assert_eq!(b.dts(), Some(gst::ClockTime::from_mseconds(80)));
+    assert!(b.flags().contains(gst::BufferFlags::DISCONT));
+    let ev = lost_events(&mut h);
+    assert_eq!(ev.len(), 1);
+    assert_eq!(lost_fields(&ev[0]).4, 65539, "3 declared lost");
+    assert_counters(&h, "received=4 pushed=4 erasures=1 buffered=0");
+    assert_eq!(clock.peek_id_count(), 0, "nothing waits any more");
+    // The stream goes on in order.
+    h.push(arrived(5, 100)).unwrap();
+    assert_eq!(seqs_of(&pulled(&mut h)), vec![5]);
+}
+
+#[test]
+fn live_start_up_hold_ends_at_latency_without_more_input() {
+    let (mut h, clock) = live_harness("latency=60");
+    h.push(arrived(7, 10)).unwrap();
+    assert_eq!(
+        next_wait(&clock).time(),
+        gst::ClockTime::from_nseconds(70_000_001)
+    );
+    h.crank_single_clock_wait().unwrap();
+    let b = within_10s("buffer", || h.try_pull());
+    assert_eq!(b.dts(), Some(gst::ClockTime::from_mseconds(10)));
+    assert_counters(&h, "received=1 pushed=1 buffered=0");
+}
+
+#[test]
+fn live_wait_follows_the_first_packet_waiting() {
+    let (mut h, clock) = live_harness("latency=60 capacity=10");
+    for seq in 0..3u16 {
+        h.push(arrived(seq, 20 * u64::from(seq))).unwrap();
+    }
+    assert_eq!(seqs_of(&pulled(&mut h)), vec![0, 1, 2]);
+    // 3 lost, 4 waits; 6 waits behind 5 from 120 ms.
+    h.push(arrived(4, 80)).unwrap();
+    h.push(arrived(6, 120)).unwrap();
+    assert_eq!(
+        next_wait(&clock).time(),
+        gst::ClockTime::from_nseconds(140_000_001)
+    );
+    h.crank_single_clock_wait().unwrap();
+    assert_eq!(pull_one(&mut h), (4, true));
+    // Once 4 is out, the next wait is for 6.
+    assert_eq!(
+        next_wait(&clock).time(),
+        gst::ClockTime::from_nseconds(180_000_001)
+    );
+    // 7 waits with 6, consecutive: still the one wait, for 6.
+    h.push(arrived(7, 160)).unwrap();
+    assert_eq!(clock.peek_id_count(), 1);
+    assert_eq!(
+        clock.peek_next_pending_id().map(|id| id.time()),
+        Some(gst::ClockTime::from_nseconds(180_000_001))
+    );
+    h.crank_single_clock_wait().unwrap();
+    assert_eq!(pull_one(&mut h), (6, true));
+    assert_eq!(pull_one(&mut h), (7, false));
+    // 5 comes after all: too late.
+    h.push(arrived(5, 200)).unwrap();
+    assert_eq!(seqs_of(&pulled(&mut h)), Vec::<u16>::new());
+    assert_counters(&h, "pushed=6 dropped-late=1 buffered=0 erasures=2");
+    assert_eq!(clock.peek_id_count(), 0);
+}
+
+/// Waits up to 10 s for `what` to give something.
+fn within_10s<T>(what: &str, mut poll: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(t) = poll() {
+            return t;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {what} within 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// The clock wait the element has pending, waiting for it to be armed.
+fn next_wait(clock: &gst_check::TestClock) -> gst::ClockId {
+    within_10s("clock wait", || clock.peek_next_pending_id())
+}
+
+/// The next buffer out, waiting for it (it may come from the timer's
+/// thread).
+fn pull_one(h: &mut Harness) -> (u16, bool) {
+    let b = within_10s("buffer", || h.try_pull());
+    let map = b.map_readable().unwrap();
+    let p = Packet::parse(&map).expect("output is valid RTP");
+    (p.seq(), b.flags().contains(gst::BufferFlags::DISCONT))
+}
+
+#[test]
+fn live_wait_survives_a_pause() {
+    let (mut h, clock) = live_harness("latency=60");
+    push_seqs(&mut h, &[0, 1, 2, 4]);
+    assert_eq!(seqs_of(&pulled(&mut h)), vec![0, 1, 2]);
+    let due = next_wait(&clock).time();
+    let element = h.element().unwrap();
+    element.set_state(gst::State::Paused).unwrap();
+    element.set_state(gst::State::Playing).unwrap();
+    // Armed again from the (new) base time: one wait, as before.
+    assert_eq!(clock.peek_id_count(), 1);
+    assert_eq!(next_wait(&clock).time(), due);
+    h.crank_single_clock_wait().unwrap();
+    assert_eq!(pull_one(&mut h), (4, true));
+}
+
+#[test]
+fn not_live_never_waits_on_the_clock() {
+    // No latency query answered live: packets behind a void leave only on
+    // arrival, as before.
+    let mut h = harness("latency=60");
+    let clock = h.testclock().unwrap();
+    push_seqs(&mut h, &[0, 1, 2, 4]);
+    assert_eq!(seqs_of(&pulled(&mut h)), vec![0, 1, 2]);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(clock.peek_id_count(), 0);
+    assert_counters(&h, "buffered=1");
+}
+
+#[test]
+fn stop_and_flush_cancel_the_wait() {
+    let (mut h, clock) = live_harness("latency=60");
+    push_seqs(&mut h, &[0, 1, 2, 4]);
+    next_wait(&clock);
+    assert!(h.push_event(gst::event::FlushStart::new()));
+    assert_eq!(clock.peek_id_count(), 0, "flush-start cancels it");
+    assert!(h.push_event(gst::event::FlushStop::new(true)));
+    assert_eq!(
+        seqs_of(&pulled(&mut h)),
+        vec![0, 1, 2, 4],
+        "flush-stop pushed 4"
+    );
+    assert!(h.push_event(time_segment()));
+    push_seqs(&mut h, &[10, 11, 12, 14]);
+    next_wait(&clock);
+    let element = h.element().unwrap();
+    element.set_state(gst::State::Ready).unwrap();
+    assert_eq!(clock.peek_id_count(), 0, "the stop cancels it");
+    assert_eq!(seqs_of(&pulled(&mut h)), vec![10, 11, 12, 14]);
+    assert_counters(&h, "received=8 pushed=8 buffered=0");
+}
+
+#[test]
+fn live_pipeline_releases_packets_behind_a_void_on_the_system_clock() {
+    // A live source that stamps arrival (as udpsrc does), the system clock.
+    common::init();
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=src is-live=true do-timestamp=true format=time caps=\"{PCMU_CAPS}\" \
+         ! rtpjbufdec latency=100 ! appsink name=sink sync=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let appsrc = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    let appsink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let unstamped =
+        |seq: u16| gst::Buffer::from_mut_slice(datagram(seq, u32::from(seq) * SAMPLES, SSRC));
+    let seq_of = |sample: gst::Sample| {
+        let b = sample.buffer().unwrap();
+        Packet::parse(&b.map_readable().unwrap()).unwrap().seq()
+    };
+    for seq in 0..3u16 {
+        appsrc.push_buffer(unstamped(seq)).unwrap();
+    }
+    for want in 0..3u16 {
+        let sample = appsink.try_pull_sample(gst::ClockTime::from_seconds(10));
+        assert_eq!(sample.map(seq_of), Some(want));
+    }
+    // 3 is lost; 4 comes, then nothing.
+    let sent = std::time::Instant::now();
+    appsrc.push_buffer(unstamped(4)).unwrap();
+    let sample = appsink.try_pull_sample(gst::ClockTime::from_seconds(10));
+    let waited = sent.elapsed();
+    assert_eq!(sample.map(seq_of), Some(4), "4 leaves without more input");
+    assert!(
+        waited >= std::time::Duration::from_millis(95),
+        "4 waited its latency: {waited:?}"
+    );
+    assert!(
+        // Generous: a loaded machine delays threads.
+        waited < std::time::Duration::from_secs(5),
+        "4 left at about its latency: {waited:?}"
+    );
+    pipeline.set_state(gst::State::Null).unwrap();
+}
+
 #[test]
 fn flush_stop_pushes_what_was_buffered() {
     let mut h = harness("");
@@ -436,37 +818,45 @@ fn flush_stop_pushes_what_was_buffered() {
         &h,
         "received=4 pushed=4 dropped-flushing=0 buffered=0 erasures=2 erased-packets=2",
     );
-    // The stream was forgotten: the next packet starts a new one at once.
+    // The stream was forgotten: the next packets start a new one.
     assert!(h.push_event(time_segment()));
-    h.push(packet(100)).unwrap();
-    assert_eq!(take(&log), vec![ev("segment"), buf(100, false)]);
-    assert_eq!(seqs_of(&pulled(&mut h)), vec![2, 3, 5, 100]);
+    push_seqs(&mut h, &[100, 101, 102]);
+    assert_eq!(
+        take(&log),
+        vec![
+            ev("segment"),
+            buf(100, false),
+            buf(101, false),
+            buf(102, false)
+        ]
+    );
+    assert_eq!(seqs_of(&pulled(&mut h)), vec![2, 3, 5, 100, 101, 102]);
 }
 
 #[test]
 fn packets_downstream_refuses_while_flushing_count_as_dropped_flushing() {
     let mut h = harness("");
-    push_seqs(&mut h, &[0]);
+    push_seqs(&mut h, &[0, 1, 2]);
     flush_downstream(&h);
-    push_seqs(&mut h, &[2, 3]);
-    // 1 releases 1, 2, 3 (planned output), 4 goes out as it came.
-    for s in [1u16, 4] {
+    push_seqs(&mut h, &[4, 5]);
+    // 3 releases 3, 4, 5 (planned output), 6 goes out as it came.
+    for s in [3u16, 6] {
         assert_eq!(h.push(packet(s)), Err(gst::FlowError::Flushing));
     }
-    assert_counters(&h, "received=5 pushed=1 dropped-flushing=4 buffered=0");
+    assert_counters(&h, "received=7 pushed=3 dropped-flushing=4 buffered=0");
 }
 
 #[test]
 fn silence_downstream_refuses_is_not_counted_as_inserted() {
     let mut h = harness("capacity=2 erasure-mode=silence");
-    push_seqs(&mut h, &[0]);
+    push_seqs(&mut h, &[0, 1]);
     flush_downstream(&h);
-    push_seqs(&mut h, &[3]);
-    // The full buffer fills 1 and 2 with silence, all refused.
-    assert_eq!(h.push(packet(4)), Err(gst::FlowError::Flushing));
+    push_seqs(&mut h, &[4]);
+    // The full buffer fills 2 and 3 with silence, all refused.
+    assert_eq!(h.push(packet(5)), Err(gst::FlowError::Flushing));
     assert_counters(
         &h,
-        "received=3 pushed=1 dropped-flushing=2 silence-packets=0 erased-packets=2",
+        "received=4 pushed=2 dropped-flushing=2 silence-packets=0 erased-packets=2",
     );
 }
 
@@ -539,11 +929,9 @@ fn lists_in_give_lists_out_with_events_between() {
     let list = list_of(&[1, 2, 4, 5, 6]);
     h.srcpad().unwrap().push_list(list).unwrap();
     assert_eq!(seqs_of(&pulled(&mut h)), vec![0, 1, 2, 4, 5, 6]);
-    // The event for 3 splits the output list where the void is.
-    assert_eq!(
-        *lists.lock().unwrap(),
-        vec![vec![0], vec![1, 2], vec![4, 5, 6]]
-    );
+    // 0 waited in the start-up hold and goes out with the list that ended
+    // it; the event for 3 splits the output list where the void is.
+    assert_eq!(*lists.lock().unwrap(), vec![vec![0, 1, 2], vec![4, 5, 6]]);
     assert_eq!(lost_events(&mut h).len(), 1);
 }
 
@@ -723,12 +1111,14 @@ fn in_order_list_goes_out_as_the_same_list() {
         }
         gst::PadProbeReturn::Ok
     });
-    h.push(packet(0)).unwrap();
-    let list = list_of(&[1, 2, 3, 4, 5]);
+    // After the start-up hold.
+    push_seqs(&mut h, &[0, 1, 2]);
+    seen.lock().unwrap().clear();
+    let list = list_of(&[3, 4, 5, 6, 7]);
     let ptr = list.as_ptr() as usize;
     h.srcpad().unwrap().push_list(list).unwrap();
     assert_eq!(*seen.lock().unwrap(), vec![ptr]);
-    assert_eq!(seqs_of(&pulled(&mut h)), (0..=5).collect::<Vec<_>>());
+    assert_eq!(seqs_of(&pulled(&mut h)), (0..=7).collect::<Vec<_>>());
 }
 
 #[test]
@@ -770,9 +1160,11 @@ fn stopping_pushes_what_was_buffered() {
         vec![ev("lost 65537..=65537"), buf(2, true), buf(3, false)]
     );
     assert_counters(&h, "received=3 pushed=3 dropped-flushing=0 buffered=0");
-    // A fresh start: the next packet begins a new stream, pushed at once.
+    // A fresh start: the next packet begins a new stream (1 is not late).
     element.set_state(gst::State::Playing).unwrap();
     h.push(packet(1)).unwrap();
+    assert_counters(&h, "received=1 pushed=0 buffered=1");
+    assert!(h.push_event(gst::event::Eos::new()));
     assert_eq!(seqs_of(&pulled(&mut h)), vec![0, 2, 3, 1]);
     assert_counters(&h, "received=1 pushed=1 buffered=0");
 }

@@ -50,7 +50,13 @@ fuzz_target!(|data: &[u8]| {
     seen.sort_unstable();
     assert_eq!(seen, (0..n).collect::<Vec<_>>(), "every datagram out exactly once");
     let c = jb.counters();
-    let dropped = c.dropped_duplicate + c.dropped_late + c.dropped_parse + c.dropped_outlier + c.dropped_flushing;
+    let dropped = c.dropped_duplicate
+        + c.dropped_late
+        + c.dropped_parse
+        + c.dropped_outlier
+        + c.dropped_rtcp
+        + c.dropped_ssrc_probation
+        + c.dropped_flushing;
     assert_eq!(c.received, c.pushed + dropped);
     assert_eq!(c.buffered, 0);
 });

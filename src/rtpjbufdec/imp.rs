@@ -3,7 +3,7 @@
 //! [`rtpsynth_core::jbuf`].
 
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -243,6 +243,14 @@ struct Stream {
     /// Reused: the input buffers taken out of their list when the output
     /// differs from the input.
     taken: Vec<Option<gst::Buffer>>,
+    /// The input's segment, which turns buffer timestamps into running
+    /// times in a live pipeline.
+    segment: gst::FormattedSegment<gst::ClockTime>,
+    /// The clock wait for the packets waiting behind a void, while some do
+    /// in a live pipeline.
+    timer: Option<Timer>,
+    /// Tells a timer that fires from one that was replaced since.
+    timers_armed: u64,
 }
 
 impl Stream {
@@ -256,8 +264,27 @@ impl Stream {
             epoch: Instant::now(),
             steps: Vec::new(),
             taken: Vec::new(),
+            segment: gst::FormattedSegment::new(),
+            timer: None,
+            timers_armed: 0,
         }
     }
+
+    fn cancel_timer(&mut self) {
+        if let Some(t) = self.timer.take() {
+            t.id.unschedule();
+        }
+    }
+}
+
+/// A single-shot wait on the pipeline clock until packets waiting behind a
+/// void are due.
+struct Timer {
+    id: gst::SingleShotClockId,
+    /// The core's due time ([`JitterBuffer::next_expiry`]) it waits for.
+    due: u64,
+    /// Which arming this is (see [`Stream::timers_armed`]).
+    number: u64,
 }
 
 /// Stats field names: the core's counters, then the element's own, then one
@@ -273,13 +300,29 @@ static STAT_NAMES: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
     names
 });
 
+/// `jitter` when it cannot be known: the caps give no clock-rate.
+const JITTER_UNKNOWN: u64 = u64::MAX;
+
 /// The last published stats, written by the streaming thread at the end of
 /// each call with plain stores, so reading `stats` never waits on it.
-struct Published(Vec<AtomicU64>);
+struct Published {
+    /// The counters, in [`STAT_NAMES`] order.
+    counters: Vec<AtomicU64>,
+    /// RFC 3550 receive statistics: packets expected, packets lost (an
+    /// `i64` stored as its bits) and jitter.
+    expected: AtomicU64,
+    lost: AtomicU64,
+    jitter: AtomicU64,
+}
 
 impl Published {
     fn new() -> Self {
-        Published(STAT_NAMES.iter().map(|_| AtomicU64::new(0)).collect())
+        Published {
+            counters: STAT_NAMES.iter().map(|_| AtomicU64::new(0)).collect(),
+            expected: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            jitter: AtomicU64::new(JITTER_UNKNOWN),
+        }
     }
 
     fn store(&self, stream: &Stream) {
@@ -291,19 +334,32 @@ impl Published {
             .map(|(_, v)| v)
             .chain([stream.silence_packets])
             .chain(stream.jb.parse_errors());
-        for (slot, v) in self.0.iter().zip(values) {
+        for (slot, v) in self.counters.iter().zip(values) {
             slot.store(v, Ordering::Relaxed);
         }
+        let r = stream.jb.reception();
+        self.expected.store(r.expected, Ordering::Relaxed);
+        self.lost.store(r.lost as u64, Ordering::Relaxed);
+        self.jitter.store(
+            r.jitter.map_or(JITTER_UNKNOWN, u64::from),
+            Ordering::Relaxed,
+        );
     }
 
     fn structure(&self) -> gst::Structure {
-        crate::stats::to_structure(
+        let mut s = crate::stats::to_structure(
             "application/x-rtpjbufdec-stats",
             STAT_NAMES
                 .iter()
                 .copied()
-                .zip(self.0.iter().map(|v| v.load(Ordering::Relaxed))),
-        )
+                .zip(self.counters.iter().map(|v| v.load(Ordering::Relaxed))),
+        );
+        // Not counters: packets-lost is signed (duplicates can outnumber
+        // losses), jitter an estimate; each keeps its one type.
+        s.set("packets-expected", self.expected.load(Ordering::Relaxed));
+        s.set("packets-lost", self.lost.load(Ordering::Relaxed) as i64);
+        s.set("jitter", self.jitter.load(Ordering::Relaxed));
+        s
     }
 }
 
@@ -313,6 +369,12 @@ pub struct RtpJbufDec {
     settings: Mutex<Settings>,
     stream: Mutex<Stream>,
     stats: Published,
+    /// Upstream is live, as its answer to the last latency query said: only
+    /// then do packets behind a void leave by the clock, not only on arrival.
+    live: AtomicBool,
+    /// Upstream's minimum latency from that answer, in ns: live buffer
+    /// timestamps are capture times, which reach us that much later.
+    upstream_latency_ns: AtomicU64,
 }
 
 /// Turns the core's outputs of one call into [`Step`]s.
@@ -625,6 +687,100 @@ impl RtpJbufDec {
         *self.settings.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Now, in the clock of live arrival times: the running time of the
+    /// pipeline clock, less upstream's latency (a buffer stamped now would
+    /// carry that capture time). `None` without a clock.
+    fn live_now(&self) -> Option<u64> {
+        let obj = self.obj();
+        let running = obj.current_running_time()?;
+        Some(
+            running
+                .nseconds()
+                .saturating_sub(self.upstream_latency_ns.load(Ordering::Relaxed)),
+        )
+    }
+
+    /// Makes the clock wait match what waits behind a void: one single-shot
+    /// wait, in a live pipeline with `latency`, until the first packet
+    /// waiting is due; none otherwise (in order, nothing waits, and a
+    /// non-live pipeline never waits on a clock).
+    fn reschedule(&self, stream: &mut Stream, live: bool) {
+        let due = if live { stream.jb.next_expiry() } else { None };
+        match (&stream.timer, due) {
+            (None, None) => return,
+            (Some(t), Some(due)) if t.due == due => return,
+            _ => stream.cancel_timer(),
+        }
+        let Some(due) = due else {
+            return;
+        };
+        let obj = self.obj();
+        let (Some(clock), Some(base)) = (obj.clock(), obj.base_time()) else {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "live but no clock: packets wait for the next one"
+            );
+            return;
+        };
+        let upstream = self.upstream_latency_ns.load(Ordering::Relaxed);
+        let Some(at) =
+            base.checked_add(gst::ClockTime::from_nseconds(due.saturating_add(upstream)))
+        else {
+            return;
+        };
+        stream.timers_armed += 1;
+        let number = stream.timers_armed;
+        let id = clock.new_single_shot_id(at);
+        let element = obj.downgrade();
+        // The clock calls back on its own thread, shared by every wait on
+        // it: hand the work to GStreamer's thread pool, where pushing
+        // downstream may block.
+        let armed = id.wait_async(move |_, _, _| {
+            if let Some(element) = element.upgrade() {
+                element.call_async(move |element| element.imp().on_due(number));
+            }
+        });
+        match armed {
+            Ok(_) => stream.timer = Some(Timer { id, due, number }),
+            Err(e) => gst::debug!(CAT, imp = self, "clock wait refused: {:?}", e),
+        }
+    }
+
+    /// A timer fired: releases what is due, as an arrival would have.
+    fn on_due(&self, number: u64) {
+        // The chain function's locks, in its order, so what goes out keeps
+        // its place among the packets and events of the streaming thread.
+        let _stream_lock = self.sinkpad.stream_lock();
+        {
+            let mut stream = self.lock_stream();
+            if stream.timer.as_ref().is_some_and(|t| t.number == number) {
+                stream.timer = None;
+            }
+        }
+        if self.srcpad.pad_flags().contains(gst::PadFlags::FLUSHING) {
+            // Stopping or flushing: the stop or the flush-stop pushes what
+            // is buffered.
+            return;
+        }
+        if self.obj().current_state() != gst::State::Playing {
+            // Paused: the running time stands still; back in PLAYING, the
+            // wait is armed again from the new base time.
+            return;
+        }
+        let Some(now) = self.live_now() else {
+            return;
+        };
+        gst::log!(CAT, imp = self, "timer: releasing what is due at {}", now);
+        if let Err(e) = self.process(Owned::None, |jb, em| jb.release_expired(now, em)) {
+            gst::debug!(CAT, imp = self, "pushing what was due: {:?}", e);
+        }
+    }
+
+    fn cancel_timer(&self) {
+        self.lock_stream().cancel_timer();
+    }
+
     /// Runs the buffers of `owned` (none for a drain) and then `finish`
     /// through the core under one lock, then sends what it planned: the input
     /// itself when it goes out unchanged (the common, in-order case), else
@@ -641,6 +797,7 @@ impl RtpJbufDec {
         stream
             .jb
             .set_limits(cfg.latency_ns, cfg.max_dropout, cfg.max_misorder);
+        stream.jb.set_clock_rate(stream.format.clock_rate);
         let input = owned.as_input();
         let mut em = Emitter {
             imp: self,
@@ -651,16 +808,29 @@ impl RtpJbufDec {
             silence_packets: &mut stream.silence_packets,
             steps: &mut stream.steps,
         };
+        let live = self.live.load(Ordering::Relaxed);
+        // The clock's time, read at most once per call (it takes a lock).
+        let mut live_now = None;
         for index in 0..input.len() as u32 {
             let Some(buffer) = input.get(index) else {
                 break;
             };
             // Live sources stamp arrival in DTS/PTS; without either, the
-            // wall clock stands in.
-            let arrival = buffer.dts_or_pts().map_or_else(
-                || stream.epoch.elapsed().as_nanos() as u64,
-                |t| t.nseconds(),
-            );
+            // wall clock stands in. In a live pipeline, arrival times are
+            // running times, which the pipeline clock's timer can wait for.
+            let stamped = buffer.dts_or_pts();
+            let arrival = if live {
+                stamped
+                    .and_then(|t| stream.segment.to_running_time(t))
+                    .map(gst::ClockTime::nseconds)
+                    .or_else(|| *live_now.get_or_insert_with(|| self.live_now()))
+                    .unwrap_or_else(|| stream.epoch.elapsed().as_nanos() as u64)
+            } else {
+                stamped.map_or_else(
+                    || stream.epoch.elapsed().as_nanos() as u64,
+                    gst::ClockTime::nseconds,
+                )
+            };
             let mapped = if buffer.n_memory() == 1 {
                 // Cheaper than mapping the buffer: no merged-memory lookup.
                 buffer.peek_memory(0).map_readable().map(|m| {
@@ -685,6 +855,7 @@ impl RtpJbufDec {
         }
         finish(&mut stream.jb, &mut em);
         self.stats.store(stream);
+        self.reschedule(stream, live);
 
         let n = input.len();
         let unchanged = stream.steps.len() == n
@@ -789,6 +960,7 @@ impl RtpJbufDec {
     /// starts afresh: for what a stop could not push.
     fn discard(&self) {
         let mut stream = self.lock_stream();
+        stream.cancel_timer();
         stream.jb.discard(&mut |_: Output<Item>| {});
         stream.last_pts = None;
         self.stats.store(&stream);
@@ -820,6 +992,13 @@ impl RtpJbufDec {
         // little.
         let end = match event.view() {
             gst::EventView::FlushStop(_) => return self.sink_flush_stop(pad, event),
+            gst::EventView::FlushStart(_) => {
+                // Forwarded first: a chain call blocked downstream holds the
+                // stream, and returns once downstream flushes.
+                let forwarded = gst::Pad::event_default(pad, Some(&*self.obj()), event);
+                self.cancel_timer();
+                return forwarded;
+            }
             gst::EventView::Eos(_) | gst::EventView::StreamStart(_) => Some(End::Stream),
             _ if event.is_serialized() => Some(End::KeepStream),
             _ => None,
@@ -835,12 +1014,21 @@ impl RtpJbufDec {
                 e
             );
         }
+        if let gst::EventView::Segment(e) = event.view() {
+            // After the drain, as caps: what was buffered came in the old one.
+            if let Ok(segment) = e.segment().clone().downcast::<gst::ClockTime>() {
+                self.lock_stream().segment = segment;
+            }
+        }
         if let gst::EventView::Caps(c) = event.view() {
             // After the drain: packets received before the caps went out
             // with the old format.
             let format = Format::from_caps(c.caps());
             gst::debug!(CAT, imp = self, "caps give {:?}", format);
-            self.lock_stream().format = format;
+            let mut stream = self.lock_stream();
+            stream.format = format;
+            stream.jb.set_clock_rate(format.clock_rate);
+            self.stats.store(&stream);
         }
         gst::Pad::event_default(pad, Some(&*self.obj()), event)
     }
@@ -869,6 +1057,9 @@ impl RtpJbufDec {
                 return false;
             }
             let (live, min, max) = upstream.result();
+            self.live.store(live, Ordering::Relaxed);
+            self.upstream_latency_ns
+                .store(min.nseconds(), Ordering::Relaxed);
             // Packets behind a void may wait this long before going out.
             let ours = gst::ClockTime::from_mseconds(u64::from(self.settings().latency_ms));
             q.set(live, min + ours, max.map(|m| m + ours));
@@ -928,6 +1119,8 @@ impl ObjectSubclass for RtpJbufDec {
             settings: Mutex::new(settings),
             stream: Mutex::new(Stream::new(settings.config())),
             stats: Published::new(),
+            live: AtomicBool::new(false),
+            upstream_latency_ns: AtomicU64::new(0),
         }
     }
 }
@@ -940,7 +1133,8 @@ impl ObjectImpl for RtpJbufDec {
                     .nick("Capacity")
                     .blurb(
                         "Packets the reorder buffer holds, from 2 to 65535. A packet up to \
-                         capacity-1 places out of order is put back in order; when the buffer \
+                         capacity-1 places out of order is put back in order (before a \
+                         stream's first packet: among its first three arrivals); when the buffer \
                          is full the oldest void is declared lost. Applies from the next \
                          READY to PAUSED change.",
                     )
@@ -952,9 +1146,13 @@ impl ObjectImpl for RtpJbufDec {
                 glib::ParamSpecUInt::builder("latency")
                     .nick("Latency")
                     .blurb(
-                        "Longest time in milliseconds a packet waits behind a void, measured \
-                         between buffer timestamps (DTS, else PTS) and checked when a packet \
-                         arrives. 0 = wait until the buffer is full. In-order packets never wait. \
+                        "Longest time in milliseconds a packet waits behind a void (or a \
+                         stream's first packet in its start-up hold), measured between buffer \
+                         timestamps (DTS, else PTS) and checked when a packet arrives, and, in a \
+                         live pipeline, also when the pipeline clock reaches it (one wait, only \
+                         while something waits). 0 = wait until the buffer is full. In-order \
+                         packets never wait, once a stream has started (its first packet waits \
+                         for two more, or for latency). \
                          A serialized event (EOS, segment, caps, ...), a flush-stop or a stop \
                          releases every waiting packet at once, before it.",
                     )
@@ -1000,15 +1198,24 @@ impl ObjectImpl for RtpJbufDec {
                     .blurb(
                         "application/x-rtpjbufdec-stats with u64 counters: received = pushed + \
                          dropped-duplicate + dropped-late + dropped-parse + dropped-outlier + \
-                         dropped-flushing + buffered (packets held now), at every moment. \
+                         dropped-ssrc-probation + dropped-rtcp + dropped-flushing + buffered \
+                         (packets held now), at every moment. dropped-ssrc-probation counts \
+                         packets of another SSRC that the next packet did not confirm as a new \
+                         source (RFC 3550 A.1 probation); dropped-rtcp counts RTCP sharing the \
+                         port (RFC 5761: version 2, second byte 192-223), never pushed. \
                          dropped-flushing counts packets that could not be pushed: downstream \
                          returned FLUSHING, or the element stopped while its streaming thread \
                          was blocked (flush-stop and stop otherwise push what is buffered). \
                          parse-error-<fault> break dropped-parse down; erasures and \
                          erased-packets count voids and the packets in them; resyncs, \
                          ssrc-changes, silence-packets (inserted, not counted in pushed) and \
-                         max-buffered. All start from 0 when the element goes from READY to \
-                         PAUSED.",
+                         max-buffered. RFC 3550 receive statistics: packets-expected (u64, \
+                         A.3, summed over streams), packets-lost (i64: expected minus \
+                         received, duplicates included, so negative when they outnumber \
+                         losses) and jitter (u64, A.8, in RTP timestamp units from the \
+                         buffers' DTS/PTS as arrival times; 18446744073709551615 = unknown, \
+                         when the caps give no clock-rate). All start from 0 when the element \
+                         goes from READY to PAUSED.",
                     )
                     .read_only()
                     .build(),
@@ -1059,7 +1266,8 @@ impl ElementImpl for RtpJbufDec {
                 "RTP validating jitter buffer",
                 "Filter/Network/RTP",
                 "Validates RTP datagrams, puts them back in sequence order in a fixed-capacity \
-                 buffer without waiting on a clock, drops and counts duplicates, late and \
+                 buffer (waiting on the clock only in a live pipeline, and only while a \
+                 packet waits behind a void), drops and counts duplicates, late and \
                  malformed packets, and signals every void downstream",
                 "gst-rtpsynth developers",
             )
@@ -1101,6 +1309,7 @@ impl ElementImpl for RtpJbufDec {
             let format = stream.format;
             *stream = Stream::new(cfg);
             stream.format = format;
+            stream.jb.set_clock_rate(format.clock_rate);
             self.stats.store(&stream);
         }
         if transition == gst::StateChange::PausedToReady {
@@ -1121,7 +1330,18 @@ impl ElementImpl for RtpJbufDec {
             }
         }
         let ret = self.parent_change_state(transition)?;
+        if transition == gst::StateChange::PausedToPlaying {
+            // The base time is new: wait for what is due from it. A chain
+            // call holding the stream arms the wait itself when it ends (and
+            // a wait that fires early releases nothing, and is armed again).
+            if let Ok(mut stream) = self.stream.try_lock() {
+                stream.cancel_timer();
+                self.reschedule(&mut stream, self.live.load(Ordering::Relaxed));
+            }
+        }
         if transition == gst::StateChange::PausedToReady {
+            // A new run asks upstream again.
+            self.live.store(false, Ordering::Relaxed);
             // The pads are inactive now and the streaming thread is out:
             // whatever is still buffered (the lock was not had, or a packet
             // came in after the drain) cannot go out.
