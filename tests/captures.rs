@@ -128,6 +128,8 @@ fn assert_jbuf_accounts(jb: &gst::Structure) {
         "dropped-parse",
         "dropped-outlier",
         "dropped-flushing",
+        "dropped-rtcp",
+        "dropped-ssrc-probation",
         "buffered",
     ]
     .iter()

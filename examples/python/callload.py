@@ -71,6 +71,8 @@ JBUF_FIELDS = (
     "dropped-parse",
     "dropped-outlier",
     "dropped-flushing",
+    "dropped-rtcp",
+    "dropped-ssrc-probation",
     "buffered",
     "erased-packets",
 )
@@ -264,7 +266,8 @@ def run(args):
     m = calls.mux_totals()
     jb = sums(calls.jbufs, JBUF_FIELDS)
     mux_counted = sum(field(m, n) for n in MUX_DROPS)
-    jb_counted = sum(jb[n] for n in JBUF_FIELDS[1:7])
+    # Every drop reason, and what is still held.
+    jb_counted = sum(jb[n] for n in JBUF_FIELDS[1:-1])
     lost_uncounted = src["packets-sent"] - (mux_counted + jb["received"])
     # Every leg decodes one packet's samples per packet sent (the packet or
     # the silence concealing it); a source that skipped late packet times

@@ -425,16 +425,6 @@ impl SeqExtender {
     }
 }
 
-/// Whether `datagram` is RTCP rather than RTP, by the one rule of RFC 5761
-/// section 4 (RTP and RTCP on one port): version 2 and a second byte of
-/// 192–223, the RTCP packet types (SR, RR, SDES, BYE, APP, ...), which an RTP
-/// packet shows only with a marker bit and a payload type of 64–95, the range
-/// RFC 5761 forbids for RTP when the two are multiplexed.
-#[inline]
-pub fn is_rtcp(datagram: &[u8]) -> bool {
-    datagram.len() >= 2 && datagram[0] >> 6 == 2 && (192..=223).contains(&datagram[1])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -742,19 +732,5 @@ mod tests {
                 highest = highest.max(ext);
             }
         }
-    }
-
-    #[test]
-    fn rtcp_is_told_from_rtp_by_the_second_byte() {
-        // A sender report header: V=2, no padding, RC=0, PT=200.
-        assert!(is_rtcp(&[0x80, 200, 0, 6]));
-        assert!(is_rtcp(&[0x81, 192]));
-        assert!(is_rtcp(&[0x80, 223]));
-        assert!(!is_rtcp(&[0x80, 191]), "RTP: marker set, payload type 63");
-        assert!(!is_rtcp(&[0x80, 224]), "RTP: marker set, payload type 96");
-        assert!(!is_rtcp(&pcmu(1)), "PCMU");
-        assert!(!is_rtcp(&[0x40, 200]), "version 1");
-        assert!(!is_rtcp(&[0x80]), "too short to tell");
-        assert!(!is_rtcp(&[]));
     }
 }
