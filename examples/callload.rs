@@ -161,12 +161,13 @@ const DRAIN: Duration = Duration::from_millis(300);
 const QUIET_LIMIT: Duration = Duration::from_secs(15);
 /// rtpjbufdec's wait behind a void, in milliseconds.
 const JBUF_LATENCY: &str = "60";
-/// An ending call whose jitter buffers have received nothing for this long
-/// is taken as arrived: some of its packets were dropped on the way (and
-/// counted there), so the count it waits for will not come.
-const CALL_QUIET: Duration = Duration::from_millis(300);
-/// Longest wait for an ending call's packets, as `QUIET_LIMIT` for the run.
-const CALL_QUIET_LIMIT: Duration = Duration::from_secs(5);
+/// Longest wait for an ending call's packets. Each leg's packets are
+/// followed to the end (`OurCall::settled`), so the wait ends as soon as
+/// they are all in or counted, however far behind a loaded worker is; only
+/// packets the kernel dropped on a full socket after the last datagram it
+/// delivered (which no counter learns) keep it waiting this long, and they
+/// then show as uncounted loss.
+const CALL_SETTLE_LIMIT: Duration = Duration::from_secs(15);
 /// How often the main loop wakes while calls are ending, so each step of an
 /// ending comes on time and calls keep ending at the asked rate.
 const CHURN_WAKE: Duration = Duration::from_millis(25);
@@ -567,6 +568,24 @@ impl Packed {
         Ok(Packed { columns, rows })
     }
 
+    /// Channel `channel`'s row.
+    fn row(&self, channel: u64) -> Option<&[u64]> {
+        self.rows
+            .iter()
+            .find(|row| row.first() == Some(&channel))
+            .map(Vec::as_slice)
+    }
+
+    /// Column `name` of `row`.
+    fn value(&self, row: &[u64], name: &str) -> u64 {
+        self.columns
+            .iter()
+            .position(|c| c == name)
+            .and_then(|k| row.get(k))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// The sum of column `name` over the rows `keep` selects.
     fn sum(&self, name: &str, keep: &dyn Fn(&[u64]) -> bool) -> u64 {
         let Some(k) = self.columns.iter().position(|c| c == name) else {
@@ -714,6 +733,8 @@ impl Books {
 /// of receivers and a bin of senders.
 struct OurCall {
     index: usize,
+    /// Which of the servers, and the server.
+    server: usize,
     mux: gst::Element,
     /// The server's pads the call holds: sink_2i, sink_2i+1, src_2i, src_2i+1.
     pads: [gst::Pad; 4],
@@ -757,6 +778,31 @@ impl OurCall {
             let leg = &self.legs[k];
             (sent + leg.duplicated.load(Relaxed)).saturating_sub(leg.dropped.load(Relaxed))
         })
+    }
+
+    /// Whether every packet each leg handed to the server has reached its
+    /// jitter buffer or been counted as dropped on the way: by the sending
+    /// channel (queue full, send error) or the receiving one (dropped by the
+    /// kernel on a full socket, not from the peer, not RTP). `packed` is
+    /// the call's server's `stats-packed`.
+    fn settled(&self, packed: &Packed) -> bool {
+        let [a, b] = self.channels();
+        let (handed, arrived) = (self.handed_over(), self.arrived());
+        // Leg A is sent on channel a and received on b; leg B the other way.
+        [(a, b), (b, a)]
+            .into_iter()
+            .enumerate()
+            .all(|(k, (send, recv))| {
+                let (Some(s), Some(r)) = (packed.row(send), packed.row(recv)) else {
+                    return false;
+                };
+                let counted = packed.value(s, "dropped-queue-full")
+                    + packed.value(s, "send-errors")
+                    + packed.value(r, "dropped-kernel")
+                    + packed.value(r, "dropped-foreign-source")
+                    + packed.value(r, "dropped-not-rtp");
+                arrived[k] + counted >= handed[k]
+            })
     }
 
     /// The call's counters, and whether each leg decoded one packet's
@@ -831,14 +877,9 @@ enum Stage {
     /// next one, and a lost last packet would never be concealed); the
     /// sources still run.
     CleanTail { until: Instant },
-    /// Sources stopped; waiting for what they sent to reach the jitter
-    /// buffers. `arrived` is the last count seen, which last changed at
-    /// `moved`.
-    InFlight {
-        deadline: Instant,
-        arrived: [u64; 2],
-        moved: Instant,
-    },
+    /// Sources stopped; waiting until what they sent has reached the
+    /// jitter buffers or been counted as dropped, until `deadline` at most.
+    InFlight { deadline: Instant },
 }
 
 struct Ending {
@@ -988,7 +1029,8 @@ impl Ours {
 impl Calls for Ours {
     fn add_call(&mut self, i: usize) -> Result<(), String> {
         let (a, b) = (2 * i, 2 * i + 1);
-        let mux = self.muxes[i % self.muxes.len()].clone();
+        let server = i % self.muxes.len();
+        let mux = self.muxes[server].clone();
         let (sink_a, port_a) = Self::channel(&mux, a)?;
         let (sink_b, port_b) = Self::channel(&mux, b)?;
         let src_a = Self::pad(&mux, &format!("src_{a}"))?;
@@ -1047,6 +1089,7 @@ impl Calls for Ours {
         }
         self.up.push_back(OurCall {
             index: i,
+            server,
             mux,
             pads: [sink_a, sink_b, src_a, src_b],
             rx: rx.clone(),
@@ -1081,6 +1124,8 @@ impl Calls for Ours {
 
     fn advance_endings(&mut self) -> Result<usize, String> {
         let now = Instant::now();
+        // Each server's stats-packed, read once for all its ending calls.
+        let mut packed: Vec<Option<Packed>> = self.muxes.iter().map(|_| None).collect();
         let mut k = 0;
         while k < self.ending.len() {
             let Ending { call, stage } = &mut self.ending[k];
@@ -1089,27 +1134,17 @@ impl Calls for Ours {
                     if now >= *until {
                         call.stop_sources()?;
                         *stage = Stage::InFlight {
-                            deadline: now + CALL_QUIET_LIMIT,
-                            arrived: call.arrived(),
-                            moved: now,
+                            deadline: now + CALL_SETTLE_LIMIT,
                         };
                     }
                     false
                 }
-                Stage::InFlight {
-                    deadline,
-                    arrived,
-                    moved,
-                } => {
-                    let now_arrived = call.arrived();
-                    if now_arrived != *arrived {
-                        (*arrived, *moved) = (now_arrived, now);
-                    }
-                    let all_in = now_arrived
-                        .iter()
-                        .zip(call.handed_over())
-                        .all(|(got, sent)| *got >= sent);
-                    all_in || now.duration_since(*moved) >= CALL_QUIET || now >= *deadline
+                Stage::InFlight { deadline } => {
+                    let snapshot = match &mut packed[call.server] {
+                        Some(p) => p,
+                        slot => slot.insert(Packed::read(&call.mux)?),
+                    };
+                    call.settled(snapshot) || now >= *deadline
                 }
             };
             if done {
@@ -1481,7 +1516,13 @@ pub struct Held {
 }
 
 impl Held {
+    /// Reads what the process holds, after asking the allocator to give
+    /// the kernel back the free pages of its heaps: what stays resident is
+    /// then memory in use (and pages it shares with live blocks), not
+    /// whatever the allocator kept from the last calls that ended.
     fn now() -> Held {
+        // SAFETY: malloc_trim only walks and shrinks the allocator's heaps.
+        unsafe { libc::malloc_trim(0) };
         Held {
             fds: open_fds(),
             threads: threads(),
@@ -2003,14 +2044,18 @@ fn measure(
             check_bus(pipeline, o.quiet)?;
             next_tick = later_tick(next_tick);
         }
+        // While holding for the middle reading, the endings due (and the
+        // reading's own time) are past: polling for the endings under way
+        // to finish is then what wakes the loop.
+        let holding = held_after_1min.is_none() && now >= steady_at;
         let mut wake = next_tick.min(window_end);
-        if held_after_1min.is_none() {
+        if held_after_1min.is_none() && !holding {
             wake = wake.min(steady_at);
         }
-        if o.churning() {
+        if o.churning() && !holding {
             wake = wake.min(churn_due(endings_begun + 1));
         }
-        if ending > 0 {
+        if ending > 0 || holding {
             wake = wake.min(Instant::now() + CHURN_WAKE);
         }
         std::thread::sleep(wake.saturating_duration_since(Instant::now()));
