@@ -13,12 +13,21 @@
 //! Each N also gets a floor: the same datagrams sent and received by one
 //! thread with nothing done to them (benches/common/floor.rs), the part of
 //! a call's cost that is the kernel's whatever the design.
+//!
+//! Then the soak: `callload --churn`, calls ending and starting all along
+//! under loss, reordering and duplicates, with its summary printed and a
+//! verdict from its exit status (a packet lost without a counter, a leg's
+//! audio not whole, or descriptors, threads or memory that grew after the
+//! first minute fail it).
+//! BENCH_SOAK_SECONDS (default 600; 0 skips the soak): its measured seconds.
+//! BENCH_SOAK_CALLS (default 200): calls up all along.
+//! BENCH_SOAK_CHURN (default 10): calls ended and started per second.
 
 mod common;
 
 use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// A number field of the one-line JSON summary.
@@ -29,41 +38,80 @@ fn field(json: &str, key: &str) -> Option<f64> {
     rest[..end].parse().ok()
 }
 
-/// Runs callload and returns its JSON line; None when it failed to produce
-/// one or overran its time (it is killed then, so the bench never hangs).
-fn run(bin: &PathBuf, calls: u64, seconds: f64, servers: u64, stock: bool) -> Option<String> {
+/// Runs callload with `args` and returns its JSON line (None when it gave
+/// none) and its exit status (None when it could not be started or
+/// overran `limit`: it is killed then, so the bench never hangs).
+fn run_callload(
+    bin: &PathBuf,
+    args: &[String],
+    limit: Duration,
+) -> (Option<String>, Option<ExitStatus>) {
     let mut cmd = Command::new(bin);
-    cmd.args(["--calls", &calls.to_string()])
-        .args(["--seconds", &seconds.to_string()])
-        .args(["--servers", &servers.to_string()])
-        .args(["--ramp", "0", "--quiet", "--json"])
+    cmd.args(args)
+        .args(["--quiet", "--json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    if stock {
-        cmd.arg("--stock");
-    }
-    let mut child = cmd.spawn().ok()?;
-    // Setting up, draining (at most 15 s) and tearing down, with room.
-    let limit = Duration::from_secs_f64(seconds + 60.0 + calls as f64 / 20.0);
+    let Ok(mut child) = cmd.spawn() else {
+        return (None, None);
+    };
+    // The JSON line is short, but read as it comes all the same, so a full
+    // pipe never blocks the child.
+    let Some(mut stdout) = child.stdout.take() else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return (None, None);
+    };
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = stdout.read_to_string(&mut out);
+        out
+    });
     let start = Instant::now();
-    loop {
+    let status = loop {
         match child.try_wait() {
-            Ok(Some(_)) => break,
+            Ok(Some(status)) => break Some(status),
             Ok(None) if start.elapsed() < limit => std::thread::sleep(Duration::from_millis(200)),
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
-                eprintln!("bench_calls: {calls} calls (stock: {stock}) overran {limit:?}; killed");
-                return None;
+                eprintln!(
+                    "bench_calls: callload {} overran {limit:?}; killed",
+                    args.join(" ")
+                );
+                break None;
             }
         }
-    }
-    let mut out = String::new();
-    child.stdout.take()?.read_to_string(&mut out).ok()?;
-    out.lines()
+    };
+    let out = reader.join().unwrap_or_default();
+    let json = out
+        .lines()
         .last()
         .filter(|l| l.starts_with('{'))
-        .map(String::from)
+        .map(String::from);
+    (json, status)
+}
+
+/// Runs callload and returns its JSON line; None when it failed to produce
+/// one or overran its time.
+fn run(bin: &PathBuf, calls: u64, seconds: f64, servers: u64, stock: bool) -> Option<String> {
+    let mut args: Vec<String> = [
+        "--calls",
+        &calls.to_string(),
+        "--seconds",
+        &seconds.to_string(),
+        "--servers",
+        &servers.to_string(),
+        "--ramp",
+        "0",
+    ]
+    .map(String::from)
+    .to_vec();
+    if stock {
+        args.push("--stock".into());
+    }
+    // Setting up, draining (at most 15 s) and tearing down, with room.
+    let limit = Duration::from_secs_f64(seconds + 60.0 + calls as f64 / 20.0);
+    run_callload(bin, &args, limit).0
 }
 
 /// A quoted string field of the JSON summary.
@@ -103,6 +151,92 @@ fn floor(calls: usize, seconds: f64) -> (f64, u64, u64) {
         x.sent,
         x.received,
     )
+}
+
+/// The soak: `calls` calls up for `seconds` while `churn` of them end and
+/// as many start each second, 2 % of packets lost, 2 % reordered, 1 %
+/// duplicated. Prints the command, the figures and the verdict.
+fn soak(bin: &PathBuf, calls: u64, churn: f64, seconds: f64) {
+    let args: Vec<String> = [
+        "--calls",
+        &calls.to_string(),
+        "--churn",
+        &churn.to_string(),
+        "--loss",
+        "0.02",
+        "--reorder",
+        "0.02",
+        "--duplicate",
+        "0.01",
+        "--seconds",
+        &seconds.to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    println!(
+        "# soak: callload {} (load average before: {})",
+        args.join(" "),
+        load_average()
+    );
+    // The ramp at 100 calls per second, the drain and the teardown, with room.
+    let limit = Duration::from_secs_f64(seconds + 120.0 + calls as f64 / 20.0);
+    let (json, status) = run_callload(bin, &args, limit);
+    let verdict = match status {
+        Some(s) if s.success() => "passed".to_string(),
+        Some(s) => format!("FAILED ({s})"),
+        None => "FAILED (did not finish)".to_string(),
+    };
+    let Some(j) = json else {
+        println!("soak: {verdict}, no summary");
+        return;
+    };
+    let f = |k: &str| field(&j, k).unwrap_or(f64::NAN);
+    println!(
+        "soak: {verdict}: {} calls started, {} ended; {} packets sent, {} received, {} dropped and \
+         {} duplicated by the impairment, {} erased, {} uncounted, {} discontinuous legs",
+        f("calls_started"),
+        f("calls_ended"),
+        f("packets_sent"),
+        f("packets_received"),
+        f("impairment_dropped"),
+        f("duplicated"),
+        f("erased_packets"),
+        f("lost_uncounted"),
+        f("discontinuous_legs"),
+    );
+    println!(
+        "soak: start / after 1 min / end: {} / {} / {} file descriptors, {} / {} / {} threads, \
+         {} / {} / {} MB resident",
+        f("fds_start"),
+        f("fds_after_1min"),
+        f("fds_end"),
+        f("threads_start"),
+        f("threads_after_1min"),
+        f("threads_end"),
+        f("rss_mb_start"),
+        f("rss_mb_after_1min"),
+        f("rss_mb_end"),
+    );
+    println!(
+        "soak: CPU {:.1} % of one core ({:.2} MHz per call up), busiest thread {} {:.0} %, {} packet \
+         times skipped, {} slow pushes (load average after: {})",
+        f("cpu_seconds") / f("window_seconds") * 100.0,
+        f("mhz_per_call"),
+        text(&j, "busiest_thread").unwrap_or("?"),
+        f("busiest_thread_percent"),
+        f("late_skipped"),
+        f("slow_pushes"),
+        load_average(),
+    );
+    println!("soak: {j}");
+}
+
+/// The 1, 5 and 15 minute load averages: the machine's other work, which
+/// the soak competes with.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
 }
 
 fn main() {
@@ -158,6 +292,15 @@ fn main() {
             "MHz",
             None,
             false,
+        );
+    }
+    let soak_seconds: f64 = common::env_or("BENCH_SOAK_SECONDS", 600.0);
+    if soak_seconds > 0.0 {
+        soak(
+            &bin,
+            common::env_or("BENCH_SOAK_CALLS", 200),
+            common::env_or("BENCH_SOAK_CHURN", 10.0),
+            soak_seconds,
         );
     }
 }

@@ -13,13 +13,23 @@
 //! stock elements, one `audiotestsrc … ! udpsink` and one `udpsrc ! … !
 //! fakesink` per direction, for the benchmark.
 //!
+//! `--churn R` is the soak mode: once every call is up, R calls end and R
+//! new ones start each second (the oldest end first, new ones on new channel
+//! indexes), each ended call's counters kept in running totals, and the
+//! process's file descriptors, threads and memory read at the start of the
+//! measured window, after its first minute and at its end.
+//!
 //! cargo run --release --example callload -- --calls N --seconds S [--ptime MS]
 //!     [--loss P] [--reorder P] [--duplicate P] [--seed N] [--ramp CALLS_PER_S]
-//!     [--csv FILE] [--json] [--stock] [--quiet] [--codec pcmu|pcma]
+//!     [--churn CALLS_PER_S] [--csv FILE] [--json] [--stock] [--quiet]
+//!     [--codec pcmu|pcma]
 //!
 //! Exit status 1 when a packet went missing without any counter explaining
-//! it, or a leg's decoded samples do not add up to what was sent.
+//! it, or a leg's decoded samples do not add up to what was sent, or (with
+//! `--churn`) the process ended holding more file descriptors or threads than
+//! after the first minute, or more memory than `RSS_TOLERANCE` allows.
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -30,8 +40,8 @@ use gst::prelude::*;
 use rtpsynth_core::prng::SplitMix64;
 
 const USAGE: &str = "usage: callload [--calls N] [--seconds S] [--ptime MS] [--loss P] \
-[--reorder P] [--duplicate P] [--seed N] [--ramp CALLS_PER_SECOND] [--tick MS] [--servers K] [--csv FILE] [--json] [--codec pcmu|pcma] \
-[--stock] [--quiet]
+[--reorder P] [--duplicate P] [--seed N] [--ramp CALLS_PER_SECOND] [--churn CALLS_PER_SECOND] \
+[--tick MS] [--servers K] [--csv FILE] [--json] [--codec pcmu|pcma] [--stock] [--quiet]
 
   --calls N        full-duplex calls (default 200)
   --seconds S      measured seconds once every call is up (default 20)
@@ -41,6 +51,11 @@ const USAGE: &str = "usage: callload [--calls N] [--seconds S] [--ptime MS] [--l
   --duplicate P    probability a packet is sent twice (0..1)
   --seed N         seed of the impairment (default 1)
   --ramp R         calls added per second while playing; 0 = all at once (default 100)
+  --churn R        soak: once all calls are up, R calls end and R new calls start
+                   each second (a fraction is fine; at most --calls); 0 = off
+                   (default 0). Fails the run when file descriptors or threads
+                   at the end exceed the after-one-minute figure, or memory grew
+                   more than the tolerance. Not with --stock
   --tick MS        rtpmuxserver send tick: sends wait up to MS ms to go out in
                    batches; 0 = a wake per packet (default 0)
   --servers K      rtpmuxserver elements (worker threads) sharing the calls (default 1)
@@ -146,6 +161,29 @@ const DRAIN: Duration = Duration::from_millis(300);
 const QUIET_LIMIT: Duration = Duration::from_secs(15);
 /// rtpjbufdec's wait behind a void, in milliseconds.
 const JBUF_LATENCY: &str = "60";
+/// Longest wait for an ending call's packets. Each leg's packets are
+/// followed to the end (`OurCall::settled`), so the wait ends as soon as
+/// they are all in or counted, however far behind a loaded worker is; only
+/// packets the kernel dropped on a full socket after the last datagram it
+/// delivered (which no counter learns) keep it waiting this long, and they
+/// then show as uncounted loss.
+const CALL_SETTLE_LIMIT: Duration = Duration::from_secs(15);
+/// How often the main loop wakes while calls are ending, so each step of an
+/// ending comes on time and calls keep ending at the asked rate.
+const CHURN_WAKE: Duration = Duration::from_millis(25);
+/// Highest `--churn`: each ended call closes two sockets and each new one
+/// opens two, and the main thread does both.
+const MAX_CHURN: f64 = 1000.0;
+/// When the middle reading of descriptors, threads and memory is taken:
+/// this long into the measured window, or half-way through a shorter one.
+const STEADY_AFTER: Duration = Duration::from_secs(60);
+/// Memory growth allowed between the middle and the end reading under
+/// `--churn`: the larger of this share of the middle figure and
+/// `RSS_TOLERANCE_KB`. The allocator keeps freed memory in its arenas and
+/// the heap fragments, so RSS moves by a few MB with nothing leaking (see
+/// docs/callload.md for the figures measured).
+const RSS_TOLERANCE: f64 = 0.10;
+const RSS_TOLERANCE_KB: u64 = 4096;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -157,6 +195,8 @@ pub struct Options {
     pub duplicate: f64,
     pub seed: u64,
     pub ramp: f64,
+    /// Calls ended and started per second once all are up; 0 = off.
+    pub churn: f64,
     pub tick: u32,
     pub servers: usize,
     pub csv: Option<String>,
@@ -177,6 +217,7 @@ impl Default for Options {
             duplicate: 0.0,
             seed: 1,
             ramp: 100.0,
+            churn: 0.0,
             tick: 0,
             servers: 1,
             csv: None,
@@ -207,6 +248,7 @@ impl Options {
                 "--duplicate" => o.duplicate = value(&a, args.next())?,
                 "--seed" => o.seed = value(&a, args.next())?,
                 "--ramp" => o.ramp = value(&a, args.next())?,
+                "--churn" => o.churn = value(&a, args.next())?,
                 "--tick" => o.tick = value(&a, args.next())?,
                 "--servers" => o.servers = value(&a, args.next())?,
                 "--csv" => o.csv = Some(value(&a, args.next())?),
@@ -260,7 +302,31 @@ impl Options {
                 self.ramp
             ));
         }
+        if !(self.churn >= 0.0 && self.churn <= MAX_CHURN) {
+            return Err(format!(
+                "--churn {} must be 0 to {MAX_CHURN} calls per second",
+                self.churn
+            ));
+        }
+        if self.churning() && self.stock {
+            return Err(
+                "--churn is for our elements only: stock calls are set up once and \
+                        never ended (drop --stock or --churn)"
+                    .into(),
+            );
+        }
+        // The oldest call ends first, so a call lasts calls / churn seconds.
+        if self.churn > self.calls as f64 {
+            return Err(format!(
+                "--churn {} is more than --calls {}: each call would last under a second",
+                self.churn, self.calls
+            ));
+        }
         Ok(())
+    }
+
+    fn churning(&self) -> bool {
+        self.churn > 0.0
     }
 
     fn impaired(&self) -> bool {
@@ -315,15 +381,17 @@ struct ImpairState {
 /// Impairs what `pad` sends to `peer`: loss drops, duplicate chains a copy
 /// first, reorder holds a packet and sends it after the next one. The first
 /// packet passes untouched (a receiver cannot see a loss before its first
-/// packet), and so does everything once `enabled` clears, so every void is
-/// closed before the end. Also counts every packet produced.
+/// packet), and so does everything once `run_on` (the whole run's switch)
+/// or `call_on` (the call's, cleared when it starts ending) clears, so every
+/// void is closed before the end. Also counts every packet produced.
 fn impair(
     pad: &gst::Pad,
     peer: gst::Pad,
     leg: Arc<Leg>,
     o: &Options,
     seed: u64,
-    enabled: Arc<AtomicBool>,
+    run_on: Arc<AtomicBool>,
+    call_on: Arc<AtomicBool>,
 ) {
     let (loss, reorder, duplicate) = (o.loss, o.reorder, o.duplicate);
     let active = o.impaired();
@@ -341,7 +409,7 @@ fn impair(
             return gst::PadProbeReturn::Ok;
         };
         let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
-        if n == 0 || !enabled.load(Relaxed) {
+        if n == 0 || !run_on.load(Relaxed) || !call_on.load(Relaxed) {
             // The held packet goes first: order is restored.
             if let Some(held) = st.held.take() {
                 let _ = peer.chain(held);
@@ -471,35 +539,64 @@ fn sum_stats(elements: &[gst::Element], names: &[&str]) -> Vec<u64> {
     sums
 }
 
-/// Per-column sums of an rtpmuxserver's `stats-packed` rows, by column
-/// name: one property read whatever the number of channels.
-fn mux_totals(mux: &gst::Element) -> Result<Vec<(String, u64)>, String> {
-    let columns = mux.property::<Vec<String>>("stats-columns");
-    let packed = mux.property::<glib::Bytes>("stats-packed");
-    let words: Vec<u64> = packed
-        .chunks_exact(8)
-        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-        .collect();
-    let ncols = columns.len();
-    if words.len() < ncols || words.get(1).copied() != Some(ncols as u64) {
-        return Err("rtpmuxserver stats-packed does not match stats-columns".into());
-    }
-    let mut sums = vec![0u64; ncols];
-    for row in words[ncols..].chunks_exact(ncols) {
-        for (s, v) in sums.iter_mut().zip(row) {
-            *s += v;
-        }
-    }
-    Ok(columns.into_iter().zip(sums).collect())
+/// An rtpmuxserver's `stats-packed` in one property read, whatever the
+/// number of channels: one row per open channel, channel index first. (Its
+/// `stats` structure would give the same, but names a field after every
+/// channel, and GStreamer 1.22 interns each field name for good: read
+/// over and over while channels come and go, it grows the process.)
+struct Packed {
+    columns: Vec<String>,
+    rows: Vec<Vec<u64>>,
 }
 
-/// The sum of every `name` column in `totals`.
-fn column(totals: &[(String, u64)], name: &str) -> u64 {
-    totals
-        .iter()
-        .filter(|(n, _)| n == name)
-        .map(|(_, v)| v)
-        .sum()
+impl Packed {
+    fn read(mux: &gst::Element) -> Result<Packed, String> {
+        let columns = mux.property::<Vec<String>>("stats-columns");
+        let packed = mux.property::<glib::Bytes>("stats-packed");
+        let words: Vec<u64> = packed
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect();
+        let ncols = columns.len();
+        if ncols == 0 || words.len() < ncols || words.get(1).copied() != Some(ncols as u64) {
+            return Err("rtpmuxserver stats-packed does not match stats-columns".into());
+        }
+        let rows = words[ncols..]
+            .chunks_exact(ncols)
+            .map(<[u64]>::to_vec)
+            .collect();
+        Ok(Packed { columns, rows })
+    }
+
+    /// Channel `channel`'s row.
+    fn row(&self, channel: u64) -> Option<&[u64]> {
+        self.rows
+            .iter()
+            .find(|row| row.first() == Some(&channel))
+            .map(Vec::as_slice)
+    }
+
+    /// Column `name` of `row`.
+    fn value(&self, row: &[u64], name: &str) -> u64 {
+        self.columns
+            .iter()
+            .position(|c| c == name)
+            .and_then(|k| row.get(k))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The sum of column `name` over the rows `keep` selects.
+    fn sum(&self, name: &str, keep: &dyn Fn(&[u64]) -> bool) -> u64 {
+        let Some(k) = self.columns.iter().position(|c| c == name) else {
+            return 0;
+        };
+        self.rows
+            .iter()
+            .filter(|row| keep(row))
+            .filter_map(|row| row.get(k))
+            .sum()
+    }
 }
 
 /// Cumulative figures for the live line.
@@ -538,7 +635,16 @@ struct Tally {
 
 /// One way of building calls: ours, or stock elements.
 trait Calls {
+    /// Sets up and starts call `i` (its channels are 2i and 2i+1).
     fn add_call(&mut self, i: usize) -> Result<(), String>;
+    /// Starts ending the call that has been up longest; the steps that
+    /// follow are taken by `advance_endings`. Only our calls churn.
+    fn end_oldest(&mut self) -> Result<(), String>;
+    /// Takes each ending call through the steps now due; returns how many
+    /// calls are still ending.
+    fn advance_endings(&mut self) -> Result<usize, String>;
+    /// Calls ended (and taken apart) so far.
+    fn calls_ended(&self) -> u64;
     fn stop_sources(&mut self) -> Result<(), String>;
     fn live(&self) -> Result<Live, String>;
     fn tally(&self, o: &Options) -> Result<Tally, String>;
@@ -546,42 +652,239 @@ trait Calls {
 
 struct Common {
     pipeline: gst::Pipeline,
-    legs: Vec<Arc<Leg>>,
+    /// Cleared for the clean tail at the end of the run.
     impair_on: Arc<AtomicBool>,
     options: Options,
 }
 
 impl Common {
-    fn new_leg(&mut self) -> (Arc<Leg>, u64) {
-        let leg = Arc::new(Leg::default());
-        self.legs.push(leg.clone());
-        // One impairment stream per leg, all from the one seed.
-        let seed = self
-            .options
+    /// The impairment seed of leg `n` (legs numbered from 1 in the order
+    /// they are made): one stream per leg, all from the one seed.
+    fn leg_seed(&self, n: u64) -> u64 {
+        self.options
             .seed
             .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            .wrapping_add(self.legs.len() as u64);
-        (leg, seed)
+            .wrapping_add(n)
+    }
+}
+
+fn max_drift_ns<'a>(legs: impl IntoIterator<Item = &'a Arc<Leg>>) -> u64 {
+    legs.into_iter()
+        .map(|l| l.max_drift_ns.load(Relaxed))
+        .max()
+        .unwrap_or(0)
+}
+
+/// The rtpjbufdec counters the account reads, in this order.
+const JB: [&str; 11] = [
+    "received",
+    "pushed",
+    "dropped-duplicate",
+    "dropped-late",
+    "dropped-parse",
+    "dropped-outlier",
+    "dropped-flushing",
+    "buffered",
+    "erasures",
+    "erased-packets",
+    "silence-packets",
+];
+const JB_RECEIVED: usize = 0;
+/// `JB` entries that count drops or what is still buffered.
+const JB_COUNTED: std::ops::Range<usize> = 2..8;
+const JB_ERASURES: usize = 8;
+const JB_ERASED_PACKETS: usize = 9;
+
+/// What some of our calls did, from their elements' counters: read for a
+/// call as it ends (and added to running totals), and for the calls still
+/// up when the run ends.
+#[derive(Default, Debug, Clone, Copy)]
+struct Books {
+    /// The sources' `packets-sent`, `late-skipped` and `slow-pushes`.
+    sent: u64,
+    late_skipped: u64,
+    slow_pushes: u64,
+    /// Packets the impairment dropped, and copies it sent.
+    dropped: u64,
+    duplicated: u64,
+    /// The jitter buffers' counters, in `JB` order.
+    jb: [u64; JB.len()],
+    /// Legs whose decoded samples do not add up to what was sent.
+    discontinuous_legs: u64,
+    max_drift_ns: u64,
+}
+
+impl Books {
+    fn add(&mut self, other: &Books) {
+        self.sent += other.sent;
+        self.late_skipped += other.late_skipped;
+        self.slow_pushes += other.slow_pushes;
+        self.dropped += other.dropped;
+        self.duplicated += other.duplicated;
+        for (sum, v) in self.jb.iter_mut().zip(other.jb) {
+            *sum += v;
+        }
+        self.discontinuous_legs += other.discontinuous_legs;
+        self.max_drift_ns = self.max_drift_ns.max(other.max_drift_ns);
+    }
+}
+
+/// One of our calls: channels 2i (leg A) and 2i+1 (leg B) of `mux`, a bin
+/// of receivers and a bin of senders.
+struct OurCall {
+    index: usize,
+    /// Which of the servers, and the server.
+    server: usize,
+    mux: gst::Element,
+    /// The server's pads the call holds: sink_2i, sink_2i+1, src_2i, src_2i+1.
+    pads: [gst::Pad; 4],
+    rx: gst::Bin,
+    tx: gst::Bin,
+    /// Per leg (A, B): its source, the jitter buffer that receives it, and
+    /// what the probes count.
+    sources: [gst::Element; 2],
+    jbufs: [gst::Element; 2],
+    legs: [Arc<Leg>; 2],
+    /// Cleared when the call starts ending: its packets then pass
+    /// unimpaired.
+    impair_on: Arc<AtomicBool>,
+}
+
+impl OurCall {
+    fn channels(&self) -> [u64; 2] {
+        let a = 2 * self.index as u64;
+        [a, a + 1]
     }
 
-    fn max_drift_ns(&self) -> u64 {
-        self.legs
-            .iter()
-            .map(|l| l.max_drift_ns.load(Relaxed))
-            .max()
-            .unwrap_or(0)
+    fn stop_sources(&self) -> Result<(), String> {
+        stop_all(&self.sources, "rtpsynthsrc")
     }
 
-    fn leg_sums(&self) -> (u64, u64, u64, u64) {
-        self.legs.iter().fold((0, 0, 0, 0), |(p, d, u, r), l| {
-            (
-                p + l.probed.load(Relaxed),
-                d + l.dropped.load(Relaxed),
-                u + l.duplicated.load(Relaxed),
-                r + l.received.load(Relaxed),
-            )
+    /// Packets of each leg that reached its jitter buffer.
+    fn arrived(&self) -> [u64; 2] {
+        self.jbufs
+            .each_ref()
+            .map(|j| u64_field(&j.property::<gst::Structure>("stats"), JB[JB_RECEIVED]))
+    }
+
+    /// Packets of each leg handed to the server: what its source made, less
+    /// what the impairment dropped, plus the copies it sent.
+    fn handed_over(&self) -> [u64; 2] {
+        [0, 1].map(|k| {
+            let sent = u64_field(
+                &self.sources[k].property::<gst::Structure>("stats"),
+                "packets-sent",
+            );
+            let leg = &self.legs[k];
+            (sent + leg.duplicated.load(Relaxed)).saturating_sub(leg.dropped.load(Relaxed))
         })
     }
+
+    /// Whether every packet each leg handed to the server has reached its
+    /// jitter buffer or been counted as dropped on the way: by the sending
+    /// channel (queue full, send error) or the receiving one (dropped by the
+    /// kernel on a full socket, not from the peer, not RTP). `packed` is
+    /// the call's server's `stats-packed`.
+    fn settled(&self, packed: &Packed) -> bool {
+        let [a, b] = self.channels();
+        let (handed, arrived) = (self.handed_over(), self.arrived());
+        // Leg A is sent on channel a and received on b; leg B the other way.
+        [(a, b), (b, a)]
+            .into_iter()
+            .enumerate()
+            .all(|(k, (send, recv))| {
+                let (Some(s), Some(r)) = (packed.row(send), packed.row(recv)) else {
+                    return false;
+                };
+                let counted = packed.value(s, "dropped-queue-full")
+                    + packed.value(s, "send-errors")
+                    + packed.value(r, "dropped-kernel")
+                    + packed.value(r, "dropped-foreign-source")
+                    + packed.value(r, "dropped-not-rtp");
+                arrived[k] + counted >= handed[k]
+            })
+    }
+
+    /// The call's counters, and whether each leg decoded one packet's
+    /// samples for each packet sent: the packet itself, or the silence that
+    /// conceals it. A source that skipped packet times resumed with a
+    /// timestamp jump, and silence for a void across that jump covers the
+    /// skipped time too: then only missing samples count.
+    fn books(&self, samples_per_packet: u64) -> Books {
+        let mut b = Books::default();
+        for k in 0..2 {
+            let st = self.sources[k].property::<gst::Structure>("stats");
+            let sent = u64_field(&st, "packets-sent");
+            let skipped = u64_field(&st, "late-skipped");
+            b.sent += sent;
+            b.late_skipped += skipped;
+            b.slow_pushes += u64_field(&st, "slow-pushes");
+            let leg = &self.legs[k];
+            b.dropped += leg.dropped.load(Relaxed);
+            b.duplicated += leg.duplicated.load(Relaxed);
+            b.max_drift_ns = b.max_drift_ns.max(leg.max_drift_ns.load(Relaxed));
+            let samples = leg.samples.load(Relaxed);
+            let expected = sent * samples_per_packet;
+            if samples < expected || (skipped == 0 && samples != expected) {
+                b.discontinuous_legs += 1;
+            }
+            let js = self.jbufs[k].property::<gst::Structure>("stats");
+            for (sum, name) in b.jb.iter_mut().zip(JB) {
+                *sum += u64_field(&js, name);
+            }
+        }
+        b
+    }
+
+    /// Ends both receive streams, so each rtpjbufdec pushes what it still
+    /// holds (a packet waiting behind a void) and the samples are all
+    /// counted; EOS runs through the chain in this thread.
+    fn end_streams(&self) -> Result<(), String> {
+        for jbuf in &self.jbufs {
+            let pad = jbuf
+                .static_pad("sink")
+                .ok_or("rtpjbufdec has no sink pad")?;
+            // A chain that never received a packet has no stream to end,
+            // and EOS before stream-start would be out of order.
+            if pad.sticky_event::<gst::event::StreamStart>(0).is_some() {
+                pad.send_event(gst::event::Eos::new());
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives the channels back to the server (closing their sockets) and
+    /// takes the bins out of the pipeline; dropping the call then drops the
+    /// last references.
+    fn dismantle(self, pipeline: &gst::Pipeline) -> Result<(), String> {
+        for pad in &self.pads {
+            self.mux.release_request_pad(pad);
+        }
+        for bin in [&self.rx, &self.tx] {
+            bin.set_state(gst::State::Null)
+                .map_err(|e| format!("cannot stop call {}: {e}", self.index))?;
+        }
+        pipeline
+            .remove_many([&self.rx, &self.tx])
+            .map_err(|e| format!("cannot remove call {}: {e}", self.index))
+    }
+}
+
+/// Where an ending call stands.
+enum Stage {
+    /// Its packets pass unimpaired until `until`, so every void made so far
+    /// is closed by later packets (a reordered packet is only let go by the
+    /// next one, and a lost last packet would never be concealed); the
+    /// sources still run.
+    CleanTail { until: Instant },
+    /// Sources stopped; waiting until what they sent has reached the
+    /// jitter buffers or been counted as dropped, until `deadline` at most.
+    InFlight { deadline: Instant },
+}
+
+struct Ending {
+    call: OurCall,
+    stage: Stage,
 }
 
 /// Our calls: `--servers` rtpmuxservers (call i on server i mod servers),
@@ -589,8 +892,16 @@ impl Common {
 struct Ours {
     c: Common,
     muxes: Vec<gst::Element>,
-    sources: Vec<gst::Element>,
-    jbufs: Vec<gst::Element>,
+    /// Calls up, oldest first.
+    up: VecDeque<OurCall>,
+    ending: Vec<Ending>,
+    /// Counters of the calls that ended, read as each ended.
+    ended: Books,
+    /// Packets the ended calls' channels sent and received, for the live
+    /// line: `stats-packed` lists open channels only.
+    ended_mux_sent: u64,
+    ended_mux_received: u64,
+    calls_ended: u64,
 }
 
 impl Ours {
@@ -605,9 +916,18 @@ impl Ours {
         Ok(Ours {
             c,
             muxes,
-            sources: Vec::new(),
-            jbufs: Vec::new(),
+            up: VecDeque::new(),
+            ending: Vec::new(),
+            ended: Books::default(),
+            ended_mux_sent: 0,
+            ended_mux_received: 0,
+            calls_ended: 0,
         })
+    }
+
+    /// Every call not yet taken apart: up or ending.
+    fn calls(&self) -> impl Iterator<Item = &OurCall> {
+        self.up.iter().chain(self.ending.iter().map(|e| &e.call))
     }
 
     fn pad(mux: &gst::Element, name: &str) -> Result<gst::Pad, String> {
@@ -627,70 +947,90 @@ impl Ours {
         Ok((sink, port))
     }
 
-    /// The receiving end of `leg` in `bin`; returns its input, `name`.
+    /// The receiving end of `leg` in `bin`: its input, `name`, and its
+    /// jitter buffer.
     fn receiver(
-        &mut self,
+        o: &Options,
         bin: &gst::Bin,
         leg: Arc<Leg>,
         name: &str,
-    ) -> Result<gst::GhostPad, String> {
+    ) -> Result<(gst::GhostPad, gst::Element), String> {
         let jbuf = make(
             "rtpjbufdec",
             &[("latency", JBUF_LATENCY), ("erasure-mode", "silence")],
         )?;
         let chain = [
             jbuf.clone(),
-            make(self.c.options.codec.depayloader(), &[])?,
-            make(self.c.options.codec.decoder(), &[])?,
+            make(o.codec.depayloader(), &[])?,
+            make(o.codec.decoder(), &[])?,
             counting_sink(leg)?,
         ];
         add_chain(bin, &chain)?;
-        self.jbufs.push(jbuf);
-        ghost(bin, chain[0].static_pad("sink"), name)
+        Ok((ghost(bin, jbuf.static_pad("sink"), name)?, jbuf))
     }
 
     /// The sending end of `leg` in `bin`, impaired on its way to the
-    /// server's `sink`; returns its output, `name`.
+    /// server's `sink`: its output, `name`, and its source.
     fn sender(
-        &mut self,
+        c: &Common,
         bin: &gst::Bin,
         name: &str,
         sink: &gst::Pad,
         leg: Arc<Leg>,
         seed: u64,
-    ) -> Result<gst::GhostPad, String> {
-        let ptime = self.c.options.ptime.to_string();
+        call_on: &Arc<AtomicBool>,
+    ) -> Result<(gst::GhostPad, gst::Element), String> {
+        let o = &c.options;
+        let ptime = o.ptime.to_string();
         let src = make(
             "rtpsynthsrc",
             &[
                 ("shared-thread", "calls"),
                 ("is-live", "true"),
                 ("ptime", &ptime),
-                ("payload-type", self.c.options.codec.payload_type()),
+                ("payload-type", o.codec.payload_type()),
             ],
         )?;
         bin.add(&src)
             .map_err(|e| format!("cannot add rtpsynthsrc: {e}"))?;
         let pad = src.static_pad("src").ok_or("rtpsynthsrc has no src pad")?;
-        if self.c.options.impaired() {
+        if o.impaired() {
             impair(
                 &pad,
                 sink.clone(),
                 leg,
-                &self.c.options,
+                o,
                 seed,
-                self.c.impair_on.clone(),
+                c.impair_on.clone(),
+                call_on.clone(),
             );
         }
-        self.sources.push(src);
-        ghost(bin, Some(pad), name)
+        Ok((ghost(bin, Some(pad), name)?, src))
+    }
+
+    /// The ending's last steps: end the receive streams, read the call's
+    /// counters into the running totals, give its channels back and take it
+    /// apart.
+    fn retire(&mut self, call: OurCall) -> Result<(), String> {
+        call.end_streams()?;
+        self.ended
+            .add(&call.books(self.c.options.samples_per_packet()));
+        let packed = Packed::read(&call.mux)?;
+        let channels = call.channels();
+        let mine = |row: &[u64]| row.first().is_some_and(|ch| channels.contains(ch));
+        self.ended_mux_sent += packed.sum("packets-sent", &mine);
+        self.ended_mux_received += packed.sum("packets-received", &mine);
+        call.dismantle(&self.c.pipeline)?;
+        self.calls_ended += 1;
+        Ok(())
     }
 }
 
 impl Calls for Ours {
     fn add_call(&mut self, i: usize) -> Result<(), String> {
         let (a, b) = (2 * i, 2 * i + 1);
-        let mux = self.muxes[i % self.muxes.len()].clone();
+        let server = i % self.muxes.len();
+        let mux = self.muxes[server].clone();
         let (sink_a, port_a) = Self::channel(&mux, a)?;
         let (sink_b, port_b) = Self::channel(&mux, b)?;
         let src_a = Self::pad(&mux, &format!("src_{a}"))?;
@@ -702,16 +1042,34 @@ impl Calls for Ours {
         for src in [&src_a, &src_b] {
             src.set_property("rtp-caps", &caps);
         }
-        let (leg_a, seed_a) = self.c.new_leg();
-        let (leg_b, seed_b) = self.c.new_leg();
+        let (leg_a, leg_b) = (Arc::new(Leg::default()), Arc::new(Leg::default()));
+        let (seed_a, seed_b) = (self.c.leg_seed(a as u64 + 1), self.c.leg_seed(b as u64 + 1));
+        let impair_on = Arc::new(AtomicBool::new(true));
         // Receivers and senders in two bins: one bin feeding the server
         // and fed by it would be a loop in the pipeline's graph.
         let (rx, tx) = (gst::Bin::new(), gst::Bin::new());
         // Leg A is received on B's channel, leg B on A's.
-        let in_a = self.receiver(&rx, leg_a.clone(), "in_a")?;
-        let in_b = self.receiver(&rx, leg_b.clone(), "in_b")?;
-        let out_a = self.sender(&tx, "out_a", &sink_a, leg_a, seed_a)?;
-        let out_b = self.sender(&tx, "out_b", &sink_b, leg_b, seed_b)?;
+        let o = &self.c.options;
+        let (in_a, jbuf_a) = Self::receiver(o, &rx, leg_a.clone(), "in_a")?;
+        let (in_b, jbuf_b) = Self::receiver(o, &rx, leg_b.clone(), "in_b")?;
+        let (out_a, source_a) = Self::sender(
+            &self.c,
+            &tx,
+            "out_a",
+            &sink_a,
+            leg_a.clone(),
+            seed_a,
+            &impair_on,
+        )?;
+        let (out_b, source_b) = Self::sender(
+            &self.c,
+            &tx,
+            "out_b",
+            &sink_b,
+            leg_b.clone(),
+            seed_b,
+            &impair_on,
+        )?;
         self.c
             .pipeline
             .add_many([&rx, &tx])
@@ -729,36 +1087,117 @@ impl Calls for Ours {
             sink.set_property("remote-address", "127.0.0.1");
             sink.set_property("remote-port", remote);
         }
+        self.up.push_back(OurCall {
+            index: i,
+            server,
+            mux,
+            pads: [sink_a, sink_b, src_a, src_b],
+            rx: rx.clone(),
+            tx: tx.clone(),
+            sources: [source_a, source_b],
+            jbufs: [jbuf_a, jbuf_b],
+            legs: [leg_a, leg_b],
+            impair_on,
+        });
         // Receivers run before the first packet is sent to them.
         start_call(&rx)?;
         start_call(&tx)
     }
 
+    fn end_oldest(&mut self) -> Result<(), String> {
+        let call = self.up.pop_front().ok_or("no call up to end")?;
+        call.impair_on.store(false, Relaxed);
+        // Unimpaired calls have no void to close.
+        let tail = if self.c.options.impaired() {
+            CLEAN_TAIL
+        } else {
+            Duration::ZERO
+        };
+        self.ending.push(Ending {
+            call,
+            stage: Stage::CleanTail {
+                until: Instant::now() + tail,
+            },
+        });
+        Ok(())
+    }
+
+    fn advance_endings(&mut self) -> Result<usize, String> {
+        let now = Instant::now();
+        // Each server's stats-packed, read once for all its ending calls.
+        let mut packed: Vec<Option<Packed>> = self.muxes.iter().map(|_| None).collect();
+        let mut k = 0;
+        while k < self.ending.len() {
+            let Ending { call, stage } = &mut self.ending[k];
+            let done = match stage {
+                Stage::CleanTail { until } => {
+                    if now >= *until {
+                        call.stop_sources()?;
+                        *stage = Stage::InFlight {
+                            deadline: now + CALL_SETTLE_LIMIT,
+                        };
+                    }
+                    false
+                }
+                Stage::InFlight { deadline } => {
+                    let snapshot = match &mut packed[call.server] {
+                        Some(p) => p,
+                        slot => slot.insert(Packed::read(&call.mux)?),
+                    };
+                    call.settled(snapshot) || now >= *deadline
+                }
+            };
+            if done {
+                let e = self.ending.swap_remove(k);
+                self.retire(e.call)?;
+            } else {
+                k += 1;
+            }
+        }
+        Ok(self.ending.len())
+    }
+
+    fn calls_ended(&self) -> u64 {
+        self.calls_ended
+    }
+
     fn stop_sources(&mut self) -> Result<(), String> {
-        stop_all(&self.sources, "rtpsynthsrc")
+        for call in self.calls() {
+            call.stop_sources()?;
+        }
+        Ok(())
     }
 
     fn live(&self) -> Result<Live, String> {
-        let mut m = Vec::new();
+        let (mut out, mut inp) = (self.ended_mux_sent, self.ended_mux_received);
         for mux in &self.muxes {
-            m.extend(mux_totals(mux)?);
+            let packed = Packed::read(mux)?;
+            out += packed.sum("packets-sent", &|_| true);
+            inp += packed.sum("packets-received", &|_| true);
         }
-        let (_, dropped, _, _) = self.c.leg_sums();
-        let jb = sum_stats(&self.jbufs, &["erased-packets"]);
+        let mut lost = self.ended.dropped;
+        let mut erased = self.ended.jb[JB_ERASED_PACKETS];
+        for call in self.calls() {
+            lost += call
+                .legs
+                .iter()
+                .map(|l| l.dropped.load(Relaxed))
+                .sum::<u64>();
+            erased += sum_stats(&call.jbufs, &[JB[JB_ERASED_PACKETS]])[0];
+        }
         Ok(Live {
-            out: column(&m, "packets-sent"),
-            inp: column(&m, "packets-received"),
-            lost: dropped,
-            erased: jb[0],
+            out,
+            inp,
+            lost,
+            erased,
         })
     }
 
     fn tally(&self, o: &Options) -> Result<Tally, String> {
-        let src = sum_stats(
-            &self.sources,
-            &["packets-sent", "late-skipped", "slow-pushes"],
-        );
-        let (_, dropped, duplicated, _) = self.c.leg_sums();
+        let mut books = self.ended;
+        for call in self.calls() {
+            books.add(&call.books(o.samples_per_packet()));
+        }
         const MUX: [&str; 9] = [
             "packets-sent",
             "packets-received",
@@ -770,24 +1209,11 @@ impl Calls for Ours {
             "dropped-kernel",
             "dropped-downstream",
         ];
+        // The servers' own totals, which keep the counts of released
+        // channels (read once, at the end: see `Packed`).
         let m = sum_stats(&self.muxes, &MUX);
         let mux = |n: &str| MUX.iter().position(|c| *c == n).map_or(0, |k| m[k]);
-        const JB: [&str; 11] = [
-            "received",
-            "pushed",
-            "dropped-duplicate",
-            "dropped-late",
-            "dropped-parse",
-            "dropped-outlier",
-            "dropped-flushing",
-            "buffered",
-            "erasures",
-            "erased-packets",
-            "silence-packets",
-        ];
-        let jb = sum_stats(&self.jbufs, &JB);
-        let jb_received = jb[0];
-        let jb_counted: u64 = jb[2..8].iter().sum();
+        let jb_counted: u64 = books.jb[JB_COUNTED].iter().sum();
         let mux_counted = mux("dropped-queue-full")
             + mux("send-errors")
             + mux("dropped-no-socket")
@@ -795,48 +1221,33 @@ impl Calls for Ours {
             + mux("dropped-not-rtp")
             + mux("dropped-kernel")
             + mux("dropped-downstream");
-        let into_server = src[0] + duplicated - dropped;
-        let lost_uncounted = into_server as i64 - (mux_counted + jb_received) as i64;
-        // Every leg decodes one packet's samples for each packet sent: the
-        // packet itself, or the silence that conceals it. A source that
-        // skipped packet times resumed with a timestamp jump, and silence
-        // for a void across that jump covers the skipped time too: then
-        // only missing samples count.
-        let spp = o.samples_per_packet();
-        let mut discontinuous = 0;
-        for (k, s) in self.sources.iter().enumerate() {
-            let st = s.property::<gst::Structure>("stats");
-            let expected = u64_field(&st, "packets-sent") * spp;
-            // Sources and legs were created in the same order.
-            let samples = self.c.legs[k].samples.load(Relaxed);
-            let skipped = u64_field(&st, "late-skipped") > 0;
-            if samples < expected || (!skipped && samples != expected) {
-                discontinuous += 1;
-            }
-        }
+        let into_server = books.sent + books.duplicated - books.dropped;
+        let lost_uncounted = into_server as i64 - (mux_counted + books.jb[JB_RECEIVED]) as i64;
         Ok(Tally {
-            sent: src[0],
+            sent: books.sent,
             received: mux("packets-received"),
-            impairment_dropped: dropped,
-            duplicated,
+            impairment_dropped: books.dropped,
+            duplicated: books.duplicated,
             kernel_lost: mux("packets-sent").saturating_sub(mux("packets-received")),
             counted_drops: mux_counted + jb_counted,
             lost_uncounted,
-            erasures: jb[8],
-            erased_packets: jb[9],
-            discontinuous_legs: discontinuous,
-            late_skipped: src[1],
-            slow_pushes: src[2],
-            max_drift_ns: self.c.max_drift_ns(),
+            erasures: books.jb[JB_ERASURES],
+            erased_packets: books.jb[JB_ERASED_PACKETS],
+            discontinuous_legs: books.discontinuous_legs,
+            late_skipped: books.late_skipped,
+            slow_pushes: books.slow_pushes,
+            max_drift_ns: books.max_drift_ns,
         })
     }
 }
 
 /// The same calls from stock elements: per direction `audiotestsrc ! … !
 /// udpsink` and `udpsrc ! rtpjitterbuffer ! rtppcmudepay ! mulawdec !
-/// fakesink`, each with its own streaming threads.
+/// fakesink`, each with its own streaming threads. They are set up once
+/// and never churn.
 struct Stock {
     c: Common,
+    legs: Vec<Arc<Leg>>,
     sources: Vec<gst::Element>,
     jitterbuffers: Vec<gst::Element>,
 }
@@ -847,10 +1258,23 @@ impl Stock {
         sum_stats(&self.jitterbuffers, &["num-lost"])[0]
     }
 
+    fn leg_sums(&self) -> (u64, u64, u64, u64) {
+        self.legs.iter().fold((0, 0, 0, 0), |(p, d, u, r), l| {
+            (
+                p + l.probed.load(Relaxed),
+                d + l.dropped.load(Relaxed),
+                u + l.duplicated.load(Relaxed),
+                r + l.received.load(Relaxed),
+            )
+        })
+    }
+
     /// One direction of a call in `bin`; the receiver first, as the sender
     /// needs its port.
-    fn direction(&mut self, bin: &gst::Bin) -> Result<(), String> {
-        let (leg, seed) = self.c.new_leg();
+    fn direction(&mut self, bin: &gst::Bin, call_on: &Arc<AtomicBool>) -> Result<(), String> {
+        let leg = Arc::new(Leg::default());
+        self.legs.push(leg.clone());
+        let seed = self.c.leg_seed(self.legs.len() as u64);
         let udpsrc = make(
             "udpsrc",
             &[
@@ -927,6 +1351,7 @@ impl Stock {
             &self.c.options,
             seed,
             self.c.impair_on.clone(),
+            call_on.clone(),
         );
         self.sources.push(source);
         self.jitterbuffers.push(jb);
@@ -937,8 +1362,10 @@ impl Stock {
 impl Calls for Stock {
     fn add_call(&mut self, i: usize) -> Result<(), String> {
         let bin = gst::Bin::new();
-        self.direction(&bin)?;
-        self.direction(&bin)?;
+        // Stock calls never end before the run does.
+        let call_on = Arc::new(AtomicBool::new(true));
+        self.direction(&bin, &call_on)?;
+        self.direction(&bin, &call_on)?;
         self.c
             .pipeline
             .add(&bin)
@@ -946,12 +1373,24 @@ impl Calls for Stock {
         start_call(&bin)
     }
 
+    fn end_oldest(&mut self) -> Result<(), String> {
+        Err("stock calls do not churn".into())
+    }
+
+    fn advance_endings(&mut self) -> Result<usize, String> {
+        Ok(0)
+    }
+
+    fn calls_ended(&self) -> u64 {
+        0
+    }
+
     fn stop_sources(&mut self) -> Result<(), String> {
         stop_all(&self.sources, "audiotestsrc")
     }
 
     fn live(&self) -> Result<Live, String> {
-        let (probed, dropped, _, received) = self.c.leg_sums();
+        let (probed, dropped, _, received) = self.leg_sums();
         Ok(Live {
             out: probed,
             inp: received,
@@ -961,7 +1400,7 @@ impl Calls for Stock {
     }
 
     fn tally(&self, _o: &Options) -> Result<Tally, String> {
-        let (sent, dropped, duplicated, received) = self.c.leg_sums();
+        let (sent, dropped, duplicated, received) = self.leg_sums();
         let lost = self.lost();
         let into_network = sent + duplicated - dropped;
         Ok(Tally {
@@ -979,7 +1418,7 @@ impl Calls for Stock {
             discontinuous_legs: 0,
             late_skipped: 0,
             slow_pushes: 0,
-            max_drift_ns: self.c.max_drift_ns(),
+            max_drift_ns: max_drift_ns(&self.legs),
         })
     }
 }
@@ -1060,6 +1499,45 @@ fn rss_kb() -> u64 {
                 .and_then(|v| v.split_whitespace().next()?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Open file descriptors of the process (the listing's own is among them,
+/// every time alike).
+fn open_fds() -> u64 {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64)
+}
+
+/// What the process holds at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    pub fds: u64,
+    pub threads: u64,
+    pub rss_kb: u64,
+}
+
+impl Held {
+    /// Reads what the process holds, after asking the allocator to give
+    /// the kernel back the free pages of its heaps: what stays resident is
+    /// then memory in use (and pages it shares with live blocks), not
+    /// whatever the allocator kept from the last calls that ended.
+    fn now() -> Held {
+        // SAFETY: malloc_trim only walks and shrinks the allocator's heaps.
+        unsafe { libc::malloc_trim(0) };
+        Held {
+            fds: open_fds(),
+            threads: threads(),
+            rss_kb: rss_kb(),
+        }
+    }
+
+    fn print(&self, when: &str) {
+        println!(
+            "held {when}: {} file descriptors, {} threads, {:.1} MB resident",
+            self.fds,
+            self.threads,
+            self.rss_kb as f64 / 1024.0
+        );
+    }
 }
 
 /// Clock of the first core, in MHz, as the kernel reports it.
@@ -1158,10 +1636,15 @@ struct Monitor {
     last: Live,
     rows: Vec<Row>,
     quiet: bool,
+    /// CPU seconds the main thread spent taking rows: the monitor's own
+    /// cost, which the figures leave out. (The main thread's other work,
+    /// setting up and ending calls, is the load's and stays in.)
+    own_cpu: f64,
 }
 
 impl Monitor {
     fn row(&mut self, calls: &dyn Calls, up: usize) -> Result<(), String> {
+        let own_start = thread_cpu();
         let now = Instant::now();
         let cpu = process_cpu();
         let live = calls.live()?;
@@ -1182,8 +1665,13 @@ impl Monitor {
         }
         self.rows.push(row);
         (self.last_at, self.last_cpu, self.last) = (now, cpu, live);
+        self.own_cpu += thread_cpu() - own_start;
         Ok(())
     }
+}
+
+fn mb(kb: u64) -> String {
+    format!("{:.1}", kb as f64 / 1024.0)
 }
 
 /// Everything a run measured.
@@ -1218,12 +1706,38 @@ pub struct Summary {
     pub busiest_thread_percent: f64,
     pub rss_mb: f64,
     pub rss_kb_per_call: f64,
+    /// Calls ended and started per second once all were up (`--churn`).
+    pub churn: f64,
+    /// Calls set up, the first `calls` and those that replaced ended ones.
+    pub calls_started: u64,
+    /// Calls ended by the churn and taken apart during the run (those up
+    /// at the end are stopped with it and not counted).
+    pub calls_ended: u64,
+    /// What the process held at the start of the measured window, after its
+    /// first minute (half-way through a window under two minutes) and at
+    /// its end; each with exactly `calls` calls up and none ending.
+    pub held_start: Held,
+    pub held_after_1min: Held,
+    pub held_end: Held,
 }
 
 impl Summary {
-    /// Whether every packet is accounted for and every leg's audio adds up.
+    /// Whether every packet is accounted for, every leg's audio adds up,
+    /// and, under `--churn`, the process holds no more at the end than it
+    /// did after the first minute.
     pub fn ok(&self) -> bool {
-        self.lost_uncounted == 0 && self.discontinuous_legs == 0
+        self.lost_uncounted == 0
+            && self.discontinuous_legs == 0
+            && (self.churn == 0.0 || self.resources_steady())
+    }
+
+    /// The end holds no more file descriptors or threads than after the
+    /// first minute, and no more resident memory than that plus
+    /// `RSS_TOLERANCE` (at least `RSS_TOLERANCE_KB`).
+    pub fn resources_steady(&self) -> bool {
+        let (mid, end) = (&self.held_after_1min, &self.held_end);
+        let rss_allowed = ((mid.rss_kb as f64 * RSS_TOLERANCE) as u64).max(RSS_TOLERANCE_KB);
+        end.fds <= mid.fds && end.threads <= mid.threads && end.rss_kb <= mid.rss_kb + rss_allowed
     }
 
     fn fields(&self) -> Vec<(&'static str, String)> {
@@ -1264,6 +1778,22 @@ impl Summary {
             ),
             ("rss_mb", format!("{:.1}", self.rss_mb)),
             ("rss_kb_per_call", format!("{:.1}", self.rss_kb_per_call)),
+            ("churn", self.churn.to_string()),
+            ("calls_started", self.calls_started.to_string()),
+            ("calls_ended", self.calls_ended.to_string()),
+            ("fds_start", self.held_start.fds.to_string()),
+            ("fds_after_1min", self.held_after_1min.fds.to_string()),
+            ("fds_end", self.held_end.fds.to_string()),
+            ("threads_start", self.held_start.threads.to_string()),
+            (
+                "threads_after_1min",
+                self.held_after_1min.threads.to_string(),
+            ),
+            ("threads_end", self.held_end.threads.to_string()),
+            ("rss_mb_start", mb(self.held_start.rss_kb)),
+            ("rss_mb_after_1min", mb(self.held_after_1min.rss_kb)),
+            ("rss_mb_end", mb(self.held_end.rss_kb)),
+            ("resources_steady", self.resources_steady().to_string()),
         ]
     }
 
@@ -1370,7 +1900,6 @@ pub fn run(o: &Options) -> Result<Summary, String> {
     let pipeline = gst::Pipeline::new();
     let common = Common {
         pipeline: pipeline.clone(),
-        legs: Vec::with_capacity(2 * o.calls),
         impair_on: Arc::new(AtomicBool::new(true)),
         options: o.clone(),
     };
@@ -1378,6 +1907,7 @@ pub fn run(o: &Options) -> Result<Summary, String> {
     let mut calls: Box<dyn Calls> = if o.stock {
         Box::new(Stock {
             c: common,
+            legs: Vec::with_capacity(2 * o.calls),
             sources: Vec::new(),
             jitterbuffers: Vec::new(),
         })
@@ -1402,7 +1932,7 @@ fn measure(
         .map_err(|e| format!("cannot start the pipeline: {e}"))?;
     if !o.quiet {
         println!(
-            "{} full-duplex {} calls ({}), ptime {} ms, ramp {} calls/s, then {} s measured",
+            "{} full-duplex {} calls ({}), ptime {} ms, ramp {} calls/s, then {} s measured{}",
             o.calls,
             o.codec.name(),
             if o.stock {
@@ -1412,7 +1942,15 @@ fn measure(
             },
             o.ptime,
             o.ramp,
-            o.seconds
+            o.seconds,
+            if o.churning() {
+                format!(
+                    " while {} calls end and {} start each second",
+                    o.churn, o.churn
+                )
+            } else {
+                String::new()
+            }
         );
         Row::print_header();
     }
@@ -1424,6 +1962,7 @@ fn measure(
         last: Live::default(),
         rows: Vec::new(),
         quiet: o.quiet,
+        own_cpu: 0.0,
     };
     let mut next_tick = start + Duration::from_secs(1);
     let mut up = 0;
@@ -1457,30 +1996,89 @@ fn measure(
 
     // The measured window: every call up.
     let window_start = Instant::now();
-    let window_end = window_start + Duration::from_secs_f64(o.seconds);
+    let window = Duration::from_secs_f64(o.seconds);
+    let window_end = window_start + window;
+    let held_start = Held::now();
+    if !o.quiet {
+        held_start.print("at the start of the window");
+    }
     let cpu_start = process_cpu();
-    let monitor_start = thread_cpu();
+    let monitor_start = mon.own_cpu;
     let ticks_start = thread_ticks();
     let mut max_threads = threads();
-    while Instant::now() < window_end {
-        std::thread::sleep(
-            next_tick
-                .min(window_end)
-                .saturating_duration_since(Instant::now()),
-        );
-        if Instant::now() >= next_tick {
-            mon.row(calls, up)?;
+    // Churn: the k-th ending is due k/churn seconds into the window, and a
+    // new call, on new channel indexes, starts with it.
+    let churn_due = |k: u64| window_start + Duration::from_secs_f64(k as f64 / o.churn);
+    let mut endings_begun = 0u64;
+    let mut next_index = up;
+    // The middle reading, like the others, is taken with no call ending
+    // (ending calls hold sockets a new call already holds too): endings
+    // due meanwhile wait until it is taken, then catch up.
+    let steady_at = window_start + STEADY_AFTER.min(window / 2);
+    let mut held_after_1min = None;
+    loop {
+        let now = Instant::now();
+        if now >= window_end {
+            break;
+        }
+        let holding = held_after_1min.is_none() && now >= steady_at;
+        if o.churning() && !holding {
+            while churn_due(endings_begun + 1) <= now {
+                calls.end_oldest()?;
+                calls.add_call(next_index)?;
+                next_index += 1;
+                endings_begun += 1;
+            }
+        }
+        let ending = calls.advance_endings()?;
+        if holding && ending == 0 {
+            let held = Held::now();
+            if !o.quiet {
+                held.print("after the first minute");
+            }
+            held_after_1min = Some(held);
+        }
+        if now >= next_tick {
+            mon.row(calls, o.calls)?;
             max_threads = max_threads.max(mon.rows.last().map_or(0, |r| r.threads));
             check_bus(pipeline, o.quiet)?;
             next_tick = later_tick(next_tick);
         }
+        // While holding for the middle reading, the endings due (and the
+        // reading's own time) are past: polling for the endings under way
+        // to finish is then what wakes the loop.
+        let holding = held_after_1min.is_none() && now >= steady_at;
+        let mut wake = next_tick.min(window_end);
+        if held_after_1min.is_none() && !holding {
+            wake = wake.min(steady_at);
+        }
+        if o.churning() && !holding {
+            wake = wake.min(churn_due(endings_begun + 1));
+        }
+        if ending > 0 || holding {
+            wake = wake.min(Instant::now() + CHURN_WAKE);
+        }
+        std::thread::sleep(wake.saturating_duration_since(Instant::now()));
     }
     let window = window_start.elapsed().as_secs_f64();
-    let monitor_cpu = thread_cpu() - monitor_start;
+    let monitor_cpu = mon.own_cpu - monitor_start;
     let (busiest, busiest_percent) = busiest_thread(&ticks_start, &thread_ticks(), window);
     let cpu = process_cpu() - cpu_start - monitor_cpu;
     max_threads = max_threads.max(threads());
     let rss = rss_kb();
+    // The calls still ending finish (each ending's own wait is bounded), so
+    // the end reading too is taken with `calls` calls up and none ending.
+    while calls.advance_endings()? > 0 {
+        std::thread::sleep(CHURN_WAKE);
+    }
+    check_bus(pipeline, o.quiet)?;
+    let held_end = Held::now();
+    if !o.quiet {
+        held_end.print("at the end of the window");
+    }
+    // A window too short to take the middle reading in: the end stands in.
+    let held_after_1min = held_after_1min.unwrap_or(held_end);
+    let calls_ended = calls.calls_ended();
 
     impair_on.store(false, Relaxed);
     std::thread::sleep(CLEAN_TAIL);
@@ -1529,6 +2127,12 @@ fn measure(
         busiest_thread_percent: busiest_percent,
         rss_mb: rss as f64 / 1024.0,
         rss_kb_per_call: rss.saturating_sub(rss_before) as f64 / o.calls as f64,
+        churn: o.churn,
+        calls_started: next_index as u64,
+        calls_ended,
+        held_start,
+        held_after_1min,
+        held_end,
     })
 }
 
@@ -1566,6 +2170,19 @@ fn main() -> std::process::ExitCode {
                 "callload: {} legs decoded a sample count other than packets sent × {}",
                 summary.discontinuous_legs,
                 o.samples_per_packet()
+            );
+        }
+        if o.churning() && !summary.resources_steady() {
+            let (mid, end) = (summary.held_after_1min, summary.held_end);
+            eprintln!(
+                "callload: the process grew under churn: after the first minute {} file \
+                 descriptors, {} threads, {} MB resident; at the end {}, {}, {} MB",
+                mid.fds,
+                mid.threads,
+                mb(mid.rss_kb),
+                end.fds,
+                end.threads,
+                mb(end.rss_kb)
             );
         }
     }

@@ -1,19 +1,28 @@
 //! The call-load job (examples/callload.rs) run in-process, briefly: every
-//! packet accounted for, erasures matching the impairment, few threads.
+//! packet accounted for, erasures matching the impairment, few threads, and
+//! calls ending and starting (`--churn`) with nothing lost uncounted and no
+//! descriptor or thread left behind.
 
 #[allow(dead_code)]
 #[path = "../examples/callload.rs"]
 mod callload;
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use callload::{Options, Summary, run};
 
 /// Runs share the process: one at a time, so thread counts are their own.
+/// Every test takes it first, even those that run no calls: the test
+/// harness starts a thread per test, and one started in the middle of a run
+/// would show as a thread the run left behind.
 static SERIAL: Mutex<()> = Mutex::new(());
 
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn run_serial(o: &Options) -> Summary {
-    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = serial();
     run(o).unwrap()
 }
 
@@ -72,6 +81,51 @@ fn impaired_calls_account_for_every_packet() {
     assert!(s.rss_mb > 0.0);
 }
 
+/// `--churn`: calls end and new ones start on new channels while the
+/// traffic is impaired; each ended call's packets and samples are in the
+/// account, and the process ends holding what it held at the start.
+#[test]
+fn churning_calls_account_for_every_packet_and_leave_nothing_behind() {
+    let o = options(
+        "--calls 20 --churn 10 --seconds 3 --ramp 40 --loss 0.05 --reorder 0.05 \
+         --duplicate 0.05 --seed 11 --quiet",
+    );
+    assert_eq!(o.churn, 10.0);
+    let s = run_serial(&o);
+    let j = s.json();
+    assert!(s.ok(), "{j}");
+    assert_eq!(s.lost_uncounted, 0, "packets lost without a counter: {j}");
+    assert_eq!(s.kernel_lost, 0, "{j}");
+    assert_eq!(
+        s.discontinuous_legs, 0,
+        "a leg's samples do not add up: {j}"
+    );
+    // 10 a second for 3 s; every call that ended was replaced.
+    assert!(s.calls_ended >= 20, "{j}");
+    assert_eq!(s.calls_started, 20 + s.calls_ended, "{j}");
+    assert_eq!(
+        s.packets_received,
+        s.packets_sent - s.impairment_dropped + s.duplicated,
+        "{j}"
+    );
+    // Each dropped packet, in ended calls as in the others, is concealed,
+    // and nothing else is; every duplicate is counted by a jitter buffer.
+    assert_eq!(s.erased_packets, s.impairment_dropped, "{j}");
+    assert_eq!(s.counted_drops, s.duplicated, "{j}");
+    // Every leg of every call started (new ones too) was impaired: its
+    // first packet and its 300 ms clean tail (15 packets) excepted.
+    let draws = s.packets_sent - 2 * s.calls_started * 16;
+    assert_binomial("lost", s.impairment_dropped, draws, 0.05);
+    assert_binomial("duplicated", s.duplicated, draws, 0.05 * 0.95);
+    // Back to what the process held when the window opened: the ended
+    // calls' sockets are closed and no thread was started for them.
+    assert_eq!(s.held_end.fds, s.held_start.fds, "{j}");
+    assert_eq!(s.held_end.threads, s.held_start.threads, "{j}");
+    assert!(s.held_start.fds >= 2 * 20, "a socket per channel: {j}");
+    assert!(s.resources_steady(), "{j}");
+    assert!(s.threads <= 8, "{} threads", s.threads);
+}
+
 #[test]
 fn stock_calls_need_threads_per_stream() {
     let o = options("--calls 3 --seconds 2 --ramp 0 --stock --loss 0.05 --seed 5 --quiet");
@@ -84,6 +138,7 @@ fn stock_calls_need_threads_per_stream() {
         s.packets_received,
         s.packets_sent - s.impairment_dropped + s.duplicated
     );
+    assert_eq!((s.calls_started, s.calls_ended), (3, 0));
     // audiotestsrc, udpsrc and rtpjitterbuffer's timer per direction.
     assert!(s.threads >= 3 * 2 * 3, "{} threads", s.threads);
 }
@@ -128,15 +183,30 @@ fn json_is_one_line_with_the_required_fields() {
         "mhz_per_call",
         "threads",
         "rss_mb",
+        "churn",
+        "calls_started",
+        "calls_ended",
+        "fds_start",
+        "fds_after_1min",
+        "fds_end",
+        "threads_start",
+        "threads_after_1min",
+        "threads_end",
+        "rss_mb_start",
+        "rss_mb_after_1min",
+        "rss_mb_end",
+        "resources_steady",
     ] {
         assert!(j.contains(&format!("\"{key}\":")), "{key} missing in {j}");
     }
     assert!(j.contains("\"calls\":1,"));
     assert!(j.contains("\"lost_uncounted\":0,"));
+    assert!(j.contains("\"calls_started\":1,\"calls_ended\":0,"), "{j}");
 }
 
 #[test]
 fn bad_options_are_refused_with_a_reason() {
+    let _guard = serial();
     let parse = |a: &str| Options::parse(a.split_whitespace().map(String::from));
     for (args, needle) in [
         ("--calls 0", "--calls"),
@@ -150,6 +220,15 @@ fn bad_options_are_refused_with_a_reason() {
         ("--seed", "needs a value"),
         ("--frobnicate", "unknown argument"),
         ("--codec g722", "unknown codec"),
+        ("--churn -1", "--churn"),
+        ("--churn x", "cannot parse"),
+        ("--churn NaN", "--churn"),
+        (
+            "--calls 5000 --churn 2000",
+            "--churn 2000 must be 0 to 1000",
+        ),
+        ("--calls 2 --churn 5", "more than --calls"),
+        ("--calls 4 --churn 1 --stock", "our elements only"),
     ] {
         let e = parse(args).unwrap_err();
         assert!(e.contains(needle), "{args}: {e}");
@@ -162,6 +241,9 @@ fn bad_options_are_refused_with_a_reason() {
         (o.calls, o.csv.as_deref(), o.stock),
         (7, Some("/tmp/x.csv"), true)
     );
+    assert_eq!(o.churn, 0.0, "churn is off unless asked for");
+    let o = parse("--calls 7 --churn 0.5").unwrap().unwrap();
+    assert_eq!(o.churn, 0.5);
 }
 
 #[test]
