@@ -676,7 +676,7 @@ fn max_drift_ns<'a>(legs: impl IntoIterator<Item = &'a Arc<Leg>>) -> u64 {
 }
 
 /// The rtpjbufdec counters the account reads, in this order.
-const JB: [&str; 11] = [
+const JB: [&str; 13] = [
     "received",
     "pushed",
     "dropped-duplicate",
@@ -684,6 +684,8 @@ const JB: [&str; 11] = [
     "dropped-parse",
     "dropped-outlier",
     "dropped-flushing",
+    "dropped-rtcp",
+    "dropped-ssrc-probation",
     "buffered",
     "erasures",
     "erased-packets",
@@ -691,9 +693,9 @@ const JB: [&str; 11] = [
 ];
 const JB_RECEIVED: usize = 0;
 /// `JB` entries that count drops or what is still buffered.
-const JB_COUNTED: std::ops::Range<usize> = 2..8;
-const JB_ERASURES: usize = 8;
-const JB_ERASED_PACKETS: usize = 9;
+const JB_COUNTED: std::ops::Range<usize> = 2..10;
+const JB_ERASURES: usize = 10;
+const JB_ERASED_PACKETS: usize = 11;
 
 /// What some of our calls did, from their elements' counters: read for a
 /// call as it ends (and added to running totals), and for the calls still
