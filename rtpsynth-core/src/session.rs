@@ -381,10 +381,12 @@ session_stats! {
         /// SSRC of the remote source; UNKNOWN before one passed probation.
         remote_ssrc: u64 = "remote-ssrc",
         /// RTP packets counted for the remote source (duplicates included,
-        /// as RFC 3550 A.3 counts them).
-        packets_received: u64 = "packets-received",
-        /// Their payload octets.
-        octets_received: u64 = "octets-received",
+        /// as RFC 3550 A.3 counts them). Named apart from a transport's
+        /// datagram count: RTCP and packets on probation are not in it.
+        packets_received: u64 = "rtp-packets-received",
+        /// Their payload octets (RTP header and padding excluded, as an SR's
+        /// octet count is).
+        octets_received: u64 = "rtp-payload-octets-received",
         /// Highest extended sequence number minus the first, plus one.
         packets_expected: u64 = "packets-expected",
         /// Expected minus received: negative when duplicates outnumber losses.
@@ -399,10 +401,10 @@ session_stats! {
         jitter_us: u64 = "jitter-us",
         /// The largest jitter seen from the remote source, µs; UNKNOWN likewise.
         max_jitter_us: u64 = "max-jitter-us",
-        /// RTP packets we sent.
-        packets_sent: u64 = "packets-sent",
-        /// Their payload octets.
-        octets_sent: u64 = "octets-sent",
+        /// RTP packets we sent (the SR's packet count, not wrapped).
+        packets_sent: u64 = "rtp-packets-sent",
+        /// Their payload octets (the SR's octet count, not wrapped).
+        octets_sent: u64 = "rtp-payload-octets-sent",
         /// RTCP compounds we wrote (reports and BYEs).
         rtcp_sent: u64 = "rtcp-sent",
         /// RTCP datagrams given to the session, valid or not.
@@ -446,6 +448,34 @@ session_stats! {
         /// Mean opinion score × 100 of what we receive, from our last report
         /// block's interval (see [`mos_x100`]); UNKNOWN before one.
         mos: u64 = "mos",
+    }
+}
+
+impl SessionStats {
+    /// Columns that are not counts, so a sum over sessions means nothing:
+    /// identifiers, ratios, times and scores of one session each, and what
+    /// the peer reports (unknown, a sentinel, until it does).
+    pub const NOT_SUMMABLE: &'static [&'static str] = &[
+        "local-ssrc",
+        "remote-ssrc",
+        "fraction-lost",
+        "jitter",
+        "jitter-us",
+        "max-jitter-us",
+        "remote-fraction-lost",
+        "remote-packets-lost",
+        "remote-jitter-us",
+        "rtt-us",
+        "mos",
+    ];
+
+    /// Whether column `column` (an index into [`Self::NAMES`]) is a count
+    /// that adds over sessions, as totals over many channels do. Signed
+    /// columns add as two's complement (`wrapping_add` of the packed words).
+    pub fn is_summable(column: usize) -> bool {
+        Self::NAMES
+            .get(column)
+            .is_some_and(|name| !Self::NOT_SUMMABLE.contains(name))
     }
 }
 
@@ -925,6 +955,43 @@ impl Session {
         let len = self.write_compound(now, out, false);
         self.next_report = now.saturating_add(self.interval_ns());
         len
+    }
+
+    /// Closes the report interval due at `now` as [`Session::poll_rtcp`]
+    /// does, fraction lost and MOS included, but writes nothing: for a
+    /// session whose reports have nowhere to go (RTCP off, no target yet).
+    /// Returns whether an interval was due; schedules the next either way
+    /// it was.
+    pub fn close_interval(&mut self, now: u64) -> bool {
+        if self.byed || now < self.next_report {
+            return false;
+        }
+        let heard = self
+            .remote
+            .as_ref()
+            .is_some_and(|r| !r.byed && r.received != r.received_prior);
+        if heard {
+            self.report_block(now);
+        }
+        self.sender.packets_at_reports = [self.sender.packets, self.sender.packets_at_reports[0]];
+        self.initial = false;
+        self.next_report = now.saturating_add(self.interval_ns());
+        true
+    }
+
+    /// Changes when reports are sent from now on. The next report comes no
+    /// later than one new interval after `now`: a shorter interval takes
+    /// effect at once, a longer one after the report already scheduled.
+    pub fn set_interval(&mut self, interval: ReportInterval, now: u64) -> Result<(), ConfigError> {
+        let (ReportInterval::Randomized { min_ms: ms } | ReportInterval::Fixed { ms }) = interval;
+        if ms == 0 {
+            return Err(ConfigError::ZeroInterval);
+        }
+        if interval != self.interval {
+            self.interval = interval;
+            self.next_report = self.next_report.min(now.saturating_add(self.interval_ns()));
+        }
+        Ok(())
     }
 
     /// Writes the compound that ends the session (report, SDES, BYE for our
@@ -2133,16 +2200,16 @@ mod tests {
         }
         for required in [
             "remote-ssrc",
-            "packets-received",
-            "octets-received",
+            "rtp-packets-received",
+            "rtp-payload-octets-received",
             "packets-expected",
             "packets-lost",
             "fraction-lost",
             "jitter",
             "jitter-us",
             "max-jitter-us",
-            "packets-sent",
-            "octets-sent",
+            "rtp-packets-sent",
+            "rtp-payload-octets-sent",
             "rtcp-sent",
             "rtcp-received",
             "rtcp-dropped",
@@ -2225,6 +2292,86 @@ mod tests {
         // 100 expected after the probation packet, 10 lost; jitter 0, RTT
         // unknown (0).
         assert_eq!(s.stats().mos, u64::from(mos_x100(0.1, 0, 0)));
+    }
+
+    #[test]
+    fn a_closed_interval_gives_loss_and_mos_without_a_report() {
+        // Two sessions fed alike: one reports, the other only closes its
+        // intervals (RTCP off). Their statistics must agree but for
+        // rtcp-sent.
+        let (mut sent, mut silent) = (session(1), session(1));
+        for seq in 0..=100u16 {
+            if seq % 10 != 5 {
+                let (ts, at) = (u32::from(seq) * 160, u64::from(seq) * 20 * MS);
+                receive(&mut sent, 0xa, seq, ts, at);
+                receive(&mut silent, 0xa, seq, ts, at);
+            }
+        }
+        assert!(!silent.close_interval(SEC - 1), "not due yet");
+        poll(&mut sent, 3 * SEC).unwrap();
+        assert!(silent.close_interval(3 * SEC));
+        assert!(!silent.close_interval(3 * SEC), "one close per interval");
+        assert_eq!(silent.next_deadline(), sent.next_deadline());
+        let (a, b) = (sent.stats(), silent.stats());
+        assert_eq!(b.rtcp_sent, 0);
+        assert_eq!(b.mos, u64::from(mos_x100(0.1, 0, 0)));
+        assert_eq!(b.fraction_lost, 25, "10 of 100 is 25.6/256");
+        assert_eq!(
+            SessionStats { rtcp_sent: 0, ..a },
+            b,
+            "the same but for the report"
+        );
+    }
+
+    #[test]
+    fn a_new_interval_applies_from_now() {
+        let mut s = session(1); // fixed 1 s, first report at 1 s
+        s.set_interval(ReportInterval::Fixed { ms: 200 }, 100 * MS)
+            .unwrap();
+        assert_eq!(s.next_deadline(), 300 * MS, "shorter: at once");
+        s.set_interval(ReportInterval::Fixed { ms: 5000 }, 200 * MS)
+            .unwrap();
+        assert_eq!(s.next_deadline(), 300 * MS, "longer: after the next report");
+        poll(&mut s, 300 * MS).unwrap();
+        assert_eq!(s.next_deadline(), 5300 * MS);
+        assert_eq!(
+            s.set_interval(ReportInterval::Randomized { min_ms: 0 }, 0),
+            Err(ConfigError::ZeroInterval)
+        );
+        assert_eq!(
+            s.next_deadline(),
+            5300 * MS,
+            "a refused interval changes nothing"
+        );
+    }
+
+    #[test]
+    fn only_counts_are_summable() {
+        for name in SessionStats::NOT_SUMMABLE {
+            assert!(SessionStats::NAMES.contains(name), "{name}");
+        }
+        let summable = |name: &str| {
+            let column = SessionStats::NAMES.iter().position(|n| *n == name).unwrap();
+            SessionStats::is_summable(column)
+        };
+        for name in [
+            "rtp-packets-received",
+            "packets-lost",
+            "rtcp-sent",
+            "bye-received",
+        ] {
+            assert!(summable(name), "{name}");
+        }
+        for name in [
+            "remote-ssrc",
+            "jitter-us",
+            "rtt-us",
+            "mos",
+            "remote-packets-lost",
+        ] {
+            assert!(!summable(name), "{name}");
+        }
+        assert!(!SessionStats::is_summable(SessionStats::NCOLUMNS));
     }
 
     #[test]
