@@ -8,12 +8,21 @@
 //! woken through a `mio::Waker` (or at the next tick) and sends each queue in
 //! batches with `sendmmsg`.
 //!
+//! Every channel also runs an RTP [`Session`] on the worker: receive
+//! statistics from each datagram, send statistics from each packet sent,
+//! and RTCP ([`RtcpMode`]): received RTCP is recognised (RFC 5761) and given
+//! to the session, never handed on as RTP; reports go out when due, from a
+//! min-heap of (deadline, channel) so that a wake costs nothing per idle
+//! channel; a BYE goes out when the channel is removed or the server stops.
+//!
 //! Counters are atomics written by one writer each (the worker, or the
 //! sending thread for `dropped-queue-full`), so reading statistics never takes
-//! a lock the worker needs.
+//! a lock the worker needs. The worker copies each session's statistics into
+//! the channel's atomics after every batch that changed them.
 
 use std::cell::UnsafeCell;
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::fmt;
 use std::io;
 use std::mem::{MaybeUninit, size_of, zeroed};
@@ -22,13 +31,15 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use mio::unix::SourceFd;
 use mio::{Events, Poll, Token, Waker};
 
 use crate::counters;
+use crate::prng::SplitMix64;
 use crate::rtp;
+use crate::session::{self, ReportInterval, Session, SessionStats, StatKind};
 
 /// Datagrams read or written per `recvmmsg` / `sendmmsg` call.
 pub const BATCH: usize = 32;
@@ -39,11 +50,21 @@ const SLOT: usize = 65_536;
 pub const MAX_QUEUE_SIZE: u32 = 1 << 16;
 /// Smallest send queue: the ring needs two slots to tell full from empty.
 pub const MIN_QUEUE_SIZE: u32 = 2;
-/// Version of the [`Server::packed_stats`] layout, written in its header row.
-/// 2 added `dropped-kernel` after `dropped-not-rtp`.
-pub const PACKED_STATS_VERSION: u64 = 2;
+/// Version of the [`packed_stats`] layout, written in its header row.
+/// 2 added `dropped-kernel` after `dropped-not-rtp`; 3 added the session's
+/// columns ([`SessionStats::NAMES`]) after `local-port`.
+pub const PACKED_STATS_VERSION: u64 = 3;
 
 const WAKER: Token = Token(usize::MAX);
+/// Set in the epoll token of a channel's RTCP socket (`port+1` mode); the
+/// channel id is in the low 32 bits of both of its tokens.
+const RTCP_TOKEN: usize = 1 << 32;
+const _: () = assert!(
+    usize::BITS >= 64,
+    "epoll tokens hold a channel id and a flag"
+);
+/// Random even ports tried for an RTP/RTCP pair before giving up.
+const PORT_PAIR_ATTEMPTS: usize = 64;
 /// Readiness events taken per poll.
 const EVENTS: usize = 4096;
 /// Longest sleep of a paced worker between checks for commands.
@@ -52,26 +73,29 @@ const PAUSE_SLICE: Duration = Duration::from_millis(5);
 const READS_PER_EVENT: usize = 4;
 
 counters! {
-    /// What one channel did. `packets-received` counts every datagram read
-    /// from the socket, so it equals the packets handed on plus
+    /// What one channel's sockets did. `packets-received` counts every
+    /// datagram read (from the RTCP socket too), so it equals the RTP
+    /// packets handed on plus the session's `rtcp-received` plus
     /// `dropped-foreign-source` plus `dropped-not-rtp` (`dropped-kernel`
-    /// counts those that never got that far); every packet given to
-    /// [`Channel::send`] ends in `packets-sent`, `dropped-queue-full` or
+    /// counts those that never got that far). Every packet given to
+    /// [`Channel::send`], and every RTCP compound the session wrote
+    /// (`rtcp-sent`), ends in `packets-sent`, `dropped-queue-full` or
     /// `send-errors`.
     pub struct ChannelStats {
-        /// Datagrams read from the channel's socket.
+        /// Datagrams read from the channel's sockets.
         packets_received = "packets-received",
         /// Bytes of those datagrams (UDP payload).
         octets_received = "octets-received",
-        /// Packets the kernel accepted for sending.
+        /// Datagrams (RTP and RTCP) the kernel accepted for sending.
         packets_sent = "packets-sent",
-        /// Bytes of those packets.
+        /// Bytes of those datagrams.
         octets_sent = "octets-sent",
         /// Packets to send dropped because the send queue was full.
         dropped_queue_full = "dropped-queue-full",
         /// Received packets dropped by the source filter (not from the target).
         dropped_foreign_source = "dropped-foreign-source",
-        /// Received datagrams that are not valid RTP.
+        /// Received datagrams that are neither valid RTP nor RTCP (RFC 5761's
+        /// rule; malformed RTCP is the session's `rtcp-dropped`).
         dropped_not_rtp = "dropped-not-rtp",
         /// Datagrams the kernel dropped on the channel's socket before the
         /// worker read them (receive buffer full), as the socket counts them
@@ -88,6 +112,31 @@ counters! {
 
 /// Number of per-channel counters.
 pub const NCOUNTERS: usize = ChannelStats::NAMES.len();
+/// Columns of a channel's statistics: the counters, then the session's.
+pub const NSTATS: usize = NCOUNTERS + SessionStats::NCOLUMNS;
+
+/// One channel's statistics: [`ChannelStats::NAMES`] then
+/// [`SessionStats::NAMES`], signed session columns as two's complement.
+pub type StatsRow = [u64; NSTATS];
+
+/// The name of statistics column `column` (see [`StatsRow`]).
+pub fn stats_name(column: usize) -> &'static str {
+    if column < NCOUNTERS {
+        ChannelStats::NAMES[column]
+    } else {
+        SessionStats::NAMES[column - NCOUNTERS]
+    }
+}
+
+/// The type of statistics column `column`: every counter is a `u64`, a
+/// session column as the session declares it.
+pub fn stats_kind(column: usize) -> StatKind {
+    if column < NCOUNTERS {
+        StatKind::U64
+    } else {
+        SessionStats::KINDS[column - NCOUNTERS]
+    }
+}
 
 const fn str_eq(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
@@ -116,6 +165,18 @@ const fn col(name: &str) -> usize {
     panic!("no such channel counter")
 }
 
+/// Column of session statistic `name` in a [`StatsRow`].
+const fn session_col(name: &str) -> usize {
+    let mut i = 0;
+    while i < SessionStats::NCOLUMNS {
+        if str_eq(SessionStats::NAMES[i], name) {
+            return NCOUNTERS + i;
+        }
+        i += 1;
+    }
+    panic!("no such session statistic")
+}
+
 const PACKETS_RECEIVED: usize = col("packets-received");
 const OCTETS_RECEIVED: usize = col("octets-received");
 const PACKETS_SENT: usize = col("packets-sent");
@@ -127,11 +188,18 @@ const DROPPED_KERNEL: usize = col("dropped-kernel");
 const SEND_ERRORS: usize = col("send-errors");
 const LATCHED: usize = col("latched");
 const LOCAL_PORT: usize = col("local-port");
+#[cfg(test)]
+const RTCP_SENT: usize = session_col("rtcp-sent");
+const _: () = assert!(session_col("local-ssrc") == NCOUNTERS);
 
-/// Counters that add over channels (the others are states: `latched`,
-/// `local-port`).
+/// Columns of a [`StatsRow`] that add over channels: not the states
+/// (`latched`, `local-port`) nor what [`SessionStats::is_summable`] refuses.
 pub fn is_summable(column: usize) -> bool {
-    column != LATCHED && column != LOCAL_PORT
+    if column < NCOUNTERS {
+        column != LATCHED && column != LOCAL_PORT
+    } else {
+        SessionStats::is_summable(column - NCOUNTERS)
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -329,14 +397,37 @@ pub fn remote_addr(host: &str, port: u16, local: SocketAddr) -> Result<SocketAdd
     }))
 }
 
-/// One channel's socket settings.
+/// Whether and where a channel sends RTCP. In every mode, RTCP received is
+/// recognised (on the RTP socket by [`rtp::is_rtcp`], RFC 5761's rule),
+/// counted and given to the session, never handed on as RTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RtcpMode {
+    /// No RTCP sent. Reports that fall due only close their interval
+    /// ([`Session::close_interval`]), so fraction lost and MOS still move.
+    #[default]
+    Off,
+    /// RTCP on the RTP socket, to the RTP target (RFC 5761 rtcp-mux).
+    Mux,
+    /// RTCP on a second socket bound to the RTP port + 1, sent to the
+    /// target's port + 1, or (latching, while no target is set) to where the
+    /// peer's RTCP comes from. Everything that arrives there is RTCP.
+    PortPlusOne,
+}
+
+/// One channel's socket and session settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChannelConfig {
+    /// Where the RTP socket binds. Port 0 with [`RtcpMode::PortPlusOne`]:
+    /// an even free port whose successor is free too.
     pub bind: SocketAddr,
     pub remote: Option<SocketAddr>,
     pub latch: bool,
     pub source_filter: bool,
     pub queue_size: u32,
+    pub rtcp: RtcpMode,
+    /// RTP clock rate of the channel's payload; None: jitter unknown.
+    pub clock_rate: Option<u32>,
+    pub rtcp_interval: ReportInterval,
 }
 
 impl Default for ChannelConfig {
@@ -347,8 +438,47 @@ impl Default for ChannelConfig {
             latch: true,
             source_filter: false,
             queue_size: 64,
+            rtcp: RtcpMode::Off,
+            clock_rate: None,
+            rtcp_interval: ReportInterval::default(),
         }
     }
+}
+
+/// The report interval of an `rtcp-interval` setting in ms: 0 is RFC
+/// 3550's randomised interval with its 5 s minimum, anything else that many
+/// ms exactly.
+pub fn report_interval(ms: u32) -> ReportInterval {
+    match ms {
+        0 => ReportInterval::default(),
+        ms => ReportInterval::Fixed { ms: u64::from(ms) },
+    }
+}
+
+/// A CNAME for a server's sessions: `rtpsynth-<16 hex digits>@<host name>`,
+/// random, so two servers (or processes) on one host differ (RFC 3550 6.5.1
+/// wants it unique among the session's participants).
+pub fn default_cname() -> String {
+    let id = SplitMix64::from_entropy().next_u64();
+    let host = host_name().unwrap_or_else(|| "localhost".into());
+    let mut cname = format!("rtpsynth-{id:016x}@{host}");
+    // A host name can be up to 255 bytes and an SDES item cannot be longer.
+    while cname.len() > session::MAX_CNAME_LEN {
+        cname.pop();
+    }
+    cname
+}
+
+fn host_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if r != 0 {
+        return None;
+    }
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = std::str::from_utf8(&buf[..len]).ok()?;
+    (!name.is_empty()).then(|| name.to_owned())
 }
 
 /// Why a channel could not be added.
@@ -390,6 +520,8 @@ impl std::error::Error for ChannelError {}
 /// packets waiting and the means to wake it.
 struct Notify {
     pending: Mutex<Vec<u32>>,
+    /// Channels with [`Updates`] to apply.
+    updated: Mutex<Vec<u32>>,
     wake_requested: AtomicBool,
     /// Worker pacing in microseconds: 0 wakes the worker for every send and
     /// every received packet; above, it runs one round per tick.
@@ -406,17 +538,31 @@ impl Notify {
     }
 }
 
+/// Settings the element changes on a running channel, picked up by the
+/// worker between batches.
+#[derive(Debug, Default)]
+struct Updates {
+    remote: Option<Option<SocketAddr>>,
+    clock_rate: Option<Option<u32>>,
+    interval: Option<ReportInterval>,
+}
+
 /// One channel as the element and the worker share it.
 pub struct Channel<P, A> {
     id: u32,
     local: SocketAddr,
+    /// The RTCP socket's address in [`RtcpMode::PortPlusOne`].
+    local_rtcp: Option<SocketAddr>,
     queue: SendQueue<P>,
     /// Set while the channel is in the worker's pending list.
     scheduled: AtomicBool,
-    counters: [AtomicU64; NCOUNTERS],
-    /// A new target for the worker, picked up between batches.
-    remote_update: Mutex<Option<Option<SocketAddr>>>,
-    remote_dirty: AtomicBool,
+    /// The counters, then the session's statistics (see [`StatsRow`]).
+    stats: [AtomicU64; NSTATS],
+    updates: Mutex<Updates>,
+    /// Set when `updates` holds news: the worker's check is a plain load.
+    dirty: AtomicBool,
+    /// The peer's CNAME; written by the worker when it changes.
+    remote_cname: Mutex<String>,
     notify: Arc<Notify>,
     /// What the user of the server keeps with the channel (its pads).
     pub attachment: A,
@@ -430,6 +576,11 @@ impl<P, A> Channel<P, A> {
     /// The address the socket is bound to, with the port actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// The RTCP socket's address, in [`RtcpMode::PortPlusOne`] only.
+    pub fn local_rtcp_addr(&self) -> Option<SocketAddr> {
+        self.local_rtcp
     }
 
     /// Queues `packet` for sending; a full queue drops it and counts it.
@@ -453,7 +604,7 @@ impl<P, A> Channel<P, A> {
         match self.queue.push(packet) {
             Ok(()) => true,
             Err(_dropped) => {
-                self.counters[DROPPED_QUEUE_FULL].fetch_add(1, Ordering::Relaxed);
+                self.stats[DROPPED_QUEUE_FULL].fetch_add(1, Ordering::Relaxed);
                 false
             }
         }
@@ -468,24 +619,58 @@ impl<P, A> Channel<P, A> {
         }
     }
 
-    /// Sets (or with `None` clears) the send target. Clearing it lets the
-    /// channel latch again.
-    pub fn set_remote(&self, remote: Option<SocketAddr>) {
-        *lock(&self.remote_update) = Some(remote);
-        self.remote_dirty.store(true, Ordering::Release);
+    /// Records an update and has the worker apply it soon, even to a
+    /// channel with no traffic.
+    fn update(&self, apply: impl FnOnce(&mut Updates)) {
+        apply(&mut lock(&self.updates));
+        self.dirty.store(true, Ordering::Release);
+        lock(&self.notify.updated).push(self.id);
+        self.notify.wake();
     }
 
-    /// The counters now, in [`ChannelStats::NAMES`] order.
-    pub fn stats(&self) -> [u64; NCOUNTERS] {
-        std::array::from_fn(|i| self.counters[i].load(Ordering::Acquire))
+    /// Sets (or with `None` clears) the send target. Clearing it lets the
+    /// channel latch again (RTP and RTCP).
+    pub fn set_remote(&self, remote: Option<SocketAddr>) {
+        self.update(|u| u.remote = Some(remote));
+    }
+
+    /// Sets the RTP clock rate of the session (None: unknown, no jitter).
+    pub fn set_clock_rate(&self, clock_rate: Option<u32>) {
+        self.update(|u| u.clock_rate = Some(clock_rate));
+    }
+
+    /// Sets the report interval of the session.
+    pub fn set_rtcp_interval(&self, interval: ReportInterval) {
+        self.update(|u| u.interval = Some(interval));
+    }
+
+    /// The statistics now, in [`StatsRow`] order.
+    pub fn stats(&self) -> StatsRow {
+        // In column order: `packets-received` first, with acquire, so the
+        // drops and RTCP counts published before it are seen with it.
+        std::array::from_fn(|i| self.stats[i].load(Ordering::Acquire))
+    }
+
+    /// The peer's CNAME, from its last SDES (empty before one).
+    pub fn remote_cname(&self) -> String {
+        lock(&self.remote_cname).clone()
     }
 
     /// Adds `n` to a counter only the worker writes: a plain load and store,
     /// no locked instruction.
     #[inline]
     fn bump(&self, column: usize, n: u64) {
-        let c = &self.counters[column];
+        let c = &self.stats[column];
         c.store(c.load(Ordering::Relaxed) + n, Ordering::Release);
+    }
+
+    /// Copies the session's statistics into the shared columns.
+    fn publish(&self, session: &Session) {
+        let mut columns = [0u64; SessionStats::NCOLUMNS];
+        session.stats().write_columns(&mut columns);
+        for (shared, value) in self.stats[NCOUNTERS..].iter().zip(columns) {
+            shared.store(value, Ordering::Relaxed);
+        }
     }
 }
 
@@ -495,13 +680,12 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Creates the non-blocking socket a channel with `config` will own.
-fn open_socket(id: u32, config: &ChannelConfig) -> Result<std::net::UdpSocket, ChannelError> {
-    let socket = std::net::UdpSocket::bind(config.bind)
-        .map_err(|e| ChannelError::Bind(id, config.bind, e))?;
+/// Creates a non-blocking socket bound to `bind` for channel `id`.
+fn open_socket(id: u32, bind: SocketAddr) -> Result<std::net::UdpSocket, ChannelError> {
+    let socket = std::net::UdpSocket::bind(bind).map_err(|e| ChannelError::Bind(id, bind, e))?;
     socket
         .set_nonblocking(true)
-        .map_err(|e| ChannelError::Socket(id, config.bind, "make it non-blocking", e))?;
+        .map_err(|e| ChannelError::Socket(id, bind, "make it non-blocking", e))?;
     // The kernel then attaches the socket's drop count to each datagram it
     // delivers after a drop, so no datagram is lost without a count.
     let on: libc::c_int = 1;
@@ -518,12 +702,70 @@ fn open_socket(id: u32, config: &ChannelConfig) -> Result<std::net::UdpSocket, C
     if r < 0 {
         return Err(ChannelError::Socket(
             id,
-            config.bind,
+            bind,
             "enable SO_RXQ_OVFL",
             io::Error::last_os_error(),
         ));
     }
     Ok(socket)
+}
+
+/// The RTP socket and, in [`RtcpMode::PortPlusOne`], the RTCP socket on the
+/// next port. With port 0 the system picks the RTP port; it is kept when it
+/// is even (RFC 3550 11 wants RTP on an even port) and the next one is free,
+/// otherwise both are closed and another is tried.
+fn open_sockets(
+    id: u32,
+    config: &ChannelConfig,
+) -> Result<(std::net::UdpSocket, Option<std::net::UdpSocket>), ChannelError> {
+    if config.rtcp != RtcpMode::PortPlusOne {
+        return Ok((open_socket(id, config.bind)?, None));
+    }
+    let next = |addr: SocketAddr| {
+        addr.port().checked_add(1).map(|port| {
+            let mut rtcp = addr;
+            rtcp.set_port(port);
+            rtcp
+        })
+    };
+    if config.bind.port() != 0 {
+        let rtcp_bind = next(config.bind).ok_or_else(|| {
+            ChannelError::Config(
+                id,
+                ConfigError(format!(
+                    "bind-port {} leaves no port + 1 for RTCP",
+                    config.bind.port()
+                )),
+            )
+        })?;
+        let rtp = open_socket(id, config.bind)?;
+        return Ok((rtp, Some(open_socket(id, rtcp_bind)?)));
+    }
+    for _ in 0..PORT_PAIR_ATTEMPTS {
+        let rtp = open_socket(id, config.bind)?;
+        let local = rtp
+            .local_addr()
+            .map_err(|e| ChannelError::Bind(id, config.bind, e))?;
+        if local.port() % 2 != 0 {
+            continue;
+        }
+        let Some(rtcp_bind) = next(local) else {
+            continue;
+        };
+        match open_socket(id, rtcp_bind) {
+            Ok(rtcp) => return Ok((rtp, Some(rtcp))),
+            Err(ChannelError::Bind(..)) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ChannelError::Bind(
+        id,
+        config.bind,
+        io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("no even port with the next one free for RTCP in {PORT_PAIR_ATTEMPTS} tries"),
+        ),
+    ))
 }
 
 // ---------------------------------------------------------------------------
@@ -569,6 +811,11 @@ pub trait Handler: Send + 'static {
 
     /// A socket failed on `channel`; the other channels keep running.
     fn socket_error(&mut self, channel: &Channel<Self::Packet, Self::Attachment>, error: io::Error);
+
+    /// An RTCP compound with a BYE arrived on `channel`; `ssrc` is the first
+    /// source it names (the session counts every BYE packet in
+    /// `bye-received`).
+    fn bye_received(&mut self, _channel: &Channel<Self::Packet, Self::Attachment>, _ssrc: u32) {}
 }
 
 // ---------------------------------------------------------------------------
@@ -576,8 +823,17 @@ pub trait Handler: Send + 'static {
 
 type ChannelRef<H> = Arc<Channel<<H as Handler>::Packet, <H as Handler>::Attachment>>;
 
+/// What a new channel brings to the worker.
+struct NewChannel<H: Handler> {
+    channel: ChannelRef<H>,
+    socket: std::net::UdpSocket,
+    rtcp_socket: Option<std::net::UdpSocket>,
+    config: ChannelConfig,
+    session: Box<Session>,
+}
+
 enum Command<H: Handler> {
-    Add(ChannelRef<H>, std::net::UdpSocket, ChannelConfig),
+    Add(NewChannel<H>),
     Remove(u32, mpsc::Sender<()>),
     Stop,
 }
@@ -585,8 +841,26 @@ enum Command<H: Handler> {
 struct Shared<H: Handler> {
     channels: Mutex<BTreeMap<u32, ChannelRef<H>>>,
     commands: Mutex<Vec<Command<H>>>,
-    /// Counters of channels already removed, so totals never go down.
-    released: Mutex<[u64; NCOUNTERS]>,
+    /// Statistics of channels already removed, so totals never go down.
+    released: Mutex<StatsRow>,
+    /// The sessions' clock: `now` is the time since this instant, in ns.
+    origin: Instant,
+    /// NTP time at `origin`, read once so every session agrees.
+    ntp_at_zero: u64,
+    /// CNAME of the sessions of channels added from now on.
+    cname: Mutex<String>,
+    /// Seeds each session's SSRC and interval randomisation.
+    rng: Mutex<SplitMix64>,
+}
+
+impl<H: Handler> Shared<H> {
+    fn now(&self) -> u64 {
+        nanos_since(self.origin)
+    }
+}
+
+fn nanos_since(origin: Instant) -> u64 {
+    u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// The worker thread and its channels. Dropping it stops the thread and
@@ -601,20 +875,30 @@ impl<H: Handler> Server<H> {
     /// Starts the worker thread. A non-zero `tick` makes it run one round
     /// (receive everything ready, send everything queued) per tick, trading
     /// up to one tick of latency for bigger batches; zero serves each packet
-    /// as soon as it arrives or is queued.
+    /// as soon as it arrives or is queued. The sessions' CNAME is
+    /// [`default_cname`] until [`Server::set_cname`].
     pub fn start(handler: H, tick: Duration) -> io::Result<Self> {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
         let notify = Arc::new(Notify {
             pending: Mutex::new(Vec::new()),
+            updated: Mutex::new(Vec::new()),
             wake_requested: AtomicBool::new(false),
             tick_us: AtomicU64::new(tick.as_micros() as u64),
             waker,
         });
+        let origin = Instant::now();
+        let since_epoch = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
         let shared = Arc::new(Shared {
             channels: Mutex::new(BTreeMap::new()),
             commands: Mutex::new(Vec::new()),
-            released: Mutex::new([0; NCOUNTERS]),
+            released: Mutex::new([0; NSTATS]),
+            origin,
+            ntp_at_zero: session::ntp_at_zero(0, since_epoch),
+            cname: Mutex::new(default_cname()),
+            rng: Mutex::new(SplitMix64::from_entropy()),
         });
         let (worker_shared, worker_notify) = (shared.clone(), notify.clone());
         // The batch buffers hold raw pointers, so they are made on the
@@ -628,10 +912,13 @@ impl<H: Handler> Server<H> {
                     shared: worker_shared,
                     notify: worker_notify,
                     table: HashMap::new(),
+                    deadlines: BinaryHeap::new(),
                     recv: RecvBuffers::new(),
                     send: SendBuffers::new(),
+                    rtcp_out: vec![0; session::MAX_COMPOUND_LEN],
                     accepted: Vec::with_capacity(BATCH),
                     pending: Vec::new(),
+                    updated: Vec::new(),
                     commands: Vec::new(),
                 }
                 .run()
@@ -656,8 +943,28 @@ impl<H: Handler> Server<H> {
         self.notify.wake();
     }
 
-    /// Binds channel `id`'s socket now (so a bind error is known at once) and
-    /// hands it to the worker.
+    /// Sets the CNAME of the sessions of channels added from now on; one
+    /// longer than an SDES item holds ([`session::MAX_CNAME_LEN`] bytes) is
+    /// refused.
+    pub fn set_cname(&self, cname: &str) -> Result<(), ConfigError> {
+        if cname.len() > session::MAX_CNAME_LEN {
+            return Err(ConfigError(format!(
+                "cname of {} bytes is longer than {}",
+                cname.len(),
+                session::MAX_CNAME_LEN
+            )));
+        }
+        *lock(&self.shared.cname) = cname.to_owned();
+        Ok(())
+    }
+
+    /// The CNAME of channels added from now on.
+    pub fn cname(&self) -> String {
+        lock(&self.shared.cname).clone()
+    }
+
+    /// Binds channel `id`'s sockets now (so a bind error is known at once)
+    /// and hands them to the worker with a new session.
     pub fn add_channel(
         &self,
         id: u32,
@@ -672,30 +979,65 @@ impl<H: Handler> Server<H> {
         if self.thread.as_ref().is_none_or(|t| t.is_finished()) {
             return Err(ChannelError::Stopped(id));
         }
-        let socket = open_socket(id, &config)?;
+        let (ssrc, seed) = {
+            let mut rng = lock(&self.shared.rng);
+            (rng.next_u32(), rng.next_u64())
+        };
+        let session_config = session::Config {
+            ssrc,
+            clock_rate: config.clock_rate,
+            interval: config.rtcp_interval,
+            seed,
+            ntp_at_zero: self.shared.ntp_at_zero,
+        };
+        let session = Session::new(
+            &session_config,
+            &lock(&self.shared.cname),
+            self.shared.now(),
+        )
+        .map_err(|e| ChannelError::Config(id, ConfigError(e.to_string())))?;
+        let (socket, rtcp_socket) = open_sockets(id, &config)?;
         let local = socket
             .local_addr()
             .map_err(|e| ChannelError::Bind(id, config.bind, e))?;
+        let local_rtcp = match &rtcp_socket {
+            Some(s) => Some(
+                s.local_addr()
+                    .map_err(|e| ChannelError::Bind(id, config.bind, e))?,
+            ),
+            None => None,
+        };
         let channel = Arc::new(Channel {
             id,
             local,
+            local_rtcp,
             queue: SendQueue::new(config.queue_size).map_err(|e| ChannelError::Config(id, e))?,
             scheduled: AtomicBool::new(false),
-            counters: Default::default(),
-            remote_update: Mutex::new(None),
-            remote_dirty: AtomicBool::new(false),
+            stats: std::array::from_fn(|_| AtomicU64::new(0)),
+            updates: Mutex::new(Updates::default()),
+            dirty: AtomicBool::new(false),
+            remote_cname: Mutex::new(String::new()),
             notify: self.notify.clone(),
             attachment,
         });
-        channel.counters[LOCAL_PORT].store(u64::from(local.port()), Ordering::Relaxed);
+        channel.stats[LOCAL_PORT].store(u64::from(local.port()), Ordering::Relaxed);
+        // Readers see the session's sentinels (unknown), not zeros, at once.
+        channel.publish(&session);
         channels.insert(id, channel.clone());
         drop(channels);
-        self.command(Command::Add(channel.clone(), socket, config));
+        self.command(Command::Add(NewChannel {
+            channel: channel.clone(),
+            socket,
+            rtcp_socket,
+            config,
+            session: Box::new(session),
+        }));
         Ok(channel)
     }
 
     /// Removes channel `id` and waits (at most `timeout`) until the worker
-    /// has closed its socket, so its port can be bound again at once.
+    /// has said BYE (when it sends RTCP) and closed its sockets, so its ports
+    /// can be bound again at once.
     pub fn remove_channel(&self, id: u32, timeout: Duration) -> bool {
         let Some(channel) = lock(&self.shared.channels).remove(&id) else {
             return false;
@@ -714,16 +1056,16 @@ impl<H: Handler> Server<H> {
         lock(&self.shared.channels).get(&id).cloned()
     }
 
-    /// `(channel id, counters)` of every channel, in id order.
-    pub fn channel_stats(&self) -> Vec<(u32, [u64; NCOUNTERS])> {
+    /// `(channel id, statistics)` of every channel, in id order.
+    pub fn channel_stats(&self) -> Vec<(u32, StatsRow)> {
         let channels: Vec<_> = lock(&self.shared.channels).values().cloned().collect();
         channels.iter().map(|c| (c.id, c.stats())).collect()
     }
 
-    /// Sums of the summable counters over every channel ever served by this
-    /// server (released ones included); `latched` counts channels latched now
-    /// and `local-port` is 0.
-    pub fn totals(&self, per_channel: &[(u32, [u64; NCOUNTERS])]) -> [u64; NCOUNTERS] {
+    /// Sums of the summable columns ([`is_summable`]) over every channel
+    /// ever served by this server (released ones included); `latched` counts
+    /// channels latched now; the other columns are 0.
+    pub fn totals(&self, per_channel: &[(u32, StatsRow)]) -> StatsRow {
         let mut sum = *lock(&self.shared.released);
         for (_, row) in per_channel {
             add_into(&mut sum, row);
@@ -732,7 +1074,8 @@ impl<H: Handler> Server<H> {
         sum
     }
 
-    /// Stops the worker and closes every socket.
+    /// Stops the worker (which says BYE on every channel that sends RTCP)
+    /// and closes every socket.
     pub fn stop(&mut self) {
         if let Some(thread) = self.thread.take() {
             self.command(Command::Stop);
@@ -740,6 +1083,19 @@ impl<H: Handler> Server<H> {
             let _ = thread.join();
         }
         lock(&self.shared.channels).clear();
+    }
+
+    /// [`Server::stop`], returning the statistics as they were after the
+    /// last BYE went out: [`Server::channel_stats`] and [`Server::totals`].
+    pub fn stop_with_stats(&mut self) -> (Vec<(u32, StatsRow)>, StatsRow) {
+        if let Some(thread) = self.thread.take() {
+            self.command(Command::Stop);
+            let _ = thread.join();
+        }
+        let rows = self.channel_stats();
+        let totals = self.totals(&rows);
+        lock(&self.shared.channels).clear();
+        (rows, totals)
     }
 }
 
@@ -749,28 +1105,32 @@ impl<H: Handler> Drop for Server<H> {
     }
 }
 
-fn add_into(sum: &mut [u64; NCOUNTERS], row: &[u64; NCOUNTERS]) {
+/// Adds the summable columns of `row` into `sum`; signed columns wrap as
+/// two's complement, which is their sum.
+fn add_into(sum: &mut StatsRow, row: &StatsRow) {
     for (i, (s, v)) in sum.iter_mut().zip(row).enumerate() {
         if is_summable(i) {
-            *s += v;
+            *s = s.wrapping_add(*v);
         }
     }
 }
 
-/// Column names of [`packed_stats`] rows: `channel`, then the counters.
+/// Column names of [`packed_stats`] rows: `channel`, then the statistics
+/// ([`stats_name`]).
 pub fn packed_columns() -> Vec<&'static str> {
     std::iter::once("channel")
-        .chain(ChannelStats::NAMES.iter().copied())
+        .chain((0..NSTATS).map(stats_name))
         .collect()
 }
 
-/// All channels' counters as little-endian `u64`s, one row of
-/// `1 + NCOUNTERS` columns per channel (channel id first), after one header
-/// row of the same width: `[PACKED_STATS_VERSION, columns, rows, 0, …]`.
-pub fn packed_stats(rows: &[(u32, [u64; NCOUNTERS])]) -> Vec<u8> {
-    let ncols = 1 + NCOUNTERS;
+/// All channels' statistics as little-endian `u64`s, one row of
+/// `1 + NSTATS` columns per channel (channel id first; signed columns as
+/// two's complement), after one header row of the same width:
+/// `[PACKED_STATS_VERSION, columns, rows, 0, …]`.
+pub fn packed_stats(rows: &[(u32, StatsRow)]) -> Vec<u8> {
+    let ncols = 1 + NSTATS;
     let mut out = Vec::with_capacity((rows.len() + 1) * ncols * 8);
-    let mut header = [0u64; 1 + NCOUNTERS];
+    let mut header = [0u64; 1 + NSTATS];
     header[0] = PACKED_STATS_VERSION;
     header[1] = ncols as u64;
     header[2] = rows.len() as u64;
@@ -1048,12 +1408,9 @@ fn target_for(local: SocketAddr, to: SocketAddr) -> SocketAddr {
     }
 }
 
-struct WorkerChannel<H: Handler> {
-    channel: ChannelRef<H>,
+/// One of a channel's sockets as the worker reads it.
+struct Receiver {
     socket: std::net::UdpSocket,
-    remote: Option<SocketAddr>,
-    latch: bool,
-    source_filter: bool,
     /// Datagrams to ask the next `recvmmsg` for: as many as the socket is
     /// expected to hold, so the call rarely makes a last, failing attempt.
     batch: usize,
@@ -1064,17 +1421,56 @@ struct WorkerChannel<H: Handler> {
     kernel_drops: u32,
 }
 
-/// Registers `socket` for level-triggered readability under token `id` on
+impl Receiver {
+    fn new(socket: std::net::UdpSocket) -> Self {
+        Receiver {
+            socket,
+            batch: 1,
+            failing: false,
+            kernel_drops: 0,
+        }
+    }
+}
+
+struct WorkerChannel<H: Handler> {
+    channel: ChannelRef<H>,
+    rtp: Receiver,
+    /// The RTCP socket of [`RtcpMode::PortPlusOne`].
+    rtcp: Option<Receiver>,
+    mode: RtcpMode,
+    /// The RTP target: configured, or latched.
+    remote: Option<SocketAddr>,
+    /// `remote` was configured (not latched).
+    configured: bool,
+    /// [`RtcpMode::PortPlusOne`]: the source of the first datagram on the
+    /// RTCP socket while no target is configured.
+    rtcp_latched: Option<SocketAddr>,
+    latch: bool,
+    source_filter: bool,
+    session: Box<Session>,
+}
+
+/// `addr` with the port after its own, if there is one.
+fn next_port(addr: SocketAddr) -> Option<SocketAddr> {
+    let port = addr.port().checked_add(1)?;
+    Some(SocketAddr::new(addr.ip(), port))
+}
+
+/// Registers `socket` for level-triggered readability under `token` on
 /// mio's epoll instance. mio itself only registers edge-triggered, which
 /// obliges a reader to drain the socket down to `EAGAIN`: one failing
 /// `recvmsg` per wake, for a channel that mostly holds a single packet. Level
 /// triggering lets the worker read what it expects and leave the rest for the
 /// next round, which epoll then reports again.
-fn register_level_triggered(poll: &Poll, socket: &std::net::UdpSocket, id: u32) -> io::Result<()> {
+fn register_level_triggered(
+    poll: &Poll,
+    socket: &std::net::UdpSocket,
+    token: usize,
+) -> io::Result<()> {
     let mut event = libc::epoll_event {
         events: libc::EPOLLIN as u32,
         // mio reads its tokens back from this field.
-        u64: id as u64,
+        u64: token as u64,
     };
     // SAFETY: both fds are open; the kernel copies `event`.
     let r = unsafe {
@@ -1092,15 +1488,86 @@ fn register_level_triggered(poll: &Poll, socket: &std::net::UdpSocket, id: u32) 
 }
 
 impl<H: Handler> WorkerChannel<H> {
-    fn refresh_remote(&mut self) {
-        // A plain load first: the locked swap only when there is news.
-        if self.channel.remote_dirty.load(Ordering::Relaxed)
-            && self.channel.remote_dirty.swap(false, Ordering::Acquire)
-            && let Some(update) = lock(&self.channel.remote_update).take()
-        {
-            self.remote = update.map(canonical);
-            self.channel.counters[LATCHED].store(0, Ordering::Relaxed);
+    /// Where RTCP goes: nowhere when off or without a target.
+    fn rtcp_target(&self) -> Option<SocketAddr> {
+        match self.mode {
+            RtcpMode::Off => None,
+            RtcpMode::Mux => self.remote,
+            RtcpMode::PortPlusOne if self.configured => self.remote.and_then(next_port),
+            RtcpMode::PortPlusOne => self
+                .rtcp_latched
+                .or_else(|| self.remote.and_then(next_port)),
         }
+    }
+
+    /// The socket RTCP goes out on, and its address.
+    fn rtcp_socket(&self) -> (&std::net::UdpSocket, SocketAddr) {
+        match (&self.rtcp, self.channel.local_rtcp) {
+            (Some(rtcp), Some(local)) => (&rtcp.socket, local),
+            _ => (&self.rtp.socket, self.channel.local),
+        }
+    }
+
+    /// Applies what the element changed since the last call. Returns
+    /// whether the report deadline moved (the caller then pushes it).
+    fn refresh(&mut self, now: u64) -> bool {
+        // A plain load first: the locked swap only when there is news.
+        if !(self.channel.dirty.load(Ordering::Relaxed)
+            && self.channel.dirty.swap(false, Ordering::Acquire))
+        {
+            return false;
+        }
+        let updates = std::mem::take(&mut *lock(&self.channel.updates));
+        if let Some(remote) = updates.remote {
+            self.remote = remote.map(canonical);
+            self.configured = self.remote.is_some();
+            self.rtcp_latched = None;
+            self.channel.stats[LATCHED].store(0, Ordering::Relaxed);
+        }
+        if let Some(clock_rate) = updates.clock_rate {
+            self.session.set_clock_rate(clock_rate);
+        }
+        let before = self.session.next_deadline();
+        if let Some(interval) = updates.interval {
+            // The element only sends valid intervals; a zero one is refused
+            // by the session and changes nothing.
+            let _ = self.session.set_interval(interval, now);
+        }
+        self.channel.publish(&self.session);
+        self.session.next_deadline() != before
+    }
+}
+
+/// Sends one RTCP compound from `wc`'s RTCP socket and counts it.
+fn send_rtcp<H: Handler>(
+    send: &mut SendBuffers,
+    wc: &WorkerChannel<H>,
+    compound: &[u8],
+    target: SocketAddr,
+) {
+    let (socket, local) = wc.rtcp_socket();
+    let (sent, err) = send.send(socket.as_raw_fd(), &[compound], target_for(local, target));
+    let ch = &wc.channel;
+    if sent == 1 {
+        ch.bump(PACKETS_SENT, 1);
+        ch.bump(OCTETS_SENT, compound.len() as u64);
+    } else if err.is_some() {
+        ch.bump(SEND_ERRORS, 1);
+    }
+}
+
+/// Reports due, earliest first. Entries are never removed early: one whose
+/// channel is gone, or whose session's deadline is no longer its time, is
+/// skipped when it comes up (lazy invalidation), and every change of a
+/// deadline pushes a new entry. A wake thus costs O(log n) per report due
+/// and nothing per idle channel, and the heap holds about one entry per
+/// channel.
+type Deadlines = BinaryHeap<Reverse<(u64, u32)>>;
+
+fn push_deadline(deadlines: &mut Deadlines, id: u32, session: &Session) {
+    let at = session.next_deadline();
+    if at != u64::MAX {
+        deadlines.push(Reverse((at, id)));
     }
 }
 
@@ -1110,14 +1577,24 @@ struct Worker<H: Handler> {
     shared: Arc<Shared<H>>,
     notify: Arc<Notify>,
     table: HashMap<u32, WorkerChannel<H>>,
+    deadlines: Deadlines,
     recv: RecvBuffers,
     send: SendBuffers,
+    /// Where reports and BYEs are written: [`session::MAX_COMPOUND_LEN`].
+    rtcp_out: Vec<u8>,
     accepted: Vec<(usize, SocketAddr)>,
     pending: Vec<u32>,
+    updated: Vec<u32>,
     commands: Vec<Command<H>>,
 }
 
 impl<H: Handler> Worker<H> {
+    /// Time until the earliest report (zero when one is due), if any.
+    fn until_next_report(&self) -> Option<Duration> {
+        let Reverse((at, _)) = self.deadlines.peek()?;
+        Some(Duration::from_nanos(at.saturating_sub(self.shared.now())))
+    }
+
     fn run(&mut self) {
         let mut events = Events::with_capacity(EVENTS);
         let mut next_tick = Instant::now();
@@ -1126,24 +1603,39 @@ impl<H: Handler> Worker<H> {
         loop {
             let tick_us = self.notify.tick_us.load(Ordering::Relaxed);
             let tick = Duration::from_micros(tick_us);
-            let timeout = if tick.is_zero() {
+            let timeout = if more_to_send {
                 // Sends left over from the last round: only look for reads.
-                more_to_send.then_some(Duration::ZERO)
+                Some(Duration::ZERO)
+            } else if tick.is_zero() {
+                // Sleep until something happens or a report is due.
+                self.until_next_report()
             } else {
                 // Paced rounds: epoll keeps what became ready meanwhile, so
                 // one round handles a tick's worth of packets in one go.
-                // Socket readiness does not end the pause; a command or a new
-                // tick does, within a slice, so changes never wait for a long
-                // tick.
+                // Socket readiness does not end the pause; a command, a new
+                // tick or a report due does, within a slice, so changes never
+                // wait for a long tick.
                 loop {
                     let now = Instant::now();
                     let retuned = self.notify.tick_us.load(Ordering::Relaxed) != tick_us;
-                    if now >= next_tick || retuned || !lock(&self.shared.commands).is_empty() {
+                    let report = self.until_next_report();
+                    if now >= next_tick
+                        || retuned
+                        || report == Some(Duration::ZERO)
+                        || !lock(&self.shared.commands).is_empty()
+                    {
                         break;
                     }
-                    std::thread::sleep((next_tick - now).min(PAUSE_SLICE));
+                    let mut pause = (next_tick - now).min(PAUSE_SLICE);
+                    if let Some(report) = report {
+                        pause = pause.min(report);
+                    }
+                    std::thread::sleep(pause);
                 }
-                next_tick = (next_tick + tick).max(Instant::now());
+                let now = Instant::now();
+                if now >= next_tick {
+                    next_tick = (next_tick + tick).max(now);
+                }
                 Some(Duration::ZERO)
             };
             if let Err(e) = self.poll.poll(&mut events, timeout)
@@ -1159,7 +1651,7 @@ impl<H: Handler> Worker<H> {
                 ready += 1;
                 match event.token() {
                     WAKER => woken = true,
-                    Token(id) => self.receive(id as u32),
+                    Token(token) => self.receive(token as u32, token & RTCP_TOKEN != 0),
                 }
             }
             if ready == EVENTS {
@@ -1182,10 +1674,12 @@ impl<H: Handler> Worker<H> {
             if commands_queued && !self.run_commands() {
                 return;
             }
+            self.apply_updates();
             more_to_send = self.send_pending(&mut out);
             if more_to_send && !tick.is_zero() {
                 next_tick = Instant::now();
             }
+            self.send_reports();
         }
     }
 
@@ -1193,71 +1687,182 @@ impl<H: Handler> Worker<H> {
     fn run_commands(&mut self) -> bool {
         std::mem::swap(&mut *lock(&self.shared.commands), &mut self.commands);
         let mut keep_running = true;
-        for command in self.commands.drain(..) {
+        let mut commands = std::mem::take(&mut self.commands);
+        for command in commands.drain(..) {
             match command {
-                Command::Add(channel, socket, config) => {
-                    if let Err(e) = register_level_triggered(&self.poll, &socket, channel.id) {
-                        self.handler.socket_error(&channel, e);
-                        continue;
-                    }
-                    self.table.insert(
-                        channel.id,
-                        WorkerChannel {
-                            remote: config.remote.map(canonical),
-                            latch: config.latch,
-                            source_filter: config.source_filter,
-                            channel,
-                            socket,
-                            batch: 1,
-                            failing: false,
-                            kernel_drops: 0,
-                        },
-                    );
-                }
+                Command::Add(new) => self.add(new),
                 Command::Remove(id, done) => {
-                    if let Some(wc) = self.table.remove(&id) {
-                        let fd = wc.socket.as_raw_fd();
-                        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                    if let Some(mut wc) = self.table.remove(&id) {
+                        self.say_bye(&mut wc);
+                        for rx in std::iter::once(&wc.rtp).chain(&wc.rtcp) {
+                            let fd = rx.socket.as_raw_fd();
+                            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                        }
                         add_into(&mut lock(&self.shared.released), &wc.channel.stats());
-                        // Dropping `wc` closes the socket before the caller goes on.
+                        // Dropping `wc` closes the sockets before the caller goes on.
                     }
                     let _ = done.send(());
                 }
-                Command::Stop => keep_running = false,
+                Command::Stop => {
+                    let ids: Vec<u32> = self.table.keys().copied().collect();
+                    for id in ids {
+                        if let Some(mut wc) = self.table.remove(&id) {
+                            self.say_bye(&mut wc);
+                        }
+                    }
+                    keep_running = false;
+                }
             }
         }
+        // The vector goes back, keeping its room for the next round.
+        self.commands = commands;
         keep_running
     }
 
-    fn receive(&mut self, id: u32) {
+    fn add(&mut self, new: NewChannel<H>) {
+        let NewChannel {
+            channel,
+            socket,
+            rtcp_socket,
+            config,
+            session,
+        } = new;
+        let id = channel.id;
+        let id_token = id as usize;
+        let registered =
+            register_level_triggered(&self.poll, &socket, id_token).and_then(
+                |()| match &rtcp_socket {
+                    Some(s) => register_level_triggered(&self.poll, s, id_token | RTCP_TOKEN),
+                    None => Ok(()),
+                },
+            );
+        if let Err(e) = registered {
+            self.handler.socket_error(&channel, e);
+            return;
+        }
+        push_deadline(&mut self.deadlines, id, &session);
+        let remote = config.remote.map(canonical);
+        self.table.insert(
+            id,
+            WorkerChannel {
+                channel,
+                rtp: Receiver::new(socket),
+                rtcp: rtcp_socket.map(Receiver::new),
+                mode: config.rtcp,
+                remote,
+                configured: remote.is_some(),
+                rtcp_latched: None,
+                latch: config.latch,
+                source_filter: config.source_filter,
+                session,
+            },
+        );
+    }
+
+    /// Sends the compound that ends `wc`'s session, when it sends RTCP and
+    /// has a target; called before its sockets close.
+    fn say_bye(&mut self, wc: &mut WorkerChannel<H>) {
+        if let Some(target) = wc.rtcp_target() {
+            let len = wc.session.bye(self.shared.now(), &mut self.rtcp_out);
+            if len > 0 {
+                send_rtcp(&mut self.send, wc, &self.rtcp_out[..len], target);
+            }
+        }
+        wc.channel.publish(&wc.session);
+    }
+
+    /// Applies the updates of the channels the element changed.
+    fn apply_updates(&mut self) {
+        std::mem::swap(&mut *lock(&self.notify.updated), &mut self.updated);
+        if self.updated.is_empty() {
+            return;
+        }
+        let now = self.shared.now();
+        for id in self.updated.drain(..) {
+            if let Some(wc) = self.table.get_mut(&id)
+                && wc.refresh(now)
+            {
+                push_deadline(&mut self.deadlines, id, &wc.session);
+            }
+        }
+    }
+
+    /// Writes and sends every report due (or closes its interval when the
+    /// channel has nowhere to send it) and schedules the next.
+    fn send_reports(&mut self) {
+        let now = self.shared.now();
+        while let Some(&Reverse((at, id))) = self.deadlines.peek() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop();
+            let Some(wc) = self.table.get_mut(&id) else {
+                continue;
+            };
+            if wc.session.next_deadline() != at {
+                continue;
+            }
+            match wc.rtcp_target() {
+                Some(target) => {
+                    if let Some(len) = wc.session.poll_rtcp(now, &mut self.rtcp_out) {
+                        send_rtcp(&mut self.send, wc, &self.rtcp_out[..len], target);
+                    }
+                }
+                None => {
+                    wc.session.close_interval(now);
+                }
+            }
+            wc.channel.publish(&wc.session);
+            push_deadline(&mut self.deadlines, id, &wc.session);
+        }
+    }
+
+    fn receive(&mut self, id: u32, on_rtcp_socket: bool) {
         let Some(wc) = self.table.get_mut(&id) else {
             return;
         };
-        wc.refresh_remote();
-        let fd = wc.socket.as_raw_fd();
+        if wc.refresh(self.shared.now()) {
+            push_deadline(&mut self.deadlines, id, &wc.session);
+        }
+        let rx = if on_rtcp_socket {
+            match &wc.rtcp {
+                Some(rx) => rx,
+                None => return,
+            }
+        } else {
+            &wc.rtp
+        };
+        let fd = rx.socket.as_raw_fd();
+        let (mut batch, mut failing, mut kernel_drops) = (rx.batch, rx.failing, rx.kernel_drops);
         // Epoll is level-triggered: what these reads leave is reported again
         // in the next round, so one busy socket cannot hold the others up.
         for _ in 0..READS_PER_EVENT {
-            let asked = wc.batch;
+            let asked = batch;
             let n = loop {
                 match self.recv.recv(fd, asked) {
-                    Ok(n) => break n,
+                    Ok(n) => break Some(n),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break None,
                     Err(e) => {
                         // Reported once, not on every round it persists.
-                        if !wc.failing {
-                            wc.failing = true;
+                        if !failing {
+                            failing = true;
                             self.handler.socket_error(&wc.channel, e);
                         }
-                        return;
+                        break None;
                     }
                 }
             };
-            wc.failing = false;
+            let Some(n) = n else {
+                break;
+            };
+            failing = false;
+            // One arrival time per batch: the datagrams of one `recvmmsg`
+            // were all waiting when it returned.
+            let now = self.shared.now();
             // A full read suggests more is waiting; a short one drained the
             // socket and tells how much to expect next time.
-            wc.batch = if n == wc.batch {
+            batch = if n == batch {
                 (n * 2).min(BATCH)
             } else {
                 n.max(1)
@@ -1266,40 +1871,76 @@ impl<H: Handler> Worker<H> {
             self.accepted.clear();
             let mut octets = 0;
             let (mut not_rtp, mut foreign) = (0, 0);
-            let mut kernel_drops = wc.kernel_drops;
+            let mut session_changed = false;
+            let drops_before = kernel_drops;
             for i in 0..n {
                 if let Some(count) = self.recv.drops(i) {
                     kernel_drops = count;
                 }
                 let data = self.recv.datagram(i);
                 octets += data.len() as u64;
-                let from = self.recv.sender(i);
-                let (Some(from), false, Ok(_)) =
-                    (from, self.recv.truncated(i), rtp::Packet::parse(data))
-                else {
+                let (Some(from), false) = (self.recv.sender(i), self.recv.truncated(i)) else {
+                    not_rtp += 1;
+                    continue;
+                };
+                // RTCP is told from RTP before RTP is parsed: an SR or RR
+                // also parses as RTP (payload type 72 to 76 with the marker).
+                if on_rtcp_socket || rtp::is_rtcp(data) {
+                    if on_rtcp_socket && wc.latch && !wc.configured && wc.rtcp_latched.is_none() {
+                        wc.rtcp_latched = Some(from);
+                    }
+                    let allowed = if on_rtcp_socket {
+                        wc.rtcp_target()
+                    } else {
+                        wc.remote
+                    };
+                    if wc.source_filter && allowed != Some(from) {
+                        foreign += 1;
+                        continue;
+                    }
+                    session_changed = true;
+                    // A malformed compound is counted by the session under
+                    // its fault; nothing of it is applied.
+                    if let Ok(summary) = wc.session.handle_rtcp(data, now) {
+                        if summary.cname_changed {
+                            *lock(&ch.remote_cname) =
+                                String::from_utf8_lossy(wc.session.remote_cname()).into_owned();
+                        }
+                        if let Some(ssrc) = summary.bye {
+                            self.handler.bye_received(ch, ssrc);
+                        }
+                    }
+                    continue;
+                }
+                let Ok(packet) = rtp::Packet::parse(data) else {
                     not_rtp += 1;
                     continue;
                 };
                 if wc.remote.is_none() && wc.latch {
                     wc.remote = Some(from);
-                    ch.counters[LATCHED].store(1, Ordering::Relaxed);
+                    ch.stats[LATCHED].store(1, Ordering::Relaxed);
                 }
                 if wc.source_filter && wc.remote != Some(from) {
                     foreign += 1;
                     continue;
                 }
+                wc.session.handle_rtp(&packet, now);
+                session_changed = true;
                 self.accepted.push((i, from));
             }
-            // Drops first: a reader that sees the new `packets-received`
-            // (it is read first, with acquire) sees them too.
+            // Drops and RTCP counts first: a reader that sees the new
+            // `packets-received` (it is read first, with acquire) sees them
+            // too.
+            if session_changed {
+                ch.publish(&wc.session);
+            }
             ch.bump(DROPPED_NOT_RTP, not_rtp);
             ch.bump(DROPPED_FOREIGN_SOURCE, foreign);
             // The count wraps at 2^32, so the difference does too.
             ch.bump(
                 DROPPED_KERNEL,
-                u64::from(kernel_drops.wrapping_sub(wc.kernel_drops)),
+                u64::from(kernel_drops.wrapping_sub(drops_before)),
             );
-            wc.kernel_drops = kernel_drops;
             ch.bump(OCTETS_RECEIVED, octets);
             ch.bump(PACKETS_RECEIVED, n as u64);
             if !self.accepted.is_empty() {
@@ -1316,6 +1957,14 @@ impl<H: Handler> Worker<H> {
                 break;
             }
         }
+        let rx = if on_rtcp_socket {
+            wc.rtcp.as_mut()
+        } else {
+            Some(&mut wc.rtp)
+        };
+        if let Some(rx) = rx {
+            (rx.batch, rx.failing, rx.kernel_drops) = (batch, failing, kernel_drops);
+        }
     }
 
     /// Sends at most one batch per pending channel, so a flood of sends
@@ -1324,6 +1973,7 @@ impl<H: Handler> Worker<H> {
     /// The channels are those in `self.pending`.
     fn send_pending(&mut self, out: &mut Vec<H::Packet>) -> bool {
         let mut more = false;
+        let now = self.shared.now();
         for i in 0..self.pending.len() {
             let id = self.pending[i];
             let Some(wc) = self.table.get_mut(&id) else {
@@ -1332,7 +1982,11 @@ impl<H: Handler> Worker<H> {
             // Cleared before popping: a packet queued from now on schedules
             // the channel again.
             wc.channel.scheduled.store(false, Ordering::Release);
-            wc.refresh_remote();
+            // A target set just before these packets were queued applies
+            // to them.
+            if wc.refresh(now) {
+                push_deadline(&mut self.deadlines, id, &wc.session);
+            }
             out.clear();
             while out.len() < BATCH {
                 match wc.channel.queue.pop() {
@@ -1349,10 +2003,22 @@ impl<H: Handler> Worker<H> {
                 ch.bump(SEND_ERRORS, out.len() as u64);
                 continue;
             };
-            let fd = wc.socket.as_raw_fd();
+            let fd = wc.rtp.socket.as_raw_fd();
             let mut at = 0;
+            let mut session_changed = false;
             while at < out.len() {
                 let (sent, err) = self.send.send(fd, &out[at..], target_for(ch.local, remote));
+                for packet in &out[at..at + sent] {
+                    // What the kernel took is what the peer will report on:
+                    // RTP only (a user may pass RTCP through sink_N too).
+                    let bytes = packet.as_ref();
+                    if !rtp::is_rtcp(bytes)
+                        && let Ok(packet) = rtp::Packet::parse(bytes)
+                    {
+                        wc.session.handle_sent_rtp(&packet, now);
+                        session_changed = true;
+                    }
+                }
                 ch.bump(PACKETS_SENT, sent as u64);
                 ch.bump(
                     OCTETS_SENT,
@@ -1368,6 +2034,9 @@ impl<H: Handler> Worker<H> {
                     ch.bump(SEND_ERRORS, 1);
                     at += 1;
                 }
+            }
+            if session_changed {
+                ch.publish(&wc.session);
             }
         }
         self.pending.clear();
@@ -1388,6 +2057,8 @@ mod tests {
     #[derive(Default)]
     struct Collect {
         tx: Option<Sender<Got>>,
+        /// (channel, SSRC) of each BYE.
+        byes: Option<Sender<(u32, u32)>>,
     }
 
     impl Handler for Collect {
@@ -1401,6 +2072,11 @@ mod tests {
             }
         }
         fn socket_error(&mut self, _: &Channel<Vec<u8>, ()>, _: io::Error) {}
+        fn bye_received(&mut self, channel: &Channel<Vec<u8>, ()>, ssrc: u32) {
+            if let Some(byes) = &self.byes {
+                let _ = byes.send((channel.id(), ssrc));
+            }
+        }
     }
 
     fn server() -> (Server<Collect>, Receiver<Got>) {
@@ -1409,7 +2085,11 @@ mod tests {
 
     fn server_with_tick(tick: Duration) -> (Server<Collect>, Receiver<Got>) {
         let (tx, rx) = channel();
-        (Server::start(Collect { tx: Some(tx) }, tick).unwrap(), rx)
+        let collect = Collect {
+            tx: Some(tx),
+            byes: None,
+        };
+        (Server::start(collect, tick).unwrap(), rx)
     }
 
     fn packet(seq: u16) -> Vec<u8> {
@@ -1588,19 +2268,53 @@ mod tests {
 
     #[test]
     fn packed_layout_has_header_row() {
-        let mut row = [0u64; NCOUNTERS];
+        let mut row = [0u64; NSTATS];
         row[PACKETS_RECEIVED] = 7;
+        let lost = session_col("packets-lost");
+        row[lost] = (-2i64) as u64;
         let bytes = packed_stats(&[(3, row)]);
         let words: Vec<u64> = bytes
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
             .collect();
-        let ncols = NCOUNTERS + 1;
+        let ncols = NSTATS + 1;
         assert_eq!(words.len(), 2 * ncols);
         assert_eq!(&words[..3], &[PACKED_STATS_VERSION, ncols as u64, 1]);
+        assert_eq!(PACKED_STATS_VERSION, 3);
         assert_eq!(words[ncols], 3);
         assert_eq!(words[ncols + 1 + PACKETS_RECEIVED], 7);
-        assert_eq!(packed_columns().len(), ncols);
+        assert_eq!(words[ncols + 1 + lost] as i64, -2, "two's complement");
+        let columns = packed_columns();
+        assert_eq!(columns.len(), ncols);
+        assert_eq!(columns[1 + LOCAL_PORT], "local-port");
+        assert_eq!(columns[2 + LOCAL_PORT], "local-ssrc", "the session's after");
+        for (i, name) in columns[1..].iter().enumerate() {
+            assert!(!columns[..i + 1].contains(name), "{name} twice");
+            assert_eq!(stats_name(i), *name);
+        }
+        assert_eq!(stats_kind(lost), StatKind::I64);
+        assert_eq!(stats_kind(PACKETS_RECEIVED), StatKind::U64);
+    }
+
+    #[test]
+    fn totals_sum_counts_only_and_signed_ones_as_signed() {
+        let mut a = [0u64; NSTATS];
+        let mut b = [0u64; NSTATS];
+        let lost = session_col("packets-lost");
+        let (rtt, remote) = (session_col("rtt-us"), session_col("remote-ssrc"));
+        a[lost] = 5;
+        b[lost] = (-7i64) as u64;
+        a[RTCP_SENT] = 2;
+        b[RTCP_SENT] = 3;
+        a[rtt] = 1000;
+        b[rtt] = session::UNKNOWN;
+        b[remote] = 0x1234;
+        let mut sum = [0u64; NSTATS];
+        add_into(&mut sum, &a);
+        add_into(&mut sum, &b);
+        assert_eq!(sum[lost] as i64, -2);
+        assert_eq!(sum[RTCP_SENT], 5);
+        assert_eq!((sum[rtt], sum[remote]), (0, 0), "not counts");
     }
 
     #[test]
@@ -1765,6 +2479,310 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    // ---------------------------------------------------------------------
+    // Sessions and RTCP
+
+    /// Session statistic `name` of `row`.
+    fn ss(row: &StatsRow, name: &str) -> u64 {
+        row[session_col(name)]
+    }
+
+    fn rtcp_config(mode: RtcpMode, interval_ms: u32) -> ChannelConfig {
+        ChannelConfig {
+            rtcp: mode,
+            clock_rate: Some(8000),
+            rtcp_interval: report_interval(interval_ms),
+            queue_size: 128,
+            ..loopback()
+        }
+    }
+
+    /// `packets-received` is every datagram: the RTP handed on, RTCP (good
+    /// or malformed) and each drop reason.
+    fn assert_received_adds_up(row: &StatsRow, handed_on: u64) {
+        assert_eq!(
+            row[PACKETS_RECEIVED],
+            handed_on
+                + ss(row, "rtcp-received")
+                + row[DROPPED_FOREIGN_SOURCE]
+                + row[DROPPED_NOT_RTP],
+            "{:?}",
+            named(row)
+        );
+    }
+
+    /// Every packet given to `send` and every compound written is sent,
+    /// dropped for a full queue or a send error.
+    fn assert_sent_adds_up(row: &StatsRow, queued: u64) {
+        assert_eq!(
+            row[PACKETS_SENT] + row[DROPPED_QUEUE_FULL] + row[SEND_ERRORS],
+            queued + ss(row, "rtcp-sent"),
+            "{:?}",
+            named(row)
+        );
+    }
+
+    fn named(row: &StatsRow) -> Vec<(&'static str, u64)> {
+        (0..NSTATS).map(|i| (stats_name(i), row[i])).collect()
+    }
+
+    /// Channel 0 sends 50 RTP packets, one per 20 ms, to channel 1 (seq 10
+    /// and 11 left out), which sends none: 0 sends SRs, 1 answers with RRs.
+    /// Then 0 is removed and says BYE.
+    fn reports_between_two_channels(mode: RtcpMode) {
+        let (tx, rx) = channel();
+        let (bye_tx, byes) = channel();
+        let collect = Collect {
+            tx: Some(tx),
+            byes: Some(bye_tx),
+        };
+        let srv = Server::start(collect, Duration::ZERO).unwrap();
+        let a = srv.add_channel(0, rtcp_config(mode, 100), ()).unwrap();
+        let b = srv.add_channel(1, rtcp_config(mode, 100), ()).unwrap();
+        // a has a target; b learns its targets by latching.
+        a.set_remote(Some(b.local_addr()));
+        let sent: Vec<u16> = (0..50).filter(|s| !(10..12).contains(s)).collect();
+        let sender = {
+            let (a, sent) = (a.clone(), sent.clone());
+            std::thread::spawn(move || {
+                for seq in 0..50 {
+                    if sent.contains(&seq) {
+                        a.send(packet(seq));
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        sender.join().unwrap();
+        let at_a = || a.stats();
+        let at_b = || b.stats();
+        assert!(
+            wait_for(
+                || ss(&at_a(), "rtt-us") != session::UNKNOWN && ss(&at_b(), "sr-received") >= 2
+            ),
+            "a: {:?}\nb: {:?}",
+            named(&at_a()),
+            named(&at_b())
+        );
+        let (sa, sb) = (at_a(), at_b());
+        // b counts from its second packet (the first is probation): seq 1
+        // to 49, two missing.
+        assert_eq!(ss(&sb, "packets-expected"), 49, "{:?}", named(&sb));
+        assert_eq!(ss(&sb, "packets-lost") as i64, 2);
+        assert_eq!(ss(&sb, "rtp-packets-received"), 47);
+        assert_eq!(ss(&sb, "remote-ssrc"), 0x1234);
+        assert_ne!(ss(&sb, "jitter"), session::UNKNOWN, "a clock rate is set");
+        assert_eq!(ss(&sa, "rtp-packets-sent"), sent.len() as u64);
+        assert_eq!(
+            ss(&sa, "local-ssrc"),
+            0x1234,
+            "our SSRC follows what we send"
+        );
+        assert!(ss(&sa, "rr-received") >= 1);
+        assert_eq!(
+            ss(&sa, "remote-packets-lost") as i64,
+            2,
+            "b reports the loss to a"
+        );
+        assert!(
+            ss(&sa, "rtt-us") < 100_000,
+            "loopback: {}",
+            ss(&sa, "rtt-us")
+        );
+        assert!(!a.remote_cname().is_empty() && a.remote_cname() == b.remote_cname());
+        // Nothing but the RTP reached the handler: RTCP is never handed on.
+        let mut handed = 0;
+        while let Ok((id, data, _)) = rx.try_recv() {
+            assert_eq!(id, 1);
+            assert!(!rtp::is_rtcp(&data));
+            assert_eq!(rtp::Packet::parse(&data).unwrap().payload_type(), 0);
+            handed += 1;
+        }
+        assert_eq!(handed, sent.len() as u64);
+        let (sa, sb) = (at_a(), at_b());
+        assert_received_adds_up(&sb, handed);
+        assert_received_adds_up(&sa, 0);
+        assert_sent_adds_up(&sa, sent.len() as u64);
+        assert_sent_adds_up(&sb, 0);
+        assert_eq!(sa[SEND_ERRORS] + sb[SEND_ERRORS], 0);
+        // Removing a says BYE before its sockets close.
+        assert!(srv.remove_channel(0, Duration::from_secs(5)));
+        let (id, ssrc) = byes.recv_timeout(Duration::from_secs(5)).expect("a BYE");
+        assert_eq!((id, ssrc), (1, 0x1234));
+        assert!(wait_for(|| ss(&at_b(), "bye-received") == 1));
+        let totals = srv.totals(&srv.channel_stats());
+        assert_eq!(
+            ss(&totals, "rtcp-sent"),
+            ss(&at_b(), "rtcp-sent") + ss(&sa, "rtcp-sent") + 1
+        );
+    }
+
+    #[test]
+    fn rtcp_mux_reports_flow_both_ways_and_every_datagram_is_counted() {
+        reports_between_two_channels(RtcpMode::Mux);
+    }
+
+    #[test]
+    fn rtcp_on_port_plus_one_reports_flow_both_ways_and_latch() {
+        reports_between_two_channels(RtcpMode::PortPlusOne);
+    }
+
+    #[test]
+    fn port_plus_one_binds_an_even_pair_or_says_why_not() {
+        let (srv, _rx) = server();
+        for id in 0..20 {
+            let ch = srv
+                .add_channel(id, rtcp_config(RtcpMode::PortPlusOne, 0), ())
+                .unwrap();
+            let (rtp_port, rtcp) = (ch.local_addr().port(), ch.local_rtcp_addr().unwrap());
+            assert_eq!(rtp_port % 2, 0, "RTP on an even port");
+            assert_eq!(rtcp.port(), rtp_port + 1);
+            assert_eq!(rtcp.ip(), ch.local_addr().ip());
+        }
+        // A given port whose successor is taken is refused, naming it.
+        let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port() - 1;
+        let cfg = ChannelConfig {
+            bind: SocketAddr::new("127.0.0.1".parse().unwrap(), port),
+            ..rtcp_config(RtcpMode::PortPlusOne, 0)
+        };
+        match srv.add_channel(100, cfg, ()) {
+            // `port` itself may be in use by someone else; either way the
+            // error names the address it could not bind.
+            Err(e @ ChannelError::Bind(..)) => assert!(e.to_string().contains("127.0.0.1:"), "{e}"),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("bound next to a taken port"),
+        }
+        let cfg = ChannelConfig {
+            bind: "127.0.0.1:65535".parse().unwrap(),
+            ..rtcp_config(RtcpMode::PortPlusOne, 0)
+        };
+        let Err(e) = srv.add_channel(101, cfg, ()) else {
+            panic!("65535 has no port + 1");
+        };
+        assert!(e.to_string().contains("65535"), "{e}");
+    }
+
+    fn rr(ssrc: u32) -> Vec<u8> {
+        let mut out = vec![0; 64];
+        let n = crate::rtcp::write_rr(&mut out, ssrc, &[]).unwrap();
+        out.truncate(n);
+        out
+    }
+
+    #[test]
+    fn with_rtcp_off_nothing_is_sent_and_what_arrives_is_counted_not_handed_on() {
+        let (srv, rx) = server();
+        let ch = srv
+            .add_channel(0, rtcp_config(RtcpMode::Off, 50), ())
+            .unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        for seq in [0u16, 1, 2, 4, 5] {
+            peer.send_to(&packet(seq), ch.local_addr()).unwrap();
+        }
+        let good_rr = rr(0x99);
+        peer.send_to(&good_rr, ch.local_addr()).unwrap();
+        // Malformed RTCP, one of each fault the mux can see: RFC 5761's rule
+        // needs version 2 in the first packet, so a bad version is in the
+        // second.
+        let short = vec![0x80, 201];
+        let mut bad_version = good_rr.clone();
+        bad_version.extend_from_slice(&[0x40, 202, 0, 0]);
+        let mut length_overrun = good_rr.clone();
+        length_overrun[3] = 9;
+        let mut report_overrun = good_rr.clone();
+        report_overrun[0] |= 1;
+        for bad in [&short, &bad_version, &length_overrun, &report_overrun] {
+            peer.send_to(bad, ch.local_addr()).unwrap();
+        }
+        peer.send_to(&[0x80], ch.local_addr()).unwrap(); // neither
+        assert!(wait_for(|| ch.stats()[PACKETS_RECEIVED] == 11));
+        let s = ch.stats();
+        assert_eq!(ss(&s, "rtcp-received"), 5);
+        assert_eq!(ss(&s, "rr-received"), 1);
+        assert_eq!(ss(&s, "rtcp-dropped"), 4);
+        for fault in [
+            "too-short",
+            "bad-version",
+            "length-overrun",
+            "report-overrun",
+        ] {
+            assert_eq!(ss(&s, &format!("rtcp-dropped-{fault}")), 1, "{fault}");
+        }
+        assert_eq!(s[DROPPED_NOT_RTP], 1);
+        let mut handed = 0;
+        while let Ok((_, data, _)) = rx.recv_timeout(Duration::from_millis(100)) {
+            assert!(!rtp::is_rtcp(&data));
+            handed += 1;
+        }
+        assert_eq!(handed, 5);
+        assert_received_adds_up(&s, handed);
+        // Intervals still close (every 50 ms): the loss of seq 3 shows.
+        assert!(wait_for(|| ss(&ch.stats(), "mos") != session::UNKNOWN));
+        let s = ch.stats();
+        assert_eq!(
+            ss(&s, "fraction-lost"),
+            256 / 5,
+            "seq 3 of 1 to 5 (0 is probation)"
+        );
+        assert_eq!(ss(&s, "rtcp-sent"), 0);
+        let mut buf = [0u8; 2048];
+        assert!(
+            peer.recv_from(&mut buf).is_err(),
+            "latched, but RTCP is off"
+        );
+        assert_eq!(s[PACKETS_SENT], 0);
+    }
+
+    #[test]
+    fn reports_follow_each_channel_deadline_at_scale_and_through_long_ticks() {
+        // 300 channels, a report every 50 ms each, on a worker whose tick is
+        // 200 ms: reports go out on their own deadlines, not the tick's.
+        let (srv, _rx) = server_with_tick(Duration::from_millis(200));
+        let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let config = ChannelConfig {
+            remote: Some(sink.local_addr().unwrap()),
+            ..rtcp_config(RtcpMode::Mux, 50)
+        };
+        let started = Instant::now();
+        let channels: Vec<_> = (0..300)
+            .map(|id| srv.add_channel(id, config, ()).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(1000));
+        let elapsed = started.elapsed();
+        let most = (elapsed.as_millis() / 50) as u64;
+        for ch in &channels {
+            let sent = ss(&ch.stats(), "rtcp-sent");
+            assert!(
+                sent <= most,
+                "channel {}: {sent} reports in {elapsed:?}",
+                ch.id()
+            );
+            assert!(
+                sent >= 10,
+                "channel {}: {sent} reports in {elapsed:?}",
+                ch.id()
+            );
+        }
+        // An idle channel takes a new interval without traffic.
+        channels[0].set_rtcp_interval(ReportInterval::Fixed { ms: 10_000 });
+        channels[1].set_rtcp_interval(ReportInterval::Fixed { ms: 10 });
+        std::thread::sleep(Duration::from_millis(100));
+        let before = (
+            ss(&channels[0].stats(), "rtcp-sent"),
+            ss(&channels[1].stats(), "rtcp-sent"),
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let after = (
+            ss(&channels[0].stats(), "rtcp-sent"),
+            ss(&channels[1].stats(), "rtcp-sent"),
+        );
+        assert_eq!(after.0, before.0, "10 s apart now");
+        assert!(after.1 - before.1 >= 10, "{before:?} {after:?}");
     }
 
     #[test]

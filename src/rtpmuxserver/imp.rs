@@ -15,7 +15,7 @@ use gst_net::gio;
 
 use super::{Family, RtpMuxServerPad};
 use crate::stats;
-use rtpsynth_core::mux::{self, ChannelStats, NCOUNTERS, lock};
+use rtpsynth_core::mux::{self, ChannelStats, lock};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -299,7 +299,7 @@ impl mux::Handler for Deliver {
 }
 
 /// Counters as of the last stop, so `stats` still reads in READY and NULL.
-type Snapshot = (Vec<(u32, [u64; NCOUNTERS])>, [u64; NCOUNTERS]);
+type Snapshot = (Vec<(u32, mux::StatsRow)>, mux::StatsRow);
 
 #[derive(Default)]
 pub struct RtpMuxServer {
@@ -307,7 +307,8 @@ pub struct RtpMuxServer {
     channels: Mutex<BTreeMap<u32, Entry>>,
     server: Mutex<Option<mux::Server<Deliver>>>,
     extra: Arc<Extra>,
-    last: Mutex<Snapshot>,
+    /// None before the first stop.
+    last: Mutex<Option<Snapshot>>,
 }
 
 impl RtpMuxServer {
@@ -351,6 +352,7 @@ impl RtpMuxServer {
             latch: s.latch,
             source_filter: s.source_filter,
             queue_size: s.queue_size,
+            ..Default::default()
         };
         let core = server
             .add_channel(index, config, slot.attach.clone())
@@ -442,10 +444,7 @@ impl RtpMuxServer {
         let Some(mut server) = lock(&self.server).take() else {
             return;
         };
-        let rows = server.channel_stats();
-        let totals = server.totals(&rows);
-        *lock(&self.last) = (rows, totals);
-        server.stop();
+        *lock(&self.last) = Some(server.stop_with_stats());
         for entry in lock(&self.channels).values() {
             *entry.slot.core() = None;
             entry.slot.local_port.store(0, Ordering::Relaxed);
@@ -459,7 +458,9 @@ impl RtpMuxServer {
                 let totals = server.totals(&rows);
                 (rows, totals)
             }
-            None => lock(&self.last).clone(),
+            None => lock(&self.last)
+                .clone()
+                .unwrap_or_else(|| (Vec::new(), [0; mux::NSTATS])),
         }
     }
 
