@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use gst::prelude::*;
 use gst_net::gio;
 use rtpsynth_core::rtp::{Extras, Header, write_packet};
+use rtpsynth_core::session::SessionStats;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 const GST_TIMEOUT: gst::ClockTime = gst::ClockTime::from_seconds(5);
@@ -428,8 +429,10 @@ fn bad_queue_size_is_refused() {
     assert_eq!(src.property::<u32>("queue-size"), 256);
     let columns = m.property::<Vec<String>>("stats-columns");
     assert_eq!(columns[0], "channel");
-    assert_eq!(columns.len(), 12);
+    assert_eq!(columns.len(), 1 + 11 + SessionStats::NCOLUMNS);
     assert_eq!(columns[8], "dropped-kernel");
+    assert_eq!(columns[11], "local-port");
+    assert_eq!(&columns[12..], SessionStats::NAMES);
 }
 
 #[test]
@@ -488,7 +491,7 @@ fn packed_stats_match_the_structure() {
     let ncols = columns.len();
     assert_eq!(
         &words[..3],
-        &[2, ncols as u64, 2],
+        &[3, ncols as u64, 2],
         "header: version, columns, rows"
     );
     assert_eq!(words.len(), 3 * ncols);
@@ -498,8 +501,19 @@ fn packed_stats_match_the_structure() {
             .get::<gst::Structure>(format!("channel-{}", row[0]).as_str())
             .unwrap();
         for (name, v) in columns[1..].iter().zip(&row[1..]) {
-            assert_eq!(field(&c, name), *v, "{name} of channel {}", row[0]);
+            // Signed columns are i64 in the structure, two's complement
+            // in the packed row.
+            let in_structure = match c.get::<i64>(name) {
+                Ok(signed) => signed as u64,
+                Err(_) => field(&c, name),
+            };
+            assert_eq!(in_structure, *v, "{name} of channel {}", row[0]);
         }
+        assert_eq!(
+            c.n_fields(),
+            ncols,
+            "every column but channel, and remote-cname"
+        );
     }
     assert_eq!(words[ncols], 0);
     assert_eq!(words[2 * ncols], 5);

@@ -13,9 +13,10 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_net::gio;
 
-use super::{Family, RtpMuxServerPad};
+use super::{Family, Rtcp, RtpMuxServerPad};
 use crate::stats;
 use rtpsynth_core::mux::{self, ChannelStats, lock};
+use rtpsynth_core::session::StatKind;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -31,6 +32,10 @@ const DEFAULT_TICK_MS: u32 = 0;
 const MAX_TICK_MS: u32 = 1000;
 /// How long releasing a channel waits for the worker to close its socket.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest `rtcp-interval`: an hour.
+pub(super) const MAX_RTCP_INTERVAL_MS: u32 = 3_600_000;
+/// Name of the element message posted for each BYE received.
+const BYE_MESSAGE: &str = "rtpmuxserver-bye";
 
 /// One channel's socket settings: the pad properties of `sink_N`/`src_N`.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +50,11 @@ pub(super) struct PadSettings {
     pub queue_size: u32,
     /// Caps announced on `src_N`.
     pub caps: gst::Caps,
+    pub rtcp: Rtcp,
+    /// Hz; 0: from the caps.
+    pub clock_rate: u32,
+    /// ms; 0: RFC 3550's randomised interval.
+    pub rtcp_interval: u32,
 }
 
 impl Default for PadSettings {
@@ -60,8 +70,17 @@ impl Default for PadSettings {
             source_filter: core.source_filter,
             queue_size: core.queue_size,
             caps: rtp_caps(),
+            rtcp: Rtcp::Off,
+            clock_rate: 0,
+            rtcp_interval: 0,
         }
     }
+}
+
+/// The positive `clock-rate` field of the first structure of `caps`.
+fn caps_clock_rate(caps: &gst::CapsRef) -> Option<u32> {
+    let rate = caps.structure(0)?.get::<i32>("clock-rate").ok()?;
+    u32::try_from(rate).ok().filter(|&r| r > 0)
 }
 
 /// The plain caps of `src_N` when the user gives none.
@@ -77,6 +96,10 @@ pub(super) enum Change {
     Remote,
     /// A socket setting: the socket is opened again.
     Socket,
+    /// The clock rate (or the caps it may come from), applied in place.
+    ClockRate,
+    /// The report interval, applied in place.
+    Interval,
 }
 
 type Packet = gst::MappedBuffer<gst::buffer::Readable>;
@@ -103,6 +126,8 @@ pub(super) struct ChannelSlot {
     pub index: u32,
     settings: Mutex<PadSettings>,
     pub local_port: AtomicU32,
+    /// Clock rate of the caps received on `sink_N`; 0 before any.
+    sent_clock_rate: AtomicU32,
     attach: Arc<Attach>,
     /// The core channel while the server runs and the socket is open.
     core: Mutex<Option<Arc<CoreChannel>>>,
@@ -114,6 +139,7 @@ impl ChannelSlot {
             index,
             settings: Mutex::new(PadSettings::default()),
             local_port: AtomicU32::new(0),
+            sent_clock_rate: AtomicU32::new(0),
             attach: Arc::default(),
             core: Mutex::new(None),
         }
@@ -134,6 +160,19 @@ impl ChannelSlot {
 
     fn core(&self) -> MutexGuard<'_, Option<Arc<CoreChannel>>> {
         lock(&self.core)
+    }
+
+    /// The session's clock rate: `clock-rate`, else that of `rtp-caps`,
+    /// else that of the caps on `sink_N` (one channel carries one codec).
+    fn clock_rate(&self) -> Option<u32> {
+        let s = self.lock_settings();
+        if s.clock_rate > 0 {
+            return Some(s.clock_rate);
+        }
+        caps_clock_rate(&s.caps).or_else(|| {
+            let sent = self.sent_clock_rate.load(Ordering::Relaxed);
+            (sent > 0).then_some(sent)
+        })
     }
 }
 
@@ -283,6 +322,24 @@ impl mux::Handler for Deliver {
             .fetch_add(n - pushed, Ordering::Relaxed);
     }
 
+    fn bye_received(&mut self, channel: &CoreChannel, ssrc: u32) {
+        let Some(element) = self.element.upgrade() else {
+            return;
+        };
+        gst::debug!(
+            CAT,
+            obj = element,
+            "BYE from SSRC {ssrc:#010x} on channel {}",
+            channel.id()
+        );
+        let s = gst::Structure::builder(BYE_MESSAGE)
+            .field("channel", channel.id())
+            .field("ssrc", ssrc)
+            .build();
+        // Fails only without a bus: nobody to tell.
+        let _ = element.post_message(gst::message::Element::builder(s).src(&element).build());
+    }
+
     fn socket_error(&mut self, channel: &CoreChannel, error: std::io::Error) {
         if let Some(element) = self.element.upgrade() {
             gst::element_error!(
@@ -298,12 +355,27 @@ impl mux::Handler for Deliver {
     }
 }
 
-/// Counters as of the last stop, so `stats` still reads in READY and NULL.
+/// Sets statistics column `column` in `s` with the column's own type:
+/// `u64`, or `i64` for the session's signed columns (two's complement in
+/// the row).
+fn set_typed(s: &mut gst::Structure, column: usize, value: u64) {
+    let name = mux::stats_name(column);
+    match mux::stats_kind(column) {
+        StatKind::U64 => s.set(name, value),
+        StatKind::I64 => s.set(name, value as i64),
+    }
+}
+
+/// Statistics as of the last stop, so `stats` still reads in READY and NULL.
 type Snapshot = (Vec<(u32, mux::StatsRow)>, mux::StatsRow);
 
 #[derive(Default)]
 pub struct RtpMuxServer {
     tick_ms: AtomicU32,
+    /// The sessions' CNAME; random until set.
+    cname: Mutex<String>,
+    /// The peers' CNAMEs as of the last stop, by channel.
+    last_cnames: Mutex<BTreeMap<u32, String>>,
     channels: Mutex<BTreeMap<u32, Entry>>,
     server: Mutex<Option<mux::Server<Deliver>>>,
     extra: Arc<Extra>,
@@ -352,7 +424,9 @@ impl RtpMuxServer {
             latch: s.latch,
             source_filter: s.source_filter,
             queue_size: s.queue_size,
-            ..Default::default()
+            rtcp: s.rtcp.into(),
+            clock_rate: slot.clock_rate(),
+            rtcp_interval: mux::report_interval(s.rtcp_interval),
         };
         let core = server
             .add_channel(index, config, slot.attach.clone())
@@ -409,6 +483,17 @@ impl RtpMuxServer {
                     self.post_error(&e);
                 }
             }
+            Change::ClockRate => {
+                if let Some(core) = slot.core().as_ref() {
+                    core.set_clock_rate(slot.clock_rate());
+                }
+            }
+            Change::Interval => {
+                let ms = slot.lock_settings().rtcp_interval;
+                if let Some(core) = slot.core().as_ref() {
+                    core.set_rtcp_interval(mux::report_interval(ms));
+                }
+            }
         }
     }
 
@@ -425,6 +510,10 @@ impl RtpMuxServer {
                 ("cannot start the worker thread: {e}")
             )
         })?;
+        // The property refuses a CNAME too long, so this cannot fail.
+        if let Err(e) = server.set_cname(&lock(&self.cname)) {
+            gst::warning!(CAT, imp = self, "{e}");
+        }
         self.extra.reset();
         let channels = lock(&self.channels);
         for entry in channels.values() {
@@ -444,6 +533,7 @@ impl RtpMuxServer {
         let Some(mut server) = lock(&self.server).take() else {
             return;
         };
+        *lock(&self.last_cnames) = Self::remote_cnames(&server, &server.channel_stats());
         *lock(&self.last) = Some(server.stop_with_stats());
         for entry in lock(&self.channels).values() {
             *entry.slot.core() = None;
@@ -464,24 +554,62 @@ impl RtpMuxServer {
         }
     }
 
+    /// The peer CNAMEs of channels `rows`.
+    fn remote_cnames(
+        server: &mux::Server<Deliver>,
+        rows: &[(u32, mux::StatsRow)],
+    ) -> BTreeMap<u32, String> {
+        rows.iter()
+            .filter_map(|(id, _)| Some((*id, server.channel(*id)?.remote_cname())))
+            .collect()
+    }
+
     fn stats(&self) -> gst::Structure {
         let (rows, totals) = self.rows();
-        let total_fields = ChannelStats::NAMES
+        let cnames = match lock(&self.server).as_ref() {
+            Some(server) => Self::remote_cnames(server, &rows),
+            None => lock(&self.last_cnames).clone(),
+        };
+        let counter_totals = ChannelStats::NAMES
             .iter()
             .copied()
             .zip(totals)
             .filter(|(name, _)| *name != "local-port")
             .chain([("channels", rows.len() as u64)])
             .chain(self.extra.fields());
-        let mut s = stats::to_structure(STATS_NAME, total_fields);
+        let mut s = stats::to_structure(STATS_NAME, counter_totals);
+        // Only the session columns that add over channels have a total.
+        for (column, total) in totals.iter().enumerate().skip(mux::NCOUNTERS) {
+            if mux::is_summable(column) {
+                set_typed(&mut s, column, *total);
+            }
+        }
         for (id, row) in &rows {
-            let channel = stats::to_structure(
-                CHANNEL_STATS_NAME,
-                ChannelStats::NAMES.iter().copied().zip(*row),
+            let mut channel = gst::Structure::new_empty(CHANNEL_STATS_NAME);
+            for (column, value) in row.iter().enumerate() {
+                set_typed(&mut channel, column, *value);
+            }
+            channel.set(
+                "remote-cname",
+                cnames.get(id).map(String::as_str).unwrap_or(""),
             );
             s.set(format!("channel-{id}"), channel);
         }
         s
+    }
+
+    fn sink_event(&self, pad: &RtpMuxServerPad, event: gst::Event) -> bool {
+        // Nothing flows on from a sink pad: its events end here, but the
+        // caps of what is sent may give the session its clock rate.
+        if let gst::EventView::Caps(c) = event.view()
+            && let Some(slot) = pad.imp().slot()
+        {
+            let rate = caps_clock_rate(c.caps()).unwrap_or(0);
+            if slot.sent_clock_rate.swap(rate, Ordering::Relaxed) != rate {
+                self.channel_changed(slot, Change::ClockRate);
+            }
+        }
+        true
     }
 
     fn sink_chain(
@@ -567,8 +695,13 @@ impl RtpMuxServer {
                         |imp| imp.sink_chain_list(pad, list),
                     )
                 })
-                // Nothing flows on from a sink pad: its events end here.
-                .event_function(|_pad, _parent, _event| true)
+                .event_function(|pad, parent, event| {
+                    RtpMuxServer::catch_panic_pad_function(
+                        parent,
+                        || false,
+                        |imp| imp.sink_event(pad, event),
+                    )
+                })
                 .build()
         } else {
             builder
@@ -599,6 +732,7 @@ impl ObjectImpl for RtpMuxServer {
     fn constructed(&self) {
         self.parent_constructed();
         self.tick_ms.store(DEFAULT_TICK_MS, Ordering::Relaxed);
+        *lock(&self.cname) = mux::default_cname();
     }
 
     fn properties() -> &'static [glib::ParamSpec] {
@@ -617,30 +751,49 @@ impl ObjectImpl for RtpMuxServer {
                     .default_value(DEFAULT_TICK_MS)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecString::builder("cname")
+                    .nick("CNAME")
+                    .blurb(
+                        "RTCP canonical name (SDES CNAME) of every channel's session, at most \
+                         255 bytes. Default: rtpsynth-<16 random hex digits>@<host name>, \
+                         chosen once per element. A change applies to the channels opened \
+                         after it (at the next start, or requested or re-opened while running).",
+                    )
+                    .mutable_playing()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb(
                         "application/x-rtpmuxserver-stats: totals over all channels served since \
                          the last start (u64: packets-received, octets-received, packets-sent, \
-                         octets-sent, dropped-queue-full, dropped-foreign-source, \
-                         dropped-not-rtp, dropped-kernel = datagrams the kernel dropped on a \
-                         full socket, send-errors, latched = channels latched now, channels, \
-                         packets-pushed, dropped-downstream, dropped-no-socket) and one \
-                         structure channel-N per open channel with packets-received, \
-                         octets-received, packets-sent, octets-sent, dropped-queue-full, \
-                         dropped-foreign-source, dropped-not-rtp, dropped-kernel, send-errors, \
-                         latched (0/1) and \
-                         local-port.",
+                         octets-sent = datagrams and UDP payload bytes, RTP and RTCP; \
+                         dropped-queue-full, dropped-foreign-source, dropped-not-rtp, \
+                         dropped-kernel = datagrams the kernel dropped on a full socket, \
+                         send-errors, latched = channels latched now, channels, packets-pushed, \
+                         dropped-downstream, dropped-no-socket; and the sums of the session \
+                         counts: rtp-packets-received, rtp-payload-octets-received, \
+                         packets-expected, packets-lost (i64), rtp-packets-sent, \
+                         rtp-payload-octets-sent, rtcp-sent, rtcp-received, rtcp-dropped and \
+                         its rtcp-dropped-<fault> parts, rtcp-not-report-first, sr-received, \
+                         rr-received, bye-received) and one structure channel-N per open \
+                         channel with the same counters (u64), local-port, then the RTP \
+                         session's: local-ssrc, remote-ssrc, those counts, fraction-lost \
+                         (of 256), jitter (timestamp units), jitter-us, max-jitter-us, \
+                         remote-fraction-lost, remote-packets-lost (i64), remote-jitter-us, \
+                         rtt-us, mos (x100), and remote-cname (string). Unknown values are \
+                         G_MAXUINT64 (i64: G_MININT64).",
                     )
                     .read_only()
                     .build(),
                 glib::ParamSpecBoxed::builder::<glib::Bytes>("stats-packed")
                     .nick("Packed statistics")
                     .blurb(&format!(
-                        "Every open channel's counters in one read: little-endian u64 rows of \
-                         as many columns as stats-columns names. Row 0 is a header \
-                         [layout version ({}), columns, channel rows, 0...]; each following row \
-                         is one channel, channel index first.",
+                        "Every open channel's statistics in one read: little-endian 64-bit rows \
+                         of as many columns as stats-columns names, signed columns \
+                         (packets-lost, remote-packets-lost) as two's complement. Row 0 is a \
+                         header [layout version ({}), columns, channel rows, 0...]; each \
+                         following row is one channel, channel index first, then the columns \
+                         of its channel-N structure but remote-cname.",
                         mux::PACKED_STATS_VERSION
                     ))
                     .read_only()
@@ -656,18 +809,46 @@ impl ObjectImpl for RtpMuxServer {
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        if pspec.name() == "tick" {
-            let ms: u32 = value.get().unwrap_or(DEFAULT_TICK_MS);
-            self.tick_ms.store(ms, Ordering::Relaxed);
-            if let Some(server) = lock(&self.server).as_ref() {
-                server.set_tick(Duration::from_millis(u64::from(ms)));
+        match pspec.name() {
+            "tick" => {
+                let ms: u32 = value.get().unwrap_or(DEFAULT_TICK_MS);
+                self.tick_ms.store(ms, Ordering::Relaxed);
+                if let Some(server) = lock(&self.server).as_ref() {
+                    server.set_tick(Duration::from_millis(u64::from(ms)));
+                }
             }
+            "cname" => {
+                let cname = value
+                    .get::<Option<String>>()
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(mux::default_cname);
+                if cname.len() > rtpsynth_core::session::MAX_CNAME_LEN {
+                    glib::g_warning!(
+                        "rtpmuxserver",
+                        "{}: cname of {} bytes is longer than {}; keeping {}",
+                        self.obj().name(),
+                        cname.len(),
+                        rtpsynth_core::session::MAX_CNAME_LEN,
+                        lock(&self.cname)
+                    );
+                    return;
+                }
+                if let Some(server) = lock(&self.server).as_ref()
+                    && let Err(e) = server.set_cname(&cname)
+                {
+                    gst::warning!(CAT, imp = self, "{e}");
+                }
+                *lock(&self.cname) = cname;
+            }
+            _ => {}
         }
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         match pspec.name() {
             "tick" => self.tick_ms.load(Ordering::Relaxed).to_value(),
+            "cname" => lock(&self.cname).to_value(),
             "stats" => self.stats().to_value(),
             "stats-packed" => {
                 let (rows, _) = self.rows();

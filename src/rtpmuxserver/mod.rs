@@ -1,8 +1,9 @@
 //! `rtpmuxserver`: one worker thread serving many RTP channels over UDP.
 //!
 //! Each channel is a pair of request pads, `sink_%u` (what to send) and
-//! `src_%u` (what was received), with its own socket; the I/O loop is the
-//! GStreamer-free [`rtpsynth_core::mux`] core.
+//! `src_%u` (what was received), with its own socket and RTP session; the
+//! I/O loop and the sessions run in the GStreamer-free
+//! [`rtpsynth_core::mux`] core.
 
 use gst::prelude::*;
 
@@ -46,8 +47,39 @@ impl From<Family> for rtpsynth_core::mux::Family {
     }
 }
 
+/// Whether and where a channel sends RTCP.
+#[derive(Debug, Default, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstRtpMuxServerRtcp")]
+pub enum Rtcp {
+    #[default]
+    #[enum_value(
+        name = "Off: no RTCP sent; RTCP received is still counted and never pushed",
+        nick = "off"
+    )]
+    Off = 0,
+    #[enum_value(name = "Mux: RTCP on the RTP socket and port (RFC 5761)", nick = "mux")]
+    Mux = 1,
+    #[enum_value(
+        name = "Port + 1: RTCP on a second socket bound to the RTP port + 1, sent to the remote port + 1",
+        nick = "port+1"
+    )]
+    PortPlusOne = 2,
+}
+
+impl From<Rtcp> for rtpsynth_core::mux::RtcpMode {
+    fn from(r: Rtcp) -> Self {
+        match r {
+            Rtcp::Off => rtpsynth_core::mux::RtcpMode::Off,
+            Rtcp::Mux => rtpsynth_core::mux::RtcpMode::Mux,
+            Rtcp::PortPlusOne => rtpsynth_core::mux::RtcpMode::PortPlusOne,
+        }
+    }
+}
+
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     Family::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+    Rtcp::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     RtpMuxServerPad::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     gst::Element::register(
         Some(plugin),

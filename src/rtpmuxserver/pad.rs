@@ -10,7 +10,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 
 use super::Family;
-use super::imp::{Change, ChannelSlot, PadSettings, rtp_caps};
+use super::imp::{Change, ChannelSlot, MAX_RTCP_INTERVAL_MS, PadSettings, rtp_caps};
 use rtpsynth_core::mux;
 
 #[derive(Default)]
@@ -141,6 +141,42 @@ impl ObjectImpl for RtpMuxServerPad {
                     )
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecEnum::builder_with_default("rtcp", d.rtcp)
+                    .nick("RTCP")
+                    .blurb(
+                        "Whether and where the channel sends RTCP: off (the default: nothing is \
+                         sent unless the application negotiated RTCP, as RFC 5761 requires for \
+                         mux), mux (on the RTP socket, to the RTP target) or port+1 (from a \
+                         second socket on the RTP port + 1, to the remote port + 1 or, \
+                         latching, to where the peer's RTCP comes from; with bind-port 0 an \
+                         even port is chosen whose successor is free). In every mode RTCP \
+                         received is recognised, counted and never pushed on src_N. Changing \
+                         it while running re-opens the socket.",
+                    )
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("clock-rate")
+                    .nick("Clock rate")
+                    .blurb(
+                        "RTP clock rate of the channel's payload in Hz, for jitter and SR \
+                         timestamps; 0 (the default) takes the clock-rate field of rtp-caps, \
+                         else of the caps received on sink_N; with none, jitter is reported \
+                         as unknown. Settable at any time.",
+                    )
+                    .default_value(d.clock_rate)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("rtcp-interval")
+                    .nick("RTCP interval")
+                    .blurb(
+                        "Milliseconds between RTCP reports; 0 (the default) is the RFC 3550 \
+                         randomised interval with its 5 s minimum (half that before the first \
+                         report). Settable at any time: a shorter interval applies at once.",
+                    )
+                    .maximum(MAX_RTCP_INTERVAL_MS)
+                    .default_value(d.rtcp_interval)
+                    .mutable_playing()
+                    .build(),
             ]
         });
         PROPERTIES.as_ref()
@@ -159,6 +195,10 @@ impl ObjectImpl for RtpMuxServerPad {
             let is_rtp = caps.size() > 0 && caps.iter().all(|s| s.name() == "application/x-rtp");
             if is_rtp {
                 slot.set_caps(caps);
+                // Its clock-rate may be the one the session uses.
+                if let Some(element) = self.obj().parent().and_downcast::<super::RtpMuxServer>() {
+                    element.imp().channel_changed(slot, Change::ClockRate);
+                }
             } else {
                 glib::g_warning!(
                     "rtpmuxserver",
@@ -208,6 +248,18 @@ impl ObjectImpl for RtpMuxServerPad {
                     s.source_filter = value.get().unwrap_or(false);
                     Change::Socket
                 }
+                "rtcp" => {
+                    s.rtcp = value.get().unwrap_or_default();
+                    Change::Socket
+                }
+                "clock-rate" => {
+                    s.clock_rate = value.get().unwrap_or(0);
+                    Change::ClockRate
+                }
+                "rtcp-interval" => {
+                    s.rtcp_interval = value.get().unwrap_or(0);
+                    Change::Interval
+                }
                 "queue-size" => {
                     let size: u32 = value.get().unwrap_or(s.queue_size);
                     match mux::check_queue_size(size) {
@@ -254,6 +306,9 @@ impl ObjectImpl for RtpMuxServerPad {
             "source-filter" => s.source_filter.to_value(),
             "queue-size" => s.queue_size.to_value(),
             "rtp-caps" => s.caps.to_value(),
+            "rtcp" => s.rtcp.to_value(),
+            "clock-rate" => s.clock_rate.to_value(),
+            "rtcp-interval" => s.rtcp_interval.to_value(),
             _ => pspec.default_value().clone(),
         }
     }
