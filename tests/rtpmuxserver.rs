@@ -756,3 +756,349 @@ fn paced_element_answers() {
     assert_eq!(m.property::<u32>("tick"), 1);
     set_state(&p, gst::State::Null);
 }
+
+// ---------------------------------------------------------------------------
+// RTP sessions and RTCP
+
+mod udp_relay;
+
+use rtpsynth_core::session::{UNKNOWN, UNKNOWN_SIGNED};
+use udp_relay::{Relay, Route, bind_pair, loopback};
+
+/// Session statistic `name` of a channel structure; signed ones come back
+/// as their value, read as i64.
+fn signed(s: &gst::Structure, name: &str) -> i64 {
+    s.get::<i64>(name)
+        .unwrap_or_else(|e| panic!("{name}: {e} in {s}"))
+}
+
+fn wait_long(what: &str, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(15);
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every datagram the element read is an RTP packet pushed or dropped
+/// downstream, RTCP (good or malformed), or a counted drop.
+fn assert_received_adds_up(total: &gst::Structure) {
+    assert_eq!(
+        field(total, "packets-received"),
+        field(total, "packets-pushed")
+            + field(total, "dropped-downstream")
+            + field(total, "rtcp-received")
+            + field(total, "dropped-foreign-source")
+            + field(total, "dropped-not-rtp"),
+        "{total}"
+    );
+}
+
+/// The next `rtpmuxserver-bye` element message on `p`'s bus: (channel, ssrc).
+fn bye_message(p: &gst::Pipeline) -> (u32, u32) {
+    let bus = p.bus().unwrap();
+    let end = Instant::now() + TIMEOUT;
+    while Instant::now() < end {
+        let Some(msg) = bus.timed_pop_filtered(
+            gst::ClockTime::from_mseconds(100),
+            &[gst::MessageType::Element],
+        ) else {
+            continue;
+        };
+        if let Some(s) = msg.structure()
+            && s.name() == "rtpmuxserver-bye"
+        {
+            return (s.get("channel").unwrap(), s.get("ssrc").unwrap());
+        }
+    }
+    panic!("no rtpmuxserver-bye message");
+}
+
+/// Two channels of one element send each other 20 ms PCMU packets for two
+/// seconds, each stream with a few sequence numbers left out, through a
+/// relay that holds RTCP back 50 ms each way. Channel 0 learns its clock
+/// rate from the caps on sink_0, channel 1 from its clock-rate property.
+fn reports_both_ways(mode: &str) {
+    let _g = shared();
+    let p = pipeline(
+        "appsrc name=in0 is-live=true format=time \
+           caps=\"application/x-rtp,media=audio,clock-rate=8000,encoding-name=PCMU,payload=0\" ! m.sink_0 \
+         appsrc name=in1 is-live=true format=time caps=application/x-rtp ! m.sink_1 \
+         rtpmuxserver name=m src_1::clock-rate=8000 \
+         m.src_0 ! fakesink sync=false async=false m.src_1 ! fakesink sync=false async=false",
+    );
+    let m: gst::Element = by_name(&p, "m");
+    for i in 0..2 {
+        set_child(&m, &format!("sink_{i}::bind-address"), "127.0.0.1");
+        set_child(&m, &format!("sink_{i}::rtcp-interval"), 200u32);
+        m.static_pad(&format!("sink_{i}"))
+            .unwrap()
+            .set_property_from_str("rtcp", mode);
+    }
+    set_state(&p, gst::State::Paused);
+    let ports = [local_port(&m, "sink_0"), local_port(&m, "sink_1")];
+    let port_plus_one = mode == "port+1";
+    let delay = Duration::from_millis(50);
+    // RTP and (with port+1) RTCP from each channel go through a relay
+    // socket facing it, out of a relay socket facing the other channel.
+    let relay = if port_plus_one {
+        for port in ports {
+            assert_eq!(port % 2, 0, "RTP on an even port");
+        }
+        let (a, a_rtcp) = bind_pair();
+        let (b, b_rtcp) = bind_pair();
+        let route = |input, output, port| Route {
+            input,
+            output,
+            target: loopback(port),
+            rtcp_delay: delay,
+            drop_seqs: vec![],
+        };
+        Relay::start(
+            vec![a, a_rtcp, b, b_rtcp],
+            vec![
+                route(0, 2, ports[1]),
+                route(1, 3, ports[1] + 1),
+                route(2, 0, ports[0]),
+                route(3, 1, ports[0] + 1),
+            ],
+        )
+    } else {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let route = |input, output, port| Route {
+            input,
+            output,
+            target: loopback(port),
+            rtcp_delay: delay,
+            drop_seqs: vec![],
+        };
+        Relay::start(
+            vec![a, b],
+            vec![route(0, 1, ports[1]), route(1, 0, ports[0])],
+        )
+    };
+    let faces = if port_plus_one { [0, 2] } else { [0, 1] };
+    for (i, face) in faces.into_iter().enumerate() {
+        set_child(&m, &format!("sink_{i}::remote-address"), "127.0.0.1");
+        set_child(
+            &m,
+            &format!("sink_{i}::remote-port"),
+            u32::from(relay.addr(face).port()),
+        );
+    }
+    set_state(&p, gst::State::Playing);
+
+    let skipped: [&[u16]; 2] = [&[10, 25, 40], &[30, 31]];
+    let ssrcs = [0xa0a0_a0a0u32, 0xb1b1_b1b1];
+    let inputs: [gst_app::AppSrc; 2] = [by_name(&p, "in0"), by_name(&p, "in1")];
+    let n = 100u16;
+    for seq in 0..n {
+        for i in 0..2 {
+            if !skipped[i].contains(&seq) {
+                push(&inputs[i], &rtp(seq, ssrcs[i]));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ch = |i| channel(&m, i);
+    // Reports after the last packet carry the final counts; two reports
+    // after it each side sends RRs.
+    wait_long("reports with the whole loss, both ways", || {
+        (0..2).all(|i| {
+            let c = ch(i);
+            let other = skipped[1 - i as usize].len() as i64;
+            field(&c, "rr-received") > 0
+                && signed(&c, "remote-packets-lost") == skipped[i as usize].len() as i64
+                && signed(&c, "packets-lost") == other
+                && field(&c, "rtt-us") != UNKNOWN
+        })
+    });
+    let cname = m.property::<String>("cname");
+    assert!(
+        cname.starts_with("rtpsynth-") && cname.contains('@'),
+        "{cname}"
+    );
+    for i in 0..2u32 {
+        let c = ch(i);
+        let me = i as usize;
+        assert!(field(&c, "sr-received") > 0, "{c}");
+        assert!(field(&c, "rr-received") > 0, "{c}");
+        assert_eq!(field(&c, "local-ssrc"), u64::from(ssrcs[me]));
+        assert_eq!(field(&c, "remote-ssrc"), u64::from(ssrcs[1 - me]));
+        // Counted from the packet after the first (probation).
+        assert_eq!(field(&c, "packets-expected"), u64::from(n) - 1, "{c}");
+        assert_eq!(
+            signed(&c, "packets-lost"),
+            skipped[1 - me].len() as i64,
+            "{c}"
+        );
+        assert_eq!(
+            signed(&c, "remote-packets-lost"),
+            skipped[me].len() as i64,
+            "the peer's report of our loss: {c}"
+        );
+        let rtt = field(&c, "rtt-us");
+        assert!(
+            (90_000..250_000).contains(&rtt),
+            "RTT {rtt} µs through a relay holding RTCP 50 ms each way: {c}"
+        );
+        for name in ["jitter-us", "max-jitter-us", "remote-jitter-us"] {
+            let j = field(&c, name);
+            assert!(j < 20_000, "{name} {j}: {c}");
+        }
+        assert_ne!(field(&c, "jitter"), UNKNOWN, "{c}");
+        let mos = field(&c, "mos");
+        assert!((100..=450).contains(&mos), "{c}");
+        assert_eq!(c.get::<String>("remote-cname").unwrap(), cname);
+        assert_eq!(field(&c, "rtcp-dropped"), 0);
+        assert_eq!(field(&c, "bye-received"), 0);
+        assert_eq!(
+            field(&c, "rtp-packets-sent"),
+            u64::from(n) - skipped[me].len() as u64
+        );
+    }
+    // Every datagram counted once, sent or received.
+    wait_until("every push counted", || {
+        let t = stats(&m);
+        field(&t, "packets-pushed") + field(&t, "dropped-downstream") + field(&t, "rtcp-received")
+            == field(&t, "packets-received")
+    });
+    let total = stats(&m);
+    assert_received_adds_up(&total);
+    let rtp_sent = 2 * u64::from(n) - 5;
+    assert_eq!(
+        field(&total, "packets-sent")
+            + field(&total, "dropped-queue-full")
+            + field(&total, "send-errors"),
+        rtp_sent + field(&total, "rtcp-sent"),
+        "{total}"
+    );
+    assert_eq!(field(&total, "rtp-packets-sent"), rtp_sent);
+    assert_eq!(signed(&total, "packets-lost"), 5, "summed over channels");
+    assert!(total.get::<u64>("rtt-us").is_err(), "no total of RTTs");
+
+    // Releasing channel 0 says BYE; channel 1 counts it and the bus hears.
+    for pad in ["sink_0", "src_0"] {
+        m.release_request_pad(&m.static_pad(pad).unwrap());
+    }
+    assert_eq!(bye_message(&p), (1, ssrcs[0]));
+    wait_until("BYE counted", || field(&ch(1), "bye-received") == 1);
+    set_state(&p, gst::State::Null);
+    assert!(error_messages(&p).is_empty());
+}
+
+#[test]
+fn rtcp_mux_reports_both_ways_with_loss_and_rtt() {
+    reports_both_ways("mux");
+}
+
+#[test]
+fn rtcp_on_port_plus_one_reports_both_ways_with_loss_and_rtt() {
+    reports_both_ways("port+1");
+}
+
+fn rr(ssrc: u32) -> Vec<u8> {
+    let mut out = vec![0; 64];
+    let n = rtpsynth_core::rtcp::write_rr(&mut out, ssrc, &[]).unwrap();
+    out.truncate(n);
+    out
+}
+
+#[test]
+fn malformed_rtcp_is_counted_by_fault_and_never_pushed() {
+    let _g = shared();
+    let p = pipeline(
+        "rtpmuxserver name=m src_0::bind-address=127.0.0.1 src_0::rtcp=port+1 \
+         m.src_0 ! appsink name=out sync=false",
+    );
+    let m: gst::Element = by_name(&p, "m");
+    set_state(&p, gst::State::Playing);
+    let rtp_port = local_port(&m, "src_0");
+    let (to_rtp, to_rtcp) = (loopback(rtp_port), loopback(rtp_port + 1));
+    let sink: gst_app::AppSink = by_name(&p, "out");
+    let peer = peer();
+    let good = rr(0x77);
+    // Muxed on the RTP port, RFC 5761's rule picks RTCP out: it needs
+    // version 2 in the first packet, so a bad version is in the second.
+    let short = vec![0x80, 201];
+    let mut bad_version = good.clone();
+    bad_version.extend_from_slice(&[0x40, 202, 0, 0]);
+    let mut length_overrun = good.clone();
+    length_overrun[3] = 9;
+    let mut report_overrun = good.clone();
+    report_overrun[0] |= 1;
+    peer.send_to(&rtp(0, 5), to_rtp).unwrap();
+    for bad in [&short, &bad_version, &length_overrun, &report_overrun] {
+        peer.send_to(bad, to_rtp).unwrap();
+    }
+    peer.send_to(&rtp(1, 5), to_rtp).unwrap();
+    // On the RTCP port everything is RTCP: a first packet of version 1,
+    // and 3 bytes.
+    peer.send_to(&[0x40, 201, 0, 1, 0, 0, 0, 7], to_rtcp)
+        .unwrap();
+    peer.send_to(&[0x80, 201, 0], to_rtcp).unwrap();
+    peer.send_to(&good, to_rtcp).unwrap();
+    peer.send_to(&rtp(2, 5), to_rtp).unwrap();
+    for seq in 0..3 {
+        assert_eq!(pull(&sink).0, rtp(seq, 5), "only RTP is pushed");
+    }
+    wait_until("10 datagrams", || {
+        field(&channel(&m, 0), "packets-received") == 10
+    });
+    let c = channel(&m, 0);
+    assert_eq!(field(&c, "rtcp-received"), 7, "{c}");
+    assert_eq!(field(&c, "rtcp-dropped"), 6, "{c}");
+    for (fault, count) in [
+        ("too-short", 2),
+        ("bad-version", 2),
+        ("length-overrun", 1),
+        ("report-overrun", 1),
+        ("bad-padding", 0),
+    ] {
+        assert_eq!(
+            field(&c, &format!("rtcp-dropped-{fault}")),
+            count,
+            "{fault}: {c}"
+        );
+    }
+    assert_eq!(field(&c, "rr-received"), 1, "the good one is taken");
+    assert_eq!(field(&c, "dropped-not-rtp"), 0);
+    // It goes on serving.
+    peer.send_to(&rtp(3, 5), to_rtp).unwrap();
+    assert_eq!(pull(&sink).0, rtp(3, 5));
+    assert!(
+        sink.try_pull_sample(gst::ClockTime::from_mseconds(100))
+            .is_none()
+    );
+    wait_until("every push counted", || {
+        field(&stats(&m), "packets-pushed") == 4
+    });
+    assert_received_adds_up(&stats(&m));
+    set_state(&p, gst::State::Null);
+}
+
+#[test]
+fn rtcp_off_sends_none_but_counts_and_scores_what_it_receives() {
+    let _g = shared();
+    let (p, m, addr) = reflector("src_0::rtcp-interval=100 src_0::clock-rate=8000", "");
+    let peer = peer();
+    let mut buf = [0u8; 2048];
+    for seq in (0..20).filter(|s| *s != 7) {
+        peer.send_to(&rtp(seq, 9), addr).unwrap();
+        // The echo comes back; nothing else may.
+        let (n, _) = peer.recv_from(&mut buf).expect("the echo");
+        assert!(!rtpsynth_core::rtp::is_rtcp(&buf[..n]));
+    }
+    peer.send_to(&rr(0x42), addr).unwrap();
+    wait_until("the RR and a closed interval", || {
+        let c = channel(&m, 0);
+        field(&c, "rr-received") == 1 && field(&c, "mos") != UNKNOWN
+    });
+    let c = channel(&m, 0);
+    assert_eq!(signed(&c, "packets-lost"), 1);
+    assert_eq!(field(&c, "rtcp-sent"), 0, "rtcp=off by default");
+    assert_eq!(signed(&c, "remote-packets-lost"), UNKNOWN_SIGNED);
+    assert!(peer.recv_from(&mut buf).is_err(), "no RTCP sent");
+    set_state(&p, gst::State::Null);
+}

@@ -746,7 +746,7 @@ fn open_sockets(
         let local = rtp
             .local_addr()
             .map_err(|e| ChannelError::Bind(id, config.bind, e))?;
-        if local.port() % 2 != 0 {
+        if !local.port().is_multiple_of(2) {
             continue;
         }
         let Some(rtcp_bind) = next(local) else {
