@@ -129,10 +129,49 @@ _V1_COLUMNS = _unsigned(
 # dropped-not-rtp.
 _V2_COLUMNS = _V1_COLUMNS[:8] + _unsigned("dropped-kernel") + _V1_COLUMNS[8:]
 
+# Version 3 adds each channel's RTP session after local-port: RFC 3550
+# receive and send statistics, RTCP counts by fault, what the peer reports,
+# RTT and MOS. packets-lost and remote-packets-lost are signed (duplicates
+# make them negative); unknown values are 2**64 - 1 (signed: -2**63).
+_V3_COLUMNS = _V2_COLUMNS + (
+    Column("local-ssrc"),
+    Column("remote-ssrc"),
+    Column("rtp-packets-received"),
+    Column("rtp-payload-octets-received"),
+    Column("packets-expected"),
+    Column("packets-lost", signed=True),
+    Column("fraction-lost"),
+    Column("jitter"),
+    Column("jitter-us"),
+    Column("max-jitter-us"),
+    Column("rtp-packets-sent"),
+    Column("rtp-payload-octets-sent"),
+    Column("rtcp-sent"),
+    Column("rtcp-received"),
+    Column("rtcp-dropped"),
+    Column("rtcp-dropped-too-short"),
+    Column("rtcp-dropped-bad-version"),
+    Column("rtcp-dropped-length-overrun"),
+    Column("rtcp-dropped-report-overrun"),
+    Column("rtcp-dropped-bad-padding"),
+    Column("rtcp-dropped-sdes-overrun"),
+    Column("rtcp-dropped-bye-overrun"),
+    Column("rtcp-not-report-first"),
+    Column("sr-received"),
+    Column("rr-received"),
+    Column("bye-received"),
+    Column("remote-fraction-lost"),
+    Column("remote-packets-lost", signed=True),
+    Column("remote-jitter-us"),
+    Column("rtt-us"),
+    Column("mos"),
+)
+
 #: Every layout version the elements produce, by version number.
 LAYOUTS: Mapping[int, Layout] = {
     1: Layout(1, _V1_COLUMNS),
     2: Layout(2, _V2_COLUMNS),
+    3: Layout(3, _V3_COLUMNS),
 }
 
 #: The newest layout version this package reads.

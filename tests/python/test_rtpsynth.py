@@ -65,7 +65,10 @@ def test_to_numpy_matches_the_stats_structure(echo):
     arr = rtpsynth.to_numpy(echo.m.get_property("stats-packed"), list(echo.m.get_property("stats-columns")))
     want = expected_rows(echo.m)
     assert arr.dtype.names == tuple(want[0])
-    assert all(arr.dtype[name] == np.dtype("<u8") for name in arr.dtype.names)
+    # uint64, but the layout's signed columns (packets-lost, ...) int64.
+    lay = rtpsynth.layout(rtpsynth.LAYOUT_VERSION)
+    assert all(arr.dtype[c.name] == np.dtype("<i8" if c.signed else "<u8") for c in lay.columns)
+    assert any(c.signed for c in lay.columns)
     assert [dict(zip(arr.dtype.names, map(int, rec))) for rec in arr] == want
     assert int(arr["octets-sent"][0]) == echo.packets * echo.packet_len
 

@@ -21,8 +21,8 @@ def packed(version, rows, ncols=None, nrows=None):
 
 
 def test_every_known_version_decodes_by_its_own_columns():
-    assert sorted(rtpsynth.LAYOUTS) == [1, 2]
-    assert rtpsynth.LAYOUT_VERSION == 2
+    assert sorted(rtpsynth.LAYOUTS) == [1, 2, 3]
+    assert rtpsynth.LAYOUT_VERSION == 3
     for version, lay in rtpsynth.LAYOUTS.items():
         names = lay.names
         rows = [[7] + list(range(100, 100 + len(names) - 1)), [9] + [0] * (len(names) - 1)]
@@ -65,10 +65,10 @@ def test_empty_server_has_header_only():
 
 
 def test_an_unknown_version_is_refused_naming_it_and_the_known_ones():
-    for version in (0, 3, 2**64 - 1):
+    for version in (0, 4, 2**64 - 1):
         data = struct.pack("<3Q", version, 3, 0)
         for decode in (rtpsynth.to_dicts, rtpsynth.to_numpy, rtpsynth.header):
-            with pytest.raises(ValueError, match=rf"version {version} is unknown.* reads versions 1, 2$"):
+            with pytest.raises(ValueError, match=rf"version {version} is unknown.* reads versions 1, 2, 3$"):
                 decode(data)
     with pytest.raises(rtpsynth.LayoutError, match="version 7 is unknown"):
         rtpsynth.layout(7)
