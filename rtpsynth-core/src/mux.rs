@@ -192,14 +192,26 @@ const LOCAL_PORT: usize = col("local-port");
 const RTCP_SENT: usize = session_col("rtcp-sent");
 const _: () = assert!(session_col("local-ssrc") == NCOUNTERS);
 
+/// [`is_summable`] of every column, worked out at compile time: totals are
+/// summed on every `stats` read, over every channel.
+const SUMMABLE: [bool; NSTATS] = {
+    let mut table = [false; NSTATS];
+    let mut column = 0;
+    while column < NSTATS {
+        table[column] = if column < NCOUNTERS {
+            column != LATCHED && column != LOCAL_PORT
+        } else {
+            SessionStats::is_summable(column - NCOUNTERS)
+        };
+        column += 1;
+    }
+    table
+};
+
 /// Columns of a [`StatsRow`] that add over channels: not the states
 /// (`latched`, `local-port`) nor what [`SessionStats::is_summable`] refuses.
 pub fn is_summable(column: usize) -> bool {
-    if column < NCOUNTERS {
-        column != LATCHED && column != LOCAL_PORT
-    } else {
-        SessionStats::is_summable(column - NCOUNTERS)
-    }
+    SUMMABLE.get(column).copied().unwrap_or(false)
 }
 
 // ---------------------------------------------------------------------------
@@ -522,6 +534,8 @@ struct Notify {
     pending: Mutex<Vec<u32>>,
     /// Channels with [`Updates`] to apply.
     updated: Mutex<Vec<u32>>,
+    /// Set when `updated` may hold ids, so a wake without news takes no lock.
+    has_updates: AtomicBool,
     wake_requested: AtomicBool,
     /// Worker pacing in microseconds: 0 wakes the worker for every send and
     /// every received packet; above, it runs one round per tick.
@@ -625,6 +639,7 @@ impl<P, A> Channel<P, A> {
         apply(&mut lock(&self.updates));
         self.dirty.store(true, Ordering::Release);
         lock(&self.notify.updated).push(self.id);
+        self.notify.has_updates.store(true, Ordering::Release);
         self.notify.wake();
     }
 
@@ -883,6 +898,7 @@ impl<H: Handler> Server<H> {
         let notify = Arc::new(Notify {
             pending: Mutex::new(Vec::new()),
             updated: Mutex::new(Vec::new()),
+            has_updates: AtomicBool::new(false),
             wake_requested: AtomicBool::new(false),
             tick_us: AtomicU64::new(tick.as_micros() as u64),
             waker,
@@ -920,6 +936,7 @@ impl<H: Handler> Server<H> {
                     pending: Vec::new(),
                     updated: Vec::new(),
                     commands: Vec::new(),
+                    now: 0,
                 }
                 .run()
             })?;
@@ -1129,18 +1146,21 @@ pub fn packed_columns() -> Vec<&'static str> {
 /// `[PACKED_STATS_VERSION, columns, rows, 0, …]`.
 pub fn packed_stats(rows: &[(u32, StatsRow)]) -> Vec<u8> {
     let ncols = 1 + NSTATS;
-    let mut out = Vec::with_capacity((rows.len() + 1) * ncols * 8);
-    let mut header = [0u64; 1 + NSTATS];
-    header[0] = PACKED_STATS_VERSION;
-    header[1] = ncols as u64;
-    header[2] = rows.len() as u64;
-    for v in header {
-        out.extend_from_slice(&v.to_le_bytes());
+    // Filled in place, a word at a time: appending 8 bytes at a time cost
+    // more than reading the counters.
+    let mut out = vec![0u8; (rows.len() + 1) * ncols * 8];
+    let (header, body) = out.split_at_mut(ncols * 8);
+    for (word, v) in
+        header
+            .chunks_exact_mut(8)
+            .zip([PACKED_STATS_VERSION, ncols as u64, rows.len() as u64])
+    {
+        word.copy_from_slice(&v.to_le_bytes());
     }
-    for (id, row) in rows {
-        out.extend_from_slice(&u64::from(*id).to_le_bytes());
-        for v in row {
-            out.extend_from_slice(&v.to_le_bytes());
+    for (bytes, (id, row)) in body.chunks_exact_mut(ncols * 8).zip(rows) {
+        let values = std::iter::once(u64::from(*id)).chain(row.iter().copied());
+        for (word, v) in bytes.chunks_exact_mut(8).zip(values) {
+            word.copy_from_slice(&v.to_le_bytes());
         }
     }
     out
@@ -1586,6 +1606,10 @@ struct Worker<H: Handler> {
     pending: Vec<u32>,
     updated: Vec<u32>,
     commands: Vec<Command<H>>,
+    /// The sessions' clock when the worker last woke: the time of what a
+    /// wake sends, reports and changes (a clock read costs as much as a
+    /// session's work on a packet, so it is read once per wake).
+    now: u64,
 }
 
 impl<H: Handler> Worker<H> {
@@ -1644,6 +1668,7 @@ impl<H: Handler> Worker<H> {
                 // epoll itself failing leaves nothing to serve.
                 return;
             }
+            self.now = self.shared.now();
             self.handler.woke();
             let mut woken = false;
             let mut ready = 0;
@@ -1763,7 +1788,7 @@ impl<H: Handler> Worker<H> {
     /// has a target; called before its sockets close.
     fn say_bye(&mut self, wc: &mut WorkerChannel<H>) {
         if let Some(target) = wc.rtcp_target() {
-            let len = wc.session.bye(self.shared.now(), &mut self.rtcp_out);
+            let len = wc.session.bye(self.now, &mut self.rtcp_out);
             if len > 0 {
                 send_rtcp(&mut self.send, wc, &self.rtcp_out[..len], target);
             }
@@ -1773,14 +1798,16 @@ impl<H: Handler> Worker<H> {
 
     /// Applies the updates of the channels the element changed.
     fn apply_updates(&mut self) {
-        std::mem::swap(&mut *lock(&self.notify.updated), &mut self.updated);
-        if self.updated.is_empty() {
+        // A plain load first: the lock only when there is news.
+        if !(self.notify.has_updates.load(Ordering::Relaxed)
+            && self.notify.has_updates.swap(false, Ordering::Acquire))
+        {
             return;
         }
-        let now = self.shared.now();
+        std::mem::swap(&mut *lock(&self.notify.updated), &mut self.updated);
         for id in self.updated.drain(..) {
             if let Some(wc) = self.table.get_mut(&id)
-                && wc.refresh(now)
+                && wc.refresh(self.now)
             {
                 push_deadline(&mut self.deadlines, id, &wc.session);
             }
@@ -1790,7 +1817,7 @@ impl<H: Handler> Worker<H> {
     /// Writes and sends every report due (or closes its interval when the
     /// channel has nowhere to send it) and schedules the next.
     fn send_reports(&mut self) {
-        let now = self.shared.now();
+        let now = self.now;
         while let Some(&Reverse((at, id))) = self.deadlines.peek() {
             if at > now {
                 break;
@@ -1821,7 +1848,7 @@ impl<H: Handler> Worker<H> {
         let Some(wc) = self.table.get_mut(&id) else {
             return;
         };
-        if wc.refresh(self.shared.now()) {
+        if wc.refresh(self.now) {
             push_deadline(&mut self.deadlines, id, &wc.session);
         }
         let rx = if on_rtcp_socket {
@@ -1858,7 +1885,9 @@ impl<H: Handler> Worker<H> {
             };
             failing = false;
             // One arrival time per batch: the datagrams of one `recvmmsg`
-            // were all waiting when it returned.
+            // were all waiting when it returned. Read per batch, not per
+            // wake, as a wake serving thousands of sockets takes long enough
+            // to show in the jitter.
             let now = self.shared.now();
             // A full read suggests more is waiting; a short one drained the
             // socket and tells how much to expect next time.
@@ -1973,7 +2002,7 @@ impl<H: Handler> Worker<H> {
     /// The channels are those in `self.pending`.
     fn send_pending(&mut self, out: &mut Vec<H::Packet>) -> bool {
         let mut more = false;
-        let now = self.shared.now();
+        let now = self.now;
         for i in 0..self.pending.len() {
             let id = self.pending[i];
             let Some(wc) = self.table.get_mut(&id) else {

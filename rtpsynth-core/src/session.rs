@@ -472,10 +472,27 @@ impl SessionStats {
     /// Whether column `column` (an index into [`Self::NAMES`]) is a count
     /// that adds over sessions, as totals over many channels do. Signed
     /// columns add as two's complement (`wrapping_add` of the packed words).
-    pub fn is_summable(column: usize) -> bool {
-        Self::NAMES
-            .get(column)
-            .is_some_and(|name| !Self::NOT_SUMMABLE.contains(name))
+    /// A `const fn`, so a caller can make a table of it at compile time.
+    pub const fn is_summable(column: usize) -> bool {
+        if column >= Self::NCOLUMNS {
+            return false;
+        }
+        let name = Self::NAMES[column].as_bytes();
+        let mut i = 0;
+        while i < Self::NOT_SUMMABLE.len() {
+            let other = Self::NOT_SUMMABLE[i].as_bytes();
+            if name.len() == other.len() {
+                let mut j = 0;
+                while j < name.len() && name[j] == other[j] {
+                    j += 1;
+                }
+                if j == name.len() {
+                    return false;
+                }
+            }
+            i += 1;
+        }
+        true
     }
 }
 

@@ -541,6 +541,18 @@ impl RtpMuxServer {
         }
     }
 
+    /// Every channel's statistics, without the totals `stats-packed` has no
+    /// use for.
+    fn channel_rows(&self) -> Vec<(u32, mux::StatsRow)> {
+        match lock(&self.server).as_ref() {
+            Some(server) => server.channel_stats(),
+            None => lock(&self.last)
+                .as_ref()
+                .map(|(rows, _)| rows.clone())
+                .unwrap_or_default(),
+        }
+    }
+
     fn rows(&self) -> Snapshot {
         match lock(&self.server).as_ref() {
             Some(server) => {
@@ -851,8 +863,7 @@ impl ObjectImpl for RtpMuxServer {
             "cname" => lock(&self.cname).to_value(),
             "stats" => self.stats().to_value(),
             "stats-packed" => {
-                let (rows, _) = self.rows();
-                glib::Bytes::from_owned(mux::packed_stats(&rows)).to_value()
+                glib::Bytes::from_owned(mux::packed_stats(&self.channel_rows())).to_value()
             }
             "stats-columns" => mux::packed_columns()
                 .into_iter()
