@@ -474,13 +474,18 @@ fn port_in_use_and_bad_address_name_channel_and_address() {
 #[test]
 fn packed_stats_match_the_structure() {
     let _g = shared();
-    let (p, m, addr) = reflector("", "m.src_5 ! fakesink");
+    // No report interval closes during the test, so two reads agree.
+    let (p, m, addr) = reflector(
+        "src_0::rtcp-interval=3600000 src_5::rtcp-interval=3600000",
+        "m.src_5 ! fakesink",
+    );
     let peer = peer();
     for seq in 0..3 {
         peer.send_to(&rtp(seq, 1), addr).unwrap();
     }
+    // The session counts a packet sent once the send call returns.
     wait_until("3 packets sent back", || {
-        field(&channel(&m, 0), "packets-sent") == 3
+        field(&channel(&m, 0), "rtp-packets-sent") == 3
     });
     let columns = m.property::<Vec<String>>("stats-columns");
     let bytes = m.property::<glib::Bytes>("stats-packed");
