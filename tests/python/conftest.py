@@ -85,6 +85,9 @@ def echo():
     rx = m.request_pad_simple("src_1")
     for pad in (tx, rx):
         pad.set_property("bind-address", "127.0.0.1")
+        # No report interval closes while a test runs (it would change
+        # fraction-lost and mos between two reads that must agree).
+        pad.set_property("rtcp-interval", 3_600_000)
     assert src.get_static_pad("src").link(tx) == Gst.PadLinkReturn.OK
     assert rx.link(sink.get_static_pad("sink")) == Gst.PadLinkReturn.OK
     # Sockets are bound in PAUSED; a live source sends nothing before PLAYING.
