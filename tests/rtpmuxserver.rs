@@ -833,6 +833,10 @@ fn reports_both_ways(mode: &str) {
          m.src_0 ! fakesink sync=false async=false m.src_1 ! fakesink sync=false async=false",
     );
     let m: gst::Element = by_name(&p, "m");
+    if mode == "mux" {
+        // A CNAME of our own; port+1 keeps the random default.
+        m.set_property("cname", "mux-test@example.org");
+    }
     for i in 0..2 {
         set_child(&m, &format!("sink_{i}::bind-address"), "127.0.0.1");
         set_child(&m, &format!("sink_{i}::rtcp-interval"), 200u32);
@@ -920,10 +924,14 @@ fn reports_both_ways(mode: &str) {
         })
     });
     let cname = m.property::<String>("cname");
-    assert!(
-        cname.starts_with("rtpsynth-") && cname.contains('@'),
-        "{cname}"
-    );
+    if mode == "mux" {
+        assert_eq!(cname, "mux-test@example.org");
+    } else {
+        assert!(
+            cname.starts_with("rtpsynth-") && cname.contains('@'),
+            "{cname}"
+        );
+    }
     for i in 0..2u32 {
         let c = ch(i);
         let me = i as usize;
@@ -1001,6 +1009,57 @@ fn rtcp_mux_reports_both_ways_with_loss_and_rtt() {
 #[test]
 fn rtcp_on_port_plus_one_reports_both_ways_with_loss_and_rtt() {
     reports_both_ways("port+1");
+}
+
+#[test]
+fn rtcp_turned_on_while_playing_reopens_on_an_even_port_and_reports_to_the_latched_peer() {
+    let _g = shared();
+    let (p, m, _) = reflector("src_0::rtcp-interval=100", "");
+    m.static_pad("src_0")
+        .unwrap()
+        .set_property_from_str("rtcp", "port+1");
+    let port = local_port(&m, "src_0");
+    assert_eq!(port % 2, 0, "{port}");
+    let (peer_rtp, peer_rtcp) = bind_pair();
+    peer_rtcp
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    // Latched on the peer's RTP port, no RTCP from it yet: reports go to
+    // its port + 1, from ours.
+    for seq in 0..5 {
+        peer_rtp.send_to(&rtp(seq, 3), loopback(port)).unwrap();
+    }
+    let mut buf = [0u8; 2048];
+    let (n, from) = peer_rtcp.recv_from(&mut buf).expect("a report");
+    assert_eq!(from, loopback(port + 1));
+    assert!(rtpsynth_core::rtp::is_rtcp(&buf[..n]));
+    // Counted once the send call returned, which can be after the peer has it.
+    wait_until("the report counted", || {
+        field(&channel(&m, 0), "rtcp-sent") >= 1
+    });
+    set_state(&p, gst::State::Null);
+}
+
+#[test]
+fn cname_is_random_per_element_and_a_too_long_one_is_refused() {
+    let _g = shared();
+    let a = gst::ElementFactory::make("rtpmuxserver").build().unwrap();
+    let b = gst::ElementFactory::make("rtpmuxserver").build().unwrap();
+    let (ca, cb) = (a.property::<String>("cname"), b.property::<String>("cname"));
+    assert_ne!(ca, cb, "two elements, two CNAMEs");
+    assert_eq!(
+        a.property::<String>("cname"),
+        ca,
+        "stable for the element's life"
+    );
+    a.set_property("cname", "x".repeat(256));
+    assert_eq!(
+        a.property::<String>("cname"),
+        ca,
+        "256 bytes do not fit an SDES item"
+    );
+    a.set_property("cname", "x".repeat(255));
+    assert_eq!(a.property::<String>("cname").len(), 255);
 }
 
 fn rr(ssrc: u32) -> Vec<u8> {
