@@ -63,7 +63,9 @@ const USAGE: &str = "usage: callload [--calls N] [--seconds S] [--ptime MS] [--l
   --json           print the summary as one JSON object on the last line
   --stock          build the calls from stock GStreamer elements instead
   --quiet          no live lines nor table (with --json: only the JSON line)
-  --codec C        pcmu (G.711 µ-law, payload type 0) or pcma (A-law, 8) (default pcmu)";
+  --codec C        pcmu (G.711 µ-law, payload type 0) or pcma (A-law, 8) (default pcmu)
+  --rtcp MODE      RTCP of our channels: off, mux (RFC 5761, on the RTP port) or
+                   port+1 (default mux; the stock calls send none)";
 
 const CLOCK_RATE: u64 = 8000;
 
@@ -204,6 +206,8 @@ pub struct Options {
     pub stock: bool,
     pub quiet: bool,
     pub codec: Codec,
+    /// The channels' `rtcp` property: off, mux or port+1.
+    pub rtcp: String,
 }
 
 impl Default for Options {
@@ -225,6 +229,7 @@ impl Default for Options {
             stock: false,
             quiet: false,
             codec: Codec::Pcmu,
+            rtcp: "mux".into(),
         }
     }
 }
@@ -256,6 +261,12 @@ impl Options {
                 "--stock" => o.stock = true,
                 "--quiet" => o.quiet = true,
                 "--codec" => o.codec = args.next().ok_or("--codec needs a value")?.parse()?,
+                "--rtcp" => {
+                    o.rtcp = args.next().ok_or("--rtcp needs a value")?;
+                    if !matches!(o.rtcp.as_str(), "off" | "mux" | "port+1") {
+                        return Err(format!("--rtcp {}: off, mux or port+1", o.rtcp));
+                    }
+                }
                 "-h" | "--help" => return Ok(None),
                 other => return Err(format!("unknown argument {other}\n{USAGE}")),
             }
@@ -599,6 +610,98 @@ impl Packed {
     }
 }
 
+/// What the channels' RTP sessions say of the calls (RFC 3550 statistics
+/// and RTCP), added up over `stats-packed` rows: each channel reports on the
+/// stream it receives, and on the peer's reports about the one it sends.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sessions {
+    /// MOS × 100 of each channel that has one: sum, count and the lowest.
+    mos_sum: u64,
+    mos_n: u64,
+    mos_worst: Option<u64>,
+    /// Interarrival jitter in µs: sum, count and largest.
+    jitter_us_sum: u64,
+    jitter_n: u64,
+    jitter_us_max: u64,
+    /// RFC 3550 A.3 over the channels: expected and lost (signed).
+    expected: u64,
+    lost: i64,
+    /// Round-trip times from the peers' reports: sum, count and largest.
+    rtt_us_sum: u64,
+    rtt_n: u64,
+    rtt_us_max: u64,
+    pub rtcp_sent: u64,
+    pub rtcp_received: u64,
+}
+
+/// What `stats-packed` holds for a figure a session cannot tell yet.
+const UNKNOWN: u64 = u64::MAX;
+
+impl Sessions {
+    /// Adds the rows of `packed` that `keep` selects.
+    fn add_rows(&mut self, packed: &Packed, keep: &dyn Fn(&[u64]) -> bool) {
+        for row in packed.rows.iter().filter(|r| keep(r)) {
+            let v = |name: &str| packed.value(row, name);
+            let known = |x: u64| (x != UNKNOWN).then_some(x);
+            if let Some(mos) = known(v("mos")) {
+                self.mos_sum += mos;
+                self.mos_n += 1;
+                self.mos_worst = Some(self.mos_worst.map_or(mos, |w| w.min(mos)));
+            }
+            if let Some(j) = known(v("jitter-us")) {
+                self.jitter_us_sum += j;
+                self.jitter_n += 1;
+                self.jitter_us_max = self.jitter_us_max.max(j);
+            }
+            let lost = v("packets-lost") as i64;
+            if lost != i64::MIN {
+                self.expected += v("packets-expected");
+                self.lost += lost;
+            }
+            if let Some(rtt) = known(v("rtt-us")) {
+                self.rtt_us_sum += rtt;
+                self.rtt_n += 1;
+                self.rtt_us_max = self.rtt_us_max.max(rtt);
+            }
+            self.rtcp_sent += v("rtcp-sent");
+            self.rtcp_received += v("rtcp-received");
+        }
+    }
+
+    /// Mean and lowest MOS over the channels that have one.
+    pub fn mos_mean(&self) -> Option<f64> {
+        (self.mos_n > 0).then(|| self.mos_sum as f64 / self.mos_n as f64 / 100.0)
+    }
+
+    pub fn mos_worst(&self) -> Option<f64> {
+        self.mos_worst.map(|m| m as f64 / 100.0)
+    }
+
+    /// Mean and largest interarrival jitter, ms.
+    pub fn jitter_ms_mean(&self) -> Option<f64> {
+        (self.jitter_n > 0).then(|| self.jitter_us_sum as f64 / self.jitter_n as f64 / 1e3)
+    }
+
+    pub fn jitter_ms_max(&self) -> Option<f64> {
+        (self.jitter_n > 0).then(|| self.jitter_us_max as f64 / 1e3)
+    }
+
+    /// Packets lost per packets expected, as the receiving sessions count
+    /// them (RFC 3550 A.3), in percent.
+    pub fn loss_percent(&self) -> Option<f64> {
+        (self.expected > 0).then(|| self.lost as f64 / self.expected as f64 * 100.0)
+    }
+
+    /// Mean and largest round-trip time from the peers' reports, ms.
+    pub fn rtt_ms_mean(&self) -> Option<f64> {
+        (self.rtt_n > 0).then(|| self.rtt_us_sum as f64 / self.rtt_n as f64 / 1e3)
+    }
+
+    pub fn rtt_ms_max(&self) -> Option<f64> {
+        (self.rtt_n > 0).then(|| self.rtt_us_max as f64 / 1e3)
+    }
+}
+
 /// Cumulative figures for the live line.
 #[derive(Default, Clone, Copy)]
 struct Live {
@@ -606,6 +709,8 @@ struct Live {
     inp: u64,
     lost: u64,
     erased: u64,
+    /// Mean MOS of the channels up now (ours only).
+    mos: Option<f64>,
 }
 
 /// The final account of every packet, from the elements' own counters.
@@ -631,6 +736,8 @@ struct Tally {
     slow_pushes: u64,
     /// Largest drift of a leg's sample timeline from its arrival times.
     max_drift_ns: u64,
+    /// The RTP sessions' view (ours only).
+    sessions: Option<Sessions>,
 }
 
 /// One way of building calls: ours, or stock elements.
@@ -903,6 +1010,8 @@ struct Ours {
     /// line: `stats-packed` lists open channels only.
     ended_mux_sent: u64,
     ended_mux_received: u64,
+    /// The sessions of the calls ended so far.
+    ended_sessions: Sessions,
     calls_ended: u64,
 }
 
@@ -923,6 +1032,7 @@ impl Ours {
             ended: Books::default(),
             ended_mux_sent: 0,
             ended_mux_received: 0,
+            ended_sessions: Sessions::default(),
             calls_ended: 0,
         })
     }
@@ -940,8 +1050,13 @@ impl Ours {
     /// A channel's sink pad. Its socket opens at once, the server running,
     /// on the default wildcard address: setting bind-address now would
     /// re-open it, a round trip to the busy worker for every channel.
-    fn channel(mux: &gst::Element, ch: usize) -> Result<(gst::Pad, u32), String> {
+    fn channel(mux: &gst::Element, ch: usize, rtcp: &str) -> Result<(gst::Pad, u32), String> {
         let sink = Self::pad(mux, &format!("sink_{ch}"))?;
+        if rtcp != "off" {
+            // Re-opens the socket (port+1 needs an even port): read the
+            // port after.
+            sink.set_property_from_str("rtcp", rtcp);
+        }
         let port = sink.property::<u32>("local-port");
         if port == 0 {
             return Err(format!("rtpmuxserver channel {ch} has no socket"));
@@ -1020,8 +1135,10 @@ impl Ours {
         let packed = Packed::read(&call.mux)?;
         let channels = call.channels();
         let mine = |row: &[u64]| row.first().is_some_and(|ch| channels.contains(ch));
-        self.ended_mux_sent += packed.sum("packets-sent", &mine);
-        self.ended_mux_received += packed.sum("packets-received", &mine);
+        self.ended_mux_sent += packed.sum("packets-sent", &mine) - packed.sum("rtcp-sent", &mine);
+        self.ended_mux_received +=
+            packed.sum("packets-received", &mine) - packed.sum("rtcp-received", &mine);
+        self.ended_sessions.add_rows(&packed, &mine);
         call.dismantle(&self.c.pipeline)?;
         self.calls_ended += 1;
         Ok(())
@@ -1033,8 +1150,9 @@ impl Calls for Ours {
         let (a, b) = (2 * i, 2 * i + 1);
         let server = i % self.muxes.len();
         let mux = self.muxes[server].clone();
-        let (sink_a, port_a) = Self::channel(&mux, a)?;
-        let (sink_b, port_b) = Self::channel(&mux, b)?;
+        let rtcp = self.c.options.rtcp.clone();
+        let (sink_a, port_a) = Self::channel(&mux, a, &rtcp)?;
+        let (sink_b, port_b) = Self::channel(&mux, b, &rtcp)?;
         let src_a = Self::pad(&mux, &format!("src_{a}"))?;
         let src_b = Self::pad(&mux, &format!("src_{b}"))?;
         let rtp_caps = self.c.options.codec.rtp_caps();
@@ -1172,10 +1290,14 @@ impl Calls for Ours {
 
     fn live(&self) -> Result<Live, String> {
         let (mut out, mut inp) = (self.ended_mux_sent, self.ended_mux_received);
+        let mut sessions = Sessions::default();
         for mux in &self.muxes {
             let packed = Packed::read(mux)?;
-            out += packed.sum("packets-sent", &|_| true);
-            inp += packed.sum("packets-received", &|_| true);
+            // RTP only: the channels' RTCP is counted apart.
+            out += packed.sum("packets-sent", &|_| true) - packed.sum("rtcp-sent", &|_| true);
+            inp +=
+                packed.sum("packets-received", &|_| true) - packed.sum("rtcp-received", &|_| true);
+            sessions.add_rows(&packed, &|_| true);
         }
         let mut lost = self.ended.dropped;
         let mut erased = self.ended.jb[JB_ERASED_PACKETS];
@@ -1192,6 +1314,7 @@ impl Calls for Ours {
             inp,
             lost,
             erased,
+            mos: sessions.mos_mean(),
         })
     }
 
@@ -1200,9 +1323,11 @@ impl Calls for Ours {
         for call in self.calls() {
             books.add(&call.books(o.samples_per_packet()));
         }
-        const MUX: [&str; 9] = [
+        const MUX: [&str; 11] = [
             "packets-sent",
             "packets-received",
+            "rtcp-sent",
+            "rtcp-received",
             "dropped-queue-full",
             "send-errors",
             "dropped-no-socket",
@@ -1225,12 +1350,19 @@ impl Calls for Ours {
             + mux("dropped-downstream");
         let into_server = books.sent + books.duplicated - books.dropped;
         let lost_uncounted = into_server as i64 - (mux_counted + books.jb[JB_RECEIVED]) as i64;
+        let mut sessions = self.ended_sessions;
+        for mux in &self.muxes {
+            sessions.add_rows(&Packed::read(mux)?, &|_| true);
+        }
+        // The channels' datagrams less their RTCP: the RTP the calls sent.
+        let rtp_sent = mux("packets-sent") - mux("rtcp-sent");
+        let rtp_received = mux("packets-received") - mux("rtcp-received");
         Ok(Tally {
             sent: books.sent,
-            received: mux("packets-received"),
+            received: rtp_received,
             impairment_dropped: books.dropped,
             duplicated: books.duplicated,
-            kernel_lost: mux("packets-sent").saturating_sub(mux("packets-received")),
+            kernel_lost: rtp_sent.saturating_sub(rtp_received),
             counted_drops: mux_counted + jb_counted,
             lost_uncounted,
             erasures: books.jb[JB_ERASURES],
@@ -1239,6 +1371,7 @@ impl Calls for Ours {
             late_skipped: books.late_skipped,
             slow_pushes: books.slow_pushes,
             max_drift_ns: books.max_drift_ns,
+            sessions: Some(sessions),
         })
     }
 }
@@ -1398,6 +1531,7 @@ impl Calls for Stock {
             inp: received,
             lost: dropped,
             erased: self.lost(),
+            mos: None,
         })
     }
 
@@ -1421,6 +1555,7 @@ impl Calls for Stock {
             late_skipped: 0,
             slow_pushes: 0,
             max_drift_ns: max_drift_ns(&self.legs),
+            sessions: None,
         })
     }
 }
@@ -1585,16 +1720,18 @@ struct Row {
     erased_per_s: f64,
     cpu_percent: f64,
     threads: u64,
+    /// Mean MOS of the channels up (empty when none has one yet).
+    mos: Option<f64>,
 }
 
 impl Row {
-    const HEADER: &'static str = "t/s,calls,out/s,in/s,lost/s,erased/s,cpu%,threads";
+    const HEADER: &'static str = "t/s,calls,out/s,in/s,lost/s,erased/s,cpu%,threads,mos";
 
     /// Column widths of the printed table, in `HEADER`'s order.
-    const WIDTHS: [usize; 8] = [6, 6, 9, 9, 7, 8, 6, 7];
+    const WIDTHS: [usize; 9] = [6, 6, 9, 9, 7, 8, 6, 7, 5];
 
     /// The row's figures, formatted, in `HEADER`'s order.
-    fn cells(&self) -> [String; 8] {
+    fn cells(&self) -> [String; 9] {
         [
             format!("{:.1}", self.t),
             self.calls.to_string(),
@@ -1604,6 +1741,7 @@ impl Row {
             format!("{:.0}", self.erased_per_s),
             format!("{:.1}", self.cpu_percent),
             self.threads.to_string(),
+            self.mos.map_or(String::new(), |m| format!("{m:.2}")),
         ]
     }
 
@@ -1661,6 +1799,7 @@ impl Monitor {
             erased_per_s: per_s(live.erased, self.last.erased),
             cpu_percent: (cpu - self.last_cpu) / dt * 100.0,
             threads: threads(),
+            mos: live.mos,
         };
         if !self.quiet {
             row.print();
@@ -1721,6 +1860,10 @@ pub struct Summary {
     pub held_start: Held,
     pub held_after_1min: Held,
     pub held_end: Held,
+    /// The `--rtcp` mode, and what the RTP sessions say of the calls (none
+    /// for the stock calls, which run no session).
+    pub rtcp: String,
+    pub sessions: Option<Sessions>,
 }
 
 impl Summary {
@@ -1743,7 +1886,7 @@ impl Summary {
     }
 
     fn fields(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut fields = vec![
             (
                 "mode",
                 if self.stock { "stock" } else { "rtpsynth" }.to_string(),
@@ -1796,7 +1939,27 @@ impl Summary {
             ("rss_mb_after_1min", mb(self.held_after_1min.rss_kb)),
             ("rss_mb_end", mb(self.held_end.rss_kb)),
             ("resources_steady", self.resources_steady().to_string()),
-        ]
+        ];
+        // The sessions' figures; null when unknown (no session, or no
+        // report interval closed yet).
+        let s = self.sessions.unwrap_or_default();
+        let opt = |v: Option<f64>, digits: usize| {
+            v.map_or("null".to_string(), |v| format!("{v:.digits$}"))
+        };
+        let with_session = |v: u64| self.sessions.map_or("null".to_string(), |_| v.to_string());
+        fields.extend([
+            ("rtcp", self.rtcp.clone()),
+            ("mos_mean", opt(s.mos_mean(), 2)),
+            ("mos_worst", opt(s.mos_worst(), 2)),
+            ("loss_percent", opt(s.loss_percent(), 2)),
+            ("jitter_ms_mean", opt(s.jitter_ms_mean(), 3)),
+            ("jitter_ms_max", opt(s.jitter_ms_max(), 3)),
+            ("rtt_ms_mean", opt(s.rtt_ms_mean(), 3)),
+            ("rtt_ms_max", opt(s.rtt_ms_max(), 3)),
+            ("rtcp_sent", with_session(s.rtcp_sent)),
+            ("rtcp_received", with_session(s.rtcp_received)),
+        ]);
+        fields
     }
 
     /// One JSON object on one line (numbers bare, names quoted).
@@ -1804,7 +1967,7 @@ impl Summary {
         let mut s = String::from("{");
         for (i, (k, v)) in self.fields().into_iter().enumerate() {
             let sep = if i == 0 { "" } else { "," };
-            if matches!(k, "mode" | "codec" | "busiest_thread") {
+            if matches!(k, "mode" | "codec" | "busiest_thread" | "rtcp") {
                 let v = v.replace('\\', "\\\\").replace('"', "\\\"");
                 let _ = write!(s, "{sep}\"{k}\":\"{v}\"");
             } else {
@@ -2129,6 +2292,12 @@ fn measure(
         busiest_thread_percent: busiest_percent,
         rss_mb: rss as f64 / 1024.0,
         rss_kb_per_call: rss.saturating_sub(rss_before) as f64 / o.calls as f64,
+        rtcp: if o.stock {
+            "none".into()
+        } else {
+            o.rtcp.clone()
+        },
+        sessions: t.sessions,
         churn: o.churn,
         calls_started: next_index as u64,
         calls_ended,

@@ -166,6 +166,42 @@ fn pcma_calls_run_on_the_alaw_elements() {
     }
 }
 
+/// RTCP on the RTP port (the default): every channel's session reports
+/// both ways, and with 2 % loss the sessions report 2 % ± 0.5 lost and a
+/// lower MOS than without; `--rtcp off` sends none.
+#[test]
+fn sessions_report_the_loss_and_the_mos_falls_with_it() {
+    let run_with = |extra: &str| {
+        let o = options(&format!(
+            "--calls 10 --seconds 8 --ramp 0 --seed 11 --quiet {extra}"
+        ));
+        let s = run_serial(&o);
+        assert!(s.ok(), "{}", s.json());
+        s
+    };
+    let clean = run_with("");
+    let lossy = run_with("--loss 0.02");
+    let (c, l) = (clean.sessions.unwrap(), lossy.sessions.unwrap());
+    let j = lossy.json();
+    assert_eq!(lossy.rtcp, "mux");
+    assert!(j.contains("\"rtcp\":\"mux\""), "{j}");
+    // 20 channels, each reporting at least once in 8 s (5 s minimum,
+    // halved before the first report, randomised).
+    assert!(l.rtcp_sent >= 20 && l.rtcp_received >= 20, "{j}");
+    let loss = l.loss_percent().unwrap();
+    assert!((1.5..=2.5).contains(&loss), "reported loss {loss} %: {j}");
+    assert_eq!(c.loss_percent(), Some(0.0), "{}", clean.json());
+    let (mos_clean, mos_lossy) = (c.mos_mean().unwrap(), l.mos_mean().unwrap());
+    assert!(mos_clean > 4.0, "{}", clean.json());
+    assert!(mos_lossy < mos_clean - 0.5, "{mos_lossy} vs {mos_clean}");
+    assert!(l.mos_worst().unwrap() <= mos_lossy);
+    assert!(l.rtt_ms_mean().is_some_and(|rtt| rtt < 100.0), "{j}");
+    assert!(l.jitter_ms_mean().is_some(), "{j}");
+
+    let off = run_with("--rtcp off --seconds 2");
+    assert_eq!(off.sessions.unwrap().rtcp_sent, 0, "{}", off.json());
+}
+
 #[test]
 fn json_is_one_line_with_the_required_fields() {
     let o = options("--calls 1 --seconds 0.5 --ramp 0 --quiet --json");
@@ -186,6 +222,10 @@ fn json_is_one_line_with_the_required_fields() {
         "churn",
         "calls_started",
         "calls_ended",
+        "mos_mean",
+        "loss_percent",
+        "rtt_ms_mean",
+        "rtcp_sent",
         "fds_start",
         "fds_after_1min",
         "fds_end",
@@ -220,6 +260,7 @@ fn bad_options_are_refused_with_a_reason() {
         ("--seed", "needs a value"),
         ("--frobnicate", "unknown argument"),
         ("--codec g722", "unknown codec"),
+        ("--rtcp yes", "off, mux or port+1"),
         ("--churn -1", "--churn"),
         ("--churn x", "cannot parse"),
         ("--churn NaN", "--churn"),
@@ -258,12 +299,12 @@ fn csv_has_a_row_a_second() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
         lines[0],
-        "t/s,calls,out/s,in/s,lost/s,erased/s,cpu%,threads"
+        "t/s,calls,out/s,in/s,lost/s,erased/s,cpu%,threads,mos"
     );
     assert!((2..=3).contains(&(lines.len() - 1)), "{text}");
     for row in &lines[1..] {
         let cols: Vec<&str> = row.split(',').collect();
-        assert_eq!(cols.len(), 8, "{row}");
+        assert_eq!(cols.len(), 9, "{row}");
         assert_eq!(cols[1], "2");
     }
 }
