@@ -151,6 +151,16 @@ fn error_messages(p: &gst::Pipeline) -> Vec<String> {
         .collect()
 }
 
+fn warning_messages(p: &gst::Pipeline) -> Vec<String> {
+    let bus = p.bus().unwrap();
+    std::iter::from_fn(|| bus.pop_filtered(&[gst::MessageType::Warning]))
+        .filter_map(|m| match m.view() {
+            gst::MessageView::Warning(w) => Some(w.error().to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
 fn localhost(v6: bool) -> &'static str {
     if v6 { "::1" } else { "127.0.0.1" }
 }
@@ -435,39 +445,102 @@ fn bad_queue_size_is_refused() {
     assert_eq!(&columns[12..], SessionStats::NAMES);
 }
 
+/// A channel that cannot be set up at start-up (its port in use, its
+/// bind-address not an address) fails the state change with one ERROR
+/// naming each such channel and its address, as `udpsrc` fails on a port in
+/// use: the pipeline does not go on to PLAYING after it.
 #[test]
-fn port_in_use_and_bad_address_name_channel_and_address() {
+fn a_channel_that_cannot_start_fails_the_state_change_with_one_error() {
     let _g = shared();
     let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let (p, m, addr) = reflector(
-        &format!(
-            "src_1::bind-address=127.0.0.1 src_1::bind-port={port} \
-             src_2::bind-address=no.such.address"
+    for (props, needles) in [
+        (
+            format!("src_1::bind-address=127.0.0.1 src_1::bind-port={port}"),
+            vec!["channel 1".to_string(), format!("127.0.0.1:{port}")],
         ),
-        "m.src_1 ! fakesink m.src_2 ! fakesink",
-    );
-    let errors = error_messages(&p);
-    assert_eq!(errors.len(), 2, "{errors:?}");
+        (
+            "src_2::bind-address=no.such.address".to_string(),
+            vec!["channel 2".to_string(), "no.such.address".to_string()],
+        ),
+        (
+            format!(
+                "src_1::bind-address=127.0.0.1 src_1::bind-port={port} \
+                 src_2::bind-address=no.such.address"
+            ),
+            vec!["channel 1".to_string(), "channel 2".to_string()],
+        ),
+    ] {
+        let p = pipeline(&format!(
+            "rtpmuxserver name=m src_0::bind-address=127.0.0.1 {props} \
+             m.src_0 ! fakesink m.src_1 ! fakesink m.src_2 ! fakesink"
+        ));
+        assert!(
+            p.set_state(gst::State::Playing).is_err(),
+            "{props}: the state change fails"
+        );
+        let (_, current, _) = p.state(gst::ClockTime::ZERO);
+        assert!(current < gst::State::Paused, "{props}: {current:?}");
+        let errors = error_messages(&p);
+        assert_eq!(errors.len(), 1, "{props}: {errors:?}");
+        for needle in &needles {
+            assert!(errors[0].contains(needle.as_str()), "{props}: {errors:?}");
+        }
+        let warnings = {
+            let bus = p.bus().unwrap();
+            std::iter::from_fn(|| bus.pop_filtered(&[gst::MessageType::Warning])).count()
+        };
+        assert_eq!(warnings, 0, "{props}");
+        let _ = p.set_state(gst::State::Null);
+    }
+}
+
+/// A channel added while PLAYING that cannot be set up posts a WARNING
+/// naming it, says why in its pads' `error` property, and leaves the other
+/// channels and the pipeline running; a later successful open clears it.
+#[test]
+fn a_channel_added_while_playing_that_fails_is_a_warning_and_the_rest_runs() {
+    let _g = shared();
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let (p, m, addr) = reflector("", "");
+    let pad = m.request_pad_simple("src_7").expect("src_7");
+    pad.set_property("bind-address", "127.0.0.1");
+    pad.set_property("bind-port", u32::from(port));
+    let bus = p.bus().unwrap();
+    let warning = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(2),
+            &[gst::MessageType::Warning],
+        )
+        .expect("a warning");
+    let gst::MessageView::Warning(w) = warning.view() else {
+        unreachable!()
+    };
+    let text = w.error().to_string();
     assert!(
-        errors
-            .iter()
-            .any(|e| e.contains("channel 1") && e.contains(&format!("127.0.0.1:{port}"))),
-        "{errors:?}"
+        text.contains("channel 7") && text.contains(&format!("127.0.0.1:{port}")),
+        "{text}"
     );
-    assert!(
-        errors
-            .iter()
-            .any(|e| e.contains("channel 2") && e.contains("no.such.address")),
-        "{errors:?}"
-    );
-    // Channel 0 keeps working.
+    assert!(error_messages(&p).is_empty());
+    let why = pad
+        .property::<Option<String>>("error")
+        .expect("the pad says why");
+    assert!(why.contains("channel 7"), "{why}");
+    assert_eq!(pad.property::<u32>("local-port"), 0);
+    // Channel 0 keeps working, and the pipeline plays on.
     let peer = peer();
     peer.send_to(&rtp(0, 9), addr).unwrap();
     let mut buf = [0u8; 2048];
     assert_eq!(peer.recv_from(&mut buf).unwrap().0, 172);
-    let s = stats(&m);
-    assert_eq!(field(&s, "channels"), 1);
+    let (_, state, _) = p.state(gst::ClockTime::from_seconds(2));
+    assert_eq!(state, gst::State::Playing);
+    // Freed, the port opens on the next try, and the error is gone.
+    drop(taken);
+    pad.set_property("bind-port", 0u32);
+    wait_until("channel 7 open", || pad.property::<u32>("local-port") != 0);
+    assert_eq!(pad.property::<Option<String>>("error"), None);
+    m.release_request_pad(&pad);
     set_state(&p, gst::State::Null);
 }
 
@@ -706,15 +779,22 @@ fn target_changes_while_playing() {
         "the old target gets nothing more"
     );
     // A target the socket cannot reach (IPv6 from an IPv4 socket) is
-    // reported with the channel and the address; no DNS is involved.
+    // reported with the channel and the address, as a warning (the element
+    // runs on); no DNS is involved.
     set_child(&m, "sink_0::remote-address", "::1");
-    let errors = error_messages(&p);
+    let warnings = warning_messages(&p);
     assert!(
-        errors
+        warnings
             .iter()
             .any(|e| e.contains("channel 0") && e.contains("'::1'")),
-        "{errors:?}"
+        "{warnings:?}"
     );
+    assert!(error_messages(&p).is_empty());
+    let why = m
+        .static_pad("sink_0")
+        .unwrap()
+        .property::<Option<String>>("error");
+    assert!(why.is_some_and(|w| w.contains("'::1'")));
     set_state(&p, gst::State::Null);
 }
 

@@ -131,6 +131,8 @@ pub(super) struct ChannelSlot {
     attach: Arc<Attach>,
     /// The core channel while the server runs and the socket is open.
     core: Mutex<Option<Arc<CoreChannel>>>,
+    /// Why the channel could not be set up while the element ran.
+    error: Mutex<Option<String>>,
 }
 
 impl ChannelSlot {
@@ -142,7 +144,13 @@ impl ChannelSlot {
             sent_clock_rate: AtomicU32::new(0),
             attach: Arc::default(),
             core: Mutex::new(None),
+            error: Mutex::new(None),
         }
+    }
+
+    /// Why the channel could not be set up, if it could not.
+    pub fn error(&self) -> Option<String> {
+        lock(&self.error).clone()
     }
 
     pub fn lock_settings(&self) -> MutexGuard<'_, PadSettings> {
@@ -384,9 +392,13 @@ pub struct RtpMuxServer {
 }
 
 impl RtpMuxServer {
-    fn post_error(&self, message: &str) {
-        gst::error!(CAT, imp = self, "{message}");
-        gst::element_imp_error!(self, gst::ResourceError::OpenReadWrite, ("{}", message));
+    /// A channel that failed while the element runs: the others keep
+    /// running, so this is a WARNING (an ERROR tells applications the
+    /// pipeline is done), and the channel's pads say why (`error`).
+    fn channel_failed(&self, slot: &ChannelSlot, message: &str) {
+        gst::warning!(CAT, imp = self, "{message}");
+        *lock(&slot.error) = Some(message.to_string());
+        gst::element_imp_warning!(self, gst::ResourceError::OpenReadWrite, ("{}", message));
     }
 
     fn remote_of(
@@ -435,6 +447,7 @@ impl RtpMuxServer {
         slot.local_port
             .store(u32::from(local.port()), Ordering::Relaxed);
         *slot.core() = Some(core);
+        *lock(&slot.error) = None;
         gst::debug!(
             CAT,
             imp = self,
@@ -473,14 +486,14 @@ impl RtpMuxServer {
                     Ok(remote) => core.set_remote(remote),
                     Err(e) => {
                         core.set_remote(None);
-                        self.post_error(&e);
+                        self.channel_failed(slot, &e);
                     }
                 }
             }
             Change::Socket => {
                 Self::close_channel(server, slot);
                 if let Err(e) = self.open_channel(server, slot) {
-                    self.post_error(&e);
+                    self.channel_failed(slot, &e);
                 }
             }
             Change::ClockRate => {
@@ -516,14 +529,31 @@ impl RtpMuxServer {
         }
         self.extra.reset();
         let channels = lock(&self.channels);
+        let mut failures = Vec::new();
         for entry in channels.values() {
             if let Some(out) = lock(&entry.slot.attach.out).as_mut() {
                 out.need_events = true;
             }
-            // One channel failing leaves the others running.
+            *lock(&entry.slot.error) = None;
             if let Err(e) = self.open_channel(&server, &entry.slot) {
-                self.post_error(&e);
+                failures.push(e);
             }
+        }
+        if !failures.is_empty() {
+            // A channel set up before the start that cannot be opened fails
+            // the start, with one error saying which and why (as udpsrc
+            // fails on a port in use): a pipeline that went on PLAYING
+            // after an ERROR would tell the application two things.
+            for entry in channels.values() {
+                Self::close_channel(&server, &entry.slot);
+            }
+            drop(channels);
+            let mut server = server;
+            server.stop();
+            return Err(gst::error_msg!(
+                gst::ResourceError::OpenReadWrite,
+                ("{}", failures.join("; "))
+            ));
         }
         *lock(&self.server) = Some(server);
         Ok(())
@@ -965,7 +995,7 @@ impl ElementImpl for RtpMuxServer {
             && let Some(server) = lock(&self.server).as_ref()
             && let Err(e) = self.open_channel(server, &slot)
         {
-            self.post_error(&e);
+            self.channel_failed(&slot, &e);
         }
         if let Err(e) = self.obj().add_pad(&pad) {
             gst::warning!(CAT, imp = self, "cannot add pad {}: {e}", pad.name());

@@ -62,6 +62,18 @@ impl ObjectImpl for RtpMuxServerPad {
                     .default_value(d.bind_port)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecString::builder("error")
+                    .nick("Error")
+                    .blurb(
+                        "What went wrong when the channel was opened or changed while the \
+                         element was running: its socket could not be opened (it then has none: \
+                         local-port 0) or its target not resolved; also posted as a WARNING \
+                         naming the channel, the other channels running on. Unset when it \
+                         opened. At start-up such a failure fails the state change instead, \
+                         with one ERROR.",
+                    )
+                    .read_only()
+                    .build(),
                 glib::ParamSpecUInt::builder("local-port")
                     .nick("Local port")
                     .blurb(
@@ -292,8 +304,10 @@ impl ObjectImpl for RtpMuxServerPad {
         let Some(slot) = self.slot.get() else {
             return pspec.default_value().clone();
         };
-        if pspec.name() == "local-port" {
-            return slot.local_port.load(Ordering::Relaxed).to_value();
+        match pspec.name() {
+            "local-port" => return slot.local_port.load(Ordering::Relaxed).to_value(),
+            "error" => return slot.error().to_value(),
+            _ => {}
         }
         let s = slot.lock_settings();
         match pspec.name() {
