@@ -1246,3 +1246,135 @@ fn rtcp_off_sends_none_but_counts_and_scores_what_it_receives() {
     assert!(peer.recv_from(&mut buf).is_err(), "no RTCP sent");
     set_state(&p, gst::State::Null);
 }
+
+/// A peer and an attacker on loopback: the attacker on another address
+/// (127.0.0.2), sending its own SSRC before and during the call.
+struct Hijack {
+    peer: UdpSocket,
+    attacker: UdpSocket,
+}
+
+const PEER_SSRC: u32 = 7;
+const ATTACKER_SSRC: u32 = 666;
+
+impl Hijack {
+    fn new() -> Hijack {
+        let attacker = UdpSocket::bind("127.0.0.2:0").expect("127.0.0.2 is loopback");
+        attacker
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        Hijack {
+            peer: peer(),
+            attacker,
+        }
+    }
+
+    /// The attacker sends `n` packets to `addr`.
+    fn attack(&self, addr: SocketAddr, n: u16) {
+        for seq in 0..n {
+            self.attacker
+                .send_to(&rtp(seq, ATTACKER_SSRC), addr)
+                .unwrap();
+        }
+    }
+
+    /// The peer sends one packet to `addr` and gets its echo back.
+    fn talk(&self, addr: SocketAddr, seq: u16) {
+        self.peer.send_to(&rtp(seq, PEER_SSRC), addr).unwrap();
+        let mut buf = [0u8; 2048];
+        let (n, _) = self
+            .peer
+            .recv_from(&mut buf)
+            .expect("the peer gets the media");
+        assert_eq!(&buf[..n], &rtp(seq, PEER_SSRC)[..]);
+    }
+
+    /// The media never went to the attacker, and nothing of it reached
+    /// `out`: every packet pulled there is the peer's.
+    fn assert_held(&self, p: &gst::Pipeline, m: &gst::Element, attacks: u64) {
+        let mut buf = [0u8; 2048];
+        assert!(
+            self.attacker.recv_from(&mut buf).is_err(),
+            "the attacker received media"
+        );
+        let out: gst_app::AppSink = by_name(p, "out");
+        while let Some(s) = out.try_pull_sample(gst::ClockTime::from_mseconds(100)) {
+            let b = s.buffer().unwrap().map_readable().unwrap();
+            let ssrc = u32::from_be_bytes([b[8], b[9], b[10], b[11]]);
+            assert_eq!(ssrc, PEER_SSRC, "an attacker packet was pushed");
+        }
+        wait_until("the attack counted", || {
+            field(&channel(m, 0), "dropped-foreign-source") == attacks
+        });
+    }
+}
+
+/// `remote-address` without `remote-port`: only a source of the peer's IP
+/// address is latched (its port learnt), so an attacker on another host
+/// gets nothing, whether it sends before the peer or during the call.
+#[test]
+fn latching_limited_to_the_peers_address_cannot_be_hijacked() {
+    let _g = shared();
+    let (p, m, addr) = reflector("sink_0::remote-address=127.0.0.1", "");
+    let h = Hijack::new();
+    h.attack(addr, 5);
+    for seq in 0..5 {
+        h.talk(addr, seq);
+    }
+    h.attack(addr, 5);
+    h.talk(addr, 5);
+    h.assert_held(&p, &m, 10);
+    assert_eq!(field(&channel(&m, 0), "latched"), 1);
+    set_state(&p, gst::State::Null);
+}
+
+/// `latch-window`: latching only in the first ms after the channel opens.
+/// A peer that spoke in time keeps the call; a channel nobody latched in
+/// time takes no one after, so a late sender gets nothing either way.
+#[test]
+fn a_latch_window_stops_late_hijacks() {
+    let _g = shared();
+    let (p, m, addr) = reflector("sink_0::latch-window=1000", "");
+    let h = Hijack::new();
+    h.talk(addr, 0);
+    std::thread::sleep(Duration::from_millis(1100));
+    h.attack(addr, 5);
+    h.talk(addr, 1);
+    h.assert_held(&p, &m, 5);
+    set_state(&p, gst::State::Null);
+
+    let (p, m, addr) = reflector("sink_0::latch-window=200", "");
+    std::thread::sleep(Duration::from_millis(300));
+    h.attack(addr, 5);
+    h.assert_held(&p, &m, 5);
+    assert_eq!(field(&channel(&m, 0), "latched"), 0);
+    set_state(&p, gst::State::Null);
+}
+
+/// `relatch-after`: a peer whose port changes (a NAT rebinding) is followed
+/// once it has been silent that long and keeps its SSRC; an attacker with
+/// another SSRC is never latched, during the call or in the silence.
+#[test]
+fn relatching_follows_the_peer_and_not_an_attacker() {
+    let _g = shared();
+    let (p, m, addr) = reflector("sink_0::relatch-after=300", "");
+    let h = Hijack::new();
+    h.talk(addr, 0);
+    h.attack(addr, 3);
+    std::thread::sleep(Duration::from_millis(400));
+    h.attack(addr, 3);
+    // The peer comes back from a new port, same SSRC: followed.
+    let moved = Hijack {
+        peer: peer(),
+        attacker: h.attacker.try_clone().unwrap(),
+    };
+    moved.talk(addr, 1);
+    moved.talk(addr, 2);
+    let mut buf = [0u8; 2048];
+    assert!(
+        h.peer.recv_from(&mut buf).is_err(),
+        "the old port gets nothing more"
+    );
+    moved.assert_held(&p, &m, 6);
+    set_state(&p, gst::State::Null);
+}

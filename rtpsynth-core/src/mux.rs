@@ -440,6 +440,30 @@ pub struct ChannelConfig {
     /// RTP clock rate of the channel's payload; None: jitter unknown.
     pub clock_rate: Option<u32>,
     pub rtcp_interval: ReportInterval,
+    /// Latching (with `latch`, while no target is configured) is limited
+    /// to what these allow; see [`Latch`].
+    pub latch_rules: Latch,
+}
+
+/// Limits on latching, against hijacking ("RTP Bleed": whoever sends to a
+/// latching port first, or later from a new address, would get the media).
+/// Once latched, a channel takes RTP and RTCP from its peer only: other
+/// sources are dropped and counted as foreign, never handed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Latch {
+    /// Latch only a source with this IP address (the port is learnt, for
+    /// NAT): the address the peer gave in its SDP. Stops an attacker on
+    /// another host, before and during the call.
+    pub ip: Option<IpAddr>,
+    /// Latch only this long after the channel opened or its target was
+    /// cleared; None: any time. Stops a late hijack of a channel whose peer
+    /// never sent, and of one that is latched again after a clear.
+    pub window: Option<Duration>,
+    /// Latch again to a new source when the latched one has been silent
+    /// this long and the new one sends the SSRC the latched one sent (a
+    /// peer behind a NAT whose port changed); None: never latch again. An
+    /// attacker must then wait out the silence and guess the SSRC.
+    pub relatch_after: Option<Duration>,
 }
 
 impl Default for ChannelConfig {
@@ -453,6 +477,7 @@ impl Default for ChannelConfig {
             rtcp: RtcpMode::Off,
             clock_rate: None,
             rtcp_interval: ReportInterval::default(),
+            latch_rules: Latch::default(),
         }
     }
 }
@@ -557,6 +582,7 @@ impl Notify {
 #[derive(Debug, Default)]
 struct Updates {
     remote: Option<Option<SocketAddr>>,
+    latch_ip: Option<Option<IpAddr>>,
     clock_rate: Option<Option<u32>>,
     interval: Option<ReportInterval>,
 }
@@ -647,6 +673,11 @@ impl<P, A> Channel<P, A> {
     /// channel latch again (RTP and RTCP).
     pub fn set_remote(&self, remote: Option<SocketAddr>) {
         self.update(|u| u.remote = Some(remote));
+    }
+
+    /// Sets the one IP address latching may take (see [`Latch::ip`]).
+    pub fn set_latch_ip(&self, ip: Option<IpAddr>) {
+        self.update(|u| u.latch_ip = Some(ip));
     }
 
     /// Sets the RTP clock rate of the session (None: unknown, no jitter).
@@ -1418,6 +1449,11 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+/// `ip` as datagrams' sources show it (an IPv4-mapped IPv6 address as IPv4).
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    canonical(SocketAddr::new(ip, 0)).ip()
+}
+
 /// How the socket bound to `local` must name `to`.
 fn target_for(local: SocketAddr, to: SocketAddr) -> SocketAddr {
     match (local, to) {
@@ -1467,6 +1503,12 @@ struct WorkerChannel<H: Handler> {
     rtcp_latched: Option<SocketAddr>,
     latch: bool,
     source_filter: bool,
+    latch_rules: Latch,
+    /// The latching window's end (worker clock, ns), when there is one.
+    latch_until: Option<u64>,
+    /// When the latched source was last heard, and the SSRC it sent.
+    heard_at: u64,
+    latched_ssrc: Option<u32>,
     session: Box<Session>,
 }
 
@@ -1507,7 +1549,61 @@ fn register_level_triggered(
     Ok(())
 }
 
+fn ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 impl<H: Handler> WorkerChannel<H> {
+    /// Whether the latching rules let `from` be latched at `now`.
+    fn may_latch(&self, from: SocketAddr, now: u64) -> bool {
+        self.latch
+            && !self.configured
+            && self
+                .latch_rules
+                .ip
+                .is_none_or(|ip| canonical_ip(ip) == from.ip())
+            && self.latch_until.is_none_or(|end| now <= end)
+    }
+
+    /// Whether sources other than the target are dropped at `now`: when
+    /// asked, always once latched, and once the latching window closed with
+    /// nobody latched (the channel takes no new peer then).
+    fn filters(&self, now: u64) -> bool {
+        self.source_filter
+            || (!self.configured
+                && (self.remote.is_some()
+                    || (self.latch && self.latch_until.is_some_and(|end| now > end))))
+    }
+
+    /// Whether `from` is a source the latch could never take: the peer's
+    /// address is known (`latch_rules.ip`) and this is not it. Dropped even
+    /// before anyone is latched, so nothing of an attacker's is handed on.
+    fn wrong_host(&self, from: SocketAddr) -> bool {
+        !self.configured
+            && self
+                .latch_rules
+                .ip
+                .is_some_and(|ip| canonical_ip(ip) != from.ip())
+    }
+
+    /// Whether `from`, sending `ssrc`, may become the target: a first
+    /// latch, or a move once the latched source fell silent (same SSRC).
+    fn may_latch_again(&self, from: SocketAddr, ssrc: u32, now: u64) -> bool {
+        match self.remote {
+            None => self.may_latch(from, now),
+            Some(_) if self.configured => false,
+            // The window limits the first latch only; the silence and the
+            // SSRC guard a move.
+            Some(_) => self.latch_rules.relatch_after.is_some_and(|after| {
+                self.latch_rules
+                    .ip
+                    .is_none_or(|ip| canonical_ip(ip) == from.ip())
+                    && self.latched_ssrc == Some(ssrc)
+                    && now.saturating_sub(self.heard_at) >= ns(after)
+            }),
+        }
+    }
+
     /// Where RTCP goes: nowhere when off or without a target.
     fn rtcp_target(&self) -> Option<SocketAddr> {
         match self.mode {
@@ -1542,7 +1638,13 @@ impl<H: Handler> WorkerChannel<H> {
             self.remote = remote.map(canonical);
             self.configured = self.remote.is_some();
             self.rtcp_latched = None;
+            self.latched_ssrc = None;
             self.channel.stats[LATCHED].store(0, Ordering::Relaxed);
+            // A cleared target opens a new latching window.
+            self.latch_until = self.latch_rules.window.map(|w| now.saturating_add(ns(w)));
+        }
+        if let Some(ip) = updates.latch_ip {
+            self.latch_rules.ip = ip;
         }
         if let Some(clock_rate) = updates.clock_rate {
             self.session.set_clock_rate(clock_rate);
@@ -1779,6 +1881,13 @@ impl<H: Handler> Worker<H> {
                 rtcp_latched: None,
                 latch: config.latch,
                 source_filter: config.source_filter,
+                latch_rules: config.latch_rules,
+                latch_until: config
+                    .latch_rules
+                    .window
+                    .map(|w| self.now.saturating_add(ns(w))),
+                heard_at: self.now,
+                latched_ssrc: None,
                 session,
             },
         );
@@ -1915,7 +2024,7 @@ impl<H: Handler> Worker<H> {
                 // RTCP is told from RTP before RTP is parsed: an SR or RR
                 // also parses as RTP (payload type 72 to 76 with the marker).
                 if on_rtcp_socket || rtp::is_rtcp(data) {
-                    if on_rtcp_socket && wc.latch && !wc.configured && wc.rtcp_latched.is_none() {
+                    if on_rtcp_socket && wc.rtcp_latched.is_none() && wc.may_latch(from, now) {
                         wc.rtcp_latched = Some(from);
                     }
                     let allowed = if on_rtcp_socket {
@@ -1923,7 +2032,10 @@ impl<H: Handler> Worker<H> {
                     } else {
                         wc.remote
                     };
-                    if wc.source_filter && allowed != Some(from) {
+                    if wc.wrong_host(from)
+                        || ((wc.filters(now) || (on_rtcp_socket && wc.rtcp_latched.is_some()))
+                            && allowed != Some(from))
+                    {
                         foreign += 1;
                         continue;
                     }
@@ -1945,13 +2057,17 @@ impl<H: Handler> Worker<H> {
                     not_rtp += 1;
                     continue;
                 };
-                if wc.remote.is_none() && wc.latch {
+                if wc.remote != Some(from) && wc.may_latch_again(from, packet.ssrc(), now) {
                     wc.remote = Some(from);
+                    wc.latched_ssrc = Some(packet.ssrc());
                     ch.stats[LATCHED].store(1, Ordering::Relaxed);
                 }
-                if wc.source_filter && wc.remote != Some(from) {
+                if wc.wrong_host(from) || (wc.filters(now) && wc.remote != Some(from)) {
                     foreign += 1;
                     continue;
+                }
+                if wc.remote == Some(from) {
+                    wc.heard_at = now;
                 }
                 wc.session.handle_rtp(&packet, now);
                 session_changed = true;

@@ -2,7 +2,7 @@
 //! onto a [`mux::Server`], and turns what its worker receives into buffers.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
@@ -46,6 +46,9 @@ pub(super) struct PadSettings {
     pub remote_address: Option<String>,
     pub remote_port: u32,
     pub latch: bool,
+    /// Latching limits, in ms: 0 = none.
+    pub latch_window: u32,
+    pub relatch_after: u32,
     pub source_filter: bool,
     pub queue_size: u32,
     /// Caps announced on `src_N`.
@@ -67,6 +70,8 @@ impl Default for PadSettings {
             remote_address: None,
             remote_port: 0,
             latch: core.latch,
+            latch_window: 0,
+            relatch_after: 0,
             source_filter: core.source_filter,
             queue_size: core.queue_size,
             caps: rtp_caps(),
@@ -401,17 +406,29 @@ impl RtpMuxServer {
         gst::element_imp_warning!(self, gst::ResourceError::OpenReadWrite, ("{}", message));
     }
 
+    /// The channel's target (`remote-address` and `remote-port`), or,
+    /// with `remote-address` alone, the one IP address it may latch.
     fn remote_of(
         index: u32,
         s: &PadSettings,
         local: SocketAddr,
-    ) -> Result<Option<SocketAddr>, String> {
-        match (&s.remote_address, s.remote_port) {
-            (Some(host), port) if port > 0 => mux::remote_addr(host, port as u16, local)
-                .map(Some)
-                .map_err(|e| format!("channel {index}: {e}")),
-            _ => Ok(None),
-        }
+    ) -> Result<(Option<SocketAddr>, Option<IpAddr>), String> {
+        let Some(host) = &s.remote_address else {
+            return Ok((None, None));
+        };
+        // Port 9 (discard) only to resolve the address alone.
+        let port = if s.remote_port > 0 {
+            s.remote_port as u16
+        } else {
+            9
+        };
+        let addr =
+            mux::remote_addr(host, port, local).map_err(|e| format!("channel {index}: {e}"))?;
+        Ok(if s.remote_port > 0 {
+            (Some(addr), None)
+        } else {
+            (None, Some(addr.ip()))
+        })
     }
 
     /// Opens the channel's socket on `server`. An unresolvable target still
@@ -426,14 +443,20 @@ impl RtpMuxServer {
         let index = slot.index;
         let bind = mux::bind_addr(&s.bind_address, s.bind_port as u16, s.family.into())
             .map_err(|e| format!("channel {index}: {e}"))?;
-        let (remote, remote_error) = match Self::remote_of(index, &s, bind) {
+        let ((remote, latch_ip), remote_error) = match Self::remote_of(index, &s, bind) {
             Ok(r) => (r, None),
-            Err(e) => (None, Some(e)),
+            Err(e) => ((None, None), Some(e)),
         };
+        let ms = |v: u32| (v > 0).then(|| Duration::from_millis(u64::from(v)));
         let config = mux::ChannelConfig {
             bind,
             remote,
             latch: s.latch,
+            latch_rules: mux::Latch {
+                ip: latch_ip,
+                window: ms(s.latch_window),
+                relatch_after: ms(s.relatch_after),
+            },
             source_filter: s.source_filter,
             queue_size: s.queue_size,
             rtcp: s.rtcp.into(),
@@ -483,7 +506,10 @@ impl RtpMuxServer {
                 };
                 let s = slot.lock_settings().clone();
                 match Self::remote_of(slot.index, &s, core.local_addr()) {
-                    Ok(remote) => core.set_remote(remote),
+                    Ok((remote, latch_ip)) => {
+                        core.set_latch_ip(latch_ip);
+                        core.set_remote(remote);
+                    }
                     Err(e) => {
                         core.set_remote(None);
                         self.channel_failed(slot, &e);

@@ -95,8 +95,10 @@ impl ObjectImpl for RtpMuxServerPad {
                     .nick("Remote address")
                     .blurb(
                         "Host (IP literal or name) packets from sink_N are sent to, with \
-                         remote-port; none (the default) leaves the target to latching. \
-                         Settable at any time.",
+                         remote-port; none (the default) leaves the target to latching. With \
+                         remote-port 0 it limits latching to a source of this IP address (its \
+                         port learnt, for NAT): the address from the peer's SDP, so a host \
+                         elsewhere cannot take the call. Settable at any time.",
                     )
                     .mutable_playing()
                     .build(),
@@ -104,7 +106,8 @@ impl ObjectImpl for RtpMuxServerPad {
                     .nick("Remote port")
                     .blurb(
                         "UDP port packets from sink_N are sent to, with remote-address; 0 (the \
-                         default) means no target. Settable at any time.",
+                         default) means no target (latching then finds it). Settable at any \
+                         time.",
                     )
                     .maximum(u32::from(u16::MAX))
                     .default_value(d.remote_port)
@@ -118,6 +121,28 @@ impl ObjectImpl for RtpMuxServerPad {
                          cross NAT).",
                     )
                     .default_value(d.latch)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("latch-window")
+                    .nick("Latch window")
+                    .blurb(
+                        "Milliseconds after the channel opens (or its target is cleared) during \
+                         which latching may take a source; 0 (the default) = any time. After \
+                         it a channel that has latched nobody ignores new sources, so a late \
+                         sender cannot take it over.",
+                    )
+                    .default_value(0)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("relatch-after")
+                    .nick("Re-latch after")
+                    .blurb(
+                        "Milliseconds the latched source must have been silent before a new \
+                         source sending the same SSRC may replace it (a peer whose NAT port \
+                         changed); 0 (the default) = never latch again. Other sources are \
+                         dropped and counted in dropped-foreign-source.",
+                    )
+                    .default_value(0)
                     .mutable_playing()
                     .build(),
                 glib::ParamSpecBoolean::builder("source-filter")
@@ -260,6 +285,14 @@ impl ObjectImpl for RtpMuxServerPad {
                     s.source_filter = value.get().unwrap_or(false);
                     Change::Socket
                 }
+                "latch-window" => {
+                    s.latch_window = value.get().unwrap_or(0);
+                    Change::Socket
+                }
+                "relatch-after" => {
+                    s.relatch_after = value.get().unwrap_or(0);
+                    Change::Socket
+                }
                 "rtcp" => {
                     s.rtcp = value.get().unwrap_or_default();
                     Change::Socket
@@ -318,6 +351,8 @@ impl ObjectImpl for RtpMuxServerPad {
             "remote-port" => s.remote_port.to_value(),
             "latch" => s.latch.to_value(),
             "source-filter" => s.source_filter.to_value(),
+            "latch-window" => s.latch_window.to_value(),
+            "relatch-after" => s.relatch_after.to_value(),
             "queue-size" => s.queue_size.to_value(),
             "rtp-caps" => s.caps.to_value(),
             "rtcp" => s.rtcp.to_value(),
