@@ -379,6 +379,21 @@ fn g711_decode_vs_floor<L: Law>(codes: &[u8]) {
             (floor.run)(keep(one), keep(&mut *out_ref));
         },
     );
+    // The same against G.191's loop, which the streamed core lines above
+    // race on 4 MB.
+    let mut lin = vec![0i16; 8_000];
+    race(
+        &format!("{law} decode S16LE, 1 s buffer in cache (samples/s)"),
+        "G.191 loop",
+        (8_000 * calls) as u64,
+        calls,
+        || {
+            keep(L::decode_s16le(keep(one), keep(&mut *out)));
+        },
+        || {
+            g191_loop_decode::<L>(keep(one), keep(&mut lin));
+        },
+    );
 }
 
 /// librtpsynth's `resample_linear` loop (f64 positions), for reference.
