@@ -4,7 +4,8 @@
 //! the same run for G.711 and resampling, rtcp-types (the crate
 //! gst-plugins-rs uses) for RTCP. The elements built on them are measured by
 //! the plugin's benchmarks. `BENCH_ONLY=session` (or synth, jbuf, codec, a
-//! comma-separated list) runs only those sections.
+//! comma-separated list; g711 or resample for half of codec) runs only
+//! those sections.
 
 mod common;
 
@@ -245,6 +246,156 @@ fn g711_cores<L: Law>(x: &[i16]) {
     );
 }
 
+/// The least any G.711 decoder must do: read `n` bytes and write `2 * n`,
+/// here by zero-extending each byte to a little-endian 16-bit lane with the
+/// widest instruction the CPU has. Decoders' lines are raced against it.
+struct Widen {
+    name: &'static str,
+    run: fn(&[u8], &mut [u8]),
+}
+
+impl Widen {
+    /// The AVX2 form, for CPUs with AVX2 only, when this one has it.
+    fn avx2() -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") {
+            return Some(Widen {
+                name: "u8->u16 copy, AVX2",
+                // SAFETY: the CPU has AVX2 (checked above).
+                run: |i, o| unsafe { widen::avx2(i, o) },
+            });
+        }
+        None
+    }
+
+    fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512bw") {
+                return Widen {
+                    name: "u8->u16 copy, AVX-512",
+                    // SAFETY: the CPU has AVX-512BW (checked above).
+                    run: |i, o| unsafe { widen::avx512(i, o) },
+                };
+            }
+        }
+        if let Some(avx2) = Self::avx2() {
+            return avx2;
+        }
+        Widen {
+            name: "u8->u16 copy",
+            run: |i, o| {
+                for (o, &c) in o.chunks_exact_mut(2).zip(i) {
+                    o.copy_from_slice(&u16::from(c).to_le_bytes());
+                }
+            },
+        }
+    }
+}
+
+/// [`Widen`]'s kernels: whole vectors, then a scalar tail (at most one
+/// vector's worth per 1 s chunk, which does not move the figure).
+#[cfg(target_arch = "x86_64")]
+mod widen {
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2")]
+    pub fn avx2(input: &[u8], output: &mut [u8]) {
+        let n = input.len().min(output.len() / 2);
+        let (codes, rest) = input[..n].as_chunks::<16>();
+        let (outs, rest_out) = output[..2 * n].as_chunks_mut::<32>();
+        for (c, o) in codes.iter().zip(outs) {
+            // SAFETY: 16 readable and 32 writable bytes; `loadu` and `storeu`
+            // need no alignment.
+            unsafe {
+                let w = _mm256_cvtepu8_epi16(_mm_loadu_si128(c.as_ptr().cast()));
+                _mm256_storeu_si256(o.as_mut_ptr().cast(), w);
+            }
+        }
+        for (o, &c) in rest_out.chunks_exact_mut(2).zip(rest) {
+            o.copy_from_slice(&u16::from(c).to_le_bytes());
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub fn avx512(input: &[u8], output: &mut [u8]) {
+        let n = input.len().min(output.len() / 2);
+        let (codes, rest) = input[..n].as_chunks::<32>();
+        let (outs, rest_out) = output[..2 * n].as_chunks_mut::<64>();
+        for (c, o) in codes.iter().zip(outs) {
+            // SAFETY: 32 readable and 64 writable bytes; `loadu` and `storeu`
+            // need no alignment.
+            unsafe {
+                let w = _mm512_cvtepu8_epi16(_mm256_loadu_si256(c.as_ptr().cast()));
+                _mm512_storeu_si512(o.as_mut_ptr().cast(), w);
+            }
+        }
+        for (o, &c) in rest_out.chunks_exact_mut(2).zip(rest) {
+            o.copy_from_slice(&u16::from(c).to_le_bytes());
+        }
+    }
+}
+
+/// Law `L`'s S16LE decoder against the [`Widen`] floor, on 1 s buffers: all
+/// of `codes` streamed through in 1 s chunks (4 MB in and 8 MB out: L3 on
+/// the bench machine), and one 1 s buffer decoded over and over (8 KB in,
+/// 16 KB out: L1 and L2), which is what the kernel itself costs.
+fn g711_decode_vs_floor<L: Law>(codes: &[u8]) {
+    let floor = Widen::detect();
+    let law = L::NAME;
+    let n = codes.len();
+    let mut le = vec![0u8; 2 * n];
+    let mut le_ref = vec![0u8; 2 * n];
+    let reps = 5;
+    race(
+        &format!("{law} decode S16LE, 1 s chunks (samples/s)"),
+        floor.name,
+        (n * reps) as u64,
+        reps,
+        || {
+            for (i, o) in codes.chunks(8_000).zip(le.chunks_mut(16_000)) {
+                keep(L::decode_s16le(keep(i), o));
+            }
+            keep(&le);
+        },
+        || {
+            for (i, o) in codes.chunks(8_000).zip(le_ref.chunks_mut(16_000)) {
+                (floor.run)(keep(i), o);
+            }
+            keep(&le_ref);
+        },
+    );
+    let calls = scale(5_000) as usize;
+    let (one, out, out_ref) = (&codes[..8_000], &mut le[..16_000], &mut le_ref[..16_000]);
+    race(
+        &format!("{law} decode S16LE, 1 s buffer in cache (samples/s)"),
+        floor.name,
+        (8_000 * calls) as u64,
+        calls,
+        || {
+            keep(L::decode_s16le(keep(one), keep(&mut *out)));
+        },
+        || {
+            (floor.run)(keep(one), keep(&mut *out_ref));
+        },
+    );
+    // The same against G.191's loop, which the streamed core lines above
+    // race on 4 MB.
+    let mut lin = vec![0i16; 8_000];
+    race(
+        &format!("{law} decode S16LE, 1 s buffer in cache (samples/s)"),
+        "G.191 loop",
+        (8_000 * calls) as u64,
+        calls,
+        || {
+            keep(L::decode_s16le(keep(one), keep(&mut *out)));
+        },
+        || {
+            g191_loop_decode::<L>(keep(one), keep(&mut lin));
+        },
+    );
+}
+
 /// librtpsynth's `resample_linear` loop (f64 positions), for reference.
 fn f64_loop_resample(input: &[i16], out: &mut [i16], in_rate: u32, out_rate: u32) {
     let n_in = input.len();
@@ -267,12 +418,39 @@ fn khz(rate: u32) -> String {
     format!("{}k", f64::from(rate) / 1000.0)
 }
 
-/// G.711 and resampling cores against plain loops.
-fn codec_cores() {
+/// G.711 cores against plain loops and the copy floor.
+fn g711_all_cores() {
     let x = signal(scale(4_000_000) as usize);
     g711_cores::<Ulaw>(&x);
     g711_cores::<Alaw>(&x);
+    let mut codes = vec![0u8; x.len()];
+    g711::encode(&x, &mut codes);
+    g711_decode_vs_floor::<Ulaw>(&codes);
+    g711::encode_alaw(&x, &mut codes);
+    g711_decode_vs_floor::<Alaw>(&codes);
+    // The floor itself, widest form against AVX2's: what a decoder that
+    // stayed with AVX2 could reach at most. Its output is a fresh vector,
+    // where the lines above write into one of 8 MB, which the allocator
+    // maps 16 bytes past a page boundary: every 64-byte store there spans
+    // two cache lines, which halves the copy (bound by its stores) and
+    // leaves the decoders (bound by their permutes) as they are.
+    let (floor, avx2) = (Widen::detect(), Widen::avx2());
+    if let Some(avx2) = avx2.filter(|a| a.name != floor.name) {
+        let calls = scale(5_000) as usize;
+        let (one, mut out, mut out_ref) = (&codes[..8_000], vec![0u8; 16_000], vec![0u8; 16_000]);
+        race(
+            &format!("floor: {}, 1 s buffer in cache (samples/s)", floor.name),
+            "AVX2",
+            (8_000 * calls) as u64,
+            calls,
+            || (floor.run)(keep(one), keep(&mut out)),
+            || (avx2.run)(keep(one), keep(&mut out_ref)),
+        );
+    }
+}
 
+/// Resampling cores against the f64 loop.
+fn resample_cores() {
     for (a, b) in [
         (8_000u32, 48_000u32),
         (48_000, 8_000),
@@ -553,7 +731,8 @@ fn session_cores() {
 }
 
 /// Whether to run `section`: all run unless `BENCH_ONLY` names some (a
-/// comma-separated list of synth, jbuf, codec, session).
+/// comma-separated list of synth, jbuf, codec, session; g711 and resample
+/// are the two halves of codec).
 fn wanted(section: &str) -> bool {
     std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|s| s.trim() == section))
 }
@@ -590,8 +769,11 @@ fn main() {
             true,
         );
     }
-    if wanted("codec") {
-        codec_cores();
+    if wanted("codec") || wanted("g711") {
+        g711_all_cores();
+    }
+    if wanted("codec") || wanted("resample") {
+        resample_cores();
     }
     if wanted("session") {
         session_cores();
