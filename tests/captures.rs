@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::pcap::{self, Datagram};
+use common::{Pipe, pipeline};
 use gst::prelude::*;
 
 const SIPP: &str = "/usr/share/sip-tester";
@@ -24,23 +25,6 @@ fn capture(name: &str) -> Vec<Datagram> {
     pcap::read(&bytes).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-/// A pipeline that is set to NULL when dropped, even when a test fails.
-struct Pipe(gst::Pipeline);
-
-impl std::ops::Deref for Pipe {
-    type Target = gst::Pipeline;
-
-    fn deref(&self) -> &gst::Pipeline {
-        &self.0
-    }
-}
-
-impl Drop for Pipe {
-    fn drop(&mut self) {
-        let _ = self.0.set_state(gst::State::Null);
-    }
-}
-
 /// `rtpmuxserver name=m` with one channel on 127.0.0.1 whose `src_0`, with
 /// `rtp_caps`, feeds `chain` into `appsink name=out`; PLAYING, with the
 /// channel's port.
@@ -50,10 +34,7 @@ fn receiving_channel(rtp_caps: &str, chain: &str) -> (Pipe, u16) {
         "rtpmuxserver name=m src_0::bind-address=127.0.0.1 src_0::rtp-caps=\"{rtp_caps}\" \
          m.src_0 ! rtpjbufdec name=jb ! {chain} ! appsink name=out sync=false"
     );
-    let p = gst::parse::launch(&desc)
-        .expect("pipeline builds")
-        .downcast::<gst::Pipeline>()
-        .expect("a pipeline");
+    let p = pipeline(&desc);
     p.set_state(gst::State::Playing).expect("plays");
     let m = p.by_name("m").expect("rtpmuxserver");
     let port = m
@@ -61,7 +42,7 @@ fn receiving_channel(rtp_caps: &str, chain: &str) -> (Pipe, u16) {
         .expect("src_0")
         .property::<u32>("local-port") as u16;
     assert_ne!(port, 0, "the channel has a socket");
-    (Pipe(p), port)
+    (p, port)
 }
 
 /// Sends `datagrams` to 127.0.0.1:`port` at their capture times.
@@ -283,12 +264,7 @@ fn ffmpeg_decodes_what_rtpmuxserver_sends() {
          rtpmuxserver name=m sink_0::bind-address=127.0.0.1 sink_0::remote-address=127.0.0.1 \
          sink_0::remote-port={port}"
     );
-    let p = Pipe(
-        gst::parse::launch(&desc)
-            .expect("pipeline builds")
-            .downcast::<gst::Pipeline>()
-            .expect("a pipeline"),
-    );
+    let p = pipeline(&desc);
     p.set_state(gst::State::Playing).expect("plays");
     let sent_sink = p
         .by_name("sent")
@@ -393,12 +369,7 @@ fn tshark_finds_a_clean_stream_through_rtpmuxserver() {
          sink_0::bind-address=127.0.0.1 sink_0::remote-address=127.0.0.1 \
          sink_0::remote-port={port}"
     );
-    let p = Pipe(
-        gst::parse::launch(&desc)
-            .expect("pipeline builds")
-            .downcast::<gst::Pipeline>()
-            .expect("a pipeline"),
-    );
+    let p = pipeline(&desc);
     p.set_state(gst::State::Playing).expect("plays");
     let mut got = Vec::new();
     let mut buf = [0u8; 2048];

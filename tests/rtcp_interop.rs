@@ -3,6 +3,8 @@
 //! dissector (`tshark`, installed by scripts/setup.sh).
 
 mod common;
+
+use common::{by_name, pipeline};
 mod udp_relay;
 
 use std::io::{BufRead, BufReader};
@@ -19,35 +21,6 @@ use rtpsynth_core::session::UNKNOWN;
 use udp_relay::{Relay, Route, bind_pair, loopback, write_pcap};
 
 const GST_TIMEOUT: gst::ClockTime = gst::ClockTime::from_seconds(5);
-
-/// A pipeline set to NULL when dropped, even by a failing test.
-struct Pipe(gst::Pipeline);
-
-impl std::ops::Deref for Pipe {
-    type Target = gst::Pipeline;
-    fn deref(&self) -> &gst::Pipeline {
-        &self.0
-    }
-}
-
-impl Drop for Pipe {
-    fn drop(&mut self) {
-        let _ = self.0.set_state(gst::State::Null);
-    }
-}
-
-fn pipeline(desc: &str) -> Pipe {
-    Pipe(
-        gst::parse::launch(desc)
-            .unwrap()
-            .downcast::<gst::Pipeline>()
-            .unwrap(),
-    )
-}
-
-fn by_name<T: IsA<gst::Element>>(p: &gst::Pipeline, name: &str) -> T {
-    p.by_name(name).unwrap().downcast::<T>().unwrap()
-}
 
 fn play(p: &gst::Pipeline) {
     p.set_state(gst::State::Playing).unwrap();

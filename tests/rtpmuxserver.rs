@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::{Pipe, by_name, pipeline};
+
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
@@ -42,36 +44,6 @@ fn rtp(seq: u16, ssrc: u32) -> Vec<u8> {
     let n = write_packet(&mut out, &header, &Extras::default(), &payload).unwrap();
     assert_eq!(n, 172);
     out
-}
-
-/// A pipeline set to NULL when dropped, so a failing test leaves no worker
-/// thread behind for the leak test to count.
-struct Pipe(gst::Pipeline);
-
-impl std::ops::Deref for Pipe {
-    type Target = gst::Pipeline;
-    fn deref(&self) -> &gst::Pipeline {
-        &self.0
-    }
-}
-
-impl Drop for Pipe {
-    fn drop(&mut self) {
-        let _ = self.0.set_state(gst::State::Null);
-    }
-}
-
-fn pipeline(desc: &str) -> Pipe {
-    Pipe(
-        gst::parse::launch(desc)
-            .unwrap()
-            .downcast::<gst::Pipeline>()
-            .unwrap(),
-    )
-}
-
-fn by_name<T: IsA<gst::Element>>(p: &gst::Pipeline, name: &str) -> T {
-    p.by_name(name).unwrap().downcast::<T>().unwrap()
 }
 
 fn set_state(p: &gst::Pipeline, state: gst::State) {
