@@ -5,8 +5,8 @@
 //! core's accounting invariants.
 #![no_main]
 
-use rtpsynth_core::jbuf::{Config, JitterBuffer, Output};
 use libfuzzer_sys::fuzz_target;
+use rtpsynth_core::jbuf::{Config, JitterBuffer, Output};
 
 fuzz_target!(|data: &[u8]| {
     let [cap, latency, rest @ ..] = data else {
@@ -22,7 +22,11 @@ fuzz_target!(|data: &[u8]| {
     let mut last: Option<u64> = None;
     let mut sink = |o: Output<usize>| {
         let id = match o {
-            Output::Packet { item, meta, erasure } => {
+            Output::Packet {
+                item,
+                meta,
+                erasure,
+            } => {
                 if let Some(e) = erasure {
                     assert_eq!(e.count, e.last - e.first + 1);
                     assert_eq!(e.last + 1, meta.ext_seq);
@@ -48,7 +52,11 @@ fuzz_target!(|data: &[u8]| {
     }
     jb.flush(&mut sink);
     seen.sort_unstable();
-    assert_eq!(seen, (0..n).collect::<Vec<_>>(), "every datagram out exactly once");
+    assert_eq!(
+        seen,
+        (0..n).collect::<Vec<_>>(),
+        "every datagram out exactly once"
+    );
     let c = jb.counters();
     let dropped = c.dropped_duplicate
         + c.dropped_late
