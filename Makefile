@@ -7,7 +7,7 @@ export GST_REGISTRY := $(CURDIR)/target/gst-registry.bin
 # Debian's interpreter: it has python3-gi and python3-gst-1.0.
 PYTHON := /usr/bin/python3
 
-.PHONY: setup build release test demo bench inspect-check
+.PHONY: setup build release test demo bench inspect-check fuzz
 
 setup:
 	@bash scripts/setup.sh
@@ -35,3 +35,11 @@ demo: release
 
 bench: release
 	bash scripts/bench.sh
+
+# Every cargo-fuzz target for FUZZ_RUNS executions (default 10 million; about
+# half an hour on 2 cores). Not part of `make test`. Needs rustup: installs
+# the nightly toolchain and cargo-fuzz when they are missing.
+fuzz:
+	rustup run nightly rustc --version >/dev/null 2>&1 || rustup toolchain install nightly --profile minimal
+	command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+	bash scripts/fuzz.sh
