@@ -37,6 +37,9 @@ fi
 "${cargo[@]}" fuzz build --sanitizer "$SANITIZER"
 
 read -r -a targets <<<"${FUZZ_TARGETS:-$("${cargo[@]}" fuzz list | tr '\n' ' ')}"
+# Executions $1 per $2 seconds.
+rate() { awk -v n="$1" -v s="$2" 'BEGIN { if (s > 0 && n + 0 == n) printf "%.0f", n / s; else print "?" }'; }
+
 mkdir -p fuzz/artifacts
 summary=()
 crashed=0
@@ -47,17 +50,20 @@ for t in "${targets[@]}"; do
   mkdir -p "$corpus" "$artifacts"
   stamp=$(mktemp)
   echo "fuzz: $t, $RUNS executions (log: $log)"
-  start=$(date +%s.%N)
+  times=$(mktemp)
   rc=0
-  # -timeout: an input running 10 s is a hang, saved like a crash.
-  "${cargo[@]}" fuzz run --sanitizer "$SANITIZER" "$t" "$corpus" "fuzz/seeds/$t" -- \
+  # -timeout: an input running 10 s is a hang, saved like a crash. The
+  # shell's `time` gives the CPU the fuzzer used besides the wall clock: on
+  # a shared machine the rate per CPU second is the steadier figure.
+  TIMEFORMAT='%R %U %S'
+  { time "${cargo[@]}" fuzz run --sanitizer "$SANITIZER" "$t" "$corpus" "fuzz/seeds/$t" -- \
     -runs="$RUNS" -max_total_time="$MAX_TIME" -timeout=10 -print_final_stats=1 \
-    >"$log" 2>&1 || rc=$?
-  end=$(date +%s.%N)
+    >"$log" 2>&1; } 2>"$times" || rc=$?
+  read -r wall user sys <"$times"
+  rm -f "$times"
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
   execs=${execs:-?}
-  secs=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')
-  rate=$(awk -v n="$execs" -v s="$secs" 'BEGIN { if (s > 0 && n + 0 == n) printf "%.0f", n / s; else print "?" }')
+  cpu=$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.1f", u + s }')
   files=$(find "$corpus" -type f | wc -l)
   kb=$(find "$corpus" -type f -printf '%s\n' | awk '{ n += $1 } END { printf "%.0f", n / 1024 }')
   found=$(find "$artifacts" -type f -newer "$stamp" | sort)
@@ -71,11 +77,11 @@ for t in "${targets[@]}"; do
   else
     verdict="no crash"
   fi
-  summary+=("$(printf '%-10s %12s %8s %10s %8s %8s  %s' "$t" "$execs" "$secs" "$rate" "$files" "$kb" "$verdict")")
+  summary+=("$(printf '%-10s %11s %8.1f %8s %10s %10s %7s %7s  %s' "$t" "$execs" "$wall" "$cpu" "$(rate "$execs" "$wall")" "$(rate "$execs" "$cpu")" "$files" "$kb" "$verdict")")
 done
 
 echo
 echo "fuzz: $(date -u +%Y-%m-%d), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores, sanitizer $SANITIZER"
-printf '%-10s %12s %8s %10s %8s %8s  %s\n' target executions "time s" "exec/s" corpus KB result
+printf '%-10s %11s %8s %8s %10s %10s %7s %7s  %s\n' target executions "wall s" "CPU s" exec/s "exec/CPU-s" "corpus" "KB" result
 printf '%s\n' "${summary[@]}"
 exit "$crashed"

@@ -27,7 +27,9 @@ use rtpsynth_core::session::{Config, MAX_COMPOUND_LEN, ReportInterval, Session, 
 const OUR_SSRC: u32 = 0x1111;
 const PEER_SSRC: u32 = 0x2222;
 const NTP_AT_ZERO: u64 = 0xe000_0000_0000_0000;
+const CNAME: &str = "fuzz@example.org";
 const MS: u64 = 1_000_000;
+const HOUR_MS: u64 = 3_600_000;
 
 fn our_config(clock_rate: Option<u32>) -> Config {
     Config {
@@ -175,38 +177,52 @@ fn lose(trace: Trace, seed: u64, p: f64) -> Trace {
 }
 
 /// Records of `[length, step, bytes...]`, the layout of the jbuf and rtcp
-/// targets; a step of 255 is the jbuf target's release event, so time steps
-/// stop at 254.
-fn records(trace: &Trace) -> Vec<u8> {
+/// targets, with each time step (in the trace's unit) as `step` encodes it.
+fn records(trace: &Trace, step: impl Fn(u64) -> u8) -> Vec<u8> {
     let mut out = Vec::new();
     let mut last = trace.first().map_or(0, |(_, t)| *t);
     for (data, t) in trace {
         let len = data.len().min(255);
         out.push(len as u8);
-        out.push(t.saturating_sub(last).min(254) as u8);
+        out.push(step(t.saturating_sub(last)));
         out.extend_from_slice(&data[..len]);
         last = *t;
     }
     out
 }
 
+/// The jbuf target's step: 254 and 255 are its discard and release events.
+fn jbuf_step(diff: u64) -> u8 {
+    diff.min(253) as u8
+}
+
+/// The rtcp target's step: ms below 240, whole hours (1 to 16) from 240.
+fn rtcp_step(diff_ms: u64) -> u8 {
+    match diff_ms {
+        0..240 => diff_ms as u8,
+        _ if diff_ms >= HOUR_MS => 239 + (diff_ms / HOUR_MS).min(16) as u8,
+        _ => 239,
+    }
+}
+
 /// The jbuf target's input: capacity, latency (in the trace's time unit),
-/// then the records.
+/// max-dropout 3071 and max-misorder 127 (the element's 3000 and 100,
+/// rounded up to what the target's bytes give), then the records.
 fn jbuf_input(cap: u8, latency: u8, trace: &Trace) -> Vec<u8> {
-    let mut out = vec![cap, latency];
-    out.extend(records(trace));
+    let mut out = vec![cap, latency, 23, 0];
+    out.extend(records(trace, jbuf_step));
     out
 }
 
-/// Like [`jbuf_input`], with the release event (step 255) before every
-/// `every`-th datagram.
-fn jbuf_input_with_releases(cap: u8, latency: u8, trace: &Trace, every: usize) -> Vec<u8> {
+/// Like [`jbuf_input`], with `event` (255: release, 254: discard) before
+/// every `every`-th datagram.
+fn jbuf_input_with_events(cap: u8, latency: u8, trace: &Trace, event: u8, every: usize) -> Vec<u8> {
     let mut out = jbuf_input(cap, latency, trace);
-    let mut at = 2;
+    let mut at = 4;
     let mut i = 0;
     while at < out.len() {
         if i % every == every - 1 {
-            out[at + 1] = 255;
+            out[at + 1] = event;
         }
         at += 2 + usize::from(out[at]);
         i += 1;
@@ -549,24 +565,24 @@ fn rtp_datagrams() -> Vec<(&'static str, Vec<u8>)> {
 /// The rtcp target's input: flags, then records (steps in ms).
 fn rtcp_input(flags: u8, trace: &Trace) -> Vec<u8> {
     let mut out = vec![flags];
-    out.extend(records(trace));
+    out.extend(records(trace, rtcp_step));
     out
 }
 
 /// A call as the rtcp target sees it when we receive: the peer's PCMU
 /// (lossy and jittered when `impair`) and the reports the peer's own
 /// `Session` writes, SRs about what it sends and blocks about us.
-fn receiving_call(n: u16, impair: bool) -> Trace {
+fn receiving_call(n: u16, impair: bool, payload_len: usize) -> Trace {
     let mut peer = Session::new(&peer_config(), "peer@example.org", 0).unwrap();
     let mut rng = SplitMix64::new(u64::from(n));
     let mut out = [0u8; MAX_COMPOUND_LEN];
     let mut trace = Vec::new();
     for seq in 0..n {
         let sent = 20 * u64::from(seq);
-        let p = pcmu(PEER_SSRC, seq, 160);
+        let p = pcmu(PEER_SSRC, seq, payload_len);
         peer.handle_sent_rtp(&Packet::parse(&p).unwrap(), sent * MS);
         // We send too, so the peer's reports carry a block about us.
-        let ours = pcmu(OUR_SSRC, seq, 160);
+        let ours = pcmu(OUR_SSRC, seq, payload_len);
         peer.handle_rtp(&Packet::parse(&ours).unwrap(), sent * MS);
         let lost = impair && rng.chance(0.05);
         let jitter = if impair { u64::from(rng.below(15)) } else { 0 };
@@ -583,38 +599,50 @@ fn receiving_call(n: u16, impair: bool) -> Trace {
     trace
 }
 
-/// A call as the rtcp target sees it when we send: our PCMU, and the
-/// peer's reports about it, built from the SRs a twin of the target's
-/// session writes, so their LSR and DLSR give round-trip times.
-fn sending_call(n: u16) -> Trace {
-    let mut us = Session::new(&our_config(Some(8000)), "fuzz@example.org", 0).unwrap();
+/// A call as the rtcp target sees it when we send (and, when `duplex`,
+/// receive): our PCMU, the peer's, and the peer's reports about ours,
+/// built from the SRs a twin of the target's session writes, so their LSR
+/// and DLSR give round-trip times. `jumps` are (packet, hours): the gap
+/// before that packet is that many hours, as a suspended call's.
+fn call(n: u16, duplex: bool, jumps: &[(u16, u64)]) -> Trace {
+    let mut us = Session::new(&our_config(Some(8000)), CNAME, 0).unwrap();
     let mut peer = Session::new(&peer_config(), "peer@example.org", 0).unwrap();
     let mut out = [0u8; MAX_COMPOUND_LEN];
     let mut trace: Trace = Vec::new();
+    // Our report due at `t` (ms), handed to the peer 2 ms later.
+    let poll_us = |us: &mut Session, peer: &mut Session, t: u64| {
+        let mut ours = [0u8; MAX_COMPOUND_LEN];
+        if let Some(len) = us.poll_rtcp(t * MS, &mut ours) {
+            peer.handle_rtcp(&ours[..len], (t + 2) * MS).unwrap();
+        }
+    };
     let mut now = 0;
     for seq in 0..n {
-        let p = pcmu(OUR_SSRC, seq, 160);
+        if let Some((_, hours)) = jumps.iter().find(|(at, _)| *at == seq) {
+            now = trace.last().map_or(0, |(_, t)| *t) + hours * HOUR_MS;
+        }
+        let p = pcmu(OUR_SSRC, seq, 20);
         let parsed = Packet::parse(&p).unwrap();
         us.handle_sent_rtp(&parsed, now * MS);
         peer.handle_rtp(&parsed, (now + 2) * MS);
         trace.push((p, now));
-        if let Some(len) = us.poll_rtcp(now * MS, &mut out) {
-            peer.handle_rtcp(&out[..len], (now + 2) * MS).unwrap();
+        poll_us(&mut us, &mut peer, now);
+        if duplex {
+            let p = pcmu(PEER_SSRC, seq.wrapping_add(4000), 20);
+            let parsed = Packet::parse(&p).unwrap();
+            peer.handle_sent_rtp(&parsed, (now + 8) * MS);
+            us.handle_rtp(&parsed, (now + 10) * MS);
+            trace.push((p, now + 10));
+            poll_us(&mut us, &mut peer, now + 10);
         }
-        // The peer's report arrives 5 ms after it is written, as a record
+        // The peer's report arrives 2 ms after it is written, as a record
         // of its own; the target polls our session after it, as here.
-        if let Some(len) = peer.poll_rtcp((now + 9) * MS, &mut out) {
-            now += 14;
-            trace.push((out[..len].to_vec(), now));
-            us.handle_rtcp(&out[..len], now * MS).unwrap();
-            let mut ours = [0u8; MAX_COMPOUND_LEN];
-            if let Some(len) = us.poll_rtcp(now * MS, &mut ours) {
-                peer.handle_rtcp(&ours[..len], (now + 2) * MS).unwrap();
-            }
-            now += 6;
-        } else {
-            now += 20;
+        if let Some(len) = peer.poll_rtcp((now + 12) * MS, &mut out) {
+            trace.push((out[..len].to_vec(), now + 14));
+            us.handle_rtcp(&out[..len], (now + 14) * MS).unwrap();
+            poll_us(&mut us, &mut peer, now + 14);
         }
+        now += 20;
     }
     assert_ne!(us.stats().rtt_us, UNKNOWN, "the seed measures round trips");
     trace
@@ -735,7 +763,12 @@ fn main() -> io::Result<()> {
     w.put(
         &d,
         "release-events",
-        &jbuf_input_with_releases(20, 0, &reorder(stream(100, 4), 6, 0.2, 5), 17),
+        &jbuf_input_with_events(20, 0, &reorder(stream(100, 4), 6, 0.2, 5), 255, 17),
+    )?;
+    w.put(
+        &d,
+        "discard-events",
+        &jbuf_input_with_events(8, 0, &reorder(stream(100, 4), 7, 0.2, 5), 254, 23),
     )?;
     for seed in 0..4 {
         w.put(
@@ -761,6 +794,11 @@ fn main() -> io::Result<()> {
         restart.push((pcmu(ssrc, seq, 4), 0));
     }
     w.put(&d, "restart-and-ssrc-change", &jbuf_input(4, 0, &restart))?;
+    // A 2048-slot ring with the widest limits: the same trace, no voids
+    // declared by a full ring.
+    let mut wide = jbuf_input(250, 0, &model_trace(9, 8, 200, 4));
+    wide[2..4].copy_from_slice(&[255, 255]);
+    w.put(&d, "model-trace-big-ring-wide-limits", &wide)?;
     let mut odd: Trace = Vec::new();
     for (i, (_, data)) in rtp_datagrams().into_iter().enumerate() {
         odd.push((data, 20 * i as u64));
@@ -771,19 +809,42 @@ fn main() -> io::Result<()> {
     w.put(
         &d,
         "receiving-call",
-        &rtcp_input(1, &receiving_call(60, false)),
+        &rtcp_input(1, &receiving_call(30, false, 160)),
     )?;
     w.put(
         &d,
         "receiving-call-lossy-jitter",
-        &rtcp_input(1, &receiving_call(60, true)),
+        &rtcp_input(1, &receiving_call(60, true, 20)),
     )?;
     w.put(
         &d,
-        "receiving-call-no-clock-rate",
-        &rtcp_input(0, &receiving_call(30, false)),
+        "receiving-call-randomized-interval",
+        &rtcp_input(5, &receiving_call(30, false, 20)),
     )?;
-    w.put(&d, "sending-call", &rtcp_input(3, &sending_call(40)))?;
+    // Empty records change the clock rate: to 48000, to unknown, to 8000.
+    let mut changes = receiving_call(30, false, 20);
+    for at in [30, 20, 8] {
+        let t = changes[at].1;
+        changes.insert(at, (Vec::new(), t));
+    }
+    w.put(&d, "receiving-call-clock-changes", &rtcp_input(1, &changes))?;
+    w.put(
+        &d,
+        "receiving-call-no-clock-rate",
+        &rtcp_input(0, &receiving_call(30, false, 20)),
+    )?;
+    w.put(&d, "sending-call", &rtcp_input(3, &call(40, false, &[])))?;
+    w.put(&d, "full-duplex-call", &rtcp_input(9, &call(40, true, &[])))?;
+    w.put(
+        &d,
+        "full-duplex-call-randomized-interval",
+        &rtcp_input(13, &call(30, true, &[])),
+    )?;
+    w.put(
+        &d,
+        "full-duplex-call-hours-apart",
+        &rtcp_input(9, &call(30, true, &[(10, 16), (11, 3), (20, 16)])),
+    )?;
     w.put(&d, "takeover-and-restart", &rtcp_input(1, &takeover_call()))?;
     for (name, data) in rtcp_datagrams() {
         w.put(&d, &format!("one-{name}"), &rtcp_input(1, &vec![(data, 0)]))?;
