@@ -36,8 +36,8 @@ demo: release
 bench: release
 	bash scripts/bench.sh
 
-# Every cargo-fuzz target for FUZZ_RUNS executions (default 10 million; about
-# half an hour on 2 cores). Not part of `make test`. Needs rustup: installs
+# Every cargo-fuzz target for FUZZ_RUNS executions (default 10 million; 15 to
+# 20 minutes on 2 cores). Not part of `make test`. Needs rustup: installs
 # the nightly toolchain and cargo-fuzz when they are missing.
 fuzz:
 	rustup run nightly rustc --version >/dev/null 2>&1 || rustup toolchain install nightly --profile minimal
