@@ -191,9 +191,10 @@ fn records(trace: &Trace, step: impl Fn(u64) -> u8) -> Vec<u8> {
     out
 }
 
-/// The jbuf target's step: 254 and 255 are its discard and release events.
+/// The jbuf target's step: 253 to 255 are its expiry, discard and release
+/// events.
 fn jbuf_step(diff: u64) -> u8 {
-    diff.min(253) as u8
+    diff.min(252) as u8
 }
 
 /// The rtcp target's step: ms below 240, whole hours (1 to 16) from 240.
@@ -207,18 +208,19 @@ fn rtcp_step(diff_ms: u64) -> u8 {
 
 /// The jbuf target's input: capacity, latency (in the trace's time unit),
 /// max-dropout 3071 and max-misorder 127 (the element's 3000 and 100,
-/// rounded up to what the target's bytes give), then the records.
+/// rounded up to what the target's bytes give), clock rate 8 kHz, then the
+/// records.
 fn jbuf_input(cap: u8, latency: u8, trace: &Trace) -> Vec<u8> {
-    let mut out = vec![cap, latency, 23, 0];
+    let mut out = vec![cap, latency, 23, 0, 8];
     out.extend(records(trace, jbuf_step));
     out
 }
 
-/// Like [`jbuf_input`], with `event` (255: release, 254: discard) before
-/// every `every`-th datagram.
+/// Like [`jbuf_input`], with `event` (255: release, 254: discard, 253:
+/// expiry) before every `every`-th datagram.
 fn jbuf_input_with_events(cap: u8, latency: u8, trace: &Trace, event: u8, every: usize) -> Vec<u8> {
     let mut out = jbuf_input(cap, latency, trace);
-    let mut at = 4;
+    let mut at = 5;
     let mut i = 0;
     while at < out.len() {
         if i % every == every - 1 {
@@ -770,6 +772,11 @@ fn main() -> io::Result<()> {
         "discard-events",
         &jbuf_input_with_events(8, 0, &reorder(stream(100, 4), 7, 0.2, 5), 254, 23),
     )?;
+    w.put(
+        &d,
+        "expiry-events",
+        &jbuf_input_with_events(20, 60, &lose(stream(100, 4), 8, 0.1), 253, 5),
+    )?;
     for seed in 0..4 {
         w.put(
             &d,
@@ -797,7 +804,7 @@ fn main() -> io::Result<()> {
     // A 2048-slot ring with the widest limits: the same trace, no voids
     // declared by a full ring.
     let mut wide = jbuf_input(250, 0, &model_trace(9, 8, 200, 4));
-    wide[2..4].copy_from_slice(&[255, 255]);
+    wide[2..5].copy_from_slice(&[255, 255, 48]);
     w.put(&d, "model-trace-big-ring-wide-limits", &wide)?;
     let mut odd: Trace = Vec::new();
     for (i, (_, data)) in rtp_datagrams().into_iter().enumerate() {
@@ -846,6 +853,23 @@ fn main() -> io::Result<()> {
         &rtcp_input(9, &call(30, true, &[(10, 16), (11, 3), (20, 16)])),
     )?;
     w.put(&d, "takeover-and-restart", &rtcp_input(1, &takeover_call()))?;
+    w.put(
+        &d,
+        "receiving-call-rtcp-off",
+        &rtcp_input(1 | 16, &receiving_call(30, true, 20)),
+    )?;
+    // One-byte records set the interval: fixed 50 ms, randomized 1 s, and
+    // the refused 0.
+    let mut intervals = call(30, true, &[]);
+    for (at, b) in [(40, 0x80 | 100), (25, 0), (10, 5)] {
+        let t = intervals[at].1;
+        intervals.insert(at, (vec![b], t));
+    }
+    w.put(
+        &d,
+        "full-duplex-call-interval-changes",
+        &rtcp_input(9, &intervals),
+    )?;
     for (name, data) in rtcp_datagrams() {
         w.put(&d, &format!("one-{name}"), &rtcp_input(1, &vec![(data, 0)]))?;
     }

@@ -2,15 +2,19 @@
 //! byte 0 = flags (bit 0: clock rate known; bit 1: RTP records are packets
 //! we send, else packets we receive; bit 2: randomized report interval, else
 //! fixed; bit 3, without bit 1: RTP with our configured SSRC is sent, the
-//! rest received, a full-duplex call), then records of [length, time step,
+//! rest received, a full-duplex call; bit 4: RTCP off, intervals closed
+//! without a report), then records of [length, time step,
 //! bytes...]: a step below 240 is that many ms, 240 and up that many hours
 //! less 239, so reports cross the 18-hour wrap of the NTP short clock.
 //! A record that parses as RTP and is not RTCP by `is_rtcp` goes to the RTP
 //! path; every other record goes to `handle_rtcp`, so the RTCP reader sees
 //! every shape of input; an empty record instead changes the clock rate
-//! (unknown → 8000 → 48000 → unknown), as new caps do. After each record the session is polled: what it
+//! (unknown → 8000 → 48000 → unknown), as new caps do, and a one-byte
+//! record the report interval (bit 7: randomized, else fixed; bits 0-6:
+//! tens of ms, 0 refused). After each record the session is polled: what it
 //! writes must read back, come from our SSRC with our CNAME, and its report
-//! block must agree with the stats. Checks that the RTCP counters add up:
+//! block must agree with the stats; with RTCP off the interval is closed
+//! instead, and nothing written. A new interval applies from now. Checks that the RTCP counters add up:
 //! every datagram given is accepted or dropped under one fault.
 #![no_main]
 
@@ -151,6 +155,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let all_ours = flags & 2 != 0;
     let duplex = flags & 8 != 0;
+    let rtcp_off = flags & 16 != 0;
     let mut out = [0u8; MAX_COMPOUND_LEN];
     let (mut now, mut rest, mut accepted) = (0u64, rest, 0u64);
     while let [len, step, tail @ ..] = rest {
@@ -169,6 +174,24 @@ fuzz_target!(|data: &[u8]| {
             };
             session.set_clock_rate(clock_rate);
         }
+        if let [b] = *datagram {
+            let ms = u64::from(b & 0x7f) * 10;
+            let interval = if b & 0x80 != 0 {
+                ReportInterval::Randomized { min_ms: ms }
+            } else {
+                ReportInterval::Fixed { ms }
+            };
+            let before = session.next_deadline();
+            let set = session.set_interval(interval, now);
+            assert_eq!(set.is_err(), ms == 0);
+            let after = session.next_deadline();
+            assert!(
+                after <= before,
+                "a new interval never delays the next report"
+            );
+            // The randomized interval is at most 1.5 / (e - 3/2) of it.
+            assert!(after == before || after <= now + 2 * ms * MS);
+        }
         let rtcp = is_rtcp(datagram);
         if rtcp {
             assert!(datagram.len() >= 2 && datagram[0] >> 6 == 2);
@@ -180,7 +203,7 @@ fuzz_target!(|data: &[u8]| {
             Ok(p) if !rtcp => {
                 session.handle_rtp(&p, now);
             }
-            _ if datagram.is_empty() => {}
+            _ if datagram.len() < 2 => {}
             _ => {
                 if session.handle_rtcp(datagram, now).is_ok() {
                     accepted += 1;
@@ -188,7 +211,11 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
-        if let Some(n) = session.poll_rtcp(now, &mut out) {
+        if rtcp_off {
+            let due = now >= session.next_deadline();
+            assert_eq!(session.close_interval(now), due);
+            assert_eq!(session.stats().rtcp_sent, 0);
+        } else if let Some(n) = session.poll_rtcp(now, &mut out) {
             let block = read_ours(&out[..n], session.local_ssrc(), false);
             check_block(block, &session.stats());
         }
