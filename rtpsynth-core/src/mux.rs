@@ -2909,6 +2909,40 @@ mod tests {
     }
 
     #[test]
+    fn session_statistics_are_copied_when_read_and_a_stopped_worker_is_not_waited_for() {
+        let (mut srv, rx) = server();
+        // An hour between reports: nothing but a read copies the session.
+        let ch = srv
+            .add_channel(0, rtcp_config(RtcpMode::Off, 3_600_000), ())
+            .unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for seq in 0..5 {
+            peer.send_to(&packet(seq), ch.local_addr()).unwrap();
+        }
+        for _ in 0..5 {
+            rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        }
+        // The worker counted every datagram but copied nothing: nobody
+        // asked.
+        let unasked = ch.stats_now();
+        assert_eq!(unasked[PACKETS_RECEIVED], 5);
+        assert_eq!(ss(&unasked, "rtp-packets-received"), 0);
+        assert_eq!(ss(&unasked, "remote-ssrc"), session::UNKNOWN);
+        // A read brings them up to date, and a read of every channel too.
+        let s = ch.stats();
+        // The first packet is the source's probation (RFC 3550 A.1).
+        assert_eq!(ss(&s, "rtp-packets-received"), 4, "{:?}", named(&s));
+        assert_ne!(ss(&s, "remote-ssrc"), session::UNKNOWN);
+        assert_eq!(srv.channel_stats(), vec![(0, s)]);
+        // With the worker gone a read returns the last copy at once
+        // instead of waiting for an answer that cannot come.
+        srv.stop();
+        let started = Instant::now();
+        assert_eq!(ch.stats(), s);
+        assert!(started.elapsed() < STATS_WAIT, "{:?}", started.elapsed());
+    }
+
+    #[test]
     fn reports_follow_each_channel_deadline_at_scale_and_through_long_ticks() {
         // 300 channels, a report every 50 ms each, on a worker whose tick is
         // 200 ms: reports go out on their own deadlines, not the tick's.
