@@ -544,6 +544,43 @@ fn time_stats_reads(m: &gst::Element, n: usize) {
     );
 }
 
+/// CPU seconds the sessions' receive work takes per packet, as the worker
+/// does it for `n` channels: N sessions, one packet each in turn (so each
+/// session's state is as cold in the cache as in the worker, where a
+/// thousand other channels' packets come between two of its own), the
+/// datagram parsed and handed to `handle_rtp`. Nothing else: the floor of
+/// the session layer's per-packet cost, which the element's CPU-MHz per
+/// stream is then set against (the element cannot run without its
+/// sessions, so this is measured apart).
+fn session_seconds_per_packet(n: usize) -> f64 {
+    let config = rtpsynth_core::session::Config {
+        clock_rate: Some(8000),
+        ..rtpsynth_core::session::Config::default()
+    };
+    let mut sessions: Vec<_> = (0..n)
+        .map(|_| rtpsynth_core::session::Session::new(&config, "bench", 0).expect("session"))
+        .collect();
+    let datagrams: Vec<[u8; PACKET]> = (0..n).map(|i| packet(0, i as u32)).collect();
+    let rounds = (2_000_000 / n.max(1)).max(10);
+    let mut seq = 0u16;
+    common::median(common::runs(), || {
+        let t = common::seconds(|| {
+            for round in 0..rounds {
+                seq = seq.wrapping_add(1);
+                let now = round as u64 * 20_000_000;
+                for (s, d) in sessions.iter_mut().zip(&datagrams) {
+                    let mut d = *d;
+                    d[2..4].copy_from_slice(&seq.to_be_bytes());
+                    if let Ok(p) = rtpsynth_core::rtp::Packet::parse(common::keep(&d)) {
+                        common::keep(s.handle_rtp(&p, now));
+                    }
+                }
+            }
+        });
+        t / (rounds * n) as f64
+    })
+}
+
 fn main() {
     if std::env::var("BENCH_MUX_ROLE").as_deref() == Ok("sender") {
         sender_main();
@@ -583,6 +620,22 @@ fn main() {
             ours.mhz_per_stream,
             " MHz",
             Some(("udpsrc", stock.mhz_per_stream)),
+            false,
+        );
+        // The session layer's share of the element's cost per stream: its
+        // per-packet work at 50 packets/s, in CPU-MHz, over the element's.
+        let session_mhz = session_seconds_per_packet(n) * 50.0 * mhz;
+        println!(
+            "  {n:>5} sessions alone: {:.1} ns per packet = {session_mhz:.4} MHz per stream, \
+             {:.1} % of rtpmuxserver's",
+            session_mhz / 50.0 / mhz * 1e9,
+            100.0 * session_mhz / ours.mhz_per_stream
+        );
+        common::report(
+            &format!("mux sessions' share of the element's cost, {n} streams"),
+            100.0 * session_mhz / ours.mhz_per_stream,
+            " %",
+            None,
             false,
         );
         common::report(

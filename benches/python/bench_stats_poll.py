@@ -1,19 +1,32 @@
 #!/usr/bin/python3
-"""Time per poll of all statistics from Python (stock PyGObject), side by side:
+"""Time per poll of every session's statistics from Python (stock PyGObject),
+side by side, each side under live traffic with RTCP running:
 
-- ours: one rtpmuxserver with N channels; one poll = one read of
-  `stats-packed` decoded by the rtpsynth package into a numpy structured array
-  (columns read once, as an application does);
-- stock: N rtpsession elements (what rtpbin makes per session), each having
-  seen RTP from one sender; one poll = each session's `stats` structure
-  walked field by field into dicts, the way applications poll them today.
+- ours: one rtpmuxserver with N channels, `rtcp=mux`, each echoing what it
+  receives (src_N linked to sink_N, so it receives and sends RTP, and sends
+  SRs with report blocks); a helper process sends every channel 50 packets/s
+  of PCMU on loopback and throws the echo away. One poll = `rtpsynth.read(m)`
+  (one `stats-packed` read decoded into a numpy structured array).
+  (`src_N ! identity ! sink_N`: an element's own pads cannot be linked.)
+- stock: N rtpbin sessions sending PCMU (audiotestsrc ! mulawenc !
+  rtppcmupay) over loopback to N rtpbin sessions that receive it, RTCP on
+  port + 1 both ways. One poll = for every receiving session,
+  `get-internal-session` -> `stats` -> `source-stats`, each source's
+  structure walked field by field into dicts, as applications poll today.
 
-Prints mean, p99 and max over 200 polls for N = 100 and 1000, and the ratio.
-Run by scripts/bench.sh, with PYTHONPATH=python for the rtpsynth package.
+Prints mean, p99 and max per poll for each N and the ratio. Environment:
+BENCH_POLLS (default 200), BENCH_POLL_N (default 100,1000: our side),
+BENCH_STOCK_N (default 100: the stock side, at most these N; its N
+pipelines of threads are heavy), BENCH_WARMUP (s, default 3).
+
+Run from the repository root:
+  PYTHONPATH=python GST_PLUGIN_PATH=target/release /usr/bin/python3 \
+    benches/python/bench_stats_poll.py
 """
 
 import os
 import statistics
+import subprocess
 import sys
 import time
 
@@ -25,6 +38,38 @@ from gi.repository import GObject, Gst  # noqa: E402
 import rtpsynth  # noqa: E402
 
 POLLS = int(os.environ.get("BENCH_POLLS", "200"))
+WARMUP = float(os.environ.get("BENCH_WARMUP", "3"))
+PCMU = "application/x-rtp,media=audio,clock-rate=8000,encoding-name=PCMU,payload=0"
+
+# The helper process: 50 packets/s of 160-byte PCMU to each port read from
+# stdin, from one socket; what comes back is read and dropped so its buffer
+# never fills. A separate process so that its work holds no GIL the poll
+# waits on.
+SENDER = r"""
+import socket, struct, sys, time
+ports = [int(p) for p in sys.stdin.read().split()]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setblocking(False)
+payload = b"\xff" * 160
+seq, t0, rounds = 0, time.monotonic(), 0
+while True:
+    for i, port in enumerate(ports):
+        hdr = struct.pack("!BBHII", 0x80, 0, seq & 0xFFFF, (seq * 160) & 0xFFFFFFFF, 0x1000 + i)
+        try:
+            s.sendto(hdr + payload, ("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+    seq += 1
+    try:
+        while True:
+            s.recv(2048)
+    except BlockingIOError:
+        pass
+    rounds += 1
+    wait = t0 + rounds * 0.02 - time.monotonic()
+    if wait > 0:
+        time.sleep(wait)
+"""
 
 
 def timed(poll, n=POLLS):
@@ -35,7 +80,8 @@ def timed(poll, n=POLLS):
         poll()
         times.append(time.perf_counter() - t)
     times.sort()
-    return statistics.mean(times), times[int(len(times) * 0.99) - 1], times[-1]
+    p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
+    return statistics.mean(times), p99, times[-1]
 
 
 def ours(n):
@@ -43,19 +89,42 @@ def ours(n):
     m = Gst.ElementFactory.make("rtpmuxserver")
     p.add(m)
     for ch in range(n):
-        pad = m.request_pad_simple(f"src_{ch}")
-        pad.set_property("bind-address", "127.0.0.1")
-    p.set_state(Gst.State.PAUSED)
-    p.get_state(Gst.CLOCK_TIME_NONE)
-    columns = list(m.get_property("stats-columns"))
+        src = m.request_pad_simple(f"src_{ch}")
+        sink = m.request_pad_simple(f"sink_{ch}")
+        src.set_property("bind-address", "127.0.0.1")
+        src.set_property("rtcp", "mux")
+        src.set_property("rtcp-interval", 1000)
+        src.set_property("rtp-caps", Gst.Caps.from_string(PCMU))
+        # The echo: what channel N receives goes back out of channel N, to
+        # the sender it latched. The sink pad's chain never waits. An
+        # identity between them (no thread): an element's pads cannot be
+        # linked to each other directly.
+        echo = Gst.ElementFactory.make("identity")
+        p.add(echo)
+        assert src.link(echo.get_static_pad("sink")) == Gst.PadLinkReturn.OK
+        assert echo.get_static_pad("src").link(sink) == Gst.PadLinkReturn.OK
+    p.set_state(Gst.State.PLAYING)
+    # Sockets are bound from PAUSED on; the element is live (no preroll).
+    p.get_state(5 * Gst.SECOND)
+    ports = [m.get_static_pad(f"src_{ch}").get_property("local-port") for ch in range(n)]
+    sender = subprocess.Popen([sys.executable, "-c", SENDER], stdin=subprocess.PIPE)
+    sender.stdin.write(" ".join(map(str, ports)).encode())
+    sender.stdin.close()
+    try:
+        time.sleep(WARMUP)
 
-    def poll():
-        arr = rtpsynth.to_numpy(m.get_property("stats-packed"), columns)
-        assert len(arr) == n
+        def poll():
+            arr = rtpsynth.read(m)
+            assert len(arr) == n
 
-    result = timed(poll)
-    p.set_state(Gst.State.NULL)
-    return result
+        result = timed(poll)
+        arr = rtpsynth.read(m)
+        live = sum(1 for r in arr if r["rtcp-sent"] > 0 and r["rtp-packets-received"] > 0)
+    finally:
+        sender.kill()
+        sender.wait()
+        p.set_state(Gst.State.NULL)
+    return result, live
 
 
 def walk(value):
@@ -65,38 +134,75 @@ def walk(value):
                 for i in range(value.n_fields())}
     if isinstance(value, GObject.ValueArray):
         return [walk(value.get_nth(i)) for i in range(value.n_values)]
+    if isinstance(value, list):
+        return [walk(v) for v in value]
     return value
 
 
-def stock(n):
+def stock(n, base_port=41000):
+    """N sending and N receiving rtpbin sessions (two rtpbins), RTCP on
+    port + 1 both ways; returns the timing of polling the receiving side."""
     p = Gst.Pipeline()
-    sessions = []
-    segment = Gst.Segment.new()
-    segment.init(Gst.Format.TIME)
-    caps = Gst.Caps.from_string("application/x-rtp,media=audio,clock-rate=8000,encoding-name=PCMU,payload=0")
+    tx = Gst.ElementFactory.make("rtpbin", "tx")
+    rx = Gst.ElementFactory.make("rtpbin", "rx")
+    p.add(tx)
+    p.add(rx)
+
+    def on_pad(_bin, pad):
+        if pad.get_name().startswith("recv_rtp_src"):
+            sink = Gst.ElementFactory.make("fakesink")
+            sink.set_property("sync", False)
+            sink.set_property("async", False)
+            p.add(sink)
+            sink.sync_state_with_parent()
+            pad.link(sink.get_static_pad("sink"))
+
+    rx.connect("pad-added", on_pad)
+
+    def make(factory, **props):
+        e = Gst.ElementFactory.make(factory)
+        for k, v in props.items():
+            e.set_property(k.rstrip("_").replace("_", "-"), v)
+        p.add(e)
+        return e
+
     for i in range(n):
-        s = Gst.ElementFactory.make("rtpsession")
-        p.add(s)
-        sessions.append(s)
+        rtp, rtcp_rx, rtcp_tx = base_port + 4 * i, base_port + 4 * i + 1, base_port + 4 * i + 3
+        src = make("audiotestsrc", is_live=True, samplesperbuffer=160)
+        enc = make("mulawenc")
+        pay = make("rtppcmupay")
+        src.link(enc)
+        enc.link(pay)
+        pay.get_static_pad("src").link(tx.request_pad_simple(f"send_rtp_sink_{i}"))
+        tx.get_static_pad(f"send_rtp_src_{i}").link(
+            make("udpsink", host="127.0.0.1", port=rtp, sync=False, async_=False).get_static_pad("sink"))
+        tx.request_pad_simple(f"send_rtcp_src_{i}").link(
+            make("udpsink", host="127.0.0.1", port=rtcp_rx, sync=False, async_=False).get_static_pad("sink"))
+        make("udpsrc", port=rtcp_tx, address="127.0.0.1").get_static_pad("src").link(
+            tx.request_pad_simple(f"recv_rtcp_sink_{i}"))
+        make("udpsrc", port=rtp, address="127.0.0.1", caps=Gst.Caps.from_string(PCMU)).get_static_pad(
+            "src").link(rx.request_pad_simple(f"recv_rtp_sink_{i}"))
+        make("udpsrc", port=rtcp_rx, address="127.0.0.1").get_static_pad("src").link(
+            rx.request_pad_simple(f"recv_rtcp_sink_{i}"))
+        rx.request_pad_simple(f"send_rtcp_src_{i}").link(
+            make("udpsink", host="127.0.0.1", port=rtcp_tx, sync=False, async_=False).get_static_pad("sink"))
     p.set_state(Gst.State.PLAYING)
-    for i, s in enumerate(sessions):
-        # One received packet makes a remote source, as in a real call.
-        pad = s.request_pad_simple("recv_rtp_sink")
-        pad.send_event(Gst.Event.new_stream_start(f"s{i}"))
-        pad.send_event(Gst.Event.new_caps(caps))
-        pad.send_event(Gst.Event.new_segment(segment))
-        data = bytes([0x80, 0, 0, 1, 0, 0, 0, 160, 0, 0, 0x10, i & 0xff]) + b"\xff" * 160
-        buf = Gst.Buffer.new_wrapped(data)
-        buf.pts = 0
-        pad.chain(buf)
+    time.sleep(WARMUP + 5)  # rtpbin's first RTCP comes after ~2.5-5 s
+    sessions = [rx.emit("get-internal-session", i) for i in range(n)]
 
     def poll():
         out = [walk(s.get_property("stats")) for s in sessions]
         assert len(out) == n
 
     result = timed(poll)
+    # How many sessions saw RTCP from the sender (an SR) by the end.
+    with_sr = 0
+    for s in sessions:
+        for src in walk(s.get_property("stats"))["source-stats"]:
+            if not src.get("internal") and src.get("have-sr"):
+                with_sr += 1
     p.set_state(Gst.State.NULL)
-    return result
+    return result, with_sr
 
 
 def fmt(t):
@@ -105,13 +211,19 @@ def fmt(t):
 
 def main():
     Gst.init(None)
-    print(f"# Python {sys.version.split()[0]}, PyGObject {gi.__version__}, {POLLS} polls each")
-    for n in (100, 1000):
-        om, op99, omax = ours(n)
-        sm, sp99, smax = stock(n)
-        print(f"stats poll, N={n:<5} ours stats-packed: mean {fmt(om)} p99 {fmt(op99)} max {fmt(omax)}"
-              f" | stock rtpsession walk: mean {fmt(sm)} p99 {fmt(sp99)} max {fmt(smax)}"
-              f" | ratio {sm / om:7.1f}x")
+    ns = [int(x) for x in os.environ.get("BENCH_POLL_N", "100,1000").split(",") if x]
+    stock_max = int(os.environ.get("BENCH_STOCK_N", "100"))
+    print(f"# Python {sys.version.split()[0]}, PyGObject {gi.__version__}, {POLLS} polls each, "
+          f"load {open('/proc/loadavg').read().split()[:3]}")
+    for n in ns:
+        (om, op99, omax), live = ours(n)
+        line = (f"stats poll, N={n:<5} ours rtpsynth.read: mean {fmt(om)} p99 {fmt(op99)} max {fmt(omax)}"
+                f" ({live}/{n} channels receiving and sending RTCP)")
+        if n <= stock_max:
+            (sm, sp99, smax), with_sr = stock(n)
+            line += (f" | stock rtpbin walk: mean {fmt(sm)} p99 {fmt(sp99)} max {fmt(smax)}"
+                     f" ({with_sr}/{n} sessions with the sender's SR) | ratio {sm / om:7.1f}x")
+        print(line, flush=True)
     return 0
 
 

@@ -17,8 +17,11 @@
 //!
 //! Counters are atomics written by one writer each (the worker, or the
 //! sending thread for `dropped-queue-full`), so reading statistics never takes
-//! a lock the worker needs. The worker copies each session's statistics into
-//! the channel's atomics after every batch that changed them.
+//! a lock the worker needs. The sessions' statistics are copied into the
+//! channel's atomics lazily: a reader asks ([`Server::channel_stats`],
+//! [`Channel::stats`]) and the worker, at the end of its current wake,
+//! copies those of the channels whose session changed since the last copy
+//! (see [`Notify::request_stats`] for why and what a reader may wait).
 
 use std::cell::UnsafeCell;
 use std::cmp::Reverse;
@@ -29,7 +32,7 @@ use std::mem::{MaybeUninit, size_of, zeroed};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -69,6 +72,10 @@ const PORT_PAIR_ATTEMPTS: usize = 64;
 const EVENTS: usize = 4096;
 /// Longest sleep of a paced worker between checks for commands.
 const PAUSE_SLICE: Duration = Duration::from_millis(5);
+/// How long a statistics read waits for the worker to copy the sessions'
+/// statistics before it falls back to the last copy (a worker blocked in a
+/// push must not block readers too).
+pub const STATS_WAIT: Duration = Duration::from_millis(50);
 /// `recvmmsg` calls per readiness report at most.
 const READS_PER_EVENT: usize = 4;
 
@@ -566,14 +573,96 @@ struct Notify {
     /// every received packet; above, it runs one round per tick.
     tick_us: AtomicU64,
     waker: Waker,
+    /// Statistics requests: the last epoch a reader asked for.
+    stats_wanted: AtomicU64,
+    /// Readers between their request and the end of their read; while any
+    /// is, the worker copies a session's statistics after every batch.
+    stats_readers: AtomicUsize,
+    /// The last epoch the worker answered, and its signal.
+    stats_answered: Mutex<u64>,
+    stats_cv: Condvar,
+    /// Cleared when the worker thread ends, so readers stop waiting on it.
+    worker_alive: AtomicBool,
 }
 
 impl Notify {
+    fn new(waker: Waker, tick: Duration) -> Self {
+        Notify {
+            pending: Mutex::new(Vec::new()),
+            updated: Mutex::new(Vec::new()),
+            has_updates: AtomicBool::new(false),
+            wake_requested: AtomicBool::new(false),
+            tick_us: AtomicU64::new(tick.as_micros() as u64),
+            waker,
+            stats_wanted: AtomicU64::new(0),
+            stats_readers: AtomicUsize::new(0),
+            stats_answered: Mutex::new(0),
+            stats_cv: Condvar::new(),
+            worker_alive: AtomicBool::new(true),
+        }
+    }
+
+    /// Whether a reader waits for statistics: the worker then copies them
+    /// after every change. A plain load, once per batch.
+    #[inline]
+    fn reading_stats(&self) -> bool {
+        self.stats_readers.load(Ordering::Relaxed) != 0
+    }
+
     fn wake(&self) {
         if !self.wake_requested.swap(true, Ordering::AcqRel) {
             // A failed eventfd write leaves the packets for the next wake.
             let _ = self.waker.wake();
         }
+    }
+
+    /// Has the worker copy every changed session's statistics into the
+    /// channels' atomics, and waits for it (at most `wait`). Until the
+    /// returned guard is dropped the worker copies them after every batch
+    /// too, so a read made under the guard that sees a datagram counted in
+    /// `packets-received` sees what it did to the session.
+    ///
+    /// Why lazily: copying ~30 statistics after every receive batch cost
+    /// most of the session layer's per-packet work (the channel's stats row
+    /// is cold in the cache by its next packet), while statistics are read
+    /// a few times a second at most. Now a batch only marks its channel,
+    /// and a read pays for the channels that changed since the last one.
+    fn request_stats(&self, wait: Duration) -> StatsGuard<'_> {
+        // Counted before the epoch is bumped: a worker that sees the new
+        // epoch (acquire) sees the reader too, so every batch after its
+        // answer is copied at once.
+        self.stats_readers.fetch_add(1, Ordering::SeqCst);
+        let guard = StatsGuard(self);
+        let epoch = self.stats_wanted.fetch_add(1, Ordering::SeqCst) + 1;
+        if !self.worker_alive.load(Ordering::Acquire) {
+            return guard;
+        }
+        self.wake();
+        let answered = lock(&self.stats_answered);
+        // A timeout leaves the last copy: nothing more to do about it.
+        let _ = self
+            .stats_cv
+            .wait_timeout_while(answered, wait, |a| {
+                *a < epoch && self.worker_alive.load(Ordering::Acquire)
+            })
+            .unwrap_or_else(|e| e.into_inner());
+        guard
+    }
+
+    /// Called by the worker when it ends: readers no longer wait for it.
+    fn worker_gone(&self) {
+        self.worker_alive.store(false, Ordering::Release);
+        let _answered = lock(&self.stats_answered);
+        self.stats_cv.notify_all();
+    }
+}
+
+/// A statistics read in progress (see [`Notify::request_stats`]).
+struct StatsGuard<'a>(&'a Notify);
+
+impl Drop for StatsGuard<'_> {
+    fn drop(&mut self) {
+        self.0.stats_readers.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -690,8 +779,16 @@ impl<P, A> Channel<P, A> {
         self.update(|u| u.interval = Some(interval));
     }
 
-    /// The statistics now, in [`StatsRow`] order.
+    /// The statistics now, in [`StatsRow`] order, the session's brought up
+    /// to date first (waiting at most [`STATS_WAIT`] for the worker). To
+    /// read many channels, [`Server::channel_stats`] asks the worker once.
     pub fn stats(&self) -> StatsRow {
+        let _reading = self.notify.request_stats(STATS_WAIT);
+        self.stats_now()
+    }
+
+    /// The statistics as last copied, without asking the worker.
+    fn stats_now(&self) -> StatsRow {
         // In column order: `packets-received` first, with acquire, so the
         // drops and RTCP counts published before it are seen with it.
         std::array::from_fn(|i| self.stats[i].load(Ordering::Acquire))
@@ -926,14 +1023,7 @@ impl<H: Handler> Server<H> {
     pub fn start(handler: H, tick: Duration) -> io::Result<Self> {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
-        let notify = Arc::new(Notify {
-            pending: Mutex::new(Vec::new()),
-            updated: Mutex::new(Vec::new()),
-            has_updates: AtomicBool::new(false),
-            wake_requested: AtomicBool::new(false),
-            tick_us: AtomicU64::new(tick.as_micros() as u64),
-            waker,
-        });
+        let notify = Arc::new(Notify::new(waker, tick));
         let origin = Instant::now();
         let since_epoch = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -948,6 +1038,7 @@ impl<H: Handler> Server<H> {
             rng: Mutex::new(SplitMix64::from_entropy()),
         });
         let (worker_shared, worker_notify) = (shared.clone(), notify.clone());
+        let notify_on_exit = notify.clone();
         // The batch buffers hold raw pointers, so they are made on the
         // worker thread that uses them.
         let thread = std::thread::Builder::new()
@@ -968,8 +1059,11 @@ impl<H: Handler> Server<H> {
                     updated: Vec::new(),
                     commands: Vec::new(),
                     now: 0,
+                    unpublished: Vec::new(),
+                    stats_answered: 0,
                 }
-                .run()
+                .run();
+                notify_on_exit.worker_gone();
             })?;
         Ok(Server {
             shared,
@@ -1095,7 +1189,7 @@ impl<H: Handler> Server<H> {
         let closed = wait.recv_timeout(timeout).is_ok();
         if !closed {
             // The worker is stuck or gone: keep the counts all the same.
-            add_into(&mut lock(&self.shared.released), &channel.stats());
+            add_into(&mut lock(&self.shared.released), &channel.stats_now());
         }
         closed
     }
@@ -1105,9 +1199,12 @@ impl<H: Handler> Server<H> {
     }
 
     /// `(channel id, statistics)` of every channel, in id order.
+    /// The sessions' statistics are brought up to date first, in one
+    /// request to the worker (waiting at most [`STATS_WAIT`]).
     pub fn channel_stats(&self) -> Vec<(u32, StatsRow)> {
         let channels: Vec<_> = lock(&self.shared.channels).values().cloned().collect();
-        channels.iter().map(|c| (c.id, c.stats())).collect()
+        let _reading = self.notify.request_stats(STATS_WAIT);
+        channels.iter().map(|c| (c.id, c.stats_now())).collect()
     }
 
     /// Sums of the summable columns ([`is_summable`]) over every channel
@@ -1510,6 +1607,22 @@ struct WorkerChannel<H: Handler> {
     heard_at: u64,
     latched_ssrc: Option<u32>,
     session: Box<Session>,
+    /// The session changed since its statistics were last copied, and the
+    /// channel is in the worker's `unpublished` list.
+    unpublished: bool,
+}
+
+impl<H: Handler> WorkerChannel<H> {
+    /// Notes that the session changed: its statistics are copied now while
+    /// a reader waits for them (`eager`), else at the next request.
+    fn session_changed(&mut self, unpublished: &mut Vec<u32>, eager: bool) {
+        if eager {
+            self.channel.publish(&self.session);
+        } else if !self.unpublished {
+            self.unpublished = true;
+            unpublished.push(self.channel.id);
+        }
+    }
 }
 
 /// `addr` with the port after its own, if there is one.
@@ -1712,6 +1825,11 @@ struct Worker<H: Handler> {
     /// wake sends, reports and changes (a clock read costs as much as a
     /// session's work on a packet, so it is read once per wake).
     now: u64,
+    /// Channels whose session changed since its statistics were last
+    /// copied (each once: see [`WorkerChannel::unpublished`]).
+    unpublished: Vec<u32>,
+    /// The last statistics request answered (see [`Notify::request_stats`]).
+    stats_answered: u64,
 }
 
 impl<H: Handler> Worker<H> {
@@ -1748,6 +1866,7 @@ impl<H: Handler> Worker<H> {
                     if now >= next_tick
                         || retuned
                         || report == Some(Duration::ZERO)
+                        || self.notify.stats_wanted.load(Ordering::Relaxed) != self.stats_answered
                         || !lock(&self.shared.commands).is_empty()
                     {
                         break;
@@ -1807,7 +1926,27 @@ impl<H: Handler> Worker<H> {
                 next_tick = Instant::now();
             }
             self.send_reports();
+            self.answer_stats_request();
         }
+    }
+
+    /// Once per wake, after everything it did: when a reader asked for
+    /// statistics since the last answer, copies those of every channel whose
+    /// session changed and tells the readers waiting.
+    fn answer_stats_request(&mut self) {
+        let wanted = self.notify.stats_wanted.load(Ordering::Acquire);
+        if wanted == self.stats_answered {
+            return;
+        }
+        for id in self.unpublished.drain(..) {
+            if let Some(wc) = self.table.get_mut(&id) {
+                wc.unpublished = false;
+                wc.channel.publish(&wc.session);
+            }
+        }
+        self.stats_answered = wanted;
+        *lock(&self.notify.stats_answered) = wanted;
+        self.notify.stats_cv.notify_all();
     }
 
     /// Returns false on `Stop`.
@@ -1825,7 +1964,7 @@ impl<H: Handler> Worker<H> {
                             let fd = rx.socket.as_raw_fd();
                             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
                         }
-                        add_into(&mut lock(&self.shared.released), &wc.channel.stats());
+                        add_into(&mut lock(&self.shared.released), &wc.channel.stats_now());
                         // Dropping `wc` closes the sockets before the caller goes on.
                     }
                     let _ = done.send(());
@@ -1889,6 +2028,7 @@ impl<H: Handler> Worker<H> {
                 heard_at: self.now,
                 latched_ssrc: None,
                 session,
+                unpublished: false,
             },
         );
     }
@@ -1948,7 +2088,7 @@ impl<H: Handler> Worker<H> {
                     wc.session.close_interval(now);
                 }
             }
-            wc.channel.publish(&wc.session);
+            wc.session_changed(&mut self.unpublished, self.notify.reading_stats());
             push_deadline(&mut self.deadlines, id, &wc.session);
         }
     }
@@ -2075,10 +2215,11 @@ impl<H: Handler> Worker<H> {
             }
             // Drops and RTCP counts first: a reader that sees the new
             // `packets-received` (it is read first, with acquire) sees them
-            // too.
+            // too. Without a reader waiting, the channel is only marked.
             if session_changed {
-                ch.publish(&wc.session);
+                wc.session_changed(&mut self.unpublished, self.notify.reading_stats());
             }
+            let ch = &wc.channel;
             ch.bump(DROPPED_NOT_RTP, not_rtp);
             ch.bump(DROPPED_FOREIGN_SOURCE, foreign);
             // The count wraps at 2^32, so the difference does too.
@@ -2181,7 +2322,7 @@ impl<H: Handler> Worker<H> {
                 }
             }
             if session_changed {
-                ch.publish(&wc.session);
+                wc.session_changed(&mut self.unpublished, self.notify.reading_stats());
             }
         }
         self.pending.clear();
@@ -2890,6 +3031,40 @@ mod tests {
     }
 
     #[test]
+    fn session_statistics_are_copied_when_read_and_a_stopped_worker_is_not_waited_for() {
+        let (mut srv, rx) = server();
+        // An hour between reports: nothing but a read copies the session.
+        let ch = srv
+            .add_channel(0, rtcp_config(RtcpMode::Off, 3_600_000), ())
+            .unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for seq in 0..5 {
+            peer.send_to(&packet(seq), ch.local_addr()).unwrap();
+        }
+        for _ in 0..5 {
+            rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        }
+        // The worker counted every datagram but copied nothing: nobody
+        // asked.
+        let unasked = ch.stats_now();
+        assert_eq!(unasked[PACKETS_RECEIVED], 5);
+        assert_eq!(ss(&unasked, "rtp-packets-received"), 0);
+        assert_eq!(ss(&unasked, "remote-ssrc"), session::UNKNOWN);
+        // A read brings them up to date, and a read of every channel too.
+        let s = ch.stats();
+        // The first packet is the source's probation (RFC 3550 A.1).
+        assert_eq!(ss(&s, "rtp-packets-received"), 4, "{:?}", named(&s));
+        assert_ne!(ss(&s, "remote-ssrc"), session::UNKNOWN);
+        assert_eq!(srv.channel_stats(), vec![(0, s)]);
+        // With the worker gone a read returns the last copy at once
+        // instead of waiting for an answer that cannot come.
+        srv.stop();
+        let started = Instant::now();
+        assert_eq!(ch.stats(), s);
+        assert!(started.elapsed() < STATS_WAIT, "{:?}", started.elapsed());
+    }
+
+    #[test]
     fn reports_follow_each_channel_deadline_at_scale_and_through_long_ticks() {
         // 300 channels, a report every 50 ms each, on a worker whose tick is
         // 200 ms: reports go out on their own deadlines, not the tick's.
@@ -2904,20 +3079,17 @@ mod tests {
             .map(|id| srv.add_channel(id, config, ()).unwrap())
             .collect();
         std::thread::sleep(Duration::from_millis(1000));
+        // One read of every channel: statistics are those of the time of
+        // the read (the worker brings them up to date when asked), so the
+        // time they cover is taken after it.
+        let rows = srv.channel_stats();
         let elapsed = started.elapsed();
         let most = (elapsed.as_millis() / 50) as u64;
-        for ch in &channels {
-            let sent = ss(&ch.stats(), "rtcp-sent");
-            assert!(
-                sent <= most,
-                "channel {}: {sent} reports in {elapsed:?}",
-                ch.id()
-            );
-            assert!(
-                sent >= 10,
-                "channel {}: {sent} reports in {elapsed:?}",
-                ch.id()
-            );
+        assert_eq!(rows.len(), channels.len());
+        for (id, row) in &rows {
+            let sent = ss(row, "rtcp-sent");
+            assert!(sent <= most, "channel {id}: {sent} reports in {elapsed:?}");
+            assert!(sent >= 10, "channel {id}: {sent} reports in {elapsed:?}");
         }
         // An idle channel takes a new interval without traffic.
         channels[0].set_rtcp_interval(ReportInterval::Fixed { ms: 10_000 });
