@@ -23,8 +23,10 @@ Import it from a source tree with ``PYTHONPATH=python``; ``meson install``
 installs it into the system Python's site-packages beside the plugin.
 """
 
+# stats.__all__ is the one list of the public names.
 from .stats import (
     LAYOUT_VERSION,
+    __all__,
     LAYOUTS,
     Column,
     Header,
@@ -37,18 +39,3 @@ from .stats import (
     to_dicts,
     to_numpy,
 )
-
-__all__ = [
-    "Column",
-    "Layout",
-    "LAYOUTS",
-    "LAYOUT_VERSION",
-    "LayoutError",
-    "Header",
-    "raw",
-    "layout",
-    "header",
-    "to_numpy",
-    "to_dicts",
-    "read",
-]
