@@ -1671,10 +1671,7 @@ impl<H: Handler> WorkerChannel<H> {
     fn may_latch(&self, from: SocketAddr, now: u64) -> bool {
         self.latch
             && !self.configured
-            && self
-                .latch_rules
-                .ip
-                .is_none_or(|ip| canonical_ip(ip) == from.ip())
+            && !self.wrong_host(from)
             && self.latch_until.is_none_or(|end| now <= end)
     }
 
@@ -1692,11 +1689,7 @@ impl<H: Handler> WorkerChannel<H> {
     /// address is known (`latch_rules.ip`) and this is not it. Dropped even
     /// before anyone is latched, so nothing of an attacker's is handed on.
     fn wrong_host(&self, from: SocketAddr) -> bool {
-        !self.configured
-            && self
-                .latch_rules
-                .ip
-                .is_some_and(|ip| canonical_ip(ip) != from.ip())
+        !self.configured && self.latch_rules.ip.is_some_and(|ip| ip != from.ip())
     }
 
     /// Whether `from`, sending `ssrc`, may become the target: a first
@@ -1708,9 +1701,7 @@ impl<H: Handler> WorkerChannel<H> {
             // The window limits the first latch only; the silence and the
             // SSRC guard a move.
             Some(_) => self.latch_rules.relatch_after.is_some_and(|after| {
-                self.latch_rules
-                    .ip
-                    .is_none_or(|ip| canonical_ip(ip) == from.ip())
+                !self.wrong_host(from)
                     && self.latched_ssrc == Some(ssrc)
                     && now.saturating_sub(self.heard_at) >= ns(after)
             }),
@@ -1757,7 +1748,8 @@ impl<H: Handler> WorkerChannel<H> {
             self.latch_until = self.latch_rules.window.map(|w| now.saturating_add(ns(w)));
         }
         if let Some(ip) = updates.latch_ip {
-            self.latch_rules.ip = ip;
+            // Stored as sources show it, so the check per packet compares.
+            self.latch_rules.ip = ip.map(canonical_ip);
         }
         if let Some(clock_rate) = updates.clock_rate {
             self.session.set_clock_rate(clock_rate);
@@ -2028,7 +2020,10 @@ impl<H: Handler> Worker<H> {
                 rtcp_latched: None,
                 latch: config.latch,
                 source_filter: config.source_filter,
-                latch_rules: config.latch_rules,
+                latch_rules: Latch {
+                    ip: config.latch_rules.ip.map(canonical_ip),
+                    ..config.latch_rules
+                },
                 latch_until: config
                     .latch_rules
                     .window
