@@ -344,8 +344,8 @@ impl Codec {
         Ok(())
     }
 
-    pub fn gap(&self) {
-        self.stats.add(field::GAP_EVENTS, 1);
+    pub fn count(&self, field: usize, n: u64) {
+        self.stats.add(field, n);
     }
 
     /// The element's whole work on one input: checks that it is a whole,
@@ -535,8 +535,8 @@ macro_rules! codec_element {
                 self.codec.reset();
             }
 
-            fn gap(&self) {
-                self.codec.gap();
+            fn count(&self, field: usize, n: u64) {
+                self.codec.count(field, n);
             }
         }
     };

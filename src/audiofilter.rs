@@ -51,6 +51,8 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
+use crate::audiocaps::field;
+
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
         "rtpsynth-audio",
@@ -101,8 +103,9 @@ where
     /// From READY to PAUSED: a new stream, counters from zero.
     fn reset(&self);
 
-    /// A GAP event went through (to count it).
-    fn gap(&self);
+    /// Adds `n` to the element's counter `field` (an index from
+    /// `audiocaps::field`): GAP events forwarded, buffers refused here.
+    fn count(&self, field: usize, n: u64);
 
     /// Latency the element adds to what upstream reports (not called in
     /// pass-through).
@@ -373,6 +376,9 @@ impl AudioFilter {
     {
         if self.srcpad.check_reconfigure() && !self.renegotiate(imp) {
             self.srcpad.mark_reconfigure();
+            // Refused, as a buffer before caps is: counted, not lost.
+            imp.count(field::BUFFERS_IN, 1);
+            imp.count(field::REJECTED_BUFFERS, 1);
             return Err(
                 if self.srcpad.pad_flags().contains(gst::PadFlags::FLUSHING) {
                     gst::FlowError::Flushing
@@ -561,7 +567,7 @@ impl AudioFilter {
                     .store(segment.format() == gst::Format::Time, R);
                 *lock(&self.segment) = segment;
             }
-            gst::EventView::Gap(_) => imp.gap(),
+            gst::EventView::Gap(_) => imp.count(field::GAP_EVENTS, 1),
             gst::EventView::Eos(_) => {
                 if let Some(out) = imp.drain()
                     && let Err(e) = self.push(out, None)

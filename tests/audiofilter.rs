@@ -370,3 +370,23 @@ fn upstream_events_pass_through() {
         );
     }
 }
+
+/// A buffer refused because a RECONFIGURE found nothing downstream accepts
+/// is counted (buffers-in and rejected-buffers), not silently lost.
+#[test]
+fn a_buffer_refused_by_renegotiation_is_counted() {
+    common::init();
+    let mut h = gst_check::Harness::new("ulawenc");
+    h.set_src_caps(raw_caps(8000, 1));
+    h.push(buffer(vec![0u8; 320], 0, MS20, 0, 160)).unwrap();
+    h.set_sink_caps(raw_caps(8000, 1));
+    assert!(h.push_upstream_event(gst::event::Reconfigure::new()));
+    assert_eq!(
+        h.push(buffer(vec![0u8; 320], MS20, MS20, 160, 160)),
+        Err(gst::FlowError::NotNegotiated)
+    );
+    assert_eq!(
+        stat_values(&h, &["buffers-in", "buffers-out", "rejected-buffers"]),
+        [2, 1, 1]
+    );
+}

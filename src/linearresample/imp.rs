@@ -325,8 +325,8 @@ impl AudioTransform for LinearResample {
         self.stats.clear();
     }
 
-    fn gap(&self) {
-        self.stats.add(field::GAP_EVENTS, 1);
+    fn count(&self, field: usize, n: u64) {
+        self.stats.add(field, n);
     }
 
     fn latency(&self) -> Option<gst::ClockTime> {
