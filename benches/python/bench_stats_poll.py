@@ -14,8 +14,10 @@ side by side, each side under live traffic with RTCP running:
   `get-internal-session` -> `stats` -> `source-stats`, each source's
   structure walked field by field into dicts, as applications poll today.
 
-Prints mean, p99 and max per poll for each N and the ratio. Environment:
-BENCH_POLLS (default 200), BENCH_POLL_N (default 100,1000: our side),
+Prints mean, p99 and max per poll for each N and the ratio, and two floors
+measured under the same traffic (see `ours`). Environment:
+BENCH_POLLS (default 2000: enough for a p99), BENCH_STOCK_POLLS (default
+200), BENCH_POLL_N (default 100,1000: our side),
 BENCH_STOCK_N (default 100: the stock side, at most these N; its N
 pipelines of threads are heavy), BENCH_WARMUP (s, default 3).
 
@@ -37,7 +39,9 @@ from gi.repository import GObject, Gst  # noqa: E402
 
 import rtpsynth  # noqa: E402
 
-POLLS = int(os.environ.get("BENCH_POLLS", "200"))
+POLLS = int(os.environ.get("BENCH_POLLS", "2000"))
+# The stock walk takes milliseconds per poll: fewer of them.
+STOCK_POLLS = int(os.environ.get("BENCH_STOCK_POLLS", "200"))
 WARMUP = float(os.environ.get("BENCH_WARMUP", "3"))
 PCMU = "application/x-rtp,media=audio,clock-rate=8000,encoding-name=PCMU,payload=0"
 
@@ -118,13 +122,24 @@ def ours(n):
             assert len(arr) == n
 
         result = timed(poll)
+        # Floors, under the same traffic: a property read that needs
+        # nothing of the worker (the round trip into the element and the
+        # scheduling noise of a loaded machine), and getting bytes as many
+        # as a read returns into numpy from a GBytes already held (the copy
+        # PyGObject makes, which no bulk read avoids).
+        held = m.get_property("stats-packed")
+
+        def copy():
+            assert len(rtpsynth.to_numpy(held)) == n
+
+        floors = (timed(lambda: m.get_property("tick")), timed(copy))
         arr = rtpsynth.read(m)
         live = sum(1 for r in arr if r["rtcp-sent"] > 0 and r["rtp-packets-received"] > 0)
     finally:
         sender.kill()
         sender.wait()
         p.set_state(Gst.State.NULL)
-    return result, live
+    return result, live, floors
 
 
 def walk(value):
@@ -194,7 +209,7 @@ def stock(n, base_port=41000):
         out = [walk(s.get_property("stats")) for s in sessions]
         assert len(out) == n
 
-    result = timed(poll)
+    result = timed(poll, STOCK_POLLS)
     # How many sessions saw RTCP from the sender (an SR) by the end.
     with_sr = 0
     for s in sessions:
@@ -213,12 +228,14 @@ def main():
     Gst.init(None)
     ns = [int(x) for x in os.environ.get("BENCH_POLL_N", "100,1000").split(",") if x]
     stock_max = int(os.environ.get("BENCH_STOCK_N", "100"))
-    print(f"# Python {sys.version.split()[0]}, PyGObject {gi.__version__}, {POLLS} polls each, "
+    print(f"# Python {sys.version.split()[0]}, PyGObject {gi.__version__}, {POLLS} polls ({STOCK_POLLS} stock), "
           f"load {open('/proc/loadavg').read().split()[:3]}")
     for n in ns:
-        (om, op99, omax), live = ours(n)
+        (om, op99, omax), live, floors = ours(n)
         line = (f"stats poll, N={n:<5} ours rtpsynth.read: mean {fmt(om)} p99 {fmt(op99)} max {fmt(omax)}"
                 f" ({live}/{n} channels receiving and sending RTCP)")
+        for name, (fm, fp99, fmax) in zip(("floor tick read", "floor copy into numpy"), floors):
+            line += f" | {name}: mean {fmt(fm)} p99 {fmt(fp99)} max {fmt(fmax)}"
         if n <= stock_max:
             (sm, sp99, smax), with_sr = stock(n)
             line += (f" | stock rtpbin walk: mean {fmt(sm)} p99 {fmt(sp99)} max {fmt(smax)}"

@@ -1207,6 +1207,15 @@ impl<H: Handler> Server<H> {
         channels.iter().map(|c| (c.id, c.stats_now())).collect()
     }
 
+    /// [`Server::channel_stats`] in the [`packed_stats`] layout, written
+    /// into `out` straight from the channels (no row list in between).
+    pub fn packed_stats_into(&self, out: &mut Vec<u8>) {
+        let _reading = self.notify.request_stats(STATS_WAIT);
+        // Locked after the wait, so adding a channel never waits on a read.
+        let channels = lock(&self.shared.channels);
+        pack_stats_into(out, channels.values().map(|c| (c.id, c.stats_now())));
+    }
+
     /// Sums of the summable columns ([`is_summable`]) over every channel
     /// ever served by this server (released ones included); `latched` counts
     /// channels latched now; the other columns are 0.
@@ -1273,25 +1282,37 @@ pub fn packed_columns() -> Vec<&'static str> {
 /// two's complement), after one header row of the same width:
 /// `[PACKED_STATS_VERSION, columns, rows, 0, …]`.
 pub fn packed_stats(rows: &[(u32, StatsRow)]) -> Vec<u8> {
-    let ncols = 1 + NSTATS;
-    // Filled in place, a word at a time: appending 8 bytes at a time cost
-    // more than reading the counters.
-    let mut out = vec![0u8; (rows.len() + 1) * ncols * 8];
-    let (header, body) = out.split_at_mut(ncols * 8);
-    for (word, v) in
-        header
-            .chunks_exact_mut(8)
-            .zip([PACKED_STATS_VERSION, ncols as u64, rows.len() as u64])
-    {
-        word.copy_from_slice(&v.to_le_bytes());
-    }
-    for (bytes, (id, row)) in body.chunks_exact_mut(ncols * 8).zip(rows) {
-        let values = std::iter::once(u64::from(*id)).chain(row.iter().copied());
-        for (word, v) in bytes.chunks_exact_mut(8).zip(values) {
-            word.copy_from_slice(&v.to_le_bytes());
-        }
-    }
+    let mut out = Vec::new();
+    pack_stats_into(&mut out, rows.iter().copied());
     out
+}
+
+/// [`packed_stats`] of `rows`, written into `out` (its room reused: a fresh
+/// buffer of a thousand channels' rows is 344 KB of new pages, and faulting
+/// them in cost more than reading the counters).
+pub fn pack_stats_into(out: &mut Vec<u8>, rows: impl ExactSizeIterator<Item = (u32, StatsRow)>) {
+    const NCOLS: usize = 1 + NSTATS;
+    out.clear();
+    out.reserve((rows.len() + 1) * NCOLS * 8);
+    let mut header = [0u64; NCOLS];
+    header[..3].copy_from_slice(&[PACKED_STATS_VERSION, NCOLS as u64, rows.len() as u64]);
+    // Each row is put together on the stack and appended whole: appending a
+    // word at a time, or zeroing the buffer first, cost more than reading
+    // the counters.
+    let mut append = |words: &[u64; NCOLS]| {
+        let mut bytes = [0u8; NCOLS * 8];
+        for (b, w) in bytes.chunks_exact_mut(8).zip(words) {
+            b.copy_from_slice(&w.to_le_bytes());
+        }
+        out.extend_from_slice(&bytes);
+    };
+    append(&header);
+    for (id, row) in rows {
+        let mut words = [0u64; NCOLS];
+        words[0] = u64::from(id);
+        words[1..].copy_from_slice(&row);
+        append(&words);
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -14,7 +14,7 @@ use gst::subclass::prelude::*;
 use gst_net::gio;
 
 use super::{Family, Rtcp, RtpMuxServerPad};
-use crate::stats;
+use crate::stats::{self, BytesPool};
 use rtpsynth_core::mux::{self, ChannelStats, lock};
 use rtpsynth_core::session::StatKind;
 
@@ -394,6 +394,8 @@ pub struct RtpMuxServer {
     extra: Arc<Extra>,
     /// None before the first stop.
     last: Mutex<Option<Snapshot>>,
+    /// The buffers `stats-packed` is written into.
+    packed: BytesPool,
 }
 
 impl RtpMuxServer {
@@ -597,16 +599,16 @@ impl RtpMuxServer {
         }
     }
 
-    /// Every channel's statistics, without the totals `stats-packed` has no
-    /// use for.
-    fn channel_rows(&self) -> Vec<(u32, mux::StatsRow)> {
-        match lock(&self.server).as_ref() {
-            Some(server) => server.channel_stats(),
-            None => lock(&self.last)
-                .as_ref()
-                .map(|(rows, _)| rows.clone())
-                .unwrap_or_default(),
-        }
+    /// `stats-packed`: every channel's statistics, without the totals.
+    fn packed_stats(&self) -> glib::Bytes {
+        self.packed.bytes(|out| match lock(&self.server).as_ref() {
+            Some(server) => server.packed_stats_into(out),
+            None => {
+                let last = lock(&self.last);
+                let rows = last.as_ref().map(|(rows, _)| &rows[..]).unwrap_or_default();
+                mux::pack_stats_into(out, rows.iter().copied());
+            }
+        })
     }
 
     fn rows(&self) -> Snapshot {
@@ -918,9 +920,7 @@ impl ObjectImpl for RtpMuxServer {
             "tick" => self.tick_ms.load(Ordering::Relaxed).to_value(),
             "cname" => lock(&self.cname).to_value(),
             "stats" => self.stats().to_value(),
-            "stats-packed" => {
-                glib::Bytes::from_owned(mux::packed_stats(&self.channel_rows())).to_value()
-            }
+            "stats-packed" => self.packed_stats().to_value(),
             "stats-columns" => mux::packed_columns()
                 .into_iter()
                 .map(String::from)
