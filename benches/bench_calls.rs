@@ -96,13 +96,7 @@ fn run_callload(
 
 /// Runs callload and returns its JSON line; None when it failed to produce
 /// one or overran its time.
-fn run(
-    bin: &PathBuf,
-    calls: u64,
-    seconds: f64,
-    servers: u64,
-    extra: &[&str],
-) -> Option<String> {
+fn run(bin: &PathBuf, calls: u64, seconds: f64, servers: u64, extra: &[&str]) -> Option<String> {
     let mut args: Vec<String> = [
         "--calls",
         &calls.to_string(),
@@ -251,7 +245,10 @@ fn load_average() -> String {
 const LAYOUTS: [(&str, &[&str]); 3] = [
     ("ours, 2 workers", &["--workers", "2"]),
     ("ours, shared ports", &["--shared-ports"]),
-    ("ours, shared ports, 2 workers", &["--shared-ports", "--workers", "2"]),
+    (
+        "ours, shared ports, 2 workers",
+        &["--shared-ports", "--workers", "2"],
+    ),
 ];
 
 fn main() {

@@ -1753,3 +1753,21 @@ fn a_shared_socket_serves_ipv6_too() {
     }
     set_state(&p, gst::State::Null);
 }
+
+/// From gst-launch syntax alone, with no pad linked: `sink_N::` properties
+/// request the channel, so a relay (here an echo) needs no links.
+#[test]
+fn a_relay_needs_no_links_from_launch_syntax() {
+    let _g = shared();
+    let p = pipeline(
+        "rtpmuxserver name=m sink_0::bind-address=127.0.0.1 sink_0::relay-to=0 \
+         fakesrc num-buffers=0 ! fakesink",
+    );
+    let m: gst::Element = by_name(&p, "m");
+    set_state(&p, gst::State::Playing);
+    let addr = SocketAddr::new("127.0.0.1".parse().unwrap(), local_port(&m, "sink_0"));
+    let peer = peer();
+    peer.send_to(&rtp(1, 9), addr).unwrap();
+    assert_eq!(recv_on(&peer), (rtp(1, 9), addr));
+    set_state(&p, gst::State::Null);
+}
