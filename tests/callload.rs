@@ -151,6 +151,13 @@ fn calls_on_shared_ports_with_two_workers_account_for_every_packet() {
     );
     assert_eq!(s.erased_packets, s.impairment_dropped, "{j}");
     assert!(s.calls_ended >= 10, "{j}");
+    // RTCP reached its own channel too: round trips measured, and the
+    // loss each side reports is the loss injected.
+    let l = s.sessions.as_ref().unwrap();
+    assert!(l.rtcp_sent > 0 && l.rtcp_received == l.rtcp_sent, "{j}");
+    assert!(l.rtt_ms_mean().is_some(), "{j}");
+    let loss = l.loss_percent().unwrap();
+    assert!((3.0..=7.0).contains(&loss), "reported loss {loss} %: {j}");
     // Two ports for 40 channels; the held descriptors do not grow with
     // the calls.
     assert!(s.held_start.fds < 20, "{j}");
