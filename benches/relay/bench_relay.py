@@ -41,6 +41,7 @@ ROWS = set(os.environ.get("BENCH_RELAY_ROWS", "rtpengine,relay-to,shared,pipelin
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 live = []  # every process started and not yet reaped, for the cleanup
+live_lock = threading.Lock()
 
 
 def nominal_mhz():
@@ -69,27 +70,42 @@ def machine_busy():
 
 
 def spawn(cmd, **kw):
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, **kw)
-    live.append(proc)
+    # A session of its own, so that a kill takes what it started too (the
+    # rtpengine driver's daemon).
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            start_new_session=True, **kw)
+    with live_lock:
+        live.append(proc)
     return proc
 
 
 def reap(proc, timeout=10):
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill(proc)
+    with live_lock:
+        if proc in live:
+            live.remove(proc)
+
+
+def kill(proc):
+    # Only while the leader lives is its process group surely still ours;
+    # a driver that ended has stopped what it started itself.
     if proc.poll() is None:
         try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    if proc in live:
-        live.remove(proc)
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
 
 
 def kill_all():
-    for proc in list(live):
-        if proc.poll() is None:
-            proc.kill()
-        reap(proc)
+    """Called by the main thread and by a row's watchdog."""
+    with live_lock:
+        procs, live[:] = list(live), []
+    for proc in procs:
+        kill(proc)
 
 
 def readline(proc, what):
