@@ -63,10 +63,33 @@ def cpu_seconds(pid):
 
 
 def machine_busy():
-    """CPU seconds all cores have spent outside idle and iowait."""
+    """(CPU seconds all cores have run anything, seconds the hypervisor took
+    from them: steal)."""
     with open("/proc/stat") as f:
-        ticks = [int(v) for v in f.readline().split()[1:]]
-    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / CLK_TCK
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in f.readline().split()[1:9])
+    return (user + nice + system + irq + softirq) / CLK_TCK, steal / CLK_TCK
+
+
+def udp_drops(pids):
+    """Datagrams the kernel dropped on a full receive buffer of a UDP socket
+    of each process in `pids`, so far (the drops column of /proc/net/udp)."""
+    inodes = {}
+    for pid in pids:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue  # closed since the listing
+            if target.startswith("socket:["):
+                inodes[target[8:-1]] = pid
+    drops = dict.fromkeys(pids, 0)
+    with open("/proc/net/udp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if fields[9] in inodes:
+                drops[inodes[fields[9]]] += int(fields[12])
+    return drops
 
 
 def spawn(cmd, **kw):
@@ -152,16 +175,20 @@ def run_row(loadgen, driver_cmd, n, log):
     if readline(gen, "loadgen") != "started":
         raise RuntimeError("loadgen did not start")
     time.sleep(WARMUP)
-    before, t0 = (cpu_seconds(pid), cpu_seconds(gen.pid), machine_busy()), time.monotonic()
+    before, t0 = (cpu_seconds(pid), cpu_seconds(gen.pid), *machine_busy()), time.monotonic()
     time.sleep(WINDOW)
-    after, t1 = (cpu_seconds(pid), cpu_seconds(gen.pid), machine_busy()), time.monotonic()
-    totals = readline(gen, "loadgen")
+    after, t1 = (cpu_seconds(pid), cpu_seconds(gen.pid), *machine_busy()), time.monotonic()
+    # Before the loadgen ends and closes its sockets; drops in the drain
+    # second are left out.
+    drops = udp_drops([pid, gen.pid])
+    totals = key_values(readline(gen, "loadgen"))
+    totals["kernel_drops_relay"], totals["kernel_drops_loadgen"] = drops[pid], drops[gen.pid]
     reap(gen, timeout=WINDOW + DRAIN + 30)
     relay.stdin.close()
     relay_totals = relay.stdout.read().strip()
     reap(relay)
-    relay_cpu, gen_cpu, busy = ((a - b) / (t1 - t0) for a, b in zip(after, before))
-    return relay_cpu, gen_cpu, busy, key_values(totals), relay_totals
+    relay_cpu, gen_cpu, busy, steal = ((a - b) / (t1 - t0) for a, b in zip(after, before))
+    return relay_cpu, gen_cpu, busy, steal, totals, relay_totals
 
 
 def rows_for():
@@ -189,15 +216,17 @@ def rows_for():
 def report(head, n, mhz, result, reference, threads):
     """The row's line; an rtpengine row (`threads` not None) puts its CPU
     per stream into `reference` for the rows after it."""
-    cpu, gen_cpu, busy, t, relay_totals = result
+    cpu, gen_cpu, busy, steal, t, relay_totals = result
     per_stream = cpu * mhz / (2 * n)
-    # CPU the machine spent on neither: a build or another bench running
-    # beside this one makes the row's figures doubtful.
+    # CPU the machine spent on neither, and what the hypervisor took: a
+    # build or another bench running beside this one, or a busy host, makes
+    # the row's figures doubtful.
     other = busy - cpu - gen_cpu
     line = (f"{head} {per_stream:7.3f} CPU-MHz/stream ({cpu * 100:5.1f}% of a core; loadgen {gen_cpu * 100:.0f}%, "
-            f"other processes {other * 100:.0f}% of {os.cpu_count() * 100}%) | "
+            f"other processes {other * 100:.0f}%, steal {steal * 100:.0f}% of {os.cpu_count() * 100}%) | "
             f"relayed {t['received']} lost {t['lost']} misdelivered {t['misdelivered']}")
-    others = {k: t[k] for k in ("duplicated", "reordered", "malformed", "late_ticks", "send_errors") if t[k]}
+    others = {k: t[k] for k in ("duplicated", "reordered", "malformed", "late_ticks", "max_stall_ms", "send_errors",
+                                "kernel_drops_relay", "kernel_drops_loadgen") if t[k]}
     if others:
         line += " | " + " ".join(f"{k} {v}" for k, v in others.items())
     if threads is not None:

@@ -110,15 +110,24 @@ def relay_ports(mux, calls):
 
 def totals(mux):
     """The element's totals (stats): datagrams in and out, pushed, relayed
-    when it has the counter, every drop; and how many channels dropped."""
+    when it has the counter, every drop; how many channels dropped; and
+    what a channel received that its peer neither sent nor counted as
+    dropped (read after the traffic ended, so none should be in flight)."""
     stats = mux.get_property("stats")
     names = [stats.nth_field_name(i) for i in range(stats.n_fields())]
     wanted = [n for n in names if n in ("packets-received", "packets-sent", "packets-pushed", "relayed")
               or n.startswith("dropped") or n == "send-errors"]
     rows = rtpsynth.read(mux)
+    rows = rows[rows["channel"].argsort()]
     drops = [n for n in rows.dtype.names if n.startswith("dropped")]
     dropping = int((sum(rows[n] for n in drops) > 0).sum())
-    return " ".join(f"{n}={stats.get_value(n)}" for n in wanted) + f" channels-dropping={dropping}"
+    # Channel 2i relays to 2i + 1 and back: pairs swapped.
+    peer_received = rows["packets-received"].reshape(-1, 2)[:, ::-1].reshape(-1).astype("i8")
+    accounted = (rows["packets-sent"] + rows["dropped-queue-full"] + rows["send-errors"]).astype("i8")
+    missing = (peer_received - accounted).clip(min=0)
+    return (" ".join(f"{n}={stats.get_value(n)}" for n in wanted)
+            + f" channels-dropping={dropping} unaccounted={int(missing.sum())}"
+            + f" channels-unaccounted={int((missing > 0).sum())}")
 
 
 def main():
