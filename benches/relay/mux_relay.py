@@ -115,16 +115,20 @@ def totals(mux):
     dropped (read after the traffic ended, so none should be in flight)."""
     stats = mux.get_property("stats")
     names = [stats.nth_field_name(i) for i in range(stats.n_fields())]
-    wanted = [n for n in names if n in ("packets-received", "packets-sent", "packets-pushed", "relayed")
+    wanted = [n for n in names if n in ("packets-received", "packets-sent", "packets-pushed", "relayed", "not-relayed")
               or n.startswith("dropped") or n == "send-errors"]
     rows = rtpsynth.read(mux)
     rows = rows[rows["channel"].argsort()]
     drops = [n for n in rows.dtype.names if n.startswith("dropped")]
     dropping = int((sum(rows[n] for n in drops) > 0).sum())
-    # Channel 2i relays to 2i + 1 and back: pairs swapped.
-    peer_received = rows["packets-received"].reshape(-1, 2)[:, ::-1].reshape(-1).astype("i8")
+    # What each channel's peer (2i and 2i + 1, both ways) gave it to send:
+    # what the peer received but did not refuse to relay.
+    given = rows["packets-received"].astype("i8")
+    if "not-relayed" in rows.dtype.names:
+        given -= rows["not-relayed"].astype("i8")
+    peer_given = given.reshape(-1, 2)[:, ::-1].reshape(-1)
     accounted = (rows["packets-sent"] + rows["dropped-queue-full"] + rows["send-errors"]).astype("i8")
-    missing = (peer_received - accounted).clip(min=0)
+    missing = (peer_given - accounted).clip(min=0)
     return (" ".join(f"{n}={stats.get_value(n)}" for n in wanted)
             + f" channels-dropping={dropping} unaccounted={int(missing.sum())}"
             + f" channels-unaccounted={int((missing > 0).sum())}")
