@@ -224,7 +224,9 @@ def report(head, n, mhz, result, reference, threads):
     # CPU the machine spent on neither, and what the hypervisor took: a
     # build or another bench running beside this one, or a busy host, makes
     # the row's figures doubtful.
-    other = busy - cpu - gen_cpu
+    # The counters are sampled a moment apart in clock ticks: a difference
+    # below zero is that noise.
+    other = max(0.0, busy - cpu - gen_cpu)
     line = (f"{head} {per_stream:7.3f} CPU-MHz/stream ({cpu * 100:5.1f}% of a core; loadgen {gen_cpu * 100:.0f}%, "
             f"other processes {other * 100:.0f}%, steal {steal * 100:.0f}% of {os.cpu_count() * 100}%) | "
             f"relayed {t['received']} lost {t['lost']} misdelivered {t['misdelivered']}")
