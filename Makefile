@@ -7,7 +7,7 @@ export GST_REGISTRY := $(CURDIR)/target/gst-registry.bin
 # Debian's interpreter: it has python3-gi and python3-gst-1.0.
 PYTHON := /usr/bin/python3
 
-.PHONY: setup build release test demo bench inspect-check fuzz
+.PHONY: setup build release test demo bench bench-relay inspect-check fuzz
 
 setup:
 	@bash scripts/setup.sh
@@ -35,6 +35,11 @@ demo: release
 
 bench: release
 	bash scripts/bench.sh
+
+# The relay benchmark alone (also the last part of `make bench`); see
+# benches/relay/README.md for its environment variables.
+bench-relay: release
+	$(PYTHON) benches/relay/bench_relay.py
 
 # Every cargo-fuzz target for FUZZ_RUNS executions (default 10 million; 15 to
 # 20 minutes on 2 cores). Not part of `make test`. Needs rustup: installs

@@ -16,3 +16,5 @@ for manifest in rtpsynth-core/Cargo.toml Cargo.toml; do
 done
 # From Python with stock PyGObject: polling every channel's statistics.
 GST_PLUGIN_PATH="$PWD/target/release" PYTHONPATH="$PWD/python" /usr/bin/python3 benches/python/bench_stats_poll.py
+# Relaying N calls: rtpmuxserver against rtpengine, same load (benches/relay/README.md).
+/usr/bin/python3 benches/relay/bench_relay.py

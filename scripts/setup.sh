@@ -22,6 +22,9 @@ PACKAGES=(
   # (/usr/share/sip-tester/*.pcap) and ffmpeg.
   sip-tester
   ffmpeg
+  # The reference relay of the relay benchmark (benches/relay), which starts
+  # its own instances in the foreground; never run as a service.
+  rtpengine-daemon
 )
 
 missing=()
@@ -45,5 +48,30 @@ echo "setup: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 # tshark asks whether non-root users may capture; answer once, non-interactively.
 echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+
+# rtpengine-daemon's postinst starts it as a service. invoke-rc.d and
+# deb-systemd-invoke first ask policy-rc.d; when there is none (containers
+# usually have one that refuses everything), one is written for the install
+# that refuses this daemon alone (exit 101) and allows the rest.
+installs_rtpengine=false
+[[ " ${missing[*]} " == *" rtpengine-daemon "* ]] && installs_rtpengine=true
+policy=/usr/sbin/policy-rc.d
+if $installs_rtpengine && [ ! -e "$policy" ]; then
+  trap 'rm -f "$policy"' EXIT
+  printf '#!/bin/sh\n[ "$1" = rtpengine-daemon ] && exit 101\nexit 0\n' >"$policy"
+  chmod 755 "$policy"
+fi
+
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}"
+
+if $installs_rtpengine; then
+  # Nor at boot; and stopped, should a policy have let it start.
+  update-rc.d rtpengine-daemon disable >/dev/null 2>&1 || true
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now rtpengine-daemon.service >/dev/null 2>&1 || true
+  else
+    deb-systemd-helper disable rtpengine-daemon.service >/dev/null 2>&1 || true
+    /etc/init.d/rtpengine-daemon stop >/dev/null 2>&1 || true
+  fi
+fi

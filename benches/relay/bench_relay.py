@@ -1,0 +1,291 @@
+#!/usr/bin/python3
+"""The relay benchmark (issue 15): N calls relayed on loopback by
+rtpengine (userspace, 1 and 2 threads) and by one rtpmuxserver, all driven
+by the same load generator (loadgen.c), each relay's own CPU time read from
+/proc/PID/stat (utime + stime, all its threads) over a steady window.
+
+Every row: CPU-MHz per relayed stream (a call is two streams, A to B and B
+to A), packets relayed (received by the endpoints over the whole run), lost,
+misdelivered, and the ratio of our CPU per stream to rtpengine's with 1 and
+2 threads measured in the same run. A row whose property this build lacks
+prints "not available: <reason>". See README.md beside this file.
+
+Environment: BENCH_RELAY_N (default 250,1000), BENCH_SECONDS (window,
+default 10), BENCH_RELAY_WARMUP (s, default 3), BENCH_RELAY_TICKS (default
+0,5), BENCH_RELAY_WORKERS (default 1,2; more than 1 only for the relay-to
+rows), BENCH_RELAY_ROWS (default rtpengine,relay-to,shared,pipeline).
+Run after `cargo build --release` (`make bench-relay` does both).
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+PYTHON = "/usr/bin/python3"
+DRAIN = 2.0  # s the endpoints keep receiving after the last send, for a relay briefly descheduled
+ROW_SETUP_LIMIT = 120.0  # s a relay may take to open its sockets and answer
+GOAL_N = 1000  # issue 15: the goal is stated at 1,000 calls
+
+N_LIST = [int(n) for n in os.environ.get("BENCH_RELAY_N", "250,1000").split(",") if n]
+WINDOW = float(os.environ.get("BENCH_SECONDS", "10"))
+WARMUP = float(os.environ.get("BENCH_RELAY_WARMUP", "3"))
+TICKS = [int(t) for t in os.environ.get("BENCH_RELAY_TICKS", "0,5").split(",") if t]
+WORKERS = [int(w) for w in os.environ.get("BENCH_RELAY_WORKERS", "1,2").split(",") if w]
+ROWS = set(os.environ.get("BENCH_RELAY_ROWS", "rtpengine,relay-to,shared,pipeline").split(","))
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+live = []  # every process started and not yet reaped, for the cleanup
+live_lock = threading.Lock()
+
+
+def nominal_mhz():
+    """Core 0's clock as /proc/cpuinfo gives it: the other benches' CPU-MHz
+    convention (benches/common: CPU seconds per second times this)."""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("cpu MHz"):
+                return float(line.split(":")[1])
+    raise RuntimeError("no cpu MHz in /proc/cpuinfo")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        # The command name may hold spaces and parentheses: fields are
+        # counted after its closing one. utime and stime are fields 14, 15.
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def machine_busy():
+    """(CPU seconds all cores have run anything, seconds the hypervisor took
+    from them: steal)."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in f.readline().split()[1:9])
+    return (user + nice + system + irq + softirq) / CLK_TCK, steal / CLK_TCK
+
+
+def udp_drops(pids):
+    """Datagrams the kernel dropped on a full receive buffer of a UDP socket
+    of each process in `pids`, so far (the drops column of /proc/net/udp)."""
+    inodes = {}
+    for pid in pids:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue  # closed since the listing
+            if target.startswith("socket:["):
+                inodes[target[8:-1]] = pid
+    drops = dict.fromkeys(pids, 0)
+    with open("/proc/net/udp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if fields[9] in inodes:
+                drops[inodes[fields[9]]] += int(fields[12])
+    return drops
+
+
+def spawn(cmd, **kw):
+    # A session of its own, so that a kill takes what it started too (the
+    # rtpengine driver's daemon).
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            start_new_session=True, **kw)
+    with live_lock:
+        live.append(proc)
+    return proc
+
+
+def reap(proc, timeout=10):
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill(proc)
+    with live_lock:
+        if proc in live:
+            live.remove(proc)
+
+
+def kill(proc):
+    # Only while the leader lives is its process group surely still ours;
+    # a driver that ended has stopped what it started itself.
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
+def kill_all():
+    """Called by the main thread and by a row's watchdog."""
+    with live_lock:
+        procs, live[:] = list(live), []
+    for proc in procs:
+        kill(proc)
+
+
+def readline(proc, what):
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError(f"{what}: output ended (exit status {proc.poll()})")
+    return line.strip()
+
+
+def key_values(line):
+    return {k: int(v) for k, v in (f.split("=") for f in line.split()[1:])}
+
+
+OUT_DIR = os.path.join(ROOT, "target", "relay-bench")
+
+
+def build_loadgen():
+    os.makedirs(OUT_DIR, exist_ok=True)
+    exe = os.path.join(OUT_DIR, "loadgen")
+    subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-o", exe,
+                    os.path.join(HERE, "loadgen.c"), "-lm"], check=True)
+    return exe
+
+
+def run_row(loadgen, driver_cmd, n, log):
+    """One relay under the load: its CPU seconds per second over the window,
+    the loadgen's totals and the driver's last line, or the driver's "not
+    available" reason. The driver's stderr (and rtpengine's) goes to `log`."""
+    gen = spawn([loadgen, str(n), str(WARMUP), str(WINDOW), str(DRAIN)])
+    endpoints = [readline(gen, "loadgen") for _ in range(n)]
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"),
+               GST_PLUGIN_PATH=os.path.join(ROOT, "target", "release"))
+    # As the Makefile: a registry of our own, so a stale one never hides
+    # the plugin just built.
+    env.setdefault("GST_REGISTRY", os.path.join(ROOT, "target", "gst-registry.bin"))
+    relay = spawn(driver_cmd, env=env, stderr=log)
+    relay.stdin.write("\n".join(endpoints) + "\n\n")
+    relay.stdin.flush()
+    first = readline(relay, "relay driver")
+    if first.startswith("not available"):
+        return first
+    if not first.startswith("pid "):
+        raise RuntimeError(f"relay driver said {first!r}")
+    pid = int(first.split()[1])
+    gen.stdin.write("".join(readline(relay, "relay driver") + "\n" for _ in range(n)))
+    gen.stdin.close()
+    if readline(gen, "loadgen") != "started":
+        raise RuntimeError("loadgen did not start")
+    time.sleep(WARMUP)
+    before, t0 = (cpu_seconds(pid), cpu_seconds(gen.pid), *machine_busy()), time.monotonic()
+    time.sleep(WINDOW)
+    after, t1 = (cpu_seconds(pid), cpu_seconds(gen.pid), *machine_busy()), time.monotonic()
+    # Before the loadgen ends and closes its sockets; drops in the drain
+    # second are left out.
+    drops = udp_drops([pid, gen.pid])
+    totals = key_values(readline(gen, "loadgen"))
+    totals["kernel_drops_relay"], totals["kernel_drops_loadgen"] = drops[pid], drops[gen.pid]
+    reap(gen, timeout=WINDOW + DRAIN + 30)
+    relay.stdin.close()
+    relay_totals = relay.stdout.read().strip()
+    reap(relay)
+    relay_cpu, gen_cpu, busy, steal = ((a - b) / (t1 - t0) for a, b in zip(after, before))
+    return relay_cpu, gen_cpu, busy, steal, totals, relay_totals
+
+
+def rows_for():
+    """(label, driver command, rtpengine threads or None) of every row,
+    rtpengine first: the others are compared with it."""
+    rows = []
+    if "rtpengine" in ROWS:
+        for threads in (1, 2):
+            rows.append((f"rtpengine {threads} thread{'s' if threads > 1 else ''}",
+                         [PYTHON, os.path.join(HERE, "rtpengine_ng.py"), str(threads)], threads))
+    mux = [PYTHON, os.path.join(HERE, "mux_relay.py")]
+    for mode in ("relay-to", "shared", "pipeline"):
+        if mode not in ROWS:
+            continue
+        for workers in WORKERS if mode != "pipeline" else [1]:
+            for tick in TICKS:
+                # workers 1 is the default: left unset, so the row runs on
+                # builds that have no workers property.
+                extra = ["--workers", str(workers)] if workers != 1 else []
+                label = f"rtpmuxserver {mode} tick={tick}" + (f" workers={workers}" if extra else "")
+                rows.append((label, mux + ["--mode", mode, "--tick", str(tick)] + extra, None))
+    return rows
+
+
+def report(head, n, mhz, result, reference, threads):
+    """The row's line; an rtpengine row (`threads` not None) puts its CPU
+    per stream into `reference` for the rows after it."""
+    cpu, gen_cpu, busy, steal, t, relay_totals = result
+    per_stream = cpu * mhz / (2 * n)
+    # CPU the machine spent on neither, and what the hypervisor took: a
+    # build or another bench running beside this one, or a busy host, makes
+    # the row's figures doubtful.
+    # The counters are sampled a moment apart in clock ticks: a difference
+    # below zero is that noise.
+    other = max(0.0, busy - cpu - gen_cpu)
+    line = (f"{head} {per_stream:7.3f} CPU-MHz/stream ({cpu * 100:5.1f}% of a core; loadgen {gen_cpu * 100:.0f}%, "
+            f"other processes {other * 100:.0f}%, steal {steal * 100:.0f}% of {os.cpu_count() * 100}%) | "
+            f"relayed {t['received']} lost {t['lost']} misdelivered {t['misdelivered']}")
+    others = {k: t[k] for k in ("duplicated", "reordered", "malformed", "late_ticks", "max_stall_ms", "send_errors",
+                                "kernel_drops_relay", "kernel_drops_loadgen") if t[k]}
+    if others:
+        line += " | " + " ".join(f"{k} {v}" for k, v in others.items())
+    if threads is not None:
+        reference[threads] = per_stream
+        return line
+    for threads, ref in sorted(reference.items()):
+        line += f" | x{per_stream / ref:.2f} of rtpengine {threads}T"
+    if n == GOAL_N and reference:
+        met = per_stream * 3 <= min(reference.values()) and t["lost"] == 0 and t["misdelivered"] == 0
+        line += f" | goal {'met' if met else 'missed'}"
+    if relay_totals.startswith("mux "):
+        line += f" | element: {relay_totals[4:]}"
+    return line
+
+
+def main():
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    mhz = nominal_mhz()
+    loadgen = build_loadgen()
+    print(f"# relay bench: {os.cpu_count()} cores at {mhz:.0f} MHz nominal, warm-up {WARMUP:g} s, "
+          f"window {WINDOW:g} s, 50 packets/s per stream, 2 streams per call; goal at N={GOAL_N}: "
+          "at most 1/3 of rtpengine's CPU per stream (the lower of 1 and 2 threads), no loss", flush=True)
+    failed = False
+    try:
+        for n in N_LIST:
+            reference = {}
+            for label, cmd, threads in rows_for():
+                head = f"relay, N={n:<5} {label:<40}"
+                if threads is not None and shutil.which("rtpengine") is None:
+                    print(f"{head} not available: no rtpengine (scripts/setup.sh installs rtpengine-daemon)")
+                    continue
+                log_path = os.path.join(OUT_DIR, f"{label.replace(' ', '_')}_N{n}.log")
+                # Bounds the row: a hung relay or loadgen is killed, and its
+                # closed pipe ends the row with an error.
+                watchdog = threading.Timer(ROW_SETUP_LIMIT + WARMUP + WINDOW + DRAIN + 30, kill_all)
+                watchdog.start()
+                try:
+                    with open(log_path, "w") as log:
+                        result = run_row(loadgen, cmd, n, log)
+                except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as e:
+                    failed = True
+                    print(f"{head} FAILED: {e} (relay log: {log_path})", flush=True)
+                    continue
+                finally:
+                    watchdog.cancel()
+                    kill_all()
+                if isinstance(result, str):
+                    print(f"{head} {result}", flush=True)
+                else:
+                    print(report(head, n, mhz, result, reference, threads), flush=True)
+    finally:
+        kill_all()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
