@@ -672,6 +672,92 @@ fn null_playing_null_100_times_leaks_no_socket_or_thread() {
     wait_until("thread count back", || count("/proc/self/task") <= threads);
 }
 
+/// `channels` channels that each send back what they receive (`src_N !
+/// identity ! sink_N`), served by `workers` workers: every counter after 20
+/// packets and one non-RTP datagram to each, echoed to one peer.
+fn echo_totals(workers: u32, channels: u32) -> Vec<(&'static str, u64)> {
+    let p = gst::Pipeline::new();
+    let m = gst::ElementFactory::make("rtpmuxserver")
+        .property("workers", workers)
+        .build()
+        .unwrap();
+    p.add(&m).unwrap();
+    for i in 0..channels {
+        let src = m.request_pad_simple(&format!("src_{i}")).unwrap();
+        let sink = m.request_pad_simple(&format!("sink_{i}")).unwrap();
+        src.set_property("bind-address", "127.0.0.1");
+        let echo = gst::ElementFactory::make("identity").build().unwrap();
+        p.add(&echo).unwrap();
+        src.link(&echo.static_pad("sink").unwrap()).unwrap();
+        echo.static_pad("src").unwrap().link(&sink).unwrap();
+    }
+    let p = Pipe(p);
+    set_state(&p, gst::State::Playing);
+    wait_until("one thread per worker", || {
+        worker_threads() == workers as usize
+    });
+    let peer = peer();
+    let mut buf = [0u8; 2048];
+    let mut echoed = 0;
+    for i in 0..channels {
+        let addr = SocketAddr::new(
+            "127.0.0.1".parse().unwrap(),
+            local_port(&m, &format!("src_{i}")),
+        );
+        peer.send_to(&[1, 2, 3], addr).unwrap();
+        for seq in 0..20 {
+            peer.send_to(&rtp(seq, 100 + i), addr).unwrap();
+            let (n, from) = peer.recv_from(&mut buf).expect("the echo");
+            assert_eq!((&buf[..n], from), (&rtp(seq, 100 + i)[..], addr));
+            echoed += 1;
+        }
+    }
+    assert_eq!(echoed, 20 * channels);
+    wait_until("every echo counted", || {
+        field(&stats(&m), "packets-sent") == u64::from(20 * channels)
+    });
+    let s = stats(&m);
+    set_state(&p, gst::State::Null);
+    [
+        "packets-received",
+        "octets-received",
+        "packets-sent",
+        "octets-sent",
+        "dropped-not-rtp",
+        "dropped-foreign-source",
+        "latched",
+        "packets-pushed",
+        "dropped-downstream",
+        "rtp-packets-received",
+    ]
+    .into_iter()
+    .map(|name| (name, field(&s, name)))
+    .collect()
+}
+
+#[test]
+fn two_workers_count_exactly_as_one() {
+    // Exclusive: it counts the process's worker threads.
+    let _g = exclusive();
+    let n = 16u32;
+    let one = echo_totals(1, n);
+    let expected: Vec<(&str, u64)> = vec![
+        ("packets-received", u64::from(21 * n)),
+        ("octets-received", u64::from(n * (20 * 172 + 3))),
+        ("packets-sent", u64::from(20 * n)),
+        ("octets-sent", u64::from(n * 20 * 172)),
+        ("dropped-not-rtp", u64::from(n)),
+        ("dropped-foreign-source", 0),
+        ("latched", u64::from(n)),
+        ("packets-pushed", u64::from(20 * n)),
+        ("dropped-downstream", 0),
+        // RFC 3550 A.1: the first packet of a new source is on probation.
+        ("rtp-packets-received", u64::from(19 * n)),
+    ];
+    assert_eq!(one, expected);
+    assert_eq!(echo_totals(2, n), expected);
+}
+
 #[test]
 fn interop_with_stock_udpsink_and_udpsrc() {
     let _g = shared();

@@ -628,16 +628,29 @@ impl Notify {
     /// a few times a second at most. Now a batch only marks its channel,
     /// and a read pays for the channels that changed since the last one.
     fn request_stats(&self, wait: Duration) -> StatsGuard<'_> {
+        let (guard, epoch) = self.ask_stats();
+        self.wait_stats(epoch, wait);
+        guard
+    }
+
+    /// The first half of [`Notify::request_stats`]: asks, returns the epoch
+    /// to wait for.
+    fn ask_stats(&self) -> (StatsGuard<'_>, u64) {
         // Counted before the epoch is bumped: a worker that sees the new
         // epoch (acquire) sees the reader too, so every batch after its
         // answer is copied at once.
         self.stats_readers.fetch_add(1, Ordering::SeqCst);
         let guard = StatsGuard(self);
         let epoch = self.stats_wanted.fetch_add(1, Ordering::SeqCst) + 1;
-        if !self.worker_alive.load(Ordering::Acquire) {
-            return guard;
+        if self.worker_alive.load(Ordering::Acquire) {
+            self.wake();
         }
-        self.wake();
+        (guard, epoch)
+    }
+
+    /// The second half: waits (at most `wait`) until the worker answered
+    /// `epoch`, or is gone.
+    fn wait_stats(&self, epoch: u64, wait: Duration) {
         let answered = lock(&self.stats_answered);
         // A timeout leaves the last copy: nothing more to do about it.
         let _ = self
@@ -646,7 +659,6 @@ impl Notify {
                 *a < epoch && self.worker_alive.load(Ordering::Acquire)
             })
             .unwrap_or_else(|e| e.into_inner());
-        guard
     }
 
     /// Called by the worker when it ends: readers no longer wait for it.
@@ -693,6 +705,8 @@ pub struct Channel<P, A> {
     /// The peer's CNAME; written by the worker when it changes.
     remote_cname: Mutex<String>,
     notify: Arc<Notify>,
+    /// Index of the worker that serves the channel.
+    worker: usize,
     /// What the user of the server keeps with the channel (its pads).
     pub attachment: A,
 }
@@ -983,7 +997,6 @@ enum Command<H: Handler> {
 
 struct Shared<H: Handler> {
     channels: Mutex<BTreeMap<u32, ChannelRef<H>>>,
-    commands: Mutex<Vec<Command<H>>>,
     /// Statistics of channels already removed, so totals never go down.
     released: Mutex<StatsRow>,
     /// The sessions' clock: `now` is the time since this instant, in ns.
@@ -1006,38 +1019,102 @@ fn nanos_since(origin: Instant) -> u64 {
     u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// The worker thread and its channels. Dropping it stops the thread and
-/// closes every socket.
+/// Commands to one worker, taken between its rounds.
+type Commands<H> = Arc<Mutex<Vec<Command<H>>>>;
+
+/// One worker thread as the server reaches it.
+struct WorkerLink<H: Handler> {
+    notify: Arc<Notify>,
+    commands: Commands<H>,
+    thread: Option<JoinHandle<()>>,
+    /// Channels placed on this worker: a new one goes to the least loaded.
+    channels: AtomicUsize,
+}
+
+impl<H: Handler> WorkerLink<H> {
+    fn command(&self, command: Command<H>) {
+        lock(&self.commands).push(command);
+        self.notify.wake();
+    }
+
+    fn running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Asks the worker to stop and waits for it (it says BYE on every
+    /// channel that sends RTCP first).
+    fn stop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            self.command(Command::Stop);
+            // A panicking worker has nothing left to clean up.
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The worker threads and their channels. Dropping it stops the threads
+/// and closes every socket.
 pub struct Server<H: Handler> {
     shared: Arc<Shared<H>>,
-    notify: Arc<Notify>,
-    thread: Option<JoinHandle<()>>,
+    workers: Vec<WorkerLink<H>>,
 }
 
 impl<H: Handler> Server<H> {
-    /// Starts the worker thread. A non-zero `tick` makes it run one round
+    /// Starts one worker thread. A non-zero `tick` makes it run one round
     /// (receive everything ready, send everything queued) per tick, trading
     /// up to one tick of latency for bigger batches; zero serves each packet
     /// as soon as it arrives or is queued. The sessions' CNAME is
     /// [`default_cname`] until [`Server::set_cname`].
     pub fn start(handler: H, tick: Duration) -> io::Result<Self> {
-        let poll = Poll::new()?;
-        let waker = Waker::new(poll.registry(), WAKER)?;
-        let notify = Arc::new(Notify::new(waker, tick));
+        Self::start_workers(vec![handler], tick)
+    }
+
+    /// Starts one worker thread per handler (at least one), each with its
+    /// own epoll set; channels are spread over them (see
+    /// [`Server::add_channel`]). `tick` as for [`Server::start`], per
+    /// worker.
+    pub fn start_workers(handlers: Vec<H>, tick: Duration) -> io::Result<Self> {
+        if handlers.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a server needs at least one worker",
+            ));
+        }
         let origin = Instant::now();
         let since_epoch = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
         let shared = Arc::new(Shared {
             channels: Mutex::new(BTreeMap::new()),
-            commands: Mutex::new(Vec::new()),
             released: Mutex::new([0; NSTATS]),
             origin,
             ntp_at_zero: session::ntp_at_zero(0, since_epoch),
             cname: Mutex::new(default_cname()),
             rng: Mutex::new(SplitMix64::from_entropy()),
         });
-        let (worker_shared, worker_notify) = (shared.clone(), notify.clone());
+        let mut server = Server {
+            shared,
+            workers: Vec::with_capacity(handlers.len()),
+        };
+        // A failure part-way stops the workers already started (drop).
+        for handler in handlers {
+            let link = Self::spawn_worker(&server.shared, handler, tick)?;
+            server.workers.push(link);
+        }
+        Ok(server)
+    }
+
+    fn spawn_worker(
+        shared: &Arc<Shared<H>>,
+        handler: H,
+        tick: Duration,
+    ) -> io::Result<WorkerLink<H>> {
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        let notify = Arc::new(Notify::new(waker, tick));
+        let commands: Commands<H> = Arc::default();
+        let (worker_shared, worker_notify, worker_commands) =
+            (shared.clone(), notify.clone(), commands.clone());
         let notify_on_exit = notify.clone();
         // The batch buffers hold raw pointers, so they are made on the
         // worker thread that uses them.
@@ -1049,6 +1126,7 @@ impl<H: Handler> Server<H> {
                     handler,
                     shared: worker_shared,
                     notify: worker_notify,
+                    commands_in: worker_commands,
                     table: HashMap::new(),
                     deadlines: BinaryHeap::new(),
                     recv: RecvBuffers::new(),
@@ -1065,24 +1143,43 @@ impl<H: Handler> Server<H> {
                 .run();
                 notify_on_exit.worker_gone();
             })?;
-        Ok(Server {
-            shared,
+        Ok(WorkerLink {
             notify,
+            commands,
             thread: Some(thread),
+            channels: AtomicUsize::new(0),
         })
     }
 
-    fn command(&self, command: Command<H>) {
-        lock(&self.shared.commands).push(command);
-        self.notify.wake();
+    /// Number of worker threads.
+    pub fn workers(&self) -> usize {
+        self.workers.len()
     }
 
-    /// Changes the pacing (see [`Server::start`]).
+    /// Changes the pacing (see [`Server::start`]) of every worker.
     pub fn set_tick(&self, tick: Duration) {
-        self.notify
-            .tick_us
-            .store(tick.as_micros() as u64, Ordering::Relaxed);
-        self.notify.wake();
+        for w in &self.workers {
+            w.notify
+                .tick_us
+                .store(tick.as_micros() as u64, Ordering::Relaxed);
+            w.notify.wake();
+        }
+    }
+
+    /// Has every worker bring its sessions' statistics up to date, and
+    /// waits for all of them (at most [`STATS_WAIT`] in all). The copies go
+    /// on while the guards live (see [`Notify::request_stats`]).
+    fn request_stats(&self) -> Vec<StatsGuard<'_>> {
+        let deadline = Instant::now() + STATS_WAIT;
+        let asked: Vec<_> = self.workers.iter().map(|w| w.notify.ask_stats()).collect();
+        asked
+            .into_iter()
+            .map(|(guard, epoch)| {
+                let left = deadline.saturating_duration_since(Instant::now());
+                guard.0.wait_stats(epoch, left);
+                guard
+            })
+            .collect()
     }
 
     /// Sets the CNAME of the sessions of channels added from now on; one
@@ -1118,9 +1215,13 @@ impl<H: Handler> Server<H> {
         if channels.contains_key(&id) {
             return Err(ChannelError::Exists(id));
         }
-        if self.thread.as_ref().is_none_or(|t| t.is_finished()) {
+        // The least loaded worker that runs.
+        let Some(worker) = (0..self.workers.len())
+            .filter(|&w| self.workers[w].running())
+            .min_by_key(|&w| self.workers[w].channels.load(Ordering::Relaxed))
+        else {
             return Err(ChannelError::Stopped(id));
-        }
+        };
         let (ssrc, seed) = {
             let mut rng = lock(&self.shared.rng);
             (rng.next_u32(), rng.next_u64())
@@ -1159,7 +1260,8 @@ impl<H: Handler> Server<H> {
             updates: Mutex::new(Updates::default()),
             dirty: AtomicBool::new(false),
             remote_cname: Mutex::new(String::new()),
-            notify: self.notify.clone(),
+            notify: self.workers[worker].notify.clone(),
+            worker,
             attachment,
         });
         channel.stats[LOCAL_PORT].store(u64::from(local.port()), Ordering::Relaxed);
@@ -1167,7 +1269,10 @@ impl<H: Handler> Server<H> {
         channel.publish(&session);
         channels.insert(id, channel.clone());
         drop(channels);
-        self.command(Command::Add(NewChannel {
+        self.workers[worker]
+            .channels
+            .fetch_add(1, Ordering::Relaxed);
+        self.workers[worker].command(Command::Add(NewChannel {
             channel: channel.clone(),
             socket,
             rtcp_socket,
@@ -1185,7 +1290,9 @@ impl<H: Handler> Server<H> {
             return false;
         };
         let (done, wait) = mpsc::channel();
-        self.command(Command::Remove(id, done));
+        let worker = &self.workers[channel.worker];
+        worker.channels.fetch_sub(1, Ordering::Relaxed);
+        worker.command(Command::Remove(id, done));
         let closed = wait.recv_timeout(timeout).is_ok();
         if !closed {
             // The worker is stuck or gone: keep the counts all the same.
@@ -1203,14 +1310,14 @@ impl<H: Handler> Server<H> {
     /// request to the worker (waiting at most [`STATS_WAIT`]).
     pub fn channel_stats(&self) -> Vec<(u32, StatsRow)> {
         let channels: Vec<_> = lock(&self.shared.channels).values().cloned().collect();
-        let _reading = self.notify.request_stats(STATS_WAIT);
+        let _reading = self.request_stats();
         channels.iter().map(|c| (c.id, c.stats_now())).collect()
     }
 
     /// [`Server::channel_stats`] in the [`packed_stats`] layout, written
     /// into `out` straight from the channels (no row list in between).
     pub fn packed_stats_into(&self, out: &mut Vec<u8>) {
-        let _reading = self.notify.request_stats(STATS_WAIT);
+        let _reading = self.request_stats();
         // Locked after the wait, so adding a channel never waits on a read.
         let channels = lock(&self.shared.channels);
         pack_stats_into(out, channels.values().map(|c| (c.id, c.stats_now())));
@@ -1228,24 +1335,17 @@ impl<H: Handler> Server<H> {
         sum
     }
 
-    /// Stops the worker (which says BYE on every channel that sends RTCP)
+    /// Stops the workers (which say BYE on every channel that sends RTCP)
     /// and closes every socket.
     pub fn stop(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            self.command(Command::Stop);
-            // A panicking worker has nothing left to clean up.
-            let _ = thread.join();
-        }
+        self.workers.iter_mut().for_each(WorkerLink::stop);
         lock(&self.shared.channels).clear();
     }
 
     /// [`Server::stop`], returning the statistics as they were after the
     /// last BYE went out: [`Server::channel_stats`] and [`Server::totals`].
     pub fn stop_with_stats(&mut self) -> (Vec<(u32, StatsRow)>, StatsRow) {
-        if let Some(thread) = self.thread.take() {
-            self.command(Command::Stop);
-            let _ = thread.join();
-        }
+        self.workers.iter_mut().for_each(WorkerLink::stop);
         let rows = self.channel_stats();
         let totals = self.totals(&rows);
         lock(&self.shared.channels).clear();
@@ -1824,6 +1924,7 @@ struct Worker<H: Handler> {
     handler: H,
     shared: Arc<Shared<H>>,
     notify: Arc<Notify>,
+    commands_in: Commands<H>,
     table: HashMap<u32, WorkerChannel<H>>,
     deadlines: Deadlines,
     recv: RecvBuffers,
@@ -1880,7 +1981,7 @@ impl<H: Handler> Worker<H> {
                         || retuned
                         || report == Some(Duration::ZERO)
                         || self.notify.stats_wanted.load(Ordering::Relaxed) != self.stats_answered
-                        || !lock(&self.shared.commands).is_empty()
+                        || !lock(&self.commands_in).is_empty()
                     {
                         break;
                     }
@@ -1937,7 +2038,7 @@ impl<H: Handler> Worker<H> {
             // pending channel in the table. Without this, an id scheduled
             // before the worker saw its Add was skipped with its `scheduled`
             // flag left set, and that channel never sent again.
-            let commands_queued = !lock(&self.shared.commands).is_empty();
+            let commands_queued = !lock(&self.commands_in).is_empty();
             if commands_queued && !self.run_commands() {
                 return;
             }
@@ -1972,7 +2073,7 @@ impl<H: Handler> Worker<H> {
 
     /// Returns false on `Stop`.
     fn run_commands(&mut self) -> bool {
-        std::mem::swap(&mut *lock(&self.shared.commands), &mut self.commands);
+        std::mem::swap(&mut *lock(&self.commands_in), &mut self.commands);
         let mut keep_running = true;
         let mut commands = std::mem::take(&mut self.commands);
         for command in commands.drain(..) {
@@ -2369,7 +2470,7 @@ mod tests {
 
     type Got = (u32, Vec<u8>, SocketAddr);
 
-    #[derive(Default)]
+    #[derive(Default, Clone)]
     struct Collect {
         tx: Option<Sender<Got>>,
         /// (channel, SSRC) of each BYE.
@@ -2685,8 +2786,48 @@ mod tests {
         echo_between_two_channels(Duration::from_millis(5));
     }
 
+    #[test]
+    fn two_workers_share_the_channels_and_count_as_one() {
+        let (tx, rx) = channel();
+        let collect = Collect {
+            tx: Some(tx),
+            byes: None,
+        };
+        let mut srv =
+            Server::start_workers(vec![collect.clone(), collect], Duration::ZERO).unwrap();
+        assert_eq!(srv.workers(), 2);
+        echo_between_two_channels_of(&srv, &rx);
+        // Channel 0 and 1 went to different workers: a channel's sends and
+        // receives are counted by its own worker.
+        let ids: Vec<usize> = [0, 1]
+            .iter()
+            .map(|&id| srv.channel(id).unwrap().worker)
+            .collect();
+        assert_eq!(ids, [0, 1]);
+        // A released channel's place goes to the next one.
+        assert!(srv.remove_channel(0, Duration::from_secs(5)));
+        let c = srv.add_channel(2, loopback(), ()).unwrap();
+        assert_eq!(c.worker, 0);
+        // Totals keep the released channel's counts.
+        let totals = srv.totals(&srv.channel_stats());
+        assert_eq!(totals[PACKETS_SENT], 101);
+        assert_eq!(totals[PACKETS_RECEIVED], 101);
+        let (rows, totals_after) = srv.stop_with_stats();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(totals_after[PACKETS_SENT], 101);
+    }
+
+    #[test]
+    fn a_server_needs_a_worker() {
+        assert!(Server::<Collect>::start_workers(Vec::new(), Duration::ZERO).is_err());
+    }
+
     fn echo_between_two_channels(tick: Duration) {
         let (srv, rx) = server_with_tick(tick);
+        echo_between_two_channels_of(&srv, &rx);
+    }
+
+    fn echo_between_two_channels_of(srv: &Server<Collect>, rx: &Receiver<Got>) {
         let big = ChannelConfig {
             queue_size: 128,
             ..loopback()

@@ -30,6 +30,8 @@ const STATS_NAME: &str = "application/x-rtpmuxserver-stats";
 const CHANNEL_STATS_NAME: &str = "application/x-rtpmuxserver-channel-stats";
 const DEFAULT_TICK_MS: u32 = 0;
 const MAX_TICK_MS: u32 = 1000;
+/// Most worker threads: far more than the cores of the machines served.
+const MAX_WORKERS: u32 = 64;
 /// How long releasing a channel waits for the worker to close its socket.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest `rtcp-interval`: an hour.
@@ -385,6 +387,8 @@ type Snapshot = (Vec<(u32, mux::StatsRow)>, mux::StatsRow);
 #[derive(Default)]
 pub struct RtpMuxServer {
     tick_ms: AtomicU32,
+    /// Worker threads of the next start; 0 until set (1).
+    workers: AtomicU32,
     /// The sessions' CNAME; random until set.
     cname: Mutex<String>,
     /// The peers' CNAMEs as of the last stop, by channel.
@@ -539,13 +543,14 @@ impl RtpMuxServer {
     }
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
-        let deliver = Deliver {
+        let deliver = || Deliver {
             element: self.obj().downgrade(),
             extra: self.extra.clone(),
             now: None,
         };
         let tick = Duration::from_millis(u64::from(self.tick_ms.load(Ordering::Relaxed)));
-        let server = mux::Server::start(deliver, tick).map_err(|e| {
+        let handlers = (0..self.worker_count()).map(|_| deliver()).collect();
+        let server = mux::Server::start_workers(handlers, tick).map_err(|e| {
             gst::error_msg!(
                 gst::ResourceError::OpenReadWrite,
                 ("cannot start the worker thread: {e}")
@@ -597,6 +602,11 @@ impl RtpMuxServer {
             *entry.slot.core() = None;
             entry.slot.local_port.store(0, Ordering::Relaxed);
         }
+    }
+
+    /// Worker threads of the next start.
+    fn worker_count(&self) -> u32 {
+        self.workers.load(Ordering::Relaxed).max(1)
     }
 
     /// `stats-packed`: every channel's statistics, without the totals.
@@ -821,6 +831,21 @@ impl ObjectImpl for RtpMuxServer {
                     .default_value(DEFAULT_TICK_MS)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecUInt::builder("workers")
+                    .nick("Worker threads")
+                    .blurb(
+                        "Worker threads serving the channels, each with its own epoll set; a \
+                         new channel goes to the one with the fewest channels (channels sharing \
+                         a socket, and a channel relaying to another, to the same one). Every \
+                         counter, statistic and setting behaves as with one. A channel's \
+                         src_N pushes run on its worker's thread. More workers than cores \
+                         only add switching: at most the cores this process may use. Applies \
+                         at the next start (NULL or READY).",
+                    )
+                    .minimum(1)
+                    .maximum(MAX_WORKERS)
+                    .default_value(1)
+                    .build(),
                 glib::ParamSpecString::builder("cname")
                     .nick("CNAME")
                     .blurb(
@@ -887,6 +912,10 @@ impl ObjectImpl for RtpMuxServer {
                     server.set_tick(Duration::from_millis(u64::from(ms)));
                 }
             }
+            "workers" => {
+                let n: u32 = value.get().unwrap_or(1);
+                self.workers.store(n, Ordering::Relaxed);
+            }
             "cname" => {
                 let cname = value
                     .get::<Option<String>>()
@@ -918,6 +947,7 @@ impl ObjectImpl for RtpMuxServer {
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         match pspec.name() {
             "tick" => self.tick_ms.load(Ordering::Relaxed).to_value(),
+            "workers" => self.worker_count().to_value(),
             "cname" => lock(&self.cname).to_value(),
             "stats" => self.stats().to_value(),
             "stats-packed" => self.packed_stats().to_value(),
