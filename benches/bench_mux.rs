@@ -17,7 +17,7 @@
 //! properties this build of the element lacks print "not available".
 //!
 //! Environment: `BENCH_SECONDS` (window, default 5), `BENCH_MUX_N` (stream
-//! counts, default 100,500,1000,2000,4000), `BENCH_MUX_PEERS` (channel
+//! counts, default 100,500,1000,2000,4000; 0 skips them), `BENCH_MUX_PEERS` (channel
 //! counts of the channel-to-channel runs, default 1024,2048,4096; 0 skips
 //! them), `BENCH_MUX_PEERS_SINK` (`none`: those channels get no `src_N`, so
 //! received packets stop in the element instead of going on to a
@@ -699,7 +699,8 @@ fn main() {
     gstrtpsynth::plugin_register_static().expect("plugin registers");
     raise_fd_limit();
     let window: f64 = common::env_or("BENCH_SECONDS", 5.0);
-    let counts: Vec<usize> = common::env_list("BENCH_MUX_N", "100,500,1000,2000,4000");
+    let mut counts: Vec<usize> = common::env_list("BENCH_MUX_N", "100,500,1000,2000,4000");
+    counts.retain(|&n| n > 0);
     let mut peers: Vec<usize> = common::env_list("BENCH_MUX_PEERS", "1024,2048,4096");
     peers.retain(|&n| n > 1);
     let tick = common::env_or("BENCH_MUX_TICK", 1.0) as u32;
