@@ -254,6 +254,9 @@ struct Figures {
     rss_mb: f64,
     sent: u64,
     lost: u64,
+    /// The element's `dropped-kernel` and `dropped-unknown-source`, so that
+    /// a loss shows as a full socket buffer or as the demultiplexer's.
+    element_drops: Option<[u64; 2]>,
 }
 
 fn rendered(sinks: &[gst::Element]) -> u64 {
@@ -349,6 +352,7 @@ fn receive_run(n: usize, receiver: Receiver, window: f64, mhz: f64) -> Figures {
     let mut core = None;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut floor = None;
+    let mut element = None;
     if let Receiver::Floor | Receiver::SharedFloor(_) = receiver {
         let bind = || UdpSocket::bind("127.0.0.1:0").expect("bind");
         let (mut bare, tick) = match receiver {
@@ -383,6 +387,7 @@ fn receive_run(n: usize, receiver: Receiver, window: f64, mhz: f64) -> Figures {
             .build()
             .expect("rtpmuxserver");
         pipeline.add(&m).expect("add");
+        element = Some(m.clone());
         let shared_port = receiver.shared().then(free_port);
         for i in 0..n {
             let pad = m.request_pad_simple("src_%u").expect("src pad");
@@ -431,6 +436,10 @@ fn receive_run(n: usize, receiver: Receiver, window: f64, mhz: f64) -> Figures {
     // Let the last packets drain.
     std::thread::sleep(Duration::from_millis(300));
     let received = rendered(&sinks) + counted.load(std::sync::atomic::Ordering::Relaxed);
+    let element_drops = element.map(|m| {
+        let stats = m.property::<gst::Structure>("stats");
+        ["dropped-kernel", "dropped-unknown-source"].map(|k| stats.get::<u64>(k).unwrap_or(0))
+    });
     pipeline.set_state(gst::State::Null).expect("NULL");
     drop(core);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -444,6 +453,7 @@ fn receive_run(n: usize, receiver: Receiver, window: f64, mhz: f64) -> Figures {
         rss_mb: rss,
         sent,
         lost: sent.saturating_sub(received),
+        element_drops,
     }
 }
 
@@ -483,8 +493,14 @@ impl Support {
 }
 
 fn print_row(n: usize, name: &str, f: &Figures) {
+    let drops = match f.element_drops {
+        Some([kernel, unknown]) if f.lost > 0 => {
+            format!(", dropped-kernel {kernel}, dropped-unknown-source {unknown}")
+        }
+        _ => String::new(),
+    };
     println!(
-        "  {n:>5} {name:<15} {:>7} {:>8.1}% {:>10.3} {:>9.1} {:>10} {:>8} ({:.3}%)",
+        "  {n:>5} {name:<15} {:>7} {:>8.1}% {:>10.3} {:>9.1} {:>10} {:>8} ({:.3}%){drops}",
         f.threads,
         f.cpu_percent,
         f.mhz_per_stream,
