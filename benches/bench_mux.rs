@@ -4,7 +4,9 @@
 //!
 //! The streams come from a child process (this binary again, with
 //! `BENCH_MUX_ROLE=sender`) that paces them with `sendmmsg`, so the CPU this
-//! process uses over the window is the receivers' alone.
+//! process uses over the window is the receivers' alone. Streams to one
+//! shared port come from a socket each, as from N phones (see
+//! `Receiver::shared` for why).
 //!
 //! Each N is received by: channels of their own socket each (tick 0 and
 //! `BENCH_MUX_TICK`), the element's core alone, the per-socket floor; then,
@@ -17,9 +19,9 @@
 //! properties this build of the element lacks print "not available".
 //!
 //! Environment: `BENCH_SECONDS` (window, default 5), `BENCH_MUX_N` (stream
-//! counts, default 100,500,1000,2000,4000; 0 skips them), `BENCH_MUX_PEERS` (channel
-//! counts of the channel-to-channel runs, default 1024,2048,4096; 0 skips
-//! them), `BENCH_MUX_PEERS_SINK` (`none`: those channels get no `src_N`, so
+//! counts, default 100,500,1000,2000,4000; 0 skips them), `BENCH_MUX_PEERS`
+//! (channel counts of the channel-to-channel runs, default 1024,2048,4096;
+//! 0 skips them), `BENCH_MUX_PEERS_SINK` (`none`: those channels get no `src_N`, so
 //! received packets stop in the element instead of going on to a
 //! `fakesink`), `BENCH_MUX_TICK` (the `tick` of the paced per-socket and
 //! channel-to-channel rows, ms, default 1), `BENCH_MUX_SHARED_TICKS` (the
@@ -65,11 +67,6 @@ fn stream_ssrc(i: usize) -> u32 {
     i as u32
 }
 
-/// Reads `pps seconds sources` and then one port per line from stdin, sends
-/// one packet per line (stream i with SSRC [`stream_ssrc`]`(i)`) every 1/pps
-/// s for that long, prints how many it sent. `sources` is `one` (all
-/// streams from one socket, in `sendmmsg` batches) or `each` (every stream
-/// from a socket of its own, one `sendmmsg` of one packet each).
 /// Gives the sender real-time priority (where allowed: as root), so that the
 /// receivers it loads cannot starve it. A sender that falls behind sends its
 /// missed rounds back to back, each waking every receiving thread at once;
@@ -87,6 +84,11 @@ fn run_ahead_of_receivers() {
     }
 }
 
+/// Reads `pps seconds sources` and then one port per line from stdin, sends
+/// one packet per line (stream i with SSRC [`stream_ssrc`]`(i)`) every 1/pps
+/// s for that long, prints how many it sent. `sources` is `one` (all
+/// streams from one socket, in `sendmmsg` batches) or `each` (every stream
+/// from a socket of its own, one `sendmmsg` of one packet each).
 fn sender_main() {
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines().map_while(Result::ok);
