@@ -25,6 +25,7 @@
 
 use std::cell::UnsafeCell;
 use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::fmt;
 use std::io;
@@ -56,12 +57,15 @@ pub const MIN_QUEUE_SIZE: u32 = 2;
 /// Version of the [`packed_stats`] layout, written in its header row.
 /// 2 added `dropped-kernel` after `dropped-not-rtp`; 3 added the session's
 /// columns ([`SessionStats::NAMES`]) after `local-port`.
-pub const PACKED_STATS_VERSION: u64 = 3;
+pub const PACKED_STATS_VERSION: u64 = 4;
 
 const WAKER: Token = Token(usize::MAX);
 /// Set in the epoll token of a channel's RTCP socket (`port+1` mode); the
 /// channel id is in the low 32 bits of both of its tokens.
 const RTCP_TOKEN: usize = 1 << 32;
+/// Set in the epoll token of a shared socket, with the socket's number in
+/// the low 32 bits.
+const SHARED_TOKEN: usize = 1 << 33;
 const _: () = assert!(
     usize::BITS >= 64,
     "epoll tokens hold a channel id and a flag"
@@ -78,6 +82,9 @@ const PAUSE_SLICE: Duration = Duration::from_millis(5);
 pub const STATS_WAIT: Duration = Duration::from_millis(50);
 /// `recvmmsg` calls per readiness report at most.
 const READS_PER_EVENT: usize = 4;
+/// Datagrams per `recvmmsg` and `sendmmsg` on a shared socket: many
+/// channels' traffic meets there, so its batches are bigger.
+pub const SHARED_BATCH: usize = 64;
 
 counters! {
     /// What one channel's sockets did. `packets-received` counts every
@@ -114,6 +121,14 @@ counters! {
         latched = "latched",
         /// The UDP port the socket is bound to.
         local_port = "local-port",
+        /// Received packets queued for sending on the `relay-to` channel
+        /// (RTP, and RTCP when both channels carry it); that channel counts
+        /// them again when it sends them (`packets-sent`) or cannot
+        /// (`dropped-queue-full`, `send-errors`).
+        relayed = "relayed",
+        /// Packets that would have been relayed while the `relay-to`
+        /// channel did not exist.
+        not_relayed = "not-relayed",
     }
 }
 
@@ -195,6 +210,8 @@ const DROPPED_KERNEL: usize = col("dropped-kernel");
 const SEND_ERRORS: usize = col("send-errors");
 const LATCHED: usize = col("latched");
 const LOCAL_PORT: usize = col("local-port");
+const RELAYED: usize = col("relayed");
+const NOT_RELAYED: usize = col("not-relayed");
 #[cfg(test)]
 const RTCP_SENT: usize = session_col("rtcp-sent");
 const _: () = assert!(session_col("local-ssrc") == NCOUNTERS);
@@ -450,6 +467,17 @@ pub struct ChannelConfig {
     /// Latching (with `latch`, while no target is configured) is limited
     /// to what these allow; see [`Latch`].
     pub latch_rules: Latch,
+    /// Bind `bind` together with the other channels that ask for it: one
+    /// socket, served by one worker, for all of them (see
+    /// [`Server::add_channel`]). RTCP then goes on that socket too
+    /// ([`RtcpMode::Mux`]); [`RtcpMode::PortPlusOne`] is refused.
+    pub shared_socket: bool,
+    /// The SSRC the peer sends: on a shared socket, what a datagram from a
+    /// source no channel knows yet is matched against.
+    pub remote_ssrc: Option<u32>,
+    /// The channel what this one receives is relayed to (see
+    /// [`Channel::set_relay_to`]).
+    pub relay_to: Option<u32>,
 }
 
 /// Limits on latching, against hijacking ("RTP Bleed": whoever sends to a
@@ -485,6 +513,9 @@ impl Default for ChannelConfig {
             clock_rate: None,
             rtcp_interval: ReportInterval::default(),
             latch_rules: Latch::default(),
+            shared_socket: false,
+            remote_ssrc: None,
+            relay_to: None,
         }
     }
 }
@@ -686,6 +717,8 @@ struct Updates {
     latch_ip: Option<Option<IpAddr>>,
     clock_rate: Option<Option<u32>>,
     interval: Option<ReportInterval>,
+    remote_ssrc: Option<Option<u32>>,
+    relay_to: Option<Option<u32>>,
 }
 
 /// One channel as the element and the worker share it.
@@ -695,6 +728,13 @@ pub struct Channel<P, A> {
     /// The RTCP socket's address in [`RtcpMode::PortPlusOne`].
     local_rtcp: Option<SocketAddr>,
     queue: SendQueue<P>,
+    /// What other channels relay to this one.
+    relay_queue: SendQueue<Box<[u8]>>,
+    /// Set once the channel is removed: relays to it look again.
+    closed: AtomicBool,
+    /// The channel relays what it receives (`relay-to` set).
+    relaying: AtomicBool,
+    rtcp_mode: RtcpMode,
     /// Set while the channel is in the worker's pending list.
     scheduled: AtomicBool,
     /// The counters, then the session's statistics (see [`StatsRow`]).
@@ -707,6 +747,8 @@ pub struct Channel<P, A> {
     notify: Arc<Notify>,
     /// Index of the worker that serves the channel.
     worker: usize,
+    /// The socket is shared with other channels.
+    shared_socket: bool,
     /// What the user of the server keeps with the channel (its pads).
     pub attachment: A,
 }
@@ -719,6 +761,12 @@ impl<P, A> Channel<P, A> {
     /// The address the socket is bound to, with the port actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Whether the channel relays what it receives to another (then what
+    /// it hands on has somewhere to go even with nobody taking it).
+    pub fn relaying(&self) -> bool {
+        self.relaying.load(Ordering::Relaxed)
     }
 
     /// The RTCP socket's address, in [`RtcpMode::PortPlusOne`] only.
@@ -793,6 +841,40 @@ impl<P, A> Channel<P, A> {
         self.update(|u| u.interval = Some(interval));
     }
 
+    /// Sets (or with `None` clears) the SSRC a shared socket's datagrams
+    /// from unknown sources are matched against (see
+    /// [`ChannelConfig::remote_ssrc`]).
+    pub fn set_remote_ssrc(&self, ssrc: Option<u32>) {
+        self.update(|u| u.remote_ssrc = Some(ssrc));
+    }
+
+    /// Relays (or with `None` stops relaying) what this channel receives
+    /// to channel `to`: RTP, and RTCP when both channels carry it, queued
+    /// by the worker for `to` to send to its target, as its own packets
+    /// are (no copy handed to anyone else; `src_N` still gets the RTP).
+    /// `to` may be added later: until it exists, packets are counted in
+    /// `not-relayed`.
+    pub fn set_relay_to(&self, to: Option<u32>) {
+        self.update(|u| u.relay_to = Some(to));
+    }
+
+    /// Queues a copy of `data`, received by another channel, for sending;
+    /// None when this channel is closed (the caller looks again).
+    fn relay(&self, data: &[u8]) -> Option<bool> {
+        if self.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        let queued = match self.relay_queue.push(data.into()) {
+            Ok(()) => true,
+            Err(_dropped) => {
+                self.stats[DROPPED_QUEUE_FULL].fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        };
+        self.schedule();
+        Some(queued)
+    }
+
     /// The statistics now, in [`StatsRow`] order, the session's brought up
     /// to date first (waiting at most [`STATS_WAIT`] for the worker). To
     /// read many channels, [`Server::channel_stats`] asks the worker once.
@@ -845,26 +927,46 @@ fn open_socket(id: u32, bind: SocketAddr) -> Result<std::net::UdpSocket, Channel
         .map_err(|e| ChannelError::Socket(id, bind, "make it non-blocking", e))?;
     // The kernel then attaches the socket's drop count to each datagram it
     // delivers after a drop, so no datagram is lost without a count.
-    let on: libc::c_int = 1;
+    set_socket_option(&socket, libc::SO_RXQ_OVFL, 1)
+        .map_err(|e| ChannelError::Socket(id, bind, "enable SO_RXQ_OVFL", e))?;
+    Ok(socket)
+}
+
+/// Sets the `SOL_SOCKET` option `option` of `socket` to `value`.
+fn set_socket_option(
+    socket: &std::net::UdpSocket,
+    option: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: an open socket and a c_int option the kernel copies.
     let r = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_RXQ_OVFL,
-            (&on as *const libc::c_int).cast(),
+            option,
+            (&value as *const libc::c_int).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
     if r < 0 {
-        return Err(ChannelError::Socket(
-            id,
-            bind,
-            "enable SO_RXQ_OVFL",
-            io::Error::last_os_error(),
-        ));
+        return Err(io::Error::last_os_error());
     }
-    Ok(socket)
+    Ok(())
+}
+
+/// Receive buffer of a shared socket: the traffic of many channels waits
+/// there between two wakes of the worker (a 5 ms tick of 4,000 streams at
+/// 50 packets/s is 1,000 datagrams), where a channel's own socket holds one
+/// stream's.
+const SHARED_RCVBUF: libc::c_int = 8 << 20;
+
+/// Gives a shared socket its larger receive buffer: past the system's
+/// `rmem_max` when the process may (`SO_RCVBUFFORCE`), else as large as
+/// that allows. A smaller buffer only means drops sooner, each counted.
+fn enlarge_receive_buffer(socket: &std::net::UdpSocket) {
+    if set_socket_option(socket, libc::SO_RCVBUFFORCE, SHARED_RCVBUF).is_err() {
+        let _ = set_socket_option(socket, libc::SO_RCVBUF, SHARED_RCVBUF);
+    }
 }
 
 /// The RTP socket and, in [`RtcpMode::PortPlusOne`], the RTCP socket on the
@@ -983,10 +1085,19 @@ type ChannelRef<H> = Arc<Channel<<H as Handler>::Packet, <H as Handler>::Attachm
 /// What a new channel brings to the worker.
 struct NewChannel<H: Handler> {
     channel: ChannelRef<H>,
-    socket: std::net::UdpSocket,
-    rtcp_socket: Option<std::net::UdpSocket>,
+    sockets: Sockets,
     config: ChannelConfig,
     session: Box<Session>,
+}
+
+/// A new channel's sockets.
+enum Sockets {
+    /// Its own RTP socket, and RTCP socket in [`RtcpMode::PortPlusOne`].
+    Own(std::net::UdpSocket, Option<std::net::UdpSocket>),
+    /// The first member of a shared socket brings it.
+    SharedNew(std::net::UdpSocket),
+    /// A later member joins the shared socket bound to this address.
+    SharedJoin(SocketAddr),
 }
 
 enum Command<H: Handler> {
@@ -997,6 +1108,14 @@ enum Command<H: Handler> {
 
 struct Shared<H: Handler> {
     channels: Mutex<BTreeMap<u32, ChannelRef<H>>>,
+    /// The shared sockets by local address: their worker and members.
+    shared_sockets: Mutex<HashMap<SocketAddr, SharedPlace>>,
+    /// Datagrams on a shared socket that no channel's remote or
+    /// `remote-ssrc` matched.
+    unknown_source: AtomicU64,
+    /// Datagrams the kernel dropped on full shared sockets (no one channel
+    /// can be named for them).
+    shared_kernel_drops: AtomicU64,
     /// Statistics of channels already removed, so totals never go down.
     released: Mutex<StatsRow>,
     /// The sessions' clock: `now` is the time since this instant, in ns.
@@ -1017,6 +1136,13 @@ impl<H: Handler> Shared<H> {
 
 fn nanos_since(origin: Instant) -> u64 {
     u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Where a shared socket is served and by how many channels.
+struct SharedPlace {
+    worker: usize,
+    members: usize,
+    local: SocketAddr,
 }
 
 /// Commands to one worker, taken between its rounds.
@@ -1086,6 +1212,9 @@ impl<H: Handler> Server<H> {
             .unwrap_or_default();
         let shared = Arc::new(Shared {
             channels: Mutex::new(BTreeMap::new()),
+            shared_sockets: Mutex::new(HashMap::new()),
+            unknown_source: AtomicU64::new(0),
+            shared_kernel_drops: AtomicU64::new(0),
             released: Mutex::new([0; NSTATS]),
             origin,
             ntp_at_zero: session::ntp_at_zero(0, since_epoch),
@@ -1128,6 +1257,11 @@ impl<H: Handler> Server<H> {
                     notify: worker_notify,
                     commands_in: worker_commands,
                     table: HashMap::new(),
+                    sockets: HashMap::new(),
+                    socket_numbers: HashMap::new(),
+                    next_socket: 0,
+                    routed: Vec::with_capacity(SHARED_BATCH),
+                    shared_out: Vec::new(),
                     deadlines: BinaryHeap::new(),
                     recv: RecvBuffers::new(),
                     send: SendBuffers::new(),
@@ -1215,13 +1349,18 @@ impl<H: Handler> Server<H> {
         if channels.contains_key(&id) {
             return Err(ChannelError::Exists(id));
         }
-        // The least loaded worker that runs.
-        let Some(worker) = (0..self.workers.len())
-            .filter(|&w| self.workers[w].running())
-            .min_by_key(|&w| self.workers[w].channels.load(Ordering::Relaxed))
-        else {
+        let Some(least_loaded) = self.least_loaded_worker() else {
             return Err(ChannelError::Stopped(id));
         };
+        if config.shared_socket && config.rtcp == RtcpMode::PortPlusOne {
+            return Err(ChannelError::Config(
+                id,
+                ConfigError(
+                    "a shared socket carries RTCP on its own port (rtcp mux or off), not port+1"
+                        .into(),
+                ),
+            ));
+        }
         let (ssrc, seed) = {
             let mut rng = lock(&self.shared.rng);
             (rng.next_u32(), rng.next_u64())
@@ -1239,22 +1378,64 @@ impl<H: Handler> Server<H> {
             self.shared.now(),
         )
         .map_err(|e| ChannelError::Config(id, ConfigError(e.to_string())))?;
-        let (socket, rtcp_socket) = open_sockets(id, &config)?;
-        let local = socket
-            .local_addr()
-            .map_err(|e| ChannelError::Bind(id, config.bind, e))?;
-        let local_rtcp = match &rtcp_socket {
-            Some(s) => Some(
-                s.local_addr()
-                    .map_err(|e| ChannelError::Bind(id, config.bind, e))?,
-            ),
-            None => None,
+        // Held until the Add is queued, so that a channel joining this
+        // socket is queued after the one that brings it.
+        let mut places = lock(&self.shared.shared_sockets);
+        let (worker, sockets, local, local_rtcp) = match places.get_mut(&canonical(config.bind)) {
+            Some(place) if config.shared_socket && self.workers[place.worker].running() => {
+                place.members += 1;
+                (
+                    place.worker,
+                    Sockets::SharedJoin(place.local),
+                    place.local,
+                    None,
+                )
+            }
+            _ => {
+                let (socket, rtcp_socket) = open_sockets(id, &config)?;
+                let local = socket
+                    .local_addr()
+                    .map_err(|e| ChannelError::Bind(id, config.bind, e))?;
+                let local_rtcp = match &rtcp_socket {
+                    Some(s) => Some(
+                        s.local_addr()
+                            .map_err(|e| ChannelError::Bind(id, config.bind, e))?,
+                    ),
+                    None => None,
+                };
+                if config.shared_socket {
+                    enlarge_receive_buffer(&socket);
+                    // Found again by the port bound, when the system chose it.
+                    let local = canonical(local);
+                    places.insert(
+                        local,
+                        SharedPlace {
+                            worker: least_loaded,
+                            members: 1,
+                            local,
+                        },
+                    );
+                    (least_loaded, Sockets::SharedNew(socket), local, None)
+                } else {
+                    (
+                        least_loaded,
+                        Sockets::Own(socket, rtcp_socket),
+                        local,
+                        local_rtcp,
+                    )
+                }
+            }
         };
         let channel = Arc::new(Channel {
             id,
             local,
             local_rtcp,
             queue: SendQueue::new(config.queue_size).map_err(|e| ChannelError::Config(id, e))?,
+            relay_queue: SendQueue::new(config.queue_size)
+                .map_err(|e| ChannelError::Config(id, e))?,
+            closed: AtomicBool::new(false),
+            relaying: AtomicBool::new(config.relay_to.is_some()),
+            rtcp_mode: config.rtcp,
             scheduled: AtomicBool::new(false),
             stats: std::array::from_fn(|_| AtomicU64::new(0)),
             updates: Mutex::new(Updates::default()),
@@ -1262,6 +1443,7 @@ impl<H: Handler> Server<H> {
             remote_cname: Mutex::new(String::new()),
             notify: self.workers[worker].notify.clone(),
             worker,
+            shared_socket: config.shared_socket,
             attachment,
         });
         channel.stats[LOCAL_PORT].store(u64::from(local.port()), Ordering::Relaxed);
@@ -1274,12 +1456,25 @@ impl<H: Handler> Server<H> {
             .fetch_add(1, Ordering::Relaxed);
         self.workers[worker].command(Command::Add(NewChannel {
             channel: channel.clone(),
-            socket,
-            rtcp_socket,
+            sockets,
             config,
             session: Box::new(session),
         }));
+        drop(places);
         Ok(channel)
+    }
+
+    /// The running worker with the fewest channels.
+    fn least_loaded_worker(&self) -> Option<usize> {
+        (0..self.workers.len())
+            .filter(|&w| self.workers[w].running())
+            .min_by_key(|&w| self.workers[w].channels.load(Ordering::Relaxed))
+    }
+
+    /// Datagrams dropped at a shared socket because no channel's remote or
+    /// `remote-ssrc` matched their source.
+    pub fn dropped_unknown_source(&self) -> u64 {
+        self.shared.unknown_source.load(Ordering::Relaxed)
     }
 
     /// Removes channel `id` and waits (at most `timeout`) until the worker
@@ -1289,7 +1484,18 @@ impl<H: Handler> Server<H> {
         let Some(channel) = lock(&self.shared.channels).remove(&id) else {
             return false;
         };
+        channel.closed.store(true, Ordering::Release);
         let (done, wait) = mpsc::channel();
+        if channel.shared_socket
+            && let Entry::Occupied(mut place) =
+                lock(&self.shared.shared_sockets).entry(canonical(channel.local))
+        {
+            // The worker closes the socket with its last member.
+            place.get_mut().members -= 1;
+            if place.get().members == 0 {
+                place.remove();
+            }
+        }
         let worker = &self.workers[channel.worker];
         worker.channels.fetch_sub(1, Ordering::Relaxed);
         worker.command(Command::Remove(id, done));
@@ -1328,6 +1534,8 @@ impl<H: Handler> Server<H> {
     /// channels latched now; the other columns are 0.
     pub fn totals(&self, per_channel: &[(u32, StatsRow)]) -> StatsRow {
         let mut sum = *lock(&self.shared.released);
+        // Shared sockets' drops are no one channel's; the total has them.
+        sum[DROPPED_KERNEL] += self.shared.shared_kernel_drops.load(Ordering::Relaxed);
         for (_, row) in per_channel {
             add_into(&mut sum, row);
             sum[LATCHED] += row[LATCHED];
@@ -1530,11 +1738,12 @@ impl RecvBuffers {
     }
 }
 
-/// `sendmmsg` buffers; every message of a batch goes to the same target.
+/// `sendmmsg` buffers: up to [`SHARED_BATCH`] messages, each with its own
+/// target.
 struct SendBuffers {
     iov: Vec<libc::iovec>,
     msgs: Vec<libc::mmsghdr>,
-    target: Box<libc::sockaddr_storage>,
+    names: Vec<libc::sockaddr_storage>,
 }
 
 impl SendBuffers {
@@ -1545,46 +1754,46 @@ impl SendBuffers {
                     iov_base: std::ptr::null_mut(),
                     iov_len: 0
                 };
-                BATCH
+                SHARED_BATCH
             ],
             // SAFETY: all-zero bytes are valid values of these C structs.
-            msgs: (0..BATCH).map(|_| unsafe { zeroed() }).collect(),
-            target: Box::new(unsafe { zeroed() }),
+            msgs: (0..SHARED_BATCH).map(|_| unsafe { zeroed() }).collect(),
+            names: (0..SHARED_BATCH).map(|_| unsafe { zeroed() }).collect(),
         }
     }
 
-    /// Sends `packets` to `to` and returns how many the kernel took, or the
-    /// error of the first one it refused.
-    fn send<P: AsRef<[u8]>>(
+    /// Sends each `(bytes, target)` (the first [`SHARED_BATCH`] of them)
+    /// and returns how many the kernel took, or the error of the first one
+    /// it refused.
+    fn send<'a>(
         &mut self,
         fd: i32,
-        packets: &[P],
-        to: SocketAddr,
+        messages: impl IntoIterator<Item = (&'a [u8], SocketAddr)>,
     ) -> (usize, Option<io::Error>) {
-        let namelen = to_sockaddr(to, &mut self.target);
-        let name: *mut libc::sockaddr_storage = &mut *self.target;
-        for (i, p) in packets.iter().enumerate() {
-            let bytes = p.as_ref();
+        let mut len = 0;
+        for (i, (bytes, to)) in messages.into_iter().take(SHARED_BATCH).enumerate() {
+            let namelen = to_sockaddr(to, &mut self.names[i]);
             self.iov[i] = libc::iovec {
                 iov_base: bytes.as_ptr() as *mut libc::c_void,
                 iov_len: bytes.len(),
             };
             let m = &mut self.msgs[i];
-            m.msg_hdr.msg_name = name.cast();
+            m.msg_hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
             m.msg_hdr.msg_namelen = namelen;
             m.msg_hdr.msg_iov = &mut self.iov[i];
             m.msg_hdr.msg_iovlen = 1;
             m.msg_len = 0;
+            len = i + 1;
         }
         let mut done = 0;
-        while done < packets.len() {
-            // SAFETY: headers `done..len` point at the packets, which outlive
-            // the call, and at the target address.
+        while done < len {
+            // SAFETY: headers `done..len` point at the messages' bytes, which
+            // outlive the call, and at their targets.
             let n = unsafe {
                 libc::sendmmsg(
                     fd,
                     self.msgs[done..].as_mut_ptr(),
-                    (packets.len() - done) as u32,
+                    (len - done) as u32,
                     libc::MSG_DONTWAIT,
                 )
             };
@@ -1706,11 +1915,142 @@ impl Receiver {
     }
 }
 
+/// A socket several channels share, as its worker serves it.
+struct SharedSocket {
+    rx: Receiver,
+    members: usize,
+    /// Channel by its target (configured or latched), with its
+    /// `remote-ssrc`: a datagram from there is that channel's, unless it
+    /// carries another SSRC that another channel expects.
+    by_remote: HashMap<SocketAddr, (u32, Option<u32>)>,
+    /// Channel by `remote-ssrc`: a datagram from a source no channel knows
+    /// goes to the channel expecting its SSRC.
+    by_ssrc: HashMap<u32, u32>,
+}
+
+impl SharedSocket {
+    fn new(socket: std::net::UdpSocket) -> Self {
+        SharedSocket {
+            rx: Receiver {
+                batch: SHARED_BATCH,
+                ..Receiver::new(socket)
+            },
+            members: 0,
+            by_remote: HashMap::new(),
+            by_ssrc: HashMap::new(),
+        }
+    }
+
+    /// The channel a datagram from `from` belongs to, if any: the one
+    /// whose target it comes from, else the one expecting its SSRC (RTCP:
+    /// its sender's SSRC, the first packet's). When the channel of that
+    /// address expects another SSRC and a channel expects this one, it is
+    /// that channel's: many streams may come from one address (a peer's
+    /// own shared port), and its first stream to arrive latched it.
+    fn route(&self, data: &[u8], from: SocketAddr) -> Option<u32> {
+        let by_address = self.by_remote.get(&from).copied();
+        let ssrc = packet_ssrc(data);
+        match by_address {
+            Some((id, None)) => return Some(id),
+            Some((id, Some(expected))) if ssrc == Some(expected) => return Some(id),
+            _ => {}
+        }
+        ssrc.and_then(|s| self.by_ssrc.get(&s).copied())
+            .or(by_address.map(|(id, _)| id))
+    }
+
+    /// Files channel `id` under `key` (its target and `remote-ssrc`), after
+    /// taking it out from under `old`. A key another channel holds stays
+    /// that channel's.
+    fn reindex(&mut self, id: u32, old: RouteKey, key: RouteKey) {
+        if old == key {
+            return;
+        }
+        if let Some(remote) = old.0
+            && self
+                .by_remote
+                .get(&remote)
+                .is_some_and(|(owner, _)| *owner == id)
+        {
+            self.by_remote.remove(&remote);
+        }
+        if let Some(ssrc) = old.1
+            && self.by_ssrc.get(&ssrc) == Some(&id)
+        {
+            self.by_ssrc.remove(&ssrc);
+        }
+        if let Some(remote) = key.0 {
+            self.by_remote.entry(remote).or_insert((id, key.1));
+        }
+        if let Some(ssrc) = key.1 {
+            self.by_ssrc.entry(ssrc).or_insert(id);
+        }
+    }
+}
+
+/// The SSRC of an RTP packet, or of the sender of an RTCP compound; None
+/// when `data` is neither (too short, not version 2).
+fn packet_ssrc(data: &[u8]) -> Option<u32> {
+    let at = if rtp::is_rtcp(data) { 4 } else { 8 };
+    let ssrc = data.get(at..at + 4)?;
+    (data[0] >> 6 == 2).then(|| u32::from_be_bytes([ssrc[0], ssrc[1], ssrc[2], ssrc[3]]))
+}
+
+/// What a shared socket routes a channel's datagrams by: its target and
+/// its `remote-ssrc`.
+type RouteKey = (Option<SocketAddr>, Option<u32>);
+
+/// What became of one received datagram.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Took {
+    /// RTP from the channel's peer: handed on.
+    Accepted,
+    /// RTCP the session took (or counted as malformed).
+    Rtcp,
+    NotRtp,
+    Foreign,
+}
+
+/// A channel's share of one `recvmmsg` batch.
+#[derive(Default)]
+struct Tally {
+    packets: u64,
+    octets: u64,
+    not_rtp: u64,
+    foreign: u64,
+    kernel: u64,
+    relayed: u64,
+    not_relayed: u64,
+    session_changed: bool,
+}
+
+impl Tally {
+    fn count(&mut self, data: &[u8], took: Took) {
+        self.packets += 1;
+        self.octets += data.len() as u64;
+        match took {
+            Took::Accepted | Took::Rtcp => self.session_changed = true,
+            Took::NotRtp => self.not_rtp += 1,
+            Took::Foreign => self.foreign += 1,
+        }
+    }
+}
+
 struct WorkerChannel<H: Handler> {
     channel: ChannelRef<H>,
-    rtp: Receiver,
+    /// The channel's own RTP socket; None on a shared socket.
+    rtp: Option<Receiver>,
     /// The RTCP socket of [`RtcpMode::PortPlusOne`].
     rtcp: Option<Receiver>,
+    /// The shared socket the channel is a member of (its number).
+    shared: Option<usize>,
+    /// The RTP socket's descriptor, own or shared: what sends go out on.
+    fd: i32,
+    /// See [`ChannelConfig::remote_ssrc`].
+    remote_ssrc: Option<u32>,
+    /// See [`Channel::set_relay_to`]; `relay` is that channel once found.
+    relay_to: Option<u32>,
+    relay: Option<ChannelRef<H>>,
     mode: RtcpMode,
     /// The RTP target: configured, or latched.
     remote: Option<SocketAddr>,
@@ -1743,6 +2083,164 @@ impl<H: Handler> WorkerChannel<H> {
             self.unpublished = true;
             unpublished.push(self.channel.id);
         }
+    }
+}
+
+impl<H: Handler> WorkerChannel<H> {
+    fn route_key(&self) -> RouteKey {
+        (self.remote, self.remote_ssrc)
+    }
+
+    /// [`WorkerChannel::admit`], then relays what it admitted when the
+    /// channel relays.
+    #[allow(clippy::too_many_arguments)]
+    fn take(
+        &mut self,
+        data: &[u8],
+        from: SocketAddr,
+        on_rtcp_socket: bool,
+        now: u64,
+        handler: &mut H,
+        tally: &mut Tally,
+        channels: &Mutex<BTreeMap<u32, ChannelRef<H>>>,
+    ) -> Took {
+        let took = self.admit(data, from, on_rtcp_socket, now, handler);
+        let relays = match took {
+            Took::Accepted => self.relay_to.is_some(),
+            Took::Rtcp => self.relay_to.is_some() && self.mode != RtcpMode::Off,
+            _ => false,
+        };
+        if relays {
+            match self.relay_target(channels) {
+                Some(to) if took == Took::Accepted || to.rtcp_mode != RtcpMode::Off => {
+                    match to.relay(data) {
+                        Some(true) => tally.relayed += 1,
+                        // Counted by the target as dropped-queue-full.
+                        Some(false) => {}
+                        None => tally.not_relayed += 1,
+                    }
+                }
+                Some(_) => {}
+                None => tally.not_relayed += 1,
+            }
+        }
+        tally.count(data, took);
+        took
+    }
+
+    /// The `relay-to` channel, found again when it was removed (or not yet
+    /// found): the element may add it after this one, or re-open it.
+    fn relay_target(
+        &mut self,
+        channels: &Mutex<BTreeMap<u32, ChannelRef<H>>>,
+    ) -> Option<&ChannelRef<H>> {
+        if self
+            .relay
+            .as_ref()
+            .is_none_or(|to| to.closed.load(Ordering::Acquire))
+        {
+            let id = self.relay_to?;
+            self.relay = lock(channels).get(&id).cloned();
+        }
+        self.relay.as_ref()
+    }
+
+    /// Applies the latching rules, the source filter and the session to one
+    /// datagram from `from` (on the RTCP socket when `on_rtcp_socket`).
+    fn admit(
+        &mut self,
+        data: &[u8],
+        from: SocketAddr,
+        on_rtcp_socket: bool,
+        now: u64,
+        handler: &mut H,
+    ) -> Took {
+        // RTCP is told from RTP before RTP is parsed: an SR or RR also
+        // parses as RTP (payload type 72 to 76 with the marker).
+        if on_rtcp_socket || rtp::is_rtcp(data) {
+            if on_rtcp_socket && self.rtcp_latched.is_none() && self.may_latch(from, now) {
+                self.rtcp_latched = Some(from);
+            }
+            let allowed = if on_rtcp_socket {
+                self.rtcp_target()
+            } else {
+                self.remote
+            };
+            if self.wrong_host(from)
+                || ((self.filters(now) || (on_rtcp_socket && self.rtcp_latched.is_some()))
+                    && allowed != Some(from))
+            {
+                return Took::Foreign;
+            }
+            // A malformed compound is counted by the session under its
+            // fault; nothing of it is applied.
+            if let Ok(summary) = self.session.handle_rtcp(data, now) {
+                if summary.cname_changed {
+                    *lock(&self.channel.remote_cname) =
+                        String::from_utf8_lossy(self.session.remote_cname()).into_owned();
+                }
+                if let Some(ssrc) = summary.bye {
+                    handler.bye_received(&self.channel, ssrc);
+                }
+            }
+            return Took::Rtcp;
+        }
+        let Ok(packet) = rtp::Packet::parse(data) else {
+            return Took::NotRtp;
+        };
+        if self.remote != Some(from) && self.may_latch_again(from, packet.ssrc(), now) {
+            self.remote = Some(from);
+            self.latched_ssrc = Some(packet.ssrc());
+            self.channel.stats[LATCHED].store(1, Ordering::Relaxed);
+        }
+        if self.wrong_host(from) || (self.filters(now) && self.remote != Some(from)) {
+            return Took::Foreign;
+        }
+        if self.remote == Some(from) {
+            self.heard_at = now;
+        }
+        self.session.handle_rtp(&packet, now);
+        Took::Accepted
+    }
+
+    /// Counts a batch's `tally` and hands what it `accepted` on. Drops and
+    /// RTCP counts first: a reader that sees the new `packets-received` (it
+    /// is read first, with acquire) sees them too. Without a reader
+    /// waiting, a changed session is only marked.
+    fn finish_batch(
+        &mut self,
+        tally: &Tally,
+        eager: bool,
+        unpublished: &mut Vec<u32>,
+        handler: &mut H,
+        batch: Batch<'_>,
+    ) {
+        if tally.session_changed {
+            self.session_changed(unpublished, eager);
+        }
+        let ch = &self.channel;
+        ch.bump(DROPPED_NOT_RTP, tally.not_rtp);
+        ch.bump(DROPPED_FOREIGN_SOURCE, tally.foreign);
+        ch.bump(DROPPED_KERNEL, tally.kernel);
+        ch.bump(RELAYED, tally.relayed);
+        ch.bump(NOT_RELAYED, tally.not_relayed);
+        ch.bump(OCTETS_RECEIVED, tally.octets);
+        ch.bump(PACKETS_RECEIVED, tally.packets);
+        if !batch.is_empty() {
+            handler.received(ch, batch);
+        }
+    }
+}
+
+/// Files `wc` anew in its shared socket's routes when what they go by
+/// changed from `old`.
+fn reindex<H: Handler>(
+    sockets: &mut HashMap<usize, SharedSocket>,
+    wc: &WorkerChannel<H>,
+    old: RouteKey,
+) {
+    if let Some(ss) = wc.shared.and_then(|n| sockets.get_mut(&n)) {
+        ss.reindex(wc.channel.id, old, wc.route_key());
     }
 }
 
@@ -1842,10 +2340,10 @@ impl<H: Handler> WorkerChannel<H> {
     }
 
     /// The socket RTCP goes out on, and its address.
-    fn rtcp_socket(&self) -> (&std::net::UdpSocket, SocketAddr) {
+    fn rtcp_socket(&self) -> (i32, SocketAddr) {
         match (&self.rtcp, self.channel.local_rtcp) {
-            (Some(rtcp), Some(local)) => (&rtcp.socket, local),
-            _ => (&self.rtp.socket, self.channel.local),
+            (Some(rtcp), Some(local)) => (rtcp.socket.as_raw_fd(), local),
+            _ => (self.fd, self.channel.local),
         }
     }
 
@@ -1875,6 +2373,14 @@ impl<H: Handler> WorkerChannel<H> {
         if let Some(clock_rate) = updates.clock_rate {
             self.session.set_clock_rate(clock_rate);
         }
+        if let Some(ssrc) = updates.remote_ssrc {
+            self.remote_ssrc = ssrc;
+        }
+        if let Some(to) = updates.relay_to {
+            self.relay_to = to;
+            self.relay = None;
+            self.channel.relaying.store(to.is_some(), Ordering::Relaxed);
+        }
         let before = self.session.next_deadline();
         if let Some(interval) = updates.interval {
             // The element only sends valid intervals; a zero one is refused
@@ -1893,8 +2399,8 @@ fn send_rtcp<H: Handler>(
     compound: &[u8],
     target: SocketAddr,
 ) {
-    let (socket, local) = wc.rtcp_socket();
-    let (sent, err) = send.send(socket.as_raw_fd(), &[compound], target_for(local, target));
+    let (fd, local) = wc.rtcp_socket();
+    let (sent, err) = send.send(fd, [(compound, target_for(local, target))]);
     let ch = &wc.channel;
     if sent == 1 {
         ch.bump(PACKETS_SENT, 1);
@@ -1919,6 +2425,47 @@ fn push_deadline(deadlines: &mut Deadlines, id: u32, session: &Session) {
     }
 }
 
+/// One `recvmmsg` of up to `asked` datagrams from `fd`: how many came, or
+/// None when none did (an error is told through `report` once, until a read
+/// succeeds again).
+fn read_batch(
+    recv: &mut RecvBuffers,
+    fd: i32,
+    asked: usize,
+    failing: &mut bool,
+    report: impl FnOnce(io::Error),
+) -> Option<usize> {
+    loop {
+        match recv.recv(fd, asked) {
+            Ok(n) => {
+                *failing = false;
+                return Some(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(e) => {
+                // Reported once, not on every round it persists.
+                if !*failing {
+                    *failing = true;
+                    report(e);
+                }
+                return None;
+            }
+        }
+    }
+}
+
+/// How many datagrams to ask for next after `n` came of `asked`: a full
+/// read suggests more is waiting, a short one drained the socket and tells
+/// how much to expect next time.
+fn next_batch(n: usize, asked: usize, max: usize) -> usize {
+    if n == asked {
+        (n * 2).min(max)
+    } else {
+        n.max(1)
+    }
+}
+
 struct Worker<H: Handler> {
     poll: Poll,
     handler: H,
@@ -1926,6 +2473,15 @@ struct Worker<H: Handler> {
     notify: Arc<Notify>,
     commands_in: Commands<H>,
     table: HashMap<u32, WorkerChannel<H>>,
+    /// Shared sockets by number, and their numbers by local address.
+    sockets: HashMap<usize, SharedSocket>,
+    socket_numbers: HashMap<SocketAddr, usize>,
+    next_socket: usize,
+    /// (channel, datagram) of a shared socket's batch, grouped by channel.
+    routed: Vec<(u32, usize)>,
+    /// (socket number, channel, packet, target) queued this round for
+    /// shared sockets.
+    shared_out: Vec<(usize, u32, Out<H::Packet>, SocketAddr)>,
     deadlines: Deadlines,
     recv: RecvBuffers,
     send: SendBuffers,
@@ -1956,7 +2512,7 @@ impl<H: Handler> Worker<H> {
     fn run(&mut self) {
         let mut events = Events::with_capacity(EVENTS);
         let mut next_tick = Instant::now();
-        let mut out: Vec<H::Packet> = Vec::with_capacity(BATCH);
+        let mut out: Vec<Out<H::Packet>> = Vec::with_capacity(BATCH);
         let mut more_to_send = false;
         loop {
             let tick_us = self.notify.tick_us.load(Ordering::Relaxed);
@@ -2019,6 +2575,9 @@ impl<H: Handler> Worker<H> {
                 }
                 match event.token() {
                     WAKER => woken = true,
+                    Token(token) if token & SHARED_TOKEN != 0 => {
+                        self.receive_shared(token & !SHARED_TOKEN)
+                    }
                     Token(token) => self.receive(token as u32, token & RTCP_TOKEN != 0),
                 }
             }
@@ -2080,12 +2639,17 @@ impl<H: Handler> Worker<H> {
             match command {
                 Command::Add(new) => self.add(new),
                 Command::Remove(id, done) => {
+                    // What the channel still has queued goes out first (a
+                    // relay to it stops now: it is closed), then its BYE,
+                    // while the socket is still open.
+                    let mut out = Vec::new();
+                    while self.table.contains_key(&id) && self.send_batch(id, &mut out) {}
+                    self.flush_shared();
                     if let Some(mut wc) = self.table.remove(&id) {
                         self.say_bye(&mut wc);
-                        for rx in std::iter::once(&wc.rtp).chain(&wc.rtcp) {
-                            let fd = rx.socket.as_raw_fd();
-                            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
-                        }
+                        self.table.insert(id, wc);
+                    }
+                    if let Some(wc) = self.detach(id) {
                         add_into(&mut lock(&self.shared.released), &wc.channel.stats_now());
                         // Dropping `wc` closes the sockets before the caller goes on.
                     }
@@ -2110,52 +2674,123 @@ impl<H: Handler> Worker<H> {
     fn add(&mut self, new: NewChannel<H>) {
         let NewChannel {
             channel,
-            socket,
-            rtcp_socket,
+            sockets,
             config,
             session,
         } = new;
         let id = channel.id;
-        let id_token = id as usize;
-        let registered =
-            register_level_triggered(&self.poll, &socket, id_token).and_then(
-                |()| match &rtcp_socket {
-                    Some(s) => register_level_triggered(&self.poll, s, id_token | RTCP_TOKEN),
-                    None => Ok(()),
-                },
-            );
-        if let Err(e) = registered {
-            self.handler.socket_error(&channel, e);
-            return;
-        }
+        let (rtp, rtcp, shared, fd) = match sockets {
+            Sockets::Own(socket, rtcp_socket) => {
+                let registered = register_level_triggered(&self.poll, &socket, id as usize)
+                    .and_then(|()| match &rtcp_socket {
+                        Some(s) => {
+                            register_level_triggered(&self.poll, s, id as usize | RTCP_TOKEN)
+                        }
+                        None => Ok(()),
+                    });
+                if let Err(e) = registered {
+                    self.handler.socket_error(&channel, e);
+                    return;
+                }
+                let fd = socket.as_raw_fd();
+                (
+                    Some(Receiver::new(socket)),
+                    rtcp_socket.map(Receiver::new),
+                    None,
+                    fd,
+                )
+            }
+            Sockets::SharedNew(socket) => {
+                let number = self.next_socket;
+                self.next_socket = (number + 1) & (SHARED_TOKEN - 1);
+                if let Err(e) = register_level_triggered(&self.poll, &socket, SHARED_TOKEN | number)
+                {
+                    self.handler.socket_error(&channel, e);
+                    return;
+                }
+                let fd = socket.as_raw_fd();
+                self.socket_numbers.insert(canonical(channel.local), number);
+                self.sockets.insert(number, SharedSocket::new(socket));
+                (None, None, Some(number), fd)
+            }
+            Sockets::SharedJoin(local) => {
+                let Some((number, ss)) = self
+                    .socket_numbers
+                    .get(&local)
+                    .and_then(|&n| Some((n, self.sockets.get(&n)?)))
+                else {
+                    let gone = io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("the shared socket on {local} failed to open"),
+                    );
+                    self.handler.socket_error(&channel, gone);
+                    return;
+                };
+                (None, None, Some(number), ss.rx.socket.as_raw_fd())
+            }
+        };
         push_deadline(&mut self.deadlines, id, &session);
         let remote = config.remote.map(canonical);
-        self.table.insert(
-            id,
-            WorkerChannel {
-                channel,
-                rtp: Receiver::new(socket),
-                rtcp: rtcp_socket.map(Receiver::new),
-                mode: config.rtcp,
-                remote,
-                configured: remote.is_some(),
-                rtcp_latched: None,
-                latch: config.latch,
-                source_filter: config.source_filter,
-                latch_rules: Latch {
-                    ip: config.latch_rules.ip.map(canonical_ip),
-                    ..config.latch_rules
-                },
-                latch_until: config
-                    .latch_rules
-                    .window
-                    .map(|w| self.now.saturating_add(ns(w))),
-                heard_at: self.now,
-                latched_ssrc: None,
-                session,
-                unpublished: false,
+        let wc = WorkerChannel {
+            channel,
+            rtp,
+            rtcp,
+            shared,
+            fd,
+            remote_ssrc: config.remote_ssrc,
+            relay_to: config.relay_to,
+            relay: None,
+            mode: config.rtcp,
+            remote,
+            configured: remote.is_some(),
+            rtcp_latched: None,
+            latch: config.latch,
+            source_filter: config.source_filter,
+            latch_rules: Latch {
+                ip: config.latch_rules.ip.map(canonical_ip),
+                ..config.latch_rules
             },
-        );
+            latch_until: config
+                .latch_rules
+                .window
+                .map(|w| self.now.saturating_add(ns(w))),
+            heard_at: self.now,
+            latched_ssrc: None,
+            session,
+            unpublished: false,
+        };
+        if let Some(ss) = shared.and_then(|n| self.sockets.get_mut(&n)) {
+            ss.members += 1;
+            ss.reindex(id, (None, None), wc.route_key());
+        }
+        self.table.insert(id, wc);
+        // An update made between the Add and this (the worker took the
+        // update list first) found no channel then: it is applied now.
+        self.refresh(id);
+    }
+
+    /// Takes channel `id` off the worker: its own sockets leave the epoll
+    /// set, or it leaves its shared socket (closed with its last member).
+    /// Dropping the returned channel closes its own sockets.
+    fn detach(&mut self, id: u32) -> Option<WorkerChannel<H>> {
+        let wc = self.table.remove(&id)?;
+        for rx in wc.rtp.iter().chain(&wc.rtcp) {
+            let fd = rx.socket.as_raw_fd();
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        }
+        if let Some(number) = wc.shared
+            && let Some(ss) = self.sockets.get_mut(&number)
+        {
+            ss.reindex(id, wc.route_key(), (None, None));
+            ss.members -= 1;
+            if ss.members == 0 {
+                let fd = ss.rx.socket.as_raw_fd();
+                let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                self.sockets.remove(&number);
+                self.socket_numbers.retain(|_, n| *n != number);
+            }
+        }
+        Some(wc)
     }
 
     /// Sends the compound that ends `wc`'s session, when it sends RTCP and
@@ -2179,13 +2814,12 @@ impl<H: Handler> Worker<H> {
             return;
         }
         std::mem::swap(&mut *lock(&self.notify.updated), &mut self.updated);
-        for id in self.updated.drain(..) {
-            if let Some(wc) = self.table.get_mut(&id)
-                && wc.refresh(self.now)
-            {
-                push_deadline(&mut self.deadlines, id, &wc.session);
-            }
+        let mut updated = std::mem::take(&mut self.updated);
+        for id in updated.drain(..) {
+            self.refresh(id);
         }
+        // The vector goes back, keeping its room.
+        self.updated = updated;
     }
 
     /// Writes and sends every report due (or closes its interval when the
@@ -2218,20 +2852,32 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    fn receive(&mut self, id: u32, on_rtcp_socket: bool) {
+    /// Applies what the element changed on channel `id` (see
+    /// [`WorkerChannel::refresh`]) and files the channel anew where that
+    /// moved its report deadline or its shared socket's routes.
+    fn refresh(&mut self, id: u32) {
         let Some(wc) = self.table.get_mut(&id) else {
             return;
         };
+        let before = wc.route_key();
         if wc.refresh(self.now) {
             push_deadline(&mut self.deadlines, id, &wc.session);
         }
-        let rx = if on_rtcp_socket {
-            match &wc.rtcp {
-                Some(rx) => rx,
-                None => return,
-            }
+        reindex(&mut self.sockets, wc, before);
+    }
+
+    /// Reads a channel's own socket (its RTCP one when `on_rtcp_socket`).
+    fn receive(&mut self, id: u32, on_rtcp_socket: bool) {
+        self.refresh(id);
+        let Some(wc) = self.table.get_mut(&id) else {
+            return;
+        };
+        let Some(rx) = (if on_rtcp_socket {
+            wc.rtcp.as_ref()
         } else {
-            &wc.rtp
+            wc.rtp.as_ref()
+        }) else {
+            return;
         };
         let fd = rx.socket.as_raw_fd();
         let (mut batch, mut failing, mut kernel_drops) = (rx.batch, rx.failing, rx.kernel_drops);
@@ -2239,130 +2885,55 @@ impl<H: Handler> Worker<H> {
         // in the next round, so one busy socket cannot hold the others up.
         for _ in 0..READS_PER_EVENT {
             let asked = batch;
-            let n = loop {
-                match self.recv.recv(fd, asked) {
-                    Ok(n) => break Some(n),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break None,
-                    Err(e) => {
-                        // Reported once, not on every round it persists.
-                        if !failing {
-                            failing = true;
-                            self.handler.socket_error(&wc.channel, e);
-                        }
-                        break None;
-                    }
-                }
-            };
-            let Some(n) = n else {
+            let Some(n) = read_batch(&mut self.recv, fd, asked, &mut failing, |e| {
+                self.handler.socket_error(&wc.channel, e)
+            }) else {
                 break;
             };
-            failing = false;
             // One arrival time per batch: the datagrams of one `recvmmsg`
             // were all waiting when it returned. Read per batch, not per
             // wake, as a wake serving thousands of sockets takes long enough
             // to show in the jitter.
             let now = self.shared.now();
-            // A full read suggests more is waiting; a short one drained the
-            // socket and tells how much to expect next time.
-            batch = if n == batch {
-                (n * 2).min(BATCH)
-            } else {
-                n.max(1)
-            };
-            let ch = &wc.channel;
+            batch = next_batch(n, batch, BATCH);
             self.accepted.clear();
-            let mut octets = 0;
-            let (mut not_rtp, mut foreign) = (0, 0);
-            let mut session_changed = false;
+            let mut tally = Tally::default();
             let drops_before = kernel_drops;
             for i in 0..n {
                 if let Some(count) = self.recv.drops(i) {
                     kernel_drops = count;
                 }
                 let data = self.recv.datagram(i);
-                octets += data.len() as u64;
-                let (Some(from), false) = (self.recv.sender(i), self.recv.truncated(i)) else {
-                    not_rtp += 1;
-                    continue;
-                };
-                // RTCP is told from RTP before RTP is parsed: an SR or RR
-                // also parses as RTP (payload type 72 to 76 with the marker).
-                if on_rtcp_socket || rtp::is_rtcp(data) {
-                    if on_rtcp_socket && wc.rtcp_latched.is_none() && wc.may_latch(from, now) {
-                        wc.rtcp_latched = Some(from);
-                    }
-                    let allowed = if on_rtcp_socket {
-                        wc.rtcp_target()
-                    } else {
-                        wc.remote
-                    };
-                    if wc.wrong_host(from)
-                        || ((wc.filters(now) || (on_rtcp_socket && wc.rtcp_latched.is_some()))
-                            && allowed != Some(from))
-                    {
-                        foreign += 1;
-                        continue;
-                    }
-                    session_changed = true;
-                    // A malformed compound is counted by the session under
-                    // its fault; nothing of it is applied.
-                    if let Ok(summary) = wc.session.handle_rtcp(data, now) {
-                        if summary.cname_changed {
-                            *lock(&ch.remote_cname) =
-                                String::from_utf8_lossy(wc.session.remote_cname()).into_owned();
-                        }
-                        if let Some(ssrc) = summary.bye {
-                            self.handler.bye_received(ch, ssrc);
+                match (self.recv.sender(i), self.recv.truncated(i)) {
+                    (Some(from), false) => {
+                        let took = wc.take(
+                            data,
+                            from,
+                            on_rtcp_socket,
+                            now,
+                            &mut self.handler,
+                            &mut tally,
+                            &self.shared.channels,
+                        );
+                        if took == Took::Accepted {
+                            self.accepted.push((i, from));
                         }
                     }
-                    continue;
+                    _ => tally.count(data, Took::NotRtp),
                 }
-                let Ok(packet) = rtp::Packet::parse(data) else {
-                    not_rtp += 1;
-                    continue;
-                };
-                if wc.remote != Some(from) && wc.may_latch_again(from, packet.ssrc(), now) {
-                    wc.remote = Some(from);
-                    wc.latched_ssrc = Some(packet.ssrc());
-                    ch.stats[LATCHED].store(1, Ordering::Relaxed);
-                }
-                if wc.wrong_host(from) || (wc.filters(now) && wc.remote != Some(from)) {
-                    foreign += 1;
-                    continue;
-                }
-                if wc.remote == Some(from) {
-                    wc.heard_at = now;
-                }
-                wc.session.handle_rtp(&packet, now);
-                session_changed = true;
-                self.accepted.push((i, from));
             }
-            // Drops and RTCP counts first: a reader that sees the new
-            // `packets-received` (it is read first, with acquire) sees them
-            // too. Without a reader waiting, the channel is only marked.
-            if session_changed {
-                wc.session_changed(&mut self.unpublished, self.notify.reading_stats());
-            }
-            let ch = &wc.channel;
-            ch.bump(DROPPED_NOT_RTP, not_rtp);
-            ch.bump(DROPPED_FOREIGN_SOURCE, foreign);
             // The count wraps at 2^32, so the difference does too.
-            ch.bump(
-                DROPPED_KERNEL,
-                u64::from(kernel_drops.wrapping_sub(drops_before)),
+            tally.kernel = u64::from(kernel_drops.wrapping_sub(drops_before));
+            wc.finish_batch(
+                &tally,
+                self.notify.reading_stats(),
+                &mut self.unpublished,
+                &mut self.handler,
+                Batch {
+                    recv: &self.recv,
+                    accepted: &self.accepted,
+                },
             );
-            ch.bump(OCTETS_RECEIVED, octets);
-            ch.bump(PACKETS_RECEIVED, n as u64);
-            if !self.accepted.is_empty() {
-                self.handler.received(
-                    ch,
-                    Batch {
-                        recv: &self.recv,
-                        accepted: &self.accepted,
-                    },
-                );
-            }
             // A short read emptied the socket.
             if n < asked {
                 break;
@@ -2371,20 +2942,121 @@ impl<H: Handler> Worker<H> {
         let rx = if on_rtcp_socket {
             wc.rtcp.as_mut()
         } else {
-            Some(&mut wc.rtp)
+            wc.rtp.as_mut()
         };
         if let Some(rx) = rx {
             (rx.batch, rx.failing, rx.kernel_drops) = (batch, failing, kernel_drops);
         }
     }
 
+    /// Reads shared socket `number` and hands each datagram to the channel
+    /// it belongs to ([`SharedSocket::route`]); one that belongs to none is
+    /// dropped and counted (`dropped-unknown-source`).
+    fn receive_shared(&mut self, number: usize) {
+        let Worker {
+            sockets,
+            table,
+            recv,
+            handler,
+            accepted,
+            routed,
+            unpublished,
+            shared,
+            notify,
+            ..
+        } = self;
+        let Some(ss) = sockets.get_mut(&number) else {
+            return;
+        };
+        let fd = ss.rx.socket.as_raw_fd();
+        let mut failing = ss.rx.failing;
+        for _ in 0..READS_PER_EVENT {
+            let asked = ss.rx.batch;
+            // A shared socket's error concerns all its channels: it is
+            // told as the first one's.
+            let Some(n) = read_batch(recv, fd, asked, &mut failing, |e| {
+                if let Some(wc) = table.values().find(|wc| wc.shared == Some(number)) {
+                    handler.socket_error(&wc.channel, e);
+                }
+            }) else {
+                break;
+            };
+            let now = shared.now();
+            ss.rx.batch = next_batch(n, ss.rx.batch, SHARED_BATCH);
+            let drops_before = ss.rx.kernel_drops;
+            routed.clear();
+            let mut unknown = 0;
+            for i in 0..n {
+                if let Some(count) = recv.drops(i) {
+                    ss.rx.kernel_drops = count;
+                }
+                match recv
+                    .sender(i)
+                    .and_then(|from| ss.route(recv.datagram(i), from))
+                {
+                    Some(id) => routed.push((id, i)),
+                    None => unknown += 1,
+                }
+            }
+            shared.unknown_source.fetch_add(unknown, Ordering::Relaxed);
+            shared.shared_kernel_drops.fetch_add(
+                u64::from(ss.rx.kernel_drops.wrapping_sub(drops_before)),
+                Ordering::Relaxed,
+            );
+            // Each channel's datagrams together, in the order they came.
+            routed.sort_by_key(|&(id, _)| id);
+            for group in routed.chunk_by(|a, b| a.0 == b.0) {
+                let id = group[0].0;
+                let Some(wc) = table.get_mut(&id) else {
+                    continue;
+                };
+                let before = wc.route_key();
+                accepted.clear();
+                let mut tally = Tally::default();
+                for &(_, i) in group {
+                    let data = recv.datagram(i);
+                    match (recv.sender(i), recv.truncated(i)) {
+                        (Some(from), false) => {
+                            let took = wc.take(
+                                data,
+                                from,
+                                false,
+                                now,
+                                handler,
+                                &mut tally,
+                                &shared.channels,
+                            );
+                            if took == Took::Accepted {
+                                accepted.push((i, from));
+                            }
+                        }
+                        _ => tally.count(data, Took::NotRtp),
+                    }
+                }
+                wc.finish_batch(
+                    &tally,
+                    notify.reading_stats(),
+                    unpublished,
+                    handler,
+                    Batch { recv, accepted },
+                );
+                // It may have latched the source it matched by SSRC.
+                ss.reindex(id, before, wc.route_key());
+            }
+            if n < asked {
+                break;
+            }
+        }
+        ss.rx.failing = failing;
+    }
+
     /// Sends at most one batch per pending channel, so a flood of sends
     /// never keeps the worker from reading: channels with more queued go
     /// back on the list for the next round. Returns true when some did.
-    /// The channels are those in `self.pending`.
-    fn send_pending(&mut self, out: &mut Vec<H::Packet>) -> bool {
+    /// The channels are those in `self.pending`. Packets of channels on a
+    /// shared socket go out together, after the others ([`Worker::flush_shared`]).
+    fn send_pending(&mut self, out: &mut Vec<Out<H::Packet>>) -> bool {
         let mut more = false;
-        let now = self.now;
         for i in 0..self.pending.len() {
             // As between received channels: a waiting reader is answered
             // between channels, not after a round of a thousand sends.
@@ -2392,72 +3064,196 @@ impl<H: Handler> Worker<H> {
                 self.answer_stats_request();
             }
             let id = self.pending[i];
-            let Some(wc) = self.table.get_mut(&id) else {
-                continue;
-            };
             // Cleared before popping: a packet queued from now on schedules
             // the channel again.
-            wc.channel.scheduled.store(false, Ordering::Release);
-            // A target set just before these packets were queued applies
-            // to them.
-            if wc.refresh(now) {
-                push_deadline(&mut self.deadlines, id, &wc.session);
+            match self.table.get(&id) {
+                Some(wc) => wc.channel.scheduled.store(false, Ordering::Release),
+                None => continue,
             }
+            more |= self.send_batch(id, out);
+        }
+        self.pending.clear();
+        out.clear();
+        self.flush_shared();
+        more
+    }
+
+    /// Sends one batch of channel `id`'s queued packets (its shared
+    /// socket's go to [`Worker::shared_out`]); returns whether more wait,
+    /// the channel then being scheduled again.
+    fn send_batch(&mut self, id: u32, out: &mut Vec<Out<H::Packet>>) -> bool {
+        let now = self.now;
+        let mut more = false;
+        // A target set just before these packets were queued applies to
+        // them.
+        self.refresh(id);
+        {
+            let Some(wc) = self.table.get_mut(&id) else {
+                return false;
+            };
+            let ch = &wc.channel;
             out.clear();
             while out.len() < BATCH {
-                match wc.channel.queue.pop() {
-                    Some(p) => out.push(p),
+                match ch.queue.pop() {
+                    Some(p) => out.push(Out::Sink(p)),
                     None => break,
                 }
             }
-            if out.len() == BATCH && !wc.channel.scheduled.swap(true, Ordering::AcqRel) {
+            while out.len() < BATCH {
+                match ch.relay_queue.pop() {
+                    Some(p) => out.push(Out::Relayed(p)),
+                    None => break,
+                }
+            }
+            if out.len() == BATCH && !ch.scheduled.swap(true, Ordering::AcqRel) {
                 lock(&self.notify.pending).push(id);
                 more = true;
             }
-            let ch = &wc.channel;
-            let Some(remote) = wc.remote else {
-                ch.bump(SEND_ERRORS, out.len() as u64);
-                continue;
-            };
-            let fd = wc.rtp.socket.as_raw_fd();
-            let mut at = 0;
-            let mut session_changed = false;
-            while at < out.len() {
-                let (sent, err) = self.send.send(fd, &out[at..], target_for(ch.local, remote));
-                for packet in &out[at..at + sent] {
-                    // What the kernel took is what the peer will report on:
-                    // RTP only (a user may pass RTCP through sink_N too).
-                    let bytes = packet.as_ref();
-                    if !rtp::is_rtcp(bytes)
-                        && let Ok(packet) = rtp::Packet::parse(bytes)
-                    {
-                        wc.session.handle_sent_rtp(&packet, now);
-                        session_changed = true;
+            // Relayed RTCP of a channel with an RTCP socket goes out there.
+            if wc.mode == RtcpMode::PortPlusOne {
+                let rtcp_target = wc.rtcp_target();
+                out.retain(|p| match p {
+                    Out::Relayed(data) if rtp::is_rtcp(data) => {
+                        match rtcp_target {
+                            Some(target) => send_rtcp(&mut self.send, wc, data, target),
+                            None => wc.channel.bump(SEND_ERRORS, 1),
+                        }
+                        false
                     }
-                }
-                ch.bump(PACKETS_SENT, sent as u64);
-                ch.bump(
-                    OCTETS_SENT,
-                    out[at..at + sent]
-                        .iter()
-                        .map(|p| p.as_ref().len() as u64)
-                        .sum(),
+                    _ => true,
+                });
+            }
+            let Some(remote) = wc.remote else {
+                wc.channel.bump(SEND_ERRORS, out.len() as u64);
+                return more;
+            };
+            let target = target_for(wc.channel.local, remote);
+            if let Some(number) = wc.shared {
+                self.shared_out
+                    .extend(out.drain(..).map(|p| (number, id, p, target)));
+                return more;
+            }
+            let mut at = 0;
+            while at < out.len() {
+                let (sent, err) = self
+                    .send
+                    .send(wc.fd, out[at..].iter().map(|p| (p.as_ref(), target)));
+                wc.count_sent(
+                    &out[at..at + sent],
+                    now,
+                    &mut self.unpublished,
+                    self.notify.reading_stats(),
                 );
                 at += sent;
                 if err.is_some() {
                     // The packet the kernel refused is counted and skipped;
                     // the rest of the batch is tried again.
-                    ch.bump(SEND_ERRORS, 1);
+                    wc.channel.bump(SEND_ERRORS, 1);
                     at += 1;
                 }
             }
-            if session_changed {
-                wc.session_changed(&mut self.unpublished, self.notify.reading_stats());
+        }
+        more
+    }
+
+    /// Sends what channels on shared sockets queued this round: per socket,
+    /// in `sendmmsg` calls of up to [`SHARED_BATCH`] messages, each to its
+    /// channel's target.
+    fn flush_shared(&mut self) {
+        let Worker {
+            shared_out,
+            sockets,
+            table,
+            send,
+            unpublished,
+            notify,
+            now,
+            ..
+        } = self;
+        // Stable: each channel's packets stay in order.
+        shared_out.sort_by_key(|m| m.0);
+        let eager = notify.reading_stats();
+        for group in shared_out.chunk_by(|a, b| a.0 == b.0) {
+            let fd = sockets.get(&group[0].0).map(|ss| ss.rx.socket.as_raw_fd());
+            for chunk in group.chunks(SHARED_BATCH) {
+                let Some(fd) = fd else {
+                    for (_, id, _, _) in chunk {
+                        if let Some(wc) = table.get(id) {
+                            wc.channel.bump(SEND_ERRORS, 1);
+                        }
+                    }
+                    continue;
+                };
+                let mut at = 0;
+                while at < chunk.len() {
+                    let (sent, err) = send.send(
+                        fd,
+                        chunk[at..].iter().map(|(_, _, p, to)| (p.as_ref(), *to)),
+                    );
+                    for (_, id, p, _) in &chunk[at..at + sent] {
+                        if let Some(wc) = table.get_mut(id) {
+                            wc.count_sent(std::slice::from_ref(p), *now, unpublished, eager);
+                        }
+                    }
+                    at += sent;
+                    if err.is_some() {
+                        if let Some(wc) = table.get(&chunk[at].1) {
+                            wc.channel.bump(SEND_ERRORS, 1);
+                        }
+                        at += 1;
+                    }
+                }
             }
         }
-        self.pending.clear();
-        out.clear();
-        more
+        shared_out.clear();
+    }
+}
+
+/// A packet on its way out: given to `sink_N`, or relayed from another
+/// channel.
+enum Out<P> {
+    Sink(P),
+    Relayed(Box<[u8]>),
+}
+
+impl<P: AsRef<[u8]>> AsRef<[u8]> for Out<P> {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Out::Sink(p) => p.as_ref(),
+            Out::Relayed(data) => data,
+        }
+    }
+}
+
+impl<H: Handler> WorkerChannel<H> {
+    /// Counts packets the kernel took from this channel. What the peer will
+    /// report on is the session's: RTP given to `sink_N` (a user may pass
+    /// RTCP through it too; relayed packets are another source's).
+    fn count_sent(
+        &mut self,
+        sent: &[Out<H::Packet>],
+        now: u64,
+        unpublished: &mut Vec<u32>,
+        eager: bool,
+    ) {
+        let mut session_changed = false;
+        let mut octets = 0;
+        for p in sent {
+            let bytes = p.as_ref();
+            octets += bytes.len() as u64;
+            if let Out::Sink(_) = p
+                && !rtp::is_rtcp(bytes)
+                && let Ok(packet) = rtp::Packet::parse(bytes)
+            {
+                self.session.handle_sent_rtp(&packet, now);
+                session_changed = true;
+            }
+        }
+        self.channel.bump(PACKETS_SENT, sent.len() as u64);
+        self.channel.bump(OCTETS_SENT, octets);
+        if session_changed {
+            self.session_changed(unpublished, eager);
+        }
     }
 }
 
@@ -2696,14 +3492,16 @@ mod tests {
         let ncols = NSTATS + 1;
         assert_eq!(words.len(), 2 * ncols);
         assert_eq!(&words[..3], &[PACKED_STATS_VERSION, ncols as u64, 1]);
-        assert_eq!(PACKED_STATS_VERSION, 3);
+        assert_eq!(PACKED_STATS_VERSION, 4);
         assert_eq!(words[ncols], 3);
         assert_eq!(words[ncols + 1 + PACKETS_RECEIVED], 7);
         assert_eq!(words[ncols + 1 + lost] as i64, -2, "two's complement");
         let columns = packed_columns();
         assert_eq!(columns.len(), ncols);
         assert_eq!(columns[1 + LOCAL_PORT], "local-port");
-        assert_eq!(columns[2 + LOCAL_PORT], "local-ssrc", "the session's after");
+        assert_eq!(columns[2 + LOCAL_PORT], "relayed");
+        assert_eq!(columns[3 + LOCAL_PORT], "not-relayed");
+        assert_eq!(columns[4 + LOCAL_PORT], "local-ssrc", "the session's after");
         for (i, name) in columns[1..].iter().enumerate() {
             assert!(!columns[..i + 1].contains(name), "{name} twice");
             assert_eq!(stats_name(i), *name);
@@ -2815,6 +3613,202 @@ mod tests {
         let (rows, totals_after) = srv.stop_with_stats();
         assert_eq!(rows.len(), 2);
         assert_eq!(totals_after[PACKETS_SENT], 101);
+    }
+
+    fn packet_from(seq: u16, ssrc: u32) -> Vec<u8> {
+        let mut p = packet(seq);
+        p[8..12].copy_from_slice(&ssrc.to_be_bytes());
+        p
+    }
+
+    fn recv_from(s: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0; 2048];
+        let (n, from) = s.recv_from(&mut buf).unwrap();
+        (buf[..n].to_vec(), from)
+    }
+
+    #[test]
+    fn a_shared_socket_routes_by_source_then_ssrc_and_counts_the_unknown() {
+        let (mut srv, rx) = server();
+        let shared = ChannelConfig {
+            shared_socket: true,
+            ..loopback()
+        };
+        let known = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let first = srv
+            .add_channel(
+                0,
+                ChannelConfig {
+                    remote: Some(known.local_addr().unwrap()),
+                    ..shared
+                },
+                (),
+            )
+            .unwrap();
+        let port = first.local_addr();
+        let join = |id, ssrc| {
+            let config = ChannelConfig {
+                bind: port,
+                remote_ssrc: Some(ssrc),
+                ..shared
+            };
+            srv.add_channel(id, config, ()).unwrap()
+        };
+        let (one, two) = (join(1, 0x11), join(2, 0x22));
+        assert_eq!((one.local_addr(), two.local_addr()), (port, port));
+        let (p1, p2, stranger) = (
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+        );
+        // By source first: whatever SSRC the configured peer sends.
+        known.send_to(&packet_from(0, 0x22), port).unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap().0, 0);
+        // By SSRC, which latches the source; then by source, whatever
+        // SSRC nobody else expects.
+        p1.send_to(&packet_from(0, 0x11), port).unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap().0, 1);
+        p1.send_to(&packet_from(1, 0x33), port).unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap().0, 1);
+        p2.send_to(&packet_from(0, 0x22), port).unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap().0, 2);
+        // A latched source sending the SSRC another channel expects is
+        // that channel's (streams of a peer's shared port share its
+        // address): here a foreign source there, dropped and counted.
+        p1.send_to(&packet_from(2, 0x22), port).unwrap();
+        assert!(wait_for(|| two.stats()[DROPPED_FOREIGN_SOURCE] == 1));
+        // Nobody's: dropped, counted once at the server.
+        stranger.send_to(&packet_from(0, 0x77), port).unwrap();
+        stranger.send_to(&[1, 2, 3], port).unwrap();
+        assert!(wait_for(|| srv.dropped_unknown_source() == 2));
+        assert!(rx.try_recv().is_err(), "nothing handed on");
+        // Sends go out of the shared port to each channel's own peer.
+        one.send(packet_from(5, 0xa));
+        two.send(packet_from(5, 0xb));
+        first.send(packet_from(5, 0xc));
+        assert_eq!(recv_from(&p1), (packet_from(5, 0xa), port));
+        assert_eq!(recv_from(&p2), (packet_from(5, 0xb), port));
+        assert_eq!(recv_from(&known), (packet_from(5, 0xc), port));
+        // A member leaves; the others keep the socket.
+        assert!(srv.remove_channel(1, Duration::from_secs(5)));
+        p2.send_to(&packet_from(1, 0x22), port).unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap().0, 2);
+        // Its peer is nobody's now.
+        p1.send_to(&packet_from(2, 0x11), port).unwrap();
+        assert!(wait_for(|| srv.dropped_unknown_source() == 3));
+        let rows = srv.channel_stats();
+        assert_eq!(rows[0].1[PACKETS_RECEIVED], 1);
+        assert_eq!(rows[1].1[PACKETS_RECEIVED], 3);
+        assert_eq!(rows[1].1[PACKETS_SENT], 1);
+        // The socket closes with its last member: the port binds again.
+        assert!(srv.remove_channel(0, Duration::from_secs(5)));
+        assert!(UdpSocket::bind(port).is_err(), "channel 2 still holds it");
+        assert!(srv.remove_channel(2, Duration::from_secs(5)));
+        drop(UdpSocket::bind(port).expect("closed with its last channel"));
+        srv.stop();
+    }
+
+    #[test]
+    fn remote_ssrc_and_relay_to_apply_to_a_running_channel() {
+        let (srv, _rx) = server();
+        let shared = ChannelConfig {
+            shared_socket: true,
+            ..loopback()
+        };
+        let ch = srv.add_channel(0, shared, ()).unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.send_to(&packet_from(0, 0x42), ch.local_addr())
+            .unwrap();
+        assert!(wait_for(|| srv.dropped_unknown_source() == 1));
+        ch.set_remote_ssrc(Some(0x42));
+        // An echo once it relays to itself.
+        ch.set_relay_to(Some(0));
+        std::thread::sleep(Duration::from_millis(50));
+        peer.send_to(&packet_from(1, 0x42), ch.local_addr())
+            .unwrap();
+        assert_eq!(recv_from(&peer), (packet_from(1, 0x42), ch.local_addr()));
+        assert_eq!(srv.dropped_unknown_source(), 1);
+    }
+
+    #[test]
+    fn a_shared_socket_refuses_rtcp_on_port_plus_one() {
+        let (srv, _rx) = server();
+        let config = ChannelConfig {
+            shared_socket: true,
+            rtcp: RtcpMode::PortPlusOne,
+            ..loopback()
+        };
+        let err = srv.add_channel(0, config, ()).err().unwrap().to_string();
+        assert!(err.contains("port+1"), "{err}");
+    }
+
+    fn relay_both_ways(workers: usize, shared_socket: bool) {
+        let (tx, rx) = channel();
+        let collect = Collect {
+            tx: Some(tx),
+            byes: None,
+        };
+        let srv = Server::start_workers(vec![collect; workers], Duration::ZERO).unwrap();
+        let (peer_a, peer_b) = (
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+        );
+        let config = |relay_to, ssrc| ChannelConfig {
+            relay_to: Some(relay_to),
+            shared_socket,
+            remote_ssrc: Some(ssrc),
+            rtcp: RtcpMode::Mux,
+            ..loopback()
+        };
+        // a relays to b before b exists: counted, not lost silently.
+        let a = srv.add_channel(0, config(1, 0xa), ()).unwrap();
+        peer_a
+            .send_to(&packet_from(0, 0xa), a.local_addr())
+            .unwrap();
+        assert!(wait_for(|| a.stats()[NOT_RELAYED] == 1));
+        let b = srv.add_channel(1, config(0, 0xb), ()).unwrap();
+        // b learns its peer; what it gets goes to a's (latched) peer.
+        peer_b
+            .send_to(&packet_from(0, 0xb), b.local_addr())
+            .unwrap();
+        assert_eq!(recv_from(&peer_a), (packet_from(0, 0xb), a.local_addr()));
+        // Loss and reordering pass through as they are.
+        for seq in [1, 2, 4, 3, 6] {
+            peer_a
+                .send_to(&packet_from(seq, 0xa), a.local_addr())
+                .unwrap();
+        }
+        for seq in [1, 2, 4, 3, 6] {
+            assert_eq!(recv_from(&peer_b), (packet_from(seq, 0xa), b.local_addr()));
+        }
+        // RTCP too, both channels carrying it.
+        let rr = [0x80, 201, 0, 1, 0, 0, 0, 0xa];
+        peer_a.send_to(&rr, a.local_addr()).unwrap();
+        assert_eq!(recv_from(&peer_b), (rr.to_vec(), b.local_addr()));
+        // src_N still got every RTP packet.
+        let got: Vec<u32> = (0..7)
+            .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap().0)
+            .collect();
+        assert_eq!(got.iter().filter(|&&id| id == 0).count(), 6);
+        assert!(wait_for(|| b.stats()[PACKETS_SENT] >= 6));
+        let (sa, sb) = (a.stats(), b.stats());
+        assert_eq!((sa[RELAYED], sa[NOT_RELAYED]), (6, 1));
+        assert_eq!(sb[RELAYED], 1);
+        // b sent a's 5 RTP and 1 RTCP (its own reports may come on top).
+        assert!(sb[PACKETS_SENT] >= 6);
+        assert_eq!(sa[SEND_ERRORS] + sb[SEND_ERRORS], 0);
+    }
+
+    #[test]
+    fn relay_to_forwards_both_ways_with_loss_order_and_rtcp() {
+        relay_both_ways(1, false);
+    }
+
+    #[test]
+    fn relay_to_between_workers_and_on_shared_sockets() {
+        relay_both_ways(2, false);
+        relay_both_ways(1, true);
     }
 
     #[test]

@@ -60,6 +60,11 @@ pub(super) struct PadSettings {
     pub clock_rate: u32,
     /// ms; 0: RFC 3550's randomised interval.
     pub rtcp_interval: u32,
+    /// Channel index to relay to; -1: none.
+    pub relay_to: i32,
+    pub shared_socket: bool,
+    /// The peer's SSRC; -1: unknown.
+    pub remote_ssrc: i64,
 }
 
 impl Default for PadSettings {
@@ -80,6 +85,9 @@ impl Default for PadSettings {
             rtcp: Rtcp::Off,
             clock_rate: 0,
             rtcp_interval: 0,
+            relay_to: -1,
+            shared_socket: core.shared_socket,
+            remote_ssrc: -1,
         }
     }
 }
@@ -107,6 +115,8 @@ pub(super) enum Change {
     ClockRate,
     /// The report interval, applied in place.
     Interval,
+    /// `relay-to` or `remote-ssrc`, applied in place.
+    Relay,
 }
 
 type Packet = gst::MappedBuffer<gst::buffer::Readable>;
@@ -206,6 +216,9 @@ struct Extra {
     dropped_downstream: AtomicU64,
     /// Packets from a sink pad whose channel has no socket (it failed to open).
     dropped_no_socket: AtomicU64,
+    /// Datagrams on shared sockets that belonged to no channel, as the
+    /// server last counted them (kept past a stop).
+    dropped_unknown_source: AtomicU64,
 }
 
 impl Extra {
@@ -214,12 +227,13 @@ impl Extra {
             &self.pushed,
             &self.dropped_downstream,
             &self.dropped_no_socket,
+            &self.dropped_unknown_source,
         ] {
             c.store(0, Ordering::Relaxed);
         }
     }
 
-    fn fields(&self) -> [(&'static str, u64); 3] {
+    fn fields(&self) -> [(&'static str, u64); 4] {
         [
             ("packets-pushed", self.pushed.load(Ordering::Relaxed)),
             (
@@ -229,6 +243,10 @@ impl Extra {
             (
                 "dropped-no-socket",
                 self.dropped_no_socket.load(Ordering::Relaxed),
+            ),
+            (
+                "dropped-unknown-source",
+                self.dropped_unknown_source.load(Ordering::Relaxed),
             ),
         ]
     }
@@ -296,8 +314,13 @@ impl mux::Handler for Deliver {
 
     fn received(&mut self, channel: &CoreChannel, batch: mux::Batch<'_>) {
         let n = batch.len() as u64;
-        let pts = self.arrival();
         let mut out = lock(&channel.attachment.out);
+        // A relaying channel's packets went on already: with nobody to take
+        // them here, no buffer is made and nothing is dropped.
+        if channel.relaying() && out.as_ref().is_none_or(|o| !o.pad.is_linked()) {
+            return;
+        }
+        let pts = self.arrival();
         let Some(out) = out.as_mut() else {
             self.extra
                 .dropped_downstream
@@ -468,6 +491,9 @@ impl RtpMuxServer {
             rtcp: s.rtcp.into(),
             clock_rate: slot.clock_rate(),
             rtcp_interval: mux::report_interval(s.rtcp_interval),
+            shared_socket: s.shared_socket,
+            remote_ssrc: u32::try_from(s.remote_ssrc).ok(),
+            relay_to: u32::try_from(s.relay_to).ok(),
         };
         let core = server
             .add_channel(index, config, slot.attach.clone())
@@ -539,6 +565,16 @@ impl RtpMuxServer {
                     core.set_rtcp_interval(mux::report_interval(ms));
                 }
             }
+            Change::Relay => {
+                let (relay_to, ssrc) = {
+                    let s = slot.lock_settings();
+                    (s.relay_to, s.remote_ssrc)
+                };
+                if let Some(core) = slot.core().as_ref() {
+                    core.set_relay_to(u32::try_from(relay_to).ok());
+                    core.set_remote_ssrc(u32::try_from(ssrc).ok());
+                }
+            }
         }
     }
 
@@ -598,6 +634,9 @@ impl RtpMuxServer {
         };
         *lock(&self.last_cnames) = Self::remote_cnames(&server, &server.channel_stats());
         *lock(&self.last) = Some(server.stop_with_stats());
+        self.extra
+            .dropped_unknown_source
+            .store(server.dropped_unknown_source(), Ordering::Relaxed);
         for entry in lock(&self.channels).values() {
             *entry.slot.core() = None;
             entry.slot.local_port.store(0, Ordering::Relaxed);
@@ -645,6 +684,11 @@ impl RtpMuxServer {
     }
 
     fn stats(&self) -> gst::Structure {
+        if let Some(server) = lock(&self.server).as_ref() {
+            self.extra
+                .dropped_unknown_source
+                .store(server.dropped_unknown_source(), Ordering::Relaxed);
+        }
         let (rows, totals) = self.rows();
         let cnames = match lock(&self.server).as_ref() {
             Some(server) => Self::remote_cnames(server, &rows),
@@ -747,6 +791,31 @@ impl RtpMuxServer {
         Ok(gst::FlowSuccess::Ok)
     }
 
+    /// Refuses a link from one of this element's own `src_N`: the bin's
+    /// state changes then lock the element twice and hang. The worker
+    /// relays between channels itself (`relay-to`).
+    fn sink_link(
+        &self,
+        pad: &RtpMuxServerPad,
+        peer: &gst::Pad,
+    ) -> Result<gst::PadLinkSuccess, gst::PadLinkError> {
+        if peer.parent().as_ref() == Some(self.obj().upcast_ref::<gst::Object>()) {
+            gst::element_imp_warning!(
+                self,
+                gst::CoreError::Pad,
+                (
+                    "{} cannot be linked to {} of the same element: set the relay-to property \
+                     of the receiving channel's pad instead (the worker then relays the \
+                     packets itself)",
+                    peer.name(),
+                    pad.name()
+                )
+            );
+            return Err(gst::PadLinkError::WrongHierarchy);
+        }
+        Ok(gst::PadLinkSuccess)
+    }
+
     fn new_pad(
         &self,
         templ: &gst::PadTemplate,
@@ -761,6 +830,13 @@ impl RtpMuxServer {
             .iterate_internal_links_function(|_pad, _parent| gst::Iterator::from_vec(vec![]));
         let pad = if templ.direction() == gst::PadDirection::Sink {
             builder
+                .link_function(|pad, parent, peer| {
+                    RtpMuxServer::catch_panic_pad_function(
+                        parent,
+                        || Err(gst::PadLinkError::Refused),
+                        |imp| imp.sink_link(pad, peer),
+                    )
+                })
                 .chain_function(|pad, parent, buffer| {
                     RtpMuxServer::catch_panic_pad_function(
                         parent,
@@ -865,7 +941,9 @@ impl ObjectImpl for RtpMuxServer {
                          dropped-queue-full, dropped-foreign-source, dropped-not-rtp, \
                          dropped-kernel = datagrams the kernel dropped on a full socket, \
                          send-errors, latched = channels latched now, channels, packets-pushed, \
-                         dropped-downstream, dropped-no-socket; and the sums of the session \
+                         dropped-downstream, dropped-no-socket, dropped-unknown-source = datagrams \
+                         on shared sockets that belonged to no channel, relayed, not-relayed; \
+                         and the sums of the session \
                          counts: rtp-packets-received, rtp-payload-octets-received, \
                          packets-expected, packets-lost (i64), rtp-packets-sent, \
                          rtp-payload-octets-sent, rtcp-sent, rtcp-received, rtcp-dropped and \

@@ -203,6 +203,54 @@ impl ObjectImpl for RtpMuxServerPad {
                     .default_value(d.clock_rate)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecInt::builder("relay-to")
+                    .nick("Relay to")
+                    .blurb(
+                        "Index of another channel of this element that sends what this one \
+                         receives (RTP, and RTCP when both channels carry it: rtcp not off), \
+                         queued by the worker itself, with no GstBuffer and no push; set it on \
+                         both channels for a two-way relay. Each packet still goes through \
+                         this channel's latching and filtering and is counted in its relayed \
+                         counter, then in the other's packets-sent. src_N still pushes the \
+                         RTP when linked. A channel added later is found when it comes; until \
+                         then packets are counted in not-relayed. -1 (the default): none. \
+                         Settable at any time. (A link from src_N to a sink_M of the same \
+                         element is refused: use this.)",
+                    )
+                    .minimum(-1)
+                    .maximum(i32::MAX)
+                    .default_value(d.relay_to)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoolean::builder("shared-socket")
+                    .nick("Shared socket")
+                    .blurb(
+                        "Share one socket with the other channels that bind the same \
+                         bind-address and bind-port with shared-socket set (one port to open \
+                         in a firewall). A datagram goes to the channel whose target \
+                         (configured or latched) sent it, else to the channel whose \
+                         remote-ssrc it carries (which then latches it), else it is dropped \
+                         and counted in the element's dropped-unknown-source; never to \
+                         another channel. Sends of all its channels go out together. RTCP: off \
+                         or mux (port+1 is refused). The socket closes with its last channel. \
+                         Changing it while running re-opens the channel.",
+                    )
+                    .default_value(d.shared_socket)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecInt64::builder("remote-ssrc")
+                    .nick("Remote SSRC")
+                    .blurb(
+                        "SSRC the peer sends (from its signalling), 0 to 4294967295: on a \
+                         shared socket, a datagram from a source no channel knows yet (RTP by \
+                         its SSRC, RTCP by its sender's) goes to the channel expecting it. \
+                         -1 (the default): none. Settable at any time.",
+                    )
+                    .minimum(-1)
+                    .maximum(i64::from(u32::MAX))
+                    .default_value(d.remote_ssrc)
+                    .mutable_playing()
+                    .build(),
                 glib::ParamSpecUInt::builder("rtcp-interval")
                     .nick("RTCP interval")
                     .blurb(
@@ -305,6 +353,18 @@ impl ObjectImpl for RtpMuxServerPad {
                     s.rtcp_interval = value.get().unwrap_or(0);
                     Change::Interval
                 }
+                "relay-to" => {
+                    s.relay_to = value.get().unwrap_or(-1);
+                    Change::Relay
+                }
+                "remote-ssrc" => {
+                    s.remote_ssrc = value.get().unwrap_or(-1);
+                    Change::Relay
+                }
+                "shared-socket" => {
+                    s.shared_socket = value.get().unwrap_or(false);
+                    Change::Socket
+                }
                 "queue-size" => {
                     let size: u32 = value.get().unwrap_or(s.queue_size);
                     match mux::check_queue_size(size) {
@@ -358,6 +418,9 @@ impl ObjectImpl for RtpMuxServerPad {
             "rtcp" => s.rtcp.to_value(),
             "clock-rate" => s.clock_rate.to_value(),
             "rtcp-interval" => s.rtcp_interval.to_value(),
+            "relay-to" => s.relay_to.to_value(),
+            "shared-socket" => s.shared_socket.to_value(),
+            "remote-ssrc" => s.remote_ssrc.to_value(),
             _ => pspec.default_value().clone(),
         }
     }

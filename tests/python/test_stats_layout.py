@@ -21,8 +21,8 @@ def packed(version, rows, ncols=None, nrows=None):
 
 
 def test_every_known_version_decodes_by_its_own_columns():
-    assert sorted(rtpsynth.LAYOUTS) == [1, 2, 3]
-    assert rtpsynth.LAYOUT_VERSION == 3
+    assert sorted(rtpsynth.LAYOUTS) == [1, 2, 3, 4]
+    assert rtpsynth.LAYOUT_VERSION == 4
     for version, lay in rtpsynth.LAYOUTS.items():
         names = lay.names
         rows = [[7] + list(range(100, 100 + len(names) - 1)), [9] + [0] * (len(names) - 1)]
@@ -40,6 +40,14 @@ def test_version_1_has_no_dropped_kernel_and_version_2_has_it_after_dropped_not_
     assert "dropped-kernel" not in v1
     assert v2.index("dropped-kernel") == v2.index("dropped-not-rtp") + 1
     assert [n for n in v2 if n != "dropped-kernel"] == v1
+
+
+def test_version_4_adds_the_relay_counters_between_the_counters_and_the_session():
+    v3, v4 = rtpsynth.LAYOUTS[3].names, rtpsynth.LAYOUTS[4].names
+    at = v4.index("local-port") + 1
+    assert v4[at : at + 2] == ["relayed", "not-relayed"]
+    assert v4[:at] + v4[at + 2 :] == v3
+    assert [c.name for c in rtpsynth.LAYOUTS[4].columns if c.signed] == ["packets-lost", "remote-packets-lost"]
 
 
 def test_signed_columns_decode_as_int64(monkeypatch):
@@ -65,10 +73,10 @@ def test_empty_server_has_header_only():
 
 
 def test_an_unknown_version_is_refused_naming_it_and_the_known_ones():
-    for version in (0, 4, 2**64 - 1):
+    for version in (0, 5, 2**64 - 1):
         data = struct.pack("<3Q", version, 3, 0)
         for decode in (rtpsynth.to_dicts, rtpsynth.to_numpy, rtpsynth.header):
-            with pytest.raises(ValueError, match=rf"version {version} is unknown.* reads versions 1, 2, 3$"):
+            with pytest.raises(ValueError, match=rf"version {version} is unknown.* reads versions 1, 2, 3, 4$"):
                 decode(data)
     with pytest.raises(rtpsynth.LayoutError, match="version 7 is unknown"):
         rtpsynth.layout(7)

@@ -89,8 +89,10 @@ def test_layout_3_decodes_live_session_columns_and_negative_losses(exchange):
     time.sleep(0.5)
     packed = m.get_property("stats-packed")
     columns = list(m.get_property("stats-columns"))
-    assert rtpsynth.header(packed, columns) == (3, 1 + 11 + 31, 2)
-    assert columns == rtpsynth.layout(3).names
+    # Layout 4 (the live element's): layout 3's session columns, with the
+    # relay counters before them.
+    assert rtpsynth.header(packed, columns) == (4, 1 + 13 + 31, 2)
+    assert columns == rtpsynth.layout(4).names
     dicts = {r["channel"]: r for r in rtpsynth.to_dicts(packed, columns)}
     table = rtpsynth.to_numpy(packed, columns)
     assert table.dtype["packets-lost"] == np.dtype("<i8")
