@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 /// shared sockets are read.
 pub const SHARED_BATCH: usize = 64;
 
-/// Receive buffer asked for on a shared socket. The kernel's default (about
-/// 200 KB, some 270 small datagrams) overflows when one socket queues every
-/// stream's packets for a 5 ms tick: 4,000 streams bring 1,000 per tick,
-/// and the sender's 20 ms rounds come in bursts of 4,000. The kernel doubles
-/// the request and caps it at `net.core.rmem_max`.
-const SHARED_RECEIVE_BUFFER: libc::c_int = 4 << 20;
+/// Receive buffer asked for on a shared socket, the element's: the
+/// kernel's default (about 200 KB, some 270 small datagrams) overflows when
+/// one socket queues every stream's packets for a 5 ms tick (4,000 streams
+/// bring 1,000 a tick, and the sender's 20 ms rounds come in bursts of
+/// 4,000). The kernel doubles the request.
+const SHARED_RECEIVE_BUFFER: libc::c_int = 8 << 20;
 
 /// Sockets registered level-triggered on one epoll instance, read with one
 /// `recvmmsg` per ready socket (of one datagram, or of [`SHARED_BATCH`] on a
@@ -114,18 +114,22 @@ impl Floor {
     /// datagrams at a time, with a receive buffer that holds a tick's
     /// worth of thousands of streams.
     pub fn shared(socket: UdpSocket) -> Floor {
-        let bytes = SHARED_RECEIVE_BUFFER;
-        // SAFETY: a valid option and value length for an open socket.
-        let r = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&bytes as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as u32,
-            )
+        // Past `net.core.rmem_max` where the process may, as the element
+        // does, else as large as that allows.
+        let set = |option| {
+            let bytes = SHARED_RECEIVE_BUFFER;
+            // SAFETY: a valid option and value length for an open socket.
+            unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    option,
+                    (&bytes as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as u32,
+                ) == 0
+            }
         };
-        assert_eq!(r, 0, "SO_RCVBUF");
+        let _ = set(libc::SO_RCVBUFFORCE) || set(libc::SO_RCVBUF);
         Floor::with_batch(vec![socket], SHARED_BATCH)
     }
 
