@@ -8,7 +8,10 @@
 //! BENCH_STOCK_MAX (default 100): the largest N run with stock elements; on
 //! two cores stock calls cost about 26 MHz each, so 200 of them already fill
 //! both cores.
-//! BENCH_SERVERS (default 1): rtpmuxserver elements (worker threads).
+//! BENCH_SERVERS (default 1): rtpmuxserver elements.
+//! BENCH_LAYOUT_CALLS (default 1000): the call counts also run with each
+//! layout of our channels: one socket per channel or `--shared-ports`, each
+//! with `--workers` 1 and 2.
 //!
 //! Each N also gets a floor: the same datagrams sent and received by one
 //! thread with nothing done to them (benches/common/floor.rs), the part of
@@ -93,7 +96,7 @@ fn run_callload(
 
 /// Runs callload and returns its JSON line; None when it failed to produce
 /// one or overran its time.
-fn run(bin: &PathBuf, calls: u64, seconds: f64, servers: u64, stock: bool) -> Option<String> {
+fn run(bin: &PathBuf, calls: u64, seconds: f64, servers: u64, extra: &[&str]) -> Option<String> {
     let mut args: Vec<String> = [
         "--calls",
         &calls.to_string(),
@@ -106,9 +109,7 @@ fn run(bin: &PathBuf, calls: u64, seconds: f64, servers: u64, stock: bool) -> Op
     ]
     .map(String::from)
     .to_vec();
-    if stock {
-        args.push("--stock".into());
-    }
+    args.extend(extra.iter().map(|a| a.to_string()));
     // Setting up, draining (at most 15 s) and tearing down, with room.
     let limit = Duration::from_secs_f64(seconds + 60.0 + calls as f64 / 20.0);
     run_callload(bin, &args, limit).0
@@ -239,6 +240,17 @@ fn load_average() -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// Our channels' layouts beside the default run (a socket per channel, one
+/// worker): a name and the callload arguments.
+const LAYOUTS: [(&str, &[&str]); 3] = [
+    ("ours, 2 workers", &["--workers", "2"]),
+    ("ours, shared ports", &["--shared-ports"]),
+    (
+        "ours, shared ports, 2 workers",
+        &["--shared-ports", "--workers", "2"],
+    ),
+];
+
 fn main() {
     let bin = std::env::var_os("CALLLOAD_BIN").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/examples/callload"),
@@ -256,15 +268,17 @@ fn main() {
     let stock_max: u64 = common::env_or("BENCH_STOCK_MAX", 100);
     let servers: u64 = common::env_or("BENCH_SERVERS", 1);
     let counts: Vec<u64> = common::env_list("BENCH_CALLS", "100,500,1000,2000");
+    let layout_counts: Vec<u64> = common::env_list("BENCH_LAYOUT_CALLS", "1000");
+    let mut stock_per_call: Option<(u64, f64)> = None;
     println!(
         "# bench_calls: {seconds} s per run, full-duplex PCMU calls at 50 packets/s each way, \
          CPU-MHz = CPU seconds / wall seconds × cpu MHz of core 0; stock run up to {stock_max} calls"
     );
     for &n in &counts {
-        let ours = run(&bin, n, seconds, servers, false);
+        let ours = run(&bin, n, seconds, servers, &[]);
         println!("calls {n:>5} ours : {}", describe(&ours));
         let stock = (n <= stock_max)
-            .then(|| run(&bin, n, seconds, 1, true))
+            .then(|| run(&bin, n, seconds, 1, &["--stock"]))
             .flatten();
         if n <= stock_max {
             println!("calls {n:>5} stock: {}", describe(&stock));
@@ -277,6 +291,9 @@ fn main() {
              {sent} sent, {received} received)"
         );
         let mhz = |j: &Option<String>| j.as_deref().and_then(|j| field(j, "mhz_per_call"));
+        if let Some(s) = mhz(&stock) {
+            stock_per_call = Some((n, s));
+        }
         if let Some(o) = mhz(&ours) {
             common::report(
                 &format!("callload {n} calls: CPU-MHz per call"),
@@ -293,6 +310,24 @@ fn main() {
             None,
             false,
         );
+        if layout_counts.contains(&n) {
+            for (name, extra) in LAYOUTS {
+                let j = run(&bin, n, seconds, servers, extra);
+                println!("calls {n:>5} {name}: {}", describe(&j));
+                if let Some(o) = mhz(&j) {
+                    // Stock calls cost about the same each at any N: the
+                    // largest N they ran at stands in where they cannot.
+                    let label = stock_per_call.map(|(at, s)| (format!("stock at {at}"), s));
+                    common::report(
+                        &format!("callload {n} calls, {name}: CPU-MHz per call"),
+                        o,
+                        "MHz",
+                        label.as_ref().map(|(l, s)| (l.as_str(), *s)),
+                        false,
+                    );
+                }
+            }
+        }
     }
     let soak_seconds: f64 = common::env_or("BENCH_SOAK_SECONDS", 600.0);
     if soak_seconds > 0.0 {

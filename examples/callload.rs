@@ -22,7 +22,7 @@
 //! cargo run --release --example callload -- --calls N --seconds S [--ptime MS]
 //!     [--loss P] [--reorder P] [--duplicate P] [--seed N] [--ramp CALLS_PER_S]
 //!     [--churn CALLS_PER_S] [--csv FILE] [--json] [--stock] [--quiet]
-//!     [--codec pcmu|pcma]
+//!     [--codec pcmu|pcma] [--workers N] [--shared-ports]
 //!
 //! Exit status 1 when a packet went missing without any counter explaining
 //! it, or a leg's decoded samples do not add up to what was sent, or (with
@@ -41,7 +41,8 @@ use rtpsynth_core::prng::SplitMix64;
 
 const USAGE: &str = "usage: callload [--calls N] [--seconds S] [--ptime MS] [--loss P] \
 [--reorder P] [--duplicate P] [--seed N] [--ramp CALLS_PER_SECOND] [--churn CALLS_PER_SECOND] \
-[--tick MS] [--servers K] [--csv FILE] [--json] [--codec pcmu|pcma] [--stock] [--quiet]
+[--tick MS] [--servers K] [--workers N] [--shared-ports] [--csv FILE] [--json] [--codec pcmu|pcma] \
+[--stock] [--quiet]
 
   --calls N        full-duplex calls (default 200)
   --seconds S      measured seconds once every call is up (default 20)
@@ -58,7 +59,11 @@ const USAGE: &str = "usage: callload [--calls N] [--seconds S] [--ptime MS] [--l
                    more than the tolerance. Not with --stock
   --tick MS        rtpmuxserver send tick: sends wait up to MS ms to go out in
                    batches; 0 = a wake per packet (default 0)
-  --servers K      rtpmuxserver elements (worker threads) sharing the calls (default 1)
+  --servers K      rtpmuxserver elements sharing the calls (default 1)
+  --workers N      worker threads of each rtpmuxserver (default 1)
+  --shared-ports   all A legs of a server on one UDP port and all B legs on
+                   another (shared-socket), told apart by SSRC (remote-ssrc);
+                   not with --rtcp port+1
   --csv FILE       write the per-second rows to FILE
   --json           print the summary as one JSON object on the last line
   --stock          build the calls from stock GStreamer elements instead
@@ -201,6 +206,10 @@ pub struct Options {
     pub churn: f64,
     pub tick: u32,
     pub servers: usize,
+    /// Worker threads of each rtpmuxserver.
+    pub workers: u32,
+    /// Each server's A legs on one shared port, its B legs on another.
+    pub shared_ports: bool,
     pub csv: Option<String>,
     pub json: bool,
     pub stock: bool,
@@ -224,6 +233,8 @@ impl Default for Options {
             churn: 0.0,
             tick: 0,
             servers: 1,
+            workers: 1,
+            shared_ports: false,
             csv: None,
             json: false,
             stock: false,
@@ -256,6 +267,8 @@ impl Options {
                 "--churn" => o.churn = value(&a, args.next())?,
                 "--tick" => o.tick = value(&a, args.next())?,
                 "--servers" => o.servers = value(&a, args.next())?,
+                "--workers" => o.workers = value(&a, args.next())?,
+                "--shared-ports" => o.shared_ports = true,
                 "--csv" => o.csv = Some(value(&a, args.next())?),
                 "--json" => o.json = true,
                 "--stock" => o.stock = true,
@@ -306,6 +319,18 @@ impl Options {
         }
         if self.tick > 1000 {
             return Err(format!("--tick {} must be 0 to 1000 ms", self.tick));
+        }
+        if !(1..=64).contains(&self.workers) {
+            return Err(format!("--workers {} must be 1 to 64", self.workers));
+        }
+        if self.shared_ports && self.rtcp == "port+1" {
+            return Err(
+                "--shared-ports carries RTCP on the shared port: --rtcp mux or off, not port+1"
+                    .into(),
+            );
+        }
+        if self.stock && (self.shared_ports || self.workers != 1) {
+            return Err("--shared-ports and --workers are for our elements only".into());
         }
         if !(self.ramp >= 0.0 && self.ramp.is_finite()) {
             return Err(format!(
@@ -996,11 +1021,20 @@ struct Ending {
     stage: Stage,
 }
 
+/// The SSRC the leg sending into channel `ch` uses: distinct per channel,
+/// so that shared ports can tell the legs apart.
+fn leg_ssrc(ch: usize) -> u32 {
+    0x5000_0000 + ch as u32
+}
+
 /// Our calls: `--servers` rtpmuxservers (call i on server i mod servers),
 /// synthesized sources on one shared thread.
 struct Ours {
     c: Common,
     muxes: Vec<gst::Element>,
+    /// `--shared-ports`: each server's A and B ports, 0 until its first
+    /// channel of each bound one.
+    shared_ports: Vec<[u32; 2]>,
     /// Calls up, oldest first.
     up: VecDeque<OurCall>,
     ending: Vec<Ending>,
@@ -1018,13 +1052,15 @@ struct Ours {
 impl Ours {
     fn new(c: Common) -> Result<Ours, String> {
         let tick = c.options.tick.to_string();
+        let workers = c.options.workers.to_string();
         let muxes = (0..c.options.servers)
-            .map(|_| make("rtpmuxserver", &[("tick", &tick)]))
+            .map(|_| make("rtpmuxserver", &[("tick", &tick), ("workers", &workers)]))
             .collect::<Result<Vec<_>, _>>()?;
         c.pipeline
             .add_many(&muxes)
             .map_err(|e| format!("cannot add rtpmuxserver: {e}"))?;
         Ok(Ours {
+            shared_ports: vec![[0; 2]; muxes.len()],
             c,
             muxes,
             up: VecDeque::new(),
@@ -1050,12 +1086,28 @@ impl Ours {
     /// A channel's sink pad. Its socket opens at once, the server running,
     /// on the default wildcard address: setting bind-address now would
     /// re-open it, a round trip to the busy worker for every channel.
-    fn channel(mux: &gst::Element, ch: usize, rtcp: &str) -> Result<(gst::Pad, u32), String> {
+    ///
+    /// With `shared`, the channel joins that shared port (0: it binds a
+    /// free one, which it returns for the next channels), expecting the
+    /// SSRC `remote_ssrc` from its peer.
+    fn channel(
+        mux: &gst::Element,
+        ch: usize,
+        rtcp: &str,
+        shared: Option<(u32, u32)>,
+    ) -> Result<(gst::Pad, u32), String> {
         let sink = Self::pad(mux, &format!("sink_{ch}"))?;
         if rtcp != "off" {
             // Re-opens the socket (port+1 needs an even port): read the
             // port after.
             sink.set_property_from_str("rtcp", rtcp);
+        }
+        if let Some((port, remote_ssrc)) = shared {
+            sink.set_property("remote-ssrc", i64::from(remote_ssrc));
+            // Each re-opens the channel: shared first, so the port is
+            // joined, not taken.
+            sink.set_property("shared-socket", true);
+            sink.set_property("bind-port", port);
         }
         let port = sink.property::<u32>("local-port");
         if port == 0 {
@@ -1093,12 +1145,13 @@ impl Ours {
         bin: &gst::Bin,
         name: &str,
         sink: &gst::Pad,
-        leg: Arc<Leg>,
+        (leg, ssrc): (Arc<Leg>, u32),
         seed: u64,
         call_on: &Arc<AtomicBool>,
     ) -> Result<(gst::GhostPad, gst::Element), String> {
         let o = &c.options;
         let ptime = o.ptime.to_string();
+        let ssrc = ssrc.to_string();
         let src = make(
             "rtpsynthsrc",
             &[
@@ -1106,6 +1159,7 @@ impl Ours {
                 ("is-live", "true"),
                 ("ptime", &ptime),
                 ("payload-type", o.codec.payload_type()),
+                ("ssrc", &ssrc),
             ],
         )?;
         bin.add(&src)
@@ -1151,8 +1205,18 @@ impl Calls for Ours {
         let server = i % self.muxes.len();
         let mux = self.muxes[server].clone();
         let rtcp = self.c.options.rtcp.clone();
-        let (sink_a, port_a) = Self::channel(&mux, a, &rtcp)?;
-        let (sink_b, port_b) = Self::channel(&mux, b, &rtcp)?;
+        // Channel a receives leg B (sent from channel b), and b leg A.
+        let shared = |leg: usize, peer: usize| {
+            self.c
+                .options
+                .shared_ports
+                .then(|| (self.shared_ports[server][leg], leg_ssrc(peer)))
+        };
+        let (sink_a, port_a) = Self::channel(&mux, a, &rtcp, shared(0, b))?;
+        let (sink_b, port_b) = Self::channel(&mux, b, &rtcp, shared(1, a))?;
+        if self.c.options.shared_ports {
+            self.shared_ports[server] = [port_a, port_b];
+        }
         let src_a = Self::pad(&mux, &format!("src_{a}"))?;
         let src_b = Self::pad(&mux, &format!("src_{b}"))?;
         let rtp_caps = self.c.options.codec.rtp_caps();
@@ -1177,7 +1241,7 @@ impl Calls for Ours {
             &tx,
             "out_a",
             &sink_a,
-            leg_a.clone(),
+            (leg_a.clone(), leg_ssrc(a)),
             seed_a,
             &impair_on,
         )?;
@@ -1186,7 +1250,7 @@ impl Calls for Ours {
             &tx,
             "out_b",
             &sink_b,
-            leg_b.clone(),
+            (leg_b.clone(), leg_ssrc(b)),
             seed_b,
             &impair_on,
         )?;

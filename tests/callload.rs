@@ -126,6 +126,46 @@ fn churning_calls_account_for_every_packet_and_leave_nothing_behind() {
     assert!(s.threads <= 8, "{} threads", s.threads);
 }
 
+/// `--shared-ports --workers 2`: each side of all calls on one port, told
+/// apart by SSRC, while calls churn, impaired: every packet reaches its own
+/// leg (a leg's samples would not add up otherwise) and the process holds
+/// two sockets, not two per call.
+#[test]
+fn calls_on_shared_ports_with_two_workers_account_for_every_packet() {
+    let o = options(
+        "--calls 20 --churn 5 --seconds 3 --ramp 40 --loss 0.05 --reorder 0.05 \
+         --seed 13 --shared-ports --workers 2 --quiet",
+    );
+    assert!(o.shared_ports);
+    assert_eq!(o.workers, 2);
+    let s = run_serial(&o);
+    let j = s.json();
+    assert!(s.ok(), "{j}");
+    assert_eq!(s.lost_uncounted, 0, "{j}");
+    assert_eq!(s.kernel_lost, 0, "{j}");
+    assert_eq!(s.discontinuous_legs, 0, "{j}");
+    assert_eq!(
+        s.packets_received,
+        s.packets_sent - s.impairment_dropped,
+        "{j}"
+    );
+    assert_eq!(s.erased_packets, s.impairment_dropped, "{j}");
+    assert!(s.calls_ended >= 10, "{j}");
+    // RTCP reached its own channel too: round trips measured, and the
+    // loss each side reports is the loss injected.
+    let l = s.sessions.as_ref().unwrap();
+    assert!(l.rtcp_sent > 0 && l.rtcp_received == l.rtcp_sent, "{j}");
+    assert!(l.rtt_ms_mean().is_some(), "{j}");
+    let loss = l.loss_percent().unwrap();
+    assert!((3.0..=7.0).contains(&loss), "reported loss {loss} %: {j}");
+    // Two ports for 40 channels; the held descriptors do not grow with
+    // the calls.
+    assert!(s.held_start.fds < 20, "{j}");
+    assert!(s.resources_steady(), "{j}");
+    // Main thread, two workers, the synthesis thread and the harness's.
+    assert!(s.threads <= 8, "{} threads", s.threads);
+}
+
 #[test]
 fn stock_calls_need_threads_per_stream() {
     let o = options("--calls 3 --seconds 2 --ramp 0 --stock --loss 0.05 --seed 5 --quiet");
@@ -270,6 +310,9 @@ fn bad_options_are_refused_with_a_reason() {
         ),
         ("--calls 2 --churn 5", "more than --calls"),
         ("--calls 4 --churn 1 --stock", "our elements only"),
+        ("--workers 0", "--workers"),
+        ("--shared-ports --rtcp port+1", "not port+1"),
+        ("--shared-ports --stock", "our elements only"),
     ] {
         let e = parse(args).unwrap_err();
         assert!(e.contains(needle), "{args}: {e}");

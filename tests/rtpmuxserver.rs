@@ -99,6 +99,11 @@ fn field(s: &gst::Structure, name: &str) -> u64 {
         .unwrap_or_else(|e| panic!("{name}: {e} in {s}"))
 }
 
+/// `names` with their values in `s`, in order.
+fn fields(s: &gst::Structure, names: &[&'static str]) -> Vec<(&'static str, u64)> {
+    names.iter().map(|&name| (name, field(s, name))).collect()
+}
+
 fn channel(m: &gst::Element, index: u32) -> gst::Structure {
     channel_in(&stats(m), index)
 }
@@ -723,21 +728,21 @@ fn echo_totals(workers: u32, channels: u32) -> Vec<(&'static str, u64)> {
     });
     let s = stats(&m);
     set_state(&p, gst::State::Null);
-    [
-        "packets-received",
-        "octets-received",
-        "packets-sent",
-        "octets-sent",
-        "dropped-not-rtp",
-        "dropped-foreign-source",
-        "latched",
-        "packets-pushed",
-        "dropped-downstream",
-        "rtp-packets-received",
-    ]
-    .into_iter()
-    .map(|name| (name, field(&s, name)))
-    .collect()
+    fields(
+        &s,
+        &[
+            "packets-received",
+            "octets-received",
+            "packets-sent",
+            "octets-sent",
+            "dropped-not-rtp",
+            "dropped-foreign-source",
+            "latched",
+            "packets-pushed",
+            "dropped-downstream",
+            "rtp-packets-received",
+        ],
+    )
 }
 
 #[test]
@@ -1680,20 +1685,20 @@ fn shared_ports(workers: u32) -> Vec<(&'static str, u64)> {
     assert_eq!(field(&channel_in(&s, 3), "dropped-foreign-source"), 1);
     // The second half of peer 7's packets had no channel: unknown.
     set_state(&p, gst::State::Null);
-    [
-        "packets-received",
-        "packets-sent",
-        "relayed",
-        "not-relayed",
-        "dropped-unknown-source",
-        "dropped-foreign-source",
-        "dropped-queue-full",
-        "send-errors",
-        "dropped-kernel",
-    ]
-    .into_iter()
-    .map(|name| (name, field(&s, name)))
-    .collect()
+    fields(
+        &s,
+        &[
+            "packets-received",
+            "packets-sent",
+            "relayed",
+            "not-relayed",
+            "dropped-unknown-source",
+            "dropped-foreign-source",
+            "dropped-queue-full",
+            "send-errors",
+            "dropped-kernel",
+        ],
+    )
 }
 
 #[test]
@@ -1751,5 +1756,23 @@ fn a_shared_socket_serves_ipv6_too() {
     for (i, peer) in peers.iter().enumerate() {
         assert_eq!(recv_on(peer), (rtp(1, 0x60 + i as u32), target));
     }
+    set_state(&p, gst::State::Null);
+}
+
+/// From gst-launch syntax alone, with no pad linked: `sink_N::` properties
+/// request the channel, so a relay (here an echo) needs no links.
+#[test]
+fn a_relay_needs_no_links_from_launch_syntax() {
+    let _g = shared();
+    let p = pipeline(
+        "rtpmuxserver name=m sink_0::bind-address=127.0.0.1 sink_0::relay-to=0 \
+         fakesrc num-buffers=0 ! fakesink",
+    );
+    let m: gst::Element = by_name(&p, "m");
+    set_state(&p, gst::State::Playing);
+    let addr = SocketAddr::new("127.0.0.1".parse().unwrap(), local_port(&m, "sink_0"));
+    let peer = peer();
+    peer.send_to(&rtp(1, 9), addr).unwrap();
+    assert_eq!(recv_on(&peer), (rtp(1, 9), addr));
     set_state(&p, gst::State::Null);
 }

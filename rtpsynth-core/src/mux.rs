@@ -1919,10 +1919,12 @@ impl Receiver {
 struct SharedSocket {
     rx: Receiver,
     members: usize,
-    /// Channel by its target (configured or latched), with its
-    /// `remote-ssrc`: a datagram from there is that channel's, unless it
-    /// carries another SSRC that another channel expects.
-    by_remote: HashMap<SocketAddr, (u32, Option<u32>)>,
+    /// Channels by their target (configured or latched), with their
+    /// `remote-ssrc`. Several channels may have the same target: the
+    /// streams of a peer's own shared port all come from one address.
+    by_remote: HashMap<SocketAddr, Vec<(u32, Option<u32>)>>,
+    /// Channel by the SSRC it sends (its session's): what RTCP reports on.
+    by_local: HashMap<u32, u32>,
     /// Channel by `remote-ssrc`: a datagram from a source no channel knows
     /// goes to the channel expecting its SSRC.
     by_ssrc: HashMap<u32, u32>,
@@ -1937,53 +1939,78 @@ impl SharedSocket {
             },
             members: 0,
             by_remote: HashMap::new(),
+            by_local: HashMap::new(),
             by_ssrc: HashMap::new(),
         }
     }
 
-    /// The channel a datagram from `from` belongs to, if any: the one
-    /// whose target it comes from, else the one expecting its SSRC (RTCP:
-    /// its sender's SSRC, the first packet's). When the channel of that
-    /// address expects another SSRC and a channel expects this one, it is
-    /// that channel's: many streams may come from one address (a peer's
-    /// own shared port), and its first stream to arrive latched it.
+    /// The channel a datagram from `from` belongs to, if any:
+    /// 1. the one channel whose target is `from`, when it expects this SSRC
+    ///    or none;
+    /// 2. else the channel whose `remote-ssrc` is the SSRC (RTP), or the
+    ///    sender's (RTCP);
+    /// 3. else, RTCP, the channel sending the SSRC its first report block
+    ///    is about (a peer that has sent no RTP yet reports under an SSRC
+    ///    nobody expects);
+    /// 4. else the one channel whose target is `from` (its peer changed
+    ///    SSRC).
+    ///
+    /// An address that is several channels' target (a peer's shared port)
+    /// tells nothing: those go by SSRC only.
     fn route(&self, data: &[u8], from: SocketAddr) -> Option<u32> {
-        let by_address = self.by_remote.get(&from).copied();
+        let only = match self.by_remote.get(&from).map(Vec::as_slice) {
+            Some(&[one]) => Some(one),
+            _ => None,
+        };
         let ssrc = packet_ssrc(data);
-        match by_address {
-            Some((id, None)) => return Some(id),
-            Some((id, Some(expected))) if ssrc == Some(expected) => return Some(id),
-            _ => {}
+        if let Some((id, expected)) = only
+            && (expected.is_none() || expected == ssrc)
+        {
+            return Some(id);
         }
         ssrc.and_then(|s| self.by_ssrc.get(&s).copied())
-            .or(by_address.map(|(id, _)| id))
+            .or_else(|| rtcp_reported_ssrc(data).and_then(|s| self.by_local.get(&s).copied()))
+            .or(only.map(|(id, _)| id))
     }
 
-    /// Files channel `id` under `key` (its target and `remote-ssrc`), after
-    /// taking it out from under `old`. A key another channel holds stays
-    /// that channel's.
+    /// Files channel `id` under `key` (its target, `remote-ssrc` and own
+    /// SSRC), after taking it out from under `old`. An SSRC another channel
+    /// holds stays that channel's.
     fn reindex(&mut self, id: u32, old: RouteKey, key: RouteKey) {
         if old == key {
             return;
         }
-        if let Some(remote) = old.0
-            && self
-                .by_remote
-                .get(&remote)
-                .is_some_and(|(owner, _)| *owner == id)
+        if let Some(remote) = old.remote
+            && let Entry::Occupied(mut sharers) = self.by_remote.entry(remote)
         {
-            self.by_remote.remove(&remote);
+            sharers.get_mut().retain(|(owner, _)| *owner != id);
+            if sharers.get().is_empty() {
+                sharers.remove();
+            }
         }
-        if let Some(ssrc) = old.1
-            && self.by_ssrc.get(&ssrc) == Some(&id)
-        {
-            self.by_ssrc.remove(&ssrc);
+        for (map, ssrc) in [
+            (&mut self.by_ssrc, old.remote_ssrc),
+            (&mut self.by_local, old.local_ssrc),
+        ] {
+            if let Some(ssrc) = ssrc
+                && map.get(&ssrc) == Some(&id)
+            {
+                map.remove(&ssrc);
+            }
         }
-        if let Some(remote) = key.0 {
-            self.by_remote.entry(remote).or_insert((id, key.1));
+        if let Some(remote) = key.remote {
+            self.by_remote
+                .entry(remote)
+                .or_default()
+                .push((id, key.remote_ssrc));
         }
-        if let Some(ssrc) = key.1 {
-            self.by_ssrc.entry(ssrc).or_insert(id);
+        for (map, ssrc) in [
+            (&mut self.by_ssrc, key.remote_ssrc),
+            (&mut self.by_local, key.local_ssrc),
+        ] {
+            if let Some(ssrc) = ssrc {
+                map.entry(ssrc).or_insert(id);
+            }
         }
     }
 }
@@ -1996,9 +2023,29 @@ fn packet_ssrc(data: &[u8]) -> Option<u32> {
     (data[0] >> 6 == 2).then(|| u32::from_be_bytes([ssrc[0], ssrc[1], ssrc[2], ssrc[3]]))
 }
 
-/// What a shared socket routes a channel's datagrams by: its target and
-/// its `remote-ssrc`.
-type RouteKey = (Option<SocketAddr>, Option<u32>);
+/// The SSRC the first report block of an SR or RR is about; None for
+/// other RTCP, or without a block.
+fn rtcp_reported_ssrc(data: &[u8]) -> Option<u32> {
+    if !rtp::is_rtcp(data) || data[0] & 0x1f == 0 {
+        return None;
+    }
+    let at = match data[1] {
+        200 => 28,
+        201 => 8,
+        _ => return None,
+    };
+    let ssrc = data.get(at..at + 4)?;
+    Some(u32::from_be_bytes([ssrc[0], ssrc[1], ssrc[2], ssrc[3]]))
+}
+
+/// What a shared socket routes a channel's datagrams by.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+struct RouteKey {
+    remote: Option<SocketAddr>,
+    remote_ssrc: Option<u32>,
+    /// The SSRC the channel's session sends under.
+    local_ssrc: Option<u32>,
+}
 
 /// What became of one received datagram.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -2088,7 +2135,11 @@ impl<H: Handler> WorkerChannel<H> {
 
 impl<H: Handler> WorkerChannel<H> {
     fn route_key(&self) -> RouteKey {
-        (self.remote, self.remote_ssrc)
+        RouteKey {
+            remote: self.remote,
+            remote_ssrc: self.remote_ssrc,
+            local_ssrc: Some(self.session.local_ssrc()),
+        }
     }
 
     /// [`WorkerChannel::admit`], then relays what it admitted when the
@@ -2761,7 +2812,7 @@ impl<H: Handler> Worker<H> {
         };
         if let Some(ss) = shared.and_then(|n| self.sockets.get_mut(&n)) {
             ss.members += 1;
-            ss.reindex(id, (None, None), wc.route_key());
+            ss.reindex(id, RouteKey::default(), wc.route_key());
         }
         self.table.insert(id, wc);
         // An update made between the Add and this (the worker took the
@@ -2781,7 +2832,7 @@ impl<H: Handler> Worker<H> {
         if let Some(number) = wc.shared
             && let Some(ss) = self.sockets.get_mut(&number)
         {
-            ss.reindex(id, wc.route_key(), (None, None));
+            ss.reindex(id, wc.route_key(), RouteKey::default());
             ss.members -= 1;
             if ss.members == 0 {
                 let fd = ss.rx.socket.as_raw_fd();
@@ -3190,9 +3241,15 @@ impl<H: Handler> Worker<H> {
                         fd,
                         chunk[at..].iter().map(|(_, _, p, to)| (p.as_ref(), *to)),
                     );
-                    for (_, id, p, _) in &chunk[at..at + sent] {
+                    for (number, id, p, _) in &chunk[at..at + sent] {
                         if let Some(wc) = table.get_mut(id) {
+                            let before = wc.route_key();
                             wc.count_sent(std::slice::from_ref(p), *now, unpublished, eager);
+                            // Sending under a new SSRC moves what RTCP
+                            // reports on.
+                            if let Some(ss) = sockets.get_mut(number) {
+                                ss.reindex(*id, before, wc.route_key());
+                            }
                         }
                     }
                     at += sent;
@@ -3729,6 +3786,46 @@ mod tests {
             .unwrap();
         assert_eq!(recv_from(&peer), (packet_from(1, 0x42), ch.local_addr()));
         assert_eq!(srv.dropped_unknown_source(), 1);
+    }
+
+    #[test]
+    fn on_a_shared_socket_an_address_of_several_channels_routes_by_ssrc_and_rtcp_by_what_it_reports_on()
+     {
+        let (srv, _rx) = server();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let config = |ssrc, bind| ChannelConfig {
+            bind,
+            shared_socket: true,
+            remote: Some(peer.local_addr().unwrap()),
+            remote_ssrc: Some(ssrc),
+            ..loopback()
+        };
+        let zero = srv
+            .add_channel(0, config(0x10, loopback().bind), ())
+            .unwrap();
+        let port = zero.local_addr();
+        let one = srv.add_channel(1, config(0x11, port), ()).unwrap();
+        // Each sends under its own SSRC; the peer gets both.
+        zero.send(packet_from(0, 0xbbbb));
+        one.send(packet_from(0, 0xaaaa));
+        let mut got: Vec<_> = (0..2).map(|_| recv_from(&peer).0[8..12].to_vec()).collect();
+        got.sort();
+        assert_eq!(got, [[0, 0, 0xaa, 0xaa], [0, 0, 0xbb, 0xbb]]);
+        // An RR from an SSRC nobody expects, about channel 1's stream.
+        let mut rr = vec![0x81, 201, 0, 7, 0, 0, 0x99, 0x99, 0, 0, 0xaa, 0xaa];
+        rr.extend([0u8; 20]);
+        peer.send_to(&rr, port).unwrap();
+        let rr_received = session_col("rr-received");
+        assert!(wait_for(|| one.stats()[rr_received] == 1));
+        assert_eq!(zero.stats()[rr_received], 0);
+        // RTP under an SSRC nobody expects, from an address two channels
+        // send to: nobody's.
+        peer.send_to(&packet_from(0, 0x77), port).unwrap();
+        assert!(wait_for(|| srv.dropped_unknown_source() == 1));
+        // Under an expected one: that channel's.
+        peer.send_to(&packet_from(0, 0x10), port).unwrap();
+        assert!(wait_for(|| zero.stats()[PACKETS_RECEIVED] == 1));
+        assert_eq!(one.stats()[PACKETS_RECEIVED], 1, "the RR only");
     }
 
     #[test]

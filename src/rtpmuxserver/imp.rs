@@ -911,8 +911,8 @@ impl ObjectImpl for RtpMuxServer {
                     .nick("Worker threads")
                     .blurb(
                         "Worker threads serving the channels, each with its own epoll set; a \
-                         new channel goes to the one with the fewest channels (channels sharing \
-                         a socket, and a channel relaying to another, to the same one). Every \
+                         new channel goes to the one with the fewest channels (a channel joining \
+                         a shared socket, to that socket's). Relays work across workers. Every \
                          counter, statistic and setting behaves as with one. A channel's \
                          src_N pushes run on its worker's thread. More workers than cores \
                          only add switching: at most the cores this process may use. Applies \
@@ -1210,8 +1210,18 @@ impl ChildProxyImpl for RtpMuxServer {
             .map(|p| p.upcast())
     }
 
+    /// A channel pad by name; one not requested yet is requested, so that
+    /// `gst-launch-1.0 rtpmuxserver sink_0::relay-to=1 sink_1::relay-to=0`
+    /// makes a relay of channels nothing links to.
     fn child_by_name(&self, name: &str) -> Option<glib::Object> {
-        self.obj().static_pad(name).map(|p| p.upcast())
+        if let Some(pad) = self.obj().static_pad(name) {
+            return Some(pad.upcast());
+        }
+        let index = name
+            .strip_prefix("sink_")
+            .or_else(|| name.strip_prefix("src_"))?;
+        index.parse::<u32>().ok()?;
+        self.obj().request_pad_simple(name).map(|p| p.upcast())
     }
 
     fn children_count(&self) -> u32 {
