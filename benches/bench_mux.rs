@@ -4,15 +4,30 @@
 //!
 //! The streams come from a child process (this binary again, with
 //! `BENCH_MUX_ROLE=sender`) that paces them with `sendmmsg`, so the CPU this
-//! process uses over the window is the receivers' alone.
+//! process uses over the window is the receivers' alone. Streams to one
+//! shared port come from a socket each, as from N phones (see
+//! `Receiver::shared` for why).
+//!
+//! Each N is received by: channels of their own socket each (tick 0 and
+//! `BENCH_MUX_TICK`), the element's core alone, the per-socket floor; then,
+//! per tick of `BENCH_MUX_SHARED_TICKS`, channels all on one port
+//! (`shared-socket`, demultiplexed by `remote-ssrc`) and the shared-socket
+//! floor (one socket read with `recvmmsg` of 64); and N `udpsrc`. The goals
+//! (issue 15): shared-port channels at most 1/10 of udpsrc's CPU per stream
+//! at every N >= 500 and within 1.3x of the shared floor; channels sending
+//! to each other lose nothing at 4,096 channels with 2 workers. Rows whose
+//! properties this build of the element lacks print "not available".
 //!
 //! Environment: `BENCH_SECONDS` (window, default 5), `BENCH_MUX_N` (stream
-//! counts, default 100,500,1000,2000,4000), `BENCH_MUX_PEERS` (channel
-//! counts of the channel-to-channel runs, default 1024,2048,4096; 0 skips
-//! them), `BENCH_MUX_PEERS_SINK` (`none`: those channels get no `src_N`, so
+//! counts, default 100,500,1000,2000,4000; 0 skips them), `BENCH_MUX_PEERS`
+//! (channel counts of the channel-to-channel runs, default 1024,2048,4096;
+//! 0 skips them), `BENCH_MUX_PEERS_SINK` (`none`: those channels get no `src_N`, so
 //! received packets stop in the element instead of going on to a
-//! `fakesink`), `BENCH_MUX_TICK` (the `tick` of the paced rows, ms,
-//! default 1).
+//! `fakesink`), `BENCH_MUX_TICK` (the `tick` of the paced per-socket and
+//! channel-to-channel rows, ms, default 1), `BENCH_MUX_SHARED_TICKS` (the
+//! ticks of the shared-port rows and shared floor, ms, default 0,5),
+//! `BENCH_MUX_WORKERS` (the `workers` of the channel-to-channel runs,
+//! default 1,2).
 
 mod common;
 
@@ -46,8 +61,12 @@ fn packet(seq: u16, ssrc: u32) -> [u8; PACKET] {
 // ---------------------------------------------------------------------------
 // Sender process
 
-/// Reads `pps seconds` and then one port per line from stdin, sends one
-/// packet per port every 1/pps s for that long, prints how many it sent.
+/// The SSRC of stream `i`, which a shared-port channel is given as its
+/// `remote-ssrc`.
+fn stream_ssrc(i: usize) -> u32 {
+    i as u32
+}
+
 /// Gives the sender real-time priority (where allowed: as root), so that the
 /// receivers it loads cannot starve it. A sender that falls behind sends its
 /// missed rounds back to back, each waking every receiving thread at once;
@@ -65,6 +84,11 @@ fn run_ahead_of_receivers() {
     }
 }
 
+/// Reads `pps seconds sources` and then one port per line from stdin, sends
+/// one packet per line (stream i with SSRC [`stream_ssrc`]`(i)`) every 1/pps
+/// s for that long, prints how many it sent. `sources` is `one` (all
+/// streams from one socket, in `sendmmsg` batches) or `each` (every stream
+/// from a socket of its own, one `sendmmsg` of one packet each).
 fn sender_main() {
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines().map_while(Result::ok);
@@ -72,12 +96,15 @@ fn sender_main() {
     let mut it = first.split_whitespace();
     let pps: f64 = it.next().and_then(|s| s.parse().ok()).expect("pps");
     let seconds: f64 = it.next().and_then(|s| s.parse().ok()).expect("seconds");
+    let per_stream = it.next() == Some("each");
     let ports: Vec<u16> = lines.filter_map(|l| l.trim().parse().ok()).collect();
     run_ahead_of_receivers();
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("sender socket");
-    let fd = socket.as_raw_fd();
+    raise_fd_limit();
     let n = ports.len();
-    let mut data: Vec<[u8; PACKET]> = (0..n).map(|i| packet(0, i as u32)).collect();
+    let sockets: Vec<UdpSocket> = (0..if per_stream { n } else { 1 })
+        .map(|_| UdpSocket::bind("127.0.0.1:0").expect("sender socket"))
+        .collect();
+    let mut data: Vec<[u8; PACKET]> = (0..n).map(|i| packet(0, stream_ssrc(i))).collect();
     // SAFETY: all-zero bytes are valid C socket addresses and headers.
     let mut names: Vec<libc::sockaddr_in> = ports
         .iter()
@@ -118,10 +145,17 @@ fn sender_main() {
         }
         let mut at = 0;
         while at < n {
-            let chunk = (n - at).min(1024);
+            let (socket, most) = if per_stream {
+                (&sockets[at], 1)
+            } else {
+                (&sockets[0], 1024)
+            };
+            let chunk = (n - at).min(most);
             // SAFETY: the headers point into `names`, `iov` and `data`,
             // alive and unmoved for the whole loop.
-            let r = unsafe { libc::sendmmsg(fd, msgs[at..].as_mut_ptr(), chunk as u32, 0) };
+            let r = unsafe {
+                libc::sendmmsg(socket.as_raw_fd(), msgs[at..].as_mut_ptr(), chunk as u32, 0)
+            };
             if r <= 0 {
                 // A refused packet is skipped; the receiver counts it lost.
                 at += 1;
@@ -144,7 +178,9 @@ struct Sender {
 }
 
 impl Sender {
-    fn start(pps: f64, seconds: f64, ports: &[u16]) -> Sender {
+    /// Streams to `ports` (one entry per stream, repeated when streams
+    /// share a port), from a socket per stream when `per_stream`.
+    fn start(pps: f64, seconds: f64, ports: &[u16], per_stream: bool) -> Sender {
         let exe = std::env::current_exe().expect("own path");
         let mut child = Command::new(exe)
             .env("BENCH_MUX_ROLE", "sender")
@@ -153,7 +189,8 @@ impl Sender {
             .spawn()
             .expect("sender process starts");
         let mut stdin = child.stdin.take().expect("stdin");
-        writeln!(stdin, "{pps} {seconds}").expect("sender reads");
+        let sources = if per_stream { "each" } else { "one" };
+        writeln!(stdin, "{pps} {seconds} {sources}").expect("sender reads");
         for p in ports {
             writeln!(stdin, "{p}").expect("sender reads");
         }
@@ -219,6 +256,15 @@ struct Figures {
     rss_mb: f64,
     sent: u64,
     lost: u64,
+    /// The element's `dropped-kernel` and `dropped-unknown-source`, so that
+    /// a loss shows as a full socket buffer or as the demultiplexer's.
+    element_drops: Option<[u64; 2]>,
+}
+
+impl Figures {
+    fn lost_percent(&self) -> f64 {
+        100.0 * self.lost as f64 / self.sent.max(1) as f64
+    }
 }
 
 fn rendered(sinks: &[gst::Element]) -> u64 {
@@ -255,6 +301,9 @@ fn fakesink_for(pipeline: &gst::Pipeline, pad: &gst::Pad) -> gst::Element {
 enum Receiver {
     /// `rtpmuxserver` with this tick (ms), each `src_N` into a fakesink.
     Mux(u32),
+    /// The same with every channel on one port: `shared-socket`, one
+    /// `bind-port`, and its stream's SSRC as `remote-ssrc`.
+    SharedMux(u32),
     /// The element's core (`mux::Server`) alone, with a handler that only
     /// counts: what the sockets, epoll and the worker cost before any
     /// GStreamer buffer is made.
@@ -263,8 +312,26 @@ enum Receiver {
     /// one thread, epoll (level-triggered) and one `recvmmsg` per ready
     /// socket, packets counted and thrown away.
     Floor,
+    /// The floor under any receiver of all streams on one socket: one
+    /// thread reading it with `recvmmsg` of up to 64, with this tick (ms),
+    /// packets counted and thrown away.
+    SharedFloor(u32),
     /// N stock `udpsrc`, each into a fakesink.
     Udpsrc,
+}
+
+impl Receiver {
+    /// Whether the streams all go to one port. They then come from a
+    /// socket each, as from N phones: the demultiplexer goes by source
+    /// address first (a channel's configured or latched remote) and by
+    /// SSRC only for an address no channel has, latching it. From one
+    /// shared source address the first channel to latch it would be given
+    /// every stream; from a socket each, the SSRC places each stream's
+    /// first packet and the latched address the rest, which is the path a
+    /// deployment runs.
+    fn shared(self) -> bool {
+        matches!(self, Receiver::SharedMux(_) | Receiver::SharedFloor(_))
+    }
 }
 
 /// The [`Receiver::Core`] handler.
@@ -293,17 +360,22 @@ fn receive_run(n: usize, receiver: Receiver, window: f64, mhz: f64) -> Figures {
     let mut core = None;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut floor = None;
-    if let Receiver::Floor = receiver {
-        let sockets: Vec<UdpSocket> = (0..n)
-            .map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind"))
-            .collect();
-        let mut bare = common::floor::Floor::new(sockets);
-        ports = bare.ports();
+    let mut element = None;
+    if let Receiver::Floor | Receiver::SharedFloor(_) = receiver {
+        let bind = || UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let (mut bare, tick) = match receiver {
+            Receiver::SharedFloor(tick) => (common::floor::Floor::shared(bind()), tick),
+            _ => (
+                common::floor::Floor::new((0..n).map(|_| bind()).collect()),
+                0,
+            ),
+        };
+        // One port per stream, or the shared one for every stream.
+        ports = bare.ports().into_iter().cycle().take(n).collect();
         let (stop, counted) = (stop.clone(), counted.clone());
+        let tick = Duration::from_millis(tick.into());
         floor = Some(std::thread::spawn(move || {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                counted.fetch_add(bare.receive(50), std::sync::atomic::Ordering::Relaxed);
-            }
+            bare.serve(tick, &stop, &counted)
         }));
     } else if let Receiver::Core = receiver {
         let server =
@@ -317,15 +389,22 @@ fn receive_run(n: usize, receiver: Receiver, window: f64, mhz: f64) -> Figures {
             ports.push(channel.local_addr().port());
         }
         core = Some(server);
-    } else if let Receiver::Mux(tick) = receiver {
+    } else if let Receiver::Mux(tick) | Receiver::SharedMux(tick) = receiver {
         let m = gst::ElementFactory::make("rtpmuxserver")
             .property("tick", tick)
             .build()
             .expect("rtpmuxserver");
         pipeline.add(&m).expect("add");
-        for _ in 0..n {
+        element = Some(m.clone());
+        let shared_port = receiver.shared().then(free_port);
+        for i in 0..n {
             let pad = m.request_pad_simple("src_%u").expect("src pad");
             pad.set_property("bind-address", "127.0.0.1");
+            if let Some(port) = shared_port {
+                pad.set_property("bind-port", u32::from(port));
+                pad.set_property("shared-socket", true);
+                pad.set_property("remote-ssrc", i64::from(stream_ssrc(i)));
+            }
             sinks.push(fakesink_for(&pipeline, &pad));
         }
         pipeline.set_state(gst::State::Playing).expect("PLAYING");
@@ -353,13 +432,22 @@ fn receive_run(n: usize, receiver: Receiver, window: f64, mhz: f64) -> Figures {
         pipeline.set_state(gst::State::Playing).expect("PLAYING");
     }
     let _ = pipeline.state(gst::ClockTime::from_seconds(30));
-    let sender = Sender::start(50.0, WARMUP.as_secs_f64() + window, &ports);
+    let sender = Sender::start(
+        50.0,
+        WARMUP.as_secs_f64() + window,
+        &ports,
+        receiver.shared(),
+    );
     let (cpu, elapsed, threads) = measure(window);
     let rss = rss_mb() - rss_before;
     let sent = sender.sent();
     // Let the last packets drain.
     std::thread::sleep(Duration::from_millis(300));
     let received = rendered(&sinks) + counted.load(std::sync::atomic::Ordering::Relaxed);
+    let element_drops = element.map(|m| {
+        let stats = m.property::<gst::Structure>("stats");
+        ["dropped-kernel", "dropped-unknown-source"].map(|k| stats.get::<u64>(k).unwrap_or(0))
+    });
     pipeline.set_state(gst::State::Null).expect("NULL");
     drop(core);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -373,30 +461,75 @@ fn receive_run(n: usize, receiver: Receiver, window: f64, mhz: f64) -> Figures {
         rss_mb: rss,
         sent,
         lost: sent.saturating_sub(received),
+        element_drops,
+    }
+}
+
+/// A UDP port on 127.0.0.1 that was free a moment ago: shared-port
+/// channels must all be given their port before any of them opens it.
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The properties of `rtpmuxserver` that some rows need, which older
+/// builds of it lack: those rows then print "not available".
+struct Support {
+    /// Element property `workers`.
+    workers: bool,
+    /// Pad properties `shared-socket` and `remote-ssrc`.
+    shared_socket: bool,
+}
+
+impl Support {
+    fn probe() -> Support {
+        let m = gst::ElementFactory::make("rtpmuxserver")
+            .build()
+            .expect("rtpmuxserver");
+        let pad = m.request_pad_simple("src_%u").expect("src pad");
+        let support = Support {
+            workers: m.find_property("workers").is_some(),
+            shared_socket: ["shared-socket", "remote-ssrc"]
+                .iter()
+                .all(|p| pad.find_property(p).is_some()),
+        };
+        m.release_request_pad(&pad);
+        support
     }
 }
 
 fn print_row(n: usize, name: &str, f: &Figures) {
+    let drops = match f.element_drops {
+        Some([kernel, unknown]) if f.lost > 0 => {
+            format!(", dropped-kernel {kernel}, dropped-unknown-source {unknown}")
+        }
+        _ => String::new(),
+    };
     println!(
-        "  {n:>5} {name:<13} {:>7} {:>8.1}% {:>10.3} {:>9.1} {:>10} {:>8} ({:.3}%)",
+        "  {n:>5} {name:<15} {:>7} {:>8.1}% {:>10.3} {:>9.1} {:>10} {:>8} ({:.3}%){drops}",
         f.threads,
         f.cpu_percent,
         f.mhz_per_stream,
         f.rss_mb,
         f.sent,
         f.lost,
-        100.0 * f.lost as f64 / f.sent.max(1) as f64
+        f.lost_percent()
     );
 }
 
-/// N channels of one element, channel i sending to channel i+1 at `pps`
-/// packets/s; the packets enter through the sink pads' chain function as an
-/// upstream element would push them.
-fn peers_run(n: usize, pps: f64, tick: u32, outputs: bool, window: f64, mhz: f64) {
+/// N channels of one element with `workers` worker threads, channel i
+/// sending to channel i+1 at `pps` packets/s; the packets enter through the
+/// sink pads' chain function as an upstream element would push them.
+fn peers_run(n: usize, pps: f64, tick: u32, workers: u32, outputs: bool, window: f64, mhz: f64) {
     let pipeline = gst::Pipeline::new();
-    let m = gst::ElementFactory::make("rtpmuxserver")
-        .build()
-        .expect("rtpmuxserver");
+    let mut m = gst::ElementFactory::make("rtpmuxserver");
+    // One worker is the default, so builds without the property run it.
+    if workers != 1 {
+        m = m.property("workers", workers);
+    }
+    let m = m.build().expect("rtpmuxserver");
     pipeline.add(&m).expect("add");
     let mut sink_pads = Vec::with_capacity(n);
     for i in 0..n {
@@ -480,7 +613,7 @@ fn peers_run(n: usize, pps: f64, tick: u32, outputs: bool, window: f64, mhz: f64
     let counted = queue_full + kernel + send_errors;
     let uncounted = chained.saturating_sub(received + counted);
     println!(
-        "  {n} channels x {pps} pps, tick={tick}ms: {chained} packets, sent {sent}, received {received}, \
+        "  {n} channels x {pps} pps, tick={tick}ms, workers={workers}: {chained} packets, sent {sent}, received {received}, \
          dropped-queue-full {queue_full}, dropped-kernel {kernel}, send-errors {send_errors}, \
          uncounted {uncounted}; {:.3}% not delivered, {threads} threads, CPU {:.1}% \
          ({:.3} MHz per channel, generator included)",
@@ -489,14 +622,14 @@ fn peers_run(n: usize, pps: f64, tick: u32, outputs: bool, window: f64, mhz: f64
         cpu / elapsed * mhz / n as f64,
     );
     common::report(
-        &format!("mux tick={tick}ms: {n} channels to each other, not delivered"),
+        &format!("mux tick={tick}ms workers={workers}: {n} channels to each other, not delivered"),
         (chained - received.min(chained)) as f64,
         " packets",
         None,
         false,
     );
     common::report(
-        &format!("mux tick={tick}ms: {n} channels to each other, uncounted"),
+        &format!("mux tick={tick}ms workers={workers}: {n} channels to each other, uncounted"),
         uncounted as f64,
         " packets",
         None,
@@ -590,10 +723,14 @@ fn main() {
     gstrtpsynth::plugin_register_static().expect("plugin registers");
     raise_fd_limit();
     let window: f64 = common::env_or("BENCH_SECONDS", 5.0);
-    let counts: Vec<usize> = common::env_list("BENCH_MUX_N", "100,500,1000,2000,4000");
+    let mut counts: Vec<usize> = common::env_list("BENCH_MUX_N", "100,500,1000,2000,4000");
+    counts.retain(|&n| n > 0);
     let mut peers: Vec<usize> = common::env_list("BENCH_MUX_PEERS", "1024,2048,4096");
     peers.retain(|&n| n > 1);
     let tick = common::env_or("BENCH_MUX_TICK", 1.0) as u32;
+    let shared_ticks: Vec<u32> = common::env_list("BENCH_MUX_SHARED_TICKS", "0,5");
+    let workers: Vec<u32> = common::env_list("BENCH_MUX_WORKERS", "1,2");
+    let support = Support::probe();
     let mhz = common::nominal_mhz();
     println!(
         "# bench_mux: N loopback streams x 50 pps of {PACKET}-byte PCMU, {window} s window \
@@ -601,7 +738,7 @@ fn main() {
         WARMUP.as_secs()
     );
     println!(
-        "  {:>5} {:<13} {:>7} {:>9} {:>10} {:>9} {:>10} {:>8}",
+        "  {:>5} {:<15} {:>7} {:>9} {:>10} {:>9} {:>10} {:>8}",
         "N", "receiver", "threads", "CPU", "MHz/strm", "RSS+MB", "sent", "lost"
     );
     for &n in &counts {
@@ -613,6 +750,28 @@ fn main() {
         print_row(n, "  core only", &core);
         let bare = receive_run(n, Receiver::Floor, window, mhz);
         print_row(n, "  floor", &bare);
+        // Per shared tick: the shared-port channels (when the element has
+        // them) and the shared-socket floor at that tick.
+        let shared: Vec<(u32, Option<Figures>, Figures)> = shared_ticks
+            .iter()
+            .map(|&t| {
+                let name = format!("shared t={t}ms");
+                let channels = if support.shared_socket {
+                    let f = receive_run(n, Receiver::SharedMux(t), window, mhz);
+                    print_row(n, &name, &f);
+                    Some(f)
+                } else {
+                    println!(
+                        "  {n:>5} {name:<15} not available (rtpmuxserver pads have no \
+                         shared-socket and remote-ssrc)"
+                    );
+                    None
+                };
+                let floor = receive_run(n, Receiver::SharedFloor(t), window, mhz);
+                print_row(n, "  shared floor", &floor);
+                (t, channels, floor)
+            })
+            .collect();
         let stock = receive_run(n, Receiver::Udpsrc, window, mhz);
         print_row(n, "udpsrc", &stock);
         common::report(
@@ -652,11 +811,64 @@ fn main() {
             Some(("udpsrc", stock.mhz_per_stream)),
             false,
         );
+        for (t, channels, floor) in &shared {
+            common::report(
+                &format!("mux shared floor t={t}ms: CPU-MHz/stream, {n}"),
+                floor.mhz_per_stream,
+                " MHz",
+                Some(("udpsrc", stock.mhz_per_stream)),
+                false,
+            );
+            let Some(channels) = channels else {
+                continue;
+            };
+            common::report(
+                &format!("mux shared t={t}ms: CPU-MHz per stream, {n} streams"),
+                channels.mhz_per_stream,
+                " MHz",
+                Some(("udpsrc", stock.mhz_per_stream)),
+                false,
+            );
+            common::report(
+                &format!("mux shared t={t}ms: CPU-MHz per stream, {n} streams"),
+                channels.mhz_per_stream,
+                " MHz",
+                Some(("shared floor", floor.mhz_per_stream)),
+                false,
+            );
+            // A row that lost packets did less work, so its CPU proves
+            // nothing against rows that received them all.
+            let losses: Vec<String> = [("it", channels), ("the floor", floor), ("udpsrc", &stock)]
+                .iter()
+                .filter(|(_, f)| f.lost > 0)
+                .map(|(who, f)| format!("{who} lost {:.3}%", f.lost_percent()))
+                .collect();
+            let lossy = if losses.is_empty() {
+                String::new()
+            } else {
+                format!("; NOT COMPARABLE: {}", losses.join(", "))
+            };
+            println!(
+                "  {n:>5} shared t={t}ms: udpsrc takes {:.1}x its CPU per stream (goal >= 10 \
+                 at N >= 500); it takes {:.2}x the shared floor's (goal <= 1.3){lossy}",
+                stock.mhz_per_stream / channels.mhz_per_stream,
+                channels.mhz_per_stream / floor.mhz_per_stream,
+            );
+        }
     }
     let outputs = std::env::var("BENCH_MUX_PEERS_SINK").as_deref() != Ok("none");
     for &n in &peers {
-        peers_run(n, 100.0, 0, outputs, window, mhz);
-        peers_run(n, 100.0, tick, outputs, window, mhz);
+        for &w in &workers {
+            if w != 1 && !support.workers {
+                println!(
+                    "  {n} channels x 100 pps, workers={w}: not available (rtpmuxserver has \
+                     no workers property)"
+                );
+                continue;
+            }
+            peers_run(n, 100.0, 0, w, outputs, window, mhz);
+            peers_run(n, 100.0, tick, w, outputs, window, mhz);
+        }
         // The same traffic with nothing but the socket calls, from one
         // thread: what any one-thread server must at least spend.
         let x = common::floor::exchange(n, 100.0, |i| (i + 1) % n, window);
