@@ -13,7 +13,8 @@ prints "not available: <reason>". See README.md beside this file.
 Environment: BENCH_RELAY_N (default 250,1000), BENCH_SECONDS (window,
 default 10), BENCH_RELAY_WARMUP (s, default 3), BENCH_RELAY_TICKS (default
 0,5), BENCH_RELAY_WORKERS (default 1,2; more than 1 only for the relay-to
-rows), BENCH_RELAY_ROWS (default rtpengine,relay-to,shared,pipeline).
+rows), BENCH_RELAY_ROWS (default rtpengine,floor,relay-to,shared,pipeline;
+floor is relayfloor.c, the kernel's part of a shared-port relay).
 Run after `cargo build --release` (`make bench-relay` does both).
 """
 
@@ -37,7 +38,7 @@ WINDOW = float(os.environ.get("BENCH_SECONDS", "10"))
 WARMUP = float(os.environ.get("BENCH_RELAY_WARMUP", "3"))
 TICKS = [int(t) for t in os.environ.get("BENCH_RELAY_TICKS", "0,5").split(",") if t]
 WORKERS = [int(w) for w in os.environ.get("BENCH_RELAY_WORKERS", "1,2").split(",") if w]
-ROWS = set(os.environ.get("BENCH_RELAY_ROWS", "rtpengine,relay-to,shared,pipeline").split(","))
+ROWS = set(os.environ.get("BENCH_RELAY_ROWS", "rtpengine,floor,relay-to,shared,pipeline").split(","))
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 live = []  # every process started and not yet reaped, for the cleanup
@@ -143,13 +144,16 @@ def key_values(line):
 
 
 OUT_DIR = os.path.join(ROOT, "target", "relay-bench")
+# The bare shared-port relay (relayfloor.c), built by main().
+FLOOR = os.path.join(OUT_DIR, "relayfloor")
 
 
-def build_loadgen():
+def build(name):
+    """benches/relay/NAME.c built into the bench's output directory."""
     os.makedirs(OUT_DIR, exist_ok=True)
-    exe = os.path.join(OUT_DIR, "loadgen")
+    exe = os.path.join(OUT_DIR, name)
     subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-o", exe,
-                    os.path.join(HERE, "loadgen.c"), "-lm"], check=True)
+                    os.path.join(HERE, f"{name}.c"), "-lm"], check=True)
     return exe
 
 
@@ -202,6 +206,10 @@ def rows_for():
         for threads in (1, 2):
             rows.append((f"rtpengine {threads} thread{'s' if threads > 1 else ''}",
                          [PYTHON, os.path.join(HERE, "rtpengine_ng.py"), str(threads)], threads))
+    if "floor" in ROWS:
+        # The kernel's part of a shared-port relay, in the same run.
+        for tick in TICKS:
+            rows.append((f"floor: bare shared-port relay tick={tick}", [FLOOR, str(tick)], None))
     mux = [PYTHON, os.path.join(HERE, "mux_relay.py")]
     for mode in ("relay-to", "shared", "pipeline"):
         if mode not in ROWS:
@@ -242,15 +250,16 @@ def report(head, n, mhz, result, reference, threads):
     if n == GOAL_N and reference:
         met = per_stream * 3 <= min(reference.values()) and t["lost"] == 0 and t["misdelivered"] == 0
         line += f" | goal {'met' if met else 'missed'}"
-    if relay_totals.startswith("mux "):
-        line += f" | element: {relay_totals[4:]}"
+    if relay_totals.startswith(("mux ", "floor ")):
+        line += f" | {relay_totals.split(' ', 1)[0]}: {relay_totals.split(' ', 1)[1]}"
     return line
 
 
 def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     mhz = nominal_mhz()
-    loadgen = build_loadgen()
+    loadgen = build("loadgen")
+    build("relayfloor")
     print(f"# relay bench: {os.cpu_count()} cores at {mhz:.0f} MHz nominal, warm-up {WARMUP:g} s, "
           f"window {WINDOW:g} s, 50 packets/s per stream, 2 streams per call; goal at N={GOAL_N}: "
           "at most 1/3 of rtpengine's CPU per stream (the lower of 1 and 2 threads), no loss", flush=True)
