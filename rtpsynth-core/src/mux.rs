@@ -2698,17 +2698,7 @@ impl<H: Handler> Worker<H> {
             match command {
                 Command::Add(new) => self.add(new),
                 Command::Remove(id, done) => {
-                    // What the channel still has queued goes out first (a
-                    // relay to it stops now: it is closed), then its BYE,
-                    // while the socket is still open.
-                    let mut out = Vec::new();
-                    while self.table.contains_key(&id) && self.send_batch(id, &mut out) {}
-                    self.flush_shared();
-                    if let Some(mut wc) = self.table.remove(&id) {
-                        self.say_bye(&mut wc);
-                        self.table.insert(id, wc);
-                    }
-                    if let Some(wc) = self.detach(id) {
+                    if let Some(wc) = self.close(id) {
                         add_into(&mut lock(&self.shared.released), &wc.channel.stats_now());
                         // Dropping `wc` closes the sockets before the caller goes on.
                     }
@@ -2717,9 +2707,9 @@ impl<H: Handler> Worker<H> {
                 Command::Stop => {
                     let ids: Vec<u32> = self.table.keys().copied().collect();
                     for id in ids {
-                        if let Some(mut wc) = self.table.remove(&id) {
-                            self.say_bye(&mut wc);
-                        }
+                        // Its statistics stay with the channel, which the
+                        // server reads after the stop.
+                        self.close(id);
                     }
                     keep_running = false;
                 }
@@ -2852,9 +2842,15 @@ impl<H: Handler> Worker<H> {
         Some(wc)
     }
 
-    /// Sends the compound that ends `wc`'s session, when it sends RTCP and
-    /// has a target; called before its sockets close.
-    fn say_bye(&mut self, wc: &mut WorkerChannel<H>) {
+    /// Ends channel `id`: what it still has queued goes out (a relay to it
+    /// stops now: it is marked closed), then the compound that ends its
+    /// session when it sends RTCP and has a target, while its socket is
+    /// still open; then it leaves the worker ([`Worker::detach`]).
+    fn close(&mut self, id: u32) -> Option<WorkerChannel<H>> {
+        let mut out = Vec::new();
+        while self.table.contains_key(&id) && self.send_batch(id, &mut out) {}
+        self.flush_shared();
+        let wc = self.table.get_mut(&id)?;
         if let Some(target) = wc.rtcp_target() {
             let len = wc.session.bye(self.now, &mut self.rtcp_out);
             if len > 0 {
@@ -2862,6 +2858,7 @@ impl<H: Handler> Worker<H> {
             }
         }
         wc.channel.publish(&wc.session);
+        self.detach(id)
     }
 
     /// Applies the updates of the channels the element changed.
@@ -3262,8 +3259,11 @@ impl<H: Handler> Worker<H> {
                             let before = wc.route_key();
                             wc.count_sent(std::slice::from_ref(p), *now, unpublished, eager);
                             // Sending under a new SSRC moves what RTCP
-                            // reports on.
-                            if let Some(ss) = sockets.get_mut(number) {
+                            // reports on: rare, so the routes are looked at
+                            // only then.
+                            if before.local_ssrc != Some(wc.session.local_ssrc())
+                                && let Some(ss) = sockets.get_mut(number)
+                            {
                                 ss.reindex(*id, before, wc.route_key());
                             }
                         }
