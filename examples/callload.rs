@@ -37,6 +37,7 @@ use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
+use rtpsynth_core::jbuf::Counters;
 use rtpsynth_core::prng::SplitMix64;
 
 const USAGE: &str = "usage: callload [--calls N] [--seconds S] [--ptime MS] [--loss P] \
@@ -808,7 +809,7 @@ fn max_drift_ns<'a>(legs: impl IntoIterator<Item = &'a Arc<Leg>>) -> u64 {
 }
 
 /// The rtpjbufdec counters the account reads, in this order.
-const JB: [&str; 13] = [
+pub const JB: [&str; 13] = [
     "received",
     "pushed",
     "dropped-duplicate",
@@ -824,8 +825,6 @@ const JB: [&str; 13] = [
     "silence-packets",
 ];
 const JB_RECEIVED: usize = 0;
-/// `JB` entries that count drops or what is still buffered.
-const JB_COUNTED: std::ops::Range<usize> = 2..10;
 const JB_ERASURES: usize = 10;
 const JB_ERASED_PACKETS: usize = 11;
 
@@ -1404,7 +1403,14 @@ impl Calls for Ours {
         // channels (read once, at the end: see `Packed`).
         let m = sum_stats(&self.muxes, &MUX);
         let mux = |n: &str| MUX.iter().position(|c| *c == n).map_or(0, |k| m[k]);
-        let jb_counted: u64 = books.jb[JB_COUNTED].iter().sum();
+        // Every drop reason the jitter buffer has, and what it still holds
+        // (`JB` lists them all: see `jb_reads_every_outcome`).
+        let jb_counted: u64 = JB
+            .iter()
+            .zip(books.jb)
+            .filter(|(name, _)| Counters::dropped_or_held().any(|c| c == **name))
+            .map(|(_, v)| v)
+            .sum();
         let mux_counted = mux("dropped-queue-full")
             + mux("send-errors")
             + mux("dropped-no-socket")

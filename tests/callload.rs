@@ -284,6 +284,17 @@ fn json_is_one_line_with_the_required_fields() {
     assert!(j.contains("\"calls_started\":1,\"calls_ended\":0,"), "{j}");
 }
 
+/// The account sums every rtpjbufdec counter a datagram can end in but
+/// `pushed`: a drop reason added to the jitter buffer and not read here
+/// would be a loss that the account calls uncounted.
+#[test]
+fn jb_reads_every_outcome() {
+    let _guard = serial();
+    for name in rtpsynth_core::jbuf::Counters::dropped_or_held() {
+        assert!(callload::JB.contains(&name), "{name} not read");
+    }
+}
+
 #[test]
 fn bad_options_are_refused_with_a_reason() {
     let _guard = serial();

@@ -218,6 +218,18 @@ counters! {
     }
 }
 
+impl Counters {
+    /// The counters other than `pushed` that a received datagram ends in:
+    /// every drop reason and `buffered` (`received` = `pushed` + these),
+    /// for readers that check the account.
+    pub fn dropped_or_held() -> impl Iterator<Item = &'static str> {
+        Self::NAMES
+            .iter()
+            .copied()
+            .filter(|n| n.starts_with("dropped-") || *n == "buffered")
+    }
+}
+
 /// RFC 3550 receive statistics, over the streams seen since the buffer was
 /// made (each SSRC change, restart or flush begins a new stream, as a
 /// restart re-initialises a source in RFC 3550 A.1).
