@@ -1901,6 +1901,7 @@ struct Receiver {
     socket: std::net::UdpSocket,
     /// Datagrams to ask the next `recvmmsg` for: as many as the socket is
     /// expected to hold, so the call rarely makes a last, failing attempt.
+    /// (A shared socket always asks for [`SHARED_BATCH`].)
     batch: usize,
     /// A receive error was reported and none succeeded since.
     failing: bool,
@@ -2508,17 +2509,6 @@ fn read_batch(
     }
 }
 
-/// How many datagrams to ask for next after `n` came of `asked`: a full
-/// read suggests more is waiting, a short one drained the socket and tells
-/// how much to expect next time.
-fn next_batch(n: usize, asked: usize, max: usize) -> usize {
-    if n == asked {
-        (n * 2).min(max)
-    } else {
-        n.max(1)
-    }
-}
-
 struct Worker<H: Handler> {
     poll: Poll,
     handler: H,
@@ -2951,7 +2941,13 @@ impl<H: Handler> Worker<H> {
             // wake, as a wake serving thousands of sockets takes long enough
             // to show in the jitter.
             let now = self.shared.now();
-            batch = next_batch(n, batch, BATCH);
+            // A full read suggests more is waiting; a short one drained the
+            // socket and tells how much to expect next time.
+            batch = if n == batch {
+                (n * 2).min(BATCH)
+            } else {
+                n.max(1)
+            };
             self.accepted.clear();
             let mut tally = Tally::default();
             let drops_before = kernel_drops;
