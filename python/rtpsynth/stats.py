@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import struct
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Sequence, Union
 
@@ -271,15 +272,35 @@ def to_dicts(packed: Packed, columns: Sequence[str] | None = None) -> list[dict[
     return [dict(zip(names, values)) for values in row.iter_unpack(memoryview(data)[row.size :])]
 
 
+#: Per element, the layout version whose names its ``stats-columns`` were
+#: checked against: an element's names never change, so :func:`read` asks
+#: for them once per element and version instead of at every poll (a list of
+#: some forty strings cost a tenth of a poll of 1,000 channels).
+_checked: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+
 def read(element: Any, as_numpy: bool = True) -> numpy.ndarray | list[dict[str, int]]:
-    """Read an element's ``stats-packed`` and ``stats-columns`` and decode
-    them: with :func:`to_numpy` when ``as_numpy`` and numpy imports, else
-    with :func:`to_dicts`."""
-    packed = element.get_property("stats-packed")
-    columns = list(element.get_property("stats-columns"))
+    """Read an element's ``stats-packed`` and decode it: with
+    :func:`to_numpy` when ``as_numpy`` and numpy imports, else with
+    :func:`to_dicts`. The element's ``stats-columns`` are checked against
+    the layout the first time a version is read from it."""
+    data = raw(element.get_property("stats-packed"))
+    version = struct.unpack_from("<Q", data)[0] if len(data) >= _WORD else None
+    try:
+        checked = _checked.get(element) == version
+    except TypeError:  # an object that takes no weak reference
+        checked = False
+    columns = None if checked else list(element.get_property("stats-columns"))
     if as_numpy:
         try:
-            return to_numpy(packed, columns)
+            rows = to_numpy(data, columns)
         except ImportError:
+            rows = to_dicts(data, columns)
+    else:
+        rows = to_dicts(data, columns)
+    if not checked and version is not None:
+        try:
+            _checked[element] = version
+        except TypeError:
             pass
-    return to_dicts(packed, columns)
+    return rows

@@ -452,6 +452,13 @@ session_stats! {
 }
 
 impl SessionStats {
+    /// The columns an RTP packet received or sent may change (from
+    /// `rtp-packets-received` to `rtp-payload-octets-sent`, with
+    /// `fraction-lost` among them); the others change only with RTCP, a new
+    /// remote source, our SSRC or a setting. A packet's cost is then to
+    /// copy these ([`Session::packet_columns`]), not all of them.
+    pub const PACKET_COLUMNS: std::ops::Range<usize> = 2..12;
+
     /// Columns that are not counts, so a sum over sessions means nothing:
     /// identifiers, ratios, times and scores of one session each, and what
     /// the peer reports (unknown, a sentinel, until it does).
@@ -1156,29 +1163,23 @@ impl Session {
 
     /// A snapshot of the statistics.
     pub fn stats(&self) -> SessionStats {
-        let src = self.remote.as_ref();
-        let rate = self.clock_rate;
-        let jitter_ts = src.zip(rate).map(|(s, _)| s.jitter16 >> 4);
-        let in_us = |ts: Option<u64>| match (ts, rate) {
-            (Some(ts), Some(rate)) => ts_to_us(ts, rate),
-            _ => UNKNOWN,
-        };
+        let p = self.packet_counts();
         let c = &self.counts;
         let dropped = |e: RtcpError| c.dropped[e.index()];
         let peer = self.peer_report.as_ref();
         SessionStats {
             local_ssrc: u64::from(self.local_ssrc),
-            remote_ssrc: src.map_or(UNKNOWN, |s| u64::from(s.ssrc)),
-            packets_received: src.map_or(0, |s| s.received),
-            octets_received: src.map_or(0, |s| s.octets),
-            packets_expected: src.map_or(0, |s| s.expected()),
-            packets_lost: src.map_or(0, |s| s.lost()),
-            fraction_lost: src.map_or(0, |s| u64::from(s.fraction_lost)),
-            jitter: jitter_ts.unwrap_or(UNKNOWN),
-            jitter_us: in_us(jitter_ts),
-            max_jitter_us: in_us(src.zip(rate).map(|(s, _)| s.max_jitter16 >> 4)),
-            packets_sent: self.sender.packets,
-            octets_sent: self.sender.octets,
+            remote_ssrc: self.remote.as_ref().map_or(UNKNOWN, |s| u64::from(s.ssrc)),
+            packets_received: p.received,
+            octets_received: p.octets_received,
+            packets_expected: p.expected,
+            packets_lost: p.lost,
+            fraction_lost: p.fraction_lost,
+            jitter: p.jitter,
+            jitter_us: p.jitter_us,
+            max_jitter_us: p.max_jitter_us,
+            packets_sent: p.sent,
+            octets_sent: p.octets_sent,
             rtcp_sent: c.sent,
             rtcp_received: c.received,
             rtcp_dropped: c.dropped.iter().sum(),
@@ -1195,11 +1196,75 @@ impl Session {
             bye_received: c.bye,
             remote_fraction_lost: peer.map_or(UNKNOWN, |p| u64::from(p.fraction_lost)),
             remote_packets_lost: peer.map_or(UNKNOWN_SIGNED, |p| i64::from(p.cumulative_lost)),
-            remote_jitter_us: in_us(peer.map(|p| u64::from(p.jitter))),
+            remote_jitter_us: self.ts_in_us(peer.map(|p| u64::from(p.jitter))),
             rtt_us: self.rtt_us.unwrap_or(UNKNOWN),
             mos: self.mos_x100.map_or(UNKNOWN, u64::from),
         }
     }
+
+    /// [`SessionStats::PACKET_COLUMNS`] now: what a packet received or sent
+    /// changes, without the rest of [`Session::stats`].
+    pub fn packet_columns(
+        &self,
+    ) -> [u64; SessionStats::PACKET_COLUMNS.end - SessionStats::PACKET_COLUMNS.start] {
+        let p = self.packet_counts();
+        [
+            p.received,
+            p.octets_received,
+            p.expected,
+            p.lost.column(),
+            p.fraction_lost,
+            p.jitter,
+            p.jitter_us,
+            p.max_jitter_us,
+            p.sent,
+            p.octets_sent,
+        ]
+    }
+
+    fn packet_counts(&self) -> PacketCounts {
+        let src = self.remote.as_ref();
+        let jitter = |j16: fn(&RemoteSource) -> u64| {
+            src.filter(|_| self.clock_rate.is_some())
+                .map(|s| j16(s) >> 4)
+        };
+        let jitter_ts = jitter(|s| s.jitter16);
+        PacketCounts {
+            received: src.map_or(0, |s| s.received),
+            octets_received: src.map_or(0, |s| s.octets),
+            expected: src.map_or(0, |s| s.expected()),
+            lost: src.map_or(0, |s| s.lost()),
+            fraction_lost: src.map_or(0, |s| u64::from(s.fraction_lost)),
+            jitter: jitter_ts.unwrap_or(UNKNOWN),
+            jitter_us: self.ts_in_us(jitter_ts),
+            max_jitter_us: self.ts_in_us(jitter(|s| s.max_jitter16)),
+            sent: self.sender.packets,
+            octets_sent: self.sender.octets,
+        }
+    }
+
+    /// `ts` timestamp units in µs at the clock rate; UNKNOWN when either is.
+    fn ts_in_us(&self, ts: Option<u64>) -> u64 {
+        match (ts, self.clock_rate) {
+            (Some(ts), Some(rate)) => ts_to_us(ts, rate),
+            _ => UNKNOWN,
+        }
+    }
+}
+
+/// The values of [`SessionStats::PACKET_COLUMNS`], worked out in one place
+/// for [`Session::stats`] and [`Session::packet_columns`].
+struct PacketCounts {
+    received: u64,
+    octets_received: u64,
+    expected: u64,
+    lost: i64,
+    fraction_lost: u64,
+    jitter: u64,
+    jitter_us: u64,
+    max_jitter_us: u64,
+    sent: u64,
+    octets_sent: u64,
 }
 
 /// `ts` timestamp units at `rate` Hz in microseconds, rounded down. Saturates
@@ -1599,7 +1664,17 @@ mod tests {
             let mut s = Session::new(&cfg, "me", 0).unwrap();
             let mut r = RefSession::default();
             for (now, ssrc, seq, ts) in arrivals(&t) {
+                let before = columns(&s);
                 let verdict = receive(&mut s, ssrc, seq, ts, now);
+                let after = columns(&s);
+                prop_assert_eq!(&after[SessionStats::PACKET_COLUMNS], &s.packet_columns()[..]);
+                if verdict == Received::Counted {
+                    // What the mux copies after such a packet is all that changed.
+                    for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+                        prop_assert!(SessionStats::PACKET_COLUMNS.contains(&i) || b == a,
+                            "{} changed", SessionStats::NAMES[i]);
+                    }
+                }
                 let counted = r.packet(ssrc, seq, ts, now);
                 prop_assert_eq!(
                     counted,
@@ -1873,6 +1948,45 @@ mod tests {
             (st.packets_sent, st.octets_sent, st.rtcp_sent),
             (50, 8000, 4)
         );
+    }
+
+    fn columns(s: &Session) -> [u64; SessionStats::NCOLUMNS] {
+        let mut out = [0; SessionStats::NCOLUMNS];
+        s.stats().write_columns(&mut out);
+        out
+    }
+
+    #[test]
+    fn a_packet_sent_changes_only_the_packet_columns_unless_our_ssrc_changes() {
+        let mut s = session(7);
+        let peer_about_us = ReportBlock {
+            ssrc: 7,
+            fraction_lost: 12,
+            cumulative_lost: 3,
+            extended_highest_seq: 10,
+            jitter: 80,
+            last_sr: 0,
+            delay_since_last_sr: 0,
+        };
+        s.handle_rtcp(&peer_sr(9, 1 << 32, Some(peer_about_us), b"peer"), 0)
+            .unwrap();
+        let before = columns(&s);
+        send(&mut s, 7, 1, 160, MS);
+        let after = columns(&s);
+        assert_eq!(
+            &after[SessionStats::PACKET_COLUMNS],
+            &s.packet_columns()[..]
+        );
+        let changed: Vec<_> = (0..SessionStats::NCOLUMNS)
+            .filter(|&i| before[i] != after[i])
+            .map(|i| SessionStats::NAMES[i])
+            .collect();
+        assert_eq!(changed, ["rtp-packets-sent", "rtp-payload-octets-sent"]);
+        // A new SSRC of ours is more than a count: the mux copies it all.
+        send(&mut s, 8, 2, 320, 2 * MS);
+        let st = s.stats();
+        assert_eq!((st.local_ssrc, st.packets_sent), (8, 1));
+        assert_eq!(st.remote_fraction_lost, UNKNOWN);
     }
 
     #[test]

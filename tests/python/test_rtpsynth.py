@@ -84,6 +84,31 @@ def test_read_decodes_both_property_reads(echo, monkeypatch):
     assert rtpsynth.read(echo.m) == want
 
 
+def test_read_checks_an_elements_column_names_once_per_layout_version(echo):
+    class Counting:
+        """The element's two properties, counting the column reads."""
+
+        def __init__(self, columns):
+            self.columns, self.asked = columns, 0
+
+        def get_property(self, name):
+            if name == "stats-columns":
+                self.asked += 1
+                return self.columns
+            return echo.m.get_property(name)
+
+    good = Counting(list(echo.m.get_property("stats-columns")))
+    want = expected_rows(echo.m)
+    assert [rtpsynth.read(good, as_numpy=False) for _ in range(3)] == [want] * 3
+    assert good.asked == 1
+    # Another element is checked on its own, and a wrong list refused.
+    bad = Counting(list(reversed(good.columns)))
+    for _ in range(2):
+        with pytest.raises(rtpsynth.LayoutError, match="are not those of layout version"):
+            rtpsynth.read(bad)
+    assert bad.asked == 2
+
+
 def test_a_stale_or_foreign_column_list_is_refused(echo):
     packed = echo.m.get_property("stats-packed")
     columns = list(echo.m.get_property("stats-columns"))
