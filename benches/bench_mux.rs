@@ -287,6 +287,15 @@ fn fakesink() -> gst::Element {
         .expect("fakesink")
 }
 
+/// The events that start an RTP stream named `id`, before its buffers.
+fn stream_start(id: &str) -> [gst::Event; 3] {
+    [
+        gst::event::StreamStart::new(id),
+        gst::event::Caps::new(&gst::Caps::new_empty_simple("application/x-rtp")),
+        gst::event::Segment::new(&gst::FormattedSegment::<gst::ClockTime>::new()),
+    ]
+}
+
 /// A new [`fakesink`] in `pipeline`, fed by `pad`.
 fn fakesink_for(pipeline: &gst::Pipeline, pad: &gst::Pad) -> gst::Element {
     let sink = fakesink();
@@ -316,6 +325,12 @@ enum Receiver {
     /// thread reading it with `recvmmsg` of up to 64, with this tick (ms),
     /// packets counted and thrown away.
     SharedFloor(u32),
+    /// [`Receiver::SharedFloor`] that also does what any GStreamer element
+    /// giving each stream its own pad must do per datagram: a buffer with
+    /// its bytes and a time, pushed on the stream's pad (found by its SSRC,
+    /// an array index here) into a fakesink. The floor under shared-port
+    /// channels that push every packet, as `udpsrc` does.
+    SharedPushFloor(u32),
     /// N stock `udpsrc`, each into a fakesink.
     Udpsrc,
 }
@@ -330,7 +345,10 @@ impl Receiver {
     /// first packet and the latched address the rest, which is the path a
     /// deployment runs.
     fn shared(self) -> bool {
-        matches!(self, Receiver::SharedMux(_) | Receiver::SharedFloor(_))
+        matches!(
+            self,
+            Receiver::SharedMux(_) | Receiver::SharedFloor(_) | Receiver::SharedPushFloor(_)
+        )
     }
 }
 
@@ -361,7 +379,49 @@ fn receive_run(n: usize, receiver: Receiver, window: f64, mhz: f64) -> Figures {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut floor = None;
     let mut element = None;
-    if let Receiver::Floor | Receiver::SharedFloor(_) = receiver {
+    if let Receiver::SharedPushFloor(tick) = receiver {
+        let mut bare = common::floor::Floor::shared(UdpSocket::bind("127.0.0.1:0").expect("bind"));
+        ports = bare.ports().into_iter().cycle().take(n).collect();
+        let pads: Vec<gst::Pad> = (0..n)
+            .map(|i| {
+                let pad = gst::Pad::builder(gst::PadDirection::Src)
+                    .name(format!("floor_{i}"))
+                    .build();
+                sinks.push(fakesink_for(&pipeline, &pad));
+                pad
+            })
+            .collect();
+        pipeline.set_state(gst::State::Playing).expect("PLAYING");
+        for (i, pad) in pads.iter().enumerate() {
+            pad.set_active(true).expect("pad activates");
+            for event in stream_start(&format!("floor/{i}")) {
+                pad.push_event(event);
+            }
+        }
+        let stop = stop.clone();
+        // The fakesinks count what arrives; the loop's own count is not used.
+        let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let tick = Duration::from_millis(tick.into());
+        floor = Some(std::thread::spawn(move || {
+            bare.serve_each(tick, &stop, &read, |data| {
+                let Some(pad) = data
+                    .get(8..12)
+                    .and_then(|s| s.try_into().ok())
+                    .and_then(|ssrc| pads.get(u32::from_be_bytes(ssrc) as usize))
+                else {
+                    return;
+                };
+                let Ok(mut buffer) = gst::Buffer::with_size(data.len()) else {
+                    return;
+                };
+                let b = buffer.get_mut().expect("a new buffer is writable");
+                if b.copy_from_slice(0, data).is_ok() {
+                    b.set_pts(gst::ClockTime::ZERO);
+                    let _ = pad.push(buffer);
+                }
+            })
+        }));
+    } else if let Receiver::Floor | Receiver::SharedFloor(_) = receiver {
         let bind = || UdpSocket::bind("127.0.0.1:0").expect("bind");
         let (mut bare, tick) = match receiver {
             Receiver::SharedFloor(tick) => (common::floor::Floor::shared(bind()), tick),
@@ -551,13 +611,9 @@ fn peers_run(n: usize, pps: f64, tick: u32, workers: u32, outputs: bool, window:
         pad.set_property("remote-port", ports[(i + 1) % n]);
     }
     for (i, pad) in sink_pads.iter().enumerate() {
-        pad.send_event(gst::event::StreamStart::new(&format!("peer-{i}")));
-        pad.send_event(gst::event::Caps::new(&gst::Caps::new_empty_simple(
-            "application/x-rtp",
-        )));
-        pad.send_event(gst::event::Segment::new(&gst::FormattedSegment::<
-            gst::ClockTime,
-        >::new()));
+        for event in stream_start(&format!("peer-{i}")) {
+            pad.send_event(event);
+        }
     }
     let buffers: Vec<gst::Buffer> = (0..n)
         .map(|i| gst::Buffer::from_slice(packet(0, i as u32)))
@@ -762,7 +818,7 @@ fn main() {
         print_row(n, "  floor", &bare);
         // Per shared tick: the shared-port channels (when the element has
         // them) and the shared-socket floor at that tick.
-        let shared: Vec<(u32, Option<Figures>, Figures)> = shared_ticks
+        let shared: Vec<(u32, Option<Figures>, Figures, Figures)> = shared_ticks
             .iter()
             .map(|&t| {
                 let name = format!("shared t={t}ms");
@@ -779,7 +835,9 @@ fn main() {
                 };
                 let floor = receive_run(n, Receiver::SharedFloor(t), window, mhz);
                 print_row(n, "  shared floor", &floor);
-                (t, channels, floor)
+                let push_floor = receive_run(n, Receiver::SharedPushFloor(t), window, mhz);
+                print_row(n, "  + push floor", &push_floor);
+                (t, channels, floor, push_floor)
             })
             .collect();
         let stock = receive_run(n, Receiver::Udpsrc, window, mhz);
@@ -822,7 +880,7 @@ fn main() {
             Some(("udpsrc", stock.mhz_per_stream)),
             false,
         );
-        for (t, channels, floor) in &shared {
+        for (t, channels, floor, push_floor) in &shared {
             common::report(
                 &format!("mux shared floor t={t}ms: CPU-MHz/stream, {n}"),
                 floor.mhz_per_stream,
@@ -849,11 +907,16 @@ fn main() {
             );
             // A row that lost packets did less work, so its CPU proves
             // nothing against rows that received them all.
-            let losses: Vec<String> = [("it", channels), ("the floor", floor), ("udpsrc", &stock)]
-                .iter()
-                .filter(|(_, f)| f.lost > 0)
-                .map(|(who, f)| format!("{who} lost {:.3}%", f.lost_percent()))
-                .collect();
+            let losses: Vec<String> = [
+                ("it", channels),
+                ("the floor", floor),
+                ("the push floor", push_floor),
+                ("udpsrc", &stock),
+            ]
+            .iter()
+            .filter(|(_, f)| f.lost > 0)
+            .map(|(who, f)| format!("{who} lost {:.3}%", f.lost_percent()))
+            .collect();
             let lossy = if losses.is_empty() {
                 String::new()
             } else {
@@ -861,9 +924,12 @@ fn main() {
             };
             println!(
                 "  {n:>5} shared t={t}ms: udpsrc takes {:.1}x its CPU per stream (goal >= 10 \
-                 at N >= 500); it takes {:.2}x the shared floor's (goal <= 1.3){lossy}",
+                 at N >= 500); it takes {:.2}x the shared floor's (goal <= 1.3) and {:.2}x \
+                 the push floor's; udpsrc takes {:.1}x the push floor's{lossy}",
                 stock.mhz_per_stream / channels.mhz_per_stream,
                 channels.mhz_per_stream / floor.mhz_per_stream,
+                channels.mhz_per_stream / push_floor.mhz_per_stream,
+                stock.mhz_per_stream / push_floor.mhz_per_stream,
             );
         }
     }

@@ -102,6 +102,16 @@ impl Batch {
         }
         n
     }
+
+    /// Hands each of the first `n` datagrams read to `each`.
+    fn hand(&self, n: usize, each: &mut impl FnMut(&[u8])) {
+        for (m, room) in self.msgs[..n]
+            .iter()
+            .zip(self.buf.chunks_exact(DATAGRAM_ROOM))
+        {
+            each(&room[..(m.msg_len as usize).min(DATAGRAM_ROOM)]);
+        }
+    }
 }
 
 impl Floor {
@@ -167,6 +177,11 @@ impl Floor {
     /// comes back full; returns the datagrams read. What a read leaves
     /// behind, level-triggered epoll reports again at the next call.
     pub fn receive(&mut self, timeout_ms: i32) -> u64 {
+        self.receive_each(timeout_ms, &mut |_| {})
+    }
+
+    /// [`Floor::receive`], handing each datagram to `each`.
+    fn receive_each(&mut self, timeout_ms: i32, each: &mut impl FnMut(&[u8])) -> u64 {
         let mut got = 0;
         let mut timeout = timeout_ms;
         loop {
@@ -183,7 +198,9 @@ impl Floor {
             let ready = ready.max(0) as usize;
             for i in 0..ready {
                 let fd = self.sockets[self.events[i].u64 as usize].as_raw_fd();
-                got += self.batch.read(fd) as u64;
+                let n = self.batch.read(fd);
+                self.batch.hand(n, each);
+                got += n as u64;
             }
             if ready < self.events.len() {
                 return got;
@@ -195,11 +212,17 @@ impl Floor {
     /// Reads every socket until a read comes back short of a full batch;
     /// returns the datagrams read.
     pub fn drain(&mut self) -> u64 {
+        self.drain_each(&mut |_| {})
+    }
+
+    /// [`Floor::drain`], handing each datagram to `each`.
+    fn drain_each(&mut self, each: &mut impl FnMut(&[u8])) -> u64 {
         let mut got = 0;
         for s in &self.sockets {
             let full = self.batch.msgs.len();
             loop {
                 let n = self.batch.read(s.as_raw_fd());
+                self.batch.hand(n, each);
                 got += n as u64;
                 if n < full {
                     break;
@@ -214,16 +237,28 @@ impl Floor {
     /// the thread sleeps to the next tick and then drains everything
     /// ([`Floor::drain`]), as a server paced by a tick does.
     pub fn serve(&mut self, tick: Duration, stop: &AtomicBool, count: &AtomicU64) {
+        self.serve_each(tick, stop, count, |_| {});
+    }
+
+    /// [`Floor::serve`], handing each datagram to `each`: the floor of a
+    /// receiver that does that much more per datagram.
+    pub fn serve_each(
+        &mut self,
+        tick: Duration,
+        stop: &AtomicBool,
+        count: &AtomicU64,
+        mut each: impl FnMut(&[u8]),
+    ) {
         let mut next = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             let got = if tick.is_zero() {
-                self.receive(50)
+                self.receive_each(50, &mut each)
             } else {
                 next += tick;
                 if let Some(wait) = next.checked_duration_since(Instant::now()) {
                     std::thread::sleep(wait);
                 }
-                self.drain()
+                self.drain_each(&mut each)
             };
             count.fetch_add(got, Ordering::Relaxed);
         }
