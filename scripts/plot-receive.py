@@ -6,8 +6,8 @@ but the standard library.
     cargo bench --bench bench_mux | tee mux.txt
     python3 scripts/plot-receive.py mux.txt > docs/receive.svg
 
-A row is "N name threads cpu% MHz-per-stream ..."; a "shared floor" row
-belongs to the "shared t=..." row before it.
+A row is "N name threads cpu% MHz-per-stream ..."; a "shared floor" or
+"+ push floor" row belongs to the "shared t=..." row before it.
 """
 
 import math
@@ -15,15 +15,18 @@ import re
 import sys
 
 ROW = re.compile(r"^\s+(\d+)\s+(.+?)\s+(\d+)\s+([\d.]+)%\s+([\d.]+)\s")
-# Series drawn, in legend order: (name in the bench, label, colour, dashed).
+# Series drawn, in legend order: (name in the bench, label, colour, dash
+# pattern: solid for receivers, dashed for floors, dotted for push floors).
 SERIES = [
-    ("udpsrc", "N × udpsrc", "#d62728", False),
-    ("rtpmuxserver", "rtpmuxserver, a socket per channel", "#1f77b4", False),
-    ("shared t=0ms", "rtpmuxserver, one shared port, tick 0", "#2ca02c", False),
-    ("shared t=5ms", "rtpmuxserver, one shared port, tick 5 ms", "#9467bd", False),
-    ("floor", "floor: a socket per stream (epoll + recvmmsg)", "#1f77b4", True),
-    ("shared floor t=0ms", "floor: one shared socket, tick 0", "#2ca02c", True),
-    ("shared floor t=5ms", "floor: one shared socket, tick 5 ms", "#9467bd", True),
+    ("udpsrc", "N × udpsrc", "#d62728", ""),
+    ("rtpmuxserver", "rtpmuxserver, a socket per channel", "#1f77b4", ""),
+    ("shared t=0ms", "rtpmuxserver, one shared port, tick 0", "#2ca02c", ""),
+    ("shared t=5ms", "rtpmuxserver, one shared port, tick 5 ms", "#9467bd", ""),
+    ("floor", "floor: a socket per stream (epoll + recvmmsg)", "#1f77b4", "5,4"),
+    ("shared floor t=0ms", "floor: one shared socket, tick 0", "#2ca02c", "5,4"),
+    ("shared floor t=5ms", "floor: one shared socket, tick 5 ms", "#9467bd", "5,4"),
+    ("push floor t=0ms", "the same + a buffer pushed per packet, tick 0", "#2ca02c", "1,3"),
+    ("push floor t=5ms", "the same + a buffer pushed per packet, tick 5 ms", "#9467bd", "1,3"),
 ]
 
 
@@ -37,14 +40,15 @@ def parse(lines):
         n, name, mhz = int(m.group(1)), m.group(2).strip(), float(m.group(5))
         if name.startswith("shared t="):
             last_shared = name
-        elif name == "shared floor" and last_shared:
-            name = "shared floor " + last_shared.split(" ", 1)[1]
+        elif name in ("shared floor", "+ push floor") and last_shared:
+            kind = "shared floor" if name == "shared floor" else "push floor"
+            name = kind + " " + last_shared.split(" ", 1)[1]
         points.setdefault(name, {})[n] = mhz
     return points
 
 
 def svg(points):
-    width, height, left, right, top, bottom = 760, 420, 70, 330, 30, 50
+    width, height, left, right, top, bottom = 840, 420, 70, 390, 30, 50
     ns = sorted({n for series in points.values() for n in series})
     ymax = max(v for s in points.values() for v in s.values()) * 1.1
     x0, x1 = math.log(ns[0]), math.log(ns[-1])
@@ -70,11 +74,11 @@ def svg(points):
                'streams received (50 packets/s each), log scale</text>')
     out.append(f'<text x="16" y="{(top + height - bottom) / 2:.0f}" text-anchor="middle" '
                f'transform="rotate(-90 16 {(top + height - bottom) / 2:.0f})">CPU-MHz per stream</text>')
-    for i, (name, label, colour, dashed) in enumerate(SERIES):
+    for i, (name, label, colour, pattern) in enumerate(SERIES):
         series = points.get(name)
         if not series:
             continue
-        dash = ' stroke-dasharray="5,4"' if dashed else ""
+        dash = f' stroke-dasharray="{pattern}"' if pattern else ""
         path = " ".join(f"{x(n):.1f},{y(v):.1f}" for n, v in sorted(series.items()))
         out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>')
         for n, v in sorted(series.items()):
