@@ -647,6 +647,11 @@ pub struct Channel<P, A> {
     relay_queue: SendQueue<Box<[u8]>>,
     /// Set once the channel is removed: relays to it look again.
     closed: AtomicBool,
+    /// Relays from other workers between their check of `closed` and the
+    /// end of their push: the worker closing the channel waits for them
+    /// before it sends what is queued for the last time, so a packet
+    /// counted `relayed` is never left in a queue nobody reads.
+    relays_in_flight: AtomicUsize,
     /// The channel relays what it receives (`relay-to` set).
     relaying: AtomicBool,
     rtcp_mode: RtcpMode,
@@ -778,7 +783,13 @@ impl<P, A> Channel<P, A> {
     /// Queues a copy of `data`, received by another channel, for sending;
     /// None when this channel is closed (the caller looks again).
     fn relay(&self, data: &[u8]) -> Option<bool> {
-        if self.closed.load(Ordering::Acquire) {
+        // In flight before looking at `closed`, both sequentially
+        // consistent, as [`Channel::close`] does them the other way round:
+        // either this sees the channel closed, or its closer sees this push
+        // and waits for it.
+        self.relays_in_flight.fetch_add(1, Ordering::SeqCst);
+        if self.closed.load(Ordering::SeqCst) {
+            self.relays_in_flight.fetch_sub(1, Ordering::Release);
             return None;
         }
         let queued = match self.relay_queue.push(data.into()) {
@@ -788,8 +799,19 @@ impl<P, A> Channel<P, A> {
                 false
             }
         };
+        self.relays_in_flight.fetch_sub(1, Ordering::Release);
         self.schedule();
         Some(queued)
+    }
+
+    /// Marks the channel closed to relays, and waits until none is still
+    /// pushing into its queue (a push takes nanoseconds).
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        let mut tries = 0;
+        while self.relays_in_flight.load(Ordering::SeqCst) != 0 {
+            wait_a_moment(&mut tries);
+        }
     }
 
     /// The statistics now, in [`StatsRow`] order, as the worker left them
@@ -817,13 +839,7 @@ impl<P, A> Channel<P, A> {
                     return;
                 }
             }
-            tries += 1;
-            // A worker preempted mid-change may need this CPU to finish it.
-            if tries.is_multiple_of(64) {
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
-            }
+            wait_a_moment(&mut tries);
         }
     }
 
@@ -895,6 +911,18 @@ impl Drop for StatsWrite<'_> {
     fn drop(&mut self) {
         let version = self.version.load(Ordering::Relaxed);
         self.version.store(version + 1, Ordering::Release);
+    }
+}
+
+/// One turn of waiting for another thread to finish a few stores (a change
+/// of statistics, a relay's push): a spin, and every 64th turn a yield, for
+/// a thread preempted halfway may need this CPU to finish.
+fn wait_a_moment(tries: &mut u32) {
+    *tries += 1;
+    if tries.is_multiple_of(64) {
+        std::thread::yield_now();
+    } else {
+        std::hint::spin_loop();
     }
 }
 
@@ -1400,6 +1428,7 @@ impl<H: Handler> Server<H> {
             relay_queue: SendQueue::new(config.queue_size)
                 .map_err(|e| ChannelError::Config(id, e))?,
             closed: AtomicBool::new(false),
+            relays_in_flight: AtomicUsize::new(0),
             relaying: AtomicBool::new(config.relay_to.is_some()),
             rtcp_mode: config.rtcp,
             scheduled: AtomicBool::new(false),
@@ -1454,7 +1483,8 @@ impl<H: Handler> Server<H> {
         let Some(channel) = lock(&self.shared.channels).remove(&id) else {
             return false;
         };
-        channel.closed.store(true, Ordering::Release);
+        // Relays to it stop here; the worker sends what they queued.
+        channel.close();
         let (done, wait) = mpsc::channel();
         if channel.shared_socket
             && let Entry::Occupied(mut place) =
@@ -1514,14 +1544,22 @@ impl<H: Handler> Server<H> {
     /// Stops the workers (which say BYE on every channel that sends RTCP)
     /// and closes every socket.
     pub fn stop(&mut self) {
-        self.workers.iter_mut().for_each(WorkerLink::stop);
+        self.stop_workers();
         lock(&self.shared.channels).clear();
+    }
+
+    /// Closes every channel to relays (one worker may stop while another
+    /// still relays to its channels: those then count `not-relayed`), then
+    /// stops the workers.
+    fn stop_workers(&mut self) {
+        lock(&self.shared.channels).values().for_each(|c| c.close());
+        self.workers.iter_mut().for_each(WorkerLink::stop);
     }
 
     /// [`Server::stop`], returning the statistics as they were after the
     /// last BYE went out: [`Server::channel_stats`] and [`Server::totals`].
     pub fn stop_with_stats(&mut self) -> (Vec<(u32, StatsRow)>, StatsRow) {
-        self.workers.iter_mut().for_each(WorkerLink::stop);
+        self.stop_workers();
         let rows = self.channel_stats();
         let totals = self.totals(&rows);
         lock(&self.shared.channels).clear();
@@ -3061,11 +3099,12 @@ impl<H: Handler> Worker<H> {
     }
 
     /// Sends one batch of channel `id`'s queued packets (its shared
-    /// socket's go to [`Worker::shared_out`]); returns whether more wait,
-    /// the channel then being scheduled again.
+    /// socket's go to [`Worker::shared_out`]); returns whether it was a full
+    /// one, so more may wait (the channel is then scheduled again, unless
+    /// a sender already did).
     fn send_batch(&mut self, id: u32, out: &mut Vec<Out<H::Packet>>) -> bool {
         let now = self.now;
-        let mut more = false;
+        let more;
         // A target set just before these packets were queued applies to
         // them.
         self.refresh(id);
@@ -3087,9 +3126,9 @@ impl<H: Handler> Worker<H> {
                     None => break,
                 }
             }
-            if out.len() == BATCH && !ch.scheduled.swap(true, Ordering::AcqRel) {
+            more = out.len() == BATCH;
+            if more && !ch.scheduled.swap(true, Ordering::AcqRel) {
                 lock(&self.notify.pending).push(id);
-                more = true;
             }
             // Relayed RTCP of a channel with an RTCP socket goes out there.
             if wc.mode == RtcpMode::PortPlusOne {
@@ -3831,6 +3870,79 @@ mod tests {
     fn relay_to_between_workers_and_on_shared_sockets() {
         relay_both_ways(2, false);
         relay_both_ways(1, true);
+    }
+
+    #[test]
+    fn a_relay_target_removed_mid_stream_on_another_worker_leaves_nothing_uncounted() {
+        let (tx, _rx) = channel();
+        let collect = Collect {
+            tx: Some(tx),
+            byes: None,
+        };
+        let mut srv = Server::start_workers(vec![collect; 2], Duration::ZERO).unwrap();
+        let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+        // a (worker 0) relays to b, which each round comes back on worker 1
+        // and is removed while a's peer floods a.
+        let a = srv
+            .add_channel(
+                0,
+                ChannelConfig {
+                    relay_to: Some(1),
+                    queue_size: 64,
+                    ..loopback()
+                },
+                (),
+            )
+            .unwrap();
+        let to = a.local_addr();
+        let flooding = Arc::new(AtomicBool::new(true));
+        let flood = {
+            let flooding = flooding.clone();
+            std::thread::spawn(move || {
+                let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+                let mut seq = 0u16;
+                while flooding.load(Ordering::Relaxed) {
+                    // Refused when a's buffer is full: the kernel counts it.
+                    let _ = peer.send_to(&packet(seq), to);
+                    seq = seq.wrapping_add(1);
+                    if seq % 64 == 0 {
+                        std::thread::yield_now();
+                    }
+                }
+            })
+        };
+        for _ in 0..30 {
+            let b = srv
+                .add_channel(
+                    1,
+                    ChannelConfig {
+                        remote: Some(sink.local_addr().unwrap()),
+                        queue_size: 64,
+                        ..loopback()
+                    },
+                    (),
+                )
+                .unwrap();
+            assert!(wait_for(|| b.stats()[PACKETS_SENT] > 0));
+            assert!(srv.remove_channel(1, Duration::from_secs(5)));
+        }
+        flooding.store(false, Ordering::Relaxed);
+        flood.join().unwrap();
+        let (_, totals) = srv.stop_with_stats();
+        let sa = a.stats();
+        // Each datagram a took was relayed, refused by b's full queue, or
+        // had no b to go to; each relayed one b sent or failed to send.
+        assert_eq!(
+            sa[PACKETS_RECEIVED],
+            sa[NOT_RELAYED]
+                + totals[DROPPED_QUEUE_FULL]
+                + totals[PACKETS_SENT]
+                + totals[SEND_ERRORS],
+            "{:?}",
+            named(&totals)
+        );
+        assert_eq!(sa[RELAYED], totals[PACKETS_SENT] + totals[SEND_ERRORS]);
+        assert!(sa[RELAYED] > 0 && sa[NOT_RELAYED] > 0, "{:?}", named(&sa));
     }
 
     #[test]
