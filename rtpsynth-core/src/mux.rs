@@ -3317,12 +3317,21 @@ mod tests {
     }
 
     fn server_with_tick(tick: Duration) -> (Server<Collect>, Receiver<Got>) {
+        server_with_workers(1, tick)
+    }
+
+    /// A server of `workers` workers whose handlers send what they receive
+    /// to the receiver returned.
+    fn server_with_workers(workers: usize, tick: Duration) -> (Server<Collect>, Receiver<Got>) {
         let (tx, rx) = channel();
         let collect = Collect {
             tx: Some(tx),
             byes: None,
         };
-        (Server::start(collect, tick).unwrap(), rx)
+        (
+            Server::start_workers(vec![collect; workers], tick).unwrap(),
+            rx,
+        )
     }
 
     fn packet(seq: u16) -> Vec<u8> {
@@ -3607,13 +3616,7 @@ mod tests {
 
     #[test]
     fn two_workers_share_the_channels_and_count_as_one() {
-        let (tx, rx) = channel();
-        let collect = Collect {
-            tx: Some(tx),
-            byes: None,
-        };
-        let mut srv =
-            Server::start_workers(vec![collect.clone(), collect], Duration::ZERO).unwrap();
+        let (mut srv, rx) = server_with_workers(2, Duration::ZERO);
         assert_eq!(srv.workers(), 2);
         echo_between_two_channels_of(&srv, &rx);
         // Channel 0 and 1 went to different workers: a channel's sends and
@@ -3805,12 +3808,7 @@ mod tests {
     }
 
     fn relay_both_ways(workers: usize, shared_socket: bool) {
-        let (tx, rx) = channel();
-        let collect = Collect {
-            tx: Some(tx),
-            byes: None,
-        };
-        let srv = Server::start_workers(vec![collect; workers], Duration::ZERO).unwrap();
+        let (srv, rx) = server_with_workers(workers, Duration::ZERO);
         let (peer_a, peer_b) = (
             UdpSocket::bind("127.0.0.1:0").unwrap(),
             UdpSocket::bind("127.0.0.1:0").unwrap(),
@@ -3874,12 +3872,7 @@ mod tests {
 
     #[test]
     fn a_relay_target_removed_mid_stream_on_another_worker_leaves_nothing_uncounted() {
-        let (tx, _rx) = channel();
-        let collect = Collect {
-            tx: Some(tx),
-            byes: None,
-        };
-        let mut srv = Server::start_workers(vec![collect; 2], Duration::ZERO).unwrap();
+        let (mut srv, _rx) = server_with_workers(2, Duration::ZERO);
         let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
         // a (worker 0) relays to b, which each round comes back on worker 1
         // and is removed while a's peer floods a.
@@ -3905,7 +3898,7 @@ mod tests {
                     // Refused when a's buffer is full: the kernel counts it.
                     let _ = peer.send_to(&packet(seq), to);
                     seq = seq.wrapping_add(1);
-                    if seq % 64 == 0 {
+                    if seq.is_multiple_of(64) {
                         std::thread::yield_now();
                     }
                 }
