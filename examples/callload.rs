@@ -739,6 +739,20 @@ struct Live {
     mos: Option<f64>,
 }
 
+/// The RTP packets no counter accounts for, from `shortfall` (expected at
+/// the jitter buffers minus what got there or was counted on the way) when
+/// up to `maybe_rtcp` of the counted drops may have been RTCP. A positive
+/// shortfall is RTP gone without a counter whatever the drops were; a
+/// negative one (more counted than lost) is no loss as far as RTCP drops
+/// explain it, and what they cannot explain is reported.
+pub fn rtp_uncounted(shortfall: i64, maybe_rtcp: u64) -> i64 {
+    if shortfall < 0 {
+        (shortfall + maybe_rtcp as i64).min(0)
+    } else {
+        shortfall
+    }
+}
+
 /// The final account of every packet, from the elements' own counters.
 #[derive(Default, Debug)]
 struct Tally {
@@ -753,6 +767,9 @@ struct Tally {
     /// What the count expected at the jitter buffers minus what got there
     /// or was counted on the way.
     lost_uncounted: i64,
+    /// Counted drops that may have been RTCP rather than RTP (see
+    /// [`rtp_uncounted`]).
+    drops_maybe_rtcp: u64,
     erasures: u64,
     erased_packets: u64,
     /// Legs whose decoded samples are not (sent × samples per packet).
@@ -1419,7 +1436,16 @@ impl Calls for Ours {
             + mux("dropped-kernel")
             + mux("dropped-downstream");
         let into_server = books.sent + books.duplicated - books.dropped;
-        let lost_uncounted = into_server as i64 - (mux_counted + books.jb[JB_RECEIVED]) as i64;
+        // A socket that carries RTCP too counts its datagrams, not its RTP:
+        // its kernel drops, send errors and foreign datagrams may be RTCP,
+        // at most as many as the compounds sent and never taken in.
+        let drops_maybe_rtcp =
+            (mux("dropped-kernel") + mux("send-errors") + mux("dropped-foreign-source"))
+                .min(mux("rtcp-sent").saturating_sub(mux("rtcp-received")));
+        let lost_uncounted = rtp_uncounted(
+            into_server as i64 - (mux_counted + books.jb[JB_RECEIVED]) as i64,
+            drops_maybe_rtcp,
+        );
         let mut sessions = self.ended_sessions;
         for mux in &self.muxes {
             sessions.add_rows(&Packed::read(mux)?, &|_| true);
@@ -1435,6 +1461,7 @@ impl Calls for Ours {
             kernel_lost: rtp_sent.saturating_sub(rtp_received),
             counted_drops: mux_counted + jb_counted,
             lost_uncounted,
+            drops_maybe_rtcp,
             erasures: books.jb[JB_ERASURES],
             erased_packets: books.jb[JB_ERASED_PACKETS],
             discontinuous_legs: books.discontinuous_legs,
@@ -1617,6 +1644,7 @@ impl Calls for Stock {
             kernel_lost: into_network.saturating_sub(received),
             counted_drops: 0,
             lost_uncounted: into_network as i64 - received as i64,
+            drops_maybe_rtcp: 0,
             erasures: lost,
             erased_packets: lost,
             // rtpjitterbuffer signals loss with events, not samples: the
@@ -1900,6 +1928,8 @@ pub struct Summary {
     pub rcvbuf_errors: u64,
     pub counted_drops: u64,
     pub lost_uncounted: i64,
+    /// Counted drops that may have been RTCP (see `rtp_uncounted`).
+    pub drops_maybe_rtcp: u64,
     pub erasures: u64,
     pub erased_packets: u64,
     pub discontinuous_legs: u64,
@@ -1972,6 +2002,7 @@ impl Summary {
             ("rcvbuf_errors", self.rcvbuf_errors.to_string()),
             ("counted_drops", self.counted_drops.to_string()),
             ("lost_uncounted", self.lost_uncounted.to_string()),
+            ("drops_maybe_rtcp", self.drops_maybe_rtcp.to_string()),
             ("erasures", self.erasures.to_string()),
             ("erased_packets", self.erased_packets.to_string()),
             ("discontinuous_legs", self.discontinuous_legs.to_string()),
@@ -2347,6 +2378,7 @@ fn measure(
         rcvbuf_errors,
         counted_drops: t.counted_drops,
         lost_uncounted: t.lost_uncounted,
+        drops_maybe_rtcp: t.drops_maybe_rtcp,
         erasures: t.erasures,
         erased_packets: t.erased_packets,
         discontinuous_legs: t.discontinuous_legs,

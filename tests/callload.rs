@@ -9,7 +9,7 @@ mod callload;
 
 use std::sync::{Mutex, MutexGuard};
 
-use callload::{Options, Summary, run};
+use callload::{Options, Summary, rtp_uncounted, run};
 
 /// Runs share the process: one at a time, so thread counts are their own.
 /// Every test takes it first, even those that run no calls: the test
@@ -254,6 +254,7 @@ fn json_is_one_line_with_the_required_fields() {
         "packets_sent",
         "packets_received",
         "lost_uncounted",
+        "drops_maybe_rtcp",
         "erasures",
         "cpu_seconds",
         "mhz_per_call",
@@ -282,6 +283,20 @@ fn json_is_one_line_with_the_required_fields() {
     assert!(j.contains("\"calls\":1,"));
     assert!(j.contains("\"lost_uncounted\":0,"));
     assert!(j.contains("\"calls_started\":1,\"calls_ended\":0,"), "{j}");
+}
+
+/// Counted drops that may have been RTCP explain a surplus of counted
+/// drops, never a packet missing without a counter.
+#[test]
+fn rtcp_among_counted_drops_explains_only_a_surplus() {
+    assert_eq!(rtp_uncounted(0, 0), 0);
+    // 3,007 more counted than lost, up to 4,000 of the drops RTCP: none.
+    assert_eq!(rtp_uncounted(-3_007, 4_000), 0);
+    // What RTCP cannot explain stays.
+    assert_eq!(rtp_uncounted(-3_007, 3_000), -7);
+    assert_eq!(rtp_uncounted(-5, 0), -5);
+    // Missing RTP is missing, whatever the drops were.
+    assert_eq!(rtp_uncounted(12, 4_000), 12);
 }
 
 /// The account sums every rtpjbufdec counter a datagram can end in but
