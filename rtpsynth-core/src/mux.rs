@@ -3943,6 +3943,35 @@ mod tests {
     }
 
     #[test]
+    fn a_removed_channel_sends_all_it_has_queued() {
+        // A long tick: the removal comes before any round sends the queue.
+        let (srv, _rx) = server_with_tick(Duration::from_secs(1));
+        let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let ch = srv
+            .add_channel(
+                0,
+                ChannelConfig {
+                    remote: Some(sink.local_addr().unwrap()),
+                    queue_size: 256,
+                    ..loopback()
+                },
+                (),
+            )
+            .unwrap();
+        assert_eq!(ch.send_all((0..200).map(packet)), 200);
+        assert!(srv.remove_channel(0, Duration::from_secs(5)));
+        // Its counts went to the server's totals with its last sends.
+        let totals = srv.totals(&srv.channel_stats());
+        assert_eq!(totals[PACKETS_SENT], 200, "{:?}", named(&totals));
+        sink.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 2048];
+        for seq in 0..200u16 {
+            let n = sink.recv(&mut buf).unwrap();
+            assert_eq!(buf[..n], packet(seq)[..]);
+        }
+    }
+
+    #[test]
     fn a_server_needs_a_worker() {
         assert!(Server::<Collect>::start_workers(Vec::new(), Duration::ZERO).is_err());
     }
