@@ -3355,6 +3355,15 @@ mod tests {
         }
     }
 
+    /// A loopback channel that sends to `sink`, with a queue of `queue_size`.
+    fn sending_to(sink: &UdpSocket, queue_size: u32) -> ChannelConfig {
+        ChannelConfig {
+            remote: Some(sink.local_addr().unwrap()),
+            queue_size,
+            ..loopback()
+        }
+    }
+
     fn wait_for(mut f: impl FnMut() -> bool) -> bool {
         let end = Instant::now() + Duration::from_secs(5);
         while Instant::now() < end {
@@ -3909,17 +3918,7 @@ mod tests {
             })
         };
         for _ in 0..30 {
-            let b = srv
-                .add_channel(
-                    1,
-                    ChannelConfig {
-                        remote: Some(sink.local_addr().unwrap()),
-                        queue_size: 64,
-                        ..loopback()
-                    },
-                    (),
-                )
-                .unwrap();
+            let b = srv.add_channel(1, sending_to(&sink, 64), ()).unwrap();
             assert!(wait_for(|| b.stats()[PACKETS_SENT] > 0));
             assert!(srv.remove_channel(1, Duration::from_secs(5)));
         }
@@ -3947,17 +3946,7 @@ mod tests {
         // A long tick: the removal comes before any round sends the queue.
         let (srv, _rx) = server_with_tick(Duration::from_secs(1));
         let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let ch = srv
-            .add_channel(
-                0,
-                ChannelConfig {
-                    remote: Some(sink.local_addr().unwrap()),
-                    queue_size: 256,
-                    ..loopback()
-                },
-                (),
-            )
-            .unwrap();
+        let ch = srv.add_channel(0, sending_to(&sink, 256), ()).unwrap();
         assert_eq!(ch.send_all((0..200).map(packet)), 200);
         assert!(srv.remove_channel(0, Duration::from_secs(5)));
         // Its counts went to the server's totals with its last sends.
