@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -126,6 +126,9 @@ type CoreChannel = mux::Channel<Packet, Arc<Attach>>;
 #[derive(Default)]
 pub(super) struct Attach {
     out: Mutex<Option<SrcOut>>,
+    /// `src_N` is linked (kept by its link and unlink functions), so that a
+    /// relaying channel nobody takes packets from costs no lock per batch.
+    linked: AtomicBool,
 }
 
 struct SrcOut {
@@ -314,12 +317,12 @@ impl mux::Handler for Deliver {
 
     fn received(&mut self, channel: &CoreChannel, batch: mux::Batch<'_>) {
         let n = batch.len() as u64;
-        let mut out = lock(&channel.attachment.out);
         // A relaying channel's packets went on already: with nobody to take
         // them here, no buffer is made and nothing is dropped.
-        if channel.relaying() && out.as_ref().is_none_or(|o| !o.pad.is_linked()) {
+        if channel.relaying() && !channel.attachment.linked.load(Ordering::Acquire) {
             return;
         }
+        let mut out = lock(&channel.attachment.out);
         let pts = self.arrival();
         let Some(out) = out.as_mut() else {
             self.extra
@@ -794,22 +797,25 @@ impl RtpMuxServer {
     /// Refuses a link from one of this element's own `src_N`: the bin's
     /// state changes then lock the element twice and hang. The worker
     /// relays between channels itself (`relay-to`).
-    fn sink_link(
+    /// The link function of both kinds of pad (GStreamer calls the source
+    /// pad's when it has one, else the sink pad's): a link to a pad of this
+    /// same element is refused.
+    fn link(
         &self,
         pad: &RtpMuxServerPad,
         peer: &gst::Pad,
     ) -> Result<gst::PadLinkSuccess, gst::PadLinkError> {
         if peer.parent().as_ref() == Some(self.obj().upcast_ref::<gst::Object>()) {
+            let (src, sink) = match pad.direction() {
+                gst::PadDirection::Src => (pad.name(), peer.name()),
+                _ => (peer.name(), pad.name()),
+            };
             gst::element_imp_warning!(
                 self,
                 gst::CoreError::Pad,
-                (
-                    "{} cannot be linked to {} of the same element: set the relay-to property \
-                     of the receiving channel's pad instead (the worker then relays the \
-                     packets itself)",
-                    peer.name(),
-                    pad.name()
-                )
+                ("{src} cannot be linked to {sink} of the same element: set the relay-to \
+                     property of the receiving channel's pad instead (the worker then relays \
+                     the packets itself)")
             );
             return Err(gst::PadLinkError::WrongHierarchy);
         }
@@ -834,7 +840,7 @@ impl RtpMuxServer {
                     RtpMuxServer::catch_panic_pad_function(
                         parent,
                         || Err(gst::PadLinkError::Refused),
-                        |imp| imp.sink_link(pad, peer),
+                        |imp| imp.link(pad, peer),
                     )
                 })
                 .chain_function(|pad, parent, buffer| {
@@ -860,7 +866,22 @@ impl RtpMuxServer {
                 })
                 .build()
         } else {
+            let (on_link, on_unlink) = (slot.attach.clone(), slot.attach.clone());
             builder
+                .link_function(move |pad, parent, peer| {
+                    let linked = RtpMuxServer::catch_panic_pad_function(
+                        parent,
+                        || Err(gst::PadLinkError::Refused),
+                        |imp| imp.link(pad, peer),
+                    );
+                    if linked.is_ok() {
+                        on_link.linked.store(true, Ordering::Release);
+                    }
+                    linked
+                })
+                .unlink_function(move |_pad, _parent| {
+                    on_unlink.linked.store(false, Ordering::Release);
+                })
                 .query_function(|pad, parent, query| match query.view_mut() {
                     // Packets arrive live; the element adds no latency.
                     gst::QueryViewMut::Latency(q) => {
