@@ -1546,6 +1546,18 @@ fn relay_to_relays_both_ways_with_latching_loss_reorder_and_rtcp() {
     assert_eq!(field(&s, "packets-pushed"), 6);
     assert_eq!(field(&s, "dropped-downstream"), 0);
     assert_eq!(field(&s, "not-relayed"), 0);
+    // Unlinked, src_0 takes nothing more, and nothing is dropped for it.
+    src0.unlink(&sink.static_pad("sink").unwrap()).unwrap();
+    for seq in [8u16, 9] {
+        a.send_to(&rtp(seq, 0xa), port(0)).unwrap();
+        assert_eq!(recv_on(&b), (rtp(seq, 0xa), port(1)));
+    }
+    wait_until("the relays after the unlink counted", || {
+        field(&channel(&m, 0), "relayed") == 9
+    });
+    let s = stats(&m);
+    assert_eq!(field(&s, "packets-pushed"), 6);
+    assert_eq!(field(&s, "dropped-downstream"), 0);
     set_state(&p, gst::State::Null);
 }
 
