@@ -780,16 +780,25 @@ impl<P, A> Channel<P, A> {
         self.update(|u| u.relay_to = Some(to));
     }
 
-    /// Queues a copy of `data`, received by another channel, for sending;
-    /// None when this channel is closed (the caller looks again).
-    fn relay(&self, data: &[u8]) -> Option<bool> {
-        // In flight before looking at `closed`, both sequentially
+    /// Queues a copy of `data`, received by another channel on worker
+    /// `from_worker`, for sending; None when this channel is closed (the
+    /// caller looks again).
+    fn relay(&self, data: &[u8], from_worker: usize) -> Option<bool> {
+        // Only a push from another worker can meet this channel's last
+        // flush: its own worker flushes after whatever it pushed. Such a
+        // push is in flight before it looks at `closed`, both sequentially
         // consistent, as [`Channel::close`] does them the other way round:
-        // either this sees the channel closed, or its closer sees this push
-        // and waits for it.
-        self.relays_in_flight.fetch_add(1, Ordering::SeqCst);
-        if self.closed.load(Ordering::SeqCst) {
+        // either it sees the channel closed, or its closer sees the push and
+        // waits for it.
+        let counted = from_worker != self.worker;
+        if counted {
+            self.relays_in_flight.fetch_add(1, Ordering::SeqCst);
+        }
+        let closed = self.closed.load(Ordering::SeqCst);
+        if closed && counted {
             self.relays_in_flight.fetch_sub(1, Ordering::Release);
+        }
+        if closed {
             return None;
         }
         let queued = match self.relay_queue.push(data.into()) {
@@ -799,7 +808,9 @@ impl<P, A> Channel<P, A> {
                 false
             }
         };
-        self.relays_in_flight.fetch_sub(1, Ordering::Release);
+        if counted {
+            self.relays_in_flight.fetch_sub(1, Ordering::Release);
+        }
         self.schedule();
         Some(queued)
     }
@@ -2172,9 +2183,10 @@ impl<H: Handler> WorkerChannel<H> {
             _ => false,
         };
         if relays {
+            let worker = self.channel.worker;
             match self.relay_target(channels) {
                 Some(to) if took == Took::Accepted || to.rtcp_mode != RtcpMode::Off => {
-                    match to.relay(data) {
+                    match to.relay(data, worker) {
                         Some(true) => tally.relayed += 1,
                         // Counted by the target as dropped-queue-full.
                         Some(false) => {}
@@ -2815,13 +2827,20 @@ impl<H: Handler> Worker<H> {
         while self.table.contains_key(&id) && self.send_batch(id, &mut out) {}
         self.flush_shared();
         let wc = self.table.get_mut(&id)?;
-        if let Some(target) = wc.rtcp_target() {
-            let len = wc.session.bye(self.now, &mut self.rtcp_out);
-            if len > 0 {
-                send_rtcp(&mut self.send, wc, &self.rtcp_out[..len], target);
+        let said_bye = match wc.rtcp_target() {
+            Some(target) => {
+                let len = wc.session.bye(self.now, &mut self.rtcp_out);
+                if len > 0 {
+                    send_rtcp(&mut self.send, wc, &self.rtcp_out[..len], target);
+                }
+                len > 0
             }
+            None => false,
+        };
+        // A BYE sent copied the statistics with its counts already.
+        if !said_bye {
+            wc.channel.write_stats().session(&wc.session);
         }
-        wc.channel.write_stats().session(&wc.session);
         self.detach(id)
     }
 
@@ -2857,18 +2876,24 @@ impl<H: Handler> Worker<H> {
             if wc.session.next_deadline() != at {
                 continue;
             }
-            match wc.rtcp_target() {
-                Some(target) => {
-                    if let Some(len) = wc.session.poll_rtcp(now, &mut self.rtcp_out) {
+            let reported = match wc.rtcp_target() {
+                Some(target) => match wc.session.poll_rtcp(now, &mut self.rtcp_out) {
+                    Some(len) => {
                         send_rtcp(&mut self.send, wc, &self.rtcp_out[..len], target);
+                        true
                     }
-                }
+                    None => false,
+                },
                 None => {
                     wc.session.close_interval(now);
+                    false
                 }
+            };
+            // A report sent copied the statistics with its counts already;
+            // without one the interval closed all the same.
+            if !reported {
+                wc.channel.write_stats().session(&wc.session);
             }
-            // Also when no report went out: the interval closed all the same.
-            wc.channel.write_stats().session(&wc.session);
             push_deadline(&mut self.deadlines, id, &wc.session);
         }
     }
