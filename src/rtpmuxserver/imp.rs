@@ -794,22 +794,18 @@ impl RtpMuxServer {
         Ok(gst::FlowSuccess::Ok)
     }
 
-    /// Refuses a link from one of this element's own `src_N`: the bin's
-    /// state changes then lock the element twice and hang. The worker
-    /// relays between channels itself (`relay-to`).
-    /// The link function of both kinds of pad (GStreamer calls the source
-    /// pad's when it has one, else the sink pad's): a link to a pad of this
-    /// same element is refused.
+    /// The link function of `src_N`: refuses a link to one of this
+    /// element's own `sink_M` (the bin's state changes then lock the element
+    /// twice and hang; the worker relays between channels itself,
+    /// `relay-to`). GStreamer calls a source pad's link function when it has
+    /// one and then not the sink pad's, so the check lives here alone.
     fn link(
         &self,
         pad: &RtpMuxServerPad,
         peer: &gst::Pad,
     ) -> Result<gst::PadLinkSuccess, gst::PadLinkError> {
         if peer.parent().as_ref() == Some(self.obj().upcast_ref::<gst::Object>()) {
-            let (src, sink) = match pad.direction() {
-                gst::PadDirection::Src => (pad.name(), peer.name()),
-                _ => (peer.name(), pad.name()),
-            };
+            let (src, sink) = (pad.name(), peer.name());
             gst::element_imp_warning!(
                 self,
                 gst::CoreError::Pad,
@@ -836,13 +832,6 @@ impl RtpMuxServer {
             .iterate_internal_links_function(|_pad, _parent| gst::Iterator::from_vec(vec![]));
         let pad = if templ.direction() == gst::PadDirection::Sink {
             builder
-                .link_function(|pad, parent, peer| {
-                    RtpMuxServer::catch_panic_pad_function(
-                        parent,
-                        || Err(gst::PadLinkError::Refused),
-                        |imp| imp.link(pad, peer),
-                    )
-                })
                 .chain_function(|pad, parent, buffer| {
                     RtpMuxServer::catch_panic_pad_function(
                         parent,
