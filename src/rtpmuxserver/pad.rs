@@ -228,10 +228,12 @@ impl ObjectImpl for RtpMuxServerPad {
                         "Share one socket with the other channels that bind the same \
                          bind-address and bind-port with shared-socket set (one port to open \
                          in a firewall). A datagram goes to the channel whose target \
-                         (configured or latched) sent it, else to the channel whose \
-                         remote-ssrc it carries (which then latches it), else it is dropped \
-                         and counted in the element's dropped-unknown-source; never to \
-                         another channel. Sends of all its channels go out together. RTCP: off \
+                         (configured or latched) sent it when that address is no other \
+                         channel's target; else by SSRC: RTP and RTCP senders to the channel \
+                         whose remote-ssrc it carries (which then latches it), RTCP reports \
+                         to the channel whose own SSRC they are about; else it is dropped and \
+                         counted in the element's dropped-unknown-source; never to another \
+                         channel. Sends of all its channels go out together. RTCP: off \
                          or mux (port+1 is refused). The socket closes with its last channel. \
                          Changing it while running re-opens the channel.",
                     )
