@@ -11,8 +11,10 @@
 //! Each N is received by: channels of their own socket each (tick 0 and
 //! `BENCH_MUX_TICK`), the element's core alone, the per-socket floor; then,
 //! per tick of `BENCH_MUX_SHARED_TICKS`, channels all on one port
-//! (`shared-socket`, demultiplexed by `remote-ssrc`) and the shared-socket
-//! floor (one socket read with `recvmmsg` of 64); and N `udpsrc`. The goals
+//! (`shared-socket`, demultiplexed by `remote-ssrc`), the element's core
+//! alone on one port (what a consumer inside the worker would cost at
+//! least), the shared-socket floor (one socket read with `recvmmsg` of 64)
+//! and that floor pushing a buffer per packet; and N `udpsrc`. The goals
 //! (issue 15): shared-port channels at most 1/10 of udpsrc's CPU per stream
 //! at every N >= 500 and within 1.3x of the shared floor; channels sending
 //! to each other lose nothing at 4,096 channels with 2 workers. Rows whose
@@ -317,6 +319,11 @@ enum Receiver {
     /// counts: what the sockets, epoll and the worker cost before any
     /// GStreamer buffer is made.
     Core,
+    /// [`Receiver::Core`] with every channel on one port, as
+    /// [`Receiver::SharedMux`] has them, with this tick (ms): what the
+    /// element costs before it makes a buffer, which is all that a consumer
+    /// inside the worker (as `relay-to` is) would add to the shared floor.
+    SharedCore(u32),
     /// The floor under any receiver that gives each stream its own socket:
     /// one thread, epoll (level-triggered) and one `recvmmsg` per ready
     /// socket, packets counted and thrown away.
@@ -347,7 +354,10 @@ impl Receiver {
     fn shared(self) -> bool {
         matches!(
             self,
-            Receiver::SharedMux(_) | Receiver::SharedFloor(_) | Receiver::SharedPushFloor(_)
+            Receiver::SharedMux(_)
+                | Receiver::SharedCore(_)
+                | Receiver::SharedFloor(_)
+                | Receiver::SharedPushFloor(_)
         )
     }
 }
@@ -437,12 +447,18 @@ fn receive_run(n: usize, receiver: Receiver, window: f64, mhz: f64) -> Figures {
         floor = Some(std::thread::spawn(move || {
             bare.serve(tick, &stop, &counted)
         }));
-    } else if let Receiver::Core = receiver {
-        let server =
-            mux::Server::start(Count(counted.clone()), Duration::ZERO).expect("mux server starts");
+    } else if let Receiver::Core | Receiver::SharedCore(_) = receiver {
+        let (shared_port, tick) = match receiver {
+            Receiver::SharedCore(tick) => (Some(free_port()), tick),
+            _ => (None, 0),
+        };
+        let server = mux::Server::start(Count(counted.clone()), Duration::from_millis(tick.into()))
+            .expect("mux server starts");
         for i in 0..n {
             let config = mux::ChannelConfig {
-                bind: "127.0.0.1:0".parse().expect("address"),
+                bind: std::net::SocketAddr::from(([127, 0, 0, 1], shared_port.unwrap_or(0))),
+                shared_socket: shared_port.is_some(),
+                remote_ssrc: shared_port.map(|_| stream_ssrc(i)),
                 ..Default::default()
             };
             let channel = server.add_channel(i as u32, config, ()).expect("channel");
@@ -818,7 +834,7 @@ fn main() {
         print_row(n, "  floor", &bare);
         // Per shared tick: the shared-port channels (when the element has
         // them) and the shared-socket floor at that tick.
-        let shared: Vec<(u32, Option<Figures>, Figures, Figures)> = shared_ticks
+        let shared: Vec<(u32, Option<Figures>, Figures, Figures, Figures)> = shared_ticks
             .iter()
             .map(|&t| {
                 let name = format!("shared t={t}ms");
@@ -833,11 +849,13 @@ fn main() {
                     );
                     None
                 };
+                let core = receive_run(n, Receiver::SharedCore(t), window, mhz);
+                print_row(n, "  shared core", &core);
                 let floor = receive_run(n, Receiver::SharedFloor(t), window, mhz);
                 print_row(n, "  shared floor", &floor);
                 let push_floor = receive_run(n, Receiver::SharedPushFloor(t), window, mhz);
                 print_row(n, "  + push floor", &push_floor);
-                (t, channels, floor, push_floor)
+                (t, channels, core, floor, push_floor)
             })
             .collect();
         let stock = receive_run(n, Receiver::Udpsrc, window, mhz);
@@ -880,7 +898,7 @@ fn main() {
             Some(("udpsrc", stock.mhz_per_stream)),
             false,
         );
-        for (t, channels, floor, push_floor) in &shared {
+        for (t, channels, core, floor, push_floor) in &shared {
             common::report(
                 &format!("mux shared floor t={t}ms: CPU-MHz/stream, {n}"),
                 floor.mhz_per_stream,
@@ -911,6 +929,7 @@ fn main() {
                 ("it", channels),
                 ("the floor", floor),
                 ("the push floor", push_floor),
+                ("the core alone", core),
                 ("udpsrc", &stock),
             ]
             .iter()
@@ -925,11 +944,13 @@ fn main() {
             println!(
                 "  {n:>5} shared t={t}ms: udpsrc takes {:.1}x its CPU per stream (goal >= 10 \
                  at N >= 500); it takes {:.2}x the shared floor's (goal <= 1.3) and {:.2}x \
-                 the push floor's; udpsrc takes {:.1}x the push floor's{lossy}",
+                 the push floor's; udpsrc takes {:.1}x the push floor's; the core alone \
+                 (no buffers) takes {:.2}x the shared floor's{lossy}",
                 stock.mhz_per_stream / channels.mhz_per_stream,
                 channels.mhz_per_stream / floor.mhz_per_stream,
                 channels.mhz_per_stream / push_floor.mhz_per_stream,
                 stock.mhz_per_stream / push_floor.mhz_per_stream,
+                core.mhz_per_stream / floor.mhz_per_stream,
             );
         }
     }

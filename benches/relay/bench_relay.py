@@ -14,13 +14,16 @@ Environment: BENCH_RELAY_N (default 250,1000), BENCH_SECONDS (window,
 default 10), BENCH_RELAY_WARMUP (s, default 3), BENCH_RELAY_TICKS (default
 0,5), BENCH_RELAY_WORKERS (default 1,2; more than 1 only for the relay-to
 rows), BENCH_RELAY_ROWS (default rtpengine,floor,relay-to,shared,pipeline;
-floor is relayfloor.c, the kernel's part of a shared-port relay).
+floor is relayfloor.c, the kernel's part of a shared-port relay),
+BENCH_RELAY_RUNS (default 3: every row that many times, the rows of a run
+one after the other, then each row's median).
 Run after `cargo build --release` (`make bench-relay` does both).
 """
 
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -38,6 +41,7 @@ WINDOW = float(os.environ.get("BENCH_SECONDS", "10"))
 WARMUP = float(os.environ.get("BENCH_RELAY_WARMUP", "3"))
 TICKS = [int(t) for t in os.environ.get("BENCH_RELAY_TICKS", "0,5").split(",") if t]
 WORKERS = [int(w) for w in os.environ.get("BENCH_RELAY_WORKERS", "1,2").split(",") if w]
+RUNS = max(1, int(os.environ.get("BENCH_RELAY_RUNS", "3")))
 ROWS = set(os.environ.get("BENCH_RELAY_ROWS", "rtpengine,floor,relay-to,shared,pipeline").split(","))
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -55,12 +59,14 @@ def nominal_mhz():
     raise RuntimeError("no cpu MHz in /proc/cpuinfo")
 
 
-def cpu_seconds(pid):
+def cpu_times(pid):
+    """(CPU seconds of all of `pid`'s threads, of which in user space)."""
     with open(f"/proc/{pid}/stat") as f:
         # The command name may hold spaces and parentheses: fields are
         # counted after its closing one. utime and stime are fields 14, 15.
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    user, system = int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+    return user + system, user
 
 
 def machine_busy():
@@ -182,9 +188,9 @@ def run_row(loadgen, driver_cmd, n, log):
     if readline(gen, "loadgen") != "started":
         raise RuntimeError("loadgen did not start")
     time.sleep(WARMUP)
-    before, t0 = (cpu_seconds(pid), cpu_seconds(gen.pid), *machine_busy()), time.monotonic()
+    before, t0 = (*cpu_times(pid), cpu_times(gen.pid)[0], *machine_busy()), time.monotonic()
     time.sleep(WINDOW)
-    after, t1 = (cpu_seconds(pid), cpu_seconds(gen.pid), *machine_busy()), time.monotonic()
+    after, t1 = (*cpu_times(pid), cpu_times(gen.pid)[0], *machine_busy()), time.monotonic()
     # Before the loadgen ends and closes its sockets; drops in the drain
     # second are left out.
     drops = udp_drops([pid, gen.pid])
@@ -194,8 +200,8 @@ def run_row(loadgen, driver_cmd, n, log):
     relay.stdin.close()
     relay_totals = relay.stdout.read().strip()
     reap(relay)
-    relay_cpu, gen_cpu, busy, steal = ((a - b) / (t1 - t0) for a, b in zip(after, before))
-    return relay_cpu, gen_cpu, busy, steal, totals, relay_totals
+    relay_cpu, relay_user, gen_cpu, busy, steal = ((a - b) / (t1 - t0) for a, b in zip(after, before))
+    return relay_cpu, relay_user, gen_cpu, busy, steal, totals, relay_totals
 
 
 def rows_for():
@@ -225,9 +231,10 @@ def rows_for():
 
 
 def report(head, n, mhz, result, reference, threads):
-    """The row's line; an rtpengine row (`threads` not None) puts its CPU
-    per stream into `reference` for the rows after it."""
-    cpu, gen_cpu, busy, steal, t, relay_totals = result
+    """The row's line, and its (CPU-MHz per stream, user-space share, lost,
+    misdelivered); an rtpengine row (`threads` not None) puts its CPU per
+    stream into `reference` for the rows after it."""
+    cpu, user, gen_cpu, busy, steal, t, relay_totals = result
     per_stream = cpu * mhz / (2 * n)
     # CPU the machine spent on neither, and what the hypervisor took: a
     # build or another bench running beside this one, or a busy host, makes
@@ -235,7 +242,13 @@ def report(head, n, mhz, result, reference, threads):
     # The counters are sampled a moment apart in clock ticks: a difference
     # below zero is that noise.
     other = max(0.0, busy - cpu - gen_cpu)
-    line = (f"{head} {per_stream:7.3f} CPU-MHz/stream ({cpu * 100:5.1f}% of a core; loadgen {gen_cpu * 100:.0f}%, "
+    # The kernel's part is the same for every relay of these packets (the
+    # floor row is nearly all kernel): the user-space part is what a relay's
+    # own code costs.
+    user_share = 100 * user / cpu if cpu > 0 else 0.0
+    figures = (per_stream, user_share, t["lost"], t["misdelivered"])
+    line = (f"{head} {per_stream:7.3f} CPU-MHz/stream ({cpu * 100:5.1f}% of a core, {user_share:.0f}% of it in user "
+            f"space; loadgen {gen_cpu * 100:.0f}%, "
             f"other processes {other * 100:.0f}%, steal {steal * 100:.0f}% of {os.cpu_count() * 100}%) | "
             f"relayed {t['received']} lost {t['lost']} misdelivered {t['misdelivered']}")
     others = {k: t[k] for k in ("duplicated", "reordered", "malformed", "late_ticks", "max_stall_ms", "send_errors",
@@ -244,15 +257,80 @@ def report(head, n, mhz, result, reference, threads):
         line += " | " + " ".join(f"{k} {v}" for k, v in others.items())
     if threads is not None:
         reference[threads] = per_stream
-        return line
-    for threads, ref in sorted(reference.items()):
-        line += f" | x{per_stream / ref:.2f} of rtpengine {threads}T"
-    if n == GOAL_N and reference:
-        met = per_stream * 3 <= min(reference.values()) and t["lost"] == 0 and t["misdelivered"] == 0
-        line += f" | goal {'met' if met else 'missed'}"
+        return line, figures
+    line += against_rtpengine(n, per_stream, reference, t["lost"] + t["misdelivered"])
     if relay_totals.startswith(("mux ", "floor ")):
         line += f" | {relay_totals.split(' ', 1)[0]}: {relay_totals.split(' ', 1)[1]}"
-    return line
+    return line, figures
+
+
+def against_rtpengine(n, per_stream, reference, faults):
+    """Our CPU per stream over rtpengine's (`reference`, by threads), and at
+    GOAL_N whether the goal is met (`faults`: packets lost or misdelivered)."""
+    text = "".join(f" | x{per_stream / ref:.2f} of rtpengine {threads}T" for threads, ref in sorted(reference.items()))
+    if n == GOAL_N and reference:
+        met = per_stream * 3 <= min(reference.values()) and faults == 0
+        text += f" | goal {'met' if met else 'missed'}"
+    return text
+
+
+def medians(n, runs, rtpengine_labels):
+    """One line per row over its runs: the median CPU per stream, its range,
+    the median user-space share, every run's losses, and the medians'
+    ratios to rtpengine's (the machines are noisy: one run proves little)."""
+    reference = {threads: statistics.median(f[0] for f in runs[label])
+                 for label, threads in rtpengine_labels.items() if runs.get(label)}
+    lines = []
+    for label, figures in runs.items():
+        per_stream = [f[0] for f in figures]
+        median = statistics.median(per_stream)
+        lost, misdelivered = sum(f[2] for f in figures), sum(f[3] for f in figures)
+        line = (f"relay, N={n:<5} {label:<40} median {median:7.3f} CPU-MHz/stream "
+                f"({min(per_stream):.3f}-{max(per_stream):.3f} over {len(figures)} runs; "
+                f"{statistics.median(f[1] for f in figures):.0f}% in user space) | "
+                f"lost {lost} misdelivered {misdelivered} in all runs")
+        if label not in rtpengine_labels:
+            line += against_rtpengine(n, median, reference, lost + misdelivered)
+        lines.append(line)
+    return lines
+
+
+def run_rows(n, run, loadgen, mhz, runs, rtpengine_labels):
+    """Runs every row once for N = `n`, printing its line; adds each row's
+    figures to `runs` (by label). Returns False when a row failed."""
+    ok = True
+    reference = {}
+    for label, cmd, threads in rows_for():
+        head = f"relay, N={n:<5} {label:<40}"
+        if RUNS > 1:
+            head = f"{head} run {run}/{RUNS}"
+        if threads is not None and shutil.which("rtpengine") is None:
+            print(f"{head} not available: no rtpengine (scripts/setup.sh installs rtpengine-daemon)")
+            continue
+        log_path = os.path.join(OUT_DIR, f"{label.replace(' ', '_')}_N{n}.log")
+        # Bounds the row: a hung relay or loadgen is killed, and its
+        # closed pipe ends the row with an error.
+        watchdog = threading.Timer(ROW_SETUP_LIMIT + WARMUP + WINDOW + DRAIN + 30, kill_all)
+        watchdog.start()
+        try:
+            with open(log_path, "w") as log:
+                result = run_row(loadgen, cmd, n, log)
+        except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as e:
+            ok = False
+            print(f"{head} FAILED: {e} (relay log: {log_path})", flush=True)
+            continue
+        finally:
+            watchdog.cancel()
+            kill_all()
+        if isinstance(result, str):
+            print(f"{head} {result}", flush=True)
+            continue
+        line, figures = report(head, n, mhz, result, reference, threads)
+        print(line, flush=True)
+        runs.setdefault(label, []).append(figures)
+        if threads is not None:
+            rtpengine_labels[label] = threads
+    return ok
 
 
 def main():
@@ -261,36 +339,18 @@ def main():
     loadgen = build("loadgen")
     build("relayfloor")
     print(f"# relay bench: {os.cpu_count()} cores at {mhz:.0f} MHz nominal, warm-up {WARMUP:g} s, "
-          f"window {WINDOW:g} s, 50 packets/s per stream, 2 streams per call; goal at N={GOAL_N}: "
-          "at most 1/3 of rtpengine's CPU per stream (the lower of 1 and 2 threads), no loss", flush=True)
+          f"window {WINDOW:g} s, {RUNS} run(s), 50 packets/s per stream, 2 streams per call; goal at "
+          f"N={GOAL_N}: at most 1/3 of rtpengine's CPU per stream (the lower of 1 and 2 threads), no loss",
+          flush=True)
     failed = False
     try:
         for n in N_LIST:
-            reference = {}
-            for label, cmd, threads in rows_for():
-                head = f"relay, N={n:<5} {label:<40}"
-                if threads is not None and shutil.which("rtpengine") is None:
-                    print(f"{head} not available: no rtpengine (scripts/setup.sh installs rtpengine-daemon)")
-                    continue
-                log_path = os.path.join(OUT_DIR, f"{label.replace(' ', '_')}_N{n}.log")
-                # Bounds the row: a hung relay or loadgen is killed, and its
-                # closed pipe ends the row with an error.
-                watchdog = threading.Timer(ROW_SETUP_LIMIT + WARMUP + WINDOW + DRAIN + 30, kill_all)
-                watchdog.start()
-                try:
-                    with open(log_path, "w") as log:
-                        result = run_row(loadgen, cmd, n, log)
-                except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as e:
-                    failed = True
-                    print(f"{head} FAILED: {e} (relay log: {log_path})", flush=True)
-                    continue
-                finally:
-                    watchdog.cancel()
-                    kill_all()
-                if isinstance(result, str):
-                    print(f"{head} {result}", flush=True)
-                else:
-                    print(report(head, n, mhz, result, reference, threads), flush=True)
+            runs, rtpengine_labels = {}, {}
+            for run in range(1, RUNS + 1):
+                failed |= not run_rows(n, run, loadgen, mhz, runs, rtpengine_labels)
+            if RUNS > 1:
+                for line in medians(n, runs, rtpengine_labels):
+                    print(line, flush=True)
     finally:
         kill_all()
     return 1 if failed else 0
