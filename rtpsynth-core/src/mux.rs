@@ -3134,7 +3134,10 @@ impl<H: Handler> Worker<H> {
                 let Some(wc) = table.get_mut(&id) else {
                     continue;
                 };
-                let before = wc.route_key();
+                // Of what the routes go by, receiving changes only the
+                // target, by latching (the SSRCs change on sends and
+                // settings).
+                let target = wc.remote;
                 accepted.clear();
                 let mut tally = Tally::default();
                 for &(_, i, from) in group {
@@ -3158,7 +3161,14 @@ impl<H: Handler> Worker<H> {
                 }
                 wc.finish_batch(&tally, handler, Batch { recv, accepted });
                 // It may have latched the source it matched by SSRC.
-                ss.reindex(id, before, wc.route_key());
+                if wc.remote != target {
+                    let key = wc.route_key();
+                    let before = RouteKey {
+                        remote: target,
+                        ..key
+                    };
+                    ss.reindex(id, before, key);
+                }
             }
             if n < asked {
                 drained = true;
