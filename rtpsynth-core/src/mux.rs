@@ -1962,18 +1962,22 @@ struct SharedSocket {
     /// streams of a peer's own shared port all come from one address.
     by_remote: HashMap<AddrKey, Vec<(u32, Option<u32>)>>,
     /// Channel by the SSRC it sends (its session's): what RTCP reports on.
-    by_local: IntMap<u32, u32>,
+    /// That SSRC is whatever `sink_N` was given, which in a relay through
+    /// GStreamer elements is a remote peer's choice: SipHash, with its
+    /// random key (the map is only consulted for RTCP the rules before it
+    /// did not place).
+    by_local: HashMap<u32, u32>,
     /// Channel by `remote-ssrc`, with its target: a datagram from a source
     /// no channel knows goes to the channel expecting its SSRC, and one from
     /// that channel's target is found without hashing the address.
     by_ssrc: IntMap<u32, (u32, Option<SocketAddr>)>,
 }
 
-/// Hashes the worker's integer keys: channel ids, socket numbers, and the
-/// SSRCs of the routes, which the element and our own sessions choose. No
-/// datagram puts a key of its choosing into these maps, so they need no
-/// defence against chosen collisions; SipHash cost a fifth of the
-/// instructions the worker spends on a packet received on a shared socket.
+/// Hashes the worker's integer keys that the element chooses: channel ids,
+/// socket numbers, and each channel's `remote-ssrc`. No datagram puts a key
+/// of its choosing into these maps, so they need no defence against chosen
+/// collisions; SipHash cost a fifth of the instructions the worker spent on
+/// a packet received on a shared socket.
 #[derive(Default, Clone, Copy)]
 struct IntHasher(u64);
 
@@ -2034,7 +2038,7 @@ impl SharedSocket {
             rx: Receiver::new(socket),
             members: 0,
             by_remote: HashMap::new(),
-            by_local: IntMap::default(),
+            by_local: HashMap::new(),
             by_ssrc: IntMap::default(),
         }
     }
