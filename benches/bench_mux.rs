@@ -29,10 +29,11 @@
 //! channel-to-channel rows, ms, default 1), `BENCH_MUX_SHARED_TICKS` (the
 //! ticks of the shared-port rows and shared floor, ms, default 0,5),
 //! `BENCH_MUX_WORKERS` (the `workers` of the channel-to-channel runs,
-//! default 1,2), `BENCH_MUX_ONLY` (`shared-core`: only the core-alone rows
-//! on one port, per N and shared tick; under
-//! `valgrind --tool=callgrind --trace-children=no` they count the worker's
-//! instructions per packet, repeatable where CPU time is not).
+//! default 1,2), `BENCH_MUX_ONLY` (`shared`, `shared-core`,
+//! `shared-floor` or `push-floor`: only that shared-port row, per N and
+//! shared tick; under `valgrind --tool=callgrind --trace-children=no` it
+//! counts the receiver's instructions per packet, repeatable where CPU
+//! time is not).
 
 mod common;
 
@@ -826,13 +827,25 @@ fn main() {
         "  {:>5} {:<15} {:>7} {:>9} {:>10} {:>9} {:>10} {:>8}",
         "N", "receiver", "threads", "CPU", "MHz/strm", "RSS+MB", "sent", "lost"
     );
-    if std::env::var("BENCH_MUX_ONLY").as_deref() == Ok("shared-core") {
-        // The worker's own work alone, for a profiler (see the module
-        // comment): no other row, no GStreamer buffer.
+    if let Ok(only) = std::env::var("BENCH_MUX_ONLY") {
+        // One shared-port row alone, for a profiler (see the module
+        // comment).
+        let row: fn(u32) -> Receiver = match only.as_str() {
+            "shared" => Receiver::SharedMux,
+            "shared-core" => Receiver::SharedCore,
+            "shared-floor" => Receiver::SharedFloor,
+            "push-floor" => Receiver::SharedPushFloor,
+            _ => panic!(
+                "BENCH_MUX_ONLY={only}: one of shared, shared-core, shared-floor, push-floor"
+            ),
+        };
         for &n in &counts {
             for &t in &shared_ticks {
-                let core = receive_run(n, Receiver::SharedCore(t), window, mhz);
-                print_row(n, &format!("core t={t}ms"), &core);
+                print_row(
+                    n,
+                    &format!("{only} t={t}ms"),
+                    &receive_run(n, row(t), window, mhz),
+                );
             }
         }
         return;
