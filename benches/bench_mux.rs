@@ -29,7 +29,9 @@
 //! channel-to-channel rows, ms, default 1), `BENCH_MUX_SHARED_TICKS` (the
 //! ticks of the shared-port rows and shared floor, ms, default 0,5),
 //! `BENCH_MUX_WORKERS` (the `workers` of the channel-to-channel runs,
-//! default 1,2), `BENCH_MUX_ONLY` (`shared`, `shared-core`,
+//! default 1,2), `BENCH_MUX_RUNS` (runs of each receive row, back to back,
+//! default 1; `make bench` asks for 3: the median run is printed with the
+//! range), `BENCH_MUX_ONLY` (`shared`, `shared-core`,
 //! `shared-floor` or `push-floor`: only that shared-port row, per N and
 //! shared tick; under `valgrind --tool=callgrind --trace-children=no` it
 //! counts the receiver's instructions per packet, repeatable where CPU
@@ -265,6 +267,9 @@ struct Figures {
     /// The element's `dropped-kernel` and `dropped-unknown-source`, so that
     /// a loss shows as a full socket buffer or as the demultiplexer's.
     element_drops: Option<[u64; 2]>,
+    /// Over several runs ([`receive_run`]): the lowest and highest CPU-MHz
+    /// per stream, and how many runs.
+    range: Option<(f64, f64, usize)>,
 }
 
 impl Figures {
@@ -381,9 +386,34 @@ impl mux::Handler for Count {
     fn socket_error(&mut self, _: &mux::Channel<Vec<u8>, ()>, _: std::io::Error) {}
 }
 
+/// [`receive_once`] `BENCH_MUX_RUNS` times in a row (default 1), as these
+/// machines are noisy: the run with the median CPU per stream, with the
+/// range of all, and the losses of the run that lost most (a row that lost
+/// packets in any run did less work, and says so).
+fn receive_run(n: usize, receiver: Receiver, window: f64, mhz: f64) -> Figures {
+    let runs = common::env_or("BENCH_MUX_RUNS", 1usize).max(1);
+    let mut all: Vec<Figures> = (0..runs)
+        .map(|_| receive_once(n, receiver, window, mhz))
+        .collect();
+    all.sort_by(|a, b| a.mhz_per_stream.total_cmp(&b.mhz_per_stream));
+    let range = (all[0].mhz_per_stream, all[runs - 1].mhz_per_stream, runs);
+    let worst = all
+        .iter()
+        .max_by(|a, b| a.lost_percent().total_cmp(&b.lost_percent()))
+        .map(|f| (f.sent, f.lost, f.element_drops));
+    let mut median = all.swap_remove(runs / 2);
+    if runs > 1 {
+        median.range = Some(range);
+        if let Some((sent, lost, drops)) = worst {
+            (median.sent, median.lost, median.element_drops) = (sent, lost, drops);
+        }
+    }
+    median
+}
+
 /// Builds N receivers, runs the sender for warm-up + window, measures the
 /// window, then counts what arrived.
-fn receive_run(n: usize, receiver: Receiver, window: f64, mhz: f64) -> Figures {
+fn receive_once(n: usize, receiver: Receiver, window: f64, mhz: f64) -> Figures {
     let rss_before = rss_mb();
     let pipeline = gst::Pipeline::new();
     let mut sinks = Vec::with_capacity(n);
@@ -542,6 +572,7 @@ fn receive_run(n: usize, receiver: Receiver, window: f64, mhz: f64) -> Figures {
         sent,
         lost: sent.saturating_sub(received),
         element_drops,
+        range: None,
     }
 }
 
@@ -587,8 +618,12 @@ fn print_row(n: usize, name: &str, f: &Figures) {
         }
         _ => String::new(),
     };
+    let range = match f.range {
+        Some((low, high, runs)) => format!("; median of {runs} runs, {low:.3}-{high:.3}"),
+        None => String::new(),
+    };
     println!(
-        "  {n:>5} {name:<15} {:>7} {:>8.1}% {:>10.3} {:>9.1} {:>10} {:>8} ({:.3}%){drops}",
+        "  {n:>5} {name:<15} {:>7} {:>8.1}% {:>10.3} {:>9.1} {:>10} {:>8} ({:.3}%){drops}{range}",
         f.threads,
         f.cpu_percent,
         f.mhz_per_stream,

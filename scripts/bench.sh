@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export GST_REGISTRY="${GST_REGISTRY:-$PWD/target/gst-registry.bin}"
 echo "# make bench on $(nproc) cores, $(date -u +%Y-%m-%d), BENCH_RUNS=${BENCH_RUNS:-5}"
+# bench_mux's receive rows: the median of three runs each (the machines
+# are noisy; one run proves little).
+export BENCH_MUX_RUNS="${BENCH_MUX_RUNS:-3}"
 # bench_calls runs the call-load example in its own processes.
 cargo build --release --quiet --example callload
 # The cores on their own first (rtpsynth-core, no GStreamer), then each
