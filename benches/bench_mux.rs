@@ -324,6 +324,10 @@ enum Receiver {
     /// The same with every channel on one port: `shared-socket`, one
     /// `bind-port`, and its stream's SSRC as `remote-ssrc`.
     SharedMux(u32),
+    /// [`Receiver::SharedMux`] with no `src_N`: every channel's packets
+    /// go out on `src_all`, one buffer per worker round, into a fakesink
+    /// that reads each buffer's packet count.
+    SharedAll(u32),
     /// The element's core (`mux::Server`) alone, with a handler that only
     /// counts: what the sockets, epoll and the worker cost before any
     /// GStreamer buffer is made.
@@ -364,6 +368,7 @@ impl Receiver {
         matches!(
             self,
             Receiver::SharedMux(_)
+                | Receiver::SharedAll(_)
                 | Receiver::SharedCore(_)
                 | Receiver::SharedFloor(_)
                 | Receiver::SharedPushFloor(_)
@@ -499,7 +504,9 @@ fn receive_once(n: usize, receiver: Receiver, window: f64, mhz: f64) -> Figures 
             ports.push(channel.local_addr().port());
         }
         core = Some(server);
-    } else if let Receiver::Mux(tick) | Receiver::SharedMux(tick) = receiver {
+    } else if let Receiver::Mux(tick) | Receiver::SharedMux(tick) | Receiver::SharedAll(tick) =
+        receiver
+    {
         let m = gst::ElementFactory::make("rtpmuxserver")
             .property("tick", tick)
             .build()
@@ -507,19 +514,51 @@ fn receive_once(n: usize, receiver: Receiver, window: f64, mhz: f64) -> Figures 
         pipeline.add(&m).expect("add");
         element = Some(m.clone());
         let shared_port = receiver.shared().then(free_port);
+        let to_all = matches!(receiver, Receiver::SharedAll(_));
+        if to_all {
+            let all = m.request_pad_simple("src_all").expect("src_all");
+            let sink = fakesink();
+            sink.set_property("signal-handoffs", true);
+            let counted = counted.clone();
+            sink.connect("handoff", false, move |args| {
+                let count = args[1]
+                    .get::<gst::Buffer>()
+                    .ok()
+                    .and_then(|b| {
+                        b.map_readable()
+                            .ok()
+                            .map(|m| m.get(4..8).map(|c| [c[0], c[1], c[2], c[3]]))
+                    })
+                    .flatten()
+                    .map_or(0, u32::from_le_bytes);
+                counted.fetch_add(u64::from(count), std::sync::atomic::Ordering::Relaxed);
+                None
+            });
+            pipeline.add(&sink).expect("add");
+            all.link(&sink.static_pad("sink").expect("sink pad"))
+                .expect("link");
+        }
         for i in 0..n {
-            let pad = m.request_pad_simple("src_%u").expect("src pad");
+            let pad = if to_all {
+                m.request_pad_simple(&format!("sink_{i}"))
+                    .expect("sink pad")
+            } else {
+                m.request_pad_simple(&format!("src_{i}")).expect("src pad")
+            };
             pad.set_property("bind-address", "127.0.0.1");
             if let Some(port) = shared_port {
                 pad.set_property("bind-port", u32::from(port));
                 pad.set_property("shared-socket", true);
                 pad.set_property("remote-ssrc", i64::from(stream_ssrc(i)));
             }
-            sinks.push(fakesink_for(&pipeline, &pad));
+            if !to_all {
+                sinks.push(fakesink_for(&pipeline, &pad));
+            }
         }
         pipeline.set_state(gst::State::Playing).expect("PLAYING");
+        let prefix = if to_all { "sink" } else { "src" };
         for i in 0..n {
-            let pad = m.static_pad(&format!("src_{i}")).expect("pad");
+            let pad = m.static_pad(&format!("{prefix}_{i}")).expect("pad");
             ports.push(pad.property::<u32>("local-port") as u16);
         }
     } else {
@@ -576,6 +615,21 @@ fn receive_once(n: usize, receiver: Receiver, window: f64, mhz: f64) -> Figures 
     }
 }
 
+/// What makes a comparison of `rows` void: a row that lost packets did
+/// less work, so its CPU proves nothing against rows that received them all.
+fn not_comparable(rows: &[(&str, &Figures)]) -> String {
+    let losses: Vec<String> = rows
+        .iter()
+        .filter(|(_, f)| f.lost > 0)
+        .map(|(who, f)| format!("{who} lost {:.3}%", f.lost_percent()))
+        .collect();
+    if losses.is_empty() {
+        String::new()
+    } else {
+        format!("; NOT COMPARABLE: {}", losses.join(", "))
+    }
+}
+
 /// A UDP port on 127.0.0.1 that was free a moment ago: shared-port
 /// channels must all be given their port before any of them opens it.
 fn free_port() -> u16 {
@@ -592,6 +646,8 @@ struct Support {
     workers: bool,
     /// Pad properties `shared-socket` and `remote-ssrc`.
     shared_socket: bool,
+    /// The `src_all` pad.
+    src_all: bool,
 }
 
 impl Support {
@@ -605,6 +661,7 @@ impl Support {
             shared_socket: ["shared-socket", "remote-ssrc"]
                 .iter()
                 .all(|p| pad.find_property(p).is_some()),
+            src_all: m.pad_template("src_all").is_some(),
         };
         m.release_request_pad(&pad);
         support
@@ -867,11 +924,13 @@ fn main() {
         // comment).
         let row: fn(u32) -> Receiver = match only.as_str() {
             "shared" => Receiver::SharedMux,
+            "shared-all" => Receiver::SharedAll,
             "shared-core" => Receiver::SharedCore,
             "shared-floor" => Receiver::SharedFloor,
             "push-floor" => Receiver::SharedPushFloor,
             _ => panic!(
-                "BENCH_MUX_ONLY={only}: one of shared, shared-core, shared-floor, push-floor"
+                "BENCH_MUX_ONLY={only}: one of shared, shared-all, shared-core, shared-floor, \
+                 push-floor"
             ),
         };
         for &n in &counts {
@@ -896,7 +955,15 @@ fn main() {
         print_row(n, "  floor", &bare);
         // Per shared tick: the shared-port channels (when the element has
         // them) and the shared-socket floor at that tick.
-        let shared: Vec<(u32, Option<Figures>, Figures, Figures, Figures)> = shared_ticks
+        type Shared = (
+            u32,
+            Option<Figures>,
+            Option<Figures>,
+            Figures,
+            Figures,
+            Figures,
+        );
+        let shared: Vec<Shared> = shared_ticks
             .iter()
             .map(|&t| {
                 let name = format!("shared t={t}ms");
@@ -911,13 +978,18 @@ fn main() {
                     );
                     None
                 };
+                let all = (support.shared_socket && support.src_all).then(|| {
+                    let f = receive_run(n, Receiver::SharedAll(t), window, mhz);
+                    print_row(n, "  src_all", &f);
+                    f
+                });
                 let core = receive_run(n, Receiver::SharedCore(t), window, mhz);
                 print_row(n, "  shared core", &core);
                 let floor = receive_run(n, Receiver::SharedFloor(t), window, mhz);
                 print_row(n, "  shared floor", &floor);
                 let push_floor = receive_run(n, Receiver::SharedPushFloor(t), window, mhz);
                 print_row(n, "  + push floor", &push_floor);
-                (t, channels, core, floor, push_floor)
+                (t, channels, all, core, floor, push_floor)
             })
             .collect();
         let stock = receive_run(n, Receiver::Udpsrc, window, mhz);
@@ -960,7 +1032,7 @@ fn main() {
             Some(("udpsrc", stock.mhz_per_stream)),
             false,
         );
-        for (t, channels, core, floor, push_floor) in &shared {
+        for (t, channels, all, core, floor, push_floor) in &shared {
             common::report(
                 &format!("mux shared floor t={t}ms: CPU-MHz/stream, {n}"),
                 floor.mhz_per_stream,
@@ -985,24 +1057,13 @@ fn main() {
                 Some(("shared floor", floor.mhz_per_stream)),
                 false,
             );
-            // A row that lost packets did less work, so its CPU proves
-            // nothing against rows that received them all.
-            let losses: Vec<String> = [
+            let lossy = not_comparable(&[
                 ("it", channels),
                 ("the floor", floor),
                 ("the push floor", push_floor),
                 ("the core alone", core),
                 ("udpsrc", &stock),
-            ]
-            .iter()
-            .filter(|(_, f)| f.lost > 0)
-            .map(|(who, f)| format!("{who} lost {:.3}%", f.lost_percent()))
-            .collect();
-            let lossy = if losses.is_empty() {
-                String::new()
-            } else {
-                format!("; NOT COMPARABLE: {}", losses.join(", "))
-            };
+            ]);
             println!(
                 "  {n:>5} shared t={t}ms: udpsrc takes {:.1}x its CPU per stream (goal >= 10 \
                  at N >= 500); it takes {:.2}x the shared floor's (goal <= 1.3) and {:.2}x \
@@ -1013,6 +1074,37 @@ fn main() {
                 channels.mhz_per_stream / push_floor.mhz_per_stream,
                 stock.mhz_per_stream / push_floor.mhz_per_stream,
                 core.mhz_per_stream / floor.mhz_per_stream,
+            );
+            let Some(all) = all else {
+                continue;
+            };
+            common::report(
+                &format!("mux shared src_all t={t}ms: CPU-MHz/stream, {n}"),
+                all.mhz_per_stream,
+                " MHz",
+                Some(("udpsrc", stock.mhz_per_stream)),
+                false,
+            );
+            common::report(
+                &format!("mux shared src_all t={t}ms: CPU-MHz/stream, {n}"),
+                all.mhz_per_stream,
+                " MHz",
+                Some(("shared floor", floor.mhz_per_stream)),
+                false,
+            );
+            println!(
+                "  {n:>5} shared t={t}ms, src_all: udpsrc takes {:.1}x its CPU per stream (goal \
+                 >= 10 at N >= 500); it takes {:.2}x the shared floor's (goal <= 1.3) and \
+                 {:.2}x the core alone's{}",
+                stock.mhz_per_stream / all.mhz_per_stream,
+                all.mhz_per_stream / floor.mhz_per_stream,
+                all.mhz_per_stream / core.mhz_per_stream,
+                not_comparable(&[
+                    ("it", all),
+                    ("the floor", floor),
+                    ("the core alone", core),
+                    ("udpsrc", &stock)
+                ]),
             );
         }
     }

@@ -1788,3 +1788,164 @@ fn a_relay_needs_no_links_from_launch_syntax() {
     assert_eq!(recv_on(&peer), (rtp(1, 9), addr));
     set_state(&p, gst::State::Null);
 }
+
+/// Every datagram of the `src_all` buffers `sink` holds now or within
+/// `TIMEOUT`, until `want` have come, with the number of buffers.
+fn pull_batches(sink: &gst_app::AppSink, want: usize) -> (Vec<(u32, SocketAddr, Vec<u8>)>, usize) {
+    let mut got = Vec::new();
+    let mut buffers = 0;
+    while got.len() < want {
+        let sample = sink
+            .try_pull_sample(GST_TIMEOUT)
+            .unwrap_or_else(|| panic!("{} of {want} datagrams came", got.len()));
+        let caps = sample.caps().unwrap().structure(0).unwrap().to_owned();
+        assert_eq!(caps.name(), "application/x-rtpmuxserver-batch");
+        assert_eq!(caps.get::<i32>("layout").unwrap(), 1);
+        let buffer = sample.buffer().unwrap();
+        assert!(buffer.pts().is_some(), "a batch has its arrival time");
+        let map = buffer.map_readable().unwrap();
+        let batch = rtpsynth_core::batch::read(&map).unwrap();
+        assert!(!batch.is_empty(), "no empty batch is pushed");
+        got.extend(
+            batch
+                .iter()
+                .map(|r| (r.channel, r.from, r.datagram.to_vec())),
+        );
+        buffers += 1;
+    }
+    (got, buffers)
+}
+
+/// `src_all` takes what channels without their own `src_N` receive, from
+/// shared and own sockets, IPv4 and IPv6, relaying or not, from two workers,
+/// in batches; a channel with `src_N` keeps its packets; unlinked, `src_all`
+/// counts what it would have pushed.
+#[test]
+fn src_all_carries_in_batches_what_channels_without_src_n_receive() {
+    let _g = shared();
+    const N: u32 = 40;
+    const ROUNDS: u16 = 6;
+    let p = Pipe(gst::Pipeline::new());
+    let m = gst::ElementFactory::make("rtpmuxserver")
+        .property("workers", 2u32)
+        .property("tick", 5u32)
+        .build()
+        .unwrap();
+    let all_sink = gst_app::AppSink::builder().sync(false).build();
+    let own_sink = gst_app::AppSink::builder().sync(false).build();
+    p.add_many([&m, all_sink.upcast_ref(), own_sink.upcast_ref()])
+        .unwrap();
+    let all = m.request_pad_simple("src_all").unwrap();
+    assert_eq!(all.name(), "src_all");
+    all.link(&all_sink.static_pad("sink").unwrap()).unwrap();
+    set_state(&p, gst::State::Paused);
+    let ssrc = |i: u32| 0x7000 + i;
+    let mut port = 0u32;
+    for i in 0..N {
+        channel_pad(
+            &m,
+            i,
+            &[
+                ("bind-address", "127.0.0.1".into()),
+                ("shared-socket", "true".into()),
+                ("bind-port", port.to_string()),
+                ("remote-ssrc", ssrc(i).to_string()),
+            ],
+        );
+        port = u32::from(local_port(&m, &format!("sink_{i}")));
+    }
+    // N: its own src_N; N + 1: IPv6; N + 2: an echo, relaying to itself.
+    channel_pad(&m, N, &[("bind-address", "127.0.0.1".into())]);
+    m.request_pad_simple(&format!("src_{N}"))
+        .unwrap()
+        .link(&own_sink.static_pad("sink").unwrap())
+        .unwrap();
+    channel_pad(&m, N + 1, &[("bind-address", "::1".into())]);
+    channel_pad(
+        &m,
+        N + 2,
+        &[
+            ("bind-address", "127.0.0.1".into()),
+            ("relay-to", (N + 2).to_string()),
+        ],
+    );
+    set_state(&p, gst::State::Playing);
+    let v4 = |port: u16| SocketAddr::new("127.0.0.1".parse().unwrap(), port);
+    let mut targets: Vec<SocketAddr> = (0..N).map(|_| v4(port as u16)).collect();
+    targets.push(v4(local_port(&m, &format!("sink_{N}"))));
+    targets.push(
+        format!("[::1]:{}", local_port(&m, &format!("sink_{}", N + 1)))
+            .parse()
+            .unwrap(),
+    );
+    targets.push(v4(local_port(&m, &format!("sink_{}", N + 2))));
+    let peers: Vec<UdpSocket> = targets
+        .iter()
+        .map(|t| peer_on(localhost(t.is_ipv6())))
+        .collect();
+    let send_round = |round: u16| {
+        for (i, (peer, target)) in peers.iter().zip(&targets).enumerate() {
+            peer.send_to(&rtp(round, ssrc(i as u32)), target).unwrap();
+        }
+    };
+    for round in 0..ROUNDS {
+        send_round(round);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let want = (N as usize + 2) * usize::from(ROUNDS);
+    let (got, buffers) = pull_batches(&all_sink, want);
+    assert_eq!(got.len(), want, "no more than sent");
+    assert!(buffers < want / 4, "{buffers} buffers for {want} datagrams");
+    for (i, peer) in peers.iter().enumerate().filter(|&(i, _)| i != N as usize) {
+        let from = peer.local_addr().unwrap();
+        let mine: Vec<&Vec<u8>> = got
+            .iter()
+            .filter(|(_, f, _)| *f == from)
+            .map(|(channel, _, d)| {
+                assert_eq!(*channel, i as u32, "from {from}");
+                d
+            })
+            .collect();
+        let sent: Vec<Vec<u8>> = (0..ROUNDS).map(|r| rtp(r, ssrc(i as u32))).collect();
+        assert_eq!(
+            mine,
+            sent.iter().collect::<Vec<_>>(),
+            "channel {i}, in order"
+        );
+    }
+    assert!(got.iter().all(|(channel, _, _)| *channel != N));
+    for round in 0..ROUNDS {
+        let (data, from, _) = pull(&own_sink);
+        assert_eq!(
+            (data, from),
+            (rtp(round, ssrc(N)), peers[N as usize].local_addr().unwrap())
+        );
+    }
+    for round in 0..ROUNDS {
+        let echo = &peers[N as usize + 2];
+        assert_eq!(
+            recv_on(echo),
+            (rtp(round, ssrc(N + 2)), targets[N as usize + 2])
+        );
+    }
+    let s = stats(&m);
+    assert_eq!(
+        field(&s, "packets-pushed"),
+        (want + usize::from(ROUNDS)) as u64
+    );
+    assert_eq!(field(&s, "dropped-downstream"), 0);
+
+    // Unlinked, src_all costs nothing and what it would have carried is
+    // counted, but for the echo's packets, which went on.
+    all.unlink(&all_sink.static_pad("sink").unwrap()).unwrap();
+    send_round(ROUNDS);
+    wait_until("the round after the unlink", || {
+        field(&stats(&m), "packets-received") == (peers.len() * (usize::from(ROUNDS) + 1)) as u64
+    });
+    let s = stats(&m);
+    assert_eq!(field(&s, "dropped-downstream"), u64::from(N) + 1);
+    m.release_request_pad(&all);
+    assert!(m.static_pad("src_all").is_none());
+    assert!(m.request_pad_simple("src_all").is_some(), "requested again");
+    set_state(&p, gst::State::Null);
+}

@@ -19,14 +19,24 @@ and :func:`to_dicts` decode bytes already read::
 Every layout version the elements produce is in :data:`LAYOUTS`; bytes of
 any other version raise :class:`LayoutError`, a ``ValueError``.
 
+``rtpmuxserver``'s ``src_all`` pad pushes one buffer per worker round with
+the datagrams of every channel that has no ``src_N``; :func:`batch_records`
+(numpy, one call) and :func:`batch_packets` (no numpy) decode it::
+
+    ok, info = sample.get_buffer().map(Gst.MapFlags.READ)
+    for channel, (host, port), datagram in rtpsynth.batch_packets(info.data):
+        ...
+
 Import it from a source tree with ``PYTHONPATH=python``; ``meson install``
 installs it into the system Python's site-packages beside the plugin.
 """
 
-# stats.__all__ is the one list of the public names.
+# stats.__all__ and batch.__all__ are the one lists of the public names.
+from . import batch as _batch
+from . import stats as _stats
+from .batch import BATCH_LAYOUT_VERSION, BATCH_RECORD_FIELDS, batch_packets, batch_records
 from .stats import (
     LAYOUT_VERSION,
-    __all__,
     LAYOUTS,
     Column,
     Header,
@@ -39,3 +49,5 @@ from .stats import (
     to_dicts,
     to_numpy,
 )
+
+__all__ = _stats.__all__ + _batch.__all__

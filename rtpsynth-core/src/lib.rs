@@ -5,6 +5,7 @@
 //! benchmarked here, on its own.
 
 pub mod arith;
+pub mod batch;
 pub mod counters;
 pub mod g711;
 pub mod jbuf;

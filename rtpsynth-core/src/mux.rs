@@ -1093,6 +1093,11 @@ pub trait Handler: Send + 'static {
     /// Valid RTP packets that passed the source filter on `channel`.
     fn received(&mut self, channel: &Channel<Self::Packet, Self::Attachment>, batch: Batch<'_>);
 
+    /// Called once each time the worker wakes, after the last
+    /// [`received`](Handler::received) of that wake: what was gathered
+    /// over the round can go on in one piece.
+    fn round_end(&mut self) {}
+
     /// A socket failed on `channel`; the other channels keep running.
     fn socket_error(&mut self, channel: &Channel<Self::Packet, Self::Attachment>, error: io::Error);
 
@@ -2712,6 +2717,7 @@ impl<H: Handler> Worker<H> {
                     Token(token) => self.receive(token as u32, token & RTCP_TOKEN != 0),
                 }
             }
+            self.handler.round_end();
             if ready == EVENTS {
                 // More sockets are ready than one poll reports: no pause.
                 next_tick = Instant::now();

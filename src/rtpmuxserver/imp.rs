@@ -15,6 +15,7 @@ use gst_net::gio;
 
 use super::{Family, Rtcp, RtpMuxServerPad};
 use crate::stats::{self, BytesPool};
+use rtpsynth_core::batch;
 use rtpsynth_core::mux::{self, ChannelStats, lock};
 use rtpsynth_core::session::StatKind;
 
@@ -38,6 +39,10 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 pub(super) const MAX_RTCP_INTERVAL_MS: u32 = 3_600_000;
 /// Name of the element message posted for each BYE received.
 const BYE_MESSAGE: &str = "rtpmuxserver-bye";
+/// The pad that carries, in batches, what channels without a `src_N`
+/// received.
+const SRC_ALL: &str = "src_all";
+const BATCH_CAPS_NAME: &str = "application/x-rtpmuxserver-batch";
 
 /// One channel's socket settings: the pad properties of `sink_N`/`src_N`.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,6 +108,13 @@ pub(super) fn rtp_caps() -> gst::Caps {
     gst::Caps::new_empty_simple("application/x-rtp")
 }
 
+/// The caps of `src_all`: the layout its buffers are written in.
+fn batch_caps() -> gst::Caps {
+    gst::Caps::builder(BATCH_CAPS_NAME)
+        .field("layout", batch::LAYOUT_VERSION as i32)
+        .build()
+}
+
 /// What a pad property change asks of a running channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Change {
@@ -123,12 +135,23 @@ type Packet = gst::MappedBuffer<gst::buffer::Readable>;
 type CoreChannel = mux::Channel<Packet, Arc<Attach>>;
 
 /// What the worker needs of a channel: its `src_N` pad, if requested.
+/// `src_all` has one of its own.
 #[derive(Default)]
 pub(super) struct Attach {
     out: Mutex<Option<SrcOut>>,
-    /// `src_N` is linked (kept by its link and unlink functions), so that a
-    /// relaying channel nobody takes packets from costs no lock per batch.
+    /// `out` is set: a channel without `src_N` delivers to `src_all`.
+    requested: AtomicBool,
+    /// The pad is linked (kept by its link and unlink functions), so that
+    /// packets nobody takes cost no lock per batch.
     linked: AtomicBool,
+}
+
+impl Attach {
+    fn set_out(&self, out: Option<SrcOut>) {
+        let requested = out.is_some();
+        *lock(&self.out) = out;
+        self.requested.store(requested, Ordering::Release);
+    }
 }
 
 struct SrcOut {
@@ -255,12 +278,16 @@ impl Extra {
     }
 }
 
-/// The worker side: turns accepted datagrams into buffers on `src_N`.
+/// The worker side: turns accepted datagrams into buffers on `src_N`, or
+/// gathers them for `src_all`.
 struct Deliver {
     element: glib::WeakRef<super::RtpMuxServer>,
     extra: Arc<Extra>,
     /// Running time of the current wake, read once per wake when needed.
     now: Option<Option<gst::ClockTime>>,
+    all: Arc<Attach>,
+    /// This worker's datagrams for `src_all`, pushed at the end of its round.
+    gathered: batch::BatchWriter,
 }
 
 impl Deliver {
@@ -293,17 +320,58 @@ impl Deliver {
         Some(buffer)
     }
 
-    fn start_stream(&self, channel: u32, pad: &gst::Pad, caps: &gst::Caps) {
+    /// `stream`: the channel index, or `all`.
+    fn start_stream(&self, stream: &dyn std::fmt::Display, pad: &gst::Pad, caps: &gst::Caps) {
         // Deterministic: the element and channel name the stream.
         let stream_id = match self.element.upgrade() {
-            Some(e) => format!("rtpmuxserver/{}/{channel}", e.name()),
-            None => format!("rtpmuxserver/{channel}"),
+            Some(e) => format!("rtpmuxserver/{}/{stream}", e.name()),
+            None => format!("rtpmuxserver/{stream}"),
         };
         pad.push_event(gst::event::StreamStart::new(&stream_id));
         pad.push_event(gst::event::Caps::new(caps));
         pad.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
             gst::ClockTime,
         >::new()));
+    }
+
+    /// Pushes what was gathered for `src_all` as one buffer.
+    fn push_gathered(&mut self) {
+        if self.gathered.is_empty() {
+            return;
+        }
+        let n = self.gathered.len() as u64;
+        let pts = self.arrival();
+        let mut out = lock(&self.all.out);
+        let pushed = match (
+            out.as_mut(),
+            gst::Buffer::with_size(self.gathered.encoded_len()),
+        ) {
+            (Some(out), Ok(mut buffer)) => {
+                let b = buffer.make_mut();
+                b.set_pts(pts);
+                let gathered = &mut self.gathered;
+                let written = b
+                    .map_writable()
+                    .map(|mut map| gathered.write_into(&mut map));
+                if written.is_err() {
+                    0
+                } else {
+                    if out.need_events {
+                        self.start_stream(&"all", &out.pad, &out.caps);
+                        out.need_events = false;
+                    }
+                    if out.pad.push(buffer).is_ok() { n } else { 0 }
+                }
+            }
+            // Released meanwhile, or no memory: counted below.
+            _ => 0,
+        };
+        drop(out);
+        self.gathered.clear();
+        self.extra.pushed.fetch_add(pushed, Ordering::Relaxed);
+        self.extra
+            .dropped_downstream
+            .fetch_add(n - pushed, Ordering::Relaxed);
     }
 }
 
@@ -315,14 +383,32 @@ impl mux::Handler for Deliver {
         self.now = None;
     }
 
+    fn round_end(&mut self) {
+        self.push_gathered();
+    }
+
     fn received(&mut self, channel: &CoreChannel, batch: mux::Batch<'_>) {
         let n = batch.len() as u64;
-        // A relaying channel's packets went on already: with nobody to take
-        // them here, no buffer is made and nothing is dropped.
-        if channel.relaying() && !channel.attachment.linked.load(Ordering::Acquire) {
+        let attach = &channel.attachment;
+        if !attach.linked.load(Ordering::Acquire) {
+            if !attach.requested.load(Ordering::Acquire) && self.all.linked.load(Ordering::Acquire)
+            {
+                for (data, from) in batch.iter() {
+                    if self.gathered.is_full() {
+                        self.push_gathered();
+                    }
+                    self.gathered.push(channel.id(), data, from);
+                }
+            } else if !channel.relaying() {
+                // A relaying channel's packets went on already: with nobody
+                // to take them here, nothing is dropped.
+                self.extra
+                    .dropped_downstream
+                    .fetch_add(n, Ordering::Relaxed);
+            }
             return;
         }
-        let mut out = lock(&channel.attachment.out);
+        let mut out = lock(&attach.out);
         let pts = self.arrival();
         let Some(out) = out.as_mut() else {
             self.extra
@@ -331,7 +417,7 @@ impl mux::Handler for Deliver {
             return;
         };
         if out.need_events {
-            self.start_stream(channel.id(), &out.pad, &out.caps);
+            self.start_stream(&channel.id(), &out.pad, &out.caps);
             out.need_events = false;
         }
         let pushed = if n == 1 {
@@ -424,6 +510,8 @@ pub struct RtpMuxServer {
     extra: Arc<Extra>,
     /// None before the first stop.
     last: Mutex<Option<Snapshot>>,
+    /// `src_all`, when requested.
+    all: Arc<Attach>,
     /// The buffers `stats-packed` is written into.
     packed: BytesPool,
 }
@@ -586,6 +674,8 @@ impl RtpMuxServer {
             element: self.obj().downgrade(),
             extra: self.extra.clone(),
             now: None,
+            all: self.all.clone(),
+            gathered: batch::BatchWriter::default(),
         };
         let tick = Duration::from_millis(u64::from(self.tick_ms.load(Ordering::Relaxed)));
         let handlers = (0..self.worker_count()).map(|_| deliver()).collect();
@@ -600,6 +690,9 @@ impl RtpMuxServer {
             gst::warning!(CAT, imp = self, "{e}");
         }
         self.extra.reset();
+        if let Some(out) = lock(&self.all.out).as_mut() {
+            out.need_events = true;
+        }
         let channels = lock(&self.channels);
         let mut failures = Vec::new();
         for entry in channels.values() {
@@ -801,7 +894,7 @@ impl RtpMuxServer {
     /// one and then not the sink pad's, so the check lives here alone.
     fn link(
         &self,
-        pad: &RtpMuxServerPad,
+        pad: &gst::Pad,
         peer: &gst::Pad,
     ) -> Result<gst::PadLinkSuccess, gst::PadLinkError> {
         if peer.parent().as_ref() == Some(self.obj().upcast_ref::<gst::Object>()) {
@@ -855,34 +948,68 @@ impl RtpMuxServer {
                 })
                 .build()
         } else {
-            let (on_link, on_unlink) = (slot.attach.clone(), slot.attach.clone());
-            builder
-                .link_function(move |pad, parent, peer| {
-                    let linked = RtpMuxServer::catch_panic_pad_function(
-                        parent,
-                        || Err(gst::PadLinkError::Refused),
-                        |imp| imp.link(pad, peer),
-                    );
-                    if linked.is_ok() {
-                        on_link.linked.store(true, Ordering::Release);
-                    }
-                    linked
-                })
-                .unlink_function(move |_pad, _parent| {
-                    on_unlink.linked.store(false, Ordering::Release);
-                })
-                .query_function(|pad, parent, query| match query.view_mut() {
-                    // Packets arrive live; the element adds no latency.
-                    gst::QueryViewMut::Latency(q) => {
-                        q.set(true, gst::ClockTime::ZERO, gst::ClockTime::NONE);
-                        true
-                    }
-                    _ => gst::Pad::query_default(pad, parent, query),
-                })
-                .build()
+            Self::src_functions(builder, slot.attach.clone()).build()
         };
         pad.imp().set_slot(slot);
         pad
+    }
+
+    /// What `src_N` and `src_all` share: a link refused to this element's
+    /// own sink pads, `attach.linked` kept, and the latency of a live source.
+    fn src_functions<T: IsA<gst::Pad> + IsA<glib::Object> + glib::object::IsClass>(
+        builder: gst::PadBuilder<T>,
+        attach: Arc<Attach>,
+    ) -> gst::PadBuilder<T> {
+        let on_unlink = attach.clone();
+        builder
+            .link_function(move |pad, parent, peer| {
+                let linked = RtpMuxServer::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::PadLinkError::Refused),
+                    |imp| imp.link(pad.upcast_ref(), peer),
+                );
+                if linked.is_ok() {
+                    attach.linked.store(true, Ordering::Release);
+                }
+                linked
+            })
+            .unlink_function(move |_pad, _parent| {
+                on_unlink.linked.store(false, Ordering::Release);
+            })
+            .query_function(|pad, parent, query| match query.view_mut() {
+                // Packets arrive live; the element adds no latency.
+                gst::QueryViewMut::Latency(q) => {
+                    q.set(true, gst::ClockTime::ZERO, gst::ClockTime::NONE);
+                    true
+                }
+                _ => gst::Pad::query_default(pad, parent, query),
+            })
+    }
+
+    /// `src_all`: what every channel without a `src_N` receives, one buffer
+    /// per worker round.
+    fn request_src_all(&self, templ: &gst::PadTemplate) -> Option<gst::Pad> {
+        if lock(&self.all.out).is_some() {
+            gst::warning!(CAT, imp = self, "pad {SRC_ALL} already exists");
+            return None;
+        }
+        let pad = Self::src_functions(
+            gst::PadBuilder::<gst::Pad>::from_template(templ).name(SRC_ALL),
+            self.all.clone(),
+        )
+        .build();
+        if let Err(e) = self.obj().add_pad(&pad) {
+            gst::warning!(CAT, imp = self, "cannot add pad {SRC_ALL}: {e}");
+            return None;
+        }
+        self.all.set_out(Some(SrcOut {
+            pad: pad.clone(),
+            caps: batch_caps(),
+            need_events: true,
+            sender: None,
+        }));
+        self.obj().child_added(&pad, SRC_ALL);
+        Some(pad)
     }
 }
 
@@ -1074,9 +1201,17 @@ impl ElementImpl for RtpMuxServer {
                     .build()
                     .expect("static pad template is valid")
             };
+            let all = gst::PadTemplate::new(
+                SRC_ALL,
+                gst::PadDirection::Src,
+                gst::PadPresence::Request,
+                &gst::Caps::new_empty_simple(BATCH_CAPS_NAME),
+            )
+            .expect("static pad template is valid");
             vec![
                 make("sink_%u", gst::PadDirection::Sink),
                 make("src_%u", gst::PadDirection::Src),
+                all,
             ]
         });
         TEMPLATES.as_ref()
@@ -1088,6 +1223,9 @@ impl ElementImpl for RtpMuxServer {
         name: Option<&str>,
         _caps: Option<&gst::Caps>,
     ) -> Option<gst::Pad> {
+        if templ.name_template() == SRC_ALL {
+            return self.request_src_all(templ);
+        }
         let is_sink = templ.direction() == gst::PadDirection::Sink;
         let prefix = if is_sink { "sink_" } else { "src_" };
         let mut channels = lock(&self.channels);
@@ -1147,18 +1285,26 @@ impl ElementImpl for RtpMuxServer {
         }
         if !is_sink {
             // Set after add_pad, which activates the pad when running.
-            *lock(&slot.attach.out) = Some(SrcOut {
+            slot.attach.set_out(Some(SrcOut {
                 pad: pad.clone().upcast(),
                 caps: slot.lock_settings().caps.clone(),
                 need_events: true,
                 sender: None,
-            });
+            }));
         }
         self.obj().child_added(&pad, &pad.name());
         Some(pad.upcast())
     }
 
     fn release_pad(&self, pad: &gst::Pad) {
+        let is_all = lock(&self.all.out).as_ref().is_some_and(|o| &o.pad == pad);
+        if is_all {
+            self.all.set_out(None);
+            let _ = pad.set_active(false);
+            self.obj().child_removed(pad, SRC_ALL);
+            let _ = self.obj().remove_pad(pad);
+            return;
+        }
         let Some(slot) = pad
             .downcast_ref::<RtpMuxServerPad>()
             .and_then(|p| p.imp().slot().cloned())
@@ -1173,7 +1319,7 @@ impl ElementImpl for RtpMuxServer {
             }
             if entry.src.as_ref() == Some(pad) {
                 entry.src = None;
-                *lock(&slot.attach.out) = None;
+                slot.attach.set_out(None);
             }
             gone = entry.sink.is_none() && entry.src.is_none();
             if gone {
