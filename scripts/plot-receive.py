@@ -6,9 +6,9 @@ but the standard library.
     cargo bench --bench bench_mux | tee mux.txt
     python3 scripts/plot-receive.py mux.txt > docs/receive.svg
 
-A row is "N name threads cpu% MHz-per-stream ..."; a "shared core",
-"shared floor" or "+ push floor" row belongs to the "shared t=..." row
-before it.
+A row is "N name threads cpu% MHz-per-stream ..."; a "src_all", "shared
+core", "shared floor" or "+ push floor" row belongs to the "shared t=..."
+row before it.
 """
 
 import math
@@ -17,13 +17,16 @@ import sys
 
 ROW = re.compile(r"^\s+(\d+)\s+(.+?)\s+(\d+)\s+([\d.]+)%\s+([\d.]+)\s")
 # Series drawn, in legend order: (name in the bench, label, colour, dash
-# pattern: solid for receivers, dash-dot for the core with no buffers,
+# pattern: solid for receivers (thick for src_all), dash-dot for the core
+# with no buffers,
 # dashed for floors, dotted for push floors).
 SERIES = [
     ("udpsrc", "N × udpsrc", "#d62728", ""),
     ("rtpmuxserver", "rtpmuxserver, a socket per channel", "#1f77b4", ""),
     ("shared t=0ms", "rtpmuxserver, one shared port, tick 0", "#2ca02c", ""),
     ("shared t=5ms", "rtpmuxserver, one shared port, tick 5 ms", "#9467bd", ""),
+    ("src_all t=0ms", "one shared port, all channels on src_all, tick 0", "#ff7f0e", ""),
+    ("src_all t=5ms", "one shared port, all channels on src_all, tick 5 ms", "#8c564b", ""),
     ("shared core t=0ms", "its core alone (no buffers), tick 0", "#2ca02c", "8,3,2,3"),
     ("shared core t=5ms", "its core alone (no buffers), tick 5 ms", "#9467bd", "8,3,2,3"),
     ("floor", "floor: a socket per stream (epoll + recvmmsg)", "#1f77b4", "5,4"),
@@ -44,7 +47,7 @@ def parse(lines):
         n, name, mhz = int(m.group(1)), m.group(2).strip(), float(m.group(5))
         if name.startswith("shared t="):
             last_shared = name
-        elif name in ("shared core", "shared floor", "+ push floor") and last_shared:
+        elif name in ("src_all", "shared core", "shared floor", "+ push floor") and last_shared:
             kind = "push floor" if name == "+ push floor" else name
             name = kind + " " + last_shared.split(" ", 1)[1]
         points.setdefault(name, {})[n] = mhz

@@ -28,8 +28,9 @@ pub const LAYOUT_VERSION: u32 = 1;
 pub const HEADER: usize = 16;
 /// Bytes of one record.
 pub const RECORD: usize = 32;
-/// A batch this big is handed on before it grows further, so that one
-/// round's offsets always fit their u32 fields and buffers stay moderate.
+/// A batch this big is handed on before the next `recvmmsg` batch (at most
+/// 64 datagrams of 64 KiB) is added, so that offsets always fit their u32
+/// fields and buffers stay moderate.
 pub const FULL: usize = 4 << 20;
 
 /// Collects datagrams until [`write_into`](BatchWriter::write_into) lays
@@ -53,6 +54,17 @@ impl BatchWriter {
     /// At least [`FULL`] bytes: write it out before adding more.
     pub fn is_full(&self) -> bool {
         self.encoded_len() >= FULL
+    }
+
+    /// [`push`](BatchWriter::push) of each of `datagrams`.
+    pub fn extend<'a>(
+        &mut self,
+        channel: u32,
+        datagrams: impl Iterator<Item = (&'a [u8], SocketAddr)>,
+    ) {
+        for (datagram, from) in datagrams {
+            self.push(channel, datagram, from);
+        }
     }
 
     pub fn push(&mut self, channel: u32, datagram: &[u8], from: SocketAddr) {

@@ -2216,6 +2216,9 @@ struct WorkerChannel<H: Handler> {
     mode: RtcpMode,
     /// The RTP target: configured, or latched.
     remote: Option<SocketAddr>,
+    /// The target before latching moved it, until a shared socket's
+    /// routes follow the move: set by the first move of a batch only.
+    moved_from: Option<Option<SocketAddr>>,
     /// `remote` was configured (not latched).
     configured: bool,
     /// [`RtcpMode::PortPlusOne`]: the source of the first datagram on the
@@ -2344,6 +2347,7 @@ impl<H: Handler> WorkerChannel<H> {
             return Took::NotRtp;
         };
         if self.remote != Some(from) && self.may_latch_again(from, packet.ssrc(), now) {
+            self.moved_from.get_or_insert(self.remote);
             self.remote = Some(from);
             self.latched_ssrc = Some(packet.ssrc());
             self.channel.write_stats().set(LATCHED, 1);
@@ -2849,6 +2853,7 @@ impl<H: Handler> Worker<H> {
             relay: None,
             mode: config.rtcp,
             remote,
+            moved_from: None,
             configured: remote.is_some(),
             rtcp_latched: None,
             latch: config.latch,
@@ -3144,10 +3149,6 @@ impl<H: Handler> Worker<H> {
                 let Some(wc) = table.get_mut(&id) else {
                     continue;
                 };
-                // Of what the routes go by, receiving changes only the
-                // target, by latching (the SSRCs change on sends and
-                // settings).
-                let target = wc.remote;
                 accepted.clear();
                 let mut tally = Tally::default();
                 for &(_, i, from) in group {
@@ -3170,8 +3171,13 @@ impl<H: Handler> Worker<H> {
                     }
                 }
                 wc.finish_batch(&tally, handler, Batch { recv, accepted });
-                // It may have latched the source it matched by SSRC.
-                if wc.remote != target {
+                // Of what the routes go by, receiving changes only the
+                // target, by latching (the SSRCs change on sends and
+                // settings): it may have latched the source it matched by
+                // SSRC.
+                if let Some(target) = wc.moved_from.take()
+                    && target != wc.remote
+                {
                     let key = wc.route_key();
                     let before = RouteKey {
                         remote: target,

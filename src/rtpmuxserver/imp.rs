@@ -393,12 +393,10 @@ impl mux::Handler for Deliver {
         if !attach.linked.load(Ordering::Acquire) {
             if !attach.requested.load(Ordering::Acquire) && self.all.linked.load(Ordering::Acquire)
             {
-                for (data, from) in batch.iter() {
-                    if self.gathered.is_full() {
-                        self.push_gathered();
-                    }
-                    self.gathered.push(channel.id(), data, from);
+                if self.gathered.is_full() {
+                    self.push_gathered();
                 }
+                self.gathered.extend(channel.id(), batch.iter());
             } else if !channel.relaying() {
                 // A relaying channel's packets went on already: with nobody
                 // to take them here, nothing is dropped.
