@@ -17,8 +17,7 @@ import sys
 
 ROW = re.compile(r"^\s+(\d+)\s+(.+?)\s+(\d+)\s+([\d.]+)%\s+([\d.]+)\s")
 # Series drawn, in legend order: (name in the bench, label, colour, dash
-# pattern: solid for receivers (thick for src_all), dash-dot for the core
-# with no buffers,
+# pattern: solid for receivers, dash-dot for the core with no buffers,
 # dashed for floors, dotted for push floors).
 SERIES = [
     ("udpsrc", "N × udpsrc", "#d62728", ""),

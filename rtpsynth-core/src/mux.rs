@@ -599,6 +599,10 @@ struct Notify {
     /// Set when `updated` may hold ids, so a wake without news takes no lock.
     has_updates: AtomicBool,
     wake_requested: AtomicBool,
+    /// A command is queued: a shared socket's reads stop for it, so that a
+    /// channel joining the socket is routed to before the datagrams that
+    /// follow its join are read.
+    commands_pending: AtomicBool,
     /// Worker pacing in microseconds: 0 wakes the worker for every send and
     /// every received packet; above, it runs one round per tick.
     tick_us: AtomicU64,
@@ -612,6 +616,7 @@ impl Notify {
             updated: Mutex::new(Vec::new()),
             has_updates: AtomicBool::new(false),
             wake_requested: AtomicBool::new(false),
+            commands_pending: AtomicBool::new(false),
             tick_us: AtomicU64::new(tick.as_micros() as u64),
             waker,
         }
@@ -1190,6 +1195,7 @@ struct WorkerLink<H: Handler> {
 impl<H: Handler> WorkerLink<H> {
     fn command(&self, command: Command<H>) {
         lock(&self.commands).push(command);
+        self.notify.commands_pending.store(true, Ordering::Release);
         self.notify.wake();
     }
 
@@ -2709,12 +2715,23 @@ impl<H: Handler> Worker<H> {
             // Level-triggered: a socket left with a backlog is reported
             // again by this poll, and says so again if it still has one.
             self.backlog = false;
-            let mut woken = false;
+            // Commands before datagrams: a channel joining a shared socket
+            // is routed to only once its Add ran, and the datagrams this
+            // wake reads may be the first of its peer.
+            let woken = events.iter().any(|e| e.token() == WAKER);
+            if woken {
+                self.notify.wake_requested.store(false, Ordering::Release);
+            }
+            if (woken || self.notify.commands_pending.load(Ordering::Acquire))
+                && !self.run_commands()
+            {
+                return;
+            }
             let mut ready = 0;
             for event in events.iter() {
                 ready += 1;
                 match event.token() {
-                    WAKER => woken = true,
+                    WAKER => {}
                     Token(token) if token & SHARED_TOKEN != 0 => {
                         self.receive_shared(token & !SHARED_TOKEN)
                     }
@@ -2725,12 +2742,6 @@ impl<H: Handler> Worker<H> {
             if ready == EVENTS {
                 // More sockets are ready than one poll reports: no pause.
                 next_tick = Instant::now();
-            }
-            if woken {
-                self.notify.wake_requested.store(false, Ordering::Release);
-                if !self.run_commands() {
-                    return;
-                }
             }
             std::mem::swap(&mut *lock(&self.notify.pending), &mut self.pending);
             // A channel is scheduled only after its Add was queued, so
@@ -2753,6 +2764,8 @@ impl<H: Handler> Worker<H> {
 
     /// Returns false on `Stop`.
     fn run_commands(&mut self) -> bool {
+        // Cleared first: a command queued after the swap sets it again.
+        self.notify.commands_pending.store(false, Ordering::Release);
         std::mem::swap(&mut *lock(&self.commands_in), &mut self.commands);
         let mut keep_running = true;
         let mut commands = std::mem::take(&mut self.commands);
@@ -3099,6 +3112,7 @@ impl<H: Handler> Worker<H> {
             routed,
             shared,
             backlog,
+            notify,
             ..
         } = self;
         let Some(ss) = sockets.get_mut(&number) else {
@@ -3108,6 +3122,11 @@ impl<H: Handler> Worker<H> {
         let mut failing = ss.rx.failing;
         let mut drained = false;
         for _ in 0..SHARED_READS_PER_EVENT {
+            // What is left is read again at once, after the command (it may
+            // be a channel joining this socket).
+            if notify.commands_pending.load(Ordering::Acquire) {
+                break;
+            }
             // Always a full batch: with many streams behind it, a read that
             // came back short says little about the next one, and
             // `recvmmsg` returns what is there without waiting.
@@ -3568,6 +3587,80 @@ mod tests {
             }
         }
         fn socket_error(&mut self, _: &Channel<Vec<u8>, ()>, _: io::Error) {}
+    }
+
+    /// A channel of the shared socket at `bind` that expects `ssrc`.
+    fn shared_member(bind: SocketAddr, ssrc: u32) -> ChannelConfig {
+        ChannelConfig {
+            bind,
+            shared_socket: true,
+            remote_ssrc: Some(ssrc),
+            ..loopback()
+        }
+    }
+
+    /// A member that joins a shared socket gets the datagrams its peer
+    /// sends right after the join, although a paced worker sees the join
+    /// and those datagrams in one wake.
+    #[test]
+    fn a_channel_joining_a_shared_socket_gets_datagrams_sent_after_the_join() {
+        // Long paced rounds: the worker finds the join (within a pause
+        // slice) with the datagram already waiting.
+        let (server, rx) = server_with_tick(Duration::from_millis(100));
+        let port = server
+            .add_channel(0, shared_member(loopback().bind, 0x1234), ())
+            .unwrap()
+            .local_addr();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for round in 0..5 {
+            let id = round + 1;
+            let ssrc = 0x5000 + round;
+            server
+                .add_channel(id, shared_member(port, ssrc), ())
+                .unwrap();
+            peer.send_to(&packet_from(1, ssrc), port).unwrap();
+            let (got, _, _) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+            assert_eq!(got, id, "round {round}");
+            // A new source for the next channel: this one latched `peer`.
+            server.remove_channel(id, Duration::from_secs(2));
+        }
+        assert_eq!(server.dropped_unknown_source(), 0);
+    }
+
+    /// The same when the worker is in the middle of reading the shared
+    /// socket: it stops reading for the join.
+    #[test]
+    fn a_channel_joining_a_shared_socket_mid_read_gets_datagrams_sent_after_the_join() {
+        let (go_tx, go_rx) = channel();
+        let server = Server::start(Stall { go: Some(go_rx) }, Duration::ZERO).unwrap();
+        let first = server
+            .add_channel(0, shared_member(loopback().bind, 0x1234), ())
+            .unwrap();
+        let port = first.local_addr();
+        let (p0, p1) = (
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+        );
+        // More than one read: the worker stalls in the first full batch's
+        // `received`, with more to read behind it.
+        let sent = SHARED_BATCH as u64 + 6;
+        for seq in 0..sent {
+            p0.send_to(&packet_from(seq as u16, 0x1234), port).unwrap();
+        }
+        assert!(wait_for(|| first.stats()[PACKETS_RECEIVED] > 0));
+        let second = server
+            .add_channel(1, shared_member(port, 0x5678), ())
+            .unwrap();
+        p1.send_to(&packet_from(1, 0x5678), port).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        go_tx.send(()).unwrap();
+        assert!(
+            wait_for(|| second.stats()[PACKETS_RECEIVED] == 1),
+            "unknown source: {}",
+            server.dropped_unknown_source()
+        );
+        assert!(wait_for(|| first.stats()[PACKETS_RECEIVED] == sent));
+        assert_eq!(server.dropped_unknown_source(), 0);
     }
 
     #[test]

@@ -2,8 +2,12 @@
 an IPv6 one, without src_N, reach an appsink in batches that rtpsynth
 decodes into exactly the datagrams sent, with and without numpy."""
 
+import json
+import os
 import socket
 import struct
+import subprocess
+import sys
 
 import pytest
 from gi.repository import Gst
@@ -99,3 +103,18 @@ def test_bytes_of_another_layout_are_refused():
     with pytest.raises(rtpsynth.LayoutError):
         rtpsynth.batch_records(one)
     assert rtpsynth.batch_packets(one + bytes(10)) == [(0, ("0.0.0.0", 9), bytes(10))]
+
+
+COLLECTOR = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "python", "collector.py")
+
+
+def test_collector_example_accounts_for_every_packet():
+    r = subprocess.run([sys.executable, COLLECTOR, "--devices", "50", "--seconds", "1", "--json"],
+                       capture_output=True, text=True, timeout=60, env=os.environ)
+    assert r.returncode == 0, r.stdout + r.stderr
+    s = json.loads(r.stdout.strip().splitlines()[-1])
+    assert s["devices"] == 50 and s["sent"] >= 50 * 40
+    assert s["received"] == s["sent"] == s["packets-pushed"]
+    assert s["uncounted"] == 0 and s["devices-short"] == 0 and s["dropped-unknown-source"] == 0
+    # Batches, not a buffer per packet.
+    assert s["packets-per-buffer"] > 1
