@@ -11,9 +11,10 @@
 //! Each N is received by: channels of their own socket each (tick 0 and
 //! `BENCH_MUX_TICK`), the element's core alone, the per-socket floor; then,
 //! per tick of `BENCH_MUX_SHARED_TICKS`, channels all on one port
-//! (`shared-socket`, demultiplexed by `remote-ssrc`), the element's core
-//! alone on one port (what a consumer inside the worker would cost at
-//! least), the shared-socket floor (one socket read with `recvmmsg` of 64)
+//! (`shared-socket`, demultiplexed by `remote-ssrc`), the same channels
+//! with no `src_N` handing every packet to `src_all` (one buffer per worker
+//! round), the element's core alone on one port (what a consumer inside the
+//! worker would cost at least), the shared-socket floor (one socket read with `recvmmsg` of 64)
 //! and that floor pushing a buffer per packet; and N `udpsrc`. The goals
 //! (issue 15): shared-port channels at most 1/10 of udpsrc's CPU per stream
 //! at every N >= 500 and within 1.3x of the shared floor; channels sending
@@ -31,7 +32,7 @@
 //! `BENCH_MUX_WORKERS` (the `workers` of the channel-to-channel runs,
 //! default 1,2), `BENCH_MUX_RUNS` (runs of each receive row, back to back,
 //! default 1; `make bench` asks for 3: the median run is printed with the
-//! range), `BENCH_MUX_ONLY` (`shared`, `shared-core`,
+//! range), `BENCH_MUX_ONLY` (`shared`, `shared-all`, `shared-core`,
 //! `shared-floor` or `push-floor`: only that shared-port row, per N and
 //! shared tick; under `valgrind --tool=callgrind --trace-children=no` it
 //! counts the receiver's instructions per packet, repeatable where CPU
