@@ -599,9 +599,9 @@ struct Notify {
     /// Set when `updated` may hold ids, so a wake without news takes no lock.
     has_updates: AtomicBool,
     wake_requested: AtomicBool,
-    /// A command is queued: a shared socket's reads stop for it, so that a
-    /// channel joining the socket is routed to before the datagrams that
-    /// follow its join are read.
+    /// A command is queued: a shared socket's reads stop for it (as for
+    /// `has_updates`), so that a channel joining the socket is routed to
+    /// before the datagrams that follow its join are read.
     commands_pending: AtomicBool,
     /// Worker pacing in microseconds: 0 wakes the worker for every send and
     /// every received packet; above, it runs one round per tick.
@@ -1471,8 +1471,6 @@ impl<H: Handler> Server<H> {
             // Readers see the session's sentinels (unknown), not zeros, at once.
             write.session(&session);
         }
-        channels.insert(id, channel.clone());
-        drop(channels);
         self.workers[worker]
             .channels
             .fetch_add(1, Ordering::Relaxed);
@@ -1482,6 +1480,12 @@ impl<H: Handler> Server<H> {
             config,
             session: Box::new(session),
         }));
+        // Found by relays only once its Add is queued: a relay schedules
+        // it, and the worker runs the commands queued before it takes the
+        // scheduled ids. A channel scheduled before its Add was queued was
+        // skipped with its `scheduled` flag left set, and never sent.
+        channels.insert(id, channel.clone());
+        drop(channels);
         drop(places);
         Ok(channel)
     }
@@ -2715,9 +2719,10 @@ impl<H: Handler> Worker<H> {
             // Level-triggered: a socket left with a backlog is reported
             // again by this poll, and says so again if it still has one.
             self.backlog = false;
-            // Commands before datagrams: a channel joining a shared socket
-            // is routed to only once its Add ran, and the datagrams this
-            // wake reads may be the first of its peer.
+            // Commands and updates before datagrams: a channel joining a
+            // shared socket, or given its `remote-ssrc` or target, is routed
+            // to only once the worker applied it, and the datagrams this
+            // wake reads may be the first its peer sent after.
             let woken = events.iter().any(|e| e.token() == WAKER);
             if woken {
                 self.notify.wake_requested.store(false, Ordering::Release);
@@ -2727,6 +2732,7 @@ impl<H: Handler> Worker<H> {
             {
                 return;
             }
+            self.apply_updates();
             let mut ready = 0;
             for event in events.iter() {
                 ready += 1;
@@ -3122,9 +3128,11 @@ impl<H: Handler> Worker<H> {
         let mut failing = ss.rx.failing;
         let mut drained = false;
         for _ in 0..SHARED_READS_PER_EVENT {
-            // What is left is read again at once, after the command (it may
-            // be a channel joining this socket).
-            if notify.commands_pending.load(Ordering::Acquire) {
+            // What is left is read again at once, after the command or
+            // update (it may change this socket's routes).
+            if notify.commands_pending.load(Ordering::Acquire)
+                || notify.has_updates.load(Ordering::Acquire)
+            {
                 break;
             }
             // Always a full batch: with many streams behind it, a read that
@@ -3660,6 +3668,43 @@ mod tests {
             server.dropped_unknown_source()
         );
         assert!(wait_for(|| first.stats()[PACKETS_RECEIVED] == sent));
+        assert_eq!(server.dropped_unknown_source(), 0);
+    }
+
+    /// A member of a shared socket given its `remote-ssrc` while running
+    /// gets the datagrams its peer sends right after, although a paced
+    /// worker sees the change and those datagrams in one wake.
+    #[test]
+    fn a_shared_member_given_its_remote_ssrc_gets_datagrams_sent_after() {
+        let (server, rx) = server_with_tick(Duration::from_millis(100));
+        let first = server
+            .add_channel(0, shared_member(loopback().bind, 0x1234), ())
+            .unwrap();
+        let port = first.local_addr();
+        let member = server
+            .add_channel(
+                1,
+                ChannelConfig {
+                    remote_ssrc: None,
+                    ..shared_member(port, 0)
+                },
+                (),
+            )
+            .unwrap();
+        for round in 0..5 {
+            let ssrc = 0x7000 + round;
+            // A new peer each time: the member latched the last one.
+            let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+            member.set_remote(None);
+            member.set_remote_ssrc(Some(ssrc));
+            peer.send_to(&packet_from(1, ssrc), port).unwrap();
+            let (got, _, from) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+            assert_eq!(
+                (got, from),
+                (1, peer.local_addr().unwrap()),
+                "round {round}"
+            );
+        }
         assert_eq!(server.dropped_unknown_source(), 0);
     }
 
