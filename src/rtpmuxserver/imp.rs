@@ -1182,8 +1182,9 @@ impl ElementImpl for RtpMuxServer {
             gst::subclass::ElementMetadata::new(
                 "RTP mux server",
                 "Source/Sink/Network/RTP",
-                "Serves many RTP channels over UDP from one worker thread: sink_N sends, \
-                 src_N receives, each channel with its own socket",
+                "Serves many RTP channels over UDP from its worker threads: sink_N sends, \
+                 src_N receives (src_all: what every channel without a src_N receives, \
+                 in batches), each channel on its own socket or a shared port",
                 "gst-rtpsynth authors",
             )
         });
