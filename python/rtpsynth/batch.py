@@ -65,7 +65,10 @@ def _header(data: memoryview) -> int:
 
 def batch_records(buffer: Packed) -> "numpy.ndarray":
     """The records of a ``src_all`` buffer as a numpy structured array with
-    the fields of :data:`BATCH_RECORD_FIELDS`."""
+    the fields of :data:`BATCH_RECORD_FIELDS`.
+
+    The array views the bytes given, not a copy: read it while the buffer
+    is mapped (or ``.copy()`` it)."""
     import numpy
 
     data = memoryview(raw(buffer))

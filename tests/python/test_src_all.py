@@ -34,13 +34,14 @@ def pull_all(appsink, want):
         assert ok
         try:
             packets = rtpsynth.batch_packets(info.data)
+            # The records view the mapped bytes: read them before the unmap.
             records = rtpsynth.batch_records(info.data)
+            # The numpy records say what the tuples say.
+            assert records["channel"].tolist() == [p[0] for p in packets]
+            assert records["port"].tolist() == [p[1][1] for p in packets]
+            assert records["length"].tolist() == [len(p[2]) for p in packets]
         finally:
             sample.get_buffer().unmap(info)
-        # The numpy records say what the tuples say.
-        assert records["channel"].tolist() == [p[0] for p in packets]
-        assert records["port"].tolist() == [p[1][1] for p in packets]
-        assert records["length"].tolist() == [len(p[2]) for p in packets]
         got += packets
         buffers += 1
     return got, buffers
