@@ -599,7 +599,8 @@ struct Notify {
     /// Set when `updated` may hold ids, so a wake without news takes no lock.
     has_updates: AtomicBool,
     wake_requested: AtomicBool,
-    /// A command is queued: a shared socket's reads stop for it (as for
+    /// A command is queued (set after it is): the worker runs the commands
+    /// when it is set, and a shared socket's reads stop for it (as for
     /// `has_updates`), so that a channel joining the socket is routed to
     /// before the datagrams that follow its join are read.
     commands_pending: AtomicBool,
@@ -2226,8 +2227,8 @@ struct WorkerChannel<H: Handler> {
     mode: RtcpMode,
     /// The RTP target: configured, or latched.
     remote: Option<SocketAddr>,
-    /// The target before latching moved it, until a shared socket's
-    /// routes follow the move: set by the first move of a batch only.
+    /// On a shared socket, the target before latching moved it, until the
+    /// socket's routes follow the move: set by the first move of a batch.
     moved_from: Option<Option<SocketAddr>>,
     /// `remote` was configured (not latched).
     configured: bool,
@@ -2357,7 +2358,9 @@ impl<H: Handler> WorkerChannel<H> {
             return Took::NotRtp;
         };
         if self.remote != Some(from) && self.may_latch_again(from, packet.ssrc(), now) {
-            self.moved_from.get_or_insert(self.remote);
+            if self.shared.is_some() {
+                self.moved_from.get_or_insert(self.remote);
+            }
             self.remote = Some(from);
             self.latched_ssrc = Some(packet.ssrc());
             self.channel.write_stats().set(LATCHED, 1);
@@ -2692,7 +2695,7 @@ impl<H: Handler> Worker<H> {
                     if now >= next_tick
                         || retuned
                         || report == Some(Duration::ZERO)
-                        || !lock(&self.commands_in).is_empty()
+                        || self.notify.commands_pending.load(Ordering::Acquire)
                     {
                         break;
                     }
@@ -2723,13 +2726,10 @@ impl<H: Handler> Worker<H> {
             // shared socket, or given its `remote-ssrc` or target, is routed
             // to only once the worker applied it, and the datagrams this
             // wake reads may be the first its peer sent after.
-            let woken = events.iter().any(|e| e.token() == WAKER);
-            if woken {
+            if events.iter().any(|e| e.token() == WAKER) {
                 self.notify.wake_requested.store(false, Ordering::Release);
             }
-            if (woken || self.notify.commands_pending.load(Ordering::Acquire))
-                && !self.run_commands()
-            {
+            if !self.run_queued_commands() {
                 return;
             }
             self.apply_updates();
@@ -2755,8 +2755,7 @@ impl<H: Handler> Worker<H> {
             // pending channel in the table. Without this, an id scheduled
             // before the worker saw its Add was skipped with its `scheduled`
             // flag left set, and that channel never sent again.
-            let commands_queued = !lock(&self.commands_in).is_empty();
-            if commands_queued && !self.run_commands() {
+            if !self.run_queued_commands() {
                 return;
             }
             self.apply_updates();
@@ -2766,6 +2765,11 @@ impl<H: Handler> Worker<H> {
             }
             self.send_reports();
         }
+    }
+
+    /// [`Worker::run_commands`] when a command is queued.
+    fn run_queued_commands(&mut self) -> bool {
+        !self.notify.commands_pending.load(Ordering::Acquire) || self.run_commands()
     }
 
     /// Returns false on `Stop`.
