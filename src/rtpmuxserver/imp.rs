@@ -320,18 +320,36 @@ impl Deliver {
         Some(buffer)
     }
 
-    /// `stream`: the channel index, or `all`.
-    fn start_stream(&self, stream: &dyn std::fmt::Display, pad: &gst::Pad, caps: &gst::Caps) {
+    /// Stream-start, caps and segment on `out`, when they are due before
+    /// its next buffer. `stream`: the channel index, or `all`.
+    fn announce(&self, stream: &dyn std::fmt::Display, out: &mut SrcOut) {
+        if !out.need_events {
+            return;
+        }
+        out.need_events = false;
         // Deterministic: the element and channel name the stream.
         let stream_id = match self.element.upgrade() {
             Some(e) => format!("rtpmuxserver/{}/{stream}", e.name()),
             None => format!("rtpmuxserver/{stream}"),
         };
-        pad.push_event(gst::event::StreamStart::new(&stream_id));
-        pad.push_event(gst::event::Caps::new(caps));
-        pad.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
-            gst::ClockTime,
-        >::new()));
+        out.pad.push_event(gst::event::StreamStart::new(&stream_id));
+        out.pad.push_event(gst::event::Caps::new(&out.caps));
+        out.pad
+            .push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+                gst::ClockTime,
+            >::new()));
+    }
+
+    /// What was gathered for `src_all`, laid out in a new buffer.
+    fn batch_buffer(
+        gathered: &mut batch::BatchWriter,
+        pts: Option<gst::ClockTime>,
+    ) -> Option<gst::Buffer> {
+        let mut buffer = gst::Buffer::with_size(gathered.encoded_len()).ok()?;
+        let b = buffer.get_mut()?;
+        b.set_pts(pts);
+        gathered.write_into(&mut b.map_writable().ok()?);
+        Some(buffer)
     }
 
     /// Pushes what was gathered for `src_all` as one buffer.
@@ -341,33 +359,18 @@ impl Deliver {
         }
         let n = self.gathered.len() as u64;
         let pts = self.arrival();
+        let buffer = Self::batch_buffer(&mut self.gathered, pts);
+        self.gathered.clear();
         let mut out = lock(&self.all.out);
-        let pushed = match (
-            out.as_mut(),
-            gst::Buffer::with_size(self.gathered.encoded_len()),
-        ) {
-            (Some(out), Ok(mut buffer)) => {
-                let b = buffer.make_mut();
-                b.set_pts(pts);
-                let gathered = &mut self.gathered;
-                let written = b
-                    .map_writable()
-                    .map(|mut map| gathered.write_into(&mut map));
-                if written.is_err() {
-                    0
-                } else {
-                    if out.need_events {
-                        self.start_stream(&"all", &out.pad, &out.caps);
-                        out.need_events = false;
-                    }
-                    if out.pad.push(buffer).is_ok() { n } else { 0 }
-                }
+        let pushed = match (out.as_mut(), buffer) {
+            (Some(out), Some(buffer)) => {
+                self.announce(&"all", out);
+                if out.pad.push(buffer).is_ok() { n } else { 0 }
             }
             // Released meanwhile, or no memory: counted below.
             _ => 0,
         };
         drop(out);
-        self.gathered.clear();
         self.extra.pushed.fetch_add(pushed, Ordering::Relaxed);
         self.extra
             .dropped_downstream
@@ -414,10 +417,7 @@ impl mux::Handler for Deliver {
                 .fetch_add(n, Ordering::Relaxed);
             return;
         };
-        if out.need_events {
-            self.start_stream(&channel.id(), &out.pad, &out.caps);
-            out.need_events = false;
-        }
+        self.announce(&channel.id(), out);
         let pushed = if n == 1 {
             let buffer = batch
                 .iter()
