@@ -164,8 +164,9 @@ fn word(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-/// Every datagram of `batch`, checked against its bounds first.
-pub fn read(batch: &[u8]) -> Result<Vec<Received<'_>>, LayoutError> {
+/// The number of datagrams the header of `batch` announces, once the
+/// header is of this layout.
+pub fn count(batch: &[u8]) -> Result<usize, LayoutError> {
     if batch.len() < HEADER {
         return Err(LayoutError::Truncated);
     }
@@ -173,8 +174,14 @@ pub fn read(batch: &[u8]) -> Result<Vec<Received<'_>>, LayoutError> {
     if version != LAYOUT_VERSION || size as usize != RECORD {
         return Err(LayoutError::Version(version, size));
     }
+    Ok(count as usize)
+}
+
+/// Every datagram of `batch`, checked against its bounds first.
+pub fn read(batch: &[u8]) -> Result<Vec<Received<'_>>, LayoutError> {
+    let count = count(batch)?;
     let index = batch
-        .get(HEADER..HEADER + (count as usize).saturating_mul(RECORD))
+        .get(HEADER..HEADER + count.saturating_mul(RECORD))
         .ok_or(LayoutError::Truncated)?;
     index
         .chunks_exact(RECORD)
@@ -259,6 +266,7 @@ mod tests {
             w.push(i as u32 * 3, d, *from);
         }
         let out = write(&mut w);
+        assert_eq!(count(&out), Ok(3));
         let got = read(&out).unwrap();
         assert_eq!(got.len(), 3);
         for (i, r) in got.iter().enumerate() {
