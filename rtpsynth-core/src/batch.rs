@@ -33,13 +33,52 @@ pub const RECORD: usize = 32;
 /// fields and buffers stay moderate.
 pub const FULL: usize = 4 << 20;
 
-/// Collects datagrams until [`write_into`](BatchWriter::write_into) lays
-/// them out; reused from one batch to the next without allocating.
-#[derive(Debug, Default)]
+/// Collects datagrams into the bytes of a batch, copying each once: they
+/// go straight after room left for the header and index, which
+/// [`finish`](BatchWriter::finish) fills in.
+#[derive(Debug)]
 pub struct BatchWriter {
-    /// Records with offsets relative to the start of `data`.
+    /// Records with offsets relative to the first datagram.
     records: Vec<[u8; RECORD]>,
-    data: Vec<u8>,
+    /// Room for the header and `room` records, then the datagrams.
+    bytes: Vec<u8>,
+    room: usize,
+    /// The bytes the last batch took: the next one starts with that much
+    /// capacity, so that its datagrams are rarely moved while it grows.
+    last_len: usize,
+}
+
+impl Default for BatchWriter {
+    fn default() -> Self {
+        BatchWriter {
+            records: Vec::new(),
+            bytes: Vec::new(),
+            room: MIN_ROOM,
+            last_len: 0,
+        }
+    }
+}
+
+/// Records the room before the datagrams holds at first.
+const MIN_ROOM: usize = 16;
+
+/// A finished batch: its bytes are `bytes[start..]`.
+#[derive(Debug)]
+pub struct Finished {
+    bytes: Vec<u8>,
+    start: usize,
+}
+
+impl AsRef<[u8]> for Finished {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[self.start..]
+    }
+}
+
+impl AsMut<[u8]> for Finished {
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.bytes[self.start..]
+    }
 }
 
 impl BatchWriter {
@@ -51,7 +90,7 @@ impl BatchWriter {
         self.records.is_empty()
     }
 
-    /// At least [`FULL`] bytes: write it out before adding more.
+    /// At least [`FULL`] bytes: finish it before adding more.
     pub fn is_full(&self) -> bool {
         self.encoded_len() >= FULL
     }
@@ -67,10 +106,19 @@ impl BatchWriter {
         }
     }
 
+    fn head(&self) -> usize {
+        HEADER + self.room * RECORD
+    }
+
     pub fn push(&mut self, channel: u32, datagram: &[u8], from: SocketAddr) {
+        if self.bytes.is_empty() {
+            let capacity = (self.head() + datagram.len()).max(self.last_len);
+            self.bytes = Vec::with_capacity(capacity);
+            self.bytes.resize(self.head(), 0);
+        }
         let mut r = [0u8; RECORD];
         r[0..4].copy_from_slice(&channel.to_le_bytes());
-        r[4..8].copy_from_slice(&(self.data.len() as u32).to_le_bytes());
+        r[4..8].copy_from_slice(&((self.bytes.len() - self.head()) as u32).to_le_bytes());
         r[8..12].copy_from_slice(&(datagram.len() as u32).to_le_bytes());
         r[12..14].copy_from_slice(&from.port().to_le_bytes());
         match from.ip() {
@@ -84,28 +132,39 @@ impl BatchWriter {
             }
         }
         self.records.push(r);
-        self.data.extend_from_slice(datagram);
+        self.bytes.extend_from_slice(datagram);
     }
 
-    /// Forgets what was pushed, keeping the memory for the next batch.
+    /// Forgets what was pushed.
     pub fn clear(&mut self) {
         self.records.clear();
-        self.data.clear();
+        self.bytes.clear();
     }
 
-    /// Bytes [`write_into`](BatchWriter::write_into) writes.
+    /// Bytes of the batch [`finish`](BatchWriter::finish) returns.
     pub fn encoded_len(&self) -> usize {
-        HEADER + self.records.len() * RECORD + self.data.len()
+        let data = self.bytes.len().saturating_sub(self.head());
+        HEADER + self.records.len() * RECORD + data
     }
 
-    /// Lays the batch out in `out`, which must be
-    /// [`encoded_len`](BatchWriter::encoded_len) bytes long, and empties
-    /// the writer.
-    pub fn write_into(&mut self, out: &mut [u8]) {
-        assert_eq!(out.len(), self.encoded_len(), "batch buffer size");
-        let base = HEADER + self.records.len() * RECORD;
-        let (head, rest) = out.split_at_mut(HEADER);
-        for (field, value) in head.chunks_exact_mut(4).zip([
+    /// Lays the header and index out before the datagrams and hands the
+    /// batch over; the writer starts the next one empty.
+    pub fn finish(&mut self) -> Finished {
+        if self.bytes.is_empty() {
+            self.bytes.resize(self.head(), 0);
+        }
+        let head = self.head();
+        let index = HEADER + self.records.len() * RECORD;
+        if index > head {
+            // More records than the room holds: the datagrams move once,
+            // and the next batches leave more room.
+            let data = self.bytes.len() - head;
+            self.bytes.resize(index + data, 0);
+            self.bytes.copy_within(head..head + data, index);
+        }
+        let start = head.saturating_sub(index);
+        let (top, rest) = self.bytes[start..].split_at_mut(HEADER);
+        for (field, value) in top.chunks_exact_mut(4).zip([
             LAYOUT_VERSION,
             self.records.len() as u32,
             RECORD as u32,
@@ -113,14 +172,22 @@ impl BatchWriter {
         ]) {
             field.copy_from_slice(&value.to_le_bytes());
         }
-        let (index, data) = rest.split_at_mut(base - HEADER);
-        for (slot, record) in index.chunks_exact_mut(RECORD).zip(&self.records) {
+        for (slot, record) in rest.chunks_exact_mut(RECORD).zip(&self.records) {
             slot.copy_from_slice(record);
             let offset = u32::from_le_bytes([record[4], record[5], record[6], record[7]]);
-            slot[4..8].copy_from_slice(&(offset + base as u32).to_le_bytes());
+            slot[4..8].copy_from_slice(&(offset + index as u32).to_le_bytes());
         }
-        data.copy_from_slice(&self.data);
-        self.clear();
+        // Room for a quarter more (the room is zeroed each batch; a batch
+        // that outgrows it moves its datagrams once), shrinking slowly when
+        // batches do.
+        let n = self.records.len();
+        self.room = (n + n / 4).max(self.room / 2).max(MIN_ROOM);
+        self.last_len = self.bytes.len();
+        self.records.clear();
+        Finished {
+            bytes: std::mem::take(&mut self.bytes),
+            start,
+        }
     }
 }
 
@@ -215,8 +282,9 @@ mod tests {
     use super::*;
 
     fn write(w: &mut BatchWriter) -> Vec<u8> {
-        let mut out = vec![0xaa; w.encoded_len()];
-        w.write_into(&mut out);
+        let len = w.encoded_len();
+        let out = w.finish().as_ref().to_vec();
+        assert_eq!(out.len(), len, "encoded_len told the size");
         out
     }
 
@@ -285,6 +353,35 @@ mod tests {
         assert_eq!(read(&family), Err(LayoutError::BadRecord(0)));
         let empty = write(&mut BatchWriter::default());
         assert_eq!(read(&empty), Ok(vec![]));
+    }
+
+    #[test]
+    fn batches_bigger_and_smaller_than_the_room_left_read_back_whole() {
+        let mut w = BatchWriter::default();
+        let from: SocketAddr = "127.0.0.1:7".parse().unwrap();
+        // 40 records outgrow the first room (the datagrams move), the next
+        // batches start with room to spare, and an empty one is a header.
+        for n in [40usize, 10, 100, 0, 3] {
+            let datagrams: Vec<Vec<u8>> = (0..n).map(|i| vec![i as u8; 1 + i % 7]).collect();
+            for (i, d) in datagrams.iter().enumerate() {
+                w.push(i as u32, d, from);
+            }
+            let out = write(&mut w);
+            assert_eq!(count(&out), Ok(n));
+            let got = read(&out).unwrap();
+            let want: Vec<Received<'_>> = datagrams
+                .iter()
+                .enumerate()
+                .map(|(i, d)| Received {
+                    channel: i as u32,
+                    from,
+                    datagram: d,
+                })
+                .collect();
+            assert_eq!(got, want, "batch of {n}");
+            let data: usize = datagrams.iter().map(Vec::len).sum();
+            assert_eq!(out.len(), HEADER + n * RECORD + data, "nothing between");
+        }
     }
 
     #[test]

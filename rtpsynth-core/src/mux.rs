@@ -893,6 +893,10 @@ impl StatsWrite<'_> {
     /// no locked instruction.
     #[inline]
     fn bump(&self, column: usize, n: u64) {
+        // Most of a batch's counters are 0: their cache lines stay untouched.
+        if n == 0 {
+            return;
+        }
         let c = &self.stats[column];
         c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
     }
@@ -994,10 +998,57 @@ const SHARED_RCVBUF: libc::c_int = 8 << 20;
 /// Gives a shared socket its larger receive buffer: past the system's
 /// `rmem_max` when the process may (`SO_RCVBUFFORCE`), else as large as
 /// that allows. A smaller buffer only means drops sooner, each counted.
-fn enlarge_receive_buffer(socket: &std::net::UdpSocket) {
+///
+/// And its drops are read with `SO_MEMINFO` after a read that may follow
+/// them ([`SharedSocket::may_have_dropped`]), not from `SO_RXQ_OVFL` on
+/// each datagram: the kernel's work for that control message was 4 % of
+/// the worker's time on a busy shared socket.
+fn prepare_shared_socket(id: u32, socket: &std::net::UdpSocket) -> Result<(), ChannelError> {
     if set_socket_option(socket, libc::SO_RCVBUFFORCE, SHARED_RCVBUF).is_err() {
         let _ = set_socket_option(socket, libc::SO_RCVBUF, SHARED_RCVBUF);
     }
+    let local = socket
+        .local_addr()
+        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+    // A socket whose drops cannot be read is refused: it would lose
+    // datagrams without a count.
+    receive_memory(socket).map_err(|e| ChannelError::Socket(id, local, "read SO_MEMINFO", e))?;
+    set_socket_option(socket, libc::SO_RXQ_OVFL, 0)
+        .map_err(|e| ChannelError::Socket(id, local, "disable SO_RXQ_OVFL", e))
+}
+
+/// `SO_MEMINFO` of asm-generic/socket.h, which the libc crate lacks.
+const SO_MEMINFO: libc::c_int = 55;
+
+/// The socket's receive buffer size, as the kernel compares its queue with
+/// it, and the datagrams it dropped since it was created.
+fn receive_memory(socket: &std::net::UdpSocket) -> io::Result<(usize, u32)> {
+    let mut info = [0u32; libc::SK_MEMINFO_DROPS as usize + 1];
+    let mut len = size_of_val(&info) as libc::socklen_t;
+    // SAFETY: an open socket, and a buffer of `len` bytes the kernel
+    // writes at most `len` of.
+    let r = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if (len as usize) < size_of_val(&info) {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "SO_MEMINFO without a drop count",
+        ));
+    }
+    Ok((
+        info[libc::SK_MEMINFO_RCVBUF as usize] as usize,
+        info[libc::SK_MEMINFO_DROPS as usize],
+    ))
 }
 
 /// The RTP socket and, in [`RtcpMode::PortPlusOne`], the RTCP socket on the
@@ -1422,7 +1473,7 @@ impl<H: Handler> Server<H> {
                     None => None,
                 };
                 if config.shared_socket {
-                    enlarge_receive_buffer(&socket);
+                    prepare_shared_socket(id, &socket)?;
                     // Found again by the port bound, when the system chose it.
                     let local = canonical(local);
                     places.insert(
@@ -1972,6 +2023,8 @@ impl Receiver {
 /// A socket several channels share, as its worker serves it.
 struct SharedSocket {
     rx: Receiver,
+    /// The receive buffer size the kernel holds the queue to.
+    rcvbuf: usize,
     members: usize,
     /// Channels by their target (configured or latched), with their
     /// `remote-ssrc`. Several channels may have the same target: the
@@ -2050,8 +2103,11 @@ impl Hash for AddrKey {
 
 impl SharedSocket {
     fn new(socket: std::net::UdpSocket) -> Self {
+        // Unknown, 0: the drops are read after every read.
+        let rcvbuf = receive_memory(&socket).map_or(0, |(rcvbuf, _)| rcvbuf);
         SharedSocket {
             rx: Receiver::new(socket),
+            rcvbuf,
             members: 0,
             by_remote: HashMap::new(),
             by_local: HashMap::new(),
@@ -2096,6 +2152,32 @@ impl SharedSocket {
             .map(|&(id, _)| id)
             .or_else(|| rtcp_reported_ssrc(data).and_then(|s| self.by_local.get(&s).copied()))
             .or(only.map(|(id, _)| id))
+    }
+
+    /// Whether the kernel may have dropped datagrams before reads that
+    /// returned `datagrams` datagrams of `bytes` in all, and were `full`
+    /// (one returned all it asked for) or emptied the socket.
+    ///
+    /// The kernel drops a datagram when the queue's memory is past
+    /// `rcvbuf`, and only the worker empties the queue: the reads after a
+    /// drop either fill up, or empty a queue that held more than `rcvbuf`.
+    /// A datagram takes at most twice its bytes in the queue (allocations
+    /// round up to a power of two) plus its buffer's bookkeeping.
+    fn may_have_dropped(&self, full: bool, datagrams: usize, bytes: usize) -> bool {
+        const BOOKKEEPING: usize = 1024;
+        full || 2 * bytes + BOOKKEEPING * datagrams >= self.rcvbuf
+    }
+
+    /// Counts the socket's drops since it last did into `total`.
+    fn count_drops(&mut self, total: &AtomicU64) {
+        if let Ok((rcvbuf, drops)) = receive_memory(&self.rx.socket) {
+            total.fetch_add(
+                u64::from(drops.wrapping_sub(self.rx.kernel_drops)),
+                Ordering::Relaxed,
+            );
+            self.rx.kernel_drops = drops;
+            self.rcvbuf = rcvbuf;
+        }
     }
 
     /// Files channel `id` under `key` (its target, `remote-ssrc` and own
@@ -2357,18 +2439,21 @@ impl<H: Handler> WorkerChannel<H> {
         let Ok(packet) = rtp::Packet::parse(data) else {
             return Took::NotRtp;
         };
-        if self.remote != Some(from) && self.may_latch_again(from, packet.ssrc(), now) {
+        // Compared once: the usual packet comes from the target.
+        let mut from_target = self.remote == Some(from);
+        if !from_target && self.may_latch_again(from, packet.ssrc(), now) {
             if self.shared.is_some() {
                 self.moved_from.get_or_insert(self.remote);
             }
             self.remote = Some(from);
+            from_target = true;
             self.latched_ssrc = Some(packet.ssrc());
             self.channel.write_stats().set(LATCHED, 1);
         }
-        if self.wrong_host(from) || (self.filters(now) && self.remote != Some(from)) {
+        if self.wrong_host(from) || (!from_target && self.filters(now)) {
             return Took::Foreign;
         }
-        if self.remote == Some(from) {
+        if from_target {
             self.heard_at = now;
         }
         // A new source, a restart or probation change more than counts.
@@ -3131,6 +3216,7 @@ impl<H: Handler> Worker<H> {
         let fd = ss.rx.socket.as_raw_fd();
         let mut failing = ss.rx.failing;
         let mut drained = false;
+        let (mut full, mut datagrams, mut bytes) = (false, 0, 0);
         for _ in 0..SHARED_READS_PER_EVENT {
             // What is left is read again at once, after the command or
             // update (it may change this socket's routes).
@@ -3153,26 +3239,21 @@ impl<H: Handler> Worker<H> {
                 break;
             };
             let now = shared.now();
-            let drops_before = ss.rx.kernel_drops;
+            (full, datagrams) = (full || n == asked, datagrams + n);
             routed.clear();
             let mut unknown = 0;
             for i in 0..n {
-                if let Some(count) = recv.drops(i) {
-                    ss.rx.kernel_drops = count;
-                }
+                let data = recv.datagram(i);
+                bytes += data.len();
                 // The source is converted once: routing and the channel both
                 // need it.
                 let from = recv.sender(i);
-                match from.and_then(|from| Some((ss.route(recv.datagram(i), from)?, from))) {
+                match from.and_then(|from| Some((ss.route(data, from)?, from))) {
                     Some((id, from)) => routed.push((id, i, from)),
                     None => unknown += 1,
                 }
             }
             shared.unknown_source.fetch_add(unknown, Ordering::Relaxed);
-            shared.shared_kernel_drops.fetch_add(
-                u64::from(ss.rx.kernel_drops.wrapping_sub(drops_before)),
-                Ordering::Relaxed,
-            );
             // Each channel's datagrams together, in the order they came.
             routed.sort_by_key(|&(id, _, _)| id);
             for group in routed.chunk_by(|a, b| a.0 == b.0) {
@@ -3221,6 +3302,9 @@ impl<H: Handler> Worker<H> {
                 drained = true;
                 break;
             }
+        }
+        if datagrams > 0 && ss.may_have_dropped(full, datagrams, bytes) {
+            ss.count_drops(&shared.shared_kernel_drops);
         }
         ss.rx.failing = failing;
         // Errors and would-block end the reads too; only full reads leave
@@ -3714,29 +3798,10 @@ mod tests {
 
     #[test]
     fn datagrams_the_kernel_drops_are_counted() {
-        let (go_tx, go_rx) = channel();
-        let server = Server::start(Stall { go: Some(go_rx) }, Duration::ZERO).unwrap();
-        let ch = server.add_channel(0, loopback(), ()).unwrap();
-        let to = ch.local_addr();
-        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let big = {
-            let mut p = packet(1);
-            p.resize(1400, 0xff);
-            p
-        };
-        // The first datagram stalls the worker; the next ones overflow the
-        // socket's receive buffer (a few hundred kilobytes) and the kernel
-        // drops the rest.
-        sender.send_to(&big, to).unwrap();
-        assert!(wait_for(|| ch.stats()[PACKETS_RECEIVED] == 1));
-        let flood = 2_000u64;
-        for _ in 0..flood {
-            sender.send_to(&big, to).unwrap();
-        }
-        go_tx.send(()).unwrap();
+        let (server, ch, sender, total) = overflow(loopback(), 0x1234, 2_000);
         // Drops are learnt with the next datagram delivered after them.
-        sender.send_to(&packet(2), to).unwrap();
-        let total = 1 + flood + 1;
+        sender.send_to(&packet(2), ch.local_addr()).unwrap();
+        let total = total + 1;
         let accounted = || {
             let s = ch.stats();
             s[PACKETS_RECEIVED] + s[DROPPED_KERNEL] == total
@@ -3745,6 +3810,54 @@ mod tests {
         let s = ch.stats();
         assert!(s[DROPPED_KERNEL] > 0, "the buffer never overflowed: {s:?}");
         assert!(s[PACKETS_RECEIVED] > 2, "{s:?}");
+        drop(server);
+    }
+
+    /// A shared socket's drops are read after the reads that follow them,
+    /// and counted at server level: they belong to no channel.
+    #[test]
+    fn datagrams_the_kernel_drops_on_a_shared_socket_are_counted() {
+        let ssrc = 0x4242;
+        // Past the shared socket's enlarged buffer (16 MiB as the kernel
+        // counts it when the process may force it).
+        let config = shared_member(loopback().bind, ssrc);
+        let (server, ch, _sender, total) = overflow(config, ssrc, 30_000);
+        let kernel = || server.totals(&server.channel_stats())[DROPPED_KERNEL];
+        assert!(
+            wait_for(|| ch.stats()[PACKETS_RECEIVED] + kernel() == total),
+            "{} received, {} dropped of {total}",
+            ch.stats()[PACKETS_RECEIVED],
+            kernel()
+        );
+        assert!(kernel() > 0, "the buffer never overflowed");
+        assert_eq!(ch.stats()[DROPPED_KERNEL], 0, "not the channel's");
+        assert_eq!(server.dropped_unknown_source(), 0);
+    }
+
+    /// A channel of `config` whose worker stalls on the first datagram
+    /// while `flood` more (of `ssrc`, 1,400 bytes) overflow the socket's
+    /// receive buffer, so that the kernel drops some; then the worker goes
+    /// on. Returns the server, the channel, the sender and the datagrams
+    /// sent.
+    fn overflow(
+        config: ChannelConfig,
+        ssrc: u32,
+        flood: u64,
+    ) -> (Server<Stall>, ChannelRef<Stall>, UdpSocket, u64) {
+        let (go_tx, go_rx) = channel();
+        let server = Server::start(Stall { go: Some(go_rx) }, Duration::ZERO).unwrap();
+        let ch = server.add_channel(0, config, ()).unwrap();
+        let to = ch.local_addr();
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut big = packet_from(1, ssrc);
+        big.resize(1400, 0xff);
+        sender.send_to(&big, to).unwrap();
+        assert!(wait_for(|| ch.stats()[PACKETS_RECEIVED] == 1));
+        for _ in 0..flood {
+            sender.send_to(&big, to).unwrap();
+        }
+        go_tx.send(()).unwrap();
+        (server, ch, sender, 1 + flood)
     }
 
     #[test]

@@ -340,16 +340,14 @@ impl Deliver {
             >::new()));
     }
 
-    /// What was gathered for `src_all`, laid out in a new buffer.
-    fn batch_buffer(
-        gathered: &mut batch::BatchWriter,
-        pts: Option<gst::ClockTime>,
-    ) -> Option<gst::Buffer> {
-        let mut buffer = gst::Buffer::with_size(gathered.encoded_len()).ok()?;
-        let b = buffer.get_mut()?;
-        b.set_pts(pts);
-        gathered.write_into(&mut b.map_writable().ok()?);
-        Some(buffer)
+    /// What was gathered for `src_all`, as a buffer that owns its bytes
+    /// (not copied again).
+    fn batch_buffer(gathered: &mut batch::BatchWriter, pts: Option<gst::ClockTime>) -> gst::Buffer {
+        let mut buffer = gst::Buffer::from_mut_slice(gathered.finish());
+        if let Some(b) = buffer.get_mut() {
+            b.set_pts(pts);
+        }
+        buffer
     }
 
     /// Pushes what was gathered for `src_all` as one buffer.
@@ -360,15 +358,14 @@ impl Deliver {
         let n = self.gathered.len() as u64;
         let pts = self.arrival();
         let buffer = Self::batch_buffer(&mut self.gathered, pts);
-        self.gathered.clear();
         let mut out = lock(&self.all.out);
-        let pushed = match (out.as_mut(), buffer) {
-            (Some(out), Some(buffer)) => {
+        let pushed = match out.as_mut() {
+            Some(out) => {
                 self.announce(&"all", out);
                 if out.pad.push(buffer).is_ok() { n } else { 0 }
             }
-            // Released meanwhile, or no memory: counted below.
-            _ => 0,
+            // Released meanwhile: counted below.
+            None => 0,
         };
         drop(out);
         self.extra.pushed.fetch_add(pushed, Ordering::Relaxed);
