@@ -15,7 +15,9 @@
 //! with no `src_N` handing every packet to `src_all` (one buffer per worker
 //! round), the element's core alone on one port (what a consumer inside the
 //! worker would cost at least), the shared-socket floor (one socket read
-//! with `recvmmsg` of 64) and that floor pushing a buffer per packet; and
+//! with `recvmmsg` of 64), that floor keeping the least per-stream
+//! statistics (the state floor), and that floor pushing a buffer per
+//! packet; and
 //! N `udpsrc`. The goals
 //! (issue 15): shared-port channels at most 1/10 of udpsrc's CPU per stream
 //! at every N >= 500 and within 1.3x of the shared floor; channels sending
@@ -34,7 +36,7 @@
 //! default 1,2), `BENCH_MUX_RUNS` (runs of each receive row, back to back,
 //! default 1; `make bench` asks for 3: the median run is printed with the
 //! range), `BENCH_MUX_ONLY` (`shared`, `shared-all`, `shared-core`,
-//! `shared-floor` or `push-floor`: only that shared-port row, per N and
+//! `shared-floor`, `state-floor` or `push-floor`: only that shared-port row, per N and
 //! shared tick; under `valgrind --tool=callgrind --trace-children=no` it
 //! counts the receiver's instructions per packet, repeatable where CPU
 //! time is not).
@@ -347,6 +349,10 @@ enum Receiver {
     /// thread reading it with `recvmmsg` of up to 64, with this tick (ms),
     /// packets counted and thrown away.
     SharedFloor(u32),
+    /// [`Receiver::SharedFloor`] that also keeps the least per-stream state
+    /// a receiver with RTP statistics keeps ([`StreamState`]): the floor
+    /// under any receiver that, as ours, has a session per stream.
+    SharedStateFloor(u32),
     /// [`Receiver::SharedFloor`] that also does what any GStreamer element
     /// giving each stream its own pad must do per datagram: a buffer with
     /// its bytes and a time, pushed on the stream's pad (found by its SSRC,
@@ -355,6 +361,76 @@ enum Receiver {
     SharedPushFloor(u32),
     /// N stock `udpsrc`, each into a fakesink.
     Udpsrc,
+}
+
+/// The shared-port rows of one N at one tick; `channels` and `all` when
+/// this build of the element has them.
+struct SharedRows {
+    tick: u32,
+    channels: Option<Figures>,
+    all: Option<Figures>,
+    core: Figures,
+    floor: Figures,
+    state_floor: Figures,
+    push_floor: Figures,
+}
+
+/// The least a receiver keeping RTP statistics per stream updates per
+/// packet, for [`Receiver::SharedStateFloor`]: RFC 3550's sequence state
+/// (appendix A.1, without probation) and the counts, in one cache line,
+/// published whole for other threads (a sequence lock, as the element's
+/// statistics are) in another. The stream is found by its SSRC as an array
+/// index, which no real demultiplexer can do: this is a floor.
+#[derive(Default)]
+#[repr(C, align(64))]
+struct StreamState {
+    packets: u64,
+    octets: u64,
+    /// Sequence number cycles, shifted: 65,536 per wrap.
+    cycles: u64,
+    base_seq: u16,
+    max_seq: u16,
+    published: Published,
+}
+
+#[derive(Default)]
+#[repr(C, align(64))]
+struct Published {
+    version: std::sync::atomic::AtomicU64,
+    packets: std::sync::atomic::AtomicU64,
+    octets: std::sync::atomic::AtomicU64,
+    extended_max: std::sync::atomic::AtomicU64,
+    lost: std::sync::atomic::AtomicU64,
+}
+
+impl StreamState {
+    fn receive(&mut self, data: &[u8]) {
+        use std::sync::atomic::Ordering::{Relaxed, Release};
+        let Some(seq) = data.get(2..4).map(|s| u16::from_be_bytes([s[0], s[1]])) else {
+            return;
+        };
+        if self.packets == 0 {
+            (self.base_seq, self.max_seq) = (seq, seq);
+        } else if seq.wrapping_sub(self.max_seq) < 0x8000 {
+            if seq < self.max_seq {
+                self.cycles += 1 << 16;
+            }
+            self.max_seq = seq;
+        }
+        self.packets += 1;
+        self.octets += data.len() as u64;
+        let extended_max = self.cycles + u64::from(self.max_seq);
+        let expected = extended_max + 1 - u64::from(self.base_seq);
+        let p = &self.published;
+        let version = p.version.load(Relaxed);
+        p.version.store(version + 1, Relaxed);
+        std::sync::atomic::fence(Release);
+        p.packets.store(self.packets, Relaxed);
+        p.octets.store(self.octets, Relaxed);
+        p.extended_max.store(extended_max, Relaxed);
+        p.lost.store(expected.wrapping_sub(self.packets), Relaxed);
+        p.version.store(version + 2, Release);
+    }
 }
 
 impl Receiver {
@@ -373,6 +449,7 @@ impl Receiver {
                 | Receiver::SharedAll(_)
                 | Receiver::SharedCore(_)
                 | Receiver::SharedFloor(_)
+                | Receiver::SharedStateFloor(_)
                 | Receiver::SharedPushFloor(_)
         )
     }
@@ -469,6 +546,23 @@ fn receive_once(n: usize, receiver: Receiver, window: f64, mhz: f64) -> Figures 
                 if b.copy_from_slice(0, data).is_ok() {
                     b.set_pts(gst::ClockTime::ZERO);
                     let _ = pad.push(buffer);
+                }
+            })
+        }));
+    } else if let Receiver::SharedStateFloor(tick) = receiver {
+        let mut bare = common::floor::Floor::shared(UdpSocket::bind("127.0.0.1:0").expect("bind"));
+        ports = bare.ports().into_iter().cycle().take(n).collect();
+        let mut streams: Vec<StreamState> = (0..n).map(|_| StreamState::default()).collect();
+        let (stop, counted) = (stop.clone(), counted.clone());
+        let tick = Duration::from_millis(tick.into());
+        floor = Some(std::thread::spawn(move || {
+            bare.serve_each(tick, &stop, &counted, |data| {
+                if let Some(stream) = data
+                    .get(8..12)
+                    .and_then(|s| s.try_into().ok())
+                    .and_then(|ssrc| streams.get_mut(u32::from_be_bytes(ssrc) as usize))
+                {
+                    stream.receive(data);
                 }
             })
         }));
@@ -926,10 +1020,11 @@ fn main() {
             "shared-all" => Receiver::SharedAll,
             "shared-core" => Receiver::SharedCore,
             "shared-floor" => Receiver::SharedFloor,
+            "state-floor" => Receiver::SharedStateFloor,
             "push-floor" => Receiver::SharedPushFloor,
             _ => panic!(
                 "BENCH_MUX_ONLY={only}: one of shared, shared-all, shared-core, shared-floor, \
-                 push-floor"
+                 state-floor, push-floor"
             ),
         };
         for &n in &counts {
@@ -954,15 +1049,7 @@ fn main() {
         print_row(n, "  floor", &bare);
         // Per shared tick: the shared-port channels (when the element has
         // them) and the shared-socket floor at that tick.
-        type Shared = (
-            u32,
-            Option<Figures>,
-            Option<Figures>,
-            Figures,
-            Figures,
-            Figures,
-        );
-        let shared: Vec<Shared> = shared_ticks
+        let shared: Vec<SharedRows> = shared_ticks
             .iter()
             .map(|&t| {
                 let name = format!("shared t={t}ms");
@@ -986,9 +1073,19 @@ fn main() {
                 print_row(n, "  shared core", &core);
                 let floor = receive_run(n, Receiver::SharedFloor(t), window, mhz);
                 print_row(n, "  shared floor", &floor);
+                let state_floor = receive_run(n, Receiver::SharedStateFloor(t), window, mhz);
+                print_row(n, "  + state floor", &state_floor);
                 let push_floor = receive_run(n, Receiver::SharedPushFloor(t), window, mhz);
                 print_row(n, "  + push floor", &push_floor);
-                (t, channels, all, core, floor, push_floor)
+                SharedRows {
+                    tick: t,
+                    channels,
+                    all,
+                    core,
+                    floor,
+                    state_floor,
+                    push_floor,
+                }
             })
             .collect();
         let stock = receive_run(n, Receiver::Udpsrc, window, mhz);
@@ -1031,13 +1128,39 @@ fn main() {
             Some(("udpsrc", stock.mhz_per_stream)),
             false,
         );
-        for (t, channels, all, core, floor, push_floor) in &shared {
+        for SharedRows {
+            tick: t,
+            channels,
+            all,
+            core,
+            floor,
+            state_floor,
+            push_floor,
+        } in &shared
+        {
             common::report(
                 &format!("mux shared floor t={t}ms: CPU-MHz/stream, {n}"),
                 floor.mhz_per_stream,
                 " MHz",
                 Some(("udpsrc", stock.mhz_per_stream)),
                 false,
+            );
+            common::report(
+                &format!("mux state floor t={t}ms: CPU-MHz/stream, {n}"),
+                state_floor.mhz_per_stream,
+                " MHz",
+                Some(("shared floor", floor.mhz_per_stream)),
+                false,
+            );
+            println!(
+                "  {n:>5} shared t={t}ms: the state floor (statistics per stream, nothing else)                  takes {:.2}x the shared floor's CPU per stream; the core alone takes {:.2}x the                  state floor's{}",
+                state_floor.mhz_per_stream / floor.mhz_per_stream,
+                core.mhz_per_stream / state_floor.mhz_per_stream,
+                not_comparable(&[
+                    ("the state floor", state_floor),
+                    ("the floor", floor),
+                    ("the core alone", core)
+                ]),
             );
             let Some(channels) = channels else {
                 continue;
@@ -1085,10 +1208,11 @@ fn main() {
             );
             println!(
                 "  {n:>5} shared t={t}ms, src_all: udpsrc takes {:.1}x its CPU per stream (goal \
-                 >= 10 at N >= 500); it takes {:.2}x the shared floor's (goal <= 1.3) and \
-                 {:.2}x the core alone's{}",
+                 >= 10 at N >= 500); it takes {:.2}x the shared floor's (goal <= 1.3), \
+                 {:.2}x the state floor's and {:.2}x the core alone's{}",
                 stock.mhz_per_stream / all.mhz_per_stream,
                 all.mhz_per_stream / floor.mhz_per_stream,
+                all.mhz_per_stream / state_floor.mhz_per_stream,
                 all.mhz_per_stream / core.mhz_per_stream,
                 not_comparable(&[
                     ("it", all),
