@@ -1153,7 +1153,9 @@ fn main() {
                 false,
             );
             println!(
-                "  {n:>5} shared t={t}ms: the state floor (statistics per stream, nothing else)                  takes {:.2}x the shared floor's CPU per stream; the core alone takes {:.2}x the                  state floor's{}",
+                "  {n:>5} shared t={t}ms: the state floor (statistics per stream, nothing else) \
+                 takes {:.2}x the shared floor's CPU per stream; the core alone takes {:.2}x \
+                 the state floor's{}",
                 state_floor.mhz_per_stream / floor.mhz_per_stream,
                 core.mhz_per_stream / state_floor.mhz_per_stream,
                 not_comparable(&[
