@@ -43,8 +43,9 @@ pub struct BatchWriter {
     /// Room for the header and `room` records, then the datagrams.
     bytes: Vec<u8>,
     room: usize,
-    /// The bytes the last batch took: the next one starts with that much
-    /// capacity, so that its datagrams are rarely moved while it grows.
+    /// The bytes the last batch took: the next one starts with more than
+    /// that much capacity, so that its datagrams are rarely moved while it
+    /// grows.
     last_len: usize,
 }
 
@@ -112,7 +113,9 @@ impl BatchWriter {
 
     pub fn push(&mut self, channel: u32, datagram: &[u8], from: SocketAddr) {
         if self.bytes.is_empty() {
-            let capacity = (self.head() + datagram.len()).max(self.last_len);
+            // A quarter more than the last batch: a batch that outgrows its
+            // vector copies all of it again.
+            let capacity = (self.head() + datagram.len()).max(self.last_len + self.last_len / 4);
             self.bytes = Vec::with_capacity(capacity);
             self.bytes.resize(self.head(), 0);
         }
