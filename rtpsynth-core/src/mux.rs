@@ -2291,44 +2291,49 @@ impl Tally {
     }
 }
 
+/// The fields a received RTP packet reads come first, and the struct is
+/// laid out as written and starts on a cache line: with thousands of
+/// channels, each packet otherwise touched a line per field, wherever the
+/// compiler had put it.
+#[repr(C, align(64))]
 struct WorkerChannel<H: Handler> {
     channel: ChannelRef<H>,
+    session: Box<Session>,
+    /// When the latched source was last heard, and the SSRC it sent.
+    heard_at: u64,
+    /// The RTP target: configured, or latched.
+    remote: Option<SocketAddr>,
+    /// The shared socket the channel is a member of (its number).
+    shared: Option<usize>,
+    /// See [`Channel::set_relay_to`]; `relay` is that channel once found.
+    relay_to: Option<u32>,
+    /// `remote` was configured (not latched).
+    configured: bool,
+    latch: bool,
+    source_filter: bool,
+    /// The batch under way changed more of the session than
+    /// [`SessionStats::PACKET_COLUMNS`]: it copies them all.
+    publish_all: bool,
+    mode: RtcpMode,
+    /// The latching window's end (worker clock, ns), when there is one.
+    latch_until: Option<u64>,
+    latch_rules: Latch,
+    /// On a shared socket, the target before latching moved it, until the
+    /// socket's routes follow the move: set by the first move of a batch.
+    moved_from: Option<Option<SocketAddr>>,
+    latched_ssrc: Option<u32>,
+    relay: Option<ChannelRef<H>>,
     /// The channel's own RTP socket; None on a shared socket.
     rtp: Option<Receiver>,
     /// The RTCP socket of [`RtcpMode::PortPlusOne`].
     rtcp: Option<Receiver>,
-    /// The shared socket the channel is a member of (its number).
-    shared: Option<usize>,
     /// The RTP socket's descriptor, own or shared: what sends go out on.
     fd: i32,
     /// See [`ChannelConfig::remote_ssrc`].
     remote_ssrc: Option<u32>,
-    /// See [`Channel::set_relay_to`]; `relay` is that channel once found.
-    relay_to: Option<u32>,
-    relay: Option<ChannelRef<H>>,
-    mode: RtcpMode,
-    /// The RTP target: configured, or latched.
-    remote: Option<SocketAddr>,
-    /// On a shared socket, the target before latching moved it, until the
-    /// socket's routes follow the move: set by the first move of a batch.
-    moved_from: Option<Option<SocketAddr>>,
-    /// `remote` was configured (not latched).
-    configured: bool,
     /// [`RtcpMode::PortPlusOne`]: the source of the first datagram on the
     /// RTCP socket while no target is configured.
     rtcp_latched: Option<SocketAddr>,
-    latch: bool,
-    source_filter: bool,
-    latch_rules: Latch,
-    /// The latching window's end (worker clock, ns), when there is one.
-    latch_until: Option<u64>,
-    /// When the latched source was last heard, and the SSRC it sent.
-    heard_at: u64,
-    latched_ssrc: Option<u32>,
-    session: Box<Session>,
-    /// The batch under way changed more of the session than
-    /// [`SessionStats::PACKET_COLUMNS`]: it copies them all.
-    publish_all: bool,
 }
 
 impl<H: Handler> WorkerChannel<H> {
