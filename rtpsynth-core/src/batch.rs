@@ -138,12 +138,6 @@ impl BatchWriter {
         self.bytes.extend_from_slice(datagram);
     }
 
-    /// Forgets what was pushed.
-    pub fn clear(&mut self) {
-        self.records.clear();
-        self.bytes.clear();
-    }
-
     /// Bytes of the batch [`finish`](BatchWriter::finish) returns.
     pub fn encoded_len(&self) -> usize {
         let data = self.bytes.len().saturating_sub(self.head());
