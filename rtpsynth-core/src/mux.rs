@@ -999,22 +999,40 @@ const SHARED_RCVBUF: libc::c_int = 8 << 20;
 /// `rmem_max` when the process may (`SO_RCVBUFFORCE`), else as large as
 /// that allows. A smaller buffer only means drops sooner, each counted.
 ///
-/// And its drops are read with `SO_MEMINFO` after a read that may follow
-/// them ([`SharedSocket::may_have_dropped`]), not from `SO_RXQ_OVFL` on
-/// each datagram: the kernel's work for that control message was 4 % of
-/// the worker's time on a busy shared socket.
-fn prepare_shared_socket(id: u32, socket: &std::net::UdpSocket) -> Result<(), ChannelError> {
+/// And chooses how its drops are counted: with `SO_MEMINFO` after a read
+/// that may follow them ([`SharedSocket::may_have_dropped`]) where the
+/// kernel answers it, rather than from `SO_RXQ_OVFL` on each datagram: the
+/// kernel's work for that control message was 4 % of the worker's time on
+/// a busy shared socket.
+fn prepare_shared_socket(id: u32, socket: &std::net::UdpSocket) -> Result<DropCount, ChannelError> {
     if set_socket_option(socket, libc::SO_RCVBUFFORCE, SHARED_RCVBUF).is_err() {
         let _ = set_socket_option(socket, libc::SO_RCVBUF, SHARED_RCVBUF);
     }
-    let local = socket
-        .local_addr()
-        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-    // A socket whose drops cannot be read is refused: it would lose
-    // datagrams without a count.
-    receive_memory(socket).map_err(|e| ChannelError::Socket(id, local, "read SO_MEMINFO", e))?;
-    set_socket_option(socket, libc::SO_RXQ_OVFL, 0)
-        .map_err(|e| ChannelError::Socket(id, local, "disable SO_RXQ_OVFL", e))
+    #[cfg(test)]
+    if tests::NO_MEMINFO.get() {
+        return Ok(DropCount::PerDatagram);
+    }
+    let Ok((rcvbuf, _)) = receive_memory(socket) else {
+        return Ok(DropCount::PerDatagram);
+    };
+    set_socket_option(socket, libc::SO_RXQ_OVFL, 0).map_err(|e| {
+        let local = socket
+            .local_addr()
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+        ChannelError::Socket(id, local, "disable SO_RXQ_OVFL", e)
+    })?;
+    Ok(DropCount::MemInfo { rcvbuf })
+}
+
+/// How a shared socket learns the datagrams the kernel dropped on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DropCount {
+    /// `SO_MEMINFO`, read after a round that may follow a drop. `rcvbuf`:
+    /// the receive buffer size the kernel holds the queue to.
+    MemInfo { rcvbuf: usize },
+    /// Where the kernel does not answer `SO_MEMINFO`: the `SO_RXQ_OVFL`
+    /// count it hands over with each datagram after a drop.
+    PerDatagram,
 }
 
 /// `SO_MEMINFO` of asm-generic/socket.h, which the libc crate lacks.
@@ -1182,7 +1200,7 @@ enum Sockets {
     /// Its own RTP socket, and RTCP socket in [`RtcpMode::PortPlusOne`].
     Own(std::net::UdpSocket, Option<std::net::UdpSocket>),
     /// The first member of a shared socket brings it.
-    SharedNew(std::net::UdpSocket),
+    SharedNew(std::net::UdpSocket, DropCount),
     /// A later member joins the shared socket bound to this address.
     SharedJoin(SocketAddr),
 }
@@ -1473,7 +1491,7 @@ impl<H: Handler> Server<H> {
                     None => None,
                 };
                 if config.shared_socket {
-                    prepare_shared_socket(id, &socket)?;
+                    let drops = prepare_shared_socket(id, &socket)?;
                     // Found again by the port bound, when the system chose it.
                     let local = canonical(local);
                     places.insert(
@@ -1484,7 +1502,7 @@ impl<H: Handler> Server<H> {
                             local,
                         },
                     );
-                    (least_loaded, Sockets::SharedNew(socket), local, None)
+                    (least_loaded, Sockets::SharedNew(socket, drops), local, None)
                 } else {
                     (
                         least_loaded,
@@ -2023,8 +2041,7 @@ impl Receiver {
 /// A socket several channels share, as its worker serves it.
 struct SharedSocket {
     rx: Receiver,
-    /// The receive buffer size the kernel holds the queue to.
-    rcvbuf: usize,
+    drops: DropCount,
     members: usize,
     /// Channels by their target (configured or latched), with their
     /// `remote-ssrc`. Several channels may have the same target: the
@@ -2102,12 +2119,10 @@ impl Hash for AddrKey {
 }
 
 impl SharedSocket {
-    fn new(socket: std::net::UdpSocket) -> Self {
-        // Unknown, 0: the drops are read after every read.
-        let rcvbuf = receive_memory(&socket).map_or(0, |(rcvbuf, _)| rcvbuf);
+    fn new(socket: std::net::UdpSocket, drops: DropCount) -> Self {
         SharedSocket {
             rx: Receiver::new(socket),
-            rcvbuf,
+            drops,
             members: 0,
             by_remote: HashMap::new(),
             by_local: HashMap::new(),
@@ -2163,20 +2178,20 @@ impl SharedSocket {
     /// drop either fill up, or empty a queue that held more than `rcvbuf`.
     /// A datagram takes at most twice its bytes in the queue (allocations
     /// round up to a power of two) plus its buffer's bookkeeping.
+    /// ([`DropCount::PerDatagram`] learns them with each datagram.)
     fn may_have_dropped(&self, full: bool, datagrams: usize, bytes: usize) -> bool {
         const BOOKKEEPING: usize = 1024;
-        full || 2 * bytes + BOOKKEEPING * datagrams >= self.rcvbuf
+        match self.drops {
+            DropCount::MemInfo { rcvbuf } => full || 2 * bytes + BOOKKEEPING * datagrams >= rcvbuf,
+            DropCount::PerDatagram => false,
+        }
     }
 
-    /// Counts the socket's drops since it last did into `total`.
-    fn count_drops(&mut self, total: &AtomicU64) {
+    /// Reads the socket's drop count ([`DropCount::MemInfo`]).
+    fn read_drops(&mut self) {
         if let Ok((rcvbuf, drops)) = receive_memory(&self.rx.socket) {
-            total.fetch_add(
-                u64::from(drops.wrapping_sub(self.rx.kernel_drops)),
-                Ordering::Relaxed,
-            );
             self.rx.kernel_drops = drops;
-            self.rcvbuf = rcvbuf;
+            self.drops = DropCount::MemInfo { rcvbuf };
         }
     }
 
@@ -2924,7 +2939,7 @@ impl<H: Handler> Worker<H> {
                     fd,
                 )
             }
-            Sockets::SharedNew(socket) => {
+            Sockets::SharedNew(socket, drops) => {
                 let number = self.next_socket;
                 self.next_socket = (number + 1) & (SHARED_TOKEN - 1);
                 if let Err(e) = register_level_triggered(&self.poll, &socket, SHARED_TOKEN | number)
@@ -2934,7 +2949,8 @@ impl<H: Handler> Worker<H> {
                 }
                 let fd = socket.as_raw_fd();
                 self.socket_numbers.insert(canonical(channel.local), number);
-                self.sockets.insert(number, SharedSocket::new(socket));
+                self.sockets
+                    .insert(number, SharedSocket::new(socket, drops));
                 (None, None, Some(number), fd)
             }
             Sockets::SharedJoin(local) => {
@@ -3222,6 +3238,8 @@ impl<H: Handler> Worker<H> {
         let mut failing = ss.rx.failing;
         let mut drained = false;
         let (mut full, mut datagrams, mut bytes) = (false, 0, 0);
+        let drops_before = ss.rx.kernel_drops;
+        let per_datagram = ss.drops == DropCount::PerDatagram;
         for _ in 0..SHARED_READS_PER_EVENT {
             // What is left is read again at once, after the command or
             // update (it may change this socket's routes).
@@ -3248,6 +3266,9 @@ impl<H: Handler> Worker<H> {
             routed.clear();
             let mut unknown = 0;
             for i in 0..n {
+                if per_datagram && let Some(count) = recv.drops(i) {
+                    ss.rx.kernel_drops = count;
+                }
                 let data = recv.datagram(i);
                 bytes += data.len();
                 // The source is converted once: routing and the channel both
@@ -3309,7 +3330,13 @@ impl<H: Handler> Worker<H> {
             }
         }
         if datagrams > 0 && ss.may_have_dropped(full, datagrams, bytes) {
-            ss.count_drops(&shared.shared_kernel_drops);
+            ss.read_drops();
+        }
+        let dropped = ss.rx.kernel_drops.wrapping_sub(drops_before);
+        if dropped > 0 {
+            shared
+                .shared_kernel_drops
+                .fetch_add(u64::from(dropped), Ordering::Relaxed);
         }
         ss.rx.failing = failing;
         // Errors and would-block end the reads too; only full reads leave
@@ -3608,7 +3635,10 @@ mod tests {
         };
         let addr = |port: u16| SocketAddr::from(([127, 0, 0, 2], port));
         let (a1, a2, peer, a5) = (addr(1000), addr(2000), addr(3000), addr(5000));
-        let mut ss = SharedSocket::new(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+        let mut ss = SharedSocket::new(
+            std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
+            DropCount::PerDatagram,
+        );
         let key = |remote, remote_ssrc| RouteKey {
             remote: Some(remote),
             remote_ssrc,
@@ -3817,16 +3847,47 @@ mod tests {
         assert!(s[PACKETS_RECEIVED] > 2, "{s:?}");
     }
 
+    thread_local! {
+        /// Makes the shared sockets this thread opens count their drops
+        /// as where the kernel does not answer `SO_MEMINFO`.
+        pub(super) static NO_MEMINFO: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
     /// A shared socket's drops are read after the reads that follow them,
     /// and counted at server level: they belong to no channel.
     #[test]
     fn datagrams_the_kernel_drops_on_a_shared_socket_are_counted() {
+        shared_socket_drops_are_counted(false);
+    }
+
+    /// The same without `SO_MEMINFO`: the count comes with the next
+    /// datagram after the drops, as on a channel's own socket.
+    #[test]
+    fn without_so_meminfo_a_shared_socket_counts_its_drops_from_the_datagrams() {
+        NO_MEMINFO.set(true);
+        shared_socket_drops_are_counted(true);
+    }
+
+    /// Overflows a shared socket, then sends one more datagram when
+    /// `trailer`, and checks that every datagram was received or counted.
+    fn shared_socket_drops_are_counted(trailer: bool) {
         let ssrc = 0x4242;
         // Past the shared socket's enlarged buffer (16 MiB as the kernel
         // counts it when the process may force it).
         let config = shared_member(loopback().bind, ssrc);
-        let (server, ch, _sender, total) = overflow(config, ssrc, 30_000);
+        let (server, ch, sender, mut total) = overflow(config, ssrc, 30_000);
         let kernel = || server.totals(&server.channel_stats())[DROPPED_KERNEL];
+        // A trailer sent while the worker still drains a full socket is
+        // dropped too: another follows until one gets in and brings the count.
+        for seq in 2..100 {
+            if !trailer || ch.stats()[PACKETS_RECEIVED] + kernel() == total {
+                break;
+            }
+            let next = packet_from(seq, ssrc);
+            sender.send_to(&next, ch.local_addr()).unwrap();
+            total += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
         assert!(
             wait_for(|| ch.stats()[PACKETS_RECEIVED] + kernel() == total),
             "{} received, {} dropped of {total}",
