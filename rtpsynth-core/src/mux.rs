@@ -643,43 +643,44 @@ struct Updates {
     relay_to: Option<Option<u32>>,
 }
 
-/// One channel as the element and the worker share it.
+/// One channel as the element and the worker share it. Laid out as
+/// written: what the worker reads for each received packet first, then
+/// the statistics on their own cache lines ([`StatsCells`]), then what the
+/// sending threads write.
+#[repr(C)]
 pub struct Channel<P, A> {
+    /// What the user of the server keeps with the channel (its pads).
+    pub attachment: A,
     id: u32,
+    /// Index of the worker that serves the channel.
+    worker: usize,
+    /// The channel relays what it receives (`relay-to` set).
+    relaying: AtomicBool,
+    /// Set once the channel is removed: relays to it look again.
+    closed: AtomicBool,
+    rtcp_mode: RtcpMode,
+    /// The socket is shared with other channels.
+    shared_socket: bool,
     local: SocketAddr,
+    stats: StatsCells,
     /// The RTCP socket's address in [`RtcpMode::PortPlusOne`].
     local_rtcp: Option<SocketAddr>,
     queue: SendQueue<P>,
     /// What other channels relay to this one.
     relay_queue: SendQueue<Box<[u8]>>,
-    /// Set once the channel is removed: relays to it look again.
-    closed: AtomicBool,
     /// Relays from other workers between their check of `closed` and the
     /// end of their push: the worker closing the channel waits for them
     /// before it sends what is queued for the last time, so a packet
     /// counted `relayed` is never left in a queue nobody reads.
     relays_in_flight: AtomicUsize,
-    /// The channel relays what it receives (`relay-to` set).
-    relaying: AtomicBool,
-    rtcp_mode: RtcpMode,
     /// Set while the channel is in the worker's pending list.
     scheduled: AtomicBool,
-    /// The counters, then the session's statistics (see [`StatsRow`]).
-    stats: [AtomicU64; NSTATS],
-    /// Odd while the worker changes `stats` ([`Channel::write_stats`]).
-    version: AtomicU64,
-    updates: Mutex<Updates>,
     /// Set when `updates` holds news: the worker's check is a plain load.
     dirty: AtomicBool,
+    updates: Mutex<Updates>,
     /// The peer's CNAME; written by the worker when it changes.
     remote_cname: Mutex<String>,
     notify: Arc<Notify>,
-    /// Index of the worker that serves the channel.
-    worker: usize,
-    /// The socket is shared with other channels.
-    shared_socket: bool,
-    /// What the user of the server keeps with the channel (its pads).
-    pub attachment: A,
 }
 
 impl<P, A> Channel<P, A> {
@@ -724,7 +725,9 @@ impl<P, A> Channel<P, A> {
         match self.queue.push(packet) {
             Ok(()) => true,
             Err(_dropped) => {
-                self.stats[DROPPED_QUEUE_FULL].fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .cell(DROPPED_QUEUE_FULL)
+                    .fetch_add(1, Ordering::Relaxed);
                 false
             }
         }
@@ -811,7 +814,9 @@ impl<P, A> Channel<P, A> {
         let queued = match self.relay_queue.push(data.into()) {
             Ok(()) => true,
             Err(_dropped) => {
-                self.stats[DROPPED_QUEUE_FULL].fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .cell(DROPPED_QUEUE_FULL)
+                    .fetch_add(1, Ordering::Relaxed);
                 false
             }
         };
@@ -845,20 +850,7 @@ impl<P, A> Channel<P, A> {
     /// [`Channel::stats`] written into `row`, [`NSTATS`] long (a read of many channels then
     /// copies each row once, not four times as returning them did).
     fn stats_into(&self, row: &mut [u64]) {
-        let mut tries = 0u32;
-        loop {
-            let before = self.version.load(Ordering::Acquire);
-            if before.is_multiple_of(2) {
-                for (r, s) in row.iter_mut().zip(&self.stats) {
-                    *r = s.load(Ordering::Relaxed);
-                }
-                fence(Ordering::Acquire);
-                if self.version.load(Ordering::Relaxed) == before {
-                    return;
-                }
-            }
-            wait_a_moment(&mut tries);
-        }
+        self.stats.read_into(row);
     }
 
     /// Starts a change of the statistics by the worker (their only writer
@@ -866,13 +858,7 @@ impl<P, A> Channel<P, A> {
     /// it or none of it. A sequence lock rather than a mutex, so the worker
     /// never waits for a reader.
     fn write_stats(&self) -> StatsWrite<'_> {
-        let version = self.version.load(Ordering::Relaxed);
-        self.version.store(version + 1, Ordering::Relaxed);
-        fence(Ordering::Release);
-        StatsWrite {
-            stats: &self.stats,
-            version: &self.version,
-        }
+        self.stats.write()
     }
 
     /// The peer's CNAME, from its last SDES (empty before one).
@@ -884,8 +870,7 @@ impl<P, A> Channel<P, A> {
 /// A change of a channel's statistics under way ([`Channel::write_stats`]);
 /// it ends when dropped.
 struct StatsWrite<'a> {
-    stats: &'a [AtomicU64; NSTATS],
-    version: &'a AtomicU64,
+    stats: &'a StatsCells,
 }
 
 impl StatsWrite<'_> {
@@ -897,20 +882,20 @@ impl StatsWrite<'_> {
         if n == 0 {
             return;
         }
-        let c = &self.stats[column];
+        let c = self.stats.cell(column);
         c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
     }
 
     fn set(&self, column: usize, value: u64) {
-        self.stats[column].store(value, Ordering::Relaxed);
+        self.stats.cell(column).store(value, Ordering::Relaxed);
     }
 
     /// Copies the session's statistics into the shared columns.
     fn session(&self, session: &Session) {
         let mut columns = [0u64; SessionStats::NCOLUMNS];
         session.stats().write_columns(&mut columns);
-        for (shared, value) in self.stats[NCOUNTERS..].iter().zip(columns) {
-            shared.store(value, Ordering::Relaxed);
+        for (column, value) in (NCOUNTERS..).zip(columns) {
+            self.set(column, value);
         }
     }
 
@@ -922,8 +907,11 @@ impl StatsWrite<'_> {
     /// (when it had to ask, the answer came at the end of the worker's
     /// wake: a tail of hundreds of µs per read under load).
     fn session_packets(&self, session: &Session) {
-        let first = NCOUNTERS + SessionStats::PACKET_COLUMNS.start;
-        for (shared, value) in self.stats[first..].iter().zip(session.packet_columns()) {
+        let first = CELL[NCOUNTERS + SessionStats::PACKET_COLUMNS.start];
+        for (shared, value) in self.stats.cells[first..]
+            .iter()
+            .zip(session.packet_columns())
+        {
             shared.store(value, Ordering::Relaxed);
         }
     }
@@ -931,10 +919,91 @@ impl StatsWrite<'_> {
 
 impl Drop for StatsWrite<'_> {
     fn drop(&mut self) {
-        let version = self.version.load(Ordering::Relaxed);
-        self.version.store(version + 1, Ordering::Release);
+        let version = &self.stats.version;
+        version.store(version.load(Ordering::Relaxed) + 1, Ordering::Release);
     }
 }
+
+/// A channel's statistics as the worker publishes them: column `c` of a
+/// [`StatsRow`] lives in `cells[CELL[c]]`. The sequence lock and the
+/// columns a received packet changes come first and fill two cache lines;
+/// in row order, with the lock apart, a packet wrote to four or five, every
+/// one cold by the channel's next packet.
+#[repr(C, align(64))]
+struct StatsCells {
+    /// Odd while the worker changes the cells ([`Channel::write_stats`]).
+    version: AtomicU64,
+    cells: [AtomicU64; NSTATS],
+}
+
+impl StatsCells {
+    fn new() -> Self {
+        StatsCells {
+            version: AtomicU64::new(0),
+            cells: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    fn cell(&self, column: usize) -> &AtomicU64 {
+        &self.cells[CELL[column]]
+    }
+
+    /// See [`Channel::write_stats`].
+    fn write(&self) -> StatsWrite<'_> {
+        let version = self.version.load(Ordering::Relaxed);
+        self.version.store(version + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        StatsWrite { stats: self }
+    }
+
+    /// Every column into `row` ([`NSTATS`] long), as of one moment.
+    fn read_into(&self, row: &mut [u64]) {
+        let mut tries = 0u32;
+        loop {
+            let before = self.version.load(Ordering::Acquire);
+            if before.is_multiple_of(2) {
+                for (r, &cell) in row.iter_mut().zip(&CELL) {
+                    *r = self.cells[cell].load(Ordering::Relaxed);
+                }
+                fence(Ordering::Acquire);
+                if self.version.load(Ordering::Relaxed) == before {
+                    return;
+                }
+            }
+            wait_a_moment(&mut tries);
+        }
+    }
+}
+
+/// The cell of each column ([`StatsCells`]): `packets-received`,
+/// `octets-received` and [`SessionStats::PACKET_COLUMNS`] first, in that
+/// order ([`StatsWrite::session_packets`] writes those as one run), then the
+/// rest in row order, with `dropped-queue-full`, which the threads that
+/// send bump, last, away from what the worker writes.
+const CELL: [usize; NSTATS] = {
+    const UNSET: usize = usize::MAX;
+    let mut cell = [UNSET; NSTATS];
+    cell[PACKETS_RECEIVED] = 0;
+    cell[OCTETS_RECEIVED] = 1;
+    let mut next = 2;
+    let mut column = NCOUNTERS + SessionStats::PACKET_COLUMNS.start;
+    while column < NCOUNTERS + SessionStats::PACKET_COLUMNS.end {
+        cell[column] = next;
+        next += 1;
+        column += 1;
+    }
+    cell[DROPPED_QUEUE_FULL] = NSTATS - 1;
+    column = 0;
+    while column < NSTATS {
+        if cell[column] == UNSET {
+            cell[column] = next;
+            next += 1;
+        }
+        column += 1;
+    }
+    assert!(next == NSTATS - 1, "every column has a cell of its own");
+    cell
+};
 
 /// One turn of waiting for another thread to finish a few stores (a change
 /// of statistics, a relay's push): a spin, and every 64th turn a yield, for
@@ -1168,6 +1237,12 @@ pub trait Handler: Send + 'static {
     /// Valid RTP packets that passed the source filter on `channel`.
     fn received(&mut self, channel: &Channel<Self::Packet, Self::Attachment>, batch: Batch<'_>);
 
+    /// Datagrams for `channel` are on their way to
+    /// [`received`](Handler::received): called for every channel of a
+    /// shared socket's read before the first of them is handed on, so that
+    /// what `received` reads of its own can be [`prefetch`]ed.
+    fn will_receive(&self, _channel: &Channel<Self::Packet, Self::Attachment>) {}
+
     /// Called once each time the worker wakes, after the last
     /// [`received`](Handler::received) of that wake: what was gathered
     /// over the round can go on in one piece.
@@ -1361,7 +1436,7 @@ impl<H: Handler> Server<H> {
                     shared: worker_shared,
                     notify: worker_notify,
                     commands_in: worker_commands,
-                    table: IntMap::default(),
+                    table: Table::default(),
                     sockets: IntMap::default(),
                     socket_numbers: HashMap::new(),
                     next_socket: 0,
@@ -1525,8 +1600,7 @@ impl<H: Handler> Server<H> {
             relaying: AtomicBool::new(config.relay_to.is_some()),
             rtcp_mode: config.rtcp,
             scheduled: AtomicBool::new(false),
-            stats: std::array::from_fn(|_| AtomicU64::new(0)),
-            version: AtomicU64::new(0),
+            stats: StatsCells::new(),
             updates: Mutex::new(Updates::default()),
             dirty: AtomicBool::new(false),
             remote_cname: Mutex::new(String::new()),
@@ -2306,7 +2380,8 @@ impl Tally {
     }
 }
 
-/// The fields a received RTP packet reads come first, and the struct is
+/// The fields a received RTP packet reads come first, in the first two
+/// cache lines ([`Table::prefetch_slot`] loads those), and the struct is
 /// laid out as written and starts on a cache line: with thousands of
 /// channels, each packet otherwise touched a line per field, wherever the
 /// compiler had put it.
@@ -2318,8 +2393,6 @@ struct WorkerChannel<H: Handler> {
     heard_at: u64,
     /// The RTP target: configured, or latched.
     remote: Option<SocketAddr>,
-    /// The shared socket the channel is a member of (its number).
-    shared: Option<usize>,
     /// See [`Channel::set_relay_to`]; `relay` is that channel once found.
     relay_to: Option<u32>,
     /// `remote` was configured (not latched).
@@ -2330,9 +2403,11 @@ struct WorkerChannel<H: Handler> {
     /// [`SessionStats::PACKET_COLUMNS`]: it copies them all.
     publish_all: bool,
     mode: RtcpMode,
+    latch_rules: Latch,
+    /// The shared socket the channel is a member of (its number).
+    shared: Option<usize>,
     /// The latching window's end (worker clock, ns), when there is one.
     latch_until: Option<u64>,
-    latch_rules: Latch,
     /// On a shared socket, the target before latching moved it, until the
     /// socket's routes follow the move: set by the first move of a batch.
     moved_from: Option<Option<SocketAddr>>,
@@ -2505,6 +2580,131 @@ impl<H: Handler> WorkerChannel<H> {
             handler.received(ch, batch);
         }
     }
+}
+
+/// The worker's channels by id. Each stays in its slot until removed, so
+/// a slot starts on a cache line ([`WorkerChannel`] is aligned to one):
+/// filed in a map by id, each channel took a line more, for the key, and
+/// its lines could not be fetched before the key was compared.
+struct Table<T> {
+    slot_of: IntMap<u32, usize>,
+    slots: Vec<Option<T>>,
+    /// Slots of removed channels, taken again first.
+    free: Vec<usize>,
+}
+
+impl<T> Default for Table<T> {
+    fn default() -> Self {
+        Table {
+            slot_of: IntMap::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+}
+
+impl<T> Table<T> {
+    /// Files `value` under `id`, which nothing in the table has.
+    fn insert(&mut self, id: u32, value: T) {
+        debug_assert!(!self.slot_of.contains_key(&id), "channel {id} twice");
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot] = Some(value);
+                slot
+            }
+            None => {
+                self.slots.push(Some(value));
+                self.slots.len() - 1
+            }
+        };
+        self.slot_of.insert(id, slot);
+    }
+
+    fn remove(&mut self, id: &u32) -> Option<T> {
+        let slot = self.slot_of.remove(id)?;
+        self.free.push(slot);
+        self.slots[slot].take()
+    }
+
+    fn contains_key(&self, id: &u32) -> bool {
+        self.slot_of.contains_key(id)
+    }
+
+    /// The slot of channel `id`: where [`Table::at`] finds it.
+    fn slot(&self, id: u32) -> Option<usize> {
+        self.slot_of.get(&id).copied()
+    }
+
+    fn at(&self, slot: usize) -> Option<&T> {
+        self.slots.get(slot)?.as_ref()
+    }
+
+    fn at_mut(&mut self, slot: usize) -> Option<&mut T> {
+        self.slots.get_mut(slot)?.as_mut()
+    }
+
+    fn get(&self, id: &u32) -> Option<&T> {
+        self.at(self.slot(*id)?)
+    }
+
+    fn get_mut(&mut self, id: &u32) -> Option<&mut T> {
+        self.at_mut(self.slot(*id)?)
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &u32> {
+        self.slot_of.keys()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &T> {
+        self.slots.iter().flatten()
+    }
+}
+
+impl<H: Handler> Table<WorkerChannel<H>> {
+    /// Starts loading what [`WorkerChannel::take`] reads of the channel in
+    /// `slot` first: its own lines. (Its session's and statistics' come
+    /// with [`Table::prefetch_state`], once these are in.)
+    fn prefetch_slot(&self, slot: usize) {
+        if let Some(wc) = self.slots.get(slot) {
+            let at: *const Option<WorkerChannel<H>> = wc;
+            prefetch(at);
+            prefetch(at.cast::<u8>().wrapping_add(64));
+        }
+    }
+
+    /// Starts loading the lines of the channel in `slot` that a received
+    /// RTP packet reads and changes: its session's first two, and its
+    /// [`Channel`]'s first three (what the handler reads, and the
+    /// statistics a packet changes).
+    fn prefetch_state(&self, slot: usize) {
+        if let Some(wc) = self.at(slot) {
+            let session: *const Session = &*wc.session;
+            let channel: *const Channel<H::Packet, H::Attachment> = &*wc.channel;
+            for line in 0..2 {
+                prefetch(session.cast::<u8>().wrapping_add(64 * line));
+            }
+            for line in 0..3 {
+                prefetch(channel.cast::<u8>().wrapping_add(64 * line));
+            }
+        }
+    }
+}
+
+/// Asks the processor to start loading the cache line holding `at` and
+/// goes on: a shared socket's read hands over up to 64 channels' packets,
+/// each channel's state cold (touched once in 20 ms), and loaded one
+/// channel after the other the misses queue up instead of overlapping.
+#[inline(always)]
+pub fn prefetch<T>(at: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it reads nothing into the program,
+    // changes no memory and never faults, whatever the address.
+    unsafe {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        _mm_prefetch::<_MM_HINT_T0>(at.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
 }
 
 /// Files `wc` anew in its shared socket's routes when what they go by
@@ -2738,13 +2938,14 @@ struct Worker<H: Handler> {
     shared: Arc<Shared<H>>,
     notify: Arc<Notify>,
     commands_in: Commands<H>,
-    table: IntMap<u32, WorkerChannel<H>>,
+    table: Table<WorkerChannel<H>>,
     /// Shared sockets by number, and their numbers by local address.
     sockets: IntMap<usize, SharedSocket>,
     socket_numbers: HashMap<SocketAddr, usize>,
     next_socket: usize,
-    /// (channel, datagram) of a shared socket's batch, grouped by channel.
-    routed: Vec<(u32, usize, SocketAddr)>,
+    /// (channel's slot, datagram, source) of a shared socket's batch,
+    /// grouped by channel.
+    routed: Vec<(usize, usize, SocketAddr)>,
     /// A shared socket still held datagrams after its reads of this round.
     backlog: bool,
     /// (socket number, channel, packet, target) queued this round for
@@ -3274,19 +3475,31 @@ impl<H: Handler> Worker<H> {
                 // The source is converted once: routing and the channel both
                 // need it.
                 let from = recv.sender(i);
-                match from.and_then(|from| Some((ss.route(data, from)?, from))) {
-                    Some((id, from)) => routed.push((id, i, from)),
+                let to = from.and_then(|from| Some((ss.route(data, from)?, from)));
+                match to.and_then(|(id, from)| Some((table.slot(id)?, from))) {
+                    Some((slot, from)) => {
+                        table.prefetch_slot(slot);
+                        routed.push((slot, i, from));
+                    }
                     None => unknown += 1,
                 }
             }
             shared.unknown_source.fetch_add(unknown, Ordering::Relaxed);
             // Each channel's datagrams together, in the order they came.
-            routed.sort_by_key(|&(id, _, _)| id);
+            routed.sort_by_key(|&(slot, _, _)| slot);
+            for &(slot, _, _) in routed.iter() {
+                table.prefetch_state(slot);
+            }
+            for &(slot, _, _) in routed.iter() {
+                if let Some(wc) = table.at(slot) {
+                    handler.will_receive(&wc.channel);
+                }
+            }
             for group in routed.chunk_by(|a, b| a.0 == b.0) {
-                let id = group[0].0;
-                let Some(wc) = table.get_mut(&id) else {
+                let Some(wc) = table.at_mut(group[0].0) else {
                     continue;
                 };
+                let id = wc.channel.id;
                 accepted.clear();
                 let mut tally = Tally::default();
                 for &(_, i, from) in group {
@@ -4013,6 +4226,83 @@ mod tests {
             canonical("[::ffff:10.0.0.1]:5".parse().unwrap()),
             "10.0.0.1:5".parse().unwrap()
         );
+    }
+
+    #[test]
+    fn a_table_keeps_each_entry_in_its_slot_and_reuses_the_freed_ones() {
+        let mut t = Table::default();
+        for id in [7, 3, 9] {
+            t.insert(id, format!("ch{id}"));
+        }
+        let slots: Vec<_> = [7, 3, 9].iter().map(|&id| t.slot(id).unwrap()).collect();
+        assert_eq!(slots, [0, 1, 2]);
+        assert_eq!(t.remove(&3).as_deref(), Some("ch3"));
+        assert_eq!(t.remove(&3), None);
+        assert!(!t.contains_key(&3) && t.get(&3).is_none() && t.slot(3).is_none());
+        assert_eq!(t.at(1), None, "a freed slot holds nothing");
+        t.insert(4, "ch4".into());
+        assert_eq!(t.slot(4), Some(1), "the freed slot is taken again");
+        t.get_mut(&9).unwrap().push('!');
+        assert_eq!(t.at(2).map(String::as_str), Some("ch9!"));
+        assert_eq!(t.at_mut(0).map(|s| s.as_str()), Some("ch7"));
+        let mut ids: Vec<u32> = t.keys().copied().collect();
+        ids.sort_unstable();
+        assert_eq!(ids, [4, 7, 9]);
+        let mut values: Vec<&str> = t.values().map(String::as_str).collect();
+        values.sort_unstable();
+        assert_eq!(values, ["ch4", "ch7", "ch9!"]);
+    }
+
+    #[test]
+    fn what_a_received_packet_reads_of_its_channel_fills_two_cache_lines() {
+        use std::mem::offset_of;
+        type Wc = WorkerChannel<Collect>;
+        assert_eq!(align_of::<Wc>(), 64);
+        let ends = [
+            offset_of!(Wc, remote) + size_of::<Option<SocketAddr>>(),
+            offset_of!(Wc, heard_at) + 8,
+            offset_of!(Wc, relay_to) + size_of::<Option<u32>>(),
+            offset_of!(Wc, mode) + size_of::<RtcpMode>(),
+            offset_of!(Wc, latch_rules) + size_of::<Latch>(),
+        ];
+        for end in ends {
+            assert!(end <= 128, "{ends:?}");
+        }
+    }
+
+    #[test]
+    fn each_column_has_a_cell_and_what_a_packet_changes_fills_two_cache_lines() {
+        let mut cells = CELL.to_vec();
+        cells.sort_unstable();
+        assert_eq!(cells, (0..NSTATS).collect::<Vec<_>>());
+        let first = std::mem::offset_of!(StatsCells, cells);
+        let packet = SessionStats::PACKET_COLUMNS;
+        let hot = [PACKETS_RECEIVED, OCTETS_RECEIVED]
+            .into_iter()
+            .chain(NCOUNTERS + packet.start..NCOUNTERS + packet.end);
+        for column in hot {
+            assert!(first + 8 * CELL[column] < 128, "{}", stats_name(column));
+        }
+        assert_eq!(std::mem::offset_of!(StatsCells, version), 0);
+        assert_eq!(std::mem::align_of::<StatsCells>(), 64);
+        assert!(8 * CELL[DROPPED_QUEUE_FULL] >= 128, "other threads bump it");
+        // What the worker and the handler read of a channel for each packet
+        // comes before the statistics, in the line before them.
+        type Ch = Channel<Vec<u8>, Arc<()>>;
+        assert_eq!(std::mem::offset_of!(Ch, stats), 64);
+        assert!(std::mem::offset_of!(Ch, local) + size_of::<SocketAddr>() <= 64);
+        // Through the cells, every column reads back as written.
+        let stats = StatsCells::new();
+        let write = stats.write();
+        for column in 0..NSTATS {
+            write.set(column, 1000 + column as u64);
+        }
+        drop(write);
+        let mut row = [0; NSTATS];
+        stats.read_into(&mut row);
+        for (column, value) in row.iter().enumerate() {
+            assert_eq!(*value, 1000 + column as u64, "{}", stats_name(column));
+        }
     }
 
     #[test]

@@ -646,7 +646,9 @@ struct PeerReport {
     jitter: u32,
 }
 
+/// The counts come first: [`Session::packet_columns`] reads them.
 #[derive(Debug, Clone, Copy, Default)]
+#[repr(C)]
 struct Sender {
     packets: u64,
     octets: u64,
@@ -704,22 +706,29 @@ impl fmt::Debug for Cname {
 }
 
 /// One channel's RTP session. See the module documentation.
+///
+/// Laid out as written, from the start of a cache line: what an RTP packet
+/// received reads and writes, and the send counts published with it, fill
+/// the first two lines. With thousands of sessions, each one is cold by its
+/// next packet, and every line touched is a miss.
 #[derive(Debug, Clone)]
+#[repr(C, align(64))]
 pub struct Session {
-    local_ssrc: u32,
+    remote: Option<RemoteSource>,
     clock_rate: Option<u32>,
+    sender: Sender,
+    probation: Option<Probation>,
+
+    local_ssrc: u32,
     interval: ReportInterval,
     ntp_at_zero: u64,
     cname: Cname,
     rng: SplitMix64,
 
-    remote: Option<RemoteSource>,
-    probation: Option<Probation>,
     last_sr: Option<ReceivedSr>,
     remote_cname: Cname,
     mos_x100: Option<u32>,
 
-    sender: Sender,
     peer_report: Option<PeerReport>,
     rtt_us: Option<u64>,
 
@@ -1719,6 +1728,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn what_a_received_packet_touches_fills_two_cache_lines() {
+        use std::mem::{align_of, offset_of, size_of};
+        assert_eq!(align_of::<Session>(), 64);
+        assert_eq!(offset_of!(Session, remote), 0);
+        let end = |offset: usize, size: usize| offset + size;
+        assert!(end(offset_of!(Session, clock_rate), size_of::<Option<u32>>()) <= 128);
+        let sender = offset_of!(Session, sender);
+        assert!(end(sender + offset_of!(Sender, octets), 8) <= 128);
+        assert!(end(sender + offset_of!(Sender, packets), 8) <= 128);
     }
 
     #[test]

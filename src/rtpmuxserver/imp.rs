@@ -137,13 +137,16 @@ type CoreChannel = mux::Channel<Packet, Arc<Attach>>;
 /// What the worker needs of a channel: its `src_N` pad, if requested.
 /// `src_all` has one of its own.
 #[derive(Default)]
+/// The flags first: what [`Deliver::received`] reads of an unlinked
+/// channel, [`prefetch`](mux::prefetch)ed by [`Deliver::will_receive`].
+#[repr(C)]
 pub(super) struct Attach {
-    out: Mutex<Option<SrcOut>>,
     /// `out` is set: a channel without `src_N` delivers to `src_all`.
     requested: AtomicBool,
     /// The pad is linked (kept by its link and unlink functions), so that
     /// packets nobody takes cost no lock per batch.
     linked: AtomicBool,
+    out: Mutex<Option<SrcOut>>,
 }
 
 impl Attach {
@@ -385,6 +388,10 @@ impl mux::Handler for Deliver {
 
     fn round_end(&mut self) {
         self.push_gathered();
+    }
+
+    fn will_receive(&self, channel: &CoreChannel) {
+        mux::prefetch::<Attach>(&*channel.attachment);
     }
 
     fn received(&mut self, channel: &CoreChannel, batch: mux::Batch<'_>) {
