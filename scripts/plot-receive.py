@@ -4,7 +4,7 @@ stream against the number of streams) as an SVG line chart, with nothing
 but the standard library.
 
     cargo bench --bench bench_mux | tee mux.txt
-    python3 scripts/plot-receive.py mux.txt > docs/receive.svg
+    python3 scripts/plot-receive.py mux.txt [rerun.txt ...] > docs/receive.svg
 
 A row is "N name threads cpu% MHz-per-stream ..."; a "src_all", "shared
 core", "shared floor" or "+ push floor" row belongs to the "shared t=..."
@@ -98,10 +98,15 @@ def svg(points):
 
 
 def main():
-    with open(sys.argv[1]) as f:
-        points = parse(f)
+    # A later file's rows replace an earlier one's at the same N: a rerun
+    # of some N (a row whose comparison a loss voided) goes last.
+    points = {}
+    for path in sys.argv[1:]:
+        with open(path) as f:
+            for name, series in parse(f).items():
+                points.setdefault(name, {}).update(series)
     if not points:
-        sys.exit("plot-receive: no receive rows in " + sys.argv[1])
+        sys.exit("plot-receive: no receive rows in " + " ".join(sys.argv[1:]))
     sys.stdout.write(svg(points))
 
 
