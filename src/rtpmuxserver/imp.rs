@@ -136,9 +136,10 @@ type CoreChannel = mux::Channel<Packet, Arc<Attach>>;
 
 /// What the worker needs of a channel: its `src_N` pad, if requested.
 /// `src_all` has one of its own.
-#[derive(Default)]
+///
 /// The flags first: what [`Deliver::received`] reads of an unlinked
 /// channel, [`prefetch`](mux::prefetch)ed by [`Deliver::will_receive`].
+#[derive(Default)]
 #[repr(C)]
 pub(super) struct Attach {
     /// `out` is set: a channel without `src_N` delivers to `src_all`.
