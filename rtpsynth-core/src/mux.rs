@@ -75,6 +75,13 @@ const PORT_PAIR_ATTEMPTS: usize = 64;
 const EVENTS: usize = 4096;
 /// Longest sleep of a paced worker between checks for commands.
 const PAUSE_SLICE: Duration = Duration::from_millis(5);
+/// Longest tick whose rounds also serve the reports that fall due between
+/// them, each up to a tick late: a report's interval is drawn at random
+/// from half to one and a half times its length (RFC 3550 6.3.1), which
+/// dwarfs that. With 1,000 channels reporting every 5 s, waking for each
+/// deadline on its own doubled the wakes of a worker at a 5 ms tick. A
+/// longer tick still ends its pause at each report due.
+const REPORTS_ON_TICKS: Duration = Duration::from_millis(20);
 /// `recvmmsg` calls per readiness report at most.
 const READS_PER_EVENT: usize = 4;
 /// Datagrams per `recvmmsg` and `sendmmsg` on a shared socket: many
@@ -3000,12 +3007,16 @@ impl<H: Handler> Worker<H> {
                 // Paced rounds: epoll keeps what became ready meanwhile, so
                 // one round handles a tick's worth of packets in one go.
                 // Socket readiness does not end the pause; a command, a new
-                // tick or a report due does, within a slice, so changes never
-                // wait for a long tick.
+                // tick or (past REPORTS_ON_TICKS) a report due does, within
+                // a slice, so changes never wait for a long tick.
                 loop {
                     let now = Instant::now();
                     let retuned = self.notify.tick_us.load(Ordering::Relaxed) != tick_us;
-                    let report = self.until_next_report();
+                    let report = if tick <= REPORTS_ON_TICKS {
+                        None
+                    } else {
+                        self.until_next_report()
+                    };
                     if now >= next_tick
                         || retuned
                         || report == Some(Duration::ZERO)
@@ -5212,32 +5223,47 @@ mod tests {
         assert_eq!(ch.stats(), last);
     }
 
+    /// `n` channels of `srv` reporting every 50 ms to `sink`; after `wait`,
+    /// the channels, each one's `rtcp-sent` and the milliseconds since they
+    /// were added.
+    fn reports_over(
+        srv: &Server<Collect>,
+        sink: &UdpSocket,
+        n: u32,
+        wait: Duration,
+    ) -> (Vec<ChannelRef<Collect>>, Vec<(u32, u64)>, u64) {
+        let config = ChannelConfig {
+            remote: Some(sink.local_addr().unwrap()),
+            ..rtcp_config(RtcpMode::Mux, 50)
+        };
+        let started = Instant::now();
+        let channels: Vec<_> = (0..n)
+            .map(|id| srv.add_channel(id, config, ()).unwrap())
+            .collect();
+        std::thread::sleep(wait);
+        // One read of every channel: statistics are those of the time of
+        // the read (the worker brings them up to date when asked), so the
+        // time they cover is taken after it.
+        let rows = srv.channel_stats();
+        let ms = started.elapsed().as_millis() as u64;
+        assert_eq!(rows.len(), channels.len());
+        let sent = rows
+            .iter()
+            .map(|(id, row)| (*id, ss(row, "rtcp-sent")))
+            .collect();
+        (channels, sent, ms)
+    }
+
     #[test]
     fn reports_follow_each_channel_deadline_at_scale_and_through_long_ticks() {
         // 300 channels, a report every 50 ms each, on a worker whose tick is
         // 200 ms: reports go out on their own deadlines, not the tick's.
         let (srv, _rx) = server_with_tick(Duration::from_millis(200));
         let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let config = ChannelConfig {
-            remote: Some(sink.local_addr().unwrap()),
-            ..rtcp_config(RtcpMode::Mux, 50)
-        };
-        let started = Instant::now();
-        let channels: Vec<_> = (0..300)
-            .map(|id| srv.add_channel(id, config, ()).unwrap())
-            .collect();
-        std::thread::sleep(Duration::from_millis(1000));
-        // One read of every channel: statistics are those of the time of
-        // the read (the worker brings them up to date when asked), so the
-        // time they cover is taken after it.
-        let rows = srv.channel_stats();
-        let elapsed = started.elapsed();
-        let most = (elapsed.as_millis() / 50) as u64;
-        assert_eq!(rows.len(), channels.len());
-        for (id, row) in &rows {
-            let sent = ss(row, "rtcp-sent");
-            assert!(sent <= most, "channel {id}: {sent} reports in {elapsed:?}");
-            assert!(sent >= 10, "channel {id}: {sent} reports in {elapsed:?}");
+        let (channels, sent, ms) = reports_over(&srv, &sink, 300, Duration::from_millis(1000));
+        for (id, sent) in sent {
+            assert!(sent <= ms / 50, "channel {id}: {sent} reports in {ms} ms");
+            assert!(sent >= 10, "channel {id}: {sent} reports in {ms} ms");
         }
         // An idle channel takes a new interval without traffic.
         channels[0].set_rtcp_interval(ReportInterval::Fixed { ms: 10_000 });
@@ -5254,6 +5280,24 @@ mod tests {
         );
         assert_eq!(after.0, before.0, "10 s apart now");
         assert!(after.1 - before.1 >= 10, "{before:?} {after:?}");
+    }
+
+    #[test]
+    fn a_short_tick_serves_the_reports_due_on_its_rounds() {
+        // A 20 ms tick, 50 ms between reports: each report goes out on the
+        // first round after its deadline, at most a tick late, so one comes
+        // every three rounds (60 ms) instead of every 50 ms.
+        let (srv, _rx) = server_with_tick(REPORTS_ON_TICKS);
+        let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (_channels, sent, ms) = reports_over(&srv, &sink, 100, Duration::from_millis(2000));
+        for (id, sent) in sent {
+            // On their own deadlines they would be ms / 50.
+            assert!(
+                sent <= ms / 55 + 1,
+                "channel {id}: {sent} reports in {ms} ms"
+            );
+            assert!(sent >= ms / 80, "channel {id}: {sent} reports in {ms} ms");
+        }
     }
 
     #[test]
