@@ -75,13 +75,14 @@ const PORT_PAIR_ATTEMPTS: usize = 64;
 const EVENTS: usize = 4096;
 /// Longest sleep of a paced worker between checks for commands.
 const PAUSE_SLICE: Duration = Duration::from_millis(5);
-/// Longest tick whose rounds also serve the reports that fall due between
-/// them, each up to a tick late: a report's interval is drawn at random
-/// from half to one and a half times its length (RFC 3550 6.3.1), which
-/// dwarfs that. With 1,000 channels reporting every 5 s, waking for each
-/// deadline on its own doubled the wakes of a worker at a 5 ms tick. A
-/// longer tick still ends its pause at each report due.
-const REPORTS_ON_TICKS: Duration = Duration::from_millis(20);
+/// How late a paced worker may send a report, at most: it waits for the
+/// deadline plus its tick or this, whichever is less, so the reports that
+/// fall due meanwhile go out in one wake (with a tick up to this, on the
+/// tick's rounds). A report's interval is drawn at random from half to one
+/// and a half times its length (RFC 3550 6.3.1), which dwarfs that. With
+/// 1,000 channels reporting every 5 s, waking for each deadline on its own
+/// doubled the wakes of a worker at a 5 ms tick.
+const MAX_REPORT_DELAY: Duration = Duration::from_millis(20);
 /// `recvmmsg` calls per readiness report at most.
 const READS_PER_EVENT: usize = 4;
 /// Datagrams per `recvmmsg` and `sendmmsg` on a shared socket: many
@@ -2982,10 +2983,12 @@ struct Worker<H: Handler> {
 }
 
 impl<H: Handler> Worker<H> {
-    /// Time until the earliest report (zero when one is due), if any.
-    fn until_next_report(&self) -> Option<Duration> {
+    /// Time until the earliest report is `late` past due (zero when it is),
+    /// if there is one.
+    fn until_report(&self, late: Duration) -> Option<Duration> {
         let Reverse((at, _)) = self.deadlines.peek()?;
-        Some(Duration::from_nanos(at.saturating_sub(self.shared.now())))
+        let wake = at.saturating_add(ns(late));
+        Some(Duration::from_nanos(wake.saturating_sub(self.shared.now())))
     }
 
     fn run(&mut self) {
@@ -3002,21 +3005,17 @@ impl<H: Handler> Worker<H> {
                 Some(Duration::ZERO)
             } else if tick.is_zero() {
                 // Sleep until something happens or a report is due.
-                self.until_next_report()
+                self.until_report(Duration::ZERO)
             } else {
                 // Paced rounds: epoll keeps what became ready meanwhile, so
                 // one round handles a tick's worth of packets in one go.
                 // Socket readiness does not end the pause; a command, a new
-                // tick or (past REPORTS_ON_TICKS) a report due does, within
-                // a slice, so changes never wait for a long tick.
+                // tick or a report due (give or take MAX_REPORT_DELAY) does,
+                // within a slice, so changes never wait for a long tick.
                 loop {
                     let now = Instant::now();
                     let retuned = self.notify.tick_us.load(Ordering::Relaxed) != tick_us;
-                    let report = if tick <= REPORTS_ON_TICKS {
-                        None
-                    } else {
-                        self.until_next_report()
-                    };
+                    let report = self.until_report(tick.min(MAX_REPORT_DELAY));
                     if now >= next_tick
                         || retuned
                         || report == Some(Duration::ZERO)
@@ -5257,7 +5256,8 @@ mod tests {
     #[test]
     fn reports_follow_each_channel_deadline_at_scale_and_through_long_ticks() {
         // 300 channels, a report every 50 ms each, on a worker whose tick is
-        // 200 ms: reports go out on their own deadlines, not the tick's.
+        // 200 ms: reports go out on their own deadlines (at most
+        // MAX_REPORT_DELAY after), not the tick's.
         let (srv, _rx) = server_with_tick(Duration::from_millis(200));
         let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
         let (channels, sent, ms) = reports_over(&srv, &sink, 300, Duration::from_millis(1000));
@@ -5287,7 +5287,7 @@ mod tests {
         // A 20 ms tick, 50 ms between reports: each report goes out on the
         // first round after its deadline, at most a tick late, so one comes
         // every three rounds (60 ms) instead of every 50 ms.
-        let (srv, _rx) = server_with_tick(REPORTS_ON_TICKS);
+        let (srv, _rx) = server_with_tick(MAX_REPORT_DELAY);
         let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
         let (_channels, sent, ms) = reports_over(&srv, &sink, 100, Duration::from_millis(2000));
         for (id, sent) in sent {

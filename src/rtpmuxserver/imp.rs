@@ -1041,9 +1041,9 @@ impl ObjectImpl for RtpMuxServer {
                          that arrived and sends everything queued since the last, in bigger \
                          recvmmsg/sendmmsg batches and with fewer wake-ups, at the cost of up to \
                          one tick of added latency. 0 (the default) handles every packet as \
-                         soon as it arrives or is queued. With a tick of up to 20 ms, RTCP \
-                         reports that fall due go out on the next round (at most a tick late); \
-                         a longer tick also wakes for each report.",
+                         soon as it arrives or is queued. RTCP reports go out up to a tick \
+                         late, at most 20 ms (with a tick of up to 20 ms, on the next round), so \
+                         that the reports falling due meanwhile share a wake-up.",
                     )
                     .maximum(MAX_TICK_MS)
                     .default_value(DEFAULT_TICK_MS)
