@@ -2635,10 +2635,11 @@ impl<T> Table<T> {
         slot
     }
 
-    fn remove(&mut self, id: &u32) -> Option<T> {
+    /// Takes `id` out, with the slot it had.
+    fn remove(&mut self, id: &u32) -> Option<(usize, T)> {
         let slot = self.slot_of.remove(id)?;
         self.free.push(slot);
-        self.slots[slot].take()
+        Some((slot, self.slots[slot].take()?))
     }
 
     fn contains_key(&self, id: &u32) -> bool {
@@ -3234,8 +3235,7 @@ impl<H: Handler> Worker<H> {
     /// set, or it leaves its shared socket (closed with its last member).
     /// Dropping the returned channel closes its own sockets.
     fn detach(&mut self, id: u32) -> Option<WorkerChannel<H>> {
-        let slot = self.table.slot(id)?;
-        let wc = self.table.remove(&id)?;
+        let (slot, wc) = self.table.remove(&id)?;
         for rx in wc.rtp.iter().chain(&wc.rtcp) {
             let fd = rx.socket.as_raw_fd();
             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
@@ -4261,7 +4261,7 @@ mod tests {
         }
         let slots: Vec<_> = [7, 3, 9].iter().map(|&id| t.slot(id).unwrap()).collect();
         assert_eq!(slots, [0, 1, 2]);
-        assert_eq!(t.remove(&3).as_deref(), Some("ch3"));
+        assert_eq!(t.remove(&3), Some((1, "ch3".to_string())));
         assert_eq!(t.remove(&3), None);
         assert!(!t.contains_key(&3) && t.get(&3).is_none() && t.slot(3).is_none());
         assert_eq!(t.at(1), None, "a freed slot holds nothing");
