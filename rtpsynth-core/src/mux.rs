@@ -1882,7 +1882,7 @@ impl RecvBuffers {
         }
     }
 
-    /// Reads up to `max` (at most [`BATCH`]) datagrams without blocking.
+    /// Reads up to `max` (at most [`SHARED_BATCH`]) datagrams without blocking.
     fn recv(&mut self, fd: i32, max: usize) -> io::Result<usize> {
         let max = max.clamp(1, SHARED_BATCH);
         for m in &mut self.msgs[..max] {
@@ -4475,6 +4475,52 @@ mod tests {
         let mut buf = [0; 2048];
         let (n, from) = s.recv_from(&mut buf).unwrap();
         (buf[..n].to_vec(), from)
+    }
+
+    /// RTP packets of `sizes` bytes (sequence numbers from 0, payload
+    /// bytes varying), as one peer sends them.
+    fn packets_of(sizes: &[usize]) -> Vec<Vec<u8>> {
+        sizes
+            .iter()
+            .zip(0u16..)
+            .map(|(&size, seq)| {
+                let mut p = packet(seq);
+                p.truncate(12);
+                p.extend((0..size - 12).map(|b| (b % 251) as u8));
+                p
+            })
+            .collect()
+    }
+
+    #[test]
+    fn datagrams_of_every_udp_size_arrive_whole_beside_small_ones() {
+        // Up to the largest IPv4 UDP payload, in one read, on a channel's
+        // own socket and on a shared one.
+        let sizes = [172, 2047, 2048, 2049, 9000, 172, 65_507, 1500];
+        for shared_socket in [false, true] {
+            let (mut srv, rx) = server();
+            let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let config = ChannelConfig {
+                remote: Some(peer.local_addr().unwrap()),
+                shared_socket,
+                ..loopback()
+            };
+            let ch = srv.add_channel(0, config, ()).unwrap();
+            let sent = packets_of(&sizes);
+            for p in &sent {
+                peer.send_to(p, ch.local_addr()).unwrap();
+            }
+            for p in &sent {
+                let (id, got, from) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+                assert_eq!((id, from), (0, peer.local_addr().unwrap()));
+                assert!(got == *p, "{} bytes arrived as {}", p.len(), got.len());
+            }
+            let stats = ch.stats();
+            assert_eq!(stats[PACKETS_RECEIVED], sent.len() as u64);
+            let octets: usize = sent.iter().map(Vec::len).sum();
+            assert_eq!(stats[OCTETS_RECEIVED], octets as u64);
+            assert_eq!(stats[DROPPED_NOT_RTP], 0);
+        }
     }
 
     #[test]
