@@ -39,7 +39,8 @@
 //! `shared-floor`, `state-floor` or `push-floor`: only that shared-port row, per N and
 //! shared tick; under `valgrind --tool=callgrind --trace-children=no` it
 //! counts the receiver's instructions per packet, repeatable where CPU
-//! time is not).
+//! time is not), `BENCH_MUX_STATE_LINES` (cache lines of per-stream state
+//! the state floor changes per packet beyond its two, default 0).
 
 mod common;
 
@@ -403,6 +404,14 @@ struct Published {
     lost: std::sync::atomic::AtomicU64,
 }
 
+/// One more cache line of a stream's state that
+/// [`Receiver::SharedStateFloor`] changes per packet
+/// (`BENCH_MUX_STATE_LINES` of them): what each line a receiver touches
+/// per packet costs, against the element's own.
+#[derive(Default, Clone)]
+#[repr(C, align(64))]
+struct Line([u64; 8]);
+
 impl StreamState {
     fn receive(&mut self, data: &[u8]) {
         use std::sync::atomic::Ordering::{Relaxed, Release};
@@ -553,16 +562,24 @@ fn receive_once(n: usize, receiver: Receiver, window: f64, mhz: f64) -> Figures 
         let mut bare = common::floor::Floor::shared(UdpSocket::bind("127.0.0.1:0").expect("bind"));
         ports = bare.ports().into_iter().cycle().take(n).collect();
         let mut streams: Vec<StreamState> = (0..n).map(|_| StreamState::default()).collect();
+        let lines = common::env_or("BENCH_MUX_STATE_LINES", 0usize);
+        let mut more = vec![Line::default(); n * lines];
         let (stop, counted) = (stop.clone(), counted.clone());
         let tick = Duration::from_millis(tick.into());
         floor = Some(std::thread::spawn(move || {
             bare.serve_each(tick, &stop, &counted, |data| {
-                if let Some(stream) = data
+                if let Some(i) = data
                     .get(8..12)
                     .and_then(|s| s.try_into().ok())
-                    .and_then(|ssrc| streams.get_mut(u32::from_be_bytes(ssrc) as usize))
+                    .map(|ssrc| u32::from_be_bytes(ssrc) as usize)
+                    .filter(|&i| i < n)
                 {
-                    stream.receive(data);
+                    streams[i].receive(data);
+                    // Each in a table of its own, as the element's are
+                    // in different structures.
+                    for line in more.iter_mut().skip(i).step_by(n) {
+                        line.0[0] += 1;
+                    }
                 }
             })
         }));
