@@ -1925,8 +1925,9 @@ impl RecvBuffers {
         self.msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0
     }
 
+    #[inline]
     fn sender(&self, i: usize) -> Option<SocketAddr> {
-        from_sockaddr(&self.names[i]).map(canonical)
+        from_sockaddr(&self.names[i])
     }
 
     /// The socket's drop count delivered with datagram `i`: present once
@@ -2023,6 +2024,9 @@ impl SendBuffers {
     }
 }
 
+/// The address in `ss` as the worker names a datagram's source: an
+/// IPv4-mapped IPv6 address (a dual-stack socket's IPv4 peer) as IPv4.
+#[inline]
 fn from_sockaddr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match i32::from(ss.ss_family) {
         libc::AF_INET => {
@@ -2038,12 +2042,12 @@ fn from_sockaddr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
             // SAFETY: the family says the storage holds a sockaddr_in6.
             let sin6 =
                 unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            Some(SocketAddr::V6(SocketAddrV6::new(
+            Some(canonical(SocketAddr::V6(SocketAddrV6::new(
                 Ipv6Addr::from(sin6.sin6_addr.s6_addr),
                 u16::from_be(sin6.sin6_port),
                 sin6.sin6_flowinfo,
                 sin6.sin6_scope_id,
-            )))
+            ))))
         }
         _ => None,
     }
@@ -4256,6 +4260,10 @@ mod tests {
             to_sockaddr(a, &mut ss);
             assert_eq!(from_sockaddr(&ss), Some(a));
         }
+        // A datagram from an IPv4 peer to a dual-stack socket.
+        let mut ss = unsafe { zeroed() };
+        to_sockaddr("[::ffff:10.0.0.1]:5".parse().unwrap(), &mut ss);
+        assert_eq!(from_sockaddr(&ss), Some("10.0.0.1:5".parse().unwrap()));
         assert_eq!(
             canonical("[::ffff:10.0.0.1]:5".parse().unwrap()),
             "10.0.0.1:5".parse().unwrap()
