@@ -111,13 +111,10 @@ impl BatchWriter {
         HEADER + self.room * RECORD
     }
 
+    #[inline]
     pub fn push(&mut self, channel: u32, datagram: &[u8], from: SocketAddr) {
         if self.bytes.is_empty() {
-            // A quarter more than the last batch: a batch that outgrows its
-            // vector copies all of it again.
-            let capacity = (self.head() + datagram.len()).max(self.last_len + self.last_len / 4);
-            self.bytes = Vec::with_capacity(capacity);
-            self.bytes.resize(self.head(), 0);
+            self.start(datagram.len());
         }
         let mut r = [0u8; RECORD];
         r[0..4].copy_from_slice(&channel.to_le_bytes());
@@ -136,6 +133,17 @@ impl BatchWriter {
         }
         self.records.push(r);
         self.bytes.extend_from_slice(datagram);
+    }
+
+    /// Gives a new batch, whose first datagram has `first` bytes, its
+    /// vector and the room for its index.
+    #[inline(never)]
+    fn start(&mut self, first: usize) {
+        // A quarter more than the last batch: a batch that outgrows its
+        // vector copies all of it again.
+        let capacity = (self.head() + first).max(self.last_len + self.last_len / 4);
+        self.bytes = Vec::with_capacity(capacity);
+        self.bytes.resize(self.head(), 0);
     }
 
     /// Bytes of the batch [`finish`](BatchWriter::finish) returns.

@@ -2243,17 +2243,32 @@ impl SharedSocket {
     ///
     /// An address that is several channels' target (a peer's shared port)
     /// tells nothing: those go by SSRC only.
+    ///
+    /// Inlined into the read loop with the usual datagram's case only; the
+    /// others, in a function of their own, do not weigh on it.
+    #[inline]
     fn route(&self, data: &[u8], from: SocketAddr) -> Option<usize> {
         let ssrc = packet_ssrc(data);
         let by_ssrc = ssrc.and_then(|s| self.by_ssrc.get(&s));
         // The usual datagram: the SSRC a channel expects, from its target.
         // The rules give that channel: its target is either its alone (1.)
         // or several channels', whose datagrams go by SSRC (2.).
-        if let Some(&(slot, target)) = by_ssrc
-            && target == Some(from)
-        {
-            return Some(slot);
+        match by_ssrc {
+            Some(&(slot, target)) if target == Some(from) => Some(slot),
+            _ => self.route_otherwise(data, from, ssrc, by_ssrc.map(|&(slot, _)| slot)),
         }
+    }
+
+    /// [`SharedSocket::route`] of a datagram not from the target of the
+    /// channel expecting its SSRC `ssrc`, which is in slot `by_ssrc`.
+    #[inline(never)]
+    fn route_otherwise(
+        &self,
+        data: &[u8],
+        from: SocketAddr,
+        ssrc: Option<u32>,
+        by_ssrc: Option<usize>,
+    ) -> Option<usize> {
         let only = match self.by_remote.get(&AddrKey(from)).map(Vec::as_slice) {
             Some(&[one]) => Some(one),
             _ => None,
@@ -2264,7 +2279,6 @@ impl SharedSocket {
             return Some(slot);
         }
         by_ssrc
-            .map(|&(slot, _)| slot)
             .or_else(|| rtcp_reported_ssrc(data).and_then(|s| self.by_local.get(&s).copied()))
             .or(only.map(|(slot, _)| slot))
     }
@@ -2464,6 +2478,7 @@ impl<H: Handler> WorkerChannel<H> {
     /// [`WorkerChannel::admit`], then relays what it admitted when the
     /// channel relays.
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     fn take(
         &mut self,
         data: &[u8],

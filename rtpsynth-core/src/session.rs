@@ -823,19 +823,27 @@ impl Session {
     }
 
     /// Accounts for an RTP packet received at `now` (RFC 3550 A.1, A.3, A.8).
+    #[inline]
     pub fn handle_rtp(&mut self, packet: &Packet<'_>, now: u64) -> Received {
-        let (ssrc, seq) = (packet.ssrc(), packet.seq());
         let clock_rate = self.clock_rate;
         if let Some(src) = &mut self.remote
-            && src.ssrc == ssrc
+            && src.ssrc == packet.ssrc()
         {
-            let verdict = src.update_seq(seq);
+            let verdict = src.update_seq(packet.seq());
             if verdict != Received::BadSequence {
                 src.byed = false;
                 src.count(packet.timestamp(), packet.payload().len(), now, clock_rate);
             }
             return verdict;
         }
+        self.handle_other_ssrc(packet, now)
+    }
+
+    /// [`Session::handle_rtp`] of a packet from another SSRC than the
+    /// remote source's, apart: the usual packet's path is inlined.
+    #[inline(never)]
+    fn handle_other_ssrc(&mut self, packet: &Packet<'_>, now: u64) -> Received {
+        let (ssrc, seq, clock_rate) = (packet.ssrc(), packet.seq(), self.clock_rate);
         // Another SSRC: it must send MIN_SEQUENTIAL packets in sequence before
         // it replaces the remote source (A.1's probation).
         let Some(p) = self.probation.as_mut().filter(|p| p.ssrc == ssrc) else {
@@ -1231,6 +1239,7 @@ impl Session {
         ]
     }
 
+    #[inline]
     fn packet_counts(&self) -> PacketCounts {
         let (sent, octets_sent) = (self.sender.packets, self.sender.octets);
         let Some(src) = self.remote.as_ref() else {

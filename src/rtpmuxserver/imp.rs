@@ -354,6 +354,49 @@ impl Deliver {
         buffer
     }
 
+    /// [`mux::Handler::received`] for a channel whose `src_N` is linked:
+    /// its packets as buffers on that pad, one push per batch.
+    #[inline(never)]
+    fn push_to_pad(&mut self, channel: &CoreChannel, batch: mux::Batch<'_>) {
+        let n = batch.len() as u64;
+        let mut out = lock(&channel.attachment.out);
+        let pts = self.arrival();
+        let Some(out) = out.as_mut() else {
+            self.extra
+                .dropped_downstream
+                .fetch_add(n, Ordering::Relaxed);
+            return;
+        };
+        self.announce(&channel.id(), out);
+        let pushed = if n == 1 {
+            let buffer = batch
+                .iter()
+                .next()
+                .and_then(|(data, from)| Self::buffer(out, data, from, pts));
+            match buffer.map(|b| out.pad.push(b)) {
+                Some(Ok(_)) => 1,
+                _ => 0,
+            }
+        } else {
+            let mut list = gst::BufferList::new_sized(batch.len());
+            let list_mut = list.make_mut();
+            for (data, from) in batch.iter() {
+                if let Some(b) = Self::buffer(out, data, from, pts) {
+                    list_mut.add(b);
+                }
+            }
+            let built = list.len() as u64;
+            match out.pad.push_list(list) {
+                Ok(_) => built,
+                Err(_) => 0,
+            }
+        };
+        self.extra.pushed.fetch_add(pushed, Ordering::Relaxed);
+        self.extra
+            .dropped_downstream
+            .fetch_add(n - pushed, Ordering::Relaxed);
+    }
+
     /// Pushes what was gathered for `src_all` as one buffer.
     fn push_gathered(&mut self) {
         if self.gathered.is_empty() {
@@ -395,8 +438,10 @@ impl mux::Handler for Deliver {
         mux::prefetch::<Attach>(&*channel.attachment);
     }
 
+    /// Inlined into the worker's loop with `src_all`'s case, the one of
+    /// thousands of channels; a pad of its own is served apart.
+    #[inline]
     fn received(&mut self, channel: &CoreChannel, batch: mux::Batch<'_>) {
-        let n = batch.len() as u64;
         let attach = &channel.attachment;
         if !attach.linked.load(Ordering::Acquire) {
             if !attach.requested.load(Ordering::Acquire) && self.all.linked.load(Ordering::Acquire)
@@ -410,46 +455,11 @@ impl mux::Handler for Deliver {
                 // to take them here, nothing is dropped.
                 self.extra
                     .dropped_downstream
-                    .fetch_add(n, Ordering::Relaxed);
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
             }
             return;
         }
-        let mut out = lock(&attach.out);
-        let pts = self.arrival();
-        let Some(out) = out.as_mut() else {
-            self.extra
-                .dropped_downstream
-                .fetch_add(n, Ordering::Relaxed);
-            return;
-        };
-        self.announce(&channel.id(), out);
-        let pushed = if n == 1 {
-            let buffer = batch
-                .iter()
-                .next()
-                .and_then(|(data, from)| Self::buffer(out, data, from, pts));
-            match buffer.map(|b| out.pad.push(b)) {
-                Some(Ok(_)) => 1,
-                _ => 0,
-            }
-        } else {
-            let mut list = gst::BufferList::new_sized(batch.len());
-            let list_mut = list.make_mut();
-            for (data, from) in batch.iter() {
-                if let Some(b) = Self::buffer(out, data, from, pts) {
-                    list_mut.add(b);
-                }
-            }
-            let built = list.len() as u64;
-            match out.pad.push_list(list) {
-                Ok(_) => built,
-                Err(_) => 0,
-            }
-        };
-        self.extra.pushed.fetch_add(pushed, Ordering::Relaxed);
-        self.extra
-            .dropped_downstream
-            .fetch_add(n - pushed, Ordering::Relaxed);
+        self.push_to_pad(channel, batch);
     }
 
     fn bye_received(&mut self, channel: &CoreChannel, ssrc: u32) {
