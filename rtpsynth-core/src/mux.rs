@@ -2692,7 +2692,13 @@ impl<T> Table<T> {
     }
 
     fn get_mut(&mut self, id: &u32) -> Option<&mut T> {
-        self.at_mut(self.slot(*id)?)
+        Some(self.slot_mut(*id)?.1)
+    }
+
+    /// [`Table::get_mut`] with the slot, for what files the channel by it.
+    fn slot_mut(&mut self, id: u32) -> Option<(usize, &mut T)> {
+        let slot = self.slot(id)?;
+        Some((slot, self.at_mut(slot)?))
     }
 
     fn keys(&self) -> impl Iterator<Item = &u32> {
@@ -3367,10 +3373,7 @@ impl<H: Handler> Worker<H> {
     /// [`WorkerChannel::refresh`]) and files the channel anew where that
     /// moved its report deadline or its shared socket's routes.
     fn refresh(&mut self, id: u32) {
-        let Some(slot) = self.table.slot(id) else {
-            return;
-        };
-        let Some(wc) = self.table.at_mut(slot) else {
+        let Some((slot, wc)) = self.table.slot_mut(id) else {
             return;
         };
         let before = wc.route_key();
@@ -3736,10 +3739,7 @@ impl<H: Handler> Worker<H> {
                         chunk[at..].iter().map(|(_, _, p, to)| (p.as_ref(), *to)),
                     );
                     for (number, id, p, _) in &chunk[at..at + sent] {
-                        let Some(slot) = table.slot(*id) else {
-                            continue;
-                        };
-                        if let Some(wc) = table.at_mut(slot) {
+                        if let Some((slot, wc)) = table.slot_mut(*id) {
                             let before = wc.route_key();
                             wc.count_sent(std::slice::from_ref(p), *now);
                             // Sending under a new SSRC moves what RTCP

@@ -619,6 +619,11 @@ impl RemoteSource {
     fn lost(&self) -> i64 {
         self.expected() as i64 - self.received as i64
     }
+
+    /// The interarrival jitter in timestamp units (kept as 16 J).
+    fn jitter(&self) -> u64 {
+        self.jitter16 >> 4
+    }
 }
 
 /// An SSRC on probation to become the remote source.
@@ -1160,7 +1165,7 @@ impl Session {
         } else {
             0.0
         };
-        let jitter_ts = clock_rate.map(|_| src.jitter16 >> 4);
+        let jitter_ts = clock_rate.map(|_| src.jitter());
         let jitter_us = match (jitter_ts, clock_rate) {
             (Some(j), Some(rate)) => ts_to_us(j, rate),
             _ => 0,
@@ -1241,45 +1246,28 @@ impl Session {
 
     #[inline]
     fn packet_counts(&self) -> PacketCounts {
-        let (sent, octets_sent) = (self.sender.packets, self.sender.octets);
-        let Some(src) = self.remote.as_ref() else {
-            return PacketCounts {
-                received: 0,
-                octets_received: 0,
-                expected: 0,
-                lost: 0,
-                fraction_lost: 0,
-                jitter: UNKNOWN,
-                jitter_us: UNKNOWN,
-                max_jitter_us: UNKNOWN,
-                sent,
-                octets_sent,
-            };
-        };
-        // Worked out after every batch a channel receives: each branch and
-        // division here is paid per packet at 50 packets/s.
-        let (jitter, jitter_us, max_jitter_us) = match self.clock_rate {
-            Some(rate) => {
-                let jitter = src.jitter16 >> 4;
-                (
-                    jitter,
-                    ts_to_us(jitter, rate),
-                    ts_to_us(src.max_jitter16 >> 4, rate),
-                )
-            }
-            None => (UNKNOWN, UNKNOWN, UNKNOWN),
+        let src = self.remote.as_ref();
+        // Worked out after every batch a channel receives: the source and
+        // the clock rate are looked at once, not per column.
+        let (jitter, jitter_us, max_jitter_us) = match (src, self.clock_rate) {
+            (Some(src), Some(rate)) => (
+                src.jitter(),
+                ts_to_us(src.jitter(), rate),
+                ts_to_us(src.max_jitter16 >> 4, rate),
+            ),
+            _ => (UNKNOWN, UNKNOWN, UNKNOWN),
         };
         PacketCounts {
-            received: src.received,
-            octets_received: src.octets,
-            expected: src.expected(),
-            lost: src.lost(),
-            fraction_lost: u64::from(src.fraction_lost),
+            received: src.map_or(0, |s| s.received),
+            octets_received: src.map_or(0, |s| s.octets),
+            expected: src.map_or(0, |s| s.expected()),
+            lost: src.map_or(0, |s| s.lost()),
+            fraction_lost: src.map_or(0, |s| u64::from(s.fraction_lost)),
             jitter,
             jitter_us,
             max_jitter_us,
-            sent,
-            octets_sent,
+            sent: self.sender.packets,
+            octets_sent: self.sender.octets,
         }
     }
 

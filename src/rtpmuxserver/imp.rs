@@ -438,8 +438,8 @@ impl mux::Handler for Deliver {
         mux::prefetch::<Attach>(&*channel.attachment);
     }
 
-    /// Inlined into the worker's loop with `src_all`'s case, the one of
-    /// thousands of channels; a pad of its own is served apart.
+    /// Inlined into the worker's loop for `src_all`'s case, the one that
+    /// thousands of channels take; a channel's own pad is served apart.
     #[inline]
     fn received(&mut self, channel: &CoreChannel, batch: mux::Batch<'_>) {
         let attach = &channel.attachment;
