@@ -4060,6 +4060,89 @@ mod tests {
         assert_eq!(server.dropped_unknown_source(), 0);
     }
 
+    /// Holds the worker in its first `received` like [`Stall`], then sends
+    /// each batch handed on: its channel and its packets' sequence numbers.
+    struct Batches {
+        go: Option<Receiver<()>>,
+        tx: Sender<(u32, Vec<u16>)>,
+    }
+
+    impl Handler for Batches {
+        type Packet = Vec<u8>;
+        type Attachment = ();
+        fn received(&mut self, channel: &Channel<Vec<u8>, ()>, batch: Batch<'_>) {
+            if let Some(go) = self.go.take() {
+                let _ = go.recv_timeout(Duration::from_secs(10));
+                return;
+            }
+            let seqs = batch
+                .iter()
+                .map(|(data, _)| u16::from_be_bytes([data[2], data[3]]))
+                .collect();
+            let _ = self.tx.send((channel.id(), seqs));
+        }
+        fn socket_error(&mut self, _: &Channel<Vec<u8>, ()>, _: io::Error) {}
+    }
+
+    /// One read of a shared socket hands each channel its datagrams as one
+    /// batch (one buffer list on its `src_N`), in the order they came,
+    /// although they came interleaved with other channels'.
+    #[test]
+    fn a_shared_read_hands_each_channel_its_datagrams_as_one_batch_in_order() {
+        let (go_tx, go_rx) = channel();
+        let (tx, rx) = channel();
+        let server = Server::start(
+            Batches {
+                go: Some(go_rx),
+                tx,
+            },
+            Duration::ZERO,
+        )
+        .unwrap();
+        let ssrcs = [0x1111, 0x2222, 0x3333];
+        let port = server
+            .add_channel(0, shared_member(loopback().bind, ssrcs[0]), ())
+            .unwrap()
+            .local_addr();
+        for (id, &ssrc) in (1..).zip(&ssrcs[1..]) {
+            server
+                .add_channel(id, shared_member(port, ssrc), ())
+                .unwrap();
+        }
+        let peers: Vec<_> = (0..3)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let send = |channel: usize, seq: u16| {
+            peers[channel]
+                .send_to(&packet_from(seq, ssrcs[channel]), port)
+                .unwrap();
+        };
+        // The worker stalls in this one's `received`; what follows waits
+        // in the socket and comes in the next read, all of it.
+        send(0, 99);
+        std::thread::sleep(Duration::from_millis(50));
+        for (channel, seq) in [(0, 0), (1, 0), (0, 1), (2, 0), (1, 1), (0, 2)] {
+            send(channel, seq);
+        }
+        go_tx.send(()).unwrap();
+        let mut got: Vec<_> = (0..3)
+            .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap())
+            .collect();
+        got.sort();
+        assert_eq!(got, [(0, vec![0, 1, 2]), (1, vec![0, 1]), (2, vec![0])]);
+        // One datagram each: one batch each.
+        for (channel, seq) in [(2, 1), (0, 3), (1, 2)] {
+            send(channel, seq);
+        }
+        let mut got: Vec<_> = (0..3)
+            .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap())
+            .collect();
+        got.sort();
+        assert_eq!(got, [(0, vec![3]), (1, vec![2]), (2, vec![1])]);
+        assert!(rx.try_recv().is_err());
+        assert_eq!(server.dropped_unknown_source(), 0);
+    }
+
     /// A member of a shared socket given its `remote-ssrc` while running
     /// gets the datagrams its peer sends right after, although a paced
     /// worker sees the change and those datagrams in one wake.
