@@ -4100,10 +4100,10 @@ mod tests {
         )
         .unwrap();
         let ssrcs = [0x1111, 0x2222, 0x3333];
-        let port = server
+        let first = server
             .add_channel(0, shared_member(loopback().bind, ssrcs[0]), ())
-            .unwrap()
-            .local_addr();
+            .unwrap();
+        let port = first.local_addr();
         for (id, &ssrc) in (1..).zip(&ssrcs[1..]) {
             server
                 .add_channel(id, shared_member(port, ssrc), ())
@@ -4117,10 +4117,11 @@ mod tests {
                 .send_to(&packet_from(seq, ssrcs[channel]), port)
                 .unwrap();
         };
-        // The worker stalls in this one's `received`; what follows waits
-        // in the socket and comes in the next read, all of it.
+        // The worker stalls in this one's `received` (its count is
+        // published before); what follows waits in the socket and comes in
+        // the next read, all of it.
         send(0, 99);
-        std::thread::sleep(Duration::from_millis(50));
+        assert!(wait_for(|| first.stats()[PACKETS_RECEIVED] == 1));
         for (channel, seq) in [(0, 0), (1, 0), (0, 1), (2, 0), (1, 1), (0, 2)] {
             send(channel, seq);
         }
