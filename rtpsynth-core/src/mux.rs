@@ -3970,17 +3970,35 @@ mod tests {
     }
 
     /// Holds the worker in its first `received` until `go` has a message,
-    /// so the socket's receive buffer fills up behind it.
+    /// so the socket's receive buffer fills up behind it; after that, sends
+    /// each batch handed on to `batches`, when given: its channel and its
+    /// packets' sequence numbers.
     struct Stall {
         go: Option<Receiver<()>>,
+        batches: Option<Sender<(u32, Vec<u16>)>>,
+    }
+
+    impl Stall {
+        fn new(go: Receiver<()>) -> Self {
+            Stall {
+                go: Some(go),
+                batches: None,
+            }
+        }
     }
 
     impl Handler for Stall {
         type Packet = Vec<u8>;
         type Attachment = ();
-        fn received(&mut self, _: &Channel<Vec<u8>, ()>, _: Batch<'_>) {
+        fn received(&mut self, channel: &Channel<Vec<u8>, ()>, batch: Batch<'_>) {
             if let Some(go) = self.go.take() {
                 let _ = go.recv_timeout(Duration::from_secs(10));
+            } else if let Some(batches) = &self.batches {
+                let seqs = batch
+                    .iter()
+                    .map(|(data, _)| u16::from_be_bytes([data[2], data[3]]))
+                    .collect();
+                let _ = batches.send((channel.id(), seqs));
             }
         }
         fn socket_error(&mut self, _: &Channel<Vec<u8>, ()>, _: io::Error) {}
@@ -4029,7 +4047,7 @@ mod tests {
     #[test]
     fn a_channel_joining_a_shared_socket_mid_read_gets_datagrams_sent_after_the_join() {
         let (go_tx, go_rx) = channel();
-        let server = Server::start(Stall { go: Some(go_rx) }, Duration::ZERO).unwrap();
+        let server = Server::start(Stall::new(go_rx), Duration::ZERO).unwrap();
         let first = server
             .add_channel(0, shared_member(loopback().bind, 0x1234), ())
             .unwrap();
@@ -4060,30 +4078,6 @@ mod tests {
         assert_eq!(server.dropped_unknown_source(), 0);
     }
 
-    /// Holds the worker in its first `received` like [`Stall`], then sends
-    /// each batch handed on: its channel and its packets' sequence numbers.
-    struct Batches {
-        go: Option<Receiver<()>>,
-        tx: Sender<(u32, Vec<u16>)>,
-    }
-
-    impl Handler for Batches {
-        type Packet = Vec<u8>;
-        type Attachment = ();
-        fn received(&mut self, channel: &Channel<Vec<u8>, ()>, batch: Batch<'_>) {
-            if let Some(go) = self.go.take() {
-                let _ = go.recv_timeout(Duration::from_secs(10));
-                return;
-            }
-            let seqs = batch
-                .iter()
-                .map(|(data, _)| u16::from_be_bytes([data[2], data[3]]))
-                .collect();
-            let _ = self.tx.send((channel.id(), seqs));
-        }
-        fn socket_error(&mut self, _: &Channel<Vec<u8>, ()>, _: io::Error) {}
-    }
-
     /// One read of a shared socket hands each channel its datagrams as one
     /// batch (one buffer list on its `src_N`), in the order they came,
     /// although they came interleaved with other channels'.
@@ -4092,9 +4086,9 @@ mod tests {
         let (go_tx, go_rx) = channel();
         let (tx, rx) = channel();
         let server = Server::start(
-            Batches {
+            Stall {
                 go: Some(go_rx),
-                tx,
+                batches: Some(tx),
             },
             Duration::ZERO,
         )
@@ -4260,7 +4254,7 @@ mod tests {
         flood: u64,
     ) -> (Server<Stall>, ChannelRef<Stall>, UdpSocket, u64) {
         let (go_tx, go_rx) = channel();
-        let server = Server::start(Stall { go: Some(go_rx) }, Duration::ZERO).unwrap();
+        let server = Server::start(Stall::new(go_rx), Duration::ZERO).unwrap();
         let ch = server.add_channel(0, config, ()).unwrap();
         let to = ch.local_addr();
         let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
