@@ -49,31 +49,37 @@ def main():
     src.set_state(Gst.State.NULL)  # stop sending, let the last packets land
     sent = src.get_property("stats").get_value("packets-sent")
 
-    def on_wire():
-        # What went out: rtpsynthsrc also counts a packet that the stop
-        # refused on its way to the server.
-        return m.get_property("stats").get_value("packets-sent")
+    def counts():
+        # What went out (rtpsynthsrc also counts a packet that the stop
+        # refused on its way to the server), what the jitter buffer received
+        # and pushed, and the samples decoded.
+        jbs = jb.get_property("stats")
+        return (m.get_property("stats").get_value("packets-sent"), jbs.get_value("received"),
+                jbs.get_value("pushed"), dec.get_property("stats").get_value("samples-out"))
 
     # On a busy machine the last datagrams can take a while: wait (at most
-    # 3 s) until the jitter buffer has seen all that went out.
+    # 3 s) until the jitter buffer has seen all that went out and the decoder
+    # all that was pushed (rtpjbufdec counts a packet as pushed when it plans
+    # the push, a moment before the decoder gets it), with the same counts
+    # twice in a row: the last packet may still be on its way out.
     deadline = time.monotonic() + 3.0
+    before = None
     while time.monotonic() < deadline:
-        out = on_wire()
-        if out >= sent - 1 and jb.get_property("stats").get_value("received") >= out:
+        now = counts()
+        out, received, pushed, decoded = now
+        if out >= sent - 1 and received >= out and decoded == 160 * pushed and now == before:
             break
+        before = now
         time.sleep(0.05)
 
-    jbs = jb.get_property("stats")
-    decoded = dec.get_property("stats").get_value("samples-out")
     mux = m.get_property("stats")
+    erasures = jb.get_property("stats").get_value("erasures")
     p.set_state(Gst.State.NULL)
     print(f"rtpsynthsrc sent      {sent} packets")
-    print(f"rtpmuxserver sent     {mux.get_value('packets-sent')}, received {mux.get_value('packets-received')}")
-    print(f"rtpjbufdec pushed     {jbs.get_value('pushed')} of {jbs.get_value('received')}, "
-          f"erasures {jbs.get_value('erasures')}")
+    print(f"rtpmuxserver sent     {out}, received {mux.get_value('packets-received')}")
+    print(f"rtpjbufdec pushed     {pushed} of {received}, erasures {erasures}")
     print(f"{decoder:<21} {decoded} samples ({decoded / 8000:.2f} s of audio)")
-    pushed = jbs.get_value("pushed")
-    return 0 if sent - 1 <= on_wire() == pushed and decoded == 160 * pushed else 1
+    return 0 if sent - 1 <= out == pushed and decoded == 160 * pushed else 1
 
 
 if __name__ == "__main__":
