@@ -15,7 +15,9 @@
 //!
 //! Each N also gets a floor: the same datagrams sent and received by one
 //! thread with nothing done to them (benches/common/floor.rs), the part of
-//! a call's cost that is the kernel's whatever the design.
+//! a call's cost that is the kernel's whatever the design; the layout
+//! counts also the shared-port floor (the A legs on one socket, the B legs
+//! on another, written and read 64 datagrams at a time).
 //!
 //! Then the soak: `callload --churn`, calls ending and starting all along
 //! under loss, reordering and duplicates, with its summary printed and a
@@ -28,6 +30,7 @@
 
 mod common;
 
+use common::floor::Carriers;
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
@@ -141,12 +144,14 @@ fn describe(json: &Option<String>) -> String {
     )
 }
 
-/// The kernel's share of N calls: 2N loopback sockets in pairs (leg A and
+/// The kernel's share of N calls: 2N loopback streams in pairs (leg A and
 /// leg B), each sending one datagram to the other every 20 ms, from one
-/// thread with nothing else done (see [`common::floor::exchange`]).
-/// Returns (CPU-MHz per call, datagrams sent, datagrams received).
-fn floor(calls: usize, seconds: f64) -> (f64, u64, u64) {
-    let x = common::floor::exchange(2 * calls, 50.0, |i| i ^ 1, seconds);
+/// thread with nothing else done (see [`common::floor::exchange`]), each
+/// on a socket of its own or, as `--shared-ports` has them, the A legs on
+/// one socket and the B legs on another. Returns (CPU-MHz per call,
+/// datagrams sent, datagrams received).
+fn floor(calls: usize, carriers: Carriers, seconds: f64) -> (f64, u64, u64) {
+    let x = common::floor::exchange(2 * calls, 50.0, |i| i ^ 1, carriers, seconds);
     (
         x.cpu_share() * common::nominal_mhz() / calls as f64,
         x.sent,
@@ -285,7 +290,7 @@ fn main() {
         } else {
             println!("calls {n:>5} stock: not run (over BENCH_STOCK_MAX={stock_max})");
         }
-        let (floor_mhz, sent, received) = floor(n as usize, seconds.min(10.0));
+        let (floor_mhz, sent, received) = floor(n as usize, Carriers::PerStream, seconds.min(10.0));
         println!(
             "calls {n:>5} floor: {floor_mhz:>7.3} MHz/call (UDP send and receive only, one thread; \
              {sent} sent, {received} received)"
@@ -311,6 +316,19 @@ fn main() {
             false,
         );
         if layout_counts.contains(&n) {
+            let (shared_mhz, sent, received) =
+                floor(n as usize, Carriers::Shared(2), seconds.min(10.0));
+            println!(
+                "calls {n:>5} shared floor: {shared_mhz:>7.3} MHz/call (the same on two shared \
+                 sockets, sendmmsg and recvmmsg of 64; {sent} sent, {received} received)"
+            );
+            common::report(
+                &format!("callload {n} calls: UDP-only shared-port floor, CPU-MHz per call"),
+                shared_mhz,
+                "MHz",
+                None,
+                false,
+            );
             for (name, extra) in LAYOUTS {
                 let j = run(&bin, n, seconds, servers, extra);
                 println!("calls {n:>5} {name}: {}", describe(&j));

@@ -18,7 +18,10 @@
 //! with `recvmmsg` of 64), that floor keeping the least per-stream
 //! statistics (the state floor), and that floor pushing a buffer per
 //! packet; and
-//! N `udpsrc`. The goals
+//! N `udpsrc`. The channel-to-channel runs come with a socket per channel
+//! and with a shared port per worker, each beside its floor (one thread,
+//! the same datagrams: `sendto` per datagram and epoll, or one shared
+//! socket written and read 64 datagrams at a time). The goals
 //! (issue 15): shared-port channels at most 1/10 of udpsrc's CPU per stream
 //! at every N >= 500 and within 1.3x of the shared floor; channels sending
 //! to each other lose nothing at 4,096 channels with 2 workers. Rows whose
@@ -33,7 +36,8 @@
 //! channel-to-channel rows, ms, default 1), `BENCH_MUX_SHARED_TICKS` (the
 //! ticks of the shared-port rows and shared floor, ms, default 0,5),
 //! `BENCH_MUX_WORKERS` (the `workers` of the channel-to-channel runs,
-//! default 1,2), `BENCH_MUX_RUNS` (runs of each receive row, back to back,
+//! default 1,2), `BENCH_MUX_PEER_SOCKETS` (their layouts: `own`, `shared`
+//! or both, the default), `BENCH_MUX_RUNS` (runs of each receive row, back to back,
 //! default 1; `make bench` asks for 3: the median run is printed with the
 //! range), `BENCH_MUX_ONLY` (`shared`, `shared-all`, `shared-core`,
 //! `shared-floor`, `state-floor` or `push-floor`: only that shared-port row, per N and
@@ -50,6 +54,7 @@ use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::floor::Carriers;
 use gst::prelude::*;
 use gst_net::gio;
 use rtpsynth_core::rtp::{Extras, Header, write_packet};
@@ -517,7 +522,8 @@ fn receive_once(n: usize, receiver: Receiver, window: f64, mhz: f64) -> Figures 
     let mut floor = None;
     let mut element = None;
     if let Receiver::SharedPushFloor(tick) = receiver {
-        let mut bare = common::floor::Floor::shared(UdpSocket::bind("127.0.0.1:0").expect("bind"));
+        let mut bare =
+            common::floor::Floor::shared(vec![UdpSocket::bind("127.0.0.1:0").expect("bind")]);
         ports = bare.ports().into_iter().cycle().take(n).collect();
         let pads: Vec<gst::Pad> = (0..n)
             .map(|i| {
@@ -559,7 +565,8 @@ fn receive_once(n: usize, receiver: Receiver, window: f64, mhz: f64) -> Figures 
             })
         }));
     } else if let Receiver::SharedStateFloor(tick) = receiver {
-        let mut bare = common::floor::Floor::shared(UdpSocket::bind("127.0.0.1:0").expect("bind"));
+        let mut bare =
+            common::floor::Floor::shared(vec![UdpSocket::bind("127.0.0.1:0").expect("bind")]);
         ports = bare.ports().into_iter().cycle().take(n).collect();
         let mut streams: Vec<StreamState> = (0..n).map(|_| StreamState::default()).collect();
         let lines = common::env_or("BENCH_MUX_STATE_LINES", 0usize);
@@ -586,7 +593,7 @@ fn receive_once(n: usize, receiver: Receiver, window: f64, mhz: f64) -> Figures 
     } else if let Receiver::Floor | Receiver::SharedFloor(_) = receiver {
         let bind = || UdpSocket::bind("127.0.0.1:0").expect("bind");
         let (mut bare, tick) = match receiver {
-            Receiver::SharedFloor(tick) => (common::floor::Floor::shared(bind()), tick),
+            Receiver::SharedFloor(tick) => (common::floor::Floor::shared(vec![bind()]), tick),
             _ => (
                 common::floor::Floor::new((0..n).map(|_| bind()).collect()),
                 0,
@@ -801,10 +808,31 @@ fn print_row(n: usize, name: &str, f: &Figures) {
     );
 }
 
+/// How the channels of a [`peers_run`] hold their sockets.
+#[derive(Clone, Copy, PartialEq)]
+enum PeerSockets {
+    /// A socket each.
+    Own,
+    /// One shared port per worker (channel i on port i % workers, so each
+    /// worker serves one), demultiplexed by `remote-ssrc`: every channel of
+    /// a port sends from the same address.
+    Shared,
+}
+
 /// N channels of one element with `workers` worker threads, channel i
 /// sending to channel i+1 at `pps` packets/s; the packets enter through the
 /// sink pads' chain function as an upstream element would push them.
-fn peers_run(n: usize, pps: f64, tick: u32, workers: u32, outputs: bool, window: f64, mhz: f64) {
+#[allow(clippy::too_many_arguments)]
+fn peers_run(
+    n: usize,
+    pps: f64,
+    tick: u32,
+    workers: u32,
+    sockets: PeerSockets,
+    outputs: bool,
+    window: f64,
+    mhz: f64,
+) {
     let pipeline = gst::Pipeline::new();
     let mut m = gst::ElementFactory::make("rtpmuxserver");
     // One worker is the default, so builds without the property run it.
@@ -814,12 +842,22 @@ fn peers_run(n: usize, pps: f64, tick: u32, workers: u32, outputs: bool, window:
     let m = m.build().expect("rtpmuxserver");
     pipeline.add(&m).expect("add");
     let mut sink_pads = Vec::with_capacity(n);
+    let shared_ports: Vec<u16> = match sockets {
+        PeerSockets::Own => Vec::new(),
+        PeerSockets::Shared => (0..workers.max(1)).map(|_| free_port()).collect(),
+    };
     for i in 0..n {
         let sink = m
             .request_pad_simple(&format!("sink_{i}"))
             .expect("sink pad");
         sink.set_property("bind-address", "127.0.0.1");
         sink.set_property("latch", false);
+        if !shared_ports.is_empty() {
+            // Channel i receives what channel i-1 sends, with its SSRC.
+            sink.set_property("bind-port", u32::from(shared_ports[i % shared_ports.len()]));
+            sink.set_property("shared-socket", true);
+            sink.set_property("remote-ssrc", i64::from(stream_ssrc((i + n - 1) % n)));
+        }
         if outputs {
             let src = m.request_pad_simple(&format!("src_{i}")).expect("src pad");
             fakesink_for(&pipeline, &src);
@@ -838,7 +876,7 @@ fn peers_run(n: usize, pps: f64, tick: u32, workers: u32, outputs: bool, window:
         }
     }
     let buffers: Vec<gst::Buffer> = (0..n)
-        .map(|i| gst::Buffer::from_slice(packet(0, i as u32)))
+        .map(|i| gst::Buffer::from_slice(packet(0, stream_ssrc(i))))
         .collect();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let generator = {
@@ -876,6 +914,7 @@ fn peers_run(n: usize, pps: f64, tick: u32, workers: u32, outputs: bool, window:
             "dropped-queue-full",
             "dropped-kernel",
             "send-errors",
+            "dropped-unknown-source",
         ]
         .map(get)
     };
@@ -887,33 +926,40 @@ fn peers_run(n: usize, pps: f64, tick: u32, workers: u32, outputs: bool, window:
         still = if now == last { still + 1 } else { 0 };
         last = now;
     }
-    let [sent, received, queue_full, kernel, send_errors] = last;
-    let counted = queue_full + kernel + send_errors;
+    let [sent, received, queue_full, kernel, send_errors, unknown] = last;
+    let counted = queue_full + kernel + send_errors + unknown;
     let uncounted = chained.saturating_sub(received + counted);
+    let (name, how) = match sockets {
+        PeerSockets::Own => ("mux", "a socket each"),
+        PeerSockets::Shared => ("mux shared", "a shared port per worker"),
+    };
     println!(
-        "  {n} channels x {pps} pps, tick={tick}ms, workers={workers}: {chained} packets, sent {sent}, received {received}, \
-         dropped-queue-full {queue_full}, dropped-kernel {kernel}, send-errors {send_errors}, \
-         uncounted {uncounted}; {:.3}% not delivered, {threads} threads, CPU {:.1}% \
+        "  {n} channels x {pps} pps, {how}, tick={tick}ms, workers={workers}: {chained} packets, \
+         sent {sent}, received {received}, dropped-queue-full {queue_full}, dropped-kernel \
+         {kernel}, send-errors {send_errors}, dropped-unknown-source {unknown}, uncounted \
+         {uncounted}; {:.3}% not delivered, {threads} threads, CPU {:.1}% \
          ({:.3} MHz per channel, generator included)",
         100.0 * (chained - received.min(chained)) as f64 / chained.max(1) as f64,
         100.0 * cpu / elapsed,
         cpu / elapsed * mhz / n as f64,
     );
     common::report(
-        &format!("mux tick={tick}ms workers={workers}: {n} channels to each other, not delivered"),
+        &format!(
+            "{name} tick={tick}ms workers={workers}: {n} channels to each other, not delivered"
+        ),
         (chained - received.min(chained)) as f64,
         " packets",
         None,
         false,
     );
     common::report(
-        &format!("mux tick={tick}ms workers={workers}: {n} channels to each other, uncounted"),
+        &format!("{name} tick={tick}ms workers={workers}: {n} channels to each other, uncounted"),
         uncounted as f64,
         " packets",
         None,
         false,
     );
-    if tick == 0 {
+    if tick == 0 && sockets == PeerSockets::Own {
         time_stats_reads(&m, n);
     }
     pipeline.set_state(gst::State::Null).expect("NULL");
@@ -1243,40 +1289,67 @@ fn main() {
         }
     }
     let outputs = std::env::var("BENCH_MUX_PEERS_SINK").as_deref() != Ok("none");
+    let layouts: Vec<String> = common::env_list("BENCH_MUX_PEER_SOCKETS", "own,shared");
     for &n in &peers {
-        for &w in &workers {
-            if w != 1 && !support.workers {
+        for layout in &layouts {
+            let (sockets, carriers, how) = match layout.as_str() {
+                "own" => (
+                    PeerSockets::Own,
+                    Carriers::PerStream,
+                    "sendto + epoll + recvmmsg",
+                ),
+                "shared" => (
+                    PeerSockets::Shared,
+                    Carriers::Shared(1),
+                    "one shared socket, sendmmsg + recvmmsg of 64",
+                ),
+                _ => panic!("BENCH_MUX_PEER_SOCKETS={layout}: a list of own, shared"),
+            };
+            if sockets == PeerSockets::Shared && !support.shared_socket {
                 println!(
-                    "  {n} channels x 100 pps, workers={w}: not available (rtpmuxserver has \
-                     no workers property)"
+                    "  {n} channels x 100 pps on shared ports: not available (rtpmuxserver \
+                     pads have no shared-socket and remote-ssrc)"
                 );
                 continue;
             }
-            peers_run(n, 100.0, 0, w, outputs, window, mhz);
-            peers_run(n, 100.0, tick, w, outputs, window, mhz);
+            for &w in &workers {
+                if w != 1 && !support.workers {
+                    println!(
+                        "  {n} channels x 100 pps, workers={w}: not available (rtpmuxserver \
+                         has no workers property)"
+                    );
+                    continue;
+                }
+                peers_run(n, 100.0, 0, w, sockets, outputs, window, mhz);
+                peers_run(n, 100.0, tick, w, sockets, outputs, window, mhz);
+            }
+            // The same traffic with nothing but the socket calls, from one
+            // thread: what any one-thread server must at least spend.
+            let x = common::floor::exchange(n, 100.0, |i| (i + 1) % n, carriers, window);
+            // CPU time, not wall time, so other load on the machine does
+            // not count: what one datagram sent and received costs, and how
+            // many such channels one core could carry at all.
+            let per_packet = x.cpu_seconds / x.sent.max(1) as f64;
+            let max_channels = 1.0 / (per_packet * 100.0);
+            println!(
+                "  {n} channels x 100 pps, floor (one thread, {how} only): {:.2} us CPU per \
+                 datagram sent and received ({} sent, {} received); one core carries at most \
+                 {max_channels:.0} such channels",
+                per_packet * 1e6,
+                x.sent,
+                x.received,
+            );
+            let name = match sockets {
+                PeerSockets::Own => "mux floor",
+                PeerSockets::Shared => "mux shared floor",
+            };
+            common::report(
+                &format!("{name}: channels at 100 pps one core can carry (n={n})"),
+                max_channels,
+                " channels",
+                None,
+                true,
+            );
         }
-        // The same traffic with nothing but the socket calls, from one
-        // thread: what any one-thread server must at least spend.
-        let x = common::floor::exchange(n, 100.0, |i| (i + 1) % n, window);
-        // CPU time, not wall time, so other load on the machine does not
-        // count: what one datagram sent and received costs, and how many
-        // such channels one core could carry at all.
-        let per_packet = x.cpu_seconds / x.sent.max(1) as f64;
-        let max_channels = 1.0 / (per_packet * 100.0);
-        println!(
-            "  {n} channels x 100 pps, floor (one thread, sendto + epoll + recvmmsg only): \
-             {:.2} us CPU per datagram sent and received ({} sent, {} received); \
-             one core carries at most {max_channels:.0} such channels",
-            per_packet * 1e6,
-            x.sent,
-            x.received,
-        );
-        common::report(
-            &format!("mux floor: channels at 100 pps one core can carry (n={n})"),
-            max_channels,
-            " channels",
-            None,
-            true,
-        );
     }
 }

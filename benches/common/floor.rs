@@ -5,7 +5,7 @@
 //! compared with them to show what is ours and what the kernel takes
 //! whatever the design.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -120,27 +120,29 @@ impl Floor {
         Floor::with_batch(sockets, 1)
     }
 
-    /// The shared-socket floor: `socket` alone, read [`SHARED_BATCH`]
-    /// datagrams at a time, with a receive buffer that holds a tick's
-    /// worth of thousands of streams.
-    pub fn shared(socket: UdpSocket) -> Floor {
-        // Past `net.core.rmem_max` where the process may, as the element
-        // does, else as large as that allows.
-        let set = |option| {
-            let bytes = SHARED_RECEIVE_BUFFER;
-            // SAFETY: a valid option and value length for an open socket.
-            unsafe {
-                libc::setsockopt(
-                    socket.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    option,
-                    (&bytes as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as u32,
-                ) == 0
-            }
-        };
-        let _ = set(libc::SO_RCVBUFFORCE) || set(libc::SO_RCVBUF);
-        Floor::with_batch(vec![socket], SHARED_BATCH)
+    /// The shared-socket floor: `sockets`, each shared by many streams,
+    /// read [`SHARED_BATCH`] datagrams at a time, with a receive buffer that
+    /// holds a tick's worth of thousands of streams.
+    pub fn shared(sockets: Vec<UdpSocket>) -> Floor {
+        for socket in &sockets {
+            // Past `net.core.rmem_max` where the process may, as the
+            // element does, else as large as that allows.
+            let set = |option| {
+                let bytes = SHARED_RECEIVE_BUFFER;
+                // SAFETY: a valid option and value length for an open socket.
+                unsafe {
+                    libc::setsockopt(
+                        socket.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        option,
+                        (&bytes as *const libc::c_int).cast(),
+                        std::mem::size_of::<libc::c_int>() as u32,
+                    ) == 0
+                }
+            };
+            let _ = set(libc::SO_RCVBUFFORCE) || set(libc::SO_RCVBUF);
+        }
+        Floor::with_batch(sockets, SHARED_BATCH)
     }
 
     fn with_batch(sockets: Vec<UdpSocket>, batch: usize) -> Floor {
@@ -172,10 +174,11 @@ impl Floor {
             .collect()
     }
 
-    /// Waits up to `timeout_ms` for readiness, then makes one read of a
-    /// batch from each ready socket, polling again at once while a poll
-    /// comes back full; returns the datagrams read. What a read leaves
-    /// behind, level-triggered epoll reports again at the next call.
+    /// Waits up to `timeout_ms` for readiness, then reads each ready socket
+    /// (a shared one until a read comes back short), polling again at once
+    /// while a poll comes back full; returns the datagrams read. What a
+    /// read leaves behind, level-triggered epoll reports again at the next
+    /// call.
     pub fn receive(&mut self, timeout_ms: i32) -> u64 {
         self.receive_each(timeout_ms, &mut |_| {})
     }
@@ -196,11 +199,20 @@ impl Floor {
                 )
             };
             let ready = ready.max(0) as usize;
+            let full = self.batch.msgs.len();
             for i in 0..ready {
                 let fd = self.sockets[self.events[i].u64 as usize].as_raw_fd();
-                let n = self.batch.read(fd);
-                self.batch.hand(n, each);
-                got += n as u64;
+                // A shared socket is read until a read comes back short, as
+                // a server of its many streams does; a socket of one stream
+                // once (what is left, the next poll reports).
+                loop {
+                    let n = self.batch.read(fd);
+                    self.batch.hand(n, each);
+                    got += n as u64;
+                    if n < full || full == 1 {
+                        break;
+                    }
+                }
             }
             if ready < self.events.len() {
                 return got;
@@ -264,14 +276,19 @@ impl Floor {
         }
     }
 
-    /// Sends `packet` from socket i to `targets[i]`, for every i; returns
-    /// the datagrams the kernel took.
-    pub fn send_each(&self, packet: &[u8], targets: &[SocketAddr]) -> u64 {
-        self.sockets
-            .iter()
-            .zip(targets)
-            .filter(|(s, t)| s.send_to(packet, t).is_ok())
-            .count() as u64
+    /// Sends `packet` from socket i to each of `targets[i]`, for every i:
+    /// one `sendto` for a lone target, as a socket of its own sends a
+    /// stream's packet, else `sendmmsg` of up to [`SHARED_BATCH`], as a
+    /// shared socket sends its streams'. Returns the datagrams the kernel
+    /// took.
+    fn send_all(&self, packet: &[u8], targets: &[Vec<libc::sockaddr_in>]) -> u64 {
+        let mut sent = 0;
+        for (s, to) in self.sockets.iter().zip(targets) {
+            for chunk in to.chunks(SHARED_BATCH) {
+                sent += send_batch(s.as_raw_fd(), packet, chunk);
+            }
+        }
+        sent
     }
 }
 
@@ -297,20 +314,44 @@ impl Exchange {
     }
 }
 
-/// `n` loopback sockets, socket i sending one 172-byte datagram to socket
+/// How the streams of an [`exchange`] are carried.
+#[derive(Clone, Copy, Debug)]
+pub enum Carriers {
+    /// Each stream its own socket, read one datagram at a time.
+    PerStream,
+    /// `k` shared sockets, stream i on socket i % k, each read and written
+    /// [`SHARED_BATCH`] datagrams at a time.
+    Shared(usize),
+}
+
+/// `n` loopback streams, stream i sending one 172-byte datagram to stream
 /// `target(i)` `pps` times a second and reading what arrives, all from this
-/// thread, for `seconds` after a 1 s warm-up. A machine too slow for the
-/// traffic sends late and less: `sent` then falls short of `n * pps *
-/// seconds`.
-pub fn exchange(n: usize, pps: f64, target: impl Fn(usize) -> usize, seconds: f64) -> Exchange {
-    let sockets: Vec<UdpSocket> = (0..n)
+/// thread, for `seconds` after a 1 s warm-up, on sockets as `carriers`
+/// says. A machine too slow for the traffic sends late and less: `sent`
+/// then falls short of `n * pps * seconds`.
+pub fn exchange(
+    n: usize,
+    pps: f64,
+    target: impl Fn(usize) -> usize,
+    carriers: Carriers,
+    seconds: f64,
+) -> Exchange {
+    let k = match carriers {
+        Carriers::PerStream => n,
+        Carriers::Shared(k) => k.clamp(1, n.max(1)),
+    };
+    let sockets: Vec<UdpSocket> = (0..k)
         .map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind"))
         .collect();
-    let mut floor = Floor::new(sockets);
+    let mut floor = match carriers {
+        Carriers::PerStream => Floor::new(sockets),
+        Carriers::Shared(_) => Floor::shared(sockets),
+    };
     let ports = floor.ports();
-    let targets: Vec<SocketAddr> = (0..n)
-        .map(|i| SocketAddr::from(([127, 0, 0, 1], ports[target(i)])))
-        .collect();
+    let mut targets = vec![Vec::new(); k];
+    for i in 0..n {
+        targets[i % k].push(loopback(ports[target(i) % k]));
+    }
     let packet = [0x80u8; 172];
     let period = Duration::from_secs_f64(1.0 / pps);
     let start = Instant::now();
@@ -323,7 +364,7 @@ pub fn exchange(n: usize, pps: f64, target: impl Fn(usize) -> usize, seconds: f6
             cpu0 = Some((super::cpu_seconds(), Instant::now()));
             (sent, received) = (0, 0);
         }
-        sent += floor.send_each(&packet, &targets);
+        sent += floor.send_all(&packet, &targets);
         next += period;
         // At least one round each period, even one that overran, so a
         // machine too slow for the traffic still reads what it sends.
@@ -344,4 +385,65 @@ pub fn exchange(n: usize, pps: f64, target: impl Fn(usize) -> usize, seconds: f6
         sent,
         received,
     }
+}
+
+/// 127.0.0.1:`port` as the C socket address `sendmmsg` takes.
+fn loopback(port: u16) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+/// `packet` from `fd` to each of `to` (at most [`SHARED_BATCH`]): one
+/// `sendto` for one, else `sendmmsg`, again after a short count (the kernel
+/// stops at a datagram it refuses, which is then skipped). Returns the
+/// datagrams the kernel took.
+fn send_batch(fd: i32, packet: &[u8], to: &[libc::sockaddr_in]) -> u64 {
+    const NAME: u32 = std::mem::size_of::<libc::sockaddr_in>() as u32;
+    if let [one] = to {
+        // SAFETY: `packet` and `one` are live for the call; the kernel
+        // only reads them.
+        let r = unsafe {
+            libc::sendto(
+                fd,
+                packet.as_ptr().cast(),
+                packet.len(),
+                0,
+                (one as *const libc::sockaddr_in).cast(),
+                NAME,
+            )
+        };
+        return u64::from(r >= 0);
+    }
+    let mut iov = libc::iovec {
+        iov_base: packet.as_ptr().cast_mut().cast(),
+        iov_len: packet.len(),
+    };
+    // SAFETY: all-zero bytes are a valid C message header.
+    let mut msgs: [libc::mmsghdr; SHARED_BATCH] = unsafe { std::mem::zeroed() };
+    for (m, addr) in msgs.iter_mut().zip(to) {
+        m.msg_hdr.msg_iov = &mut iov;
+        m.msg_hdr.msg_iovlen = 1;
+        m.msg_hdr.msg_name = (addr as *const libc::sockaddr_in).cast_mut().cast();
+        m.msg_hdr.msg_namelen = NAME;
+    }
+    let (mut at, mut sent) = (0, 0);
+    let len = to.len().min(SHARED_BATCH);
+    while at < len {
+        // SAFETY: the headers point at `iov`, `packet` and `to`, all live
+        // for the call; the kernel only reads the buffers and names.
+        let r = unsafe { libc::sendmmsg(fd, msgs[at..].as_mut_ptr(), (len - at) as u32, 0) };
+        if r > 0 {
+            at += r as usize;
+            sent += r as u64;
+        } else {
+            at += 1;
+        }
+    }
+    sent
 }
