@@ -95,13 +95,13 @@ const SHARED_READS_PER_EVENT: usize = 16;
 /// Packets a worker sends per round at most (give or take the last
 /// channel's batch), half of what it may read from a shared socket: under
 /// more traffic than the cores carry, the reads keep ahead of the sends
-/// that feed them. Unbounded, a long round let the senders queue
-/// more for the next one, which grew longer still, until each round sent
-/// tens of thousands while reading a thousand, and a shared socket's
-/// receive queue overflowed (95 % of 4,096 channels' packets lost, against
-/// 30 % with a socket each). What is left goes out in the next round, at
-/// once; a full queue drops what comes in meanwhile (`dropped-queue-full`)
-/// before the kernel has spent anything on it.
+/// that feed them. Unbounded, a long round let the senders queue more for
+/// the next one, which grew longer still, until each round sent tens of
+/// thousands while reading a thousand, and a shared socket's receive queue
+/// overflowed (91–96 % of 4,096 channels' packets lost on two cores; 35–47 %
+/// with the bound). What is left goes out in the next round, at once; a
+/// full queue drops what comes in meanwhile (`dropped-queue-full`) before
+/// the kernel has spent anything on it.
 const SENDS_PER_ROUND: usize = SHARED_READS_PER_EVENT * SHARED_BATCH / 2;
 
 counters! {
