@@ -3633,8 +3633,9 @@ impl<H: Handler> Worker<H> {
     /// [`SENDS_PER_ROUND`] packets in all, so a flood of sends never keeps
     /// the worker from reading: channels with more queued go back on the
     /// list for the next round, and those not reached stay on it. Returns
-    /// true when some did. The channels are those in `self.pending`. Packets of channels on a
-    /// shared socket go out together, after the others ([`Worker::flush_shared`]).
+    /// true when some did. The channels are those in `self.pending`.
+    /// Packets of channels on a shared socket go out together, after the
+    /// others ([`Worker::flush_shared`]).
     fn send_pending(&mut self, out: &mut Vec<Out<H::Packet>>) -> bool {
         let mut more = false;
         let mut budget = SENDS_PER_ROUND;
