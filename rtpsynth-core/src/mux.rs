@@ -3314,7 +3314,7 @@ impl<H: Handler> Worker<H> {
     /// still open; then it leaves the worker ([`Worker::detach`]).
     fn close(&mut self, id: u32) -> Option<WorkerChannel<H>> {
         let mut out = Vec::new();
-        while self.table.contains_key(&id) && self.send_batch(id, &mut out).0 {}
+        while self.table.contains_key(&id) && self.send_batch(id, &mut out) == BATCH {}
         self.flush_shared();
         let wc = self.table.get_mut(&id)?;
         let said_bye = match wc.rtcp_target() {
@@ -3649,9 +3649,9 @@ impl<H: Handler> Worker<H> {
                 Some(wc) => wc.channel.scheduled.store(false, Ordering::Release),
                 None => continue,
             }
-            let (full, popped) = self.send_batch(id, out);
-            more |= full;
-            budget = budget.saturating_sub(popped);
+            let taken = self.send_batch(id, out);
+            more |= taken == BATCH;
+            budget = budget.saturating_sub(taken);
         }
         // The channels the budget left out stay scheduled, first in line
         // for the next round.
@@ -3663,18 +3663,18 @@ impl<H: Handler> Worker<H> {
     }
 
     /// Sends one batch of channel `id`'s queued packets (its shared
-    /// socket's go to [`Worker::shared_out`]); returns whether it was a full
-    /// one, so more may wait (the channel is then scheduled again, unless
-    /// a sender already did), and how many packets it took from the queues.
-    fn send_batch(&mut self, id: u32, out: &mut Vec<Out<H::Packet>>) -> (bool, usize) {
+    /// socket's go to [`Worker::shared_out`]); returns how many it took from
+    /// the queues: a full [`BATCH`] means more may wait (the channel is then
+    /// scheduled again, unless a sender already did).
+    fn send_batch(&mut self, id: u32, out: &mut Vec<Out<H::Packet>>) -> usize {
         let now = self.now;
-        let (more, popped);
+        let taken;
         // A target set just before these packets were queued applies to
         // them.
         self.refresh(id);
         {
             let Some(wc) = self.table.get_mut(&id) else {
-                return (false, 0);
+                return 0;
             };
             let ch = &wc.channel;
             out.clear();
@@ -3690,8 +3690,8 @@ impl<H: Handler> Worker<H> {
                     None => break,
                 }
             }
-            (more, popped) = (out.len() == BATCH, out.len());
-            if more && !ch.scheduled.swap(true, Ordering::AcqRel) {
+            taken = out.len();
+            if taken == BATCH && !ch.scheduled.swap(true, Ordering::AcqRel) {
                 lock(&self.notify.pending).push(id);
             }
             // Relayed RTCP of a channel with an RTCP socket goes out there.
@@ -3710,13 +3710,13 @@ impl<H: Handler> Worker<H> {
             }
             let Some(remote) = wc.remote else {
                 wc.channel.write_stats().bump(SEND_ERRORS, out.len() as u64);
-                return (more, popped);
+                return taken;
             };
             let target = target_for(wc.channel.local, remote);
             if let Some(number) = wc.shared {
                 self.shared_out
                     .extend(out.drain(..).map(|p| (number, id, p, target)));
-                return (more, popped);
+                return taken;
             }
             let mut at = 0;
             while at < out.len() {
@@ -3733,7 +3733,7 @@ impl<H: Handler> Worker<H> {
                 }
             }
         }
-        (more, popped)
+        taken
     }
 
     /// Sends what channels on shared sockets queued this round: per socket,
