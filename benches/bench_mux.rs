@@ -819,6 +819,37 @@ enum PeerSockets {
     Shared,
 }
 
+impl PeerSockets {
+    /// From a `BENCH_MUX_PEER_SOCKETS` entry.
+    fn parse(layout: &str) -> PeerSockets {
+        match layout {
+            "own" => PeerSockets::Own,
+            "shared" => PeerSockets::Shared,
+            _ => panic!("BENCH_MUX_PEER_SOCKETS={layout}: a list of own, shared"),
+        }
+    }
+
+    /// The prefix of its report lines, and its description.
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            PeerSockets::Own => ("mux", "a socket each"),
+            PeerSockets::Shared => ("mux shared", "a shared port per worker"),
+        }
+    }
+
+    /// The floor of its traffic ([`common::floor::exchange`]), and what
+    /// that floor does.
+    fn floor(self) -> (Carriers, &'static str) {
+        match self {
+            PeerSockets::Own => (Carriers::PerStream, "sendto + epoll + recvmmsg"),
+            PeerSockets::Shared => (
+                Carriers::Shared(1),
+                "one shared socket, sendmmsg + recvmmsg of 64",
+            ),
+        }
+    }
+}
+
 /// N channels of one element with `workers` worker threads, channel i
 /// sending to channel i+1 at `pps` packets/s; the packets enter through the
 /// sink pads' chain function as an upstream element would push them.
@@ -929,10 +960,7 @@ fn peers_run(
     let [sent, received, queue_full, kernel, send_errors, unknown] = last;
     let counted = queue_full + kernel + send_errors + unknown;
     let uncounted = chained.saturating_sub(received + counted);
-    let (name, how) = match sockets {
-        PeerSockets::Own => ("mux", "a socket each"),
-        PeerSockets::Shared => ("mux shared", "a shared port per worker"),
-    };
+    let (name, how) = sockets.names();
     println!(
         "  {n} channels x {pps} pps, {how}, tick={tick}ms, workers={workers}: {chained} packets, \
          sent {sent}, received {received}, dropped-queue-full {queue_full}, dropped-kernel \
@@ -1292,19 +1320,8 @@ fn main() {
     let layouts: Vec<String> = common::env_list("BENCH_MUX_PEER_SOCKETS", "own,shared");
     for &n in &peers {
         for layout in &layouts {
-            let (sockets, carriers, how) = match layout.as_str() {
-                "own" => (
-                    PeerSockets::Own,
-                    Carriers::PerStream,
-                    "sendto + epoll + recvmmsg",
-                ),
-                "shared" => (
-                    PeerSockets::Shared,
-                    Carriers::Shared(1),
-                    "one shared socket, sendmmsg + recvmmsg of 64",
-                ),
-                _ => panic!("BENCH_MUX_PEER_SOCKETS={layout}: a list of own, shared"),
-            };
+            let sockets = PeerSockets::parse(layout);
+            let (carriers, how) = sockets.floor();
             if sockets == PeerSockets::Shared && !support.shared_socket {
                 println!(
                     "  {n} channels x 100 pps on shared ports: not available (rtpmuxserver \
@@ -1339,12 +1356,11 @@ fn main() {
                 x.sent,
                 x.received,
             );
-            let name = match sockets {
-                PeerSockets::Own => "mux floor",
-                PeerSockets::Shared => "mux shared floor",
-            };
             common::report(
-                &format!("{name}: channels at 100 pps one core can carry (n={n})"),
+                &format!(
+                    "{} floor: channels at 100 pps one core can carry (n={n})",
+                    sockets.names().0
+                ),
                 max_channels,
                 " channels",
                 None,
