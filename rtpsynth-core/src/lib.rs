@@ -16,4 +16,5 @@ pub mod rtcp;
 pub mod rtp;
 pub mod sched;
 pub mod session;
+pub mod ssrc_table;
 pub mod synth;

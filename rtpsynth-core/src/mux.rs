@@ -43,6 +43,7 @@ use crate::counters;
 use crate::prng::SplitMix64;
 use crate::rtp;
 use crate::session::{self, ReportInterval, Session, SessionStats, StatKind};
+use crate::ssrc_table::SsrcTable;
 
 /// Datagrams read or written per `recvmmsg` / `sendmmsg` call.
 pub const BATCH: usize = 32;
@@ -2168,7 +2169,7 @@ struct SharedSocket {
     /// Channel by `remote-ssrc`, with its target: a datagram from a source
     /// no channel knows goes to the channel expecting its SSRC, and one from
     /// that channel's target is found without hashing the address.
-    by_ssrc: IntMap<u32, (usize, Option<SocketAddr>)>,
+    by_ssrc: SsrcTable<(usize, Option<SocketAddr>)>,
 }
 
 /// Hashes the worker's integer keys that the element chooses: channel ids,
@@ -2238,7 +2239,7 @@ impl SharedSocket {
             members: 0,
             by_remote: HashMap::new(),
             by_local: HashMap::new(),
-            by_ssrc: IntMap::default(),
+            by_ssrc: SsrcTable::default(),
         }
     }
 
@@ -2261,13 +2262,23 @@ impl SharedSocket {
     #[inline]
     fn route(&self, data: &[u8], from: SocketAddr) -> Option<usize> {
         let ssrc = packet_ssrc(data);
-        let by_ssrc = ssrc.and_then(|s| self.by_ssrc.get(&s));
+        let by_ssrc = ssrc.and_then(|s| self.by_ssrc.get(s));
         // The usual datagram: the SSRC a channel expects, from its target.
         // The rules give that channel: its target is either its alone (1.)
         // or several channels', whose datagrams go by SSRC (2.).
         match by_ssrc {
             Some(&(slot, target)) if target == Some(from) => Some(slot),
             _ => self.route_otherwise(data, from, ssrc, by_ssrc.map(|&(slot, _)| slot)),
+        }
+    }
+
+    /// Starts loading the route [`SharedSocket::route`] will look `data`
+    /// up in first: a read asks for all of its datagrams' routes before it
+    /// routes the first, so that they arrive together.
+    #[inline]
+    fn prefetch_route(&self, data: &[u8]) {
+        if let Some(ssrc) = packet_ssrc(data) {
+            self.by_ssrc.prefetch(ssrc);
         }
     }
 
@@ -2339,10 +2350,10 @@ impl SharedSocket {
         if let Some(ssrc) = old.remote_ssrc
             && self
                 .by_ssrc
-                .get(&ssrc)
+                .get(ssrc)
                 .is_some_and(|&(owner, _)| owner == slot)
         {
-            self.by_ssrc.remove(&ssrc);
+            self.by_ssrc.remove(ssrc);
         }
         if let Some(ssrc) = old.local_ssrc
             && self.by_local.get(&ssrc) == Some(&slot)
@@ -2356,7 +2367,7 @@ impl SharedSocket {
                 .push((slot, key.remote_ssrc));
         }
         if let Some(ssrc) = key.remote_ssrc {
-            self.by_ssrc.entry(ssrc).or_insert((slot, key.remote));
+            self.by_ssrc.insert_if_absent(ssrc, (slot, key.remote));
         }
         if let Some(ssrc) = key.local_ssrc {
             self.by_local.entry(ssrc).or_insert(slot);
@@ -3538,6 +3549,9 @@ impl<H: Handler> Worker<H> {
             let now = shared.now();
             (full, datagrams) = (full || n == asked, datagrams + n);
             routed.clear();
+            for i in 0..n {
+                ss.prefetch_route(recv.datagram(i));
+            }
             let mut unknown = 0;
             for i in 0..n {
                 if per_datagram && let Some(count) = recv.drops(i) {
