@@ -2172,11 +2172,12 @@ struct SharedSocket {
     by_ssrc: SsrcTable<(usize, Option<SocketAddr>)>,
 }
 
-/// Hashes the worker's integer keys that the element chooses: channel ids,
-/// socket numbers, and each channel's `remote-ssrc`. No datagram puts a key
-/// of its choosing into these maps, so they need no defence against chosen
-/// collisions; SipHash cost a fifth of the instructions the worker spent on
-/// a packet received on a shared socket.
+/// Hashes the worker's integer keys that the element chooses: channel ids
+/// and socket numbers (each channel's `remote-ssrc` goes by the same rule in
+/// [`SsrcTable`]). No datagram puts a key of its choosing into these maps,
+/// so they need no defence against chosen collisions; SipHash cost a fifth
+/// of the instructions the worker spent on a packet received on a shared
+/// socket.
 #[derive(Default, Clone, Copy)]
 struct IntHasher(u64);
 
