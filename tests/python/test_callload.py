@@ -32,8 +32,11 @@ def test_calls_are_counted_end_to_end(tmp_path):
     # Clean loopback at this load: nothing dropped anywhere, all arrives.
     assert s["counted_drops"] == 0
     assert s["packets_received"] == s["packets_sent"]
-    # One rtpmuxserver worker and one shared synthesis thread beside main.
-    assert s["threads"] <= 4
+    # One rtpmuxserver worker and one shared synthesis thread beside main,
+    # whatever the number of calls; GStreamer's clock starts a thread of its
+    # own when a jitter buffer's timer is armed (an erasure waits for it),
+    # which a busy machine's late packets cause: 5 then, not one per call.
+    assert s["threads"] <= 5
     assert s["cpu_seconds"] > 0 and s["mhz_per_call"] > 0
     # The live lines: one a second, and the same rows in the CSV file.
     rows = csv.read_text().strip().splitlines()
