@@ -50,14 +50,6 @@ impl<V: Copy> Default for SsrcTable<V> {
 }
 
 impl<V: Copy> SsrcTable<V> {
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     fn mask(&self) -> usize {
         self.entries.len() - 1
     }
@@ -214,8 +206,8 @@ mod tests {
                     Op::Remove(k) => prop_assert_eq!(table.remove(k), model.remove(&k)),
                     Op::Get(k) => prop_assert_eq!(table.get(k), model.get(&k)),
                 }
-                prop_assert_eq!(table.len(), model.len());
-                prop_assert!(table.entries.is_empty() || table.len() * 2 <= table.entries.len());
+                prop_assert_eq!(table.len, model.len());
+                prop_assert!(table.entries.is_empty() || table.len * 2 <= table.entries.len());
             }
             for k in 0..48 {
                 prop_assert_eq!(table.get(k), model.get(&k));
@@ -242,7 +234,7 @@ mod tests {
             assert_eq!(table.get(k), Some(&(v as u32 + 1)), "key {k}");
         }
         assert_eq!(
-            (table.get(1), table.get(same[2]), table.len()),
+            (table.get(1), table.get(same[2]), table.len),
             (None, None, 4)
         );
         // The first value stays: inserting again keeps it.
