@@ -247,9 +247,13 @@ fn load_average() -> String {
 
 /// Our channels' layouts beside the default run (a socket per channel, one
 /// worker): a name and the callload arguments.
-const LAYOUTS: [(&str, &[&str]); 3] = [
+const LAYOUTS: [(&str, &[&str]); 4] = [
     ("ours, 2 workers", &["--workers", "2"]),
     ("ours, shared ports", &["--shared-ports"]),
+    (
+        "ours, shared ports, gso=false",
+        &["--shared-ports", "--no-gso"],
+    ),
     (
         "ours, shared ports, 2 workers",
         &["--shared-ports", "--workers", "2"],
@@ -325,6 +329,22 @@ fn main() {
             common::report(
                 &format!("callload {n} calls: UDP-only shared-port floor, CPU-MHz per call"),
                 shared_mhz,
+                "MHz",
+                None,
+                false,
+            );
+            // Each shared socket sends all it has to the other: what GSO
+            // (the element's default) takes off the kernel's work.
+            let (gso_mhz, sent, received) =
+                floor(n as usize, Carriers::SharedGso(2), seconds.min(10.0));
+            println!(
+                "calls {n:>5} shared gso floor: {gso_mhz:>7.3} MHz/call (the same, each round's \
+                 datagrams for the other socket as UDP GSO messages; {sent} sent, {received} \
+                 received)"
+            );
+            common::report(
+                &format!("callload {n} calls: UDP-only shared-port GSO floor, CPU-MHz per call"),
+                gso_mhz,
                 "MHz",
                 None,
                 false,

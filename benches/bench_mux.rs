@@ -765,6 +765,8 @@ struct Support {
     shared_socket: bool,
     /// The `src_all` pad.
     src_all: bool,
+    /// Element property `gso`.
+    gso: bool,
 }
 
 impl Support {
@@ -779,6 +781,7 @@ impl Support {
                 .iter()
                 .all(|p| pad.find_property(p).is_some()),
             src_all: m.pad_template("src_all").is_some(),
+            gso: m.find_property("gso").is_some(),
         };
         m.release_request_pad(&pad);
         support
@@ -860,15 +863,20 @@ fn peers_run(
     tick: u32,
     workers: u32,
     sockets: PeerSockets,
+    gso: bool,
     outputs: bool,
     window: f64,
     mhz: f64,
 ) {
     let pipeline = gst::Pipeline::new();
     let mut m = gst::ElementFactory::make("rtpmuxserver");
-    // One worker is the default, so builds without the property run it.
+    // One worker and GSO are the defaults, so builds without the
+    // properties run them.
     if workers != 1 {
         m = m.property("workers", workers);
+    }
+    if !gso {
+        m = m.property("gso", false);
     }
     let m = m.build().expect("rtpmuxserver");
     pipeline.add(&m).expect("add");
@@ -961,8 +969,18 @@ fn peers_run(
     let counted = queue_full + kernel + send_errors + unknown;
     let uncounted = chained.saturating_sub(received + counted);
     let (name, how) = sockets.names();
+    let name = if gso {
+        name.to_owned()
+    } else {
+        format!("{name} gso=false")
+    };
+    let gso_messages = m
+        .property::<gst::Structure>("stats")
+        .get::<u64>("gso-messages")
+        .unwrap_or(0);
     println!(
-        "  {n} channels x {pps} pps, {how}, tick={tick}ms, workers={workers}: {chained} packets, \
+        "  {n} channels x {pps} pps, {how}, tick={tick}ms, workers={workers}, gso={gso} \
+         ({gso_messages} GSO messages): {chained} packets, \
          sent {sent}, received {received}, dropped-queue-full {queue_full}, dropped-kernel \
          {kernel}, send-errors {send_errors}, dropped-unknown-source {unknown}, uncounted \
          {uncounted}; {:.3}% not delivered, {threads} threads, CPU {:.1}% \
@@ -1337,35 +1355,64 @@ fn main() {
                     );
                     continue;
                 }
-                peers_run(n, 100.0, 0, w, sockets, outputs, window, mhz);
-                peers_run(n, 100.0, tick, w, sockets, outputs, window, mhz);
+                // With and without GSO, side by side: on shared ports
+                // each worker's channels send to one port, so GSO joins
+                // them; a socket per channel has two packets for its peer
+                // in a round only when the worker runs behind.
+                let gsos: &[bool] = if support.gso { &[true, false] } else { &[true] };
+                for &gso in gsos {
+                    peers_run(n, 100.0, 0, w, sockets, gso, outputs, window, mhz);
+                    peers_run(n, 100.0, tick, w, sockets, gso, outputs, window, mhz);
+                }
             }
-            // The same traffic with nothing but the socket calls, from one
-            // thread: what any one-thread server must at least spend.
-            let x = common::floor::exchange(n, 100.0, |i| (i + 1) % n, carriers, window);
-            // CPU time, not wall time, so other load on the machine does
-            // not count: what one datagram sent and received costs, and how
-            // many such channels one core could carry at all.
-            let per_packet = x.cpu_seconds / x.sent.max(1) as f64;
-            let max_channels = 1.0 / (per_packet * 100.0);
-            println!(
-                "  {n} channels x 100 pps, floor (one thread, {how} only): {:.2} us CPU per \
-                 datagram sent and received ({} sent, {} received); one core carries at most \
-                 {max_channels:.0} such channels",
-                per_packet * 1e6,
-                x.sent,
-                x.received,
-            );
-            common::report(
-                &format!(
-                    "{} floor: channels at 100 pps one core can carry (n={n})",
-                    sockets.names().0
-                ),
-                max_channels,
-                " channels",
-                None,
-                true,
-            );
+            let mut floors = vec![(carriers, how, "")];
+            if sockets == PeerSockets::Shared {
+                floors.push((
+                    Carriers::SharedGso(1),
+                    "one shared socket, sendmmsg of GSO messages + recvmmsg of 64",
+                    " gso",
+                ));
+            }
+            for (carriers, how, suffix) in floors {
+                exchange_floor(n, sockets, carriers, how, suffix, window);
+            }
         }
     }
+}
+
+/// [`common::floor::exchange`] of the channel-to-channel traffic: the same
+/// datagrams with nothing but the socket calls, from one thread, what any
+/// one-thread server must at least spend.
+fn exchange_floor(
+    n: usize,
+    sockets: PeerSockets,
+    carriers: Carriers,
+    how: &str,
+    suffix: &str,
+    window: f64,
+) {
+    let x = common::floor::exchange(n, 100.0, |i| (i + 1) % n, carriers, window);
+    // CPU time, not wall time, so other load on the machine does not
+    // count: what one datagram sent and received costs, and how many such
+    // channels one core could carry at all.
+    let per_packet = x.cpu_seconds / x.sent.max(1) as f64;
+    let max_channels = 1.0 / (per_packet * 100.0);
+    println!(
+        "  {n} channels x 100 pps, floor (one thread, {how} only): {:.2} us CPU per \
+         datagram sent and received ({} sent, {} received); one core carries at most \
+         {max_channels:.0} such channels",
+        per_packet * 1e6,
+        x.sent,
+        x.received,
+    );
+    common::report(
+        &format!(
+            "{}{suffix} floor: channels at 100 pps one core can carry (n={n})",
+            sockets.names().0
+        ),
+        max_channels,
+        " channels",
+        None,
+        true,
+    );
 }

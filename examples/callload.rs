@@ -42,7 +42,7 @@ use rtpsynth_core::prng::SplitMix64;
 
 const USAGE: &str = "usage: callload [--calls N] [--seconds S] [--ptime MS] [--loss P] \
 [--reorder P] [--duplicate P] [--seed N] [--ramp CALLS_PER_SECOND] [--churn CALLS_PER_SECOND] \
-[--tick MS] [--servers K] [--workers N] [--shared-ports] [--csv FILE] [--json] [--codec pcmu|pcma] \
+[--tick MS] [--servers K] [--workers N] [--shared-ports] [--no-gso] [--csv FILE] [--json] [--codec pcmu|pcma] \
 [--stock] [--quiet]
 
   --calls N        full-duplex calls (default 200)
@@ -65,6 +65,9 @@ const USAGE: &str = "usage: callload [--calls N] [--seconds S] [--ptime MS] [--l
   --shared-ports   all A legs of a server on one UDP port and all B legs on
                    another (shared-socket), told apart by SSRC (remote-ssrc);
                    not with --rtcp port+1
+  --no-gso         rtpmuxserver gso=false: each packet its own message to the
+                   kernel (by default, a round's packets for one port go out
+                   as UDP GSO messages, as with --shared-ports)
   --csv FILE       write the per-second rows to FILE
   --json           print the summary as one JSON object on the last line
   --stock          build the calls from stock GStreamer elements instead
@@ -211,6 +214,8 @@ pub struct Options {
     pub workers: u32,
     /// Each server's A legs on one shared port, its B legs on another.
     pub shared_ports: bool,
+    /// The servers' `gso` property.
+    pub gso: bool,
     pub csv: Option<String>,
     pub json: bool,
     pub stock: bool,
@@ -236,6 +241,7 @@ impl Default for Options {
             servers: 1,
             workers: 1,
             shared_ports: false,
+            gso: true,
             csv: None,
             json: false,
             stock: false,
@@ -270,6 +276,7 @@ impl Options {
                 "--servers" => o.servers = value(&a, args.next())?,
                 "--workers" => o.workers = value(&a, args.next())?,
                 "--shared-ports" => o.shared_ports = true,
+                "--no-gso" => o.gso = false,
                 "--csv" => o.csv = Some(value(&a, args.next())?),
                 "--json" => o.json = true,
                 "--stock" => o.stock = true,
@@ -330,8 +337,8 @@ impl Options {
                     .into(),
             );
         }
-        if self.stock && (self.shared_ports || self.workers != 1) {
-            return Err("--shared-ports and --workers are for our elements only".into());
+        if self.stock && (self.shared_ports || self.workers != 1 || !self.gso) {
+            return Err("--shared-ports, --workers and --no-gso are for our elements only".into());
         }
         if !(self.ramp >= 0.0 && self.ramp.is_finite()) {
             return Err(format!(
@@ -762,6 +769,8 @@ struct Tally {
     duplicated: u64,
     /// Packets the kernel took but no receiving socket read (UDP loss).
     kernel_lost: u64,
+    /// The servers' UDP GSO messages (ours only).
+    gso_messages: u64,
     /// Packets some element counted under a drop reason or still holds.
     counted_drops: u64,
     /// What the count expected at the jitter buffers minus what got there
@@ -1069,8 +1078,14 @@ impl Ours {
     fn new(c: Common) -> Result<Ours, String> {
         let tick = c.options.tick.to_string();
         let workers = c.options.workers.to_string();
+        let gso = c.options.gso.to_string();
         let muxes = (0..c.options.servers)
-            .map(|_| make("rtpmuxserver", &[("tick", &tick), ("workers", &workers)]))
+            .map(|_| {
+                make(
+                    "rtpmuxserver",
+                    &[("tick", &tick), ("workers", &workers), ("gso", &gso)],
+                )
+            })
             .collect::<Result<Vec<_>, _>>()?;
         c.pipeline
             .add_many(&muxes)
@@ -1403,7 +1418,7 @@ impl Calls for Ours {
         for call in self.calls() {
             books.add(&call.books(o.samples_per_packet()));
         }
-        const MUX: [&str; 11] = [
+        const MUX: [&str; 12] = [
             "packets-sent",
             "packets-received",
             "rtcp-sent",
@@ -1415,6 +1430,7 @@ impl Calls for Ours {
             "dropped-not-rtp",
             "dropped-kernel",
             "dropped-downstream",
+            "gso-messages",
         ];
         // The servers' own totals, which keep the counts of released
         // channels (read once, at the end: see `Packed`).
@@ -1459,6 +1475,7 @@ impl Calls for Ours {
             impairment_dropped: books.dropped,
             duplicated: books.duplicated,
             kernel_lost: rtp_sent.saturating_sub(rtp_received),
+            gso_messages: mux("gso-messages"),
             counted_drops: mux_counted + jb_counted,
             lost_uncounted,
             drops_maybe_rtcp,
@@ -1642,6 +1659,7 @@ impl Calls for Stock {
             impairment_dropped: dropped,
             duplicated,
             kernel_lost: into_network.saturating_sub(received),
+            gso_messages: 0,
             counted_drops: 0,
             lost_uncounted: into_network as i64 - received as i64,
             drops_maybe_rtcp: 0,
@@ -1926,6 +1944,8 @@ pub struct Summary {
     pub duplicated: u64,
     pub kernel_lost: u64,
     pub rcvbuf_errors: u64,
+    /// UDP GSO messages the servers sent (`gso-messages`).
+    pub gso_messages: u64,
     pub counted_drops: u64,
     pub lost_uncounted: i64,
     /// Counted drops that may have been RTCP (see `rtp_uncounted`).
@@ -2000,6 +2020,7 @@ impl Summary {
             ("duplicated", self.duplicated.to_string()),
             ("kernel_lost", self.kernel_lost.to_string()),
             ("rcvbuf_errors", self.rcvbuf_errors.to_string()),
+            ("gso_messages", self.gso_messages.to_string()),
             ("counted_drops", self.counted_drops.to_string()),
             ("lost_uncounted", self.lost_uncounted.to_string()),
             ("drops_maybe_rtcp", self.drops_maybe_rtcp.to_string()),
@@ -2376,6 +2397,7 @@ fn measure(
         duplicated: t.duplicated,
         kernel_lost: t.kernel_lost,
         rcvbuf_errors,
+        gso_messages: t.gso_messages,
         counted_drops: t.counted_drops,
         lost_uncounted: t.lost_uncounted,
         drops_maybe_rtcp: t.drops_maybe_rtcp,

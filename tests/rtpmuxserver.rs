@@ -408,6 +408,58 @@ fn full_queue_drops_and_counts_without_blocking() {
     set_state(&p, gst::State::Null);
 }
 
+/// A round's packets for one target go out as UDP GSO messages (`gso`,
+/// the default), and the peer receives each datagram as it was queued,
+/// as with `gso=false`. (RTCP off: a report would be one more datagram.)
+#[test]
+fn gso_joins_a_rounds_packets_and_the_peer_gets_each_datagram() {
+    let _g = shared();
+    // 20 of 172 bytes and a shorter last (one message), then 3 (another).
+    let mut packets: Vec<Vec<u8>> = (0..20).map(|seq| rtp(seq, 5)).collect();
+    packets.push(rtp(20, 5)[..100].to_vec());
+    packets.extend((21..24).map(|seq| rtp(seq, 5)));
+    for gso in [true, false] {
+        let sink_peer = peer();
+        let port = sink_peer.local_addr().unwrap().port();
+        let p = pipeline(&format!(
+            "appsrc name=in format=time caps=application/x-rtp ! m.sink_0 \
+             rtpmuxserver name=m tick=50 gso={gso} sink_0::remote-address=127.0.0.1 \
+             sink_0::remote-port={port} sink_0::rtcp=off"
+        ));
+        let m: gst::Element = by_name(&p, "m");
+        set_state(&p, gst::State::Playing);
+        let src: gst_app::AppSrc = by_name(&p, "in");
+        // One list: queued before the worker's round, which sends them.
+        let mut list = gst::BufferList::new();
+        for packet in &packets {
+            list.make_mut().add(gst::Buffer::from_slice(packet.clone()));
+        }
+        src.push_buffer_list(list).unwrap();
+        let mut buf = [0u8; 2048];
+        for packet in &packets {
+            let n = sink_peer.recv(&mut buf).expect("each datagram arrives");
+            assert_eq!(&buf[..n], &packet[..], "gso={gso}");
+        }
+        assert!(sink_peer.recv(&mut buf).is_err(), "one datagram too many");
+        wait_until("24 sent", || field(&stats(&m), "packets-sent") == 24);
+        let s = stats(&m);
+        assert_eq!(
+            fields(&s, &["packets-sent", "send-errors", "gso-messages"]),
+            [
+                ("packets-sent", 24),
+                ("send-errors", 0),
+                // Linux has split UDP GSO messages since 4.18.
+                ("gso-messages", if gso { 2 } else { 0 })
+            ],
+            "gso={gso}"
+        );
+        assert_eq!(m.property::<bool>("gso"), gso);
+        set_state(&p, gst::State::Null);
+        // Kept past the stop, as the other counters.
+        assert_eq!(field(&stats(&m), "gso-messages"), if gso { 2 } else { 0 });
+    }
+}
+
 #[test]
 fn bad_queue_size_is_refused() {
     let _g = shared();

@@ -29,6 +29,8 @@ pub struct Floor {
     sockets: Vec<UdpSocket>,
     events: Vec<libc::epoll_event>,
     batch: Batch,
+    /// Sends datagrams in a row to one target as one UDP GSO message.
+    gso: bool,
 }
 
 /// The `recvmmsg` arguments for up to `msgs.len()` datagrams, set up once:
@@ -164,6 +166,7 @@ impl Floor {
             sockets,
             events: vec![libc::epoll_event { events: 0, u64: 0 }; 1024],
             batch: Batch::new(batch),
+            gso: false,
         }
     }
 
@@ -279,13 +282,17 @@ impl Floor {
     /// Sends `packet` from socket i to each of `targets[i]`, for every i:
     /// one `sendto` for a lone target, as a socket of its own sends a
     /// stream's packet, else `sendmmsg` of up to [`SHARED_BATCH`], as a
-    /// shared socket sends its streams'. Returns the datagrams the kernel
-    /// took.
+    /// shared socket sends its streams' (with `gso`, one GSO message per
+    /// run of one target). Returns the datagrams the kernel took.
     fn send_all(&self, packet: &[u8], targets: &[Vec<libc::sockaddr_in>]) -> u64 {
         let mut sent = 0;
         for (s, to) in self.sockets.iter().zip(targets) {
             for chunk in to.chunks(SHARED_BATCH) {
-                sent += send_batch(s.as_raw_fd(), packet, chunk);
+                sent += if self.gso {
+                    send_joined(s.as_raw_fd(), packet, chunk)
+                } else {
+                    send_batch(s.as_raw_fd(), packet, chunk)
+                };
             }
         }
         sent
@@ -322,6 +329,10 @@ pub enum Carriers {
     /// `k` shared sockets, stream i on socket i % k, each read and written
     /// [`SHARED_BATCH`] datagrams at a time.
     Shared(usize),
+    /// [`Carriers::Shared`], with the datagrams a socket sends in a row to
+    /// one target joined into one UDP GSO message, as `rtpmuxserver`'s
+    /// `gso` does.
+    SharedGso(usize),
 }
 
 /// `n` loopback streams, stream i sending one 172-byte datagram to stream
@@ -338,7 +349,7 @@ pub fn exchange(
 ) -> Exchange {
     let k = match carriers {
         Carriers::PerStream => n,
-        Carriers::Shared(k) => k.clamp(1, n.max(1)),
+        Carriers::Shared(k) | Carriers::SharedGso(k) => k.clamp(1, n.max(1)),
     };
     let sockets: Vec<UdpSocket> = (0..k)
         .map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind"))
@@ -346,6 +357,11 @@ pub fn exchange(
     let mut floor = match carriers {
         Carriers::PerStream => Floor::new(sockets),
         Carriers::Shared(_) => Floor::shared(sockets),
+        Carriers::SharedGso(_) => {
+            let mut floor = Floor::shared(sockets);
+            floor.gso = true;
+            floor
+        }
     };
     let ports = floor.ports();
     let mut targets = vec![Vec::new(); k];
@@ -441,6 +457,82 @@ fn send_batch(fd: i32, packet: &[u8], to: &[libc::sockaddr_in]) -> u64 {
         if r > 0 {
             at += r as usize;
             sent += r as u64;
+        } else {
+            at += 1;
+        }
+    }
+    sent
+}
+
+/// `packet` from `fd` to each of `to` (at most [`SHARED_BATCH`]), each run
+/// of one target as one UDP GSO message (`UDP_SEGMENT`) of as many
+/// datagrams, in one `sendmmsg`; a message the kernel refuses is skipped.
+/// Returns the datagrams the kernel took.
+fn send_joined(fd: i32, packet: &[u8], to: &[libc::sockaddr_in]) -> u64 {
+    const NAME: u32 = std::mem::size_of::<libc::sockaddr_in>() as u32;
+    let to = &to[..to.len().min(SHARED_BATCH)];
+    let same = |a: &libc::sockaddr_in, b: &libc::sockaddr_in| {
+        (a.sin_addr.s_addr, a.sin_port) == (b.sin_addr.s_addr, b.sin_port)
+    };
+    // The datagrams of a message, back to back.
+    let joined = packet.repeat(to.len());
+    let mut iov: Vec<libc::iovec> = Vec::with_capacity(to.len());
+    let mut counts = Vec::with_capacity(to.len());
+    let mut first = 0;
+    while first < to.len() {
+        let run = to[first..]
+            .iter()
+            .take_while(|a| same(a, &to[first]))
+            .count();
+        iov.push(libc::iovec {
+            iov_base: joined.as_ptr().cast_mut().cast(),
+            iov_len: run * packet.len(),
+        });
+        counts.push((first, run));
+        first += run;
+    }
+    // `CMSG_SPACE(2)`, aligned for `cmsghdr`.
+    let mut controls = vec![[0u64; 3]; counts.len()];
+    // SAFETY: all-zero bytes are a valid C message header.
+    let mut msgs: Vec<libc::mmsghdr> = (0..counts.len())
+        .map(|_| unsafe { std::mem::zeroed() })
+        .collect();
+    for (((m, v), c), &(first, run)) in msgs
+        .iter_mut()
+        .zip(&mut iov)
+        .zip(&mut controls)
+        .zip(&counts)
+    {
+        m.msg_hdr.msg_iov = v;
+        m.msg_hdr.msg_iovlen = 1;
+        m.msg_hdr.msg_name = (&to[first] as *const libc::sockaddr_in).cast_mut().cast();
+        m.msg_hdr.msg_namelen = NAME;
+        if run > 1 {
+            m.msg_hdr.msg_control = c.as_mut_ptr().cast();
+            m.msg_hdr.msg_controllen = std::mem::size_of_val(c);
+            // SAFETY: the control buffer has room for one header and a u16.
+            unsafe {
+                let cmsg = libc::CMSG_FIRSTHDR(&m.msg_hdr);
+                (*cmsg).cmsg_level = libc::SOL_UDP;
+                (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+                (*cmsg).cmsg_len = libc::CMSG_LEN(2) as _;
+                libc::CMSG_DATA(cmsg)
+                    .cast::<u16>()
+                    .write_unaligned(packet.len() as u16);
+            }
+        }
+    }
+    let (mut at, mut sent) = (0, 0);
+    while at < msgs.len() {
+        // SAFETY: the headers point at `iov`, `joined`, `to` and
+        // `controls`, all live for the call; the kernel only reads them.
+        let r = unsafe { libc::sendmmsg(fd, msgs[at..].as_mut_ptr(), (msgs.len() - at) as u32, 0) };
+        if r > 0 {
+            sent += counts[at..at + r as usize]
+                .iter()
+                .map(|&(_, run)| run as u64)
+                .sum::<u64>();
+            at += r as usize;
         } else {
             at += 1;
         }

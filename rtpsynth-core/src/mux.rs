@@ -1326,6 +1326,10 @@ struct Shared<H: Handler> {
     cname: Mutex<String>,
     /// Seeds each session's SSRC and interval randomisation.
     rng: Mutex<SplitMix64>,
+    /// See [`Server::set_gso`].
+    gso: AtomicBool,
+    /// See [`Server::gso_messages`].
+    gso_messages: AtomicU64,
 }
 
 impl<H: Handler> Shared<H> {
@@ -1421,6 +1425,8 @@ impl<H: Handler> Server<H> {
             ntp_at_zero: session::ntp_at_zero(0, since_epoch),
             cname: Mutex::new(default_cname()),
             rng: Mutex::new(SplitMix64::from_entropy()),
+            gso: AtomicBool::new(true),
+            gso_messages: AtomicU64::new(0),
         });
         let mut server = Server {
             shared,
@@ -1497,6 +1503,16 @@ impl<H: Handler> Server<H> {
                 .store(tick.as_micros() as u64, Ordering::Relaxed);
             w.notify.wake();
         }
+    }
+
+    /// Whether the workers send datagrams in a row to one target, of one
+    /// size, as one UDP GSO message each (see [`SendBuffers`]); on by
+    /// default, where the kernel supports it. Peers receive the same
+    /// datagrams either way; a packet capture on loopback (or on a network
+    /// card that splits UDP itself) shows the joined message. Applies from
+    /// the workers' next round.
+    pub fn set_gso(&self, gso: bool) {
+        self.shared.gso.store(gso, Ordering::Relaxed);
     }
 
     /// Sets the CNAME of the sessions of channels added from now on; one
@@ -1666,6 +1682,12 @@ impl<H: Handler> Server<H> {
     /// `remote-ssrc` matched their source.
     pub fn dropped_unknown_source(&self) -> u64 {
         self.shared.unknown_source.load(Ordering::Relaxed)
+    }
+
+    /// UDP GSO messages the workers sent (see [`Server::set_gso`]), each of
+    /// 2 to 64 datagrams (counted one by one in `packets-sent`).
+    pub fn gso_messages(&self) -> u64 {
+        self.shared.gso_messages.load(Ordering::Relaxed)
     }
 
     /// Removes channel `id` and waits (at most `timeout`) until the worker
@@ -1965,16 +1987,85 @@ impl RecvBuffers {
     }
 }
 
-/// `sendmmsg` buffers: up to [`SHARED_BATCH`] messages, each with its own
-/// target.
+/// Most datagrams one GSO message carries: the kernel's `UDP_MAX_SEGMENTS`
+/// (64 before Linux 6.9, 128 since).
+const GSO_SEGMENTS: usize = 64;
+/// Largest datagram joined into a GSO message. The kernel refuses a message
+/// whose segments and headers would not each fit the route's MTU (`EINVAL`),
+/// where on its own a datagram that large would be fragmented: this is
+/// IPv6's least MTU (1,280) less its IP and UDP headers, so every route
+/// takes it. Voice and video RTP packets are smaller.
+const GSO_MAX_DATAGRAM: usize = 1232;
+/// Most payload bytes of one GSO message: an IP packet's 65,535 less
+/// headers, with room to spare.
+const GSO_MAX_BYTES: usize = 65_000;
+/// `CMSG_SPACE(2)` on 64-bit Linux (24 bytes), in u64s so it is aligned for
+/// `cmsghdr`: room for the one `UDP_SEGMENT` message.
+const GSO_CONTROL_WORDS: usize = 3;
+
+/// Whether this kernel splits UDP GSO messages (`UDP_SEGMENT`, Linux 4.18):
+/// one that does not know the option would send a message whole, as one
+/// datagram, so the worker only joins datagrams where it answers for it.
+fn gso_supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        let Ok(socket) = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+            .or_else(|_| std::net::UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)))
+        else {
+            return false;
+        };
+        let mut size: libc::c_int = 0;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `size` and `len` are live and `len` is `size`'s size.
+        unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_UDP,
+                libc::UDP_SEGMENT,
+                (&mut size as *mut libc::c_int).cast(),
+                &mut len,
+            ) == 0
+        }
+    })
+}
+
+/// `sendmmsg` buffers: up to [`SHARED_BATCH`] datagrams, each with its own
+/// target, sent as up to as many messages.
+///
+/// With [`SendBuffers::join`], datagrams in a row to the same target, of one
+/// size (the last may be shorter), go out as one UDP GSO message
+/// (`UDP_SEGMENT`): the kernel builds, routes and hands on one packet for
+/// all of them and splits it into the very same datagrams only at the end,
+/// in the network card or, on loopback, at the receiving socket. Channels
+/// of a shared port sending to another shared port (a trunk between two
+/// media servers, or the call-load job's two legs), or a channel with a
+/// batch queued for its peer, send that way: on loopback, under half the
+/// CPU per datagram sent and received (docs/rtpmuxserver.md, "UDP GSO").
+/// The receiving sockets do not ask for UDP GRO, its converse: the kernel
+/// would queue such a message whole, and count it as one drop when the
+/// queue is full, where `dropped-kernel` counts datagrams.
 struct SendBuffers {
+    /// Per datagram.
     iov: Vec<libc::iovec>,
-    msgs: Vec<libc::mmsghdr>,
     names: Vec<libc::sockaddr_storage>,
+    namelens: Vec<libc::socklen_t>,
+    targets: Vec<SocketAddr>,
+    /// Per message.
+    msgs: Vec<libc::mmsghdr>,
+    controls: Vec<[u64; GSO_CONTROL_WORDS]>,
+    /// Datagrams in each message.
+    counts: Vec<usize>,
+    /// Join datagrams into GSO messages (the `gso` setting).
+    join: bool,
+    /// The kernel splits GSO messages, and has not refused one yet.
+    gso: bool,
+    /// GSO messages the kernel took, since the worker last published them.
+    joined: u64,
 }
 
 impl SendBuffers {
     fn new() -> Self {
+        let unspecified = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
         SendBuffers {
             iov: vec![
                 libc::iovec {
@@ -1984,14 +2075,30 @@ impl SendBuffers {
                 SHARED_BATCH
             ],
             // SAFETY: all-zero bytes are valid values of these C structs.
-            msgs: (0..SHARED_BATCH).map(|_| unsafe { zeroed() }).collect(),
             names: (0..SHARED_BATCH).map(|_| unsafe { zeroed() }).collect(),
+            namelens: vec![0; SHARED_BATCH],
+            targets: vec![unspecified; SHARED_BATCH],
+            // SAFETY: as above.
+            msgs: (0..SHARED_BATCH).map(|_| unsafe { zeroed() }).collect(),
+            controls: vec![[0; GSO_CONTROL_WORDS]; SHARED_BATCH],
+            counts: vec![0; SHARED_BATCH],
+            join: true,
+            gso: gso_supported(),
+            joined: 0,
         }
     }
 
     /// Sends each `(bytes, target)` (the first [`SHARED_BATCH`] of them)
     /// and returns how many the kernel took, or the error of the first one
     /// it refused.
+    ///
+    /// A GSO message the kernel refuses is sent again datagram by datagram.
+    /// When its first datagram then goes out, the message was refused for
+    /// being one (a route whose device cannot checksum it, or whose MTU is
+    /// less than [`GSO_MAX_DATAGRAM`] and its headers), and this worker
+    /// joins none from then on; when that datagram is refused too, its
+    /// error is returned as without GSO (a target the socket cannot reach
+    /// costs a second call per datagram, not the worker's GSO).
     fn send<'a>(
         &mut self,
         fd: i32,
@@ -1999,28 +2106,29 @@ impl SendBuffers {
     ) -> (usize, Option<io::Error>) {
         let mut len = 0;
         for (i, (bytes, to)) in messages.into_iter().take(SHARED_BATCH).enumerate() {
-            let namelen = to_sockaddr(to, &mut self.names[i]);
+            self.namelens[i] = to_sockaddr(to, &mut self.names[i]);
+            self.targets[i] = to;
             self.iov[i] = libc::iovec {
                 iov_base: bytes.as_ptr() as *mut libc::c_void,
                 iov_len: bytes.len(),
             };
-            let m = &mut self.msgs[i];
-            m.msg_hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
-            m.msg_hdr.msg_namelen = namelen;
-            m.msg_hdr.msg_iov = &mut self.iov[i];
-            m.msg_hdr.msg_iovlen = 1;
-            m.msg_len = 0;
             len = i + 1;
         }
         let mut done = 0;
+        let mut join = self.join && self.gso;
+        // A GSO message was refused: whether for being one, its first
+        // datagram sent alone tells.
+        let mut suspect = false;
         while done < len {
-            // SAFETY: headers `done..len` point at the messages' bytes, which
-            // outlive the call, and at their targets.
+            let planned = self.plan(done, len, join);
+            // SAFETY: headers `..planned` point at the datagrams' bytes,
+            // which outlive the call, at their targets and at their control
+            // messages.
             let n = unsafe {
                 libc::sendmmsg(
                     fd,
-                    self.msgs[done..].as_mut_ptr(),
-                    (len - done) as u32,
+                    self.msgs.as_mut_ptr(),
+                    planned as u32,
                     libc::MSG_DONTWAIT,
                 )
             };
@@ -2029,12 +2137,93 @@ impl SendBuffers {
                 if err.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
+                if self.counts[0] > 1 && refuses_gso(&err) {
+                    (join, suspect) = (false, true);
+                    continue;
+                }
+                // Refused alone too: the datagram's own error (a target
+                // the socket cannot reach), not GSO's.
                 return (done, Some(err));
             }
-            done += n as usize;
+            if std::mem::take(&mut suspect) && n > 0 {
+                self.gso = false;
+            }
+            for &count in &self.counts[..n as usize] {
+                done += count;
+                self.joined += u64::from(count > 1);
+            }
         }
         (done, None)
     }
+
+    /// Sets the message headers for datagrams `from..to`: one each, or with
+    /// `join` one per run that [`SendBuffers::joins`] allows. Returns the
+    /// number of messages.
+    fn plan(&mut self, from: usize, to: usize, join: bool) -> usize {
+        let mut messages = 0;
+        let mut first = from;
+        while first < to {
+            let mut count = 1;
+            while join && first + count < to && self.joins(first, count) {
+                count += 1;
+            }
+            let m = &mut self.msgs[messages];
+            m.msg_hdr.msg_name = (&mut self.names[first] as *mut libc::sockaddr_storage).cast();
+            m.msg_hdr.msg_namelen = self.namelens[first];
+            m.msg_hdr.msg_iov = &mut self.iov[first];
+            m.msg_hdr.msg_iovlen = count;
+            m.msg_len = 0;
+            if count > 1 {
+                let control = &mut self.controls[messages];
+                m.msg_hdr.msg_control = control.as_mut_ptr().cast();
+                m.msg_hdr.msg_controllen = size_of_val(control);
+                // SAFETY: the control buffer holds CMSG_SPACE(2) bytes, so
+                // CMSG_FIRSTHDR finds room for a header and its u16.
+                unsafe {
+                    let cmsg = libc::CMSG_FIRSTHDR(&m.msg_hdr);
+                    (*cmsg).cmsg_level = libc::SOL_UDP;
+                    (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+                    (*cmsg).cmsg_len = libc::CMSG_LEN(2) as _;
+                    let size = self.iov[first].iov_len as u16;
+                    libc::CMSG_DATA(cmsg).cast::<u16>().write_unaligned(size);
+                }
+            } else {
+                m.msg_hdr.msg_control = std::ptr::null_mut();
+                m.msg_hdr.msg_controllen = 0;
+            }
+            self.counts[messages] = count;
+            messages += 1;
+            first += count;
+        }
+        messages
+    }
+
+    /// Whether the datagram after the `count` from `first` on joins their
+    /// GSO message: the same target, no larger than the first (its size is
+    /// the message's segment size) and only the last of the message
+    /// smaller, within the kernel's limits.
+    fn joins(&self, first: usize, count: usize) -> bool {
+        let segment = self.iov[first].iov_len;
+        let next = first + count;
+        let size = self.iov[next].iov_len;
+        count < GSO_SEGMENTS
+            && (1..=GSO_MAX_DATAGRAM).contains(&segment)
+            && self.iov[next - 1].iov_len == segment
+            && (1..=segment).contains(&size)
+            && segment * count + size <= GSO_MAX_BYTES
+            && self.targets[next] == self.targets[first]
+    }
+}
+
+/// Whether a GSO message's `err` may be the message's own, not its
+/// datagrams': `EIO` (the route's device cannot checksum it), `EINVAL` (an
+/// MTU below the segment size, or a limit this kernel has lower) or
+/// `EMSGSIZE`.
+fn refuses_gso(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EIO | libc::EINVAL | libc::EMSGSIZE)
+    )
 }
 
 /// The address in `ss` as the worker names a datagram's source: an
@@ -3149,7 +3338,14 @@ impl<H: Handler> Worker<H> {
                 return;
             }
             self.apply_updates();
+            self.send.join = self.shared.gso.load(Ordering::Relaxed);
             more_to_send = self.send_pending(&mut out);
+            let joined = std::mem::take(&mut self.send.joined);
+            if joined > 0 {
+                self.shared
+                    .gso_messages
+                    .fetch_add(joined, Ordering::Relaxed);
+            }
             if (more_to_send || self.backlog) && !tick.is_zero() {
                 next_tick = Instant::now();
             }
@@ -5566,5 +5762,141 @@ mod tests {
         // Removing closes the socket at once: the port can be bound again.
         assert!(srv.remove_channel(0, Duration::from_secs(5)));
         srv.add_channel(1, cfg, ()).unwrap();
+    }
+
+    /// The messages [`SendBuffers::plan`] makes of datagrams of `sizes`,
+    /// each to the target of its number in `targets`: their datagram
+    /// counts.
+    fn planned(sizes: &[usize], targets: &[u16], join: bool) -> Vec<usize> {
+        let mut send = SendBuffers::new();
+        for (i, (&size, &to)) in sizes.iter().zip(targets).enumerate() {
+            send.iov[i].iov_len = size;
+            send.targets[i] = SocketAddr::from(([127, 0, 0, 1], to));
+        }
+        let messages = send.plan(0, sizes.len(), join);
+        send.counts[..messages].to_vec()
+    }
+
+    #[test]
+    fn gso_joins_runs_of_one_size_to_one_target() {
+        assert_eq!(planned(&[172; 64], &[1; 64], true), [64]);
+        assert_eq!(planned(&[172; 64], &[1; 64], false), [1; 64]);
+        // The target changes: a new message, even back to the first.
+        assert_eq!(planned(&[172; 5], &[1, 1, 2, 2, 1], true), [2, 2, 1]);
+        // Only the last may be smaller; a larger one starts anew.
+        assert_eq!(
+            planned(&[172, 172, 100, 172, 200, 200], &[1; 6], true),
+            [3, 1, 2]
+        );
+        assert_eq!(planned(&[172, 100, 100], &[1; 3], true), [2, 1]);
+        // Empty datagrams and those over GSO_MAX_DATAGRAM go alone.
+        assert_eq!(
+            planned(&[0, 0, 1232, 1232, 1233, 1233], &[1; 6], true),
+            [1, 1, 2, 1, 1]
+        );
+        // At most GSO_MAX_BYTES: 52 datagrams of 1,232 bytes (64,064).
+        assert_eq!(planned(&[1232; 64], &[1; 64], true), [52, 12]);
+    }
+
+    /// Datagrams of the sizes and targets of the first test above, sent
+    /// with `fd_setup` applied to the sending socket: every one arrives
+    /// alone, whole and in order, at its own target.
+    fn send_joined(fd_setup: impl FnOnce(i32)) -> SendBuffers {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        fd_setup(tx.as_raw_fd());
+        let (to_a, to_b) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        let mut datagrams = Vec::new();
+        for i in 0..40u8 {
+            let size = if i == 29 { 90 } else { 172 };
+            let to = if (20..25).contains(&i) { to_b } else { to_a };
+            datagrams.push((vec![i; size], to));
+        }
+        let mut send = SendBuffers::new();
+        let (sent, err) = send.send(
+            tx.as_raw_fd(),
+            datagrams.iter().map(|(d, to)| (&d[..], *to)),
+        );
+        assert_eq!((sent, err.map(|e| e.to_string())), (40, None));
+        for (socket, to) in [(&a, to_a), (&b, to_b)] {
+            socket
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            for (data, _) in datagrams.iter().filter(|(_, t)| *t == to) {
+                let mut buf = [0u8; 2048];
+                let (n, from) = socket.recv_from(&mut buf).unwrap();
+                assert_eq!((&buf[..n], from), (&data[..], tx.local_addr().unwrap()));
+            }
+            socket.set_nonblocking(true).unwrap();
+            assert!(
+                socket.recv_from(&mut [0u8; 2048]).is_err(),
+                "one datagram too many"
+            );
+        }
+        send
+    }
+
+    #[test]
+    fn gso_messages_arrive_as_the_datagrams_they_join() {
+        let send = send_joined(|_| {});
+        // The kernel took joined messages: 20 to a, 5 to b, 5 to a (the
+        // last the short one), 10 to a.
+        assert_eq!(send.gso, gso_supported());
+        if send.gso {
+            assert_eq!(send.counts[..4], [20, 5, 5, 10]);
+        }
+    }
+
+    #[test]
+    fn a_refused_gso_message_goes_out_datagram_by_datagram() {
+        // A socket sending without UDP checksums may not send GSO messages
+        // (EINVAL): the worker sends those datagrams one by one, and joins
+        // none from then on.
+        let send = send_joined(|fd| {
+            let one: libc::c_int = 1;
+            // SAFETY: `one` is a live c_int and the length says so.
+            let set = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_NO_CHECK,
+                    (&one as *const libc::c_int).cast(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(set, 0, "SO_NO_CHECK: {}", io::Error::last_os_error());
+        });
+        assert!(!send.gso);
+    }
+
+    #[test]
+    fn a_datagram_refused_alone_too_leaves_gso_on() {
+        // Port 0 is refused (EINVAL) as a GSO message and alone: the
+        // datagram's error, returned, and the worker still joins.
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let nowhere = SocketAddr::from(([127, 0, 0, 1], 0));
+        let packet = [7u8; 172];
+        let mut send = SendBuffers::new();
+        let (sent, err) = send.send(tx.as_raw_fd(), [(&packet[..], nowhere); 5]);
+        assert_eq!(sent, 0);
+        assert_eq!(
+            err.and_then(|e| e.raw_os_error()),
+            Some(libc::EINVAL),
+            "port 0 is refused"
+        );
+        assert_eq!(send.gso, gso_supported());
+        let to = rx.local_addr().unwrap();
+        let (sent, err) = send.send(tx.as_raw_fd(), [(&packet[..], to); 5]);
+        assert_eq!((sent, err.is_none()), (5, true));
+        if send.gso {
+            assert_eq!(send.counts[..1], [5]);
+        }
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        for _ in 0..5 {
+            let mut buf = [0u8; 2048];
+            assert_eq!(rx.recv(&mut buf).unwrap(), 172);
+        }
     }
 }

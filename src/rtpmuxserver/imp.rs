@@ -249,6 +249,8 @@ struct Extra {
     /// Datagrams on shared sockets that belonged to no channel, as the
     /// server last counted them (kept past a stop).
     dropped_unknown_source: AtomicU64,
+    /// The server's UDP GSO messages, as last counted (kept past a stop).
+    gso_messages: AtomicU64,
 }
 
 impl Extra {
@@ -258,12 +260,21 @@ impl Extra {
             &self.dropped_downstream,
             &self.dropped_no_socket,
             &self.dropped_unknown_source,
+            &self.gso_messages,
         ] {
             c.store(0, Ordering::Relaxed);
         }
     }
 
-    fn fields(&self) -> [(&'static str, u64); 4] {
+    /// Takes the counts the server keeps for the whole element.
+    fn copy_from(&self, server: &mux::Server<Deliver>) {
+        self.dropped_unknown_source
+            .store(server.dropped_unknown_source(), Ordering::Relaxed);
+        self.gso_messages
+            .store(server.gso_messages(), Ordering::Relaxed);
+    }
+
+    fn fields(&self) -> [(&'static str, u64); 5] {
         [
             ("packets-pushed", self.pushed.load(Ordering::Relaxed)),
             (
@@ -278,6 +289,7 @@ impl Extra {
                 "dropped-unknown-source",
                 self.dropped_unknown_source.load(Ordering::Relaxed),
             ),
+            ("gso-messages", self.gso_messages.load(Ordering::Relaxed)),
         ]
     }
 }
@@ -512,6 +524,8 @@ type Snapshot = (Vec<(u32, mux::StatsRow)>, mux::StatsRow);
 #[derive(Default)]
 pub struct RtpMuxServer {
     tick_ms: AtomicU32,
+    /// The `gso` property (true once constructed).
+    gso: AtomicBool,
     /// Worker threads of the next start; 0 until set (1).
     workers: AtomicU32,
     /// The sessions' CNAME; random until set.
@@ -698,6 +712,7 @@ impl RtpMuxServer {
                 ("cannot start the worker thread: {e}")
             )
         })?;
+        server.set_gso(self.gso.load(Ordering::Relaxed));
         // The property refuses a CNAME too long, so this cannot fail.
         if let Err(e) = server.set_cname(&lock(&self.cname)) {
             gst::warning!(CAT, imp = self, "{e}");
@@ -743,9 +758,7 @@ impl RtpMuxServer {
         };
         *lock(&self.last_cnames) = Self::remote_cnames(&server, &server.channel_stats());
         *lock(&self.last) = Some(server.stop_with_stats());
-        self.extra
-            .dropped_unknown_source
-            .store(server.dropped_unknown_source(), Ordering::Relaxed);
+        self.extra.copy_from(&server);
         for entry in lock(&self.channels).values() {
             *entry.slot.core() = None;
             entry.slot.local_port.store(0, Ordering::Relaxed);
@@ -794,9 +807,7 @@ impl RtpMuxServer {
 
     fn stats(&self) -> gst::Structure {
         if let Some(server) = lock(&self.server).as_ref() {
-            self.extra
-                .dropped_unknown_source
-                .store(server.dropped_unknown_source(), Ordering::Relaxed);
+            self.extra.copy_from(server);
         }
         let (rows, totals) = self.rows();
         let cnames = match lock(&self.server).as_ref() {
@@ -1038,6 +1049,7 @@ impl ObjectImpl for RtpMuxServer {
     fn constructed(&self) {
         self.parent_constructed();
         self.tick_ms.store(DEFAULT_TICK_MS, Ordering::Relaxed);
+        self.gso.store(true, Ordering::Relaxed);
         *lock(&self.cname) = mux::default_cname();
     }
 
@@ -1074,6 +1086,25 @@ impl ObjectImpl for RtpMuxServer {
                     .maximum(MAX_WORKERS)
                     .default_value(1)
                     .build(),
+                glib::ParamSpecBoolean::builder("gso")
+                    .nick("UDP GSO")
+                    .blurb(
+                        "Send the packets a worker has for one address in a row, of one size \
+                         (the last may be shorter) and of at most 1232 bytes, as one UDP GSO \
+                         message (Linux UDP_SEGMENT) of up to 64: the kernel carries them as \
+                         one and splits them into the same datagrams at the end (at the \
+                         receiving socket on loopback, else in the network card or just \
+                         before it). Channels of a shared socket sending to one peer's shared \
+                         port, and channels with a batch queued, send that way. Peers receive \
+                         the same datagrams either way; packet captures on loopback, and on \
+                         cards that split UDP themselves, show the joined message. A message \
+                         the kernel refuses is sent again datagram by datagram; when they go \
+                         out so (a route that cannot take GSO), that worker joins none from \
+                         then on. Ignored where the kernel lacks UDP_SEGMENT.",
+                    )
+                    .default_value(true)
+                    .mutable_playing()
+                    .build(),
                 glib::ParamSpecString::builder("cname")
                     .nick("CNAME")
                     .blurb(
@@ -1094,7 +1125,9 @@ impl ObjectImpl for RtpMuxServer {
                          dropped-kernel = datagrams the kernel dropped on a full socket, \
                          send-errors, latched = channels latched now, channels, packets-pushed, \
                          dropped-downstream, dropped-no-socket, dropped-unknown-source = datagrams \
-                         on shared sockets that belonged to no channel, relayed, not-relayed; \
+                         on shared sockets that belonged to no channel, relayed, not-relayed, \
+                         gso-messages = UDP GSO messages sent (see gso), each of 2 to 64 of \
+                         the datagrams packets-sent counts; \
                          and the sums of the session \
                          counts: rtp-packets-received, rtp-payload-octets-received, \
                          packets-expected, packets-lost (i64), rtp-packets-sent, \
@@ -1142,6 +1175,13 @@ impl ObjectImpl for RtpMuxServer {
                     server.set_tick(Duration::from_millis(u64::from(ms)));
                 }
             }
+            "gso" => {
+                let gso: bool = value.get().unwrap_or(true);
+                self.gso.store(gso, Ordering::Relaxed);
+                if let Some(server) = lock(&self.server).as_ref() {
+                    server.set_gso(gso);
+                }
+            }
             "workers" => {
                 let n: u32 = value.get().unwrap_or(1);
                 self.workers.store(n, Ordering::Relaxed);
@@ -1178,6 +1218,7 @@ impl ObjectImpl for RtpMuxServer {
         match pspec.name() {
             "tick" => self.tick_ms.load(Ordering::Relaxed).to_value(),
             "workers" => self.worker_count().to_value(),
+            "gso" => self.gso.load(Ordering::Relaxed).to_value(),
             "cname" => lock(&self.cname).to_value(),
             "stats" => self.stats().to_value(),
             "stats-packed" => self.packed_stats().to_value(),
