@@ -1988,7 +1988,8 @@ impl RecvBuffers {
 }
 
 /// Most datagrams one GSO message carries: the kernel's `UDP_MAX_SEGMENTS`
-/// (64 before Linux 6.9, 128 since).
+/// (64 in the kernels that first had GSO, Debian 12's among them; 128 in
+/// later ones).
 const GSO_SEGMENTS: usize = 64;
 /// Largest datagram joined into a GSO message. The kernel refuses a message
 /// whose segments and headers would not each fit the route's MTU (`EINVAL`),
