@@ -2450,9 +2450,10 @@ impl SharedSocket {
     ///
     /// Inlined into the read loop with the usual datagram's case only; the
     /// others, in a function of their own, do not weigh on it.
+    /// `ssrc` is `data`'s [`packet_ssrc`], which
+    /// [`SharedSocket::prefetch_route`] read already.
     #[inline]
-    fn route(&self, data: &[u8], from: SocketAddr) -> Option<usize> {
-        let ssrc = packet_ssrc(data);
+    fn route(&self, data: &[u8], from: SocketAddr, ssrc: Option<u32>) -> Option<usize> {
         let by_ssrc = ssrc.and_then(|s| self.by_ssrc.get(s));
         // The usual datagram: the SSRC a channel expects, from its target.
         // The rules give that channel: its target is either its alone (1.)
@@ -2464,13 +2465,16 @@ impl SharedSocket {
     }
 
     /// Starts loading the route [`SharedSocket::route`] will look `data`
-    /// up in first: a read asks for all of its datagrams' routes before it
-    /// routes the first, so that they arrive together.
+    /// up in first, and returns the SSRC it goes by: a read asks for all of
+    /// its datagrams' routes before it routes the first, so that they
+    /// arrive together.
     #[inline]
-    fn prefetch_route(&self, data: &[u8]) {
-        if let Some(ssrc) = packet_ssrc(data) {
+    fn prefetch_route(&self, data: &[u8]) -> Option<u32> {
+        let ssrc = packet_ssrc(data);
+        if let Some(ssrc) = ssrc {
             self.by_ssrc.prefetch(ssrc);
         }
+        ssrc
     }
 
     /// [`SharedSocket::route`] of a datagram not from the target of the
@@ -3747,11 +3751,12 @@ impl<H: Handler> Worker<H> {
             let now = shared.now();
             (full, datagrams) = (full || n == asked, datagrams + n);
             routed.clear();
-            for i in 0..n {
-                ss.prefetch_route(recv.datagram(i));
+            let mut ssrcs = [None; SHARED_BATCH];
+            for (i, ssrc) in ssrcs.iter_mut().enumerate().take(n) {
+                *ssrc = ss.prefetch_route(recv.datagram(i));
             }
             let mut unknown = 0;
-            for i in 0..n {
+            for (i, &ssrc) in ssrcs.iter().enumerate().take(n) {
                 if per_datagram && let Some(count) = recv.drops(i) {
                     ss.rx.kernel_drops = count;
                 }
@@ -3760,7 +3765,7 @@ impl<H: Handler> Worker<H> {
                 // The source is converted once: routing and the channel both
                 // need it.
                 let from = recv.sender(i);
-                match from.and_then(|from| Some((ss.route(data, from)?, from))) {
+                match from.and_then(|from| Some((ss.route(data, from, ssrc)?, from))) {
                     Some((slot, from)) => {
                         table.prefetch_slot(slot);
                         routed.push((slot, i, from));
@@ -4156,31 +4161,31 @@ mod tests {
         // Two channels with one peer's shared port as their target.
         ss.reindex(3, RouteKey::default(), key(peer, Some(300)));
         ss.reindex(4, RouteKey::default(), key(peer, Some(400)));
-        assert_eq!(ss.route(&rtp(100), a1), Some(1));
+        assert_eq!(ss.route_of(&rtp(100), a1), Some(1));
         // From 1's target, but 2's SSRC, which 1 does not expect: 2's.
-        assert_eq!(ss.route(&rtp(200), a1), Some(2));
-        assert_eq!(ss.route(&rtp(300), peer), Some(3));
-        assert_eq!(ss.route(&rtp(400), peer), Some(4));
+        assert_eq!(ss.route_of(&rtp(200), a1), Some(2));
+        assert_eq!(ss.route_of(&rtp(300), peer), Some(3));
+        assert_eq!(ss.route_of(&rtp(400), peer), Some(4));
         // An SSRC nobody expects from an address of one channel: its peer
         // changed SSRC. From an address of two, nobody's.
-        assert_eq!(ss.route(&rtp(999), a2), Some(2));
-        assert_eq!(ss.route(&rtp(999), peer), None);
-        assert_eq!(ss.route(&rtp(999), a5), None);
+        assert_eq!(ss.route_of(&rtp(999), a2), Some(2));
+        assert_eq!(ss.route_of(&rtp(999), peer), None);
+        assert_eq!(ss.route_of(&rtp(999), a5), None);
         // Channel 1's peer moves to a5: found there, and by its SSRC still
         // from the old address, which is nobody's target now.
         ss.reindex(1, key(a1, Some(100)), key(a5, Some(100)));
-        assert_eq!(ss.route(&rtp(100), a5), Some(1));
-        assert_eq!(ss.route(&rtp(100), a1), Some(1));
-        assert_eq!(ss.route(&rtp(999), a1), None);
-        assert_eq!(ss.route(&rtp(999), a5), Some(1));
+        assert_eq!(ss.route_of(&rtp(100), a5), Some(1));
+        assert_eq!(ss.route_of(&rtp(100), a1), Some(1));
+        assert_eq!(ss.route_of(&rtp(999), a1), None);
+        assert_eq!(ss.route_of(&rtp(999), a5), Some(1));
         // IPv6 sources are keys of their own.
         let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, 1000));
         ss.reindex(5, RouteKey::default(), key(v6, None));
-        assert_eq!(ss.route(&rtp(999), v6), Some(5));
-        assert_eq!(ss.route(&rtp(999), a1), None);
+        assert_eq!(ss.route_of(&rtp(999), v6), Some(5));
+        assert_eq!(ss.route_of(&rtp(999), a1), None);
         // A channel that expects no SSRC takes all from its target, even
         // an SSRC another channel expects.
-        assert_eq!(ss.route(&rtp(200), v6), Some(5));
+        assert_eq!(ss.route_of(&rtp(200), v6), Some(5));
     }
 
     fn loopback() -> ChannelConfig {
@@ -5765,6 +5770,13 @@ mod tests {
         srv.add_channel(1, cfg, ()).unwrap();
     }
 
+    impl SharedSocket {
+        /// [`SharedSocket::route`] with the SSRC read here.
+        fn route_of(&self, data: &[u8], from: SocketAddr) -> Option<usize> {
+            self.route(data, from, packet_ssrc(data))
+        }
+    }
+
     /// The messages [`SendBuffers::plan`] makes of datagrams of `sizes`,
     /// each to the target of its number in `targets`: their datagram
     /// counts.
@@ -5799,9 +5811,9 @@ mod tests {
         assert_eq!(planned(&[1232; 64], &[1; 64], true), [52, 12]);
     }
 
-    /// Datagrams of the sizes and targets of the first test above, sent
-    /// with `fd_setup` applied to the sending socket: every one arrives
-    /// alone, whole and in order, at its own target.
+    /// 40 datagrams, runs to two targets with one short datagram among
+    /// them, sent with `fd_setup` applied to the sending socket: every one
+    /// arrives alone, whole and in order, at its own target.
     fn send_joined(fd_setup: impl FnOnce(i32)) -> SendBuffers {
         let a = UdpSocket::bind("127.0.0.1:0").unwrap();
         let b = UdpSocket::bind("127.0.0.1:0").unwrap();
