@@ -467,47 +467,35 @@ fn send_batch(fd: i32, packet: &[u8], to: &[libc::sockaddr_in]) -> u64 {
 /// `packet` from `fd` to each of `to` (at most [`SHARED_BATCH`]), each run
 /// of one target as one UDP GSO message (`UDP_SEGMENT`) of as many
 /// datagrams, in one `sendmmsg`; a message the kernel refuses is skipped.
-/// Returns the datagrams the kernel took.
+/// Returns the datagrams the kernel took. Nothing is allocated or copied:
+/// every iovec points at `packet`, and the kernel joins them.
 fn send_joined(fd: i32, packet: &[u8], to: &[libc::sockaddr_in]) -> u64 {
     const NAME: u32 = std::mem::size_of::<libc::sockaddr_in>() as u32;
     let to = &to[..to.len().min(SHARED_BATCH)];
-    let same = |a: &libc::sockaddr_in, b: &libc::sockaddr_in| {
-        (a.sin_addr.s_addr, a.sin_port) == (b.sin_addr.s_addr, b.sin_port)
-    };
-    // The datagrams of a message, back to back.
-    let joined = packet.repeat(to.len());
-    let mut iov: Vec<libc::iovec> = Vec::with_capacity(to.len());
-    let mut counts = Vec::with_capacity(to.len());
-    let mut first = 0;
+    let iov = [libc::iovec {
+        iov_base: packet.as_ptr().cast_mut().cast(),
+        iov_len: packet.len(),
+    }; SHARED_BATCH];
+    // `CMSG_SPACE(2)` per message, in u64s so it is aligned for `cmsghdr`.
+    let mut controls = [[0u64; 3]; SHARED_BATCH];
+    // SAFETY: all-zero bytes are a valid C message header.
+    let mut msgs: [libc::mmsghdr; SHARED_BATCH] = unsafe { std::mem::zeroed() };
+    let mut runs = [0usize; SHARED_BATCH];
+    let (mut messages, mut first) = (0, 0);
     while first < to.len() {
+        let target = (to[first].sin_addr.s_addr, to[first].sin_port);
         let run = to[first..]
             .iter()
-            .take_while(|a| same(a, &to[first]))
+            .take_while(|a| (a.sin_addr.s_addr, a.sin_port) == target)
             .count();
-        iov.push(libc::iovec {
-            iov_base: joined.as_ptr().cast_mut().cast(),
-            iov_len: run * packet.len(),
-        });
-        counts.push((first, run));
-        first += run;
-    }
-    // `CMSG_SPACE(2)`, aligned for `cmsghdr`.
-    let mut controls = vec![[0u64; 3]; counts.len()];
-    // SAFETY: all-zero bytes are a valid C message header.
-    let mut msgs: Vec<libc::mmsghdr> = (0..counts.len())
-        .map(|_| unsafe { std::mem::zeroed() })
-        .collect();
-    for (((m, v), c), &(first, run)) in msgs
-        .iter_mut()
-        .zip(&mut iov)
-        .zip(&mut controls)
-        .zip(&counts)
-    {
-        m.msg_hdr.msg_iov = v;
-        m.msg_hdr.msg_iovlen = 1;
+        let m = &mut msgs[messages];
+        // The kernel only reads the iovecs.
+        m.msg_hdr.msg_iov = iov.as_ptr().cast_mut();
+        m.msg_hdr.msg_iovlen = run;
         m.msg_hdr.msg_name = (&to[first] as *const libc::sockaddr_in).cast_mut().cast();
         m.msg_hdr.msg_namelen = NAME;
         if run > 1 {
+            let c = &mut controls[messages];
             m.msg_hdr.msg_control = c.as_mut_ptr().cast();
             m.msg_hdr.msg_controllen = std::mem::size_of_val(c);
             // SAFETY: the control buffer has room for one header and a u16.
@@ -521,17 +509,17 @@ fn send_joined(fd: i32, packet: &[u8], to: &[libc::sockaddr_in]) -> u64 {
                     .write_unaligned(packet.len() as u16);
             }
         }
+        runs[messages] = run;
+        messages += 1;
+        first += run;
     }
     let (mut at, mut sent) = (0, 0);
-    while at < msgs.len() {
-        // SAFETY: the headers point at `iov`, `joined`, `to` and
+    while at < messages {
+        // SAFETY: the headers point at `iov`, `packet`, `to` and
         // `controls`, all live for the call; the kernel only reads them.
-        let r = unsafe { libc::sendmmsg(fd, msgs[at..].as_mut_ptr(), (msgs.len() - at) as u32, 0) };
+        let r = unsafe { libc::sendmmsg(fd, msgs[at..].as_mut_ptr(), (messages - at) as u32, 0) };
         if r > 0 {
-            sent += counts[at..at + r as usize]
-                .iter()
-                .map(|&(_, run)| run as u64)
-                .sum::<u64>();
+            sent += runs[at..at + r as usize].iter().sum::<usize>() as u64;
             at += r as usize;
         } else {
             at += 1;
