@@ -19,9 +19,11 @@
 //! statistics (the state floor), and that floor pushing a buffer per
 //! packet; and
 //! N `udpsrc`. The channel-to-channel runs come with a socket per channel
-//! and with a shared port per worker, each beside its floor (one thread,
-//! the same datagrams: `sendto` per datagram and epoll, or one shared
-//! socket written and read 64 datagrams at a time). The goals
+//! and with a shared port per worker, the generator's CPU printed apart,
+//! each beside its floors on as many threads as the rows have workers (the
+//! same datagrams: `sendto` per datagram and epoll, or a shared socket per
+//! thread written and read 64 datagrams at a time, with and without GSO).
+//! The goals
 //! (issue 15): shared-port channels at most 1/10 of udpsrc's CPU per stream
 //! at every N >= 500 and within 1.3x of the shared floor; channels sending
 //! to each other lose nothing at 4,096 channels with 2 workers. Rows whose
@@ -840,15 +842,27 @@ impl PeerSockets {
         }
     }
 
-    /// The floor of its traffic ([`common::floor::exchange`]), and what
-    /// that floor does.
-    fn floor(self) -> (Carriers, &'static str) {
-        match self {
-            PeerSockets::Own => (Carriers::PerStream, "sendto + epoll + recvmmsg"),
-            PeerSockets::Shared => (
-                Carriers::Shared(1),
+    /// The floors of its traffic on `threads` threads
+    /// ([`common::floor::exchange_on`]), each with what it does and the
+    /// suffix of its report line: the shared layout's also with GSO.
+    fn floors(self, threads: usize) -> Vec<(Carriers, &'static str, &'static str)> {
+        let (plain, gso) = if threads == 1 {
+            (
                 "one shared socket, sendmmsg + recvmmsg of 64",
-            ),
+                "one shared socket, sendmmsg of GSO messages + recvmmsg of 64",
+            )
+        } else {
+            (
+                "a shared socket each, sendmmsg + recvmmsg of 64",
+                "a shared socket each, sendmmsg of GSO messages + recvmmsg of 64",
+            )
+        };
+        match self {
+            PeerSockets::Own => vec![(Carriers::PerStream, "sendto + epoll + recvmmsg", "")],
+            PeerSockets::Shared => vec![
+                (Carriers::Shared(threads), plain, ""),
+                (Carriers::SharedGso(threads), gso, " gso"),
+            ],
         }
     }
 }
@@ -923,7 +937,8 @@ fn peers_run(
         let pads = sink_pads.clone();
         std::thread::spawn(move || {
             let period = Duration::from_secs_f64(1.0 / pps);
-            let mut next = Instant::now();
+            let (started, cpu0) = (Instant::now(), common::thread_cpu_seconds());
+            let mut next = started;
             let mut chained = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 for (pad, b) in pads.iter().zip(&buffers) {
@@ -935,12 +950,16 @@ fn peers_run(
                     std::thread::sleep(wait);
                 }
             }
-            chained
+            let share = (common::thread_cpu_seconds() - cpu0) / started.elapsed().as_secs_f64();
+            (chained, share)
         })
     };
     let (cpu, elapsed, threads) = measure(window);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let chained = generator.join().expect("generator");
+    // The generator's own CPU (its chain calls run the sink pads' chain
+    // function, the element's share of sending) is told apart from the
+    // element's threads: on two cores the three compete.
+    let (chained, generator_share) = generator.join().expect("generator");
     // Let the element drain what it still holds (send queues, socket
     // buffers), so that what is missing at the end is really lost: the
     // counters must stand still for three polls in a row (at most 10 s).
@@ -983,10 +1002,12 @@ fn peers_run(
          ({gso_messages} GSO messages): {chained} packets, \
          sent {sent}, received {received}, dropped-queue-full {queue_full}, dropped-kernel \
          {kernel}, send-errors {send_errors}, dropped-unknown-source {unknown}, uncounted \
-         {uncounted}; {:.3}% not delivered, {threads} threads, CPU {:.1}% \
-         ({:.3} MHz per channel, generator included)",
+         {uncounted}; {:.3}% not delivered, {threads} threads, CPU {:.1}% (generator \
+         {:.0}%, the rest {:.0}%; {:.3} MHz per channel, generator included)",
         100.0 * (chained - received.min(chained)) as f64 / chained.max(1) as f64,
         100.0 * cpu / elapsed,
+        100.0 * generator_share,
+        100.0 * (cpu / elapsed - generator_share),
         cpu / elapsed * mhz / n as f64,
     );
     common::report(
@@ -1339,7 +1360,6 @@ fn main() {
     for &n in &peers {
         for layout in &layouts {
             let sockets = PeerSockets::parse(layout);
-            let (carriers, how) = sockets.floor();
             if sockets == PeerSockets::Shared && !support.shared_socket {
                 println!(
                     "  {n} channels x 100 pps on shared ports: not available (rtpmuxserver \
@@ -1365,49 +1385,60 @@ fn main() {
                     peers_run(n, 100.0, tick, w, sockets, gso, outputs, window, mhz);
                 }
             }
-            let mut floors = vec![(carriers, how, "")];
-            if sockets == PeerSockets::Shared {
-                floors.push((
-                    Carriers::SharedGso(1),
-                    "one shared socket, sendmmsg of GSO messages + recvmmsg of 64",
-                    " gso",
-                ));
-            }
-            for (carriers, how, suffix) in floors {
-                exchange_floor(n, sockets, carriers, how, suffix, window);
+            // A floor on as many threads as each row has workers: with
+            // two, every datagram crosses to the other thread's core, as
+            // it does between the element's workers.
+            for &w in &workers {
+                let threads = w.max(1) as usize;
+                for (carriers, how, suffix) in sockets.floors(threads) {
+                    exchange_floor(n, sockets, carriers, how, suffix, threads, window);
+                }
             }
         }
     }
 }
 
-/// [`common::floor::exchange`] of the channel-to-channel traffic: the same
-/// datagrams with nothing but the socket calls, from one thread, what any
-/// one-thread server must at least spend.
+/// [`common::floor::exchange_on`] of the channel-to-channel traffic: the
+/// same datagrams with nothing but the socket calls, on `threads` threads,
+/// what any server with that many threads must at least spend.
+#[allow(clippy::too_many_arguments)]
 fn exchange_floor(
     n: usize,
     sockets: PeerSockets,
     carriers: Carriers,
     how: &str,
     suffix: &str,
+    threads: usize,
     window: f64,
 ) {
-    let x = common::floor::exchange(n, 100.0, |i| (i + 1) % n, carriers, window);
+    let x = common::floor::exchange_on(n, 100.0, |i| (i + 1) % n, carriers, window, threads);
     // CPU time, not wall time, so other load on the machine does not
     // count: what one datagram sent and received costs, and how many such
     // channels one core could carry at all.
     let per_packet = x.cpu_seconds / x.sent.max(1) as f64;
     let max_channels = 1.0 / (per_packet * 100.0);
+    let on = if threads == 1 {
+        "one thread".to_owned()
+    } else {
+        format!("{threads} threads")
+    };
     println!(
-        "  {n} channels x 100 pps, floor (one thread, {how} only): {:.2} us CPU per \
-         datagram sent and received ({} sent, {} received); one core carries at most \
-         {max_channels:.0} such channels",
+        "  {n} channels x 100 pps, floor ({on}, {how} only): {:.2} us CPU per \
+         datagram sent and received ({} sent, {} received, {:.0}% CPU); one core carries \
+         at most {max_channels:.0} such channels",
         per_packet * 1e6,
         x.sent,
         x.received,
+        100.0 * x.cpu_share(),
     );
+    let threads_key = if threads == 1 {
+        String::new()
+    } else {
+        format!(" threads={threads}")
+    };
     common::report(
         &format!(
-            "{}{suffix} floor: channels at 100 pps one core can carry (n={n})",
+            "{}{suffix}{threads_key} floor: channels at 100 pps one core can carry (n={n})",
             sockets.names().0
         ),
         max_channels,

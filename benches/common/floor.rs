@@ -336,7 +336,7 @@ pub enum Carriers {
 }
 
 /// `n` loopback streams, stream i sending one 172-byte datagram to stream
-/// `target(i)` `pps` times a second and reading what arrives, all from this
+/// `target(i)` `pps` times a second and reading what arrives, all from one
 /// thread, for `seconds` after a 1 s warm-up, on sockets as `carriers`
 /// says. A machine too slow for the traffic sends late and less: `sent`
 /// then falls short of `n * pps * seconds`.
@@ -347,40 +347,105 @@ pub fn exchange(
     carriers: Carriers,
     seconds: f64,
 ) -> Exchange {
+    exchange_on(n, pps, target, carriers, seconds, 1)
+}
+
+/// [`exchange`] with the sockets spread over `threads` threads (socket j
+/// on thread j % threads), each sending from and reading only its own, as
+/// an element's workers do: a datagram to another thread's socket is
+/// delivered across cores. The CPU is the whole process's.
+pub fn exchange_on(
+    n: usize,
+    pps: f64,
+    target: impl Fn(usize) -> usize,
+    carriers: Carriers,
+    seconds: f64,
+    threads: usize,
+) -> Exchange {
     let k = match carriers {
         Carriers::PerStream => n,
         Carriers::Shared(k) | Carriers::SharedGso(k) => k.clamp(1, n.max(1)),
     };
+    let threads = threads.clamp(1, k.max(1));
     let sockets: Vec<UdpSocket> = (0..k)
         .map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind"))
         .collect();
-    let mut floor = match carriers {
-        Carriers::PerStream => Floor::new(sockets),
-        Carriers::Shared(_) => Floor::shared(sockets),
-        Carriers::SharedGso(_) => {
-            let mut floor = Floor::shared(sockets);
-            floor.gso = true;
-            floor
-        }
-    };
-    let ports = floor.ports();
+    let ports: Vec<u16> = sockets
+        .iter()
+        .map(|s| s.local_addr().expect("bound").port())
+        .collect();
     let mut targets = vec![Vec::new(); k];
     for i in 0..n {
         targets[i % k].push(loopback(ports[target(i) % k]));
     }
-    let packet = [0x80u8; 172];
-    let period = Duration::from_secs_f64(1.0 / pps);
+    // Socket j, with what it sends, goes to thread j % threads.
+    let mut shares: Vec<(Vec<UdpSocket>, Vec<Vec<libc::sockaddr_in>>)> =
+        (0..threads).map(|_| (Vec::new(), Vec::new())).collect();
+    for (j, (socket, to)) in sockets.into_iter().zip(targets).enumerate() {
+        shares[j % threads].0.push(socket);
+        shares[j % threads].1.push(to);
+    }
     let start = Instant::now();
     let measured = start + Duration::from_secs(1);
     let end = measured + Duration::from_secs_f64(seconds);
-    let (mut next, mut cpu0) = (start, None);
-    let (mut sent, mut received) = (0, 0);
+    let (sent, received, cpu_seconds, wall_seconds) = std::thread::scope(|scope| {
+        let runs: Vec<_> = shares
+            .into_iter()
+            .map(|(sockets, targets)| {
+                let mut floor = match carriers {
+                    Carriers::PerStream => Floor::new(sockets),
+                    Carriers::Shared(_) | Carriers::SharedGso(_) => Floor::shared(sockets),
+                };
+                floor.gso = matches!(carriers, Carriers::SharedGso(_));
+                scope
+                    .spawn(move || exchange_rounds(&mut floor, &targets, pps, start, measured, end))
+            })
+            .collect();
+        std::thread::sleep(measured.saturating_duration_since(Instant::now()));
+        let (cpu0, t0) = (super::cpu_seconds(), Instant::now());
+        let counts: Vec<(u64, u64)> = runs
+            .into_iter()
+            .map(|r| r.join().expect("floor thread"))
+            .collect();
+        let (sent, received) = counts
+            .iter()
+            .fold((0, 0), |(s, r), (s1, r1)| (s + s1, r + r1));
+        (
+            sent,
+            received,
+            super::cpu_seconds() - cpu0,
+            t0.elapsed().as_secs_f64(),
+        )
+    });
+    Exchange {
+        cpu_seconds,
+        wall_seconds,
+        sent,
+        received,
+    }
+}
+
+/// One thread's share of an [`exchange_on`]: a round of sends each period
+/// from `start` to `end`, reading between them. Returns the datagrams sent
+/// and received from `measured` on.
+fn exchange_rounds(
+    floor: &mut Floor,
+    targets: &[Vec<libc::sockaddr_in>],
+    pps: f64,
+    start: Instant,
+    measured: Instant,
+    end: Instant,
+) -> (u64, u64) {
+    let packet = [0x80u8; 172];
+    let period = Duration::from_secs_f64(1.0 / pps);
+    let mut next = start;
+    let (mut sent, mut received, mut counting) = (0, 0, false);
     while next < end {
-        if cpu0.is_none() && next >= measured {
-            cpu0 = Some((super::cpu_seconds(), Instant::now()));
+        if !counting && next >= measured {
+            counting = true;
             (sent, received) = (0, 0);
         }
-        sent += floor.send_all(&packet, &targets);
+        sent += floor.send_all(&packet, targets);
         next += period;
         // At least one round each period, even one that overran, so a
         // machine too slow for the traffic still reads what it sends.
@@ -392,15 +457,7 @@ pub fn exchange(
             }
         }
     }
-    let (cpu_seconds, wall_seconds) = cpu0.map_or((0.0, 1.0), |(c, t)| {
-        (super::cpu_seconds() - c, t.elapsed().as_secs_f64())
-    });
-    Exchange {
-        cpu_seconds,
-        wall_seconds,
-        sent,
-        received,
-    }
+    (sent, received)
 }
 
 /// 127.0.0.1:`port` as the C socket address `sendmmsg` takes.
