@@ -845,23 +845,29 @@ impl PeerSockets {
     /// The floors of its traffic on `threads` threads
     /// ([`common::floor::exchange_on`]), each with what it does and the
     /// suffix of its report line: the shared layout's also with GSO.
-    fn floors(self, threads: usize) -> Vec<(Carriers, &'static str, &'static str)> {
-        let (plain, gso) = if threads == 1 {
-            (
-                "one shared socket, sendmmsg + recvmmsg of 64",
-                "one shared socket, sendmmsg of GSO messages + recvmmsg of 64",
-            )
+    fn floors(self, threads: usize) -> Vec<(Carriers, String, &'static str)> {
+        let socket = if threads == 1 {
+            "one shared socket"
         } else {
-            (
-                "a shared socket each, sendmmsg + recvmmsg of 64",
-                "a shared socket each, sendmmsg of GSO messages + recvmmsg of 64",
-            )
+            "a shared socket each"
         };
         match self {
-            PeerSockets::Own => vec![(Carriers::PerStream, "sendto + epoll + recvmmsg", "")],
+            PeerSockets::Own => vec![(
+                Carriers::PerStream,
+                "sendto + epoll + recvmmsg".to_owned(),
+                "",
+            )],
             PeerSockets::Shared => vec![
-                (Carriers::Shared(threads), plain, ""),
-                (Carriers::SharedGso(threads), gso, " gso"),
+                (
+                    Carriers::Shared(threads),
+                    format!("{socket}, sendmmsg + recvmmsg of 64"),
+                    "",
+                ),
+                (
+                    Carriers::SharedGso(threads),
+                    format!("{socket}, sendmmsg of GSO messages + recvmmsg of 64"),
+                    " gso",
+                ),
             ],
         }
     }
@@ -1391,7 +1397,7 @@ fn main() {
             for &w in &workers {
                 let threads = w.max(1) as usize;
                 for (carriers, how, suffix) in sockets.floors(threads) {
-                    exchange_floor(n, sockets, carriers, how, suffix, threads, window);
+                    exchange_floor(n, sockets, carriers, &how, suffix, threads, window);
                 }
             }
         }

@@ -171,10 +171,7 @@ impl Floor {
     }
 
     pub fn ports(&self) -> Vec<u16> {
-        self.sockets
-            .iter()
-            .map(|s| s.local_addr().expect("bound").port())
-            .collect()
+        ports_of(&self.sockets)
     }
 
     /// Waits up to `timeout_ms` for readiness, then reads each ready socket
@@ -370,10 +367,7 @@ pub fn exchange_on(
     let sockets: Vec<UdpSocket> = (0..k)
         .map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind"))
         .collect();
-    let ports: Vec<u16> = sockets
-        .iter()
-        .map(|s| s.local_addr().expect("bound").port())
-        .collect();
+    let ports = ports_of(&sockets);
     let mut targets = vec![Vec::new(); k];
     for i in 0..n {
         targets[i % k].push(loopback(ports[target(i) % k]));
@@ -458,6 +452,14 @@ fn exchange_rounds(
         }
     }
     (sent, received)
+}
+
+/// The ports `sockets` are bound to.
+fn ports_of(sockets: &[UdpSocket]) -> Vec<u16> {
+    sockets
+        .iter()
+        .map(|s| s.local_addr().expect("bound").port())
+        .collect()
 }
 
 /// 127.0.0.1:`port` as the C socket address `sendmmsg` takes.
