@@ -293,6 +293,22 @@ fn peer() -> UdpSocket {
     s
 }
 
+/// An appsrc into sink_0 of a playing element whose channel sends to a
+/// new peer socket; `props` are more properties of the element.
+fn sender(props: &str) -> (Pipe, gst::Element, gst_app::AppSrc, UdpSocket) {
+    let sink_peer = peer();
+    let port = sink_peer.local_addr().unwrap().port();
+    let p = pipeline(&format!(
+        "appsrc name=in format=time caps=application/x-rtp ! m.sink_0 \
+         rtpmuxserver name=m {props} sink_0::remote-address=127.0.0.1 \
+         sink_0::remote-port={port}"
+    ));
+    let m: gst::Element = by_name(&p, "m");
+    set_state(&p, gst::State::Playing);
+    let src: gst_app::AppSrc = by_name(&p, "in");
+    (p, m, src, sink_peer)
+}
+
 #[test]
 fn latching_answers_the_first_sender() {
     let _g = shared();
@@ -371,16 +387,7 @@ fn source_filter_drops_foreign_packets_and_not_rtp() {
 #[test]
 fn full_queue_drops_and_counts_without_blocking() {
     let _g = shared();
-    let sink_peer = peer();
-    let port = sink_peer.local_addr().unwrap().port();
-    let p = pipeline(&format!(
-        "appsrc name=in format=time caps=application/x-rtp ! m.sink_0 \
-         rtpmuxserver name=m tick=50 sink_0::queue-size=4 sink_0::remote-address=127.0.0.1 \
-         sink_0::remote-port={port}"
-    ));
-    let m: gst::Element = by_name(&p, "m");
-    set_state(&p, gst::State::Playing);
-    let src: gst_app::AppSrc = by_name(&p, "in");
+    let (p, m, src, _sink_peer) = sender("tick=50 sink_0::queue-size=4");
     let n = 2000u64;
     let started = Instant::now();
     let mut list = gst::BufferList::new();
@@ -419,16 +426,7 @@ fn gso_joins_a_rounds_packets_and_the_peer_gets_each_datagram() {
     packets.push(rtp(20, 5)[..100].to_vec());
     packets.extend((21..24).map(|seq| rtp(seq, 5)));
     for gso in [true, false] {
-        let sink_peer = peer();
-        let port = sink_peer.local_addr().unwrap().port();
-        let p = pipeline(&format!(
-            "appsrc name=in format=time caps=application/x-rtp ! m.sink_0 \
-             rtpmuxserver name=m tick=50 gso={gso} sink_0::remote-address=127.0.0.1 \
-             sink_0::remote-port={port} sink_0::rtcp=off"
-        ));
-        let m: gst::Element = by_name(&p, "m");
-        set_state(&p, gst::State::Playing);
-        let src: gst_app::AppSrc = by_name(&p, "in");
+        let (p, m, src, sink_peer) = sender(&format!("tick=50 gso={gso} sink_0::rtcp=off"));
         // One list: queued before the worker's round, which sends them.
         let mut list = gst::BufferList::new();
         for packet in &packets {
@@ -458,6 +456,42 @@ fn gso_joins_a_rounds_packets_and_the_peer_gets_each_datagram() {
         // Kept past the stop, as the other counters.
         assert_eq!(field(&stats(&m), "gso-messages"), if gso { 2 } else { 0 });
     }
+}
+
+/// The worker maps each buffer when it sends it: a buffer of several
+/// memories (a header and a payload, as RTP payloaders build them), and a
+/// buffer that is a part of a larger memory, go out as their bytes, in the
+/// order pushed, one after a plain buffer.
+#[test]
+fn buffers_of_several_memories_or_a_part_of_one_go_out_as_their_bytes() {
+    let _g = shared();
+    let (p, m, src, sink_peer) = sender("sink_0::rtcp=off");
+    let packets: Vec<Vec<u8>> = (0..3).map(|seq| rtp(seq, 9)).collect();
+    src.push_buffer(gst::Buffer::from_slice(packets[0].clone()))
+        .unwrap();
+    let mut two = gst::Buffer::new();
+    {
+        let two = two.get_mut().unwrap();
+        two.append_memory(gst::Memory::from_slice(packets[1][..12].to_vec()));
+        two.append_memory(gst::Memory::from_slice(packets[1][12..].to_vec()));
+    }
+    assert_eq!(two.n_memory(), 2);
+    src.push_buffer(two).unwrap();
+    let mut larger = vec![0xee; 7];
+    larger.extend_from_slice(&packets[2]);
+    larger.extend_from_slice(&[0xee; 5]);
+    let part = gst::Buffer::from_slice(larger)
+        .copy_region(gst::BufferCopyFlags::MEMORY, 7..7 + packets[2].len())
+        .unwrap();
+    src.push_buffer(part).unwrap();
+    let mut buf = [0u8; 2048];
+    for packet in &packets {
+        let n = sink_peer.recv(&mut buf).expect("each datagram arrives");
+        assert_eq!(&buf[..n], &packet[..]);
+    }
+    wait_until("3 sent", || field(&stats(&m), "packets-sent") == 3);
+    assert_eq!(field(&stats(&m), "send-errors"), 0);
+    set_state(&p, gst::State::Null);
 }
 
 #[test]

@@ -1274,10 +1274,35 @@ impl<'a> Batch<'a> {
     }
 }
 
+/// What a sender queues on a channel: the bytes themselves, or something the
+/// worker turns into bytes when it sends them. The second lets a sender hand
+/// over a small handle and leave the rest to the worker, which touches the
+/// packet's memory anyway when it frees it: a GStreamer buffer queued as the
+/// 8-byte buffer and mapped by the worker costs the pushing thread a queue
+/// slot of one cache line and no map (the mapped form is 112 bytes).
+pub trait Outgoing: Send + 'static {
+    type Bytes: AsRef<[u8]>;
+
+    /// The bytes to send, or `None` when they cannot be had (the packet is
+    /// then counted under `send-errors`).
+    fn into_bytes(self) -> Option<Self::Bytes>;
+}
+
+impl Outgoing for Vec<u8> {
+    type Bytes = Self;
+
+    fn into_bytes(self) -> Option<Self> {
+        Some(self)
+    }
+}
+
+/// The bytes of a packet the worker is sending.
+type Bytes<H> = <<H as Handler>::Packet as Outgoing>::Bytes;
+
 /// Receives what the worker reads. Called on the worker thread only.
 pub trait Handler: Send + 'static {
     /// The packet type the sending side queues.
-    type Packet: AsRef<[u8]> + Send + 'static;
+    type Packet: Outgoing;
     /// Kept with each channel (for example its output pad).
     type Attachment: Send + Sync + 'static;
 
@@ -3252,7 +3277,7 @@ struct Worker<H: Handler> {
     backlog: bool,
     /// (socket number, channel, packet, target) queued this round for
     /// shared sockets.
-    shared_out: Vec<(usize, u32, Out<H::Packet>, SocketAddr)>,
+    shared_out: Vec<(usize, u32, Out<Bytes<H>>, SocketAddr)>,
     deadlines: Deadlines,
     recv: RecvBuffers,
     send: SendBuffers,
@@ -3285,7 +3310,7 @@ impl<H: Handler> Worker<H> {
     fn run(&mut self) {
         let mut events = Events::with_capacity(EVENTS);
         let mut next_tick = Instant::now();
-        let mut out: Vec<Out<H::Packet>> = Vec::with_capacity(BATCH);
+        let mut out: Vec<Out<Bytes<H>>> = Vec::with_capacity(BATCH);
         let mut more_to_send = false;
         loop {
             let tick_us = self.notify.tick_us.load(Ordering::Relaxed);
@@ -3886,7 +3911,7 @@ impl<H: Handler> Worker<H> {
     /// true when some did. The channels are those in `self.pending`.
     /// Packets of channels on a shared socket go out together, after the
     /// others ([`Worker::flush_shared`]).
-    fn send_pending(&mut self, out: &mut Vec<Out<H::Packet>>) -> bool {
+    fn send_pending(&mut self, out: &mut Vec<Out<Bytes<H>>>) -> bool {
         let mut more = false;
         let mut budget = SENDS_PER_ROUND;
         let mut done = 0;
@@ -3916,7 +3941,7 @@ impl<H: Handler> Worker<H> {
     /// socket's go to [`Worker::shared_out`]); returns how many it took from
     /// the queues: a full [`BATCH`] means more may wait (the channel is then
     /// scheduled again, unless a sender already did).
-    fn send_batch(&mut self, id: u32, out: &mut Vec<Out<H::Packet>>) -> usize {
+    fn send_batch(&mut self, id: u32, out: &mut Vec<Out<Bytes<H>>>) -> usize {
         let now = self.now;
         let taken;
         // A target set just before these packets were queued applies to
@@ -3928,19 +3953,26 @@ impl<H: Handler> Worker<H> {
             };
             let ch = &wc.channel;
             out.clear();
-            while out.len() < BATCH {
+            let mut unreadable = 0;
+            while out.len() + unreadable < BATCH {
                 match ch.queue.pop() {
-                    Some(p) => out.push(Out::Sink(p)),
+                    Some(p) => match p.into_bytes() {
+                        Some(bytes) => out.push(Out::Sink(bytes)),
+                        None => unreadable += 1,
+                    },
                     None => break,
                 }
             }
-            while out.len() < BATCH {
+            while out.len() + unreadable < BATCH {
                 match ch.relay_queue.pop() {
                     Some(p) => out.push(Out::Relayed(p)),
                     None => break,
                 }
             }
-            taken = out.len();
+            taken = out.len() + unreadable;
+            if unreadable > 0 {
+                ch.write_stats().bump(SEND_ERRORS, unreadable as u64);
+            }
             if taken == BATCH && !ch.scheduled.swap(true, Ordering::AcqRel) {
                 lock(&self.notify.pending).push(id);
             }
@@ -4065,7 +4097,7 @@ impl<H: Handler> WorkerChannel<H> {
     /// Counts packets the kernel took from this channel. What the peer will
     /// report on is the session's: RTP given to `sink_N` (a user may pass
     /// RTCP through it too; relayed packets are another source's).
-    fn count_sent(&mut self, sent: &[Out<H::Packet>], now: u64) {
+    fn count_sent(&mut self, sent: &[Out<Bytes<H>>], now: u64) {
         let ssrc = self.session.local_ssrc();
         let mut session_changed = false;
         let mut octets = 0;
@@ -4281,6 +4313,60 @@ mod tests {
             }
         }
         fn socket_error(&mut self, _: &Channel<Vec<u8>, ()>, _: io::Error) {}
+    }
+
+    /// A packet whose bytes the worker may fail to get, as a buffer that
+    /// cannot be mapped.
+    struct Unreadable(Option<Vec<u8>>);
+
+    impl Outgoing for Unreadable {
+        type Bytes = Vec<u8>;
+
+        fn into_bytes(self) -> Option<Vec<u8>> {
+            self.0
+        }
+    }
+
+    struct Ignore;
+
+    impl Handler for Ignore {
+        type Packet = Unreadable;
+        type Attachment = ();
+        fn received(&mut self, _: &Channel<Unreadable, ()>, _: Batch<'_>) {}
+        fn socket_error(&mut self, _: &Channel<Unreadable, ()>, _: io::Error) {}
+    }
+
+    /// A queued packet whose bytes cannot be had is counted under
+    /// `send-errors`, and the packets around it go out, in order, on a
+    /// socket of its own and on a shared one.
+    #[test]
+    fn a_packet_without_bytes_is_a_send_error_and_the_rest_go_out() {
+        let srv = Server::start(Ignore, Duration::ZERO).unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let own = ChannelConfig {
+            remote: Some(peer.local_addr().unwrap()),
+            latch: false,
+            ..loopback()
+        };
+        let shared = ChannelConfig {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            shared_socket: true,
+            ..own
+        };
+        for (id, cfg) in [own, shared].into_iter().enumerate() {
+            let ch = srv.add_channel(id as u32, cfg, ()).unwrap();
+            let queued =
+                ch.send_all((0..6).map(|seq| Unreadable((seq % 3 != 1).then(|| packet(seq)))));
+            assert_eq!(queued, 6);
+            for seq in [0, 2, 3, 5] {
+                assert_eq!(recv_from(&peer).0, packet(seq));
+            }
+            // The counts are published after the send returns.
+            assert!(wait_for(|| {
+                let s = ch.stats();
+                s[SEND_ERRORS] == 2 && s[PACKETS_SENT] == 4
+            }));
+        }
     }
 
     /// A channel of the shared socket at `bind` that expects `ssrc`.

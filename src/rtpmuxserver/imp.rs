@@ -131,7 +131,20 @@ pub(super) enum Change {
     Relay,
 }
 
-type Packet = gst::MappedBuffer<gst::buffer::Readable>;
+/// A buffer queued to send: the worker maps it when it sends it, so the
+/// pushing thread pays for neither the map nor a slot of the mapped size
+/// (see [`mux::Outgoing`]). One the worker cannot map counts under
+/// `send-errors`.
+pub(super) struct Packet(gst::Buffer);
+
+impl mux::Outgoing for Packet {
+    type Bytes = gst::MappedBuffer<gst::buffer::Readable>;
+
+    fn into_bytes(self) -> Option<Self::Bytes> {
+        self.0.into_mapped_buffer_readable().ok()
+    }
+}
+
 type CoreChannel = mux::Channel<Packet, Arc<Attach>>;
 
 /// What the worker needs of a channel: its `src_N` pad, if requested.
@@ -862,17 +875,9 @@ impl RtpMuxServer {
         buffer: gst::Buffer,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let slot = pad.imp().slot().ok_or(gst::FlowError::Error)?;
-        let packet = buffer.into_mapped_buffer_readable().map_err(|_| {
-            gst::element_imp_error!(
-                self,
-                gst::StreamError::Failed,
-                ("cannot map a buffer to send")
-            );
-            gst::FlowError::Error
-        })?;
         match slot.core().as_ref() {
             Some(core) => {
-                core.send(packet);
+                core.send(Packet(buffer));
             }
             None => {
                 self.extra.dropped_no_socket.fetch_add(1, Ordering::Relaxed);
@@ -894,20 +899,7 @@ impl RtpMuxServer {
                 .fetch_add(list.len() as u64, Ordering::Relaxed);
             return Ok(gst::FlowSuccess::Ok);
         };
-        let mut unmappable = false;
-        core.send_all(list.iter_owned().filter_map(|b| {
-            b.into_mapped_buffer_readable()
-                .map_err(|_| unmappable = true)
-                .ok()
-        }));
-        if unmappable {
-            gst::element_imp_error!(
-                self,
-                gst::StreamError::Failed,
-                ("cannot map a buffer to send")
-            );
-            return Err(gst::FlowError::Error);
-        }
+        core.send_all(list.iter_owned().map(Packet));
         Ok(gst::FlowSuccess::Ok)
     }
 
