@@ -494,6 +494,45 @@ fn buffers_of_several_memories_or_a_part_of_one_go_out_as_their_bytes() {
     set_state(&p, gst::State::Null);
 }
 
+/// A buffer the worker cannot map is counted in `send-errors`, and the
+/// packets around it go out. (Its memory is mapped for writing here, so a
+/// map for reading fails, as it does for memory that cannot be mapped.)
+#[test]
+fn a_buffer_that_cannot_be_mapped_is_a_send_error_and_the_rest_go_out() {
+    let _g = shared();
+    let (p, m, src, sink_peer) = sender("sink_0::rtcp=off");
+    let memory = gst::Memory::from_mut_slice(rtp(1, 9));
+    let mut info = std::mem::MaybeUninit::<gst::ffi::GstMapInfo>::zeroed();
+    // SAFETY: the memory is valid and ours; the map is undone below with
+    // the same info, before the memory is dropped.
+    let mapped = unsafe {
+        gst::ffi::gst_memory_map(
+            memory.as_mut_ptr(),
+            info.as_mut_ptr(),
+            gst::ffi::GST_MAP_WRITE,
+        )
+    };
+    assert_ne!(mapped, 0, "a new memory maps for writing");
+    let mut buffer = gst::Buffer::new();
+    buffer.get_mut().unwrap().append_memory(memory.clone());
+    push(&src, &rtp(0, 9));
+    src.push_buffer(buffer).unwrap();
+    push(&src, &rtp(2, 9));
+    let mut buf = [0u8; 2048];
+    for seq in [0, 2] {
+        let n = sink_peer.recv(&mut buf).expect("the mappable ones arrive");
+        assert_eq!(&buf[..n], &rtp(seq, 9)[..]);
+    }
+    wait_until("2 sent, 1 error", || {
+        fields(&stats(&m), &["packets-sent", "send-errors"])
+            == [("packets-sent", 2), ("send-errors", 1)]
+    });
+    assert!(sink_peer.recv(&mut buf).is_err(), "nothing more");
+    set_state(&p, gst::State::Null);
+    // SAFETY: mapped above with this info.
+    unsafe { gst::ffi::gst_memory_unmap(memory.as_mut_ptr(), info.as_mut_ptr()) };
+}
+
 #[test]
 fn bad_queue_size_is_refused() {
     let _g = shared();
