@@ -533,6 +533,65 @@ fn a_buffer_that_cannot_be_mapped_is_a_send_error_and_the_rest_go_out() {
     unsafe { gst::ffi::gst_memory_unmap(memory.as_mut_ptr(), info.as_mut_ptr()) };
 }
 
+/// `sink_N` sends on the channel's socket as it is now: requested after
+/// `src_N` while the channel already plays, then across a reopen of the
+/// socket (a new `bind-port`), and nothing in between is counted as sent
+/// without a socket.
+#[test]
+fn a_sink_pad_requested_while_playing_sends_and_follows_a_reopened_socket() {
+    let _g = shared();
+    let sink_peer = peer();
+    let p = pipeline(
+        "rtpmuxserver name=m src_0::bind-address=127.0.0.1 src_0::rtcp=off \
+         m.src_0 ! fakesink async=false",
+    );
+    let m: gst::Element = by_name(&p, "m");
+    set_state(&p, gst::State::Playing);
+    let first_port = local_port(&m, "src_0");
+    assert_ne!(first_port, 0);
+    let sink = channel_pad(
+        &m,
+        0,
+        &[
+            ("remote-address", "127.0.0.1".into()),
+            (
+                "remote-port",
+                sink_peer.local_addr().unwrap().port().to_string(),
+            ),
+        ],
+    );
+    let src: gst_app::AppSrc = gst::ElementFactory::make("appsrc")
+        .property("format", gst::Format::Time)
+        .property("caps", gst::Caps::new_empty_simple("application/x-rtp"))
+        .build()
+        .unwrap()
+        .downcast()
+        .unwrap();
+    p.add(&src).unwrap();
+    src.static_pad("src").unwrap().link(&sink).unwrap();
+    src.sync_state_with_parent().unwrap();
+    let mut buf = [0u8; 2048];
+    push(&src, &rtp(0, 9));
+    let (n, from) = sink_peer.recv_from(&mut buf).expect("sent once requested");
+    assert_eq!((&buf[..n], from.port()), (&rtp(0, 9)[..], first_port));
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let second_port = taken.local_addr().unwrap().port();
+    drop(taken);
+    sink.set_property("bind-port", u32::from(second_port));
+    wait_until("reopened", || {
+        m.static_pad("src_0").unwrap().property::<u32>("local-port") == u32::from(second_port)
+    });
+    push(&src, &rtp(1, 9));
+    let (n, from) = sink_peer
+        .recv_from(&mut buf)
+        .expect("sent after the reopen");
+    assert_eq!((&buf[..n], from.port()), (&rtp(1, 9)[..], second_port));
+    // Published after the send returns.
+    wait_until("2 sent", || field(&stats(&m), "packets-sent") == 2);
+    assert_eq!(field(&stats(&m), "dropped-no-socket"), 0);
+    set_state(&p, gst::State::Null);
+}
+
 #[test]
 fn bad_queue_size_is_refused() {
     let _g = shared();

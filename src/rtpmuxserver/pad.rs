@@ -2,7 +2,7 @@
 //! by the channel's `sink_%u` and `src_%u`.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, LazyLock, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, OnceLock};
 
 use glib::prelude::*;
 use glib::subclass::prelude::*;
@@ -10,12 +10,15 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 
 use super::Family;
-use super::imp::{Change, ChannelSlot, MAX_RTCP_INTERVAL_MS, PadSettings, rtp_caps};
-use rtpsynth_core::mux;
+use super::imp::{Change, ChannelSlot, CoreChannel, MAX_RTCP_INTERVAL_MS, PadSettings, rtp_caps};
+use rtpsynth_core::mux::{self, lock};
 
 #[derive(Default)]
 pub struct RtpMuxServerPad {
     slot: OnceLock<Arc<ChannelSlot>>,
+    /// On `sink_N`: the slot's core channel, kept here by the slot (see
+    /// `ChannelSlot::set_core`).
+    core: Mutex<Option<Arc<CoreChannel>>>,
 }
 
 impl RtpMuxServerPad {
@@ -26,6 +29,14 @@ impl RtpMuxServerPad {
 
     pub(super) fn slot(&self) -> Option<&Arc<ChannelSlot>> {
         self.slot.get()
+    }
+
+    pub(super) fn core(&self) -> MutexGuard<'_, Option<Arc<CoreChannel>>> {
+        lock(&self.core)
+    }
+
+    pub(super) fn set_core(&self, core: Option<Arc<CoreChannel>>) {
+        *lock(&self.core) = core;
     }
 }
 
