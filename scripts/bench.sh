@@ -10,8 +10,6 @@ echo "# make bench on $(nproc) cores, $(date -u +%Y-%m-%d), BENCH_RUNS=${BENCH_R
 export BENCH_MUX_RUNS="${BENCH_MUX_RUNS:-3}"
 # bench_calls runs the call-load example in its own processes.
 cargo build --release --quiet --example callload
-# The cores on their own first (rtpsynth-core, no GStreamer), then each
-# element against the stock elements it competes with.
 # bench_mux runs as two parts, each with a time limit: its row of 4,000
 # udpsrc (4,000 streaming threads on the machine's cores) has twice
 # stalled the whole machine for as long as it was left (load average over
@@ -27,6 +25,8 @@ bounded() {
     exit "$rc"
   fi
 }
+# The cores on their own first (rtpsynth-core, no GStreamer), then each
+# element against the stock elements it competes with.
 for manifest in rtpsynth-core/Cargo.toml Cargo.toml; do
   for b in $(sed -n 's/^name = "\(bench_[a-z0-9_]*\)"/\1/p' "$manifest"); do
     if [ "$b" = bench_mux ]; then
