@@ -611,6 +611,74 @@ fn shared_thread_counts_and_reports_blocking_downstream() {
     assert_eq!(stats(&p, "src").get::<u64>("slow-pushes").unwrap(), 5);
 }
 
+/// An appsink that takes `take` samples and refuses the next with an error.
+fn refuse_after(p: &gst::Pipeline, take: usize) {
+    let sink: gst_app::AppSink = by_name(p, "sink");
+    let taken = Arc::new(Mutex::new(0usize));
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |s| {
+                s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let mut n = taken.lock().unwrap();
+                if *n == take {
+                    return Err(gst::FlowError::Error);
+                }
+                *n += 1;
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+}
+
+fn sent_and_dropped(p: &gst::Pipeline) -> (u64, u64) {
+    let s = stats(p, "src");
+    (
+        s.get::<u64>("packets-sent").unwrap(),
+        s.get::<u64>("dropped-downstream").unwrap(),
+    )
+}
+
+#[test]
+fn a_refused_push_is_dropped_downstream_not_sent() {
+    // Plain buffers, lists (appsink takes a list's packets one by one: the
+    // 33rd fails the fifth list), and the shared thread, which pushes itself.
+    // Packets of 20 ms of PCMU are 172 bytes, of 10 ms 92.
+    for (desc, sent, dropped, size) in [
+        ("is-live=false packets-per-buffer=1", 4, 1, 172),
+        ("is-live=false packets-per-buffer=8", 32, 8, 172),
+        ("shared-thread=refused ptime=10", 4, 1, 92),
+    ] {
+        let p = pipeline(&format!(
+            "rtpsynthsrc name=src {desc} ! appsink name=sink sync=false"
+        ));
+        refuse_after(&p, sent as usize);
+        let err = run_to_end(&p, Duration::from_secs(10)).expect_err("the sink's error");
+        assert!(!err.contains("timed out"), "{desc}: {err}");
+        assert_eq!(sent_and_dropped(&p), (sent, dropped), "{desc}");
+        let s = stats(&p, "src");
+        assert_eq!(s.get::<u64>("octets-sent").unwrap(), sent * size, "{desc}");
+    }
+}
+
+#[test]
+fn a_push_refused_at_stop_is_dropped_downstream() {
+    // The sink keeps one buffer nobody pulls, so the next push waits in it
+    // until the pipeline stops and the flushing sink refuses it.
+    let p = pipeline(
+        "rtpsynthsrc name=src is-live=false packets-per-buffer=1 \
+         ! appsink name=sink sync=false max-buffers=1 drop=false",
+    );
+    p.set_state(gst::State::Playing).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sent_and_dropped(&p).0 < 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(sent_and_dropped(&p), (1, 0), "the second push waits");
+    p.set_state(gst::State::Null).unwrap();
+    assert_eq!(sent_and_dropped(&p), (1, 1));
+}
+
 #[test]
 fn shared_thread_needs_live() {
     let p = pipeline("rtpsynthsrc shared-thread=x is-live=false ! fakesink");

@@ -86,10 +86,15 @@ impl Default for Settings {
 counters! {
     /// What the source has produced since it last started.
     struct SrcStats {
-        /// RTP packets pushed downstream.
+        /// RTP packets pushed downstream and taken there (the push returned
+        /// OK).
         packets_sent = "packets-sent",
         /// Bytes of those packets, RTP header included (the UDP payload size).
         octets_sent = "octets-sent",
+        /// RTP packets made and not taken downstream: their push failed
+        /// (flushing, not linked, an error, EOS), or the source stopped
+        /// before pushing them. With `packets-sent`, every packet made.
+        dropped_downstream = "dropped-downstream",
         /// Talk spurts started: after `silent` was cleared or `resync` emitted.
         resyncs = "resyncs",
         /// Packet times that passed while `silent` was set (live only).
@@ -151,11 +156,57 @@ struct Wait {
     flushing: bool,
 }
 
+/// Packets of one buffer or buffer list, and their bytes.
+#[derive(Debug, Default, Clone, Copy)]
+struct Unit {
+    packets: u64,
+    octets: u64,
+}
+
+/// The counters, and the packets on their way to being counted: a packet is
+/// sent only once its push has returned OK. The shared thread pushes and
+/// sees that; `GstBaseSrc` does not tell its subclass, so its pushes are
+/// watched by probes on the source pad (see `watch_pushes`).
+#[derive(Debug, Default)]
+struct Tally {
+    stats: SrcStats,
+    /// Made, not yet handed to the peer.
+    made: Unit,
+    /// Handed to the peer, its push not yet returned.
+    pushing: Unit,
+}
+
+impl Tally {
+    /// A push of `unit` returned: OK, or refused.
+    fn returned(&mut self, unit: Unit, ok: bool) {
+        if ok {
+            self.stats.packets_sent += unit.packets;
+            self.stats.octets_sent += unit.octets;
+        } else {
+            self.stats.dropped_downstream += unit.packets;
+        }
+    }
+
+    /// Ends the packets still on their way: a new buffer is being made, or
+    /// the source stopped. Made and never pushed is dropped; pushed and not
+    /// settled is sent when `pushed_ok` (`GstBaseSrc` asks for another
+    /// buffer only after an OK push), else dropped.
+    fn settle_pending(&mut self, pushed_ok: bool) {
+        let made = std::mem::take(&mut self.made);
+        self.returned(made, false);
+        let pushing = std::mem::take(&mut self.pushing);
+        self.returned(pushing, pushed_ok);
+    }
+}
+
 #[derive(Default)]
 pub struct RtpSynthSrc {
     settings: Mutex<Settings>,
     state: Mutex<State>,
-    stats: Mutex<SrcStats>,
+    /// Shared with the source pad's probes.
+    tally: Arc<Mutex<Tally>>,
+    /// The probes of `watch_pushes`, while started on a streaming thread.
+    probes: Mutex<Vec<gst::PadProbeId>>,
     silent: AtomicBool,
     resync_requested: AtomicBool,
     wait: Mutex<Wait>,
@@ -396,7 +447,7 @@ impl RtpSynthSrc {
             if self.silent.load(Ordering::Acquire) {
                 r.slot += 1;
                 r.gap += 1;
-                lock(&self.stats).silent_packets += 1;
+                lock(&self.tally).stats.silent_packets += 1;
                 continue;
             }
             let resynced = self.apply_resync(r);
@@ -446,11 +497,43 @@ impl RtpSynthSrc {
         Ok(CreateSuccess::NewBufferList(list))
     }
 
+    /// Packets made for one push; counted as sent or dropped when it returns.
     fn count(&self, packets: u64, octets: u64, resynced: bool) {
-        let mut stats = lock(&self.stats);
-        stats.packets_sent += packets;
-        stats.octets_sent += octets;
-        stats.resyncs += u64::from(resynced);
+        let mut tally = lock(&self.tally);
+        tally.settle_pending(true);
+        tally.made = Unit { packets, octets };
+        tally.stats.resyncs += u64::from(resynced);
+    }
+
+    /// Settles each push of a streaming thread: a buffer or list that
+    /// reaches the peer moves from made to pushing; when the pad is idle
+    /// again the push has returned, and its result says sent or dropped. A
+    /// push the pad refuses while flushing reaches neither probe: its
+    /// packets stay made and are dropped at the next `count` or at stop.
+    /// (A probe costs every push; the shared thread, which sees its pushes'
+    /// results, has none.)
+    fn watch_pushes(&self) {
+        let pad = self.obj().src_pad().clone();
+        let tally = self.tally.clone();
+        let entered = pad.add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+            move |_, _| {
+                let mut t = lock(&tally);
+                t.pushing = std::mem::take(&mut t.made);
+                gst::PadProbeReturn::Ok
+            },
+        );
+        let tally = self.tally.clone();
+        // An idle probe runs after every push (buffers and events) once its
+        // peer has returned, with that push's result; only a buffer's leaves
+        // anything pushing.
+        let returned = pad.add_probe(gst::PadProbeType::IDLE, move |_, info| {
+            let mut t = lock(&tally);
+            let pushing = std::mem::take(&mut t.pushing);
+            t.returned(pushing, info.flow_res.is_ok());
+            gst::PadProbeReturn::Ok
+        });
+        *lock(&self.probes) = entered.into_iter().chain(returned).collect();
     }
 
     fn request_resync(&self) {
@@ -564,13 +647,13 @@ impl RtpSynthSrc {
             if behind > 0 {
                 r.slot += behind;
                 r.gap += behind;
-                lock(&self.stats).late_skipped += behind;
+                lock(&self.tally).stats.late_skipped += behind;
             }
             let pts = origin + r.ptime * r.slot;
             let buffer = if self.silent.load(Ordering::Acquire) {
                 r.slot += 1;
                 r.gap += 1;
-                lock(&self.stats).silent_packets += 1;
+                lock(&self.tally).stats.silent_packets += 1;
                 None
             } else {
                 let resynced = self.apply_resync(r);
@@ -589,13 +672,18 @@ impl RtpSynthSrc {
         let started = Instant::now();
         let result = pad.push(buffer);
         let took = started.elapsed();
+        {
+            let mut t = lock(&self.tally);
+            let made = std::mem::take(&mut t.made);
+            t.returned(made, result.is_ok());
+        }
         let mut state = lock(&self.state);
         let State::Started(r) = &mut *state else {
             return None;
         };
         let sh = r.shared.as_mut()?;
         if took > SLOW_PUSH {
-            lock(&self.stats).slow_pushes += 1;
+            lock(&self.tally).stats.slow_pushes += 1;
             if !std::mem::replace(&mut sh.warned_slow, true) {
                 gst::element_imp_warning!(
                     self,
@@ -757,7 +845,7 @@ impl ObjectImpl for RtpSynthSrc {
                     .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("application/x-rtpsynthsrc-stats: packets-sent, octets-sent (header included), resyncs, silent-packets (packet times skipped while silent); all guint64, since the last start.")
+                    .blurb("application/x-rtpsynthsrc-stats: packets-sent (taken downstream), octets-sent (header included), dropped-downstream (made, refused downstream or never pushed), resyncs, silent-packets (packet times skipped while silent), late-skipped, slow-pushes; all guint64, since the last start.")
                     .read_only()
                     .build(),
             ]
@@ -843,7 +931,7 @@ impl ObjectImpl for RtpSynthSrc {
             "shared-thread" => s.shared_thread.to_value(),
             "silent" => self.silent.load(Ordering::Acquire).to_value(),
             "stats" => {
-                let counters = *lock(&self.stats);
+                let counters = lock(&self.tally).stats;
                 stats::to_structure("application/x-rtpsynthsrc-stats", counters.fields()).to_value()
             }
             _ => glib::Value::from_type(pspec.value_type()),
@@ -943,9 +1031,11 @@ impl BaseSrcImpl for RtpSynthSrc {
         let mut running = self.prepare(&settings)?;
         if let Some(name) = &settings.shared_thread {
             running.shared = Some(self.join_shared(name)?);
+        } else {
+            self.watch_pushes();
         }
         gst::debug!(CAT, imp = self, "Starting with caps {}", running.caps);
-        *lock(&self.stats) = SrcStats::default();
+        *lock(&self.tally) = Tally::default();
         self.resync_requested.store(false, Ordering::Release);
         *lock(&self.state) = State::Started(Box::new(running));
         Ok(())
@@ -954,6 +1044,12 @@ impl BaseSrcImpl for RtpSynthSrc {
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         self.leave_worker();
         *lock(&self.state) = State::Stopped;
+        let pad = self.obj().src_pad().clone();
+        for probe in lock(&self.probes).drain(..) {
+            pad.remove_probe(probe);
+        }
+        // Streaming has stopped: a push still unsettled never returned OK.
+        lock(&self.tally).settle_pending(false);
         Ok(())
     }
 
