@@ -786,6 +786,8 @@ struct Tally {
     /// Late skips of the shared thread (ours only).
     late_skipped: u64,
     slow_pushes: u64,
+    /// Packets the sources made that their downstream refused (ours only).
+    source_dropped: u64,
     /// Largest drift of a leg's sample timeline from its arrival times.
     max_drift_ns: u64,
     /// The RTP sessions' view (ours only).
@@ -859,10 +861,12 @@ const JB_ERASED_PACKETS: usize = 11;
 /// up when the run ends.
 #[derive(Default, Debug, Clone, Copy)]
 struct Books {
-    /// The sources' `packets-sent`, `late-skipped` and `slow-pushes`.
+    /// The sources' `packets-sent`, `late-skipped`, `slow-pushes` and
+    /// `dropped-downstream`.
     sent: u64,
     late_skipped: u64,
     slow_pushes: u64,
+    source_dropped: u64,
     /// Packets the impairment dropped, and copies it sent.
     dropped: u64,
     duplicated: u64,
@@ -878,6 +882,7 @@ impl Books {
         self.sent += other.sent;
         self.late_skipped += other.late_skipped;
         self.slow_pushes += other.slow_pushes;
+        self.source_dropped += other.source_dropped;
         self.dropped += other.dropped;
         self.duplicated += other.duplicated;
         for (sum, v) in self.jb.iter_mut().zip(other.jb) {
@@ -978,6 +983,7 @@ impl OurCall {
             b.sent += sent;
             b.late_skipped += skipped;
             b.slow_pushes += u64_field(&st, "slow-pushes");
+            b.source_dropped += u64_field(&st, "dropped-downstream");
             let leg = &self.legs[k];
             b.dropped += leg.dropped.load(Relaxed);
             b.duplicated += leg.duplicated.load(Relaxed);
@@ -1484,6 +1490,7 @@ impl Calls for Ours {
             discontinuous_legs: books.discontinuous_legs,
             late_skipped: books.late_skipped,
             slow_pushes: books.slow_pushes,
+            source_dropped: books.source_dropped,
             max_drift_ns: books.max_drift_ns,
             sessions: Some(sessions),
         })
@@ -1670,6 +1677,7 @@ impl Calls for Stock {
             discontinuous_legs: 0,
             late_skipped: 0,
             slow_pushes: 0,
+            source_dropped: 0,
             max_drift_ns: max_drift_ns(&self.legs),
             sessions: None,
         })
@@ -1955,6 +1963,7 @@ pub struct Summary {
     pub discontinuous_legs: u64,
     pub late_skipped: u64,
     pub slow_pushes: u64,
+    pub source_dropped: u64,
     pub max_drift_ms: f64,
     pub cpu_seconds: f64,
     pub monitor_cpu_seconds: f64,
@@ -2029,6 +2038,7 @@ impl Summary {
             ("discontinuous_legs", self.discontinuous_legs.to_string()),
             ("late_skipped", self.late_skipped.to_string()),
             ("slow_pushes", self.slow_pushes.to_string()),
+            ("source_dropped", self.source_dropped.to_string()),
             ("max_drift_ms", format!("{:.1}", self.max_drift_ms)),
             ("cpu_seconds", format!("{:.3}", self.cpu_seconds)),
             (
@@ -2406,6 +2416,7 @@ fn measure(
         discontinuous_legs: t.discontinuous_legs,
         late_skipped: t.late_skipped,
         slow_pushes: t.slow_pushes,
+        source_dropped: t.source_dropped,
         max_drift_ms: t.max_drift_ns as f64 / 1e6,
         cpu_seconds: cpu,
         monitor_cpu_seconds: monitor_cpu,

@@ -56,6 +56,8 @@ fn impaired_calls_account_for_every_packet() {
         s.discontinuous_legs, 0,
         "a leg's samples do not add up: {j}"
     );
+    // The sources stop before the server: no push of theirs is refused.
+    assert_eq!(s.source_dropped, 0, "{j}");
     // 40 legs at 50 packets/s for the 3 measured seconds at least.
     assert!(s.packets_sent >= 40 * 50 * 3, "sent {}", s.packets_sent);
     assert!(s.packets_received > 0);
@@ -256,6 +258,7 @@ fn json_is_one_line_with_the_required_fields() {
         "lost_uncounted",
         "drops_maybe_rtcp",
         "erasures",
+        "source_dropped",
         "cpu_seconds",
         "mhz_per_call",
         "threads",

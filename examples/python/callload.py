@@ -262,7 +262,9 @@ def run(args):
     time.sleep(DRAIN_S)
     calls.check_bus()
 
-    src = sums(calls.sources, ("packets-sent", "late-skipped", "slow-pushes"))
+    src = sums(
+        calls.sources, ("packets-sent", "late-skipped", "slow-pushes", "dropped-downstream")
+    )
     m = calls.mux_totals()
     jb = sums(calls.jbufs, JBUF_FIELDS)
     mux_counted = sum(field(m, n) for n in MUX_DROPS)
@@ -294,6 +296,7 @@ def run(args):
         "erasures": jb["erased-packets"],
         "late_skipped": src["late-skipped"],
         "slow_pushes": src["slow-pushes"],
+        "source_dropped": src["dropped-downstream"],
         "discontinuous_legs": discontinuous,
         "cpu_seconds": round(cpu, 3),
         "mhz_per_call": round(mhz, 4),

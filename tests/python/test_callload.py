@@ -22,7 +22,7 @@ def test_calls_are_counted_end_to_end(tmp_path):
     lines = r.stdout.strip().splitlines()
     s = json.loads(lines[-1])
     for key in ("calls", "packets_sent", "packets_received", "lost_uncounted", "erasures",
-                "cpu_seconds", "mhz_per_call", "threads", "rss_mb"):
+                "source_dropped", "cpu_seconds", "mhz_per_call", "threads", "rss_mb"):
         assert key in s, key
     assert s["calls"] == calls
     # Every leg sends 50 packets/s from PLAYING (warm-up included) until
@@ -30,7 +30,7 @@ def test_calls_are_counted_end_to_end(tmp_path):
     assert s["packets_sent"] >= 2 * calls * 50 * seconds * 0.9
     assert s["lost_uncounted"] == 0 and s["discontinuous_legs"] == 0
     # Clean loopback at this load: nothing dropped anywhere, all arrives.
-    assert s["counted_drops"] == 0
+    assert s["counted_drops"] == 0 and s["source_dropped"] == 0
     assert s["packets_received"] == s["packets_sent"]
     # One rtpmuxserver worker and one shared synthesis thread beside main,
     # whatever the number of calls; GStreamer's clock starts a thread of its
