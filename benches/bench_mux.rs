@@ -43,7 +43,7 @@
 //! default 1; `make bench` asks for 3: the median run is printed with the
 //! range), `BENCH_MUX_ONLY` (`shared`, `shared-all`, `shared-core`,
 //! `shared-floor`, `state-floor` or `push-floor`: only that shared-port row, per N and
-//! shared tick; under `valgrind --tool=callgrind --trace-children=no` it
+//! shared tick; or `udpsrc`, the stock row, once per tick listed; under `valgrind --tool=callgrind --trace-children=no` it
 //! counts the receiver's instructions per packet, repeatable where CPU
 //! time is not), `BENCH_MUX_STATE_LINES` (cache lines of per-stream state
 //! the state floor changes per packet beyond its two, default 0).
@@ -1158,9 +1158,11 @@ fn main() {
             "shared-floor" => Receiver::SharedFloor,
             "state-floor" => Receiver::SharedStateFloor,
             "push-floor" => Receiver::SharedPushFloor,
+            // The stock row, which has no tick: once per tick listed.
+            "udpsrc" => |_| Receiver::Udpsrc,
             _ => panic!(
                 "BENCH_MUX_ONLY={only}: one of shared, shared-all, shared-core, shared-floor, \
-                 state-floor, push-floor"
+                 state-floor, push-floor, udpsrc"
             ),
         };
         for &n in &counts {
