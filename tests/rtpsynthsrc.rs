@@ -680,6 +680,49 @@ fn a_push_refused_at_stop_is_dropped_downstream() {
 }
 
 #[test]
+fn an_application_can_block_and_release_the_source_pad() {
+    // The usual way to relink a running source: a blocking probe on its
+    // pad, removed afterwards. The source's own probes (which count what
+    // downstream took) must neither keep the pad blocked nor lose count.
+    let p = pipeline("rtpsynthsrc name=src ptime=10 ! appsink name=sink sync=false");
+    let got = capture(&p);
+    p.set_state(gst::State::Playing).unwrap();
+    let count = || got.lock().unwrap().packets.len();
+    let wait_for = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while count() < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        count()
+    };
+    assert!(wait_for(5) >= 5, "flows before the block");
+    let pad = by_name::<gst::Element>(&p, "src")
+        .static_pad("src")
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let probe = pad
+        .add_probe(gst::PadProbeType::BLOCK_DOWNSTREAM, move |_, _| {
+            let _ = tx.send(());
+            gst::PadProbeReturn::Ok
+        })
+        .expect("probe added");
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("the pad blocks");
+    let blocked_at = count();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(count(), blocked_at, "nothing passes while blocked");
+    pad.remove_probe(probe);
+    assert!(wait_for(blocked_at + 5) >= blocked_at + 5, "flows again");
+    p.set_state(gst::State::Null).unwrap();
+    // Everything taken is counted as sent, the held buffer too once it
+    // passed; nothing else was made but not taken, save a last push the
+    // stop refused.
+    let (sent, dropped) = sent_and_dropped(&p);
+    assert_eq!(sent, count() as u64);
+    assert!(dropped <= 1, "dropped {dropped}");
+}
+
+#[test]
 fn shared_thread_needs_live() {
     let p = pipeline("rtpsynthsrc shared-thread=x is-live=false ! fakesink");
     let err = run_to_end(&p, Duration::from_secs(5)).expect_err("refused");

@@ -92,8 +92,8 @@ counters! {
         /// Bytes of those packets, RTP header included (the UDP payload size).
         octets_sent = "octets-sent",
         /// RTP packets made and not taken downstream: their push failed
-        /// (flushing, not linked, an error, EOS), or the source stopped
-        /// before pushing them. With `packets-sent`, every packet made.
+        /// (flushing, not linked, an error), or the source stopped before
+        /// pushing them. With `packets-sent`, every packet made.
         dropped_downstream = "dropped-downstream",
         /// Talk spurts started: after `silent` was cleared or `resync` emitted.
         resyncs = "resyncs",
@@ -497,43 +497,76 @@ impl RtpSynthSrc {
         Ok(CreateSuccess::NewBufferList(list))
     }
 
-    /// Packets made for one push; counted as sent or dropped when it returns.
+    /// Packets made for one push; counted as sent or dropped once its
+    /// result is known (see [`RtpSynthSrc::watch_pushes`]).
     fn count(&self, packets: u64, octets: u64, resynced: bool) {
         let mut tally = lock(&self.tally);
-        tally.settle_pending(true);
         tally.made = Unit { packets, octets };
         tally.stats.resyncs += u64::from(resynced);
     }
 
-    /// Settles each push of a streaming thread: a buffer or list that
-    /// reaches the peer moves from made to pushing; when the pad is idle
-    /// again the push has returned, and its result says sent or dropped. A
-    /// push the pad refuses while flushing reaches neither probe: its
-    /// packets stay made and are dropped at the next `count` or at stop.
-    /// (A probe costs every push; the shared thread, which sees its pushes'
-    /// results, has none.)
+    /// Follows each push of a streaming thread, since `GstBaseSrc` does not
+    /// tell its subclass a push's result:
+    /// - a buffer or list that reaches the peer moves from made to pushing
+    ///   (a push the pad refuses while flushing reaches no probe: its
+    ///   packets stay made, and are dropped);
+    /// - `GstBaseSrc` asks for the next buffer only after an OK push, and
+    ///   pushes EOS only after one (or after a flow error): `create` and an
+    ///   EOS settle what is pushing as sent;
+    /// - a push downstream failed makes `GstBaseSrc` post a flow error
+    ///   (`post_message`): dropped;
+    /// - the push in flight when the source stops is settled by its result
+    ///   ([`RtpSynthSrc::settle_last_push`]); one still pushing at stop was
+    ///   refused (flushing: a sink stops before its source).
+    ///
+    /// No idle probe stays in place: it would keep the pad flagged blocked,
+    /// and an application's blocking probe, once removed, would leave the
+    /// stream stopped. (A probe costs every push; the shared thread, which
+    /// sees its pushes' results, has none.)
     fn watch_pushes(&self) {
         let pad = self.obj().src_pad().clone();
         let tally = self.tally.clone();
-        let entered = pad.add_probe(
-            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
-            move |_, _| {
+        let probe = pad.add_probe(
+            gst::PadProbeType::BUFFER
+                | gst::PadProbeType::BUFFER_LIST
+                | gst::PadProbeType::EVENT_DOWNSTREAM,
+            move |_, info| {
                 let mut t = lock(&tally);
-                t.pushing = std::mem::take(&mut t.made);
+                match &info.data {
+                    Some(gst::PadProbeData::Event(e)) => {
+                        if e.type_() == gst::EventType::Eos {
+                            let pushing = std::mem::take(&mut t.pushing);
+                            t.returned(pushing, true);
+                        }
+                    }
+                    _ => t.pushing = std::mem::take(&mut t.made),
+                }
                 gst::PadProbeReturn::Ok
             },
         );
+        *lock(&self.probes) = probe.into_iter().collect();
+    }
+
+    /// Settles the push in flight when the source is told to stop, with its
+    /// result, once its peer returns. An idle probe is called at once when
+    /// no push is in flight: that says nothing of the last one, left to
+    /// `stop`.
+    fn settle_last_push(&self) {
+        if lock(&self.probes).is_empty() {
+            return;
+        }
         let tally = self.tally.clone();
-        // An idle probe runs after every push (buffers and events) once its
-        // peer has returned, with that push's result; only a buffer's leaves
-        // anything pushing.
-        let returned = pad.add_probe(gst::PadProbeType::IDLE, move |_, info| {
-            let mut t = lock(&tally);
-            let pushing = std::mem::take(&mut t.pushing);
-            t.returned(pushing, info.flow_res.is_ok());
-            gst::PadProbeReturn::Ok
-        });
-        *lock(&self.probes) = entered.into_iter().chain(returned).collect();
+        let here = std::thread::current().id();
+        self.obj()
+            .src_pad()
+            .add_probe(gst::PadProbeType::IDLE, move |_, info| {
+                if std::thread::current().id() != here {
+                    let mut t = lock(&tally);
+                    let pushing = std::mem::take(&mut t.pushing);
+                    t.returned(pushing, info.flow_res.is_ok());
+                }
+                gst::PadProbeReturn::Remove
+            });
     }
 
     fn request_resync(&self) {
@@ -949,6 +982,19 @@ impl ObjectImpl for RtpSynthSrc {
 impl GstObjectImpl for RtpSynthSrc {}
 
 impl ElementImpl for RtpSynthSrc {
+    /// `GstBaseSrc` posts a flow error when downstream failed a push (not
+    /// linked, an error): that push, still pushing, was not taken. (`create`
+    /// settles the push before it at its start, so an error of its own
+    /// finds nothing pushing.)
+    fn post_message(&self, msg: gst::Message) -> bool {
+        if msg.type_() == gst::MessageType::Error {
+            let mut t = lock(&self.tally);
+            let pushing = std::mem::take(&mut t.pushing);
+            t.returned(pushing, false);
+        }
+        self.parent_post_message(msg)
+    }
+
     fn change_state(
         &self,
         transition: gst::StateChange,
@@ -1048,7 +1094,8 @@ impl BaseSrcImpl for RtpSynthSrc {
         for probe in lock(&self.probes).drain(..) {
             pad.remove_probe(probe);
         }
-        // Streaming has stopped: a push still unsettled never returned OK.
+        // Streaming has stopped: a push still unsettled was refused (or, in
+        // the instant the source was told to stop, taken: not told apart).
         lock(&self.tally).settle_pending(false);
         Ok(())
     }
@@ -1093,6 +1140,7 @@ impl BaseSrcImpl for RtpSynthSrc {
     }
 
     fn unlock(&self) -> Result<(), gst::ErrorMessage> {
+        self.settle_last_push();
         let mut wait = lock(&self.wait);
         wait.flushing = true;
         if let Some(id) = wait.clock_id.take() {
@@ -1113,6 +1161,8 @@ impl PushSrcImpl for RtpSynthSrc {
         &self,
         _buffer: Option<&mut gst::BufferRef>,
     ) -> Result<CreateSuccess, gst::FlowError> {
+        // Asked again: the previous push returned OK.
+        lock(&self.tally).settle_pending(true);
         let live = match &*lock(&self.state) {
             State::Started(r) => r.live,
             State::Stopped => return Err(gst::FlowError::Flushing),
