@@ -328,6 +328,24 @@ fn fakesink_for(pipeline: &gst::Pipeline, pad: &gst::Pad) -> gst::Element {
     sink
 }
 
+/// Drops the pipeline's messages as they are posted, errors and warnings
+/// aside (nobody reads this bus). A bus queues messages in a lock-free
+/// queue whose writers each wait, spinning, for the writer before them:
+/// when 4,000 `udpsrc` streaming threads start at once and each posts its
+/// messages, a writer the scheduler preempts mid-post leaves thousands of
+/// runnable threads spinning behind it. `perf` of one such stall (2026-12-07,
+/// docs/bench/2026-12-07m.txt): 99.9 % of the process in
+/// `gst_atomic_queue_push`, 1,456 distinct threads in 3 s; the row never
+/// ended. Dropped in the sync handler, a message never reaches that queue.
+fn keep_bus_quiet(pipeline: &gst::Pipeline) {
+    if let Some(bus) = pipeline.bus() {
+        bus.set_sync_handler(|_, msg| match msg.type_() {
+            gst::MessageType::Error | gst::MessageType::Warning => gst::BusSyncReply::Pass,
+            _ => gst::BusSyncReply::Drop,
+        });
+    }
+}
+
 /// What receives the N streams.
 #[derive(Clone, Copy)]
 enum Receiver {
@@ -516,6 +534,7 @@ fn receive_run(n: usize, receiver: Receiver, window: f64, mhz: f64) -> Figures {
 fn receive_once(n: usize, receiver: Receiver, window: f64, mhz: f64) -> Figures {
     let rss_before = rss_mb();
     let pipeline = gst::Pipeline::new();
+    keep_bus_quiet(&pipeline);
     let mut sinks = Vec::with_capacity(n);
     let mut ports = Vec::with_capacity(n);
     let counted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
