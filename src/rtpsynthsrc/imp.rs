@@ -177,8 +177,10 @@ struct Tally {
 }
 
 impl Tally {
-    /// A push of `unit` returned: OK, or refused.
-    fn returned(&mut self, unit: Unit, ok: bool) {
+    /// Counts `unit`, taken out of `made` or `pushing`, as sent (its push
+    /// returned OK) or dropped.
+    fn settle(&mut self, unit: fn(&mut Tally) -> &mut Unit, ok: bool) {
+        let unit = std::mem::take(unit(self));
         if ok {
             self.stats.packets_sent += unit.packets;
             self.stats.octets_sent += unit.octets;
@@ -187,15 +189,21 @@ impl Tally {
         }
     }
 
+    fn made(&mut self) -> &mut Unit {
+        &mut self.made
+    }
+
+    fn pushing(&mut self) -> &mut Unit {
+        &mut self.pushing
+    }
+
     /// Ends the packets still on their way: a new buffer is being made, or
     /// the source stopped. Made and never pushed is dropped; pushed and not
     /// settled is sent when `pushed_ok` (`GstBaseSrc` asks for another
     /// buffer only after an OK push), else dropped.
     fn settle_pending(&mut self, pushed_ok: bool) {
-        let made = std::mem::take(&mut self.made);
-        self.returned(made, false);
-        let pushing = std::mem::take(&mut self.pushing);
-        self.returned(pushing, pushed_ok);
+        self.settle(Tally::made, false);
+        self.settle(Tally::pushing, pushed_ok);
     }
 }
 
@@ -205,8 +213,8 @@ pub struct RtpSynthSrc {
     state: Mutex<State>,
     /// Shared with the source pad's probes.
     tally: Arc<Mutex<Tally>>,
-    /// The probes of `watch_pushes`, while started on a streaming thread.
-    probes: Mutex<Vec<gst::PadProbeId>>,
+    /// The probe of `watch_pushes`, while started on a streaming thread.
+    probe: Mutex<Option<gst::PadProbeId>>,
     silent: AtomicBool,
     resync_requested: AtomicBool,
     wait: Mutex<Wait>,
@@ -535,8 +543,7 @@ impl RtpSynthSrc {
                 match &info.data {
                     Some(gst::PadProbeData::Event(e)) => {
                         if e.type_() == gst::EventType::Eos {
-                            let pushing = std::mem::take(&mut t.pushing);
-                            t.returned(pushing, true);
+                            t.settle(Tally::pushing, true);
                         }
                     }
                     _ => t.pushing = std::mem::take(&mut t.made),
@@ -544,7 +551,7 @@ impl RtpSynthSrc {
                 gst::PadProbeReturn::Ok
             },
         );
-        *lock(&self.probes) = probe.into_iter().collect();
+        *lock(&self.probe) = probe;
     }
 
     /// Settles the push in flight when the source is told to stop, with its
@@ -552,7 +559,7 @@ impl RtpSynthSrc {
     /// no push is in flight: that says nothing of the last one, left to
     /// `stop`.
     fn settle_last_push(&self) {
-        if lock(&self.probes).is_empty() {
+        if lock(&self.probe).is_none() {
             return;
         }
         let tally = self.tally.clone();
@@ -561,9 +568,7 @@ impl RtpSynthSrc {
             .src_pad()
             .add_probe(gst::PadProbeType::IDLE, move |_, info| {
                 if std::thread::current().id() != here {
-                    let mut t = lock(&tally);
-                    let pushing = std::mem::take(&mut t.pushing);
-                    t.returned(pushing, info.flow_res.is_ok());
+                    lock(&tally).settle(Tally::pushing, info.flow_res.is_ok());
                 }
                 gst::PadProbeReturn::Remove
             });
@@ -705,11 +710,7 @@ impl RtpSynthSrc {
         let started = Instant::now();
         let result = pad.push(buffer);
         let took = started.elapsed();
-        {
-            let mut t = lock(&self.tally);
-            let made = std::mem::take(&mut t.made);
-            t.returned(made, result.is_ok());
-        }
+        lock(&self.tally).settle(Tally::made, result.is_ok());
         let mut state = lock(&self.state);
         let State::Started(r) = &mut *state else {
             return None;
@@ -988,9 +989,7 @@ impl ElementImpl for RtpSynthSrc {
     /// finds nothing pushing.)
     fn post_message(&self, msg: gst::Message) -> bool {
         if msg.type_() == gst::MessageType::Error {
-            let mut t = lock(&self.tally);
-            let pushing = std::mem::take(&mut t.pushing);
-            t.returned(pushing, false);
+            lock(&self.tally).settle(Tally::pushing, false);
         }
         self.parent_post_message(msg)
     }
@@ -1091,7 +1090,7 @@ impl BaseSrcImpl for RtpSynthSrc {
         self.leave_worker();
         *lock(&self.state) = State::Stopped;
         let pad = self.obj().src_pad().clone();
-        for probe in lock(&self.probes).drain(..) {
+        if let Some(probe) = lock(&self.probe).take() {
             pad.remove_probe(probe);
         }
         // Streaming has stopped: a push still unsettled was refused (or, in
