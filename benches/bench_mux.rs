@@ -42,10 +42,11 @@
 //! or both, the default), `BENCH_MUX_RUNS` (runs of each receive row, back to back,
 //! default 1; `make bench` asks for 3: the median run is printed with the
 //! range), `BENCH_MUX_ONLY` (`shared`, `shared-all`, `shared-core`,
-//! `shared-floor`, `state-floor` or `push-floor`: only that shared-port row, per N and
-//! shared tick; or `udpsrc`, the stock row, once per tick listed; under `valgrind --tool=callgrind --trace-children=no` it
-//! counts the receiver's instructions per packet, repeatable where CPU
-//! time is not), `BENCH_MUX_STATE_LINES` (cache lines of per-stream state
+//! `shared-floor`, `state-floor` or `push-floor`: only that shared-port
+//! row, per N and shared tick; or `udpsrc`, the stock row, once per tick
+//! listed; under `valgrind --tool=callgrind --trace-children=no` it counts
+//! the receiver's instructions per packet, repeatable where CPU time is
+//! not), `BENCH_MUX_STATE_LINES` (cache lines of per-stream state
 //! the state floor changes per packet beyond its two, default 0).
 
 mod common;
