@@ -1313,11 +1313,15 @@ pub trait Handler: Send + 'static {
     /// Valid RTP packets that passed the source filter on `channel`.
     fn received(&mut self, channel: &Channel<Self::Packet, Self::Attachment>, batch: Batch<'_>);
 
-    /// Datagrams for `channel` are on their way to
-    /// [`received`](Handler::received): called for every channel of a
-    /// shared socket's read before the first of them is handed on, so that
-    /// what `received` reads of its own can be [`prefetch`]ed.
-    fn will_receive(&self, _channel: &Channel<Self::Packet, Self::Attachment>) {}
+    /// Where [`received`](Handler::received) first reads outside the
+    /// channel, from its `attachment` (for example a flag behind a
+    /// pointer), or None. Asked once, when the channel joins its worker:
+    /// the address must stay valid while the attachment lives. A shared
+    /// socket's read loads it with the channel's own state, before the
+    /// first of its datagrams is handed on.
+    fn receive_hint(_attachment: &Self::Attachment) -> Option<*const u8> {
+        None
+    }
 
     /// Called once each time the worker wakes, after the last
     /// [`received`](Handler::received) of that wake: what was gathered
@@ -1343,7 +1347,7 @@ struct NewChannel<H: Handler> {
     channel: ChannelRef<H>,
     sockets: Sockets,
     config: ChannelConfig,
-    session: Box<Session>,
+    session: Session,
 }
 
 /// A new channel's sockets.
@@ -1357,7 +1361,9 @@ enum Sockets {
 }
 
 enum Command<H: Handler> {
-    Add(NewChannel<H>),
+    /// Boxed: a new channel carries its session, which the worker keeps in
+    /// the channel's slot.
+    Add(Box<NewChannel<H>>),
     Remove(u32, mpsc::Sender<()>),
     Stop,
 }
@@ -1711,12 +1717,12 @@ impl<H: Handler> Server<H> {
         self.workers[worker]
             .channels
             .fetch_add(1, Ordering::Relaxed);
-        self.workers[worker].command(Command::Add(NewChannel {
+        self.workers[worker].command(Command::Add(Box::new(NewChannel {
             channel: channel.clone(),
             sockets,
             config,
-            session: Box::new(session),
-        }));
+            session,
+        })));
         // Found by relays only once its Add is queued: a relay schedules
         // it, and the worker runs the commands queued before it takes the
         // scheduled ids. A channel scheduled before its Add was queued was
@@ -2704,7 +2710,6 @@ impl Tally {
 #[repr(C, align(64))]
 struct WorkerChannel<H: Handler> {
     channel: ChannelRef<H>,
-    session: Box<Session>,
     /// When the latched source was last heard, and the SSRC it sent.
     heard_at: u64,
     /// The RTP target: configured, or latched.
@@ -2729,6 +2734,7 @@ struct WorkerChannel<H: Handler> {
     moved_from: Option<Option<SocketAddr>>,
     latched_ssrc: Option<u32>,
     relay: Option<ChannelRef<H>>,
+    session: Session,
     /// The channel's own RTP socket; None on a shared socket.
     rtp: Option<Receiver>,
     /// The RTCP socket of [`RtcpMode::PortPlusOne`].
@@ -2740,6 +2746,9 @@ struct WorkerChannel<H: Handler> {
     /// [`RtcpMode::PortPlusOne`]: the source of the first datagram on the
     /// RTCP socket while no target is configured.
     rtcp_latched: Option<SocketAddr>,
+    /// [`Handler::receive_hint`] of the channel's attachment (an address:
+    /// a pointer would keep the worker from moving to its thread).
+    receive_hint: usize,
 }
 
 impl<H: Handler> WorkerChannel<H> {
@@ -2988,22 +2997,33 @@ impl<T> Table<T> {
 
 impl<H: Handler> Table<WorkerChannel<H>> {
     /// Starts loading what [`WorkerChannel::take`] reads of the channel in
-    /// `slot` first: its own lines. (Its session's and statistics' come
-    /// with [`Table::prefetch_state`], once these are in.)
+    /// `slot` first: its own first three lines (the third holds the
+    /// `Option`'s niche, read to find the slot taken) and its session's
+    /// first two, which lie in the slot too, so neither waits for a
+    /// pointer. (Its statistics' come with [`Table::prefetch_state`], once
+    /// these are in.) The session's address assumes the `Option` holds its
+    /// channel at offset 0, as a niche-filled one does; were it elsewhere,
+    /// a prefetch would only miss, never fault.
     fn prefetch_slot(&self, slot: usize) {
         if let Some(wc) = self.slots.get(slot) {
-            prefetch_lines(wc, 2);
+            prefetch_lines(wc, 3);
+            let session = (wc as *const Option<WorkerChannel<H>>)
+                .cast::<u8>()
+                .wrapping_add(std::mem::offset_of!(WorkerChannel<H>, session));
+            prefetch_lines(session, 2);
         }
     }
 
     /// Starts loading the lines of the channel in `slot` that a received
-    /// RTP packet reads and changes: its session's first two, and its
-    /// [`Channel`]'s first three (what the handler reads, and the
-    /// statistics a packet changes).
+    /// packet reads and changes outside the slot: its [`Channel`]'s first
+    /// three (what the handler reads, and the statistics a packet changes)
+    /// and the handler's [`Handler::receive_hint`].
     fn prefetch_state(&self, slot: usize) {
         if let Some(wc) = self.at(slot) {
-            prefetch_lines(&*wc.session, 2);
             prefetch_lines(&*wc.channel, 3);
+            if wc.receive_hint != 0 {
+                prefetch(wc.receive_hint as *const u8);
+            }
         }
     }
 }
@@ -3454,13 +3474,13 @@ impl<H: Handler> Worker<H> {
         keep_running
     }
 
-    fn add(&mut self, new: NewChannel<H>) {
+    fn add(&mut self, new: Box<NewChannel<H>>) {
         let NewChannel {
             channel,
             sockets,
             config,
             session,
-        } = new;
+        } = *new;
         let id = channel.id;
         let (rtp, rtcp, shared, fd) = match sockets {
             Sockets::Own(socket, rtcp_socket) => {
@@ -3515,6 +3535,7 @@ impl<H: Handler> Worker<H> {
         };
         push_deadline(&mut self.deadlines, id, &session);
         let remote = config.remote.map(canonical);
+        let receive_hint = H::receive_hint(&channel.attachment).map_or(0, |at| at as usize);
         let wc = WorkerChannel {
             channel,
             rtp,
@@ -3541,6 +3562,7 @@ impl<H: Handler> Worker<H> {
                 .map(|w| self.now.saturating_add(ns(w))),
             heard_at: self.now,
             latched_ssrc: None,
+            receive_hint,
             session,
             publish_all: false,
         };
@@ -3836,11 +3858,6 @@ impl<H: Handler> Worker<H> {
             routed.sort_by_key(|&(slot, _, _)| slot);
             for &(slot, _, _) in routed.iter() {
                 table.prefetch_state(slot);
-            }
-            for &(slot, _, _) in routed.iter() {
-                if let Some(wc) = table.at(slot) {
-                    handler.will_receive(&wc.channel);
-                }
             }
             for group in routed.chunk_by(|a, b| a.0 == b.0) {
                 let slot = group[0].0;
@@ -4768,6 +4785,10 @@ mod tests {
         for end in ends {
             assert!(end <= 128, "{ends:?}");
         }
+        // The session lies in the slot, from a cache line, where
+        // Table::prefetch_slot finds it without reading the slot.
+        assert_eq!(offset_of!(Wc, session) % 64, 0);
+        assert_eq!(size_of::<Option<Wc>>(), size_of::<Wc>(), "a niche");
     }
 
     #[test]

@@ -151,7 +151,7 @@ pub(super) type CoreChannel = mux::Channel<Packet, Arc<Attach>>;
 /// `src_all` has one of its own.
 ///
 /// The flags first: what [`Deliver::received`] reads of an unlinked
-/// channel, [`prefetch`](mux::prefetch)ed by [`Deliver::will_receive`].
+/// channel, which the worker loads ahead ([`Deliver::receive_hint`]).
 #[derive(Default)]
 #[repr(C)]
 pub(super) struct Attach {
@@ -482,8 +482,8 @@ impl mux::Handler for Deliver {
         self.push_gathered();
     }
 
-    fn will_receive(&self, channel: &CoreChannel) {
-        mux::prefetch::<Attach>(&*channel.attachment);
+    fn receive_hint(attachment: &Arc<Attach>) -> Option<*const u8> {
+        Some(Arc::as_ptr(attachment).cast())
     }
 
     /// Inlined into the worker's loop for `src_all`'s case, the one that
