@@ -346,7 +346,7 @@ fn ffmpeg_rtp_into_a_channel_is_accounted_for() {
 
 /// tshark's RTP stream analysis of a live `rtpsynthsrc` stream sent through
 /// `rtpmuxserver`, captured as it arrived: no loss, no sequence error, and
-/// packets within a few ms of the 20 ms ptime.
+/// packets paced at the 20 ms ptime.
 #[test]
 fn tshark_finds_a_clean_stream_through_rtpmuxserver() {
     common::init();
@@ -401,11 +401,17 @@ fn tshark_finds_a_clean_stream_through_rtpmuxserver() {
         .expect("payload column");
     let packets: u64 = fields[payload + 1].parse().expect("packets");
     let lost: i64 = fields[payload + 2].parse().expect("lost");
+    let mean_delta: f64 = fields[payload + 5].parse().expect("mean delta");
     let max_delta: f64 = fields[payload + 6].parse().expect("max delta");
     assert_eq!((packets, lost), (100, 0), "{row}");
+    // Paced, not bunched: the mean is the ptime, and no packet came a
+    // whole ptime late (a sender releasing packets in bursts would). One
+    // packet a few ms late is the scheduler's, not ours: with two CPU hogs
+    // on two cores, 1 run in 6 saw a gap of 29 ms, then 11.
     assert!(
-        (max_delta - 20.0).abs() < 8.0,
-        "max delta {max_delta} ms: {row}"
+        (mean_delta - 20.0).abs() < 1.0,
+        "mean delta {mean_delta} ms: {row}"
     );
+    assert!(max_delta < 40.0, "max delta {max_delta} ms: {row}");
     assert!(!row.contains("X"), "tshark flags a problem: {row}");
 }
