@@ -754,12 +754,26 @@ impl<P, A> Channel<P, A> {
     }
 
     fn schedule(&self) {
-        if !self.scheduled.swap(true, Ordering::AcqRel) {
-            lock(&self.notify.pending).push(self.id);
-            if self.notify.tick_us.load(Ordering::Relaxed) == 0 {
-                self.notify.wake();
-            }
+        if self.mark_pending() && self.notify.tick_us.load(Ordering::Relaxed) == 0 {
+            self.notify.wake();
         }
+    }
+
+    /// [`Channel::schedule`] from the channel's own worker while it reads:
+    /// it takes the pending ids after its reads, so a wake would only cost
+    /// it an `eventfd` write and an empty round.
+    fn schedule_by_own_worker(&self) {
+        self.mark_pending();
+    }
+
+    /// Puts the channel in its worker's pending list unless it is there;
+    /// true when it was not.
+    fn mark_pending(&self) -> bool {
+        let newly = !self.scheduled.swap(true, Ordering::AcqRel);
+        if newly {
+            lock(&self.notify.pending).push(self.id);
+        }
+        newly
     }
 
     /// Records an update and has the worker apply it soon, even to a
@@ -842,8 +856,10 @@ impl<P, A> Channel<P, A> {
         };
         if counted {
             self.relays_in_flight.fetch_sub(1, Ordering::Release);
+            self.schedule();
+        } else {
+            self.schedule_by_own_worker();
         }
-        self.schedule();
         Some(queued)
     }
 
@@ -1598,7 +1614,10 @@ impl<H: Handler> Server<H> {
     }
 
     /// Binds channel `id`'s sockets now (so a bind error is known at once)
-    /// and hands them to the worker with a new session.
+    /// and hands them to a worker with a new session: a shared socket's
+    /// own worker when it joins one, else its `relay_to` channel's when
+    /// that is open and has at most one channel more than the least
+    /// loaded, else the one with the fewest channels.
     pub fn add_channel(
         &self,
         id: u32,
@@ -1613,6 +1632,18 @@ impl<H: Handler> Server<H> {
         let Some(least_loaded) = self.least_loaded_worker() else {
             return Err(ChannelError::Stopped(id));
         };
+        // A relay's two channels on one worker: what one receives the
+        // other sends in the same round, not a tick later on another
+        // thread. Unless that worker already has more than one channel over
+        // the least loaded, so that many channels relaying to one still
+        // spread. (A channel joining a shared socket goes to the socket's.)
+        let load = |w: usize| self.workers[w].channels.load(Ordering::Relaxed);
+        let new_socket_worker = config
+            .relay_to
+            .and_then(|to| channels.get(&to))
+            .map(|to| to.worker)
+            .filter(|&w| self.workers[w].running() && load(w) <= load(least_loaded) + 1)
+            .unwrap_or(least_loaded);
         if config.shared_socket && config.rtcp == RtcpMode::PortPlusOne {
             return Err(ChannelError::Config(
                 id,
@@ -1671,15 +1702,20 @@ impl<H: Handler> Server<H> {
                     places.insert(
                         local,
                         SharedPlace {
-                            worker: least_loaded,
+                            worker: new_socket_worker,
                             members: 1,
                             local,
                         },
                     );
-                    (least_loaded, Sockets::SharedNew(socket, drops), local, None)
+                    (
+                        new_socket_worker,
+                        Sockets::SharedNew(socket, drops),
+                        local,
+                        None,
+                    )
                 } else {
                     (
-                        least_loaded,
+                        new_socket_worker,
                         Sockets::Own(socket, rtcp_socket),
                         local,
                         local_rtcp,
@@ -5188,26 +5224,37 @@ mod tests {
         assert!(err.contains("port+1"), "{err}");
     }
 
-    fn relay_both_ways(workers: usize, shared_socket: bool) {
+    /// Returns the workers that served a and b. `b_relays_late`: b opens
+    /// without `relay-to` (placed as any channel) and is given it running.
+    fn relay_both_ways(workers: usize, shared_socket: bool, b_relays_late: bool) -> (usize, usize) {
         let (srv, rx) = server_with_workers(workers, Duration::ZERO);
         let (peer_a, peer_b) = (
             UdpSocket::bind("127.0.0.1:0").unwrap(),
             UdpSocket::bind("127.0.0.1:0").unwrap(),
         );
         let config = |relay_to, ssrc| ChannelConfig {
-            relay_to: Some(relay_to),
+            relay_to,
             shared_socket,
             remote_ssrc: Some(ssrc),
             rtcp: RtcpMode::Mux,
             ..loopback()
         };
         // a relays to b before b exists: counted, not lost silently.
-        let a = srv.add_channel(0, config(1, 0xa), ()).unwrap();
+        let a = srv.add_channel(0, config(Some(1), 0xa), ()).unwrap();
         peer_a
             .send_to(&packet_from(0, 0xa), a.local_addr())
             .unwrap();
         assert!(wait_for(|| a.stats()[NOT_RELAYED] == 1));
-        let b = srv.add_channel(1, config(0, 0xb), ()).unwrap();
+        let b = if b_relays_late {
+            let b = srv.add_channel(1, config(None, 0xb), ()).unwrap();
+            b.set_relay_to(Some(0));
+            // Applied by the worker (which then says so) before b's peer
+            // sends: a datagram read before would not be relayed.
+            assert!(wait_for(|| b.relaying()));
+            b
+        } else {
+            srv.add_channel(1, config(Some(0), 0xb), ()).unwrap()
+        };
         // b learns its peer; what it gets goes to a's (latched) peer.
         peer_b
             .send_to(&packet_from(0, 0xb), b.local_addr())
@@ -5242,17 +5289,81 @@ mod tests {
         // b sent a's 5 RTP and 1 RTCP (its own reports may come on top).
         assert!(sb[PACKETS_SENT] >= 6);
         assert_eq!(sa[SEND_ERRORS] + sb[SEND_ERRORS], 0);
+        (a.worker, b.worker)
     }
 
     #[test]
     fn relay_to_forwards_both_ways_with_loss_order_and_rtcp() {
-        relay_both_ways(1, false);
+        relay_both_ways(1, false, false);
     }
 
     #[test]
     fn relay_to_between_workers_and_on_shared_sockets() {
-        relay_both_ways(2, false);
-        relay_both_ways(1, true);
+        // b, placed before it relays, went to the least loaded worker: the
+        // relay crosses between the workers.
+        assert_eq!(relay_both_ways(2, false, true), (0, 1));
+        assert_eq!(relay_both_ways(2, true, true), (0, 1));
+        relay_both_ways(1, true, false);
+    }
+
+    #[test]
+    fn a_relay_stays_on_one_worker() {
+        // b joins a's worker, though the other has fewer channels, on a
+        // socket of its own or a new shared one.
+        assert_eq!(relay_both_ways(2, false, false), (0, 0));
+        assert_eq!(relay_both_ways(2, true, false), (0, 0));
+        let (srv, _rx) = server_with_workers(2, Duration::ZERO);
+        let relaying = |relay_to| ChannelConfig {
+            relay_to,
+            ..loopback()
+        };
+        // Pairs spread over the workers, each pair on one.
+        let workers: Vec<usize> = [(0, 1), (1, 0), (2, 3), (3, 2), (4, 5), (5, 4)]
+            .into_iter()
+            .map(|(id, to)| srv.add_channel(id, relaying(Some(to)), ()).unwrap().worker)
+            .collect();
+        assert_eq!(workers, [0, 0, 1, 1, 0, 0]);
+        // A target that is gone places nothing: 6 goes to the least
+        // loaded worker, not to 5's.
+        assert!(srv.remove_channel(5, Duration::from_secs(5)));
+        assert_eq!(srv.add_channel(6, relaying(Some(5)), ()).unwrap().worker, 1);
+        assert_eq!(srv.add_channel(7, relaying(Some(4)), ()).unwrap().worker, 0);
+        assert_eq!(srv.add_channel(8, relaying(None), ()).unwrap().worker, 1);
+        // A channel joining a shared socket goes to the socket's worker,
+        // whatever it relays to (8 is on worker 1).
+        let shared = srv
+            .add_channel(
+                9,
+                ChannelConfig {
+                    shared_socket: true,
+                    ..loopback()
+                },
+                (),
+            )
+            .unwrap();
+        assert_eq!(shared.worker, 0);
+        let joining = srv
+            .add_channel(
+                10,
+                ChannelConfig {
+                    shared_socket: true,
+                    bind: shared.local_addr(),
+                    relay_to: Some(8),
+                    ..loopback()
+                },
+                (),
+            )
+            .unwrap();
+        assert_eq!(joining.worker, 0);
+        // Many channels relaying to one: the first joins it, the rest
+        // spread as though they relayed to nothing (one over the least
+        // loaded at most).
+        let (srv, _rx) = server_with_workers(2, Duration::ZERO);
+        srv.add_channel(0, relaying(None), ()).unwrap();
+        let workers: Vec<usize> = (1..9)
+            .map(|id| srv.add_channel(id, relaying(Some(0)), ()).unwrap().worker)
+            .collect();
+        assert_eq!(workers, [0, 1, 0, 1, 0, 1, 0, 1]);
     }
 
     #[test]

@@ -1092,8 +1092,11 @@ impl ObjectImpl for RtpMuxServer {
                     .blurb(
                         "Worker threads serving the channels, each with its own epoll set; a \
                          new channel goes to the one with the fewest channels (a channel joining \
-                         a shared socket, to that socket's). Relays work across workers. Every \
-                         counter, statistic and setting behaves as with one. A channel's \
+                         a shared socket, to that socket's; one opening a socket while its \
+                         relay-to channel is open, to that channel's unless it has two or more \
+                         channels over the least loaded one, so a relay stays on one thread). \
+                         Relays work across workers too. Every counter, statistic and setting \
+                         behaves as with one. A channel's \
                          src_N pushes run on its worker's thread. More workers than cores \
                          only add switching: at most the cores this process may use. Applies \
                          at the next start (NULL or READY).",
