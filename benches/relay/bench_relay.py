@@ -246,11 +246,14 @@ def report(head, n, mhz, result, reference, threads):
     # floor row is nearly all kernel): the user-space part is what a relay's
     # own code costs.
     user_share = 100 * user / cpu if cpu > 0 else 0.0
-    figures = (per_stream, user_share, t["lost"], t["misdelivered"])
+    # A loadgen without the latency fields (an older build) gives 0.
+    latency = tuple(t.get(f"latency_{k}_us", 0) / 1000 for k in ("mean", "p99", "max"))
+    figures = (per_stream, user_share, t["lost"], t["misdelivered"], latency)
     line = (f"{head} {per_stream:7.3f} CPU-MHz/stream ({cpu * 100:5.1f}% of a core, {user_share:.0f}% of it in user "
             f"space; loadgen {gen_cpu * 100:.0f}%, "
             f"other processes {other * 100:.0f}%, steal {steal * 100:.0f}% of {os.cpu_count() * 100}%) | "
-            f"relayed {t['received']} lost {t['lost']} misdelivered {t['misdelivered']}")
+            f"relayed {t['received']} lost {t['lost']} misdelivered {t['misdelivered']} | "
+            f"latency mean {latency[0]:.2f} p99 {latency[1]:.2f} max {latency[2]:.2f} ms")
     others = {k: t[k] for k in ("duplicated", "reordered", "malformed", "late_ticks", "max_stall_ms", "send_errors",
                                 "kernel_drops_relay", "kernel_drops_loadgen") if t[k]}
     if others:
@@ -289,7 +292,10 @@ def medians(n, runs, rtpengine_labels):
         line = (f"relay, N={n:<5} {label:<40} median {median:7.3f} CPU-MHz/stream "
                 f"({min(per_stream):.3f}-{max(per_stream):.3f} over {len(figures)} runs; "
                 f"{statistics.median(f[1] for f in figures):.0f}% in user space) | "
-                f"lost {lost} misdelivered {misdelivered} in all runs")
+                f"lost {lost} misdelivered {misdelivered} in all runs | latency mean "
+                f"{statistics.median(f[4][0] for f in figures):.2f} p99 "
+                f"{statistics.median(f[4][1] for f in figures):.2f} ms (medians), max "
+                f"{max(f[4][2] for f in figures):.2f} ms")
         if label not in rtpengine_labels:
             line += against_rtpengine(n, median, reference, lost + misdelivered, label)
         lines.append(line)

@@ -14,6 +14,14 @@
  *
  * Loss is counted against what the peer sent: all sequence numbers of one
  * run fit in a bitmap, so duplicates are exact rather than guessed.
+ *
+ * Latency: each packet carries its send time (CLOCK_REALTIME, ns, read
+ * just before its sendmmsg) in the first 8 bytes of its payload, which a
+ * relay passes on untouched; what arrives from a round sent after WARMUP is
+ * timed by the kernel's receive timestamp (SO_TIMESTAMPNS, the moment the
+ * datagram reached the endpoint's socket), so this process's own delay in
+ * reading it (it sends every endpoint's packet of a round before it reads)
+ * does not count; its delay between two endpoints' sends does not either.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -42,7 +50,71 @@ enum {
 	/* Larger than any datagram a relay should send back, so an oversized
 	 * one is seen whole and counted as malformed rather than truncated. */
 	RECV_BUF = 2048,
+	/* Latency histogram: 50 µs buckets up to 200 ms, then one for longer. */
+	LATENCY_BUCKET_NS = 50000,
+	LATENCY_BUCKETS = 4000,
 };
+
+static struct {
+	uint64_t first_seq; /* of the first round sent after WARMUP */
+	uint64_t count, sum_ns, max_ns;
+	uint64_t hist[LATENCY_BUCKETS + 1];
+} latency;
+
+static uint64_t ns_of(struct timespec t)
+{
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* The clock the kernel's receive timestamps are taken on. */
+static uint64_t now_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_REALTIME, &t);
+	return ns_of(t);
+}
+
+/* When the kernel queued the datagram, from its SCM_TIMESTAMPNS; `fallback`
+ * when the message lacks it. */
+static uint64_t arrival_ns(struct msghdr *h, uint64_t fallback)
+{
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c)) {
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+			struct timespec t;
+			memcpy(&t, CMSG_DATA(c), sizeof(t));
+			return ns_of(t);
+		}
+	}
+	return fallback;
+}
+
+static void time_arrival(const uint8_t *p, uint64_t seq, uint64_t arrived_ns)
+{
+	uint64_t sent_ns;
+	memcpy(&sent_ns, p + RTP_HEADER, sizeof(sent_ns));
+	if (seq < latency.first_seq || sent_ns > arrived_ns)
+		return;
+	uint64_t d = arrived_ns - sent_ns;
+	latency.count++;
+	latency.sum_ns += d;
+	if (d > latency.max_ns)
+		latency.max_ns = d;
+	uint64_t b = d / LATENCY_BUCKET_NS;
+	latency.hist[b < LATENCY_BUCKETS ? b : LATENCY_BUCKETS]++;
+}
+
+/* The upper edge of the bucket that holds the q-quantile, in µs. */
+static uint64_t latency_quantile_us(double q)
+{
+	uint64_t want = (uint64_t)ceil(q * (double)latency.count), seen = 0;
+	for (unsigned b = 0; b <= LATENCY_BUCKETS; b++) {
+		seen += latency.hist[b];
+		if (seen >= want && seen > 0)
+			return b < LATENCY_BUCKETS ? (uint64_t)(b + 1) * LATENCY_BUCKET_NS / 1000
+						   : latency.max_ns / 1000;
+	}
+	return 0;
+}
 
 struct endpoint {
 	int fd;
@@ -117,6 +189,9 @@ static void open_endpoint(struct endpoint *e, uint32_t ssrc, uint32_t peer_ssrc,
 	if (getsockname(e->fd, (struct sockaddr *)&a, &len) != 0)
 		die("getsockname");
 	e->port = ntohs(a.sin_port);
+	int on = 1;
+	if (setsockopt(e->fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on)) != 0)
+		die("SO_TIMESTAMPNS");
 }
 
 static int read_port(unsigned *port)
@@ -142,6 +217,7 @@ static void send_packets(struct endpoint *e, uint64_t count, uint64_t *send_erro
 	struct mmsghdr msgs[BATCH];
 	while (count > 0) {
 		unsigned n = count < BATCH ? (unsigned)count : BATCH;
+		uint64_t sent_ns = now_ns();
 		for (unsigned k = 0; k < n; k++) {
 			uint64_t seq = e->sent + k;
 			uint8_t *p = pkts[k];
@@ -154,6 +230,7 @@ static void send_packets(struct endpoint *e, uint64_t count, uint64_t *send_erro
 			memcpy(p + 4, &ts, 4);
 			memcpy(p + 8, &ssrc, 4);
 			memset(p + RTP_HEADER, 0xff, PCMU_PAYLOAD); /* µ-law silence */
+			memcpy(p + RTP_HEADER, &sent_ns, sizeof(sent_ns));
 			iov[k] = (struct iovec){.iov_base = p, .iov_len = PACKET};
 			msgs[k] = (struct mmsghdr){.msg_hdr = {.msg_name = &e->relay,
 							       .msg_namelen = sizeof(e->relay),
@@ -178,7 +255,7 @@ static void send_packets(struct endpoint *e, uint64_t count, uint64_t *send_erro
 }
 
 static void account(struct endpoint *e, const uint8_t *p, size_t len, int truncated,
-		    uint64_t rounds)
+		    uint64_t rounds, uint64_t arrived_ns)
 {
 	if (truncated || len < RTP_HEADER || (p[0] & 0xc0) != 0x80) {
 		e->malformed++;
@@ -204,6 +281,7 @@ static void account(struct endpoint *e, const uint8_t *p, size_t len, int trunca
 	}
 	e->seen[seq >> 3] |= bit;
 	e->received++;
+	time_arrival(p, seq, arrived_ns);
 	if ((int64_t)seq < e->highest_seq)
 		e->reordered++;
 	else
@@ -213,12 +291,16 @@ static void account(struct endpoint *e, const uint8_t *p, size_t len, int trunca
 static void receive_all(struct endpoint *e, uint64_t rounds)
 {
 	static uint8_t bufs[BATCH][RECV_BUF];
+	static uint8_t controls[BATCH][CMSG_SPACE(sizeof(struct timespec))];
 	struct iovec iov[BATCH];
 	struct mmsghdr msgs[BATCH];
 	for (;;) {
 		for (unsigned k = 0; k < BATCH; k++) {
 			iov[k] = (struct iovec){.iov_base = bufs[k], .iov_len = RECV_BUF};
-			msgs[k] = (struct mmsghdr){.msg_hdr = {.msg_iov = &iov[k], .msg_iovlen = 1}};
+			msgs[k] = (struct mmsghdr){.msg_hdr = {.msg_iov = &iov[k],
+							       .msg_iovlen = 1,
+							       .msg_control = controls[k],
+							       .msg_controllen = sizeof(controls[k])}};
 		}
 		int r = recvmmsg(e->fd, msgs, BATCH, MSG_DONTWAIT, NULL);
 		if (r < 0) {
@@ -229,9 +311,10 @@ static void receive_all(struct endpoint *e, uint64_t rounds)
 				continue;
 			die("recvmmsg");
 		}
+		uint64_t read_ns = now_ns();
 		for (int k = 0; k < r; k++)
 			account(e, bufs[k], msgs[k].msg_len, (msgs[k].msg_hdr.msg_flags & MSG_TRUNC) != 0,
-				rounds);
+				rounds, arrival_ns(&msgs[k].msg_hdr, read_ns));
 		if (r < BATCH)
 			return;
 	}
@@ -249,6 +332,7 @@ int main(int argc, char **argv)
 	       drain = seconds_arg(argv[4]);
 	uint64_t send_rounds = (uint64_t)llround((warmup + window) * ROUNDS_PER_SECOND);
 	uint64_t all_rounds = send_rounds + (uint64_t)llround(drain * ROUNDS_PER_SECOND);
+	latency.first_seq = (uint64_t)llround(warmup * ROUNDS_PER_SECOND);
 	/* Sequence numbers must not wrap: that keeps loss and duplicates exact. */
 	if (send_rounds == 0 || send_rounds > 65536) {
 		fprintf(stderr, "loadgen: WARMUP + WINDOW must be between 0.02 and 1310 s\n");
@@ -348,9 +432,13 @@ int main(int argc, char **argv)
 	printf("loadgen calls=%ld rounds=%" PRIu64 " sent=%" PRIu64 " received=%" PRIu64
 	       " lost=%" PRIu64 " duplicated=%" PRIu64 " reordered=%" PRIu64
 	       " misdelivered=%" PRIu64 " malformed=%" PRIu64 " silent_endpoints=%" PRIu64
-	       " late_ticks=%" PRIu64 " max_stall_ms=%" PRIu64 " send_errors=%" PRIu64 "\n",
+	       " late_ticks=%" PRIu64 " max_stall_ms=%" PRIu64 " send_errors=%" PRIu64
+	       " latency_samples=%" PRIu64 " latency_mean_us=%" PRIu64 " latency_p50_us=%" PRIu64
+	       " latency_p99_us=%" PRIu64 " latency_max_us=%" PRIu64 "\n",
 	       calls, rounds_sent, sent, received, lost, duplicated, reordered, misdelivered,
-	       malformed, silent, late_ticks, max_late_ticks * 1000 / ROUNDS_PER_SECOND, send_errors);
+	       malformed, silent, late_ticks, max_late_ticks * 1000 / ROUNDS_PER_SECOND, send_errors,
+	       latency.count, latency.count ? latency.sum_ns / latency.count / 1000 : 0,
+	       latency_quantile_us(0.5), latency_quantile_us(0.99), latency.max_ns / 1000);
 	if (fflush(stdout) != 0)
 		die("stdout");
 	return 0;

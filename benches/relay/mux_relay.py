@@ -9,7 +9,11 @@ Modes:
             the worker sends what one receives out of the other itself.
   shared    relay-to, with all A channels on one port and all B channels on
             another (shared-socket), each told its endpoint's SSRC
-            (remote-ssrc) besides its address.
+            (remote-ssrc) besides its address; with workers W > 1, W such
+            pairs of ports (call i on pair i % W), as the element's docs
+            advise: a pair's two sockets go to one worker (a relay's
+            channels follow each other) and the pairs spread over the
+            workers.
 
 In the relay-to modes only src_N pads are requested and left unlinked:
 the worker relays without GstBuffers (packets-pushed in the totals shows
@@ -75,7 +79,7 @@ def build(mode, endpoint_ports, tick, workers):
     set_props(mux, tick=tick)
     if workers is not None:
         set_props(mux, workers=workers)
-    shared = {0: free_udp_port(), 1: free_udp_port()} if mode == "shared" else None
+    pairs = [(free_udp_port(), free_udp_port()) for _ in range(workers or 1)] if mode == "shared" else None
     for ch, port in enumerate(p for call in endpoint_ports for p in call):
         src = mux.request_pad_simple(f"src_{ch}")
         settings = dict(bind_address=LOOPBACK, remote_address=LOOPBACK, remote_port=port)
@@ -83,8 +87,9 @@ def build(mode, endpoint_ports, tick, workers):
             settings["rtp_caps"] = Gst.Caps.from_string(PCMU)
         else:
             settings["relay_to"] = ch ^ 1
-        if shared:
-            settings.update(bind_port=shared[ch & 1], shared_socket=True, remote_ssrc=SSRC_BASE + ch)
+        if pairs:
+            pair = pairs[(ch // 2) % len(pairs)]
+            settings.update(bind_port=pair[ch & 1], shared_socket=True, remote_ssrc=SSRC_BASE + ch)
         set_props(src, **settings)
     if mode == "pipeline":
         for ch in range(2 * len(endpoint_ports)):
