@@ -1435,7 +1435,8 @@ struct WorkerLink<H: Handler> {
     notify: Arc<Notify>,
     commands: Commands<H>,
     thread: Option<JoinHandle<()>>,
-    /// Channels placed on this worker: a new one goes to the least loaded.
+    /// Channels placed on this worker (see [`Server::add_channel`] for where
+    /// a new one goes).
     channels: AtomicUsize,
 }
 
