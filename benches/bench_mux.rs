@@ -19,7 +19,9 @@
 //! statistics (the state floor), and that floor pushing a buffer per
 //! packet; and
 //! N `udpsrc`. The channel-to-channel runs come with a socket per channel
-//! and with a shared port per worker, the generator's CPU printed apart,
+//! and with a shared port per worker, what the channels receive going to a
+//! `src_N` each and, in rows of their own, to `src_all`, the generator's
+//! CPU printed apart,
 //! each beside its floors on as many threads as the rows have workers (the
 //! same datagrams: `sendto` per datagram and epoll, or a shared socket per
 //! thread written and read 64 datagrams at a time, with and without GSO).
@@ -32,9 +34,10 @@
 //! Environment: `BENCH_SECONDS` (window, default 5), `BENCH_MUX_N` (stream
 //! counts, default 100,500,1000,2000,4000; 0 skips them), `BENCH_MUX_PEERS`
 //! (channel counts of the channel-to-channel runs, default 1024,2048,4096;
-//! 0 skips them), `BENCH_MUX_PEERS_SINK` (`none`: those channels get no `src_N`, so
-//! received packets stop in the element instead of going on to a
-//! `fakesink`), `BENCH_MUX_TICK` (the `tick` of the paced per-socket and
+//! 0 skips them), `BENCH_MUX_PEERS_SINK` (where those channels' received
+//! packets go, a list, default `src_n,all`: `src_n`, a `src_N` each into a
+//! `fakesink`; `all`, `src_all` into one `fakesink`, one buffer per worker
+//! round; `none`, nowhere: they stop in the element), `BENCH_MUX_TICK` (the `tick` of the paced per-socket and
 //! channel-to-channel rows, ms, default 1), `BENCH_MUX_SHARED_TICKS` (the
 //! ticks of the shared-port rows and shared floor, ms, default 0,5),
 //! `BENCH_MUX_WORKERS` (the `workers` of the channel-to-channel runs,
@@ -833,6 +836,29 @@ fn print_row(n: usize, name: &str, f: &Figures) {
     );
 }
 
+/// Where the channels of a [`peers_run`] hand what they receive.
+#[derive(Clone, Copy, PartialEq)]
+enum PeerOutputs {
+    /// A `src_N` each, into a `fakesink` each.
+    SrcN,
+    /// `src_all` into one `fakesink`.
+    All,
+    /// No source pad: received packets stop in the element.
+    None,
+}
+
+impl PeerOutputs {
+    /// From a `BENCH_MUX_PEERS_SINK` entry.
+    fn parse(entry: &str) -> PeerOutputs {
+        match entry {
+            "src_n" => PeerOutputs::SrcN,
+            "all" => PeerOutputs::All,
+            "none" => PeerOutputs::None,
+            _ => panic!("BENCH_MUX_PEERS_SINK={entry}: a list of src_n, all, none"),
+        }
+    }
+}
+
 /// How the channels of a [`peers_run`] hold their sockets.
 #[derive(Clone, Copy, PartialEq)]
 enum PeerSockets {
@@ -904,7 +930,7 @@ fn peers_run(
     workers: u32,
     sockets: PeerSockets,
     gso: bool,
-    outputs: bool,
+    outputs: PeerOutputs,
     window: f64,
     mhz: f64,
 ) {
@@ -937,11 +963,15 @@ fn peers_run(
             sink.set_property("shared-socket", true);
             sink.set_property("remote-ssrc", i64::from(stream_ssrc((i + n - 1) % n)));
         }
-        if outputs {
+        if outputs == PeerOutputs::SrcN {
             let src = m.request_pad_simple(&format!("src_{i}")).expect("src pad");
             fakesink_for(&pipeline, &src);
         }
         sink_pads.push(sink);
+    }
+    if outputs == PeerOutputs::All {
+        let all = m.request_pad_simple("src_all").expect("src_all");
+        fakesink_for(&pipeline, &all);
     }
     pipeline.set_state(gst::State::Playing).expect("PLAYING");
     let ports: Vec<u32> = sink_pads.iter().map(|p| p.property("local-port")).collect();
@@ -1014,10 +1044,16 @@ fn peers_run(
     let counted = queue_full + kernel + send_errors + unknown;
     let uncounted = chained.saturating_sub(received + counted);
     let (name, how) = sockets.names();
-    let name = if gso {
-        name.to_owned()
-    } else {
-        format!("{name} gso=false")
+    let how = match outputs {
+        PeerOutputs::SrcN => format!("{how}, a src_N each"),
+        PeerOutputs::All => format!("{how}, all on src_all"),
+        PeerOutputs::None => format!("{how}, no source pads"),
+    };
+    let name = match (gso, outputs) {
+        (true, PeerOutputs::All) => format!("{name} src_all"),
+        (true, _) => name.to_owned(),
+        (false, PeerOutputs::All) => format!("{name} src_all gso=false"),
+        (false, _) => format!("{name} gso=false"),
     };
     let gso_messages = m
         .property::<gst::Structure>("stats")
@@ -1383,7 +1419,10 @@ fn main() {
             );
         }
     }
-    let outputs = std::env::var("BENCH_MUX_PEERS_SINK").as_deref() != Ok("none");
+    let outputs: Vec<PeerOutputs> = common::env_list::<String>("BENCH_MUX_PEERS_SINK", "src_n,all")
+        .iter()
+        .map(|entry| PeerOutputs::parse(entry))
+        .collect();
     let layouts: Vec<String> = common::env_list("BENCH_MUX_PEER_SOCKETS", "own,shared");
     for &n in &peers {
         for layout in &layouts {
@@ -1409,8 +1448,17 @@ fn main() {
                 // in a round only when the worker runs behind.
                 let gsos: &[bool] = if support.gso { &[true, false] } else { &[true] };
                 for &gso in gsos {
-                    peers_run(n, 100.0, 0, w, sockets, gso, outputs, window, mhz);
-                    peers_run(n, 100.0, tick, w, sockets, gso, outputs, window, mhz);
+                    for &out in &outputs {
+                        if out == PeerOutputs::All && !support.src_all {
+                            println!(
+                                "  {n} channels x 100 pps on src_all: not available \
+                                 (rtpmuxserver has no src_all pad)"
+                            );
+                            continue;
+                        }
+                        peers_run(n, 100.0, 0, w, sockets, gso, out, window, mhz);
+                        peers_run(n, 100.0, tick, w, sockets, gso, out, window, mhz);
+                    }
                 }
             }
             // A floor on as many threads as each row has workers: with
