@@ -759,13 +759,6 @@ impl<P, A> Channel<P, A> {
         }
     }
 
-    /// [`Channel::schedule`] from the channel's own worker while it reads:
-    /// it takes the pending ids after its reads, so a wake would only cost
-    /// it an `eventfd` write and an empty round.
-    fn schedule_by_own_worker(&self) {
-        self.mark_pending();
-    }
-
     /// Puts the channel in its worker's pending list unless it is there;
     /// true when it was not.
     fn mark_pending(&self) -> bool {
@@ -858,7 +851,10 @@ impl<P, A> Channel<P, A> {
             self.relays_in_flight.fetch_sub(1, Ordering::Release);
             self.schedule();
         } else {
-            self.schedule_by_own_worker();
+            // Its own worker, reading: it takes the pending ids after its
+            // reads, so a wake would only cost an `eventfd` write and an
+            // empty round.
+            self.mark_pending();
         }
         Some(queued)
     }
