@@ -37,8 +37,9 @@
 //! 0 skips them), `BENCH_MUX_PEERS_SINK` (where those channels' received
 //! packets go, a list, default `src_n,all`: `src_n`, a `src_N` each into a
 //! `fakesink`; `all`, `src_all` into one `fakesink`, one buffer per worker
-//! round; `none`, nowhere: they stop in the element), `BENCH_MUX_TICK` (the `tick` of the paced per-socket and
-//! channel-to-channel rows, ms, default 1), `BENCH_MUX_SHARED_TICKS` (the
+//! round; `none`, nowhere: they stop in the element), `BENCH_MUX_TICK`
+//! (the `tick` of the paced per-socket and channel-to-channel rows, ms,
+//! default 1), `BENCH_MUX_SHARED_TICKS` (the
 //! ticks of the shared-port rows and shared floor, ms, default 0,5),
 //! `BENCH_MUX_WORKERS` (the `workers` of the channel-to-channel runs,
 //! default 1,2), `BENCH_MUX_PEER_SOCKETS` (their layouts: `own`, `shared`
@@ -1049,12 +1050,13 @@ fn peers_run(
         PeerOutputs::All => format!("{how}, all on src_all"),
         PeerOutputs::None => format!("{how}, no source pads"),
     };
-    let name = match (gso, outputs) {
-        (true, PeerOutputs::All) => format!("{name} src_all"),
-        (true, _) => name.to_owned(),
-        (false, PeerOutputs::All) => format!("{name} src_all gso=false"),
-        (false, _) => format!("{name} gso=false"),
-    };
+    let mut name = name.to_owned();
+    if outputs == PeerOutputs::All {
+        name.push_str(" src_all");
+    }
+    if !gso {
+        name.push_str(" gso=false");
+    }
     let gso_messages = m
         .property::<gst::Structure>("stats")
         .get::<u64>("gso-messages")
