@@ -2910,8 +2910,14 @@ impl<H: Handler> WorkerChannel<H> {
         if from_target {
             self.heard_at = now;
         }
-        // A new source, a restart or probation change more than counts.
-        self.publish_all |= self.session.handle_rtp(&packet, now) != session::Received::Counted;
+        // A new source or a restart changes more than the packet columns.
+        // A packet on probation or after a bad jump changes none: a stream
+        // stuck there (a sender repeating its sequence number, a flood of
+        // random ones) had every column published per packet for nothing.
+        self.publish_all |= matches!(
+            self.session.handle_rtp(&packet, now),
+            session::Received::NewSource { .. } | session::Received::Restarted
+        );
         Took::Accepted
     }
 
@@ -5654,6 +5660,59 @@ mod tests {
 
     fn named(row: &StatsRow) -> Vec<(&'static str, u64)> {
         (0..NSTATS).map(|i| (stats_name(i), row[i])).collect()
+    }
+
+    /// Channel 0 sends channel 1 one sequence number over and over (its
+    /// source never leaves probation), then follows on in order, jumps once
+    /// and restarts: 1's session columns are right after each stage, though
+    /// only a new source and a restart have the worker publish them all.
+    #[test]
+    fn session_columns_follow_probation_a_bad_jump_and_a_restart() {
+        let (srv, _rx) = server();
+        let config = || rtcp_config(RtcpMode::Off, 60_000);
+        let a = srv.add_channel(0, config(), ()).unwrap();
+        let b = srv.add_channel(1, config(), ()).unwrap();
+        a.set_remote(Some(b.local_addr()));
+        let mut total = 0;
+        let mut send = |seqs: &[u16]| {
+            for &seq in seqs {
+                assert!(a.send(packet(seq)));
+            }
+            total += seqs.len() as u64;
+            assert!(
+                wait_for(|| b.stats()[PACKETS_RECEIVED] == total),
+                "{:?}",
+                named(&b.stats())
+            );
+            let row = b.stats();
+            assert_received_adds_up(&row, total);
+            [
+                "remote-ssrc",
+                "rtp-packets-received",
+                "packets-expected",
+                "packets-lost",
+            ]
+            .map(|name| ss(&row, name))
+        };
+        let unknown = session::UNKNOWN;
+        assert_eq!(send(&[7; 20]), [unknown, 0, 0, 0], "on probation");
+        let in_order: Vec<u16> = (8..=30).collect();
+        assert_eq!(send(&in_order), [0x1234, 23, 23, 0], "a source from seq 8");
+        assert_eq!(
+            send(&[30_000]),
+            [0x1234, 23, 23, 0],
+            "a bad jump: not counted"
+        );
+        let in_order: Vec<u16> = (31..=40).collect();
+        assert_eq!(send(&in_order), [0x1234, 33, 33, 0], "on from seq 30");
+        assert_eq!(
+            send(&[50_000, 50_001, 50_002]),
+            [0x1234, 2, 2, 0],
+            "restarted at 50,001"
+        );
+        let row = b.stats();
+        assert_ne!(ss(&row, "jitter"), unknown, "a clock rate is set");
+        assert_eq!(row[DROPPED_FOREIGN_SOURCE] + row[DROPPED_NOT_RTP], 0);
     }
 
     /// Channel 0 sends 50 RTP packets, one per 20 ms, to channel 1 (seq 10
