@@ -21,8 +21,9 @@
 //! N `udpsrc`. The channel-to-channel runs come with a socket per channel
 //! and with a shared port per worker, what the channels receive going to a
 //! `src_N` each and, in rows of their own, to `src_all`, the generator's
-//! CPU printed apart,
-//! each beside its floors on as many threads as the rows have workers (the
+//! CPU printed apart (it pushes each channel's next packet, numbered on, from
+//! one thread; the share of the nominal load it managed to offer is a row of
+//! its own), each beside its floors on as many threads as the rows have workers (the
 //! same datagrams: `sendto` per datagram and epoll, or a shared socket per
 //! thread written and read 64 datagrams at a time, with and without GSO).
 //! The goals
@@ -81,6 +82,31 @@ fn packet(seq: u16, ssrc: u32) -> [u8; PACKET] {
     };
     write_packet(&mut out, &header, &Extras::default(), &[0xd5; 160]).expect("fits");
     out
+}
+
+/// Rounds of packets the channel-to-channel generator writes before it
+/// writes a buffer again ([`peers_run`]).
+const POOL_ROUNDS: usize = 4;
+
+/// Makes `buffer` (a [`packet`] of stream `ssrc`) the stream's packet `seq`,
+/// as a call's next packet is: the same packet over and over would keep the
+/// receiver's source in probation (RFC 3550 A.1), a path no real stream
+/// takes past its first packets. Written in place when the element has let
+/// go of it; else a new buffer takes its place, as `rtpsynthsrc` does (a
+/// copy of a buffer still queued costs more, and most when the element is
+/// already behind).
+fn next_packet(buffer: &mut gst::Buffer, seq: u16, ssrc: u32) {
+    match buffer.get_mut() {
+        Some(b) => number(&mut b.map_writable().expect("a packet buffer maps"), seq),
+        None => *buffer = gst::Buffer::from_mut_slice(packet(seq, ssrc)),
+    }
+}
+
+/// Writes packet `seq`'s sequence number and timestamp into the RTP header
+/// of a [`packet`] (RFC 3550 5.1).
+fn number(packet: &mut [u8], seq: u16) {
+    packet[2..4].copy_from_slice(&seq.to_be_bytes());
+    packet[4..8].copy_from_slice(&(u32::from(seq) * 160).to_be_bytes());
 }
 
 // ---------------------------------------------------------------------------
@@ -166,7 +192,7 @@ fn sender_main() {
     let mut seq = 0u16;
     while next < end {
         for d in data.iter_mut() {
-            d[2..4].copy_from_slice(&seq.to_be_bytes());
+            number(d, seq);
         }
         let mut at = 0;
         while at < n {
@@ -985,8 +1011,10 @@ fn peers_run(
             pad.send_event(event);
         }
     }
-    let buffers: Vec<gst::Buffer> = (0..n)
-        .map(|i| gst::Buffer::from_slice(packet(0, stream_ssrc(i))))
+    // Round r's packets are ring r % POOL_ROUNDS, as from a pool: the
+    // element holds a buffer until the worker has sent it.
+    let mut buffers: Vec<gst::Buffer> = (0..POOL_ROUNDS * n)
+        .map(|k| gst::Buffer::from_mut_slice(packet(0, stream_ssrc(k % n))))
         .collect();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let generator = {
@@ -997,8 +1025,14 @@ fn peers_run(
             let (started, cpu0) = (Instant::now(), common::thread_cpu_seconds());
             let mut next = started;
             let mut chained = 0u64;
+            let mut seq = 0u16;
+            let mut round = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                for (pad, b) in pads.iter().zip(&buffers) {
+                seq = seq.wrapping_add(1);
+                let ring = &mut buffers[round * n..][..n];
+                round = (round + 1) % POOL_ROUNDS;
+                for (i, (pad, b)) in pads.iter().zip(ring).enumerate() {
+                    next_packet(b, seq, stream_ssrc(i));
                     let _ = pad.chain(b.clone());
                     chained += 1;
                 }
@@ -1007,8 +1041,9 @@ fn peers_run(
                     std::thread::sleep(wait);
                 }
             }
-            let share = (common::thread_cpu_seconds() - cpu0) / started.elapsed().as_secs_f64();
-            (chained, share)
+            let seconds = started.elapsed().as_secs_f64();
+            let share = (common::thread_cpu_seconds() - cpu0) / seconds;
+            (chained, share, seconds)
         })
     };
     let (cpu, elapsed, threads) = measure(window);
@@ -1016,7 +1051,11 @@ fn peers_run(
     // The generator's own CPU (its chain calls run the sink pads' chain
     // function, the element's share of sending) is told apart from the
     // element's threads: on two cores the three compete.
-    let (chained, generator_share) = generator.join().expect("generator");
+    let (chained, generator_share, generator_seconds) = generator.join().expect("generator");
+    // A generator that cannot keep up (its pushes, and the element's work
+    // in them, share the cores with the workers) offers less than the
+    // nominal load, and what it offered is then all the loss is out of.
+    let offered = 100.0 * chained as f64 / (n as f64 * pps * generator_seconds);
     // Let the element drain what it still holds (send queues, socket
     // buffers), so that what is missing at the end is really lost: the
     // counters must stand still for three polls in a row (at most 10 s).
@@ -1066,7 +1105,8 @@ fn peers_run(
          ({gso_messages} GSO messages): {chained} packets, \
          sent {sent}, received {received}, dropped-queue-full {queue_full}, dropped-kernel \
          {kernel}, send-errors {send_errors}, dropped-unknown-source {unknown}, uncounted \
-         {uncounted}; {:.3}% not delivered, {threads} threads, CPU {:.1}% (generator \
+         {uncounted}; {offered:.1}% of the nominal load offered, {:.3}% not delivered, \
+         {threads} threads, CPU {:.1}% (generator \
          {:.0}%, the rest {:.0}%; {:.3} MHz per channel, generator included)",
         100.0 * (chained - received.min(chained)) as f64 / chained.max(1) as f64,
         100.0 * cpu / elapsed,
@@ -1082,6 +1122,15 @@ fn peers_run(
         " packets",
         None,
         false,
+    );
+    common::report(
+        &format!(
+            "{name} tick={tick}ms workers={workers}: {n} channels to each other, load offered"
+        ),
+        offered,
+        " %",
+        None,
+        true,
     );
     common::report(
         &format!("{name} tick={tick}ms workers={workers}: {n} channels to each other, uncounted"),
@@ -1165,7 +1214,7 @@ fn session_seconds_per_packet(n: usize) -> f64 {
                 let now = round as u64 * 20_000_000;
                 for ((s, d), row) in sessions.iter_mut().zip(&datagrams).zip(&published) {
                     let mut d = *d;
-                    d[2..4].copy_from_slice(&seq.to_be_bytes());
+                    number(&mut d, seq);
                     if let Ok(p) = rtpsynth_core::rtp::Packet::parse(common::keep(&d)) {
                         common::keep(s.handle_rtp(&p, now));
                         for (shared, value) in row.iter().zip(s.packet_columns()) {
