@@ -21,9 +21,9 @@
 //! N `udpsrc`. The channel-to-channel runs come with a socket per channel
 //! and with a shared port per worker, what the channels receive going to a
 //! `src_N` each and, in rows of their own, to `src_all`, the generator's
-//! CPU printed apart (it pushes each channel's next packet, numbered on, from
-//! one thread; the share of the nominal load it managed to offer is a row of
-//! its own), each beside its floors on as many threads as the rows have workers (the
+//! CPU printed apart (one thread pushes each channel's two packets in turn,
+//! see `peers_run`; the share of the nominal load it managed to offer is a
+//! row of its own), each beside its floors on as many threads as the rows have workers (the
 //! same datagrams: `sendto` per datagram and epoll, or a shared socket per
 //! thread written and read 64 datagrams at a time, with and without GSO).
 //! The goals
@@ -82,24 +82,6 @@ fn packet(seq: u16, ssrc: u32) -> [u8; PACKET] {
     };
     write_packet(&mut out, &header, &Extras::default(), &[0xd5; 160]).expect("fits");
     out
-}
-
-/// Rounds of packets the channel-to-channel generator writes before it
-/// writes a buffer again ([`peers_run`]).
-const POOL_ROUNDS: usize = 4;
-
-/// Makes `buffer` (a [`packet`] of stream `ssrc`) the stream's packet `seq`,
-/// as a call's next packet is: the same packet over and over would keep the
-/// receiver's source in probation (RFC 3550 A.1), a path no real stream
-/// takes past its first packets. Written in place when the element has let
-/// go of it; else a new buffer takes its place, as `rtpsynthsrc` does (a
-/// copy of a buffer still queued costs more, and most when the element is
-/// already behind).
-fn next_packet(buffer: &mut gst::Buffer, seq: u16, ssrc: u32) {
-    match buffer.get_mut() {
-        Some(b) => number(&mut b.map_writable().expect("a packet buffer maps"), seq),
-        None => *buffer = gst::Buffer::from_mut_slice(packet(seq, ssrc)),
-    }
 }
 
 /// Writes packet `seq`'s sequence number and timestamp into the RTP header
@@ -1011,10 +993,17 @@ fn peers_run(
             pad.send_event(event);
         }
     }
-    // Round r's packets are ring r % POOL_ROUNDS, as from a pool: the
-    // element holds a buffer until the worker has sent it.
-    let mut buffers: Vec<gst::Buffer> = (0..POOL_ROUNDS * n)
-        .map(|k| gst::Buffer::from_mut_slice(packet(0, stream_ssrc(k % n))))
+    // Two packets per channel, seq 0 and 1, pushed in turn: the receiver's
+    // source passes probation at once and every packet after takes the path
+    // of a counted one (RFC 3550 A.1: a late duplicate), while the generator
+    // only takes a reference, whatever the element holds. The same packet
+    // over and over kept every source in probation, a path no real stream
+    // takes past its first packets; writing each channel's next number into
+    // a buffer cost the generator 2-3x as much (a new buffer, or a pool's,
+    // whenever the element still held the last), on the cores the element
+    // needed.
+    let buffers: Vec<[gst::Buffer; 2]> = (0..n)
+        .map(|i| [0, 1].map(|seq| gst::Buffer::from_slice(packet(seq, stream_ssrc(i)))))
         .collect();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let generator = {
@@ -1025,15 +1014,11 @@ fn peers_run(
             let (started, cpu0) = (Instant::now(), common::thread_cpu_seconds());
             let mut next = started;
             let mut chained = 0u64;
-            let mut seq = 0u16;
             let mut round = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                seq = seq.wrapping_add(1);
-                let ring = &mut buffers[round * n..][..n];
-                round = (round + 1) % POOL_ROUNDS;
-                for (i, (pad, b)) in pads.iter().zip(ring).enumerate() {
-                    next_packet(b, seq, stream_ssrc(i));
-                    let _ = pad.chain(b.clone());
+                round ^= 1;
+                for (pad, b) in pads.iter().zip(&buffers) {
+                    let _ = pad.chain(b[round].clone());
                     chained += 1;
                 }
                 next += period;
