@@ -1081,13 +1081,14 @@ fn peers_run(
     if !gso {
         name.push_str(" gso=false");
     }
-    let gso_messages = m
-        .property::<gst::Structure>("stats")
-        .get::<u64>("gso-messages")
-        .unwrap_or(0);
+    let stats = m.property::<gst::Structure>("stats");
+    let get = |k: &str| stats.get::<u64>(k).unwrap_or(0);
+    // All but the first two packets of each channel's source are counted
+    // by its session: they took the path of a real stream's.
+    let (gso_messages, counted) = (get("gso-messages"), get("rtp-packets-received"));
     println!(
         "  {n} channels x {pps} pps, {how}, tick={tick}ms, workers={workers}, gso={gso} \
-         ({gso_messages} GSO messages): {chained} packets, \
+         ({gso_messages} GSO messages): {chained} packets, {counted} counted by the sessions, \
          sent {sent}, received {received}, dropped-queue-full {queue_full}, dropped-kernel \
          {kernel}, send-errors {send_errors}, dropped-unknown-source {unknown}, uncounted \
          {uncounted}; {offered:.1}% of the nominal load offered, {:.3}% not delivered, \
