@@ -105,6 +105,11 @@ const SHARED_READS_PER_EVENT: usize = 16;
 /// the kernel has spent anything on it.
 const SENDS_PER_ROUND: usize = SHARED_READS_PER_EVENT * SHARED_BATCH / 2;
 
+/// The distance, in pending channels, between the steps in which
+/// [`Worker::send_pending`] asks for a channel's lines (see
+/// [`Worker::prefetch_pending`]).
+const SEND_STEP: usize = 2;
+
 counters! {
     /// What one channel's sockets did. `packets-received` counts every
     /// datagram read (from the RTCP socket too), so it equals the RTP
@@ -332,6 +337,13 @@ impl<P> SendQueue<P> {
                 pos = self.tail.load(Ordering::Relaxed);
             }
         }
+    }
+
+    /// Starts loading the slot [`SendQueue::pop`] reads next (its position
+    /// read here, so the line holding `head` should be in already).
+    fn prefetch_head(&self) {
+        let pos = self.head.load(Ordering::Relaxed);
+        prefetch(&self.slots[pos & self.mask]);
     }
 
     /// Takes the oldest packet, if any.
@@ -3067,6 +3079,31 @@ impl<H: Handler> Table<WorkerChannel<H>> {
     }
 }
 
+impl<H: Handler> Table<WorkerChannel<H>> {
+    /// What [`Worker::send_batch`] reads of the channel in `slot` outside
+    /// the slot, once [`Table::prefetch_slot`]'s lines are in (the pointer
+    /// to the [`Channel`] is read here): its flags, its queue's positions and
+    /// its statistics.
+    fn prefetch_channel(&self, slot: usize) {
+        if let Some(wc) = self.at(slot) {
+            let ch = &*wc.channel;
+            prefetch(&ch.scheduled);
+            prefetch(&ch.dirty);
+            prefetch(&ch.queue.head);
+            prefetch(&ch.stats);
+        }
+    }
+
+    /// The slot of the queue the channel in `slot` sends from next, once
+    /// [`Table::prefetch_channel`]'s lines are in (its position is read
+    /// here).
+    fn prefetch_queue(&self, slot: usize) {
+        if let Some(wc) = self.at(slot) {
+            wc.channel.queue.prefetch_head();
+        }
+    }
+}
+
 /// Asks the processor to start loading the cache line holding `at` and
 /// goes on: a shared socket's read hands over up to 64 channels' packets,
 /// each channel's state cold (touched once in 20 ms), and loaded one
@@ -3971,8 +4008,14 @@ impl<H: Handler> Worker<H> {
         let mut more = false;
         let mut budget = SENDS_PER_ROUND;
         let mut done = 0;
+        for k in 0..3 * SEND_STEP {
+            if let Some(slot) = self.pending.get(k).and_then(|&id| self.table.slot(id)) {
+                self.table.prefetch_slot(slot);
+            }
+        }
         while done < self.pending.len() && budget > 0 {
             let id = self.pending[done];
+            self.prefetch_pending(done);
             done += 1;
             // Cleared before popping: a packet queued from now on schedules
             // the channel again.
@@ -3991,6 +4034,31 @@ impl<H: Handler> Worker<H> {
         out.clear();
         self.flush_shared();
         more
+    }
+
+    /// Asks for the lines that sending the pending channels after the
+    /// `next`th will read. Each channel's state is cold (touched once per
+    /// packet interval, thousands of channels apart), and each step needs
+    /// what the one before loaded: the table slot's own lines
+    /// [`SEND_STEP`] × 3 channels ahead, the [`Channel`]'s × 2 (the slot
+    /// holds its address), the queue's next slot × 1 (the channel holds its
+    /// position). So the misses of several channels overlap instead of
+    /// queueing up one after the other.
+    fn prefetch_pending(&self, next: usize) {
+        let slot = |k: usize| {
+            self.pending
+                .get(next + k)
+                .and_then(|&id| self.table.slot(id))
+        };
+        if let Some(slot) = slot(3 * SEND_STEP) {
+            self.table.prefetch_slot(slot);
+        }
+        if let Some(slot) = slot(2 * SEND_STEP) {
+            self.table.prefetch_channel(slot);
+        }
+        if let Some(slot) = slot(SEND_STEP) {
+            self.table.prefetch_queue(slot);
+        }
     }
 
     /// Sends one batch of channel `id`'s queued packets (its shared
