@@ -179,6 +179,12 @@ const JBUF_LATENCY: &str = "60";
 /// delivered (which no counter learns) keep it waiting this long, and they
 /// then show as uncounted loss.
 const CALL_SETTLE_LIMIT: Duration = Duration::from_secs(15);
+/// Longest wait for an RTCP compound on its way between a call's two
+/// channels before their counts are read (`OurCall::rtcp_arrived`): on
+/// different workers, the one sending may have counted it a moment before
+/// the other reads it. Only a compound the kernel dropped keeps it this
+/// long.
+const RTCP_SETTLE_LIMIT: Duration = Duration::from_millis(200);
 /// How often the main loop wakes while calls are ending, so each step of an
 /// ending comes on time and calls keep ending at the asked rate.
 const CHURN_WAKE: Duration = Duration::from_millis(25);
@@ -969,6 +975,35 @@ impl OurCall {
             })
     }
 
+    /// Whether each of the call's channels has taken in every RTCP
+    /// compound the other sent. `packed` is the call's server's
+    /// `stats-packed`.
+    fn rtcp_arrived(&self, packed: &Packed) -> bool {
+        let [a, b] = self.channels();
+        [(a, b), (b, a)].into_iter().all(|(send, recv)| {
+            match (packed.row(send), packed.row(recv)) {
+                (Some(s), Some(r)) => {
+                    packed.value(r, "rtcp-received") >= packed.value(s, "rtcp-sent")
+                }
+                _ => true,
+            }
+        })
+    }
+
+    /// The call's server's `stats-packed`, read once no RTCP compound is on
+    /// its way between the call's channels ([`RTCP_SETTLE_LIMIT`] at most),
+    /// so that what one counted as sent the other counted as received.
+    fn read_rtcp_settled(&self) -> Result<Packed, String> {
+        let until = Instant::now() + RTCP_SETTLE_LIMIT;
+        loop {
+            let packed = Packed::read(&self.mux)?;
+            if self.rtcp_arrived(&packed) || Instant::now() >= until {
+                return Ok(packed);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// The call's counters, and whether each leg decoded one packet's
     /// samples for each packet sent: the packet itself, or the silence that
     /// conceals it. A source that skipped packet times resumed with a
@@ -1223,7 +1258,7 @@ impl Ours {
         call.end_streams()?;
         self.ended
             .add(&call.books(self.c.options.samples_per_packet()));
-        let packed = Packed::read(&call.mux)?;
+        let packed = call.read_rtcp_settled()?;
         let channels = call.channels();
         let mine = |row: &[u64]| row.first().is_some_and(|ch| channels.contains(ch));
         self.ended_mux_sent += packed.sum("packets-sent", &mine) - packed.sum("rtcp-sent", &mine);
@@ -1420,6 +1455,11 @@ impl Calls for Ours {
     }
 
     fn tally(&self, o: &Options) -> Result<Tally, String> {
+        // The reads below come right after: a report falls due seconds
+        // apart, so none is sent in between but by a rare chance.
+        for call in self.calls() {
+            call.read_rtcp_settled()?;
+        }
         let mut books = self.ended;
         for call in self.calls() {
             books.add(&call.books(o.samples_per_packet()));
