@@ -23,8 +23,8 @@
 //! `src_N` each and, in rows of their own, to `src_all`, the generator's
 //! CPU printed apart (one thread pushes each channel's two packets in turn,
 //! see `peers_run`; the share of the nominal load it managed to offer is a
-//! row of its own), each beside its floors on as many threads as the rows have workers (the
-//! same datagrams: `sendto` per datagram and epoll, or a shared socket per
+//! row of its own), each beside its floors on as many threads as the rows
+//! have workers (the same datagrams: `sendto` per datagram and epoll, or a shared socket per
 //! thread written and read 64 datagrams at a time, with and without GSO).
 //! The goals
 //! (issue 15): shared-port channels at most 1/10 of udpsrc's CPU per stream
@@ -998,10 +998,11 @@ fn peers_run(
     // of a counted one (RFC 3550 A.1: a late duplicate), while the generator
     // only takes a reference, whatever the element holds. The same packet
     // over and over kept every source in probation, a path no real stream
-    // takes past its first packets; writing each channel's next number into
-    // a buffer cost the generator 2-3x as much (a new buffer, or a pool's,
-    // whenever the element still held the last), on the cores the element
-    // needed.
+    // takes past its first packets. Writing each channel's next number into
+    // a buffer cost the generator more, and most just when the element ran
+    // behind, on the cores the element needed: 2-3x with a ring of buffers
+    // that fell back to a new one while the element held the last, 1.6x
+    // with a GstBufferPool (2,048 channels, one worker).
     let buffers: Vec<[gst::Buffer; 2]> = (0..n)
         .map(|i| [0, 1].map(|seq| gst::Buffer::from_slice(packet(seq, stream_ssrc(i)))))
         .collect();
@@ -1039,7 +1040,7 @@ fn peers_run(
     let (chained, generator_share, generator_seconds) = generator.join().expect("generator");
     // A generator that cannot keep up (its pushes, and the element's work
     // in them, share the cores with the workers) offers less than the
-    // nominal load, and what it offered is then all the loss is out of.
+    // nominal load, and the share not delivered is then a share of less.
     let offered = 100.0 * chained as f64 / (n as f64 * pps * generator_seconds);
     // Let the element drain what it still holds (send queues, socket
     // buffers), so that what is missing at the end is really lost: the
