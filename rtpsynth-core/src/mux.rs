@@ -3077,9 +3077,7 @@ impl<H: Handler> Table<WorkerChannel<H>> {
             }
         }
     }
-}
 
-impl<H: Handler> Table<WorkerChannel<H>> {
     /// What [`Worker::send_batch`] reads of the channel in `slot` outside
     /// the slot, once [`Table::prefetch_slot`]'s lines are in (the pointer
     /// to the [`Channel`] is read here): its flags, its queue's positions and
@@ -4009,7 +4007,7 @@ impl<H: Handler> Worker<H> {
         let mut budget = SENDS_PER_ROUND;
         let mut done = 0;
         for k in 0..3 * SEND_STEP {
-            if let Some(slot) = self.pending.get(k).and_then(|&id| self.table.slot(id)) {
+            if let Some(slot) = self.pending_slot(k) {
                 self.table.prefetch_slot(slot);
             }
         }
@@ -4045,20 +4043,20 @@ impl<H: Handler> Worker<H> {
     /// position). So the misses of several channels overlap instead of
     /// queueing up one after the other.
     fn prefetch_pending(&self, next: usize) {
-        let slot = |k: usize| {
-            self.pending
-                .get(next + k)
-                .and_then(|&id| self.table.slot(id))
-        };
-        if let Some(slot) = slot(3 * SEND_STEP) {
+        if let Some(slot) = self.pending_slot(next + 3 * SEND_STEP) {
             self.table.prefetch_slot(slot);
         }
-        if let Some(slot) = slot(2 * SEND_STEP) {
+        if let Some(slot) = self.pending_slot(next + 2 * SEND_STEP) {
             self.table.prefetch_channel(slot);
         }
-        if let Some(slot) = slot(SEND_STEP) {
+        if let Some(slot) = self.pending_slot(next + SEND_STEP) {
             self.table.prefetch_queue(slot);
         }
+    }
+
+    /// The table slot of the `k`th pending channel, if any.
+    fn pending_slot(&self, k: usize) -> Option<usize> {
+        self.table.slot(*self.pending.get(k)?)
     }
 
     /// Sends one batch of channel `id`'s queued packets (its shared
