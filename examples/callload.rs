@@ -991,17 +991,9 @@ impl OurCall {
     }
 
     /// The call's server's `stats-packed`, read once no RTCP compound is on
-    /// its way between the call's channels ([`RTCP_SETTLE_LIMIT`] at most),
-    /// so that what one counted as sent the other counted as received.
+    /// its way between the call's channels (see [`read_rtcp_settled`]).
     fn read_rtcp_settled(&self) -> Result<Packed, String> {
-        let until = Instant::now() + RTCP_SETTLE_LIMIT;
-        loop {
-            let packed = Packed::read(&self.mux)?;
-            if self.rtcp_arrived(&packed) || Instant::now() >= until {
-                return Ok(packed);
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        read_rtcp_settled(&self.mux, |packed| self.rtcp_arrived(packed))
     }
 
     /// The call's counters, and whether each leg decoded one packet's
@@ -1457,8 +1449,12 @@ impl Calls for Ours {
     fn tally(&self, o: &Options) -> Result<Tally, String> {
         // The reads below come right after: a report falls due seconds
         // apart, so none is sent in between but by a rare chance.
-        for call in self.calls() {
-            call.read_rtcp_settled()?;
+        for mux in &self.muxes {
+            read_rtcp_settled(mux, |packed| {
+                self.calls()
+                    .filter(|c| c.mux == *mux)
+                    .all(|c| c.rtcp_arrived(packed))
+            })?;
         }
         let mut books = self.ended;
         for call in self.calls() {
@@ -2213,6 +2209,23 @@ fn wait_quiet(calls: &dyn Calls) -> Result<(), String> {
         last = now;
     }
     Ok(())
+}
+
+/// `mux`'s `stats-packed`, read once `arrived` says no RTCP compound is on
+/// its way between the channels it looks at ([`RTCP_SETTLE_LIMIT`] at
+/// most), so that what one counted as sent the other counted as received.
+fn read_rtcp_settled(
+    mux: &gst::Element,
+    arrived: impl Fn(&Packed) -> bool,
+) -> Result<Packed, String> {
+    let until = Instant::now() + RTCP_SETTLE_LIMIT;
+    loop {
+        let packed = Packed::read(mux)?;
+        if arrived(&packed) || Instant::now() >= until {
+            return Ok(packed);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// The tick after `tick`: a second later, or, when the loop fell behind
