@@ -25,6 +25,10 @@ PACKAGES=(
   # The reference relay of the relay benchmark (benches/relay), which starts
   # its own instances in the foreground; never run as a service.
   rtpengine-daemon
+  # The relay benchmark's kernel relay (benches/relay/relaytc.c): its tc
+  # program is built with clang and loaded with libbpf.
+  clang
+  libbpf-dev
 )
 
 missing=()

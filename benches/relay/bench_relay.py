@@ -16,7 +16,11 @@ default 10), BENCH_RELAY_WARMUP (s, default 3), BENCH_RELAY_TICKS (default
 rows), BENCH_RELAY_ROWS (default rtpengine,floor,relay-to,shared,pipeline;
 floor is relayfloor.c, the kernel's part of a shared-port relay),
 BENCH_RELAY_RUNS (default 3: every row that many times, the rows of a run
-one after the other, then each row's median).
+one after the other, then each row's median). The rows direct (no relay:
+the endpoints send to each other) and kernel (relaytc.c: a tc BPF program
+forwards in the kernel, no socket) are in the default set too: every row
+also prints what the whole machine spent, and what it spent over direct's,
+which is the only measure of a relay that runs in other processes' softirq.
 Run after `cargo build --release` (`make bench-relay` does both).
 """
 
@@ -42,7 +46,7 @@ WARMUP = float(os.environ.get("BENCH_RELAY_WARMUP", "3"))
 TICKS = [int(t) for t in os.environ.get("BENCH_RELAY_TICKS", "0,5").split(",") if t]
 WORKERS = [int(w) for w in os.environ.get("BENCH_RELAY_WORKERS", "1,2").split(",") if w]
 RUNS = max(1, int(os.environ.get("BENCH_RELAY_RUNS", "3")))
-ROWS = set(os.environ.get("BENCH_RELAY_ROWS", "rtpengine,floor,relay-to,shared,pipeline").split(","))
+ROWS = set(os.environ.get("BENCH_RELAY_ROWS", "direct,rtpengine,floor,kernel,relay-to,shared,pipeline").split(","))
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 live = []  # every process started and not yet reaped, for the cleanup
@@ -150,17 +154,43 @@ def key_values(line):
 
 
 OUT_DIR = os.path.join(ROOT, "target", "relay-bench")
-# The bare shared-port relay (relayfloor.c), built by main().
+# The bare shared-port relay (relayfloor.c), the no-relay baseline and the
+# kernel relay (relaytc.c) and its BPF program, built by main().
 FLOOR = os.path.join(OUT_DIR, "relayfloor")
+RELAYTC = os.path.join(OUT_DIR, "relaytc")
+RELAYTC_BPF = os.path.join(OUT_DIR, "relaytc.bpf.o")
+DIRECT_LABEL = "direct: no relay"
+KERNEL_LABEL = "kernel: tc BPF relay, no socket"
+# Rows whose process does not relay: its CPU says nothing, the machine's does.
+NOT_IN_PROCESS = (DIRECT_LABEL, KERNEL_LABEL)
 
 
-def build(name):
+def build(name, libs=("-lm",)):
     """benches/relay/NAME.c built into the bench's output directory."""
     os.makedirs(OUT_DIR, exist_ok=True)
     exe = os.path.join(OUT_DIR, name)
     subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-o", exe,
-                    os.path.join(HERE, f"{name}.c"), "-lm"], check=True)
+                    os.path.join(HERE, f"{name}.c"), *libs], check=True)
     return exe
+
+
+def build_relaytc():
+    """relaytc and its BPF program; None, or why they cannot be built (no
+    clang or libbpf: scripts/setup.sh installs both)."""
+    if shutil.which("clang") is None:
+        return "no clang to build the BPF program"
+    try:
+        build("relaytc", libs=("-lbpf",))
+        # The BPF target has no libc: Debian keeps <asm/...> under the
+        # host's multiarch directory, which clang -target bpf does not
+        # search by itself.
+        multiarch = subprocess.run(["gcc", "-print-multiarch"], capture_output=True, text=True,
+                                   check=True).stdout.strip()
+        subprocess.run(["clang", "-O2", "-g", "-Wall", "-target", "bpf", f"-I/usr/include/{multiarch}",
+                        "-c", os.path.join(HERE, "relaytc.bpf.c"), "-o", RELAYTC_BPF], check=True)
+    except subprocess.CalledProcessError as e:
+        return f"building relaytc failed ({e})"
+    return None
 
 
 def run_row(loadgen, driver_cmd, n, log):
@@ -204,10 +234,13 @@ def run_row(loadgen, driver_cmd, n, log):
     return relay_cpu, relay_user, gen_cpu, busy, steal, totals, relay_totals
 
 
-def rows_for():
-    """(label, driver command, rtpengine threads or None) of every row,
-    rtpengine first: the others are compared with it."""
+def rows_for(relaytc_missing):
+    """(label, driver command, rtpengine threads or None) of every row: the
+    no-relay baseline, then rtpengine: the others are compared with both.
+    A row that cannot run has a reason instead of a command."""
     rows = []
+    if "direct" in ROWS:
+        rows.append((DIRECT_LABEL, relaytc_missing or [RELAYTC, "direct"], None))
     if "rtpengine" in ROWS:
         for threads in (1, 2):
             rows.append((f"rtpengine {threads} thread{'s' if threads > 1 else ''}",
@@ -216,6 +249,9 @@ def rows_for():
         # The kernel's part of a shared-port relay, in the same run.
         for tick in TICKS:
             rows.append((f"floor: bare shared-port relay tick={tick}", [FLOOR, str(tick)], None))
+    if "kernel" in ROWS:
+        # The design that moves the floor: no socket in the relay's path.
+        rows.append((KERNEL_LABEL, relaytc_missing or [RELAYTC, "tc", RELAYTC_BPF], None))
     mux = [PYTHON, os.path.join(HERE, "mux_relay.py")]
     for mode in ("relay-to", "shared", "pipeline"):
         if mode not in ROWS:
@@ -230,12 +266,16 @@ def rows_for():
     return rows
 
 
-def report(head, n, mhz, result, reference, threads):
+def report(head, label, n, mhz, result, reference, threads):
     """The row's line, and its (CPU-MHz per stream, user-space share, lost,
-    misdelivered); an rtpengine row (`threads` not None) puts its CPU per
-    stream into `reference` for the rows after it."""
+    misdelivered, latency, the machine's CPU-MHz per stream). `reference`
+    holds this run's figures the later rows are compared with: an rtpengine
+    row (`threads` not None) puts its CPU per stream under "cpu" and what it
+    added to the machine under "added", the direct row its machine figure
+    under "direct"."""
     cpu, user, gen_cpu, busy, steal, t, relay_totals = result
     per_stream = cpu * mhz / (2 * n)
+    machine = busy * mhz / (2 * n)
     # CPU the machine spent on neither, and what the hypervisor took: a
     # build or another bench running beside this one, or a busy host, makes
     # the row's figures doubtful.
@@ -248,23 +288,45 @@ def report(head, n, mhz, result, reference, threads):
     user_share = 100 * user / cpu if cpu > 0 else 0.0
     # A loadgen without the latency fields (an older build) gives 0.
     latency = tuple(t.get(f"latency_{k}_us", 0) / 1000 for k in ("mean", "p99", "max"))
-    figures = (per_stream, user_share, t["lost"], t["misdelivered"], latency)
+    figures = (per_stream, user_share, t["lost"], t["misdelivered"], latency, machine)
     line = (f"{head} {per_stream:7.3f} CPU-MHz/stream ({cpu * 100:5.1f}% of a core, {user_share:.0f}% of it in user "
             f"space; loadgen {gen_cpu * 100:.0f}%, "
-            f"other processes {other * 100:.0f}%, steal {steal * 100:.0f}% of {os.cpu_count() * 100}%) | "
+            f"other processes {other * 100:.0f}%, steal {steal * 100:.0f}% of {os.cpu_count() * 100}%; "
+            f"the machine {machine:.3f} MHz/stream) | "
             f"relayed {t['received']} lost {t['lost']} misdelivered {t['misdelivered']} | "
             f"latency mean {latency[0]:.2f} p99 {latency[1]:.2f} max {latency[2]:.2f} ms")
     others = {k: t[k] for k in ("duplicated", "reordered", "malformed", "late_ticks", "max_stall_ms", "send_errors",
                                 "kernel_drops_relay", "kernel_drops_loadgen") if t[k]}
     if others:
         line += " | " + " ".join(f"{k} {v}" for k, v in others.items())
-    if threads is not None:
-        reference[threads] = per_stream
+    if label == DIRECT_LABEL:
+        reference["direct"] = machine
         return line, figures
-    line += against_rtpengine(n, per_stream, reference, t["lost"] + t["misdelivered"], head)
-    if relay_totals.startswith(("mux ", "floor ")):
+    line += added_to_machine(machine, reference, threads)
+    if threads is not None:
+        reference["cpu"][threads] = per_stream
+        return line, figures
+    if label not in NOT_IN_PROCESS:
+        line += against_rtpengine(n, per_stream, reference["cpu"], t["lost"] + t["misdelivered"], head)
+    if relay_totals.startswith(("mux ", "floor ", "kernel ")):
         line += f" | {relay_totals.split(' ', 1)[0]}: {relay_totals.split(' ', 1)[1]}"
     return line, figures
+
+
+def added_to_machine(machine, reference, threads):
+    """What a relay added to the machine's CPU per stream over the direct
+    row of the same run, where its cost lands however it is accounted (in
+    its own process, or in the senders' softirq), and that over rtpengine's;
+    an rtpengine row (`threads`) records its own. Empty without a direct
+    row."""
+    if reference.get("direct") is None:
+        return ""
+    added = machine - reference["direct"]
+    if threads is not None:
+        reference["added"][threads] = added
+    text = f" | the machine {added:+.3f} MHz/stream over no relay"
+    return text + "".join(f", x{added / ref:.2f} of rtpengine {t}T's" for t, ref in sorted(reference["added"].items())
+                          if threads is None and ref > 0)
 
 
 def against_rtpengine(n, per_stream, reference, faults, label):
@@ -280,10 +342,15 @@ def against_rtpengine(n, per_stream, reference, faults, label):
 
 def medians(n, runs, rtpengine_labels):
     """One line per row over its runs: the median CPU per stream, its range,
-    the median user-space share, every run's losses, and the medians'
-    ratios to rtpengine's (the machines are noisy: one run proves little)."""
-    reference = {threads: statistics.median(f[0] for f in runs[label])
-                 for label, threads in rtpengine_labels.items() if runs.get(label)}
+    the median user-space share, every run's losses, the medians' ratios to
+    rtpengine's, and the same for the machine's CPU over the direct row's
+    median (the machines are noisy: one run proves little)."""
+    def median_of(label, i):
+        return statistics.median(f[i] for f in runs[label])
+
+    reference = {"cpu": {threads: median_of(label, 0) for label, threads in rtpengine_labels.items()
+                         if runs.get(label)},
+                 "added": {}, "direct": median_of(DIRECT_LABEL, 5) if runs.get(DIRECT_LABEL) else None}
     lines = []
     for label, figures in runs.items():
         per_stream = [f[0] for f in figures]
@@ -291,28 +358,34 @@ def medians(n, runs, rtpengine_labels):
         lost, misdelivered = sum(f[2] for f in figures), sum(f[3] for f in figures)
         line = (f"relay, N={n:<5} {label:<40} median {median:7.3f} CPU-MHz/stream "
                 f"({min(per_stream):.3f}-{max(per_stream):.3f} over {len(figures)} runs; "
-                f"{statistics.median(f[1] for f in figures):.0f}% in user space) | "
+                f"{statistics.median(f[1] for f in figures):.0f}% in user space; the machine "
+                f"{median_of(label, 5):.3f}) | "
                 f"lost {lost} misdelivered {misdelivered} in all runs | latency mean "
                 f"{statistics.median(f[4][0] for f in figures):.2f} p99 "
                 f"{statistics.median(f[4][1] for f in figures):.2f} ms (medians), max "
                 f"{max(f[4][2] for f in figures):.2f} ms")
-        if label not in rtpengine_labels:
-            line += against_rtpengine(n, median, reference, lost + misdelivered, label)
+        if label != DIRECT_LABEL:
+            line += added_to_machine(median_of(label, 5), reference, rtpengine_labels.get(label))
+        if label not in rtpengine_labels and label not in NOT_IN_PROCESS:
+            line += against_rtpengine(n, median, reference["cpu"], lost + misdelivered, label)
         lines.append(line)
     return lines
 
 
-def run_rows(n, run, loadgen, mhz, runs, rtpengine_labels):
+def run_rows(n, run, loadgen, mhz, runs, rtpengine_labels, relaytc_missing):
     """Runs every row once for N = `n`, printing its line; adds each row's
     figures to `runs` (by label). Returns False when a row failed."""
     ok = True
-    reference = {}
-    for label, cmd, threads in rows_for():
+    reference = {"cpu": {}, "added": {}, "direct": None}
+    for label, cmd, threads in rows_for(relaytc_missing):
         head = f"relay, N={n:<5} {label:<40}"
         if RUNS > 1:
             head = f"{head} run {run}/{RUNS}"
         if threads is not None and shutil.which("rtpengine") is None:
             print(f"{head} not available: no rtpengine (scripts/setup.sh installs rtpengine-daemon)")
+            continue
+        if isinstance(cmd, str):
+            print(f"{head} not available: {cmd}")
             continue
         log_path = os.path.join(OUT_DIR, f"{label.replace(' ', '_')}_N{n}.log")
         # Bounds the row: a hung relay or loadgen is killed, and its
@@ -332,7 +405,7 @@ def run_rows(n, run, loadgen, mhz, runs, rtpengine_labels):
         if isinstance(result, str):
             print(f"{head} {result}", flush=True)
             continue
-        line, figures = report(head, n, mhz, result, reference, threads)
+        line, figures = report(head, label, n, mhz, result, reference, threads)
         print(line, flush=True)
         runs.setdefault(label, []).append(figures)
         if threads is not None:
@@ -345,6 +418,7 @@ def main():
     mhz = nominal_mhz()
     loadgen = build("loadgen")
     build("relayfloor")
+    relaytc_missing = build_relaytc()
     print(f"# relay bench: {os.cpu_count()} cores at {mhz:.0f} MHz nominal, warm-up {WARMUP:g} s, "
           f"window {WINDOW:g} s, {RUNS} run(s), 50 packets/s per stream, 2 streams per call; goal at "
           f"N={GOAL_N}: at most 1/3 of rtpengine's CPU per stream (the lower of 1 and 2 threads), no loss",
@@ -354,7 +428,7 @@ def main():
         for n in N_LIST:
             runs, rtpengine_labels = {}, {}
             for run in range(1, RUNS + 1):
-                failed |= not run_rows(n, run, loadgen, mhz, runs, rtpengine_labels)
+                failed |= not run_rows(n, run, loadgen, mhz, runs, rtpengine_labels, relaytc_missing)
             if RUNS > 1:
                 for line in medians(n, runs, rtpengine_labels):
                     print(line, flush=True)

@@ -31,31 +31,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "relay_driver.h"
+
 #define BATCH 64
 #define SLOT 2048
 #define BASE_SSRC 0x10000u
-
-static void die(const char *what) {
-    perror(what);
-    exit(1);
-}
-
-static int bound_socket(uint16_t *port) {
-    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
-    if (fd < 0) die("socket");
-    /* As the element asks for its shared sockets: room for a tick of all
-     * the streams. */
-    int size = 8 << 20;
-    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) < 0 &&
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size) < 0)
-        die("SO_RCVBUF");
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0) die("bind");
-    socklen_t len = sizeof a;
-    if (getsockname(fd, (struct sockaddr *)&a, &len) < 0) die("getsockname");
-    *port = ntohs(a.sin_port);
-    return fd;
-}
 
 static unsigned ncalls;
 static struct sockaddr_in *to_a, *to_b; /* endpoint A_i, B_i */
@@ -120,28 +100,22 @@ int main(int argc, char **argv) {
         return 2;
     }
     long tick_ms = atol(argv[1]);
-    unsigned cap = 16;
-    to_a = malloc(cap * sizeof *to_a);
-    to_b = malloc(cap * sizeof *to_b);
-    char line[128];
-    while (fgets(line, sizeof line, stdin) && line[0] != '\n') {
-        unsigned pa, pb;
-        if (sscanf(line, "%u %u", &pa, &pb) != 2) die("endpoint line");
-        if (ncalls == cap) {
-            cap *= 2;
-            to_a = realloc(to_a, cap * sizeof *to_a);
-            to_b = realloc(to_b, cap * sizeof *to_b);
-            if (!to_a || !to_b) die("realloc");
-        }
+    uint16_t *ports_a, *ports_b;
+    ncalls = read_endpoints(&ports_a, &ports_b);
+    to_a = calloc(ncalls ? ncalls : 1, sizeof *to_a);
+    to_b = calloc(ncalls ? ncalls : 1, sizeof *to_b);
+    if (!to_a || !to_b) die("calloc");
+    for (unsigned i = 0; i < ncalls; i++) {
         struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        a.sin_port = htons((uint16_t)pa);
-        to_a[ncalls] = a;
-        a.sin_port = htons((uint16_t)pb);
-        to_b[ncalls] = a;
-        ncalls++;
+        a.sin_port = htons(ports_a[i]);
+        to_a[i] = a;
+        a.sin_port = htons(ports_b[i]);
+        to_b[i] = a;
     }
     uint16_t port_a, port_b;
-    int sa = bound_socket(&port_a), sb = bound_socket(&port_b);
+    /* As the element asks for its shared sockets: room for a tick of all
+     * the streams. */
+    int sa = bound_socket(&port_a, SOCK_NONBLOCK, 8 << 20), sb = bound_socket(&port_b, SOCK_NONBLOCK, 8 << 20);
     printf("pid %d\n", getpid());
     for (unsigned i = 0; i < ncalls; i++) printf("%u %u\n", port_a, port_b);
     fflush(stdout);
