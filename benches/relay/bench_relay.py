@@ -19,8 +19,9 @@ BENCH_RELAY_RUNS (default 3: every row that many times, the rows of a run
 one after the other, then each row's median). The rows direct (no relay:
 the endpoints send to each other) and kernel (relaytc.c: a tc BPF program
 forwards in the kernel, no socket) are in the default set too: every row
-also prints what the whole machine spent, and what it spent over direct's,
-which is the only measure of a relay that runs in other processes' softirq.
+also prints what the traffic took (the relay, the loadgen and ksoftirqd),
+and that over direct's, the only measure of a relay that runs in other
+processes' softirq.
 Run after `cargo build --release` (`make bench-relay` does both).
 """
 
@@ -79,6 +80,20 @@ def machine_busy():
     with open("/proc/stat") as f:
         user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in f.readline().split()[1:9])
     return (user + nice + system + irq + softirq) / CLK_TCK, steal / CLK_TCK
+
+
+def softirq_threads():
+    """The kernel's ksoftirqd threads: softirq work the kernel could not do
+    in the context that raised it (a relay in the kernel, under load)."""
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().startswith("ksoftirqd/"):
+                    pids.append(int(pid))
+        except OSError:
+            continue  # gone since the listing
+    return pids
 
 
 def udp_drops(pids):
@@ -161,7 +176,7 @@ RELAYTC = os.path.join(OUT_DIR, "relaytc")
 RELAYTC_BPF = os.path.join(OUT_DIR, "relaytc.bpf.o")
 DIRECT_LABEL = "direct: no relay"
 KERNEL_LABEL = "kernel: tc BPF relay, no socket"
-# Rows whose process does not relay: its CPU says nothing, the machine's does.
+# Rows whose process does not relay: its CPU says nothing, the traffic's does.
 NOT_IN_PROCESS = (DIRECT_LABEL, KERNEL_LABEL)
 
 
@@ -218,9 +233,15 @@ def run_row(loadgen, driver_cmd, n, log):
     if readline(gen, "loadgen") != "started":
         raise RuntimeError("loadgen did not start")
     time.sleep(WARMUP)
-    before, t0 = (*cpu_times(pid), cpu_times(gen.pid)[0], *machine_busy()), time.monotonic()
+    softirqd = softirq_threads()
+
+    def sample():
+        return (*cpu_times(pid), cpu_times(gen.pid)[0], sum(cpu_times(p)[0] for p in softirqd),
+                *machine_busy())
+
+    before, t0 = sample(), time.monotonic()
     time.sleep(WINDOW)
-    after, t1 = (*cpu_times(pid), cpu_times(gen.pid)[0], *machine_busy()), time.monotonic()
+    after, t1 = sample(), time.monotonic()
     # Before the loadgen ends and closes its sockets; drops in the drain
     # second are left out.
     drops = udp_drops([pid, gen.pid])
@@ -230,8 +251,9 @@ def run_row(loadgen, driver_cmd, n, log):
     relay.stdin.close()
     relay_totals = relay.stdout.read().strip()
     reap(relay)
-    relay_cpu, relay_user, gen_cpu, busy, steal = ((a - b) / (t1 - t0) for a, b in zip(after, before))
-    return relay_cpu, relay_user, gen_cpu, busy, steal, totals, relay_totals
+    relay_cpu, relay_user, gen_cpu, softirqd_cpu, busy, steal = (
+        (a - b) / (t1 - t0) for a, b in zip(after, before))
+    return relay_cpu, relay_user, gen_cpu, softirqd_cpu, busy, steal, totals, relay_totals
 
 
 def rows_for(relaytc_missing):
@@ -268,31 +290,34 @@ def rows_for(relaytc_missing):
 
 def report(head, label, n, mhz, result, reference, threads):
     """The row's line, and its (CPU-MHz per stream, user-space share, lost,
-    misdelivered, latency, the machine's CPU-MHz per stream). `reference`
+    misdelivered, latency, the traffic's CPU-MHz per stream). `reference`
     holds this run's figures the later rows are compared with: an rtpengine
     row (`threads` not None) puts its CPU per stream under "cpu" and what it
-    added to the machine under "added", the direct row its machine figure
+    added to the traffic's under "added", the direct row its traffic figure
     under "direct"."""
-    cpu, user, gen_cpu, busy, steal, t, relay_totals = result
+    cpu, user, gen_cpu, softirqd_cpu, busy, steal, t, relay_totals = result
     per_stream = cpu * mhz / (2 * n)
-    machine = busy * mhz / (2 * n)
+    # All the CPU these datagrams took, wherever the kernel accounted it:
+    # the relay's process, the loadgen (whose softirq a relay in the kernel
+    # runs in) and the ksoftirqd threads (where softirq work goes under load).
+    traffic = (cpu + gen_cpu + softirqd_cpu) * mhz / (2 * n)
     # CPU the machine spent on neither, and what the hypervisor took: a
     # build or another bench running beside this one, or a busy host, makes
     # the row's figures doubtful.
     # The counters are sampled a moment apart in clock ticks: a difference
     # below zero is that noise.
-    other = max(0.0, busy - cpu - gen_cpu)
+    other = max(0.0, busy - cpu - gen_cpu - softirqd_cpu)
     # The kernel's part is the same for every relay of these packets (the
     # floor row is nearly all kernel): the user-space part is what a relay's
     # own code costs.
     user_share = 100 * user / cpu if cpu > 0 else 0.0
     # A loadgen without the latency fields (an older build) gives 0.
     latency = tuple(t.get(f"latency_{k}_us", 0) / 1000 for k in ("mean", "p99", "max"))
-    figures = (per_stream, user_share, t["lost"], t["misdelivered"], latency, machine)
+    figures = (per_stream, user_share, t["lost"], t["misdelivered"], latency, traffic)
     line = (f"{head} {per_stream:7.3f} CPU-MHz/stream ({cpu * 100:5.1f}% of a core, {user_share:.0f}% of it in user "
-            f"space; loadgen {gen_cpu * 100:.0f}%, "
+            f"space; loadgen {gen_cpu * 100:.0f}%, ksoftirqd {softirqd_cpu * 100:.0f}%, "
             f"other processes {other * 100:.0f}%, steal {steal * 100:.0f}% of {os.cpu_count() * 100}%; "
-            f"the machine {machine:.3f} MHz/stream) | "
+            f"the traffic {traffic:.3f} MHz/stream) | "
             f"relayed {t['received']} lost {t['lost']} misdelivered {t['misdelivered']} | "
             f"latency mean {latency[0]:.2f} p99 {latency[1]:.2f} max {latency[2]:.2f} ms")
     others = {k: t[k] for k in ("duplicated", "reordered", "malformed", "late_ticks", "max_stall_ms", "send_errors",
@@ -300,9 +325,9 @@ def report(head, label, n, mhz, result, reference, threads):
     if others:
         line += " | " + " ".join(f"{k} {v}" for k, v in others.items())
     if label == DIRECT_LABEL:
-        reference["direct"] = machine
+        reference["direct"] = traffic
         return line, figures
-    line += added_to_machine(machine, reference, threads)
+    line += added_to_traffic(traffic, reference, threads)
     if threads is not None:
         reference["cpu"][threads] = per_stream
         return line, figures
@@ -310,21 +335,26 @@ def report(head, label, n, mhz, result, reference, threads):
         line += against_rtpengine(n, per_stream, reference["cpu"], t["lost"] + t["misdelivered"], head)
     if relay_totals.startswith(("mux ", "floor ", "kernel ")):
         line += f" | {relay_totals.split(' ', 1)[0]}: {relay_totals.split(' ', 1)[1]}"
+    if relay_totals.startswith("kernel "):
+        # Its routes count what they forward, as the relay's channels would:
+        # the endpoints must have received exactly that.
+        forwarded = int(relay_totals.split("forwarded=")[1].split()[0])
+        line += f" unaccounted={t['received'] - forwarded}"
     return line, figures
 
 
-def added_to_machine(machine, reference, threads):
-    """What a relay added to the machine's CPU per stream over the direct
-    row of the same run, where its cost lands however it is accounted (in
-    its own process, or in the senders' softirq), and that over rtpengine's;
-    an rtpengine row (`threads`) records its own. Empty without a direct
+def added_to_traffic(traffic, reference, threads):
+    """What a relay added to the traffic's CPU per stream over the direct
+    row of the same run, however the kernel accounted it (the relay's own
+    process, or the senders' softirq), and that over rtpengine's; an
+    rtpengine row (`threads`) records its own. Empty without a direct
     row."""
     if reference.get("direct") is None:
         return ""
-    added = machine - reference["direct"]
+    added = traffic - reference["direct"]
     if threads is not None:
         reference["added"][threads] = added
-    text = f" | the machine {added:+.3f} MHz/stream over no relay"
+    text = f" | the traffic {added:+.3f} MHz/stream over no relay"
     return text + "".join(f", x{added / ref:.2f} of rtpengine {t}T's" for t, ref in sorted(reference["added"].items())
                           if threads is None and ref > 0)
 
@@ -343,7 +373,7 @@ def against_rtpengine(n, per_stream, reference, faults, label):
 def medians(n, runs, rtpengine_labels):
     """One line per row over its runs: the median CPU per stream, its range,
     the median user-space share, every run's losses, the medians' ratios to
-    rtpengine's, and the same for the machine's CPU over the direct row's
+    rtpengine's, and the same for the traffic's CPU over the direct row's
     median (the machines are noisy: one run proves little)."""
     def median_of(label, i):
         return statistics.median(f[i] for f in runs[label])
@@ -358,14 +388,14 @@ def medians(n, runs, rtpengine_labels):
         lost, misdelivered = sum(f[2] for f in figures), sum(f[3] for f in figures)
         line = (f"relay, N={n:<5} {label:<40} median {median:7.3f} CPU-MHz/stream "
                 f"({min(per_stream):.3f}-{max(per_stream):.3f} over {len(figures)} runs; "
-                f"{statistics.median(f[1] for f in figures):.0f}% in user space; the machine "
+                f"{statistics.median(f[1] for f in figures):.0f}% in user space; the traffic "
                 f"{median_of(label, 5):.3f}) | "
                 f"lost {lost} misdelivered {misdelivered} in all runs | latency mean "
                 f"{statistics.median(f[4][0] for f in figures):.2f} p99 "
                 f"{statistics.median(f[4][1] for f in figures):.2f} ms (medians), max "
                 f"{max(f[4][2] for f in figures):.2f} ms")
         if label != DIRECT_LABEL:
-            line += added_to_machine(median_of(label, 5), reference, rtpengine_labels.get(label))
+            line += added_to_traffic(median_of(label, 5), reference, rtpengine_labels.get(label))
         if label not in rtpengine_labels and label not in NOT_IN_PROCESS:
             line += against_rtpengine(n, median, reference["cpu"], lost + misdelivered, label)
         lines.append(line)

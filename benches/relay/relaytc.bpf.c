@@ -4,8 +4,9 @@
  * (the endpoint, as a relay has latched it) and destination address and
  * port (the relay's own side of the call); its route gives the addresses
  * and ports it leaves with (the relay's other side, the other endpoint) and
- * the interface, to whose egress it is redirected. Anything else passes up
- * the stack untouched. On `lo` the Ethernet header is all zeros, so no MAC
+ * the interface, to whose egress it is redirected; on the way each is
+ * counted as the relay's channel would count it (relaytc.h). Anything else
+ * passes up the stack untouched. On `lo` the Ethernet header is all zeros, so no MAC
  * needs rewriting; a relay on a real interface would also fill them in
  * (bpf_fib_lookup), which this floor leaves out. */
 #include <linux/bpf.h>
@@ -17,16 +18,7 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
-/* All in network byte order; relaytc.c has the same layouts. */
-struct flow {
-    __be32 saddr, daddr;
-    __be16 sport, dport;
-};
-
-struct route {
-    struct flow out;
-    __u32 ifindex;
-};
+#include "relaytc.h"
 
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
@@ -35,13 +27,10 @@ struct {
     __type(value, struct route);
 } routes SEC(".maps");
 
-/* Datagrams forwarded, per CPU: no atomic shared by the cores. */
-struct {
-    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-    __uint(max_entries, 1);
-    __type(key, __u32);
-    __type(value, __u64);
-} forwarded SEC(".maps");
+/* Sequence numbers further ahead than this are a jump, not loss (A.1's
+ * MAX_DROPOUT); those behind by up to 100 are late or duplicated. */
+#define MAX_DROPOUT 3000
+#define MAX_MISORDER 100
 
 #define IP_AT ETH_HLEN
 #define UDP_AT (ETH_HLEN + sizeof(struct iphdr))
@@ -62,6 +51,45 @@ static __always_inline void rewrite(struct __sk_buff *skb, __u32 at, __u32 old, 
     bpf_skb_store_bytes(skb, at, &new, size, 0);
 }
 
+/* Counts one forwarded datagram whose RTP header starts at `rtp`. */
+static __always_inline void count(struct route *route, const __u8 *rtp, const void *end, __u32 octets) {
+    struct rtp_counts *c = &route->counts;
+    if ((const void *)(rtp + 12) > end || rtp[0] >> 6 != 2) {
+        bpf_spin_lock(&c->lock);
+        c->not_rtp++;
+        bpf_spin_unlock(&c->lock);
+        return;
+    }
+    __u16 seq = (__u16)rtp[2] << 8 | rtp[3];
+    __u32 ts = (__u32)rtp[4] << 24 | (__u32)rtp[5] << 16 | (__u32)rtp[6] << 8 | rtp[7];
+    __u64 now = bpf_ktime_get_ns();
+    bpf_spin_lock(&c->lock);
+    /* Arrival in timestamp units, against the RTP timestamp: their
+     * difference moves by the network's jitter. */
+    __s64 transit = (__s64)(now / 1000 * c->clock_rate / 1000000) - (__s64)ts;
+    if (c->packets == 0) {
+        c->base_seq = c->max_seq = seq;
+    } else {
+        __u16 delta = seq - (__u16)c->max_seq;
+        if (delta < MAX_DROPOUT)
+            c->max_seq += delta; /* in order, maybe past a gap; wraps into the cycles */
+        else if (delta <= (__u16)(65536 - MAX_MISORDER)) {
+            /* A jump: what was expected so far is kept, and the count starts
+             * afresh from here, as at a restart. */
+            c->expected_before += c->max_seq - c->base_seq + 1;
+            c->base_seq = c->max_seq = seq;
+        }
+        __s64 d = transit - c->transit;
+        if (d < 0)
+            d = -d;
+        c->jitter += (__u32)d - ((c->jitter + 8) >> 4);
+    }
+    c->transit = transit;
+    c->packets++;
+    c->octets += octets;
+    bpf_spin_unlock(&c->lock);
+}
+
 SEC("tc")
 int relay(struct __sk_buff *skb) {
     void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
@@ -75,18 +103,15 @@ int relay(struct __sk_buff *skb) {
     struct route *route = bpf_map_lookup_elem(&routes, &in);
     if (!route)
         return TC_ACT_OK;
-    /* A copy: the helpers below may move the packet, and the map entry may
-     * be replaced meanwhile. */
-    struct route r = *route;
-    rewrite(skb, IP_AT + __builtin_offsetof(struct iphdr, saddr), in.saddr, r.out.saddr, 4, 1);
-    rewrite(skb, IP_AT + __builtin_offsetof(struct iphdr, daddr), in.daddr, r.out.daddr, 4, 1);
-    rewrite(skb, UDP_AT + __builtin_offsetof(struct udphdr, source), in.sport, r.out.sport, 2, 0);
-    rewrite(skb, UDP_AT + __builtin_offsetof(struct udphdr, dest), in.dport, r.out.dport, 2, 0);
-    __u32 zero = 0;
-    __u64 *count = bpf_map_lookup_elem(&forwarded, &zero);
-    if (count)
-        (*count)++;
-    return bpf_redirect(r.ifindex, 0);
+    count(route, (const __u8 *)(udp + 1), end, skb->len - UDP_AT - sizeof(struct udphdr));
+    /* A copy of where it goes: the helpers below may move the packet. */
+    struct flow out = route->out;
+    __u32 ifindex = route->ifindex;
+    rewrite(skb, IP_AT + __builtin_offsetof(struct iphdr, saddr), in.saddr, out.saddr, 4, 1);
+    rewrite(skb, IP_AT + __builtin_offsetof(struct iphdr, daddr), in.daddr, out.daddr, 4, 1);
+    rewrite(skb, UDP_AT + __builtin_offsetof(struct udphdr, source), in.sport, out.sport, 2, 0);
+    rewrite(skb, UDP_AT + __builtin_offsetof(struct udphdr, dest), in.dport, out.dport, 2, 0);
+    return bpf_redirect(ifindex, 0);
 }
 
 /* GPL-compatible for the kernel (the helpers used are not GPL-only). */

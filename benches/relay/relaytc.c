@@ -31,21 +31,13 @@
 #include <unistd.h>
 
 #include "relay_driver.h"
+#include "relaytc.h"
 
 /* BPF_TCX_INGRESS (Linux 6.6), which Debian 12's headers predate. */
 #define TCX_INGRESS 46
 #define NOT_AVAILABLE 3
-
-/* relaytc.bpf.c's key and value, in network byte order. */
-struct flow {
-    uint32_t saddr, daddr;
-    uint16_t sport, dport;
-};
-
-struct route {
-    struct flow out;
-    uint32_t ifindex;
-};
+/* The loadgen's PCMU. */
+#define CLOCK_RATE 8000
 
 static int not_available(const char *what) {
     printf("not available: %s: %s\n", what, strerror(errno));
@@ -89,10 +81,9 @@ int main(int argc, char **argv) {
     if (bpf_object__load(obj)) return not_available("loading the BPF program (root or CAP_BPF needed)");
     struct bpf_program *prog = bpf_object__find_program_by_name(obj, "relay");
     int routes = bpf_object__find_map_fd_by_name(obj, "routes");
-    int counts = bpf_object__find_map_fd_by_name(obj, "forwarded");
-    if (!prog || routes < 0 || counts < 0) {
+    if (!prog || routes < 0) {
         errno = ENOENT;
-        return not_available("the BPF object lacks relay, routes or forwarded");
+        return not_available("the BPF object lacks relay or routes");
     }
     int lo = (int)if_nametoindex("lo");
     if (!lo) return not_available("lo");
@@ -107,9 +98,11 @@ int main(int argc, char **argv) {
     for (unsigned i = 0; i < n; i++) {
         /* A_i -> relay A  becomes  relay B -> B_i, and back. */
         struct flow from_a = {loopback, loopback, htons(a[i]), htons(relay_a)};
-        struct route to_b = {{loopback, loopback, htons(relay_b), htons(b[i])}, (uint32_t)lo};
+        struct route to_b = {{loopback, loopback, htons(relay_b), htons(b[i])}, (uint32_t)lo,
+                             {.clock_rate = CLOCK_RATE}};
         struct flow from_b = {loopback, loopback, htons(b[i]), htons(relay_b)};
-        struct route to_a = {{loopback, loopback, htons(relay_a), htons(a[i])}, (uint32_t)lo};
+        struct route to_a = {{loopback, loopback, htons(relay_a), htons(a[i])}, (uint32_t)lo,
+                             {.clock_rate = CLOCK_RATE}};
         if (bpf_map_update_elem(routes, &from_a, &to_b, BPF_ANY) ||
             bpf_map_update_elem(routes, &from_b, &to_a, BPF_ANY))
             die("adding a route");
@@ -119,13 +112,30 @@ int main(int argc, char **argv) {
     fflush(stdout);
     wait_for_stdin_to_close();
 
-    int cpus = libbpf_num_possible_cpus();
-    if (cpus < 1) die("possible CPUs");
-    uint64_t *per_cpu = calloc((size_t)cpus, sizeof *per_cpu), forwarded = 0;
-    uint32_t zero = 0;
-    if (!per_cpu || bpf_map_lookup_elem(counts, &zero, per_cpu)) die("reading the count");
-    for (int c = 0; c < cpus; c++) forwarded += per_cpu[c];
-    printf("kernel forwarded=%llu unknown=%llu\n", (unsigned long long)forwarded,
-           drain_count(sa) + drain_count(sb));
+    /* Every route's counts, read under its lock: the totals the relay's
+     * channels would give, and the worst jitter. */
+    unsigned long long routes_read = 0, packets = 0, octets = 0, lost = 0, not_rtp = 0;
+    double jitter_ms = 0;
+    struct flow key, next;
+    struct flow *at = NULL;
+    while (bpf_map_get_next_key(routes, at, &next) == 0) {
+        struct route r;
+        if (bpf_map_lookup_elem_flags(routes, &next, &r, BPF_F_LOCK)) die("reading a route");
+        const struct rtp_counts *c = &r.counts;
+        if (c->packets) {
+            unsigned long long expected = c->expected_before + c->max_seq - c->base_seq + 1;
+            lost += expected > c->packets ? expected - c->packets : 0;
+        }
+        packets += c->packets;
+        octets += c->octets;
+        not_rtp += c->not_rtp;
+        double j = c->jitter / 16.0 / c->clock_rate * 1000;
+        if (j > jitter_ms) jitter_ms = j;
+        routes_read++;
+        key = next;
+        at = &key;
+    }
+    printf("kernel routes=%llu forwarded=%llu octets=%llu lost=%llu max_jitter_ms=%.3f not_rtp=%llu unknown=%llu\n",
+           routes_read, packets, octets, lost, jitter_ms, not_rtp, drain_count(sa) + drain_count(sb));
     return 0;
 }
