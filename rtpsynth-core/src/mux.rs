@@ -2755,6 +2755,12 @@ impl Tally {
 #[repr(C, align(64))]
 struct WorkerChannel<H: Handler> {
     channel: ChannelRef<H>,
+    /// [`Handler::receive_hint`] of the channel's attachment (an address:
+    /// a pointer would keep the worker from moving to its thread). Beside
+    /// `channel`: [`Table::prefetch_state`] reads both for every datagram,
+    /// and further on it missed the cache each time (a line of its own,
+    /// none of those [`Table::prefetch_slot`] asks for).
+    receive_hint: usize,
     /// When the latched source was last heard, and the SSRC it sent.
     heard_at: u64,
     /// The RTP target: configured, or latched.
@@ -2791,9 +2797,6 @@ struct WorkerChannel<H: Handler> {
     /// [`RtcpMode::PortPlusOne`]: the source of the first datagram on the
     /// RTCP socket while no target is configured.
     rtcp_latched: Option<SocketAddr>,
-    /// [`Handler::receive_hint`] of the channel's attachment (an address:
-    /// a pointer would keep the worker from moving to its thread).
-    receive_hint: usize,
 }
 
 impl<H: Handler> WorkerChannel<H> {
@@ -4880,6 +4883,9 @@ mod tests {
         use std::mem::offset_of;
         type Wc = WorkerChannel<Collect>;
         assert_eq!(align_of::<Wc>(), 64);
+        // Table::prefetch_state reads these two in the line it loads first.
+        assert!(offset_of!(Wc, channel) + 8 <= 64);
+        assert!(offset_of!(Wc, receive_hint) + 8 <= 64);
         let ends = [
             offset_of!(Wc, remote) + size_of::<Option<SocketAddr>>(),
             offset_of!(Wc, heard_at) + 8,
