@@ -1,8 +1,8 @@
 /* Two rows of the relay bench that leave user space out of the path.
  *
  *   relaytc direct          no relay: A_i and B_i send to each other. The
- *                           baseline: what the machine spends on the
- *                           endpoints' own sends and receives.
+ *                           baseline: what the endpoints' own sends and
+ *                           receives cost.
  *   relaytc tc OBJECT       a relay in the kernel: OBJECT (relaytc.bpf.c,
  *                           built by the bench with clang) attached to the
  *                           ingress of `lo`, one route per direction of each
@@ -11,7 +11,8 @@
  *                           This process only sets it up and waits: the
  *                           forwarding runs in the softirq of whoever sent
  *                           the datagram (here the loadgen), so only the
- *                           machine's CPU shows its cost.
+ *                           traffic's CPU (bench_relay.py: the loadgen's
+ *                           and ksoftirqd's) shows its cost.
  *
  * The driver protocol is the other relays' (relay_driver.h): stdin gives N
  * lines "portA portB" and an empty line; it prints "pid PID" and N lines
@@ -135,7 +136,8 @@ int main(int argc, char **argv) {
         key = next;
         at = &key;
     }
+    /* Forwarded: counted as RTP, or not RTP and forwarded all the same. */
     printf("kernel routes=%llu forwarded=%llu octets=%llu lost=%llu max_jitter_ms=%.3f not_rtp=%llu unknown=%llu\n",
-           routes_read, packets, octets, lost, jitter_ms, not_rtp, drain_count(sa) + drain_count(sb));
+           routes_read, packets + not_rtp, octets, lost, jitter_ms, not_rtp, drain_count(sa) + drain_count(sb));
     return 0;
 }
