@@ -190,22 +190,27 @@ def build(name, libs=("-lm",)):
 
 
 def build_relaytc():
-    """relaytc and its BPF program; None, or why they cannot be built (no
-    clang or libbpf: scripts/setup.sh installs both)."""
-    if shutil.which("clang") is None:
-        return "no clang to build the BPF program"
+    """relaytc, then its BPF program: (why relaytc cannot be built, why the
+    program cannot), None where it could. The direct row needs the first,
+    the kernel row both (scripts/setup.sh installs libbpf-dev and clang)."""
     try:
         build("relaytc", libs=("-lbpf",))
-        # The BPF target has no libc: Debian keeps <asm/...> under the
-        # host's multiarch directory, which clang -target bpf does not
-        # search by itself.
-        multiarch = subprocess.run(["gcc", "-print-multiarch"], capture_output=True, text=True,
-                                   check=True).stdout.strip()
+    except subprocess.CalledProcessError as e:
+        reason = f"building relaytc failed ({e}; it needs libbpf-dev)"
+        return reason, reason
+    if shutil.which("clang") is None:
+        return None, "no clang to build the BPF program"
+    # The BPF target has no libc: Debian keeps <asm/...> under the host's
+    # multiarch directory, which clang -target bpf does not search by
+    # itself.
+    multiarch = subprocess.run(["gcc", "-print-multiarch"], capture_output=True, text=True,
+                               check=True).stdout.strip()
+    try:
         subprocess.run(["clang", "-O2", "-g", "-Wall", "-target", "bpf", f"-I/usr/include/{multiarch}",
                         "-c", os.path.join(HERE, "relaytc.bpf.c"), "-o", RELAYTC_BPF], check=True)
     except subprocess.CalledProcessError as e:
-        return f"building relaytc failed ({e})"
-    return None
+        return None, f"building relaytc.bpf.c failed ({e})"
+    return None, None
 
 
 def run_row(loadgen, driver_cmd, n, log):
@@ -259,10 +264,11 @@ def run_row(loadgen, driver_cmd, n, log):
 def rows_for(relaytc_missing):
     """(label, driver command, rtpengine threads or None) of every row: the
     no-relay baseline, then rtpengine: the others are compared with both.
-    A row that cannot run has a reason instead of a command."""
+    A row that cannot run has a reason instead of a command (for relaytc's
+    rows, `relaytc_missing` from build_relaytc)."""
     rows = []
     if "direct" in ROWS:
-        rows.append((DIRECT_LABEL, relaytc_missing or [RELAYTC, "direct"], None))
+        rows.append((DIRECT_LABEL, relaytc_missing[0] or [RELAYTC, "direct"], None))
     if "rtpengine" in ROWS:
         for threads in (1, 2):
             rows.append((f"rtpengine {threads} thread{'s' if threads > 1 else ''}",
@@ -273,7 +279,7 @@ def rows_for(relaytc_missing):
             rows.append((f"floor: bare shared-port relay tick={tick}", [FLOOR, str(tick)], None))
     if "kernel" in ROWS:
         # The design that moves the floor: no socket in the relay's path.
-        rows.append((KERNEL_LABEL, relaytc_missing or [RELAYTC, "tc", RELAYTC_BPF], None))
+        rows.append((KERNEL_LABEL, relaytc_missing[1] or [RELAYTC, "tc", RELAYTC_BPF], None))
     mux = [PYTHON, os.path.join(HERE, "mux_relay.py")]
     for mode in ("relay-to", "shared", "pipeline"):
         if mode not in ROWS:
