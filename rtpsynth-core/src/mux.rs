@@ -1394,6 +1394,11 @@ enum Command<H: Handler> {
 
 struct Shared<H: Handler> {
     channels: Mutex<BTreeMap<u32, ChannelRef<H>>>,
+    /// Ids an open channel was added relaying to, and the first such
+    /// channel: where the target goes when it is added, or added again (a
+    /// one-way relay keeps to one worker too). Locked with `channels`
+    /// held.
+    relay_targets: Mutex<HashMap<u32, u32>>,
     /// The shared sockets by local address: their worker and members.
     shared_sockets: Mutex<HashMap<SocketAddr, SharedPlace>>,
     /// Datagrams on a shared socket that no channel's remote or
@@ -1504,6 +1509,7 @@ impl<H: Handler> Server<H> {
             .unwrap_or_default();
         let shared = Arc::new(Shared {
             channels: Mutex::new(BTreeMap::new()),
+            relay_targets: Mutex::new(HashMap::new()),
             shared_sockets: Mutex::new(HashMap::new()),
             unknown_source: AtomicU64::new(0),
             shared_kernel_drops: AtomicU64::new(0),
@@ -1625,8 +1631,9 @@ impl<H: Handler> Server<H> {
     /// Binds channel `id`'s sockets now (so a bind error is known at once)
     /// and hands them to a worker with a new session: a shared socket's
     /// own worker when it joins one, else its `relay_to` channel's when
-    /// that is open and has at most one channel more than the least
-    /// loaded, else the one with the fewest channels.
+    /// that is open, or else the worker of an open channel added relaying
+    /// to `id`, when that worker has at most one channel more than the
+    /// least loaded, else the one with the fewest channels.
     pub fn add_channel(
         &self,
         id: u32,
@@ -1647,9 +1654,15 @@ impl<H: Handler> Server<H> {
         // the least loaded, so that many channels relaying to one still
         // spread. (A channel joining a shared socket goes to the socket's.)
         let load = |w: usize| self.workers[w].channels.load(Ordering::Relaxed);
-        let new_socket_worker = config
+        let mut relay_targets = lock(&self.shared.relay_targets);
+        let relay_to = config.relay_to;
+        // The other end of a relay: the channel this one relays to, or one
+        // added relaying to this one before it was open.
+        let other_end = config
             .relay_to
             .and_then(|to| channels.get(&to))
+            .or_else(|| channels.get(relay_targets.get(&id)?));
+        let new_socket_worker = other_end
             .map(|to| to.worker)
             .filter(|&w| self.workers[w].running() && load(w) <= load(least_loaded) + 1)
             .unwrap_or(least_loaded);
@@ -1773,6 +1786,10 @@ impl<H: Handler> Server<H> {
         // scheduled ids. A channel scheduled before its Add was queued was
         // skipped with its `scheduled` flag left set, and never sent.
         channels.insert(id, channel.clone());
+        if let Some(to) = relay_to {
+            relay_targets.entry(to).or_insert(id);
+        }
+        drop(relay_targets);
         drop(channels);
         drop(places);
         Ok(channel)
@@ -1801,7 +1818,11 @@ impl<H: Handler> Server<H> {
     /// has said BYE (when it sends RTCP) and closed its sockets, so its ports
     /// can be bound again at once.
     pub fn remove_channel(&self, id: u32, timeout: Duration) -> bool {
-        let Some(channel) = lock(&self.shared.channels).remove(&id) else {
+        let Some(channel) = ({
+            let mut channels = lock(&self.shared.channels);
+            lock(&self.shared.relay_targets).retain(|_, from| *from != id);
+            channels.remove(&id)
+        }) else {
             return false;
         };
         // Relays to it stop here; the worker sends what they queued.
@@ -5301,7 +5322,10 @@ mod tests {
 
     /// Returns the workers that served a and b. `b_relays_late`: b opens
     /// without `relay-to` (placed as any channel) and is given it running.
-    fn relay_both_ways(workers: usize, shared_socket: bool, b_relays_late: bool) -> (usize, usize) {
+    /// With `late`, both channels are added relaying to nothing and told
+    /// `relay_to` once running (placement goes by what a channel is added
+    /// with, so each goes to the least loaded worker).
+    fn relay_both_ways(workers: usize, shared_socket: bool, late: bool) -> (usize, usize) {
         let (srv, rx) = server_with_workers(workers, Duration::ZERO);
         let (peer_a, peer_b) = (
             UdpSocket::bind("127.0.0.1:0").unwrap(),
@@ -5315,12 +5339,19 @@ mod tests {
             ..loopback()
         };
         // a relays to b before b exists: counted, not lost silently.
-        let a = srv.add_channel(0, config(Some(1), 0xa), ()).unwrap();
+        let a = if late {
+            let a = srv.add_channel(0, config(None, 0xa), ()).unwrap();
+            a.set_relay_to(Some(1));
+            assert!(wait_for(|| a.relaying()));
+            a
+        } else {
+            srv.add_channel(0, config(Some(1), 0xa), ()).unwrap()
+        };
         peer_a
             .send_to(&packet_from(0, 0xa), a.local_addr())
             .unwrap();
         assert!(wait_for(|| a.stats()[NOT_RELAYED] == 1));
-        let b = if b_relays_late {
+        let b = if late {
             let b = srv.add_channel(1, config(None, 0xb), ()).unwrap();
             b.set_relay_to(Some(0));
             // Applied by the worker (which then says so) before b's peer
@@ -5374,8 +5405,8 @@ mod tests {
 
     #[test]
     fn relay_to_between_workers_and_on_shared_sockets() {
-        // b, placed before it relays, went to the least loaded worker: the
-        // relay crosses between the workers.
+        // a and b, placed before they relay, went to the least loaded
+        // workers: the relay crosses between them.
         assert_eq!(relay_both_ways(2, false, true), (0, 1));
         assert_eq!(relay_both_ways(2, true, true), (0, 1));
         relay_both_ways(1, true, false);
@@ -5404,6 +5435,24 @@ mod tests {
         assert_eq!(srv.add_channel(6, relaying(Some(5)), ()).unwrap().worker, 1);
         assert_eq!(srv.add_channel(7, relaying(Some(4)), ()).unwrap().worker, 0);
         assert_eq!(srv.add_channel(8, relaying(None), ()).unwrap().worker, 1);
+        // A one-way relay: 11 goes to 10's worker, which relays to it,
+        // though the other has fewer channels; so does 11 added again
+        // after its removal. (4 and 4 channels here: 0, 1, 4, 7 and 2, 3,
+        // 6, 8.)
+        let wait = Duration::from_secs(5);
+        assert_eq!(
+            srv.add_channel(10, relaying(Some(11)), ()).unwrap().worker,
+            0
+        );
+        assert_eq!(srv.add_channel(11, relaying(None), ()).unwrap().worker, 0);
+        assert!(srv.remove_channel(11, wait));
+        assert_eq!(srv.add_channel(11, relaying(None), ()).unwrap().worker, 0);
+        // Once removed, 10 draws 11 nowhere, not even to a channel that
+        // takes its id again.
+        assert!(srv.remove_channel(11, wait) && srv.remove_channel(10, wait));
+        assert_eq!(srv.add_channel(10, relaying(None), ()).unwrap().worker, 0);
+        assert_eq!(srv.add_channel(11, relaying(None), ()).unwrap().worker, 1);
+        assert!(srv.remove_channel(10, wait) && srv.remove_channel(11, wait));
         // A channel joining a shared socket goes to the socket's worker,
         // whatever it relays to (8 is on worker 1).
         let shared = srv
@@ -5446,18 +5495,20 @@ mod tests {
         let (mut srv, _rx) = server_with_workers(2, Duration::ZERO);
         let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
         // a (worker 0) relays to b, which each round comes back on worker 1
-        // and is removed while a's peer floods a.
+        // and is removed while a's peer floods a. (Told to relay once
+        // running: added relaying to b, a would draw b to its worker.)
         let a = srv
             .add_channel(
                 0,
                 ChannelConfig {
-                    relay_to: Some(1),
                     queue_size: 64,
                     ..loopback()
                 },
                 (),
             )
             .unwrap();
+        a.set_relay_to(Some(1));
+        assert!(wait_for(|| a.relaying()));
         let to = a.local_addr();
         let flooding = Arc::new(AtomicBool::new(true));
         let flood = {

@@ -1093,8 +1093,9 @@ impl ObjectImpl for RtpMuxServer {
                         "Worker threads serving the channels, each with its own epoll set; a \
                          new channel goes to the one with the fewest channels (a channel joining \
                          a shared socket, to that socket's; one opening a socket while its \
-                         relay-to channel is open, to that channel's unless it has two or more \
-                         channels over the least loaded one, so a relay stays on one thread). \
+                         relay-to channel is open, or after a channel added relaying to it, to \
+                         that channel's unless it has two or more channels over the least loaded \
+                         one, so a relay stays on one thread). \
                          Relays work across workers too. Every counter, statistic and setting \
                          behaves as with one. A channel's \
                          src_N pushes run on its worker's thread. More workers than cores \
