@@ -5338,29 +5338,27 @@ mod tests {
             rtcp: RtcpMode::Mux,
             ..loopback()
         };
-        // a relays to b before b exists: counted, not lost silently.
-        let a = if late {
-            let a = srv.add_channel(0, config(None, 0xa), ()).unwrap();
-            a.set_relay_to(Some(1));
-            assert!(wait_for(|| a.relaying()));
-            a
-        } else {
-            srv.add_channel(0, config(Some(1), 0xa), ()).unwrap()
+        // Added relaying to `to`, or (late) added relaying to nothing and
+        // told once running: applied by the worker (which then says so)
+        // before the channel's peer sends, as a datagram read before would
+        // not be relayed.
+        let add = |id, to, ssrc| {
+            if late {
+                let ch = srv.add_channel(id, config(None, ssrc), ()).unwrap();
+                ch.set_relay_to(Some(to));
+                assert!(wait_for(|| ch.relaying()));
+                ch
+            } else {
+                srv.add_channel(id, config(Some(to), ssrc), ()).unwrap()
+            }
         };
+        // a relays to b before b exists: counted, not lost silently.
+        let a = add(0, 1, 0xa);
         peer_a
             .send_to(&packet_from(0, 0xa), a.local_addr())
             .unwrap();
         assert!(wait_for(|| a.stats()[NOT_RELAYED] == 1));
-        let b = if late {
-            let b = srv.add_channel(1, config(None, 0xb), ()).unwrap();
-            b.set_relay_to(Some(0));
-            // Applied by the worker (which then says so) before b's peer
-            // sends: a datagram read before would not be relayed.
-            assert!(wait_for(|| b.relaying()));
-            b
-        } else {
-            srv.add_channel(1, config(Some(0), 0xb), ()).unwrap()
-        };
+        let b = add(1, 0, 0xb);
         // b learns its peer; what it gets goes to a's (latched) peer.
         peer_b
             .send_to(&packet_from(0, 0xb), b.local_addr())
