@@ -5320,11 +5320,10 @@ mod tests {
         assert!(err.contains("port+1"), "{err}");
     }
 
-    /// Returns the workers that served a and b. `b_relays_late`: b opens
-    /// without `relay-to` (placed as any channel) and is given it running.
-    /// With `late`, both channels are added relaying to nothing and told
-    /// `relay_to` once running (placement goes by what a channel is added
-    /// with, so each goes to the least loaded worker).
+    /// Returns the workers that served a and b. With `late`, both channels
+    /// are added relaying to nothing and told `relay_to` once running
+    /// (placement goes by what a channel is added with, so each goes to
+    /// the least loaded worker).
     fn relay_both_ways(workers: usize, shared_socket: bool, late: bool) -> (usize, usize) {
         let (srv, rx) = server_with_workers(workers, Duration::ZERO);
         let (peer_a, peer_b) = (
