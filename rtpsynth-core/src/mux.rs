@@ -1655,11 +1655,11 @@ impl<H: Handler> Server<H> {
         // spread. (A channel joining a shared socket goes to the socket's.)
         let load = |w: usize| self.workers[w].channels.load(Ordering::Relaxed);
         let mut relay_targets = lock(&self.shared.relay_targets);
+        // Kept for after `config` has gone to the worker.
         let relay_to = config.relay_to;
         // The other end of a relay: the channel this one relays to, or one
         // added relaying to this one before it was open.
-        let other_end = config
-            .relay_to
+        let other_end = relay_to
             .and_then(|to| channels.get(&to))
             .or_else(|| channels.get(relay_targets.get(&id)?));
         let new_socket_worker = other_end
