@@ -69,6 +69,11 @@ fn local_port(m: &gst::Element, pad: &str) -> u16 {
     port as u16
 }
 
+/// Where a peer on loopback reaches the channel of `pad`.
+fn loopback_addr(m: &gst::Element, pad: &str) -> SocketAddr {
+    SocketAddr::new("127.0.0.1".parse().unwrap(), local_port(m, pad))
+}
+
 fn push(src: &gst_app::AppSrc, data: &[u8]) {
     src.push_buffer(gst::Buffer::from_slice(data.to_vec()))
         .unwrap();
@@ -282,7 +287,7 @@ fn reflector(props: &str, links: &str) -> (Pipe, gst::Element, SocketAddr) {
     ));
     let m: gst::Element = by_name(&p, "m");
     set_state(&p, gst::State::Playing);
-    let addr = SocketAddr::new("127.0.0.1".parse().unwrap(), local_port(&m, "src_0"));
+    let addr = loopback_addr(&m, "src_0");
     (p, m, addr)
 }
 
@@ -612,11 +617,14 @@ fn bad_queue_size_is_refused() {
     assert_eq!(src.property::<u32>("queue-size"), 256);
     let columns = m.property::<Vec<String>>("stats-columns");
     assert_eq!(columns[0], "channel");
-    assert_eq!(columns.len(), 1 + 13 + SessionStats::NCOLUMNS);
+    assert_eq!(columns.len(), 1 + 14 + SessionStats::NCOLUMNS);
     assert_eq!(columns[8], "dropped-kernel");
     assert_eq!(columns[11], "local-port");
-    assert_eq!(&columns[12..14], ["relayed", "not-relayed"]);
-    assert_eq!(&columns[14..], SessionStats::NAMES);
+    assert_eq!(
+        &columns[12..15],
+        ["relayed", "not-relayed", "relayed-offloaded"]
+    );
+    assert_eq!(&columns[15..], SessionStats::NAMES);
 }
 
 /// A channel that cannot be set up at start-up (its port in use, its
@@ -743,7 +751,7 @@ fn packed_stats_match_the_structure() {
     let ncols = columns.len();
     assert_eq!(
         &words[..3],
-        &[4, ncols as u64, 2],
+        &[5, ncols as u64, 2],
         "header: version, columns, rows"
     );
     assert_eq!(words.len(), 3 * ncols);
@@ -785,7 +793,7 @@ fn channels_come_and_go_under_traffic_without_loss_on_the_others() {
     ));
     let m: gst::Element = by_name(&p, "m");
     set_state(&p, gst::State::Playing);
-    let addr = SocketAddr::new("127.0.0.1".parse().unwrap(), local_port(&m, "src_0"));
+    let addr = loopback_addr(&m, "src_0");
     let src: gst_app::AppSrc = by_name(&p, "in");
     let sink: gst_app::AppSink = by_name(&p, "out");
     let n = 400u16;
@@ -1688,12 +1696,7 @@ fn relay_to_relays_both_ways_with_latching_loss_reorder_and_rtcp() {
     p.add(&sink).unwrap();
     src0.link(&sink.static_pad("sink").unwrap()).unwrap();
     set_state(&p, gst::State::Playing);
-    let port = |i: u32| {
-        SocketAddr::new(
-            "127.0.0.1".parse().unwrap(),
-            local_port(&m, &format!("sink_{i}")),
-        )
-    };
+    let port = |i: u32| loopback_addr(&m, &format!("sink_{i}"));
     let (a, b) = (peer(), peer());
     // b speaks first: channel 1 latches it; channel 0 has no target yet.
     b.send_to(&rtp(0, 0xb), port(1)).unwrap();
@@ -1979,10 +1982,104 @@ fn a_relay_needs_no_links_from_launch_syntax() {
     );
     let m: gst::Element = by_name(&p, "m");
     set_state(&p, gst::State::Playing);
-    let addr = SocketAddr::new("127.0.0.1".parse().unwrap(), local_port(&m, "sink_0"));
+    let addr = loopback_addr(&m, "sink_0");
     let peer = peer();
     peer.send_to(&rtp(1, 9), addr).unwrap();
     assert_eq!(recv_on(&peer), (rtp(1, 9), addr));
+    set_state(&p, gst::State::Null);
+}
+
+/// `relay-offload`: a two-way relay from launch syntax whose RTP the
+/// kernel forwards once both channels have their peer, counted as the
+/// worker counts it and told apart in `relayed-offloaded`; RTCP still goes
+/// through the worker. Where the offload cannot load (not root, an old
+/// kernel) a WARNING says why and the workers relay everything; `make test`
+/// sets RTPSYNTH_REQUIRE_OFFLOAD, so there that fails the test.
+#[test]
+fn relay_offload_forwards_in_the_kernel_and_counts_what_it_forwarded() {
+    let _g = shared();
+    let p = pipeline(
+        "rtpmuxserver name=m relay-offload=true \
+         sink_0::bind-address=127.0.0.1 sink_0::relay-to=1 sink_0::rtcp=mux \
+         sink_0::rtcp-interval=3600000 sink_0::clock-rate=8000 \
+         sink_1::bind-address=127.0.0.1 sink_1::relay-to=0 sink_1::rtcp=mux \
+         sink_1::rtcp-interval=3600000 sink_1::clock-rate=8000 \
+         fakesrc num-buffers=0 ! fakesink",
+    );
+    let m: gst::Element = by_name(&p, "m");
+    assert!(m.property::<bool>("relay-offload"));
+    set_state(&p, gst::State::Playing);
+    let warning = p.bus().unwrap().timed_pop_filtered(
+        gst::ClockTime::from_mseconds(200),
+        &[gst::MessageType::Warning],
+    );
+    let offloaded = match warning.as_ref().map(|w| w.view()) {
+        Some(gst::MessageView::Warning(w)) => {
+            let text = w.error().to_string();
+            assert!(text.contains("relay-offload not available"), "{text}");
+            assert!(
+                std::env::var_os("RTPSYNTH_REQUIRE_OFFLOAD").is_none(),
+                "relay offload required: {text}"
+            );
+            false
+        }
+        _ => true,
+    };
+    let port = |i: u32| loopback_addr(&m, &format!("sink_{i}"));
+    let (a, b) = (peer(), peer());
+    // b first: channel 1 latches it; then each way, so both sessions
+    // confirm their source and the routes go in.
+    b.send_to(&rtp(0, 0xb), port(1)).unwrap();
+    wait_until("channel 1 latched", || {
+        field(&channel(&m, 1), "latched") == 1
+    });
+    let mut sent = (0u64, 1u64);
+    let mut both_ways = |seq: u16| {
+        a.send_to(&rtp(seq, 0xa), port(0)).unwrap();
+        assert_eq!(recv_on(&b), (rtp(seq, 0xa), port(1)), "seq {seq}");
+        b.send_to(&rtp(seq, 0xb), port(1)).unwrap();
+        assert_eq!(recv_on(&a), (rtp(seq, 0xb), port(0)), "seq {seq}");
+        sent = (sent.0 + 1, sent.1 + 1);
+    };
+    for seq in 1..4 {
+        both_ways(seq);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for seq in 4..204 {
+        both_ways(seq);
+    }
+    // RTCP keeps to the worker, which relays it.
+    let rr = [0x80, 201, 0, 1, 0, 0, 0, 0xa];
+    a.send_to(&rr, port(0)).unwrap();
+    assert_eq!(recv_on(&b), (rr.to_vec(), port(1)));
+    let (sent_a, sent_b) = (sent.0 + 1, sent.1);
+    wait_until("every packet counted", || {
+        field(&channel(&m, 0), "packets-received") == sent_a
+            && field(&channel(&m, 1), "packets-received") == sent_b
+    });
+    let (c0, c1) = (channel(&m, 0), channel(&m, 1));
+    assert_eq!(field(&c0, "relayed"), sent_a);
+    assert_eq!(field(&c1, "relayed"), sent_b);
+    assert_eq!(field(&c1, "packets-sent"), sent_a);
+    // b's first reached channel 0 before it had a target.
+    assert_eq!(field(&c0, "packets-sent"), sent_b - 1);
+    assert_eq!(field(&c0, "send-errors"), 1);
+    assert_eq!(field(&c0, "rtcp-received"), 1);
+    // Sessions count every RTP packet but each source's first (probation).
+    assert_eq!(field(&c0, "rtp-packets-received"), sent_a - 2);
+    assert_eq!(field(&c1, "rtp-packets-received"), sent_b - 1);
+    assert_eq!(c0.get::<i64>("packets-lost").unwrap(), 0);
+    let (o0, o1) = (
+        field(&c0, "relayed-offloaded"),
+        field(&c1, "relayed-offloaded"),
+    );
+    if offloaded {
+        // All of the 200 after the pause but a few on the way in.
+        assert!(o0 >= 195 && o1 >= 195, "{o0} {o1}");
+        assert_eq!(field(&stats(&m), "relayed-offloaded"), o0 + o1);
+    } else {
+        assert_eq!((o0, o1), (0, 0));
+    }
     set_state(&p, gst::State::Null);
 }
 

@@ -13,8 +13,10 @@ prints "not available: <reason>". See README.md beside this file.
 Environment: BENCH_RELAY_N (default 250,1000), BENCH_SECONDS (window,
 default 10), BENCH_RELAY_WARMUP (s, default 3), BENCH_RELAY_TICKS (default
 0,5), BENCH_RELAY_WORKERS (default 1,2; more than 1 only for the relay-to
-rows), BENCH_RELAY_ROWS (default rtpengine,floor,relay-to,shared,pipeline;
-floor is relayfloor.c, the kernel's part of a shared-port relay),
+rows), BENCH_RELAY_ROWS (default
+direct,rtpengine,floor,kernel,relay-to,shared,offload,pipeline; floor is
+relayfloor.c, the kernel's part of a shared-port relay; offload is the
+shared-port relay with the element's relay-offload),
 BENCH_RELAY_RUNS (default 3: every row that many times, the rows of a run
 one after the other, then each row's median). The rows direct (no relay:
 the endpoints send to each other) and kernel (relaytc.c: a tc BPF program
@@ -47,7 +49,7 @@ WARMUP = float(os.environ.get("BENCH_RELAY_WARMUP", "3"))
 TICKS = [int(t) for t in os.environ.get("BENCH_RELAY_TICKS", "0,5").split(",") if t]
 WORKERS = [int(w) for w in os.environ.get("BENCH_RELAY_WORKERS", "1,2").split(",") if w]
 RUNS = max(1, int(os.environ.get("BENCH_RELAY_RUNS", "3")))
-ROWS = set(os.environ.get("BENCH_RELAY_ROWS", "direct,rtpengine,floor,kernel,relay-to,shared,pipeline").split(","))
+ROWS = set(os.environ.get("BENCH_RELAY_ROWS", "direct,rtpengine,floor,kernel,relay-to,shared,offload,pipeline").split(","))
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 live = []  # every process started and not yet reaped, for the cleanup
@@ -180,11 +182,15 @@ KERNEL_LABEL = "kernel: tc BPF relay, no socket"
 NOT_IN_PROCESS = (DIRECT_LABEL, KERNEL_LABEL)
 
 
+# The element's relay offload headers: the kernel row's program shares them.
+OFFLOAD_BPF_DIR = os.path.join(ROOT, "rtpsynth-core", "bpf")
+
+
 def build(name, libs=("-lm",)):
     """benches/relay/NAME.c built into the bench's output directory."""
     os.makedirs(OUT_DIR, exist_ok=True)
     exe = os.path.join(OUT_DIR, name)
-    subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-o", exe,
+    subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", f"-I{OFFLOAD_BPF_DIR}", "-o", exe,
                     os.path.join(HERE, f"{name}.c"), *libs], check=True)
     return exe
 
@@ -207,7 +213,7 @@ def build_relaytc():
                                check=True).stdout.strip()
     try:
         subprocess.run(["clang", "-O2", "-g", "-Wall", "-target", "bpf", f"-I/usr/include/{multiarch}",
-                        "-c", os.path.join(HERE, "relaytc.bpf.c"), "-o", RELAYTC_BPF], check=True)
+                        f"-I{OFFLOAD_BPF_DIR}", "-c", os.path.join(HERE, "relaytc.bpf.c"), "-o", RELAYTC_BPF], check=True)
     except subprocess.CalledProcessError as e:
         return None, f"building relaytc.bpf.c failed ({e})"
     return None, None
@@ -281,16 +287,20 @@ def rows_for(relaytc_missing):
         # The design that moves the floor: no socket in the relay's path.
         rows.append((KERNEL_LABEL, relaytc_missing[1] or [RELAYTC, "tc", RELAYTC_BPF], None))
     mux = [PYTHON, os.path.join(HERE, "mux_relay.py")]
-    for mode in ("relay-to", "shared", "pipeline"):
+    for mode in ("relay-to", "shared", "offload", "pipeline"):
         if mode not in ROWS:
             continue
+        # offload: the shared-port relay with relay-offload, the element's
+        # own kernel forwarding.
+        args = ["--mode", "shared", "--offload"] if mode == "offload" else ["--mode", mode]
+        name = "shared+offload" if mode == "offload" else mode
         for workers in WORKERS if mode != "pipeline" else [1]:
             for tick in TICKS:
                 # workers 1 is the default: left unset, so the row runs on
                 # builds that have no workers property.
                 extra = ["--workers", str(workers)] if workers != 1 else []
-                label = f"rtpmuxserver {mode} tick={tick}" + (f" workers={workers}" if extra else "")
-                rows.append((label, mux + ["--mode", mode, "--tick", str(tick)] + extra, None))
+                label = f"rtpmuxserver {name} tick={tick}" + (f" workers={workers}" if extra else "")
+                rows.append((label, mux + args + ["--tick", str(tick)] + extra, None))
     return rows
 
 

@@ -15,6 +15,10 @@ Modes:
             channels follow each other) and the pairs spread over the
             workers.
 
+--offload (with relay-to or shared) sets the element's relay-offload: the
+kernel forwards the relayed RTP (a tc program; root and Linux 6.6 needed).
+When the element says it cannot (its WARNING), the row is "not available".
+
 In the relay-to modes only src_N pads are requested and left unlinked:
 the worker relays without GstBuffers (packets-pushed in the totals shows
 any it pushes anyway).
@@ -70,7 +74,7 @@ def free_udp_port():
         return s.getsockname()[1]
 
 
-def build(mode, endpoint_ports, tick, workers):
+def build(mode, endpoint_ports, tick, workers, offload):
     pipeline = Gst.Pipeline()
     mux = Gst.ElementFactory.make("rtpmuxserver")
     if mux is None:
@@ -79,6 +83,8 @@ def build(mode, endpoint_ports, tick, workers):
     set_props(mux, tick=tick)
     if workers is not None:
         set_props(mux, workers=workers)
+    if offload:
+        set_props(mux, relay_offload=True)
     pairs = [(free_udp_port(), free_udp_port()) for _ in range(workers or 1)] if mode == "shared" else None
     for ch, port in enumerate(p for call in endpoint_ports for p in call):
         src = mux.request_pad_simple(f"src_{ch}")
@@ -120,7 +126,8 @@ def totals(mux):
     dropped (read after the traffic ended, so none should be in flight)."""
     stats = mux.get_property("stats")
     names = [stats.nth_field_name(i) for i in range(stats.n_fields())]
-    wanted = [n for n in names if n in ("packets-received", "packets-sent", "packets-pushed", "relayed", "not-relayed")
+    wanted = [n for n in names if n in ("packets-received", "packets-sent", "packets-pushed", "relayed", "not-relayed",
+                                        "relayed-offloaded")
               or n.startswith("dropped") or n == "send-errors"]
     rows = rtpsynth.read(mux)
     rows = rows[rows["channel"].argsort()]
@@ -144,6 +151,7 @@ def main():
     ap.add_argument("--mode", choices=("pipeline", "relay-to", "shared"), default="pipeline")
     ap.add_argument("--tick", type=int, default=0, help="element property tick, ms")
     ap.add_argument("--workers", type=int, help="element property workers (left at its default when absent)")
+    ap.add_argument("--offload", action="store_true", help="element property relay-offload")
     args = ap.parse_args()
 
     endpoint_ports = []
@@ -156,7 +164,7 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     Gst.init(None)
     try:
-        pipeline, mux = build(args.mode, endpoint_ports, args.tick, args.workers)
+        pipeline, mux = build(args.mode, endpoint_ports, args.tick, args.workers, args.offload)
     except NotAvailable as e:
         print(f"not available: {e}", flush=True)
         return NOT_AVAILABLE
@@ -166,6 +174,10 @@ def main():
         if ok == Gst.StateChangeReturn.FAILURE:
             msg = pipeline.get_bus().pop_filtered(Gst.MessageType.ERROR)
             raise RuntimeError(f"rtpmuxserver does not start: {msg.parse_error()[0].message if msg else ok}")
+        warning = pipeline.get_bus().pop_filtered(Gst.MessageType.WARNING)
+        if args.offload and warning is not None:
+            print(f"not available: {warning.parse_warning()[0].message}", flush=True)
+            return NOT_AVAILABLE
         print("pid", os.getpid())
         for a, b in relay_ports(mux, len(endpoint_ports)):
             print(a, b)

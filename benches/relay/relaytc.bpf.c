@@ -19,11 +19,12 @@
 #include <bpf/bpf_helpers.h>
 
 #include "relaytc.h"
+#include "udp_rewrite.h"
 
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
     __uint(max_entries, 65536);
-    __type(key, struct flow);
+    __type(key, struct offload_flow);
     __type(value, struct route);
 } routes SEC(".maps");
 
@@ -31,25 +32,6 @@ struct {
  * MAX_DROPOUT); those behind by up to 100 are late or duplicated. */
 #define MAX_DROPOUT 3000
 #define MAX_MISORDER 100
-
-#define IP_AT ETH_HLEN
-#define UDP_AT (ETH_HLEN + sizeof(struct iphdr))
-#define IP_CHECK (IP_AT + __builtin_offsetof(struct iphdr, check))
-#define UDP_CHECK (UDP_AT + __builtin_offsetof(struct udphdr, check))
-
-/* Replaces the `size` bytes at `at` (an IP header field when `in_ip`, so
- * also part of the UDP checksum's pseudo-header), keeping the IP and UDP
- * checksums right. */
-static __always_inline void rewrite(struct __sk_buff *skb, __u32 at, __u32 old, __u32 new, __u32 size, int in_ip) {
-    if (old == new)
-        return;
-    /* The UDP checksum covers the addresses through its pseudo-header; a
-     * zero checksum (none) stays zero. */
-    bpf_l4_csum_replace(skb, UDP_CHECK, old, new, (in_ip ? BPF_F_PSEUDO_HDR : 0) | BPF_F_MARK_MANGLED_0 | size);
-    if (in_ip)
-        bpf_l3_csum_replace(skb, IP_CHECK, old, new, size);
-    bpf_skb_store_bytes(skb, at, &new, size, 0);
-}
 
 /* Counts one forwarded datagram whose RTP header starts at `rtp`. */
 static __always_inline void count(struct route *route, const __u8 *rtp, const void *end, __u32 octets) {
@@ -99,18 +81,15 @@ int relay(struct __sk_buff *skb) {
     if ((void *)(udp + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->ihl != 5 ||
         ip->protocol != IPPROTO_UDP)
         return TC_ACT_OK;
-    struct flow in = {ip->saddr, ip->daddr, udp->source, udp->dest};
+    struct offload_flow in = {ip->saddr, ip->daddr, udp->source, udp->dest};
     struct route *route = bpf_map_lookup_elem(&routes, &in);
     if (!route)
         return TC_ACT_OK;
     count(route, (const __u8 *)(udp + 1), end, skb->len - UDP_AT - sizeof(struct udphdr));
     /* A copy of where it goes: the helpers below may move the packet. */
-    struct flow out = route->out;
+    struct offload_flow out = route->out;
     __u32 ifindex = route->ifindex;
-    rewrite(skb, IP_AT + __builtin_offsetof(struct iphdr, saddr), in.saddr, out.saddr, 4, 1);
-    rewrite(skb, IP_AT + __builtin_offsetof(struct iphdr, daddr), in.daddr, out.daddr, 4, 1);
-    rewrite(skb, UDP_AT + __builtin_offsetof(struct udphdr, source), in.sport, out.sport, 2, 0);
-    rewrite(skb, UDP_AT + __builtin_offsetof(struct udphdr, dest), in.dport, out.dport, 2, 0);
+    rewrite_flow(skb, &in, &out);
     return bpf_redirect(ifindex, 0);
 }
 

@@ -98,10 +98,10 @@ int main(int argc, char **argv) {
     uint32_t loopback = htonl(INADDR_LOOPBACK);
     for (unsigned i = 0; i < n; i++) {
         /* A_i -> relay A  becomes  relay B -> B_i, and back. */
-        struct flow from_a = {loopback, loopback, htons(a[i]), htons(relay_a)};
+        struct offload_flow from_a = {loopback, loopback, htons(a[i]), htons(relay_a)};
         struct route to_b = {{loopback, loopback, htons(relay_b), htons(b[i])}, (uint32_t)lo,
                              {.clock_rate = CLOCK_RATE}};
-        struct flow from_b = {loopback, loopback, htons(b[i]), htons(relay_b)};
+        struct offload_flow from_b = {loopback, loopback, htons(b[i]), htons(relay_b)};
         struct route to_a = {{loopback, loopback, htons(relay_a), htons(a[i])}, (uint32_t)lo,
                              {.clock_rate = CLOCK_RATE}};
         if (bpf_map_update_elem(routes, &from_a, &to_b, BPF_ANY) ||
@@ -117,8 +117,8 @@ int main(int argc, char **argv) {
      * channels would give, and the worst jitter. */
     unsigned long long routes_read = 0, packets = 0, octets = 0, lost = 0, not_rtp = 0;
     double jitter_ms = 0;
-    struct flow key, next;
-    struct flow *at = NULL;
+    struct offload_flow key, next;
+    struct offload_flow *at = NULL;
     while (bpf_map_get_next_key(routes, at, &next) == 0) {
         struct route r;
         if (bpf_map_lookup_elem_flags(routes, &next, &r, BPF_F_LOCK)) die("reading a route");

@@ -6,10 +6,9 @@
 #include <linux/bpf.h>
 #include <linux/types.h>
 
-struct flow {
-    __be32 saddr, daddr;
-    __be16 sport, dport;
-};
+/* struct offload_flow: the element's relay offload keys its routes the
+ * same way (rtpsynth-core/bpf, which the bench adds to the include path). */
+#include "relay_offload.h"
 
 /* What the relay's channel would count for each datagram it forwards:
  * RFC 3550 A.1's extended highest sequence number (for the loss), A.8's
@@ -28,7 +27,7 @@ struct rtp_counts {
 };
 
 struct route {
-    struct flow out; /* the addresses and ports it leaves with */
+    struct offload_flow out; /* the addresses and ports it leaves with */
     __u32 ifindex;   /* to whose egress */
     struct rtp_counts counts;
 };

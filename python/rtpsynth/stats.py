@@ -171,12 +171,17 @@ _V3_COLUMNS = _V2_COLUMNS + (
 # Version 4 adds the relay counters after local-port, before the session.
 _V4_COLUMNS = _V2_COLUMNS + _unsigned("relayed", "not-relayed") + _V3_COLUMNS[len(_V2_COLUMNS) :]
 
+# Version 5 adds relayed-offloaded (what the kernel forwarded, relay-offload)
+# after not-relayed.
+_V5_COLUMNS = _V4_COLUMNS[: len(_V2_COLUMNS) + 2] + _unsigned("relayed-offloaded") + _V4_COLUMNS[len(_V2_COLUMNS) + 2 :]
+
 #: Every layout version the elements produce, by version number.
 LAYOUTS: Mapping[int, Layout] = {
     1: Layout(1, _V1_COLUMNS),
     2: Layout(2, _V2_COLUMNS),
     3: Layout(3, _V3_COLUMNS),
     4: Layout(4, _V4_COLUMNS),
+    5: Layout(5, _V5_COLUMNS),
 }
 
 #: The newest layout version this package reads.

@@ -10,6 +10,7 @@ pub mod counters;
 pub mod g711;
 pub mod jbuf;
 pub mod mux;
+pub mod offload;
 pub mod prng;
 pub mod resample;
 pub mod rtcp;

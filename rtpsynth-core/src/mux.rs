@@ -40,6 +40,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Poll, Token, Waker};
 
 use crate::counters;
+use crate::offload::{self, Offload};
 use crate::prng::SplitMix64;
 use crate::rtp;
 use crate::session::{self, ReportInterval, Session, SessionStats, StatKind};
@@ -56,8 +57,10 @@ pub const MAX_QUEUE_SIZE: u32 = 1 << 16;
 pub const MIN_QUEUE_SIZE: u32 = 2;
 /// Version of the [`packed_stats`] layout, written in its header row.
 /// 2 added `dropped-kernel` after `dropped-not-rtp`; 3 added the session's
-/// columns ([`SessionStats::NAMES`]) after `local-port`.
-pub const PACKED_STATS_VERSION: u64 = 4;
+/// columns ([`SessionStats::NAMES`]) after `local-port`; 4 added `relayed`
+/// and `not-relayed` after `local-port`; 5 added `relayed-offloaded` after
+/// `not-relayed`.
+pub const PACKED_STATS_VERSION: u64 = 5;
 
 const WAKER: Token = Token(usize::MAX);
 /// Set in the epoll token of a channel's RTCP socket (`port+1` mode); the
@@ -84,6 +87,11 @@ const PAUSE_SLICE: Duration = Duration::from_millis(5);
 /// 1,000 channels reporting every 5 s, waking for each deadline on its own
 /// doubled the wakes of a worker at a 5 ms tick.
 const MAX_REPORT_DELAY: Duration = Duration::from_millis(20);
+
+/// How often a worker folds what the relay offload counted into its
+/// channels' statistics, and installs the routes of pairs that became
+/// ready for it (a peer latched).
+const OFFLOAD_ROUND: Duration = Duration::from_millis(100);
 /// `recvmmsg` calls per readiness report at most.
 const READS_PER_EVENT: usize = 4;
 /// Datagrams per `recvmmsg` and `sendmmsg` on a shared socket: many
@@ -153,6 +161,12 @@ counters! {
         /// Packets that would have been relayed while the `relay-to`
         /// channel did not exist.
         not_relayed = "not-relayed",
+        /// Of `relayed`, those the kernel forwarded ([`Server::set_relay_offload`]):
+        /// counted in `packets-received`, `octets-received` and the
+        /// session's reception here and in the `relay-to` channel's
+        /// `packets-sent` and `octets-sent`, but never read by the worker
+        /// nor handed on.
+        relayed_offloaded = "relayed-offloaded",
     }
 }
 
@@ -236,6 +250,7 @@ const LATCHED: usize = col("latched");
 const LOCAL_PORT: usize = col("local-port");
 const RELAYED: usize = col("relayed");
 const NOT_RELAYED: usize = col("not-relayed");
+const RELAYED_OFFLOADED: usize = col("relayed-offloaded");
 #[cfg(test)]
 const RTCP_SENT: usize = session_col("rtcp-sent");
 const _: () = assert!(session_col("local-ssrc") == NCOUNTERS);
@@ -1411,6 +1426,9 @@ struct Shared<H: Handler> {
     released: Mutex<StatsRow>,
     /// The sessions' clock: `now` is the time since this instant, in ns.
     origin: Instant,
+    /// `CLOCK_MONOTONIC` (what [`Instant`] reads on Linux) at `origin`, in
+    /// ns: the relay offload's times are on it.
+    monotonic_zero: u64,
     /// NTP time at `origin`, read once so every session agrees.
     ntp_at_zero: u64,
     /// CNAME of the sessions of channels added from now on.
@@ -1421,12 +1439,27 @@ struct Shared<H: Handler> {
     gso: AtomicBool,
     /// See [`Server::gso_messages`].
     gso_messages: AtomicU64,
+    /// See [`Server::set_relay_offload`]: the program once loaded, and
+    /// whether the workers use it.
+    offload: Mutex<Option<Arc<Offload>>>,
+    offload_on: AtomicBool,
 }
 
 impl<H: Handler> Shared<H> {
     fn now(&self) -> u64 {
         nanos_since(self.origin)
     }
+}
+
+/// `CLOCK_MONOTONIC` now, in ns.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // Cannot fail with a valid clock and pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64
 }
 
 fn nanos_since(origin: Instant) -> u64 {
@@ -1504,6 +1537,7 @@ impl<H: Handler> Server<H> {
             ));
         }
         let origin = Instant::now();
+        let monotonic_zero = monotonic_ns();
         let since_epoch = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
@@ -1515,11 +1549,14 @@ impl<H: Handler> Server<H> {
             shared_kernel_drops: AtomicU64::new(0),
             released: Mutex::new([0; NSTATS]),
             origin,
+            monotonic_zero,
             ntp_at_zero: session::ntp_at_zero(0, since_epoch),
             cname: Mutex::new(default_cname()),
             rng: Mutex::new(SplitMix64::from_entropy()),
             gso: AtomicBool::new(true),
             gso_messages: AtomicU64::new(0),
+            offload: Mutex::new(None),
+            offload_on: AtomicBool::new(false),
         });
         let mut server = Server {
             shared,
@@ -1572,6 +1609,9 @@ impl<H: Handler> Server<H> {
                     updated: Vec::new(),
                     commands: Vec::new(),
                     now: 0,
+                    offload: None,
+                    offload_dirty: Vec::new(),
+                    next_offload_round: 0,
                 }
                 .run();
             })?;
@@ -1606,6 +1646,39 @@ impl<H: Handler> Server<H> {
     /// the workers' next round.
     pub fn set_gso(&self, gso: bool) {
         self.shared.gso.store(gso, Ordering::Relaxed);
+    }
+
+    /// Whether the kernel forwards the RTP of relayed channels
+    /// ([`crate::offload`]): a channel relaying to one on the same worker,
+    /// both IPv4 with a target each (configured, or latched: the first
+    /// packets always pass through the worker), has what it receives from
+    /// its target's SSRC, in sequence or late, forwarded by a tc program
+    /// without reaching its socket. Everything else (RTCP, another source,
+    /// a sequence jump, a malformed packet, the first packets of each
+    /// direction) still reaches the worker, which handles it as ever and
+    /// then re-seeds the route. The kernel's counts are folded into the
+    /// channels' statistics and sessions every 100 ms and before each
+    /// report (`relayed-offloaded` tells them apart). Offloaded packets are
+    /// not handed on to the [`Handler`]. Loading the program needs root
+    /// (`CAP_BPF` and `CAP_NET_ADMIN`) and Linux 6.6: the error says what
+    /// is missing, and relaying goes on in the workers.
+    pub fn set_relay_offload(&self, on: bool) -> Result<(), String> {
+        if on {
+            let mut loaded = lock(&self.shared.offload);
+            if loaded.is_none() {
+                *loaded = Some(Arc::new(Offload::load()?));
+            }
+        }
+        self.shared.offload_on.store(on, Ordering::Release);
+        for w in &self.workers {
+            w.notify.wake();
+        }
+        Ok(())
+    }
+
+    /// Whether [`Server::set_relay_offload`] is on.
+    pub fn relay_offload(&self) -> bool {
+        self.shared.offload_on.load(Ordering::Acquire)
     }
 
     /// Sets the CNAME of the sessions of channels added from now on; one
@@ -2795,6 +2868,10 @@ struct WorkerChannel<H: Handler> {
     /// The batch under way changed more of the session than
     /// [`SessionStats::PACKET_COLUMNS`]: it copies them all.
     publish_all: bool,
+    /// RTP from the target reached the worker while the channel's route
+    /// is offloaded: the session moved on without the kernel, which must
+    /// be seeded again ([`Worker::offload_sync`]).
+    offload_stale: bool,
     mode: RtcpMode,
     latch_rules: Latch,
     /// The shared socket the channel is a member of (its number).
@@ -2818,6 +2895,38 @@ struct WorkerChannel<H: Handler> {
     /// [`RtcpMode::PortPlusOne`]: the source of the first datagram on the
     /// RTCP socket while no target is configured.
     rtcp_latched: Option<SocketAddr>,
+    /// The route the relay offload has for what this channel receives.
+    offloaded: Option<Box<Offloaded>>,
+}
+
+/// A channel's route in the relay offload ([`Worker::offload_sync`]), and
+/// how much of what the kernel counted on it was folded in.
+struct Offloaded {
+    key: offload::Flow,
+    route: offload::Route,
+    /// The `relay-to` channel, which counts the packets as sent.
+    to: u32,
+    /// The session's reception when the route was seeded, then as folded.
+    seed: session::ReceptionSeed,
+    /// The route's packets, octets and payload octets already folded.
+    folded: (u64, u64, u64),
+    offload: Arc<Offload>,
+    /// `CLOCK_MONOTONIC` at the worker clock's zero, in ns: the kernel's
+    /// times on the worker's clock.
+    clock_zero: u64,
+}
+
+impl Offloaded {
+    /// When the kernel last forwarded a packet from the target, on the
+    /// worker's clock: a sound the worker does not hear.
+    fn heard_at(&self) -> Option<u64> {
+        let route = self.offload.read(&self.key).ok().flatten()?;
+        self.kernel_time(&route)
+    }
+
+    fn kernel_time(&self, route: &offload::Route) -> Option<u64> {
+        (route.packets > 0).then(|| route.last_ns.saturating_sub(self.clock_zero))
+    }
 }
 
 impl<H: Handler> WorkerChannel<H> {
@@ -2844,6 +2953,9 @@ impl<H: Handler> WorkerChannel<H> {
         channels: &Mutex<BTreeMap<u32, ChannelRef<H>>>,
     ) -> Took {
         let took = self.admit(data, from, on_rtcp_socket, now, handler);
+        if took == Took::Accepted && self.offloaded.is_some() {
+            self.offload_stale = true;
+        }
         let relays = match took {
             Took::Accepted => self.relay_to.is_some(),
             Took::Rtcp => self.relay_to.is_some() && self.mode != RtcpMode::Off,
@@ -3243,6 +3355,11 @@ impl<H: Handler> WorkerChannel<H> {
                 !self.wrong_host(from)
                     && self.latched_ssrc == Some(ssrc)
                     && now.saturating_sub(self.heard_at) >= ns(after)
+                    && self
+                        .offloaded
+                        .as_ref()
+                        .and_then(|o| o.heard_at())
+                        .is_none_or(|heard| now.saturating_sub(heard) >= ns(after))
             }),
         }
     }
@@ -3414,6 +3531,13 @@ struct Worker<H: Handler> {
     /// wake sends, reports and changes (a clock read costs as much as a
     /// session's work on a packet, so it is read once per wake).
     now: u64,
+    /// The relay offload while on ([`Server::set_relay_offload`]).
+    offload: Option<Arc<Offload>>,
+    /// Channels whose routes may have to change: a packet of an offloaded
+    /// one reached the worker, or the element changed its settings.
+    offload_dirty: Vec<u32>,
+    /// When the next [`Worker::offload_round`] is due (worker clock).
+    next_offload_round: u64,
 }
 
 impl<H: Handler> Worker<H> {
@@ -3438,8 +3562,18 @@ impl<H: Handler> Worker<H> {
                 // for what else is ready.
                 Some(Duration::ZERO)
             } else if tick.is_zero() {
-                // Sleep until something happens or a report is due.
-                self.until_report(Duration::ZERO)
+                // Sleep until something happens, a report is due or the
+                // offload's counts are.
+                let report = self.until_report(Duration::ZERO);
+                match self.offload {
+                    Some(_) => {
+                        let round = Duration::from_nanos(
+                            self.next_offload_round.saturating_sub(self.shared.now()),
+                        );
+                        Some(report.map_or(round, |r| r.min(round)))
+                    }
+                    None => report,
+                }
             } else {
                 // Paced rounds: epoll keeps what became ready meanwhile, so
                 // one round handles a tick's worth of packets in one go.
@@ -3503,6 +3637,7 @@ impl<H: Handler> Worker<H> {
                 }
             }
             self.handler.round_end();
+            self.offload_sync_dirty();
             if ready == EVENTS {
                 // More sockets are ready than one poll reports: no pause.
                 next_tick = Instant::now();
@@ -3531,6 +3666,9 @@ impl<H: Handler> Worker<H> {
                 next_tick = Instant::now();
             }
             self.send_reports();
+            if self.offload.is_some() || self.shared.offload_on.load(Ordering::Relaxed) {
+                self.offload_round();
+            }
         }
     }
 
@@ -3663,6 +3801,8 @@ impl<H: Handler> Worker<H> {
             receive_hint,
             session,
             publish_all: false,
+            offload_stale: false,
+            offloaded: None,
         };
         let key = wc.route_key();
         let slot = self.table.insert(id, wc);
@@ -3704,6 +3844,12 @@ impl<H: Handler> Worker<H> {
     /// session when it sends RTCP and has a target, while its socket is
     /// still open; then it leaves the worker ([`Worker::detach`]).
     fn close(&mut self, id: u32) -> Option<WorkerChannel<H>> {
+        // Its datagrams, and those its peer relays to it, reach the sockets
+        // again (and are counted there) before it goes.
+        self.offload_unroute(id);
+        if let Some(to) = self.table.get(&id).and_then(|wc| wc.relay_to) {
+            self.offload_unroute(to);
+        }
         let mut out = Vec::new();
         while self.table.contains_key(&id) && self.send_batch(id, &mut out) == BATCH {}
         self.flush_shared();
@@ -3751,6 +3897,8 @@ impl<H: Handler> Worker<H> {
                 break;
             }
             self.deadlines.pop();
+            // What the kernel forwarded is in the report.
+            self.offload_fold(id);
             let Some(wc) = self.table.get_mut(&id) else {
                 continue;
             };
@@ -3779,6 +3927,215 @@ impl<H: Handler> Worker<H> {
         }
     }
 
+    /// Follows [`Server::set_relay_offload`], routes anew the channels
+    /// that asked for it this round, and every [`OFFLOAD_ROUND`] folds the
+    /// kernel's counts in and routes the pairs that became ready.
+    fn offload_round(&mut self) {
+        let on = self.shared.offload_on.load(Ordering::Acquire);
+        if on != self.offload.is_some() {
+            if !on {
+                let ids: Vec<u32> = self.table.keys().copied().collect();
+                for id in ids {
+                    self.offload_unroute(id);
+                }
+                self.offload = None;
+                self.offload_dirty.clear();
+                return;
+            }
+            self.offload = lock(&self.shared.offload).clone();
+            self.next_offload_round = self.now;
+        }
+        if self.offload.is_none() {
+            return;
+        }
+        self.offload_sync_dirty();
+        if self.now >= self.next_offload_round {
+            self.next_offload_round = self.now.saturating_add(ns(OFFLOAD_ROUND));
+            let ids: Vec<u32> = self.table.keys().copied().collect();
+            for id in ids {
+                self.offload_fold(id);
+                self.offload_sync(id);
+            }
+        }
+    }
+
+    /// Routes anew the channels that asked for it ([`Worker::offload_dirty`]).
+    /// Run before the round's sends: a packet relayed by the worker after a
+    /// peer moved reaches the other peer only once the kernel's route in
+    /// the other direction follows the move, so its answer goes to the new
+    /// address.
+    fn offload_sync_dirty(&mut self) {
+        if self.offload_dirty.is_empty() {
+            return;
+        }
+        let mut dirty = std::mem::take(&mut self.offload_dirty);
+        for id in dirty.drain(..) {
+            self.offload_sync(id);
+        }
+        // The vector goes back, keeping its room.
+        self.offload_dirty = dirty;
+    }
+
+    /// The route channel `id` should have in the relay offload, with the
+    /// `relay-to` channel and the session's reception it is seeded with:
+    /// the two channels relay to each other on this worker, both IPv4 with
+    /// a target, and both sessions know their remote source (so each
+    /// direction has sent, and the kernel learns from its frames where the
+    /// other direction's go).
+    fn offload_wanted(
+        &self,
+        id: u32,
+    ) -> Option<(offload::Flow, offload::Route, u32, session::ReceptionSeed)> {
+        let v4 = |addr: SocketAddr| match canonical(addr) {
+            SocketAddr::V4(a) => Some(a),
+            SocketAddr::V6(_) => None,
+        };
+        let wc = self.table.get(&id)?;
+        let to = wc.relay_to?;
+        let peer = self.table.get(&to).filter(|p| p.relay_to == Some(id))?;
+        let (remote, local) = (v4(wc.remote?)?, v4(wc.channel.local)?);
+        let (peer_remote, peer_local) = (v4(peer.remote?)?, v4(peer.channel.local)?);
+        peer.session.reception_seed()?;
+        let seed = wc.session.reception_seed()?;
+        let route = offload::Route::new(
+            offload::Flow::new(peer_local, peer_remote),
+            offload::Flow::new(peer_remote, peer_local),
+            wc.session.clock_rate().unwrap_or(0),
+            &seed,
+        );
+        Some((offload::Flow::new(remote, local), route, to, seed))
+    }
+
+    /// Gives channel `id`, and the channel relaying back to it, the routes
+    /// they should have now ([`Worker::offload_wanted`]): unchanged when
+    /// nothing moved, else the old one taken out (its counts folded in)
+    /// and the new one seeded from the session.
+    fn offload_sync(&mut self, id: u32) {
+        self.offload_sync_one(id);
+        if let Some(to) = self.table.get(&id).and_then(|wc| wc.relay_to)
+            && to != id
+            && self.table.get(&to).is_some_and(|p| p.relay_to == Some(id))
+        {
+            self.offload_sync_one(to);
+        }
+    }
+
+    fn offload_sync_one(&mut self, id: u32) {
+        let Some(offload) = self.offload.clone() else {
+            return;
+        };
+        let wanted = self.offload_wanted(id);
+        let Some(wc) = self.table.get_mut(&id) else {
+            return;
+        };
+        let stale = std::mem::take(&mut wc.offload_stale);
+        if let (Some(have), Some((key, route, to, _))) = (&wc.offloaded, &wanted)
+            && !stale
+            && have.key == *key
+            && have.to == *to
+            && have.route.same_as(route)
+        {
+            return;
+        }
+        if wc.offloaded.is_none() && wanted.is_none() {
+            return;
+        }
+        // The old route's last counts go into the session before it seeds
+        // the new one.
+        let old = self.offload_unroute(id);
+        let Some((key, mut route, to, seed)) = self.offload_wanted(id) else {
+            return;
+        };
+        if let Some((old_key, old)) = old
+            && old_key == key
+        {
+            route.keep_learnt(&old);
+        }
+        let Some(wc) = self.table.get_mut(&id) else {
+            return;
+        };
+        // A full map (65,536 routes) or a failing one leaves the relay to
+        // the worker, as without the offload.
+        if offload.install(&key, &route).is_ok() {
+            wc.offloaded = Some(Box::new(Offloaded {
+                key,
+                route,
+                to,
+                seed,
+                folded: (0, 0, 0),
+                offload,
+                clock_zero: self.shared.monotonic_zero,
+            }));
+        }
+    }
+
+    /// Takes channel `id`'s route out of the kernel, folding in its last
+    /// counts: its datagrams reach its socket again. Returns the route's
+    /// key and last state.
+    fn offload_unroute(&mut self, id: u32) -> Option<(offload::Flow, offload::Route)> {
+        let offload = self.offload.clone()?;
+        let mut have = self.table.get_mut(&id)?.offloaded.take()?;
+        let route = offload.remove(&have.key).ok().flatten()?;
+        self.offload_fold_route(id, &mut have, &route);
+        Some((have.key, route))
+    }
+
+    /// Folds what the kernel counted on channel `id`'s route since the last
+    /// fold into its statistics and session, and into its `relay-to`
+    /// channel's sends.
+    fn offload_fold(&mut self, id: u32) {
+        let Some(offload) = self.offload.clone() else {
+            return;
+        };
+        let Some(mut have) = self.table.get_mut(&id).and_then(|wc| wc.offloaded.take()) else {
+            return;
+        };
+        if let Ok(Some(route)) = offload.read(&have.key) {
+            self.offload_fold_route(id, &mut have, &route);
+        }
+        if let Some(wc) = self.table.get_mut(&id) {
+            wc.offloaded = Some(have);
+        }
+    }
+
+    fn offload_fold_route(&mut self, id: u32, have: &mut Offloaded, route: &offload::Route) {
+        let packets = route.packets.saturating_sub(have.folded.0);
+        if packets == 0 {
+            return;
+        }
+        let octets = route.octets.saturating_sub(have.folded.1);
+        let payload = route.payload_octets.saturating_sub(have.folded.2);
+        have.folded = (route.packets, route.octets, route.payload_octets);
+        have.seed = session::ReceptionSeed {
+            highest: route.highest,
+            jitter16: u64::from(route.jitter16),
+            max_jitter16: u64::from(route.max_jitter16),
+            ..have.seed
+        };
+        let to = self.table.get(&have.to).map(|p| p.channel.clone());
+        let Some(wc) = self.table.get_mut(&id) else {
+            return;
+        };
+        wc.session.fold_reception(packets, payload, &have.seed);
+        // A move needs the target's silence from its last packet.
+        if let Some(heard) = have.kernel_time(route) {
+            wc.heard_at = wc.heard_at.max(heard);
+        }
+        {
+            let write = wc.channel.write_stats();
+            write.session(&wc.session);
+            write.bump(RELAYED, packets);
+            write.bump(RELAYED_OFFLOADED, packets);
+            write.bump(OCTETS_RECEIVED, octets);
+            write.bump(PACKETS_RECEIVED, packets);
+        }
+        if let Some(to) = to {
+            let write = to.write_stats();
+            write.bump(OCTETS_SENT, octets);
+            write.bump(PACKETS_SENT, packets);
+        }
+    }
+
     /// Applies what the element changed on channel `id` (see
     /// [`WorkerChannel::refresh`]) and files the channel anew where that
     /// moved its report deadline or its shared socket's routes.
@@ -3787,10 +4144,14 @@ impl<H: Handler> Worker<H> {
             return;
         };
         let before = wc.route_key();
+        let changed = wc.channel.dirty.load(Ordering::Relaxed);
         if wc.refresh(self.now) {
             push_deadline(&mut self.deadlines, id, &wc.session);
         }
         reindex(&mut self.sockets, slot, wc, before);
+        if changed && self.offload.is_some() {
+            self.offload_dirty.push(id);
+        }
     }
 
     /// Reads a channel's own socket (its RTCP one when `on_rtcp_socket`).
@@ -3865,6 +4226,9 @@ impl<H: Handler> Worker<H> {
                     accepted: &self.accepted,
                 },
             );
+            if wc.offload_stale {
+                self.offload_dirty.push(id);
+            }
             // A short read emptied the socket.
             if n < asked {
                 break;
@@ -3894,6 +4258,7 @@ impl<H: Handler> Worker<H> {
             shared,
             backlog,
             notify,
+            offload_dirty,
             ..
         } = self;
         let Some(ss) = sockets.get_mut(&number) else {
@@ -3984,6 +4349,9 @@ impl<H: Handler> Worker<H> {
                     }
                 }
                 wc.finish_batch(&tally, handler, Batch { recv, accepted });
+                if wc.offload_stale {
+                    offload_dirty.push(wc.channel.id);
+                }
                 // Of what the routes go by, receiving changes only the
                 // target, by latching (the SSRCs change on sends and
                 // settings): it may have latched the source it matched by
@@ -4975,7 +5343,7 @@ mod tests {
         let ncols = NSTATS + 1;
         assert_eq!(words.len(), 2 * ncols);
         assert_eq!(&words[..3], &[PACKED_STATS_VERSION, ncols as u64, 1]);
-        assert_eq!(PACKED_STATS_VERSION, 4);
+        assert_eq!(PACKED_STATS_VERSION, 5);
         assert_eq!(words[ncols], 3);
         assert_eq!(words[ncols + 1 + PACKETS_RECEIVED], 7);
         assert_eq!(words[ncols + 1 + lost] as i64, -2, "two's complement");
@@ -4984,7 +5352,8 @@ mod tests {
         assert_eq!(columns[1 + LOCAL_PORT], "local-port");
         assert_eq!(columns[2 + LOCAL_PORT], "relayed");
         assert_eq!(columns[3 + LOCAL_PORT], "not-relayed");
-        assert_eq!(columns[4 + LOCAL_PORT], "local-ssrc", "the session's after");
+        assert_eq!(columns[4 + LOCAL_PORT], "relayed-offloaded");
+        assert_eq!(columns[5 + LOCAL_PORT], "local-ssrc", "the session's after");
         for (i, name) in columns[1..].iter().enumerate() {
             assert!(!columns[..i + 1].contains(name), "{name} twice");
             assert_eq!(stats_name(i), *name);
@@ -5393,6 +5762,328 @@ mod tests {
         assert!(sb[PACKETS_SENT] >= 6);
         assert_eq!(sa[SEND_ERRORS] + sb[SEND_ERRORS], 0);
         (a.worker, b.worker)
+    }
+
+    /// Runs one traffic through a two-way relay, with the relay offload
+    /// (`offload`) or without, and returns both channels' statistics and
+    /// how many packets each peer sent. Every packet must reach the other
+    /// peer as it was sent, from the relay's other side, whichever path
+    /// it took.
+    fn relay_traffic(offload: bool) -> Option<(StatsRow, StatsRow, u64, u64)> {
+        let (srv, _rx) = server_with_workers(1, Duration::ZERO);
+        if offload && !offload_or_skip(&srv) {
+            return None;
+        }
+        let (peer_a, peer_b) = (
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+        );
+        let config = |relay_to| ChannelConfig {
+            relay_to: Some(relay_to),
+            rtcp: RtcpMode::Mux,
+            clock_rate: Some(8000),
+            ..loopback()
+        };
+        let a = srv.add_channel(0, config(1), ()).unwrap();
+        let b = srv.add_channel(1, config(0), ()).unwrap();
+        let (mut sent_a, mut sent_b) = (0, 0);
+        // One packet at a time, each checked where it comes out.
+        let mut a_to_b = |seq: u16| {
+            let p = packet_from(seq, 0xa);
+            peer_a.send_to(&p, a.local_addr()).unwrap();
+            assert_eq!(recv_from(&peer_b), (p, b.local_addr()), "seq {seq}");
+            sent_a += 1;
+        };
+        let mut b_to_a = |seq: u16| {
+            let p = packet_from(seq, 0xb);
+            peer_b.send_to(&p, b.local_addr()).unwrap();
+            assert_eq!(recv_from(&peer_a), (p, a.local_addr()), "seq {seq}");
+            sent_b += 1;
+        };
+        // Both sessions learn their source (through the worker); the
+        // routes follow within a round. a's first packet finds b without
+        // a target yet (b counts a send error); then both have one.
+        peer_a
+            .send_to(&packet_from(0, 0xa), a.local_addr())
+            .unwrap();
+        assert!(wait_for(|| b.stats()[SEND_ERRORS] == 1));
+        for seq in 0..5 {
+            b_to_a(seq);
+            a_to_b(seq + 1);
+        }
+        std::thread::sleep(OFFLOAD_ROUND * 3);
+        // Loss (50 to 52 both ways, and b's 5), reordering and a duplicate
+        // (a's 150) pass through as they are.
+        for seq in (6..200).filter(|s| !(50..53).contains(s)) {
+            let seq = match seq {
+                100 => 101,
+                101 => 100,
+                _ => seq,
+            };
+            a_to_b(seq);
+            if seq == 150 {
+                a_to_b(seq);
+            }
+            b_to_a(seq);
+        }
+        // The sender restarts: a jump, confirmed by the next packet.
+        for seq in 10_000..10_100 {
+            a_to_b(seq);
+        }
+        // RTCP keeps to the sockets, and is relayed.
+        let rr = [0x80, 201, 0, 1, 0, 0, 0, 0xa];
+        peer_a.send_to(&rr, a.local_addr()).unwrap();
+        assert_eq!(recv_from(&peer_b), (rr.to_vec(), b.local_addr()));
+        let (sent_a, sent_b) = (sent_a + 2, sent_b);
+        assert!(
+            wait_for(
+                || a.stats()[PACKETS_RECEIVED] == sent_a && b.stats()[PACKETS_RECEIVED] == sent_b
+            ),
+            "{:?} {:?}",
+            (a.stats()[PACKETS_RECEIVED], sent_a),
+            (b.stats()[PACKETS_RECEIVED], sent_b)
+        );
+        Some((a.stats(), b.stats(), sent_a, sent_b))
+    }
+
+    #[test]
+    fn relay_offload_forwards_in_the_kernel_and_counts_as_the_worker_does() {
+        let Some((oa, ob, sent_a, sent_b)) = relay_traffic(true) else {
+            return;
+        };
+        let (wa, wb, ..) = relay_traffic(false).unwrap();
+        // Most went through the kernel: all but the first of each
+        // direction, the RTCP and what reached the worker on the way
+        // (the jump, the first packet after each route's install).
+        assert_eq!(wa[RELAYED_OFFLOADED] + wb[RELAYED_OFFLOADED], 0);
+        assert!(
+            oa[RELAYED_OFFLOADED] >= sent_a - 20,
+            "{}",
+            oa[RELAYED_OFFLOADED]
+        );
+        assert!(
+            ob[RELAYED_OFFLOADED] >= sent_b - 20,
+            "{}",
+            ob[RELAYED_OFFLOADED]
+        );
+        // Counted the same either way, in the channels and their sessions.
+        let compare = [
+            PACKETS_RECEIVED,
+            OCTETS_RECEIVED,
+            RELAYED,
+            NOT_RELAYED,
+            DROPPED_FOREIGN_SOURCE,
+            DROPPED_NOT_RTP,
+            session_col("remote-ssrc"),
+            session_col("rtp-packets-received"),
+            session_col("rtp-payload-octets-received"),
+            session_col("packets-expected"),
+            session_col("packets-lost"),
+            session_col("rtcp-received"),
+            session_col("rr-received"),
+        ];
+        for (offloaded, worker) in [(&oa, &wa), (&ob, &wb)] {
+            for column in compare {
+                assert_eq!(offloaded[column], worker[column], "{}", stats_name(column));
+            }
+            // The relay-to channel sent each (its own reports aside).
+            assert_eq!(
+                offloaded[RELAYED] + offloaded[NOT_RELAYED],
+                offloaded[PACKETS_RECEIVED]
+            );
+        }
+        // a's first went nowhere: b had no target yet.
+        assert_eq!(oa[RELAYED], sent_a);
+        assert_eq!(ob[SEND_ERRORS], 1);
+        let own_reports = |row: &StatsRow| row[session_col("rtcp-sent")];
+        assert_eq!(ob[PACKETS_SENT] - own_reports(&ob), sent_a - 1);
+        assert_eq!(oa[PACKETS_SENT] - own_reports(&oa), sent_b);
+        // 3 lost before the restart; counted anew from it.
+        // a's sender restarted at 10,000 (confirmed by 10,001): counted
+        // anew from there. b's lost 5 and 50 to 52; its first packet was
+        // its source's probation.
+        assert_eq!(
+            (ss(&oa, "rtp-packets-received"), ss(&oa, "packets-lost")),
+            (99, 0)
+        );
+        assert_eq!(ss(&ob, "rtp-packets-received"), sent_b - 1);
+        assert_eq!(ss(&ob, "packets-lost"), 4);
+        assert_ne!(
+            ss(&oa, "jitter"),
+            session::UNKNOWN,
+            "the kernel's jitter is folded in"
+        );
+    }
+
+    /// Turns the relay offload on, or says why the test cannot go on
+    /// ([`offload::tests::available`]).
+    fn offload_or_skip(srv: &Server<Collect>) -> bool {
+        offload::tests::available(srv.set_relay_offload(true)).is_some()
+    }
+
+    /// Channels bound to any address: the route matches any local
+    /// address, and the packets leave from the one the other peer sends
+    /// to, as the socket would send them.
+    #[test]
+    fn relay_offload_serves_channels_bound_to_any_address() {
+        let (srv, _rx) = server_with_workers(1, Duration::ZERO);
+        if !offload_or_skip(&srv) {
+            return;
+        }
+        let config = |relay_to| ChannelConfig {
+            relay_to: Some(relay_to),
+            ..Default::default()
+        };
+        let a = srv.add_channel(0, config(1), ()).unwrap();
+        let b = srv.add_channel(1, config(0), ()).unwrap();
+        let at = |ch: &ChannelRef<Collect>| {
+            SocketAddr::from((Ipv4Addr::LOCALHOST, ch.local_addr().port()))
+        };
+        let (peer_a, peer_b) = (
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+        );
+        peer_b.send_to(&packet_from(0, 0xb), at(&b)).unwrap();
+        assert!(wait_for(|| a.stats()[SEND_ERRORS] == 1));
+        for seq in 1..30 {
+            let p = packet_from(seq, 0xa);
+            peer_a.send_to(&p, at(&a)).unwrap();
+            assert_eq!(recv_from(&peer_b), (p, at(&b)), "seq {seq}");
+            let p = packet_from(seq, 0xb);
+            peer_b.send_to(&p, at(&b)).unwrap();
+            assert_eq!(recv_from(&peer_a), (p, at(&a)), "seq {seq}");
+            if seq == 3 {
+                std::thread::sleep(OFFLOAD_ROUND * 3);
+            }
+        }
+        assert!(wait_for(
+            || a.stats()[RELAYED_OFFLOADED] >= 20 && b.stats()[RELAYED_OFFLOADED] >= 20
+        ));
+        assert_eq!(a.stats()[PACKETS_RECEIVED], 29);
+        assert_eq!(b.stats()[PACKETS_RECEIVED], 30);
+    }
+
+    /// The routes follow the channels: a peer that moves (latched again
+    /// after its silence) is forwarded from and to at its new address, and
+    /// the old address is foreign; turned off, the workers relay and count
+    /// on; turned on again, the kernel takes over again; a channel removed
+    /// takes its routes along, and its peer's packets are then counted
+    /// `not-relayed`. Nothing is lost or left uncounted on the way.
+    #[test]
+    fn relay_offload_follows_a_move_being_turned_off_and_a_removal() {
+        let (srv, _rx) = server_with_workers(1, Duration::ZERO);
+        if !offload_or_skip(&srv) {
+            return;
+        }
+        let config = |relay_to| ChannelConfig {
+            relay_to: Some(relay_to),
+            latch_rules: Latch {
+                relatch_after: Some(Duration::from_millis(100)),
+                ..Latch::default()
+            },
+            ..loopback()
+        };
+        let a = srv.add_channel(0, config(1), ()).unwrap();
+        let b = srv.add_channel(1, config(0), ()).unwrap();
+        let bind = || UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (peer_a, peer_b, moved) = (bind(), bind(), bind());
+        // Datagrams sent to a.
+        let to_a = std::cell::Cell::new(0u64);
+        // One packet each way, each checked where it comes out.
+        let round = |seq: u16, peer_a: &UdpSocket| {
+            let p = packet_from(seq, 0xa);
+            peer_a.send_to(&p, a.local_addr()).unwrap();
+            assert_eq!(recv_from(&peer_b), (p, b.local_addr()), "seq {seq}");
+            let p = packet_from(seq, 0xb);
+            peer_b.send_to(&p, b.local_addr()).unwrap();
+            assert_eq!(recv_from(peer_a), (p, a.local_addr()), "seq {seq}");
+            to_a.set(to_a.get() + 1);
+        };
+        let offloaded = || (a.stats()[RELAYED_OFFLOADED], b.stats()[RELAYED_OFFLOADED]);
+        // b's first finds a without a target; then both learn theirs and
+        // the routes go in.
+        peer_b
+            .send_to(&packet_from(0, 0xb), b.local_addr())
+            .unwrap();
+        assert!(wait_for(|| a.stats()[SEND_ERRORS] == 1));
+        for seq in 1..4 {
+            round(seq, &peer_a);
+        }
+        std::thread::sleep(OFFLOAD_ROUND * 3);
+        // For longer than the silence that allows a move, all through
+        // the kernel but the first packets.
+        for seq in 4..24 {
+            round(seq, &peer_a);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            wait_for(|| offloaded().0 >= 15 && offloaded().1 >= 15),
+            "{:?}",
+            offloaded()
+        );
+        // The peer streams through the kernel, unseen by the worker: that
+        // is no silence, and another source with its SSRC is foreign.
+        moved
+            .send_to(&packet_from(24, 0xa), a.local_addr())
+            .unwrap();
+        assert!(wait_for(|| a.stats()[DROPPED_FOREIGN_SOURCE] == 1));
+        to_a.set(to_a.get() + 1);
+        round(24, &peer_a);
+        // a's peer falls silent, then sends from another port: a latches
+        // it, and both directions follow.
+        std::thread::sleep(Duration::from_millis(150));
+        let before = offloaded();
+        for seq in 25..44 {
+            round(seq, &moved);
+        }
+        assert!(
+            wait_for(|| offloaded().0 >= before.0 + 15 && offloaded().1 >= before.1 + 15),
+            "{before:?} {:?}",
+            offloaded()
+        );
+        peer_a
+            .send_to(&packet_from(44, 0xa), a.local_addr())
+            .unwrap();
+        assert!(wait_for(|| a.stats()[DROPPED_FOREIGN_SOURCE] == 2));
+        to_a.set(to_a.get() + 1);
+        // Off: the workers relay, and count on.
+        srv.set_relay_offload(false).unwrap();
+        std::thread::sleep(OFFLOAD_ROUND);
+        let off = offloaded();
+        for seq in 45..65 {
+            round(seq, &moved);
+        }
+        assert_eq!(offloaded(), off);
+        // On again.
+        srv.set_relay_offload(true).unwrap();
+        std::thread::sleep(OFFLOAD_ROUND * 3);
+        for seq in 65..85 {
+            round(seq, &moved);
+        }
+        assert!(
+            wait_for(|| offloaded().0 >= off.0 + 15),
+            "{off:?} {:?}",
+            offloaded()
+        );
+        // b goes: a's packets reach the worker, counted as not relayed.
+        assert!(srv.remove_channel(1, Duration::from_secs(5)));
+        moved
+            .send_to(&packet_from(85, 0xa), a.local_addr())
+            .unwrap();
+        to_a.set(to_a.get() + 1);
+        assert!(wait_for(|| a.stats()[NOT_RELAYED] == 1));
+        let sa = a.stats();
+        let to_a = to_a.get();
+        assert_eq!(sa[PACKETS_RECEIVED], to_a);
+        assert_eq!(
+            sa[RELAYED] + sa[NOT_RELAYED] + sa[DROPPED_FOREIGN_SOURCE],
+            to_a
+        );
+        assert_eq!(
+            ss(&sa, "rtp-packets-received"),
+            to_a - 3,
+            "but the 2 foreign and the first"
+        );
     }
 
     #[test]

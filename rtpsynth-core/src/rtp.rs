@@ -419,6 +419,12 @@ impl SeqExtender {
         self.highest
     }
 
+    /// Records `highest` as the highest extended number: counted elsewhere
+    /// (the relay offload counts in the kernel, then hands it back).
+    pub fn set_highest(&mut self, highest: u64) {
+        self.highest = Some(highest);
+    }
+
     /// Forgets the stream, so the next number starts a new cycle count.
     pub fn reset(&mut self) {
         self.highest = None;

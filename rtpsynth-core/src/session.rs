@@ -503,6 +503,15 @@ impl SessionStats {
     }
 }
 
+/// See [`Session::reception_seed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceptionSeed {
+    pub ssrc: u32,
+    pub highest: u64,
+    pub jitter16: u64,
+    pub max_jitter16: u64,
+}
+
 /// What the session knows of the remote source: RFC 3550 A.1's `source`
 /// with the 64-bit extended numbers of [`SeqExtender`] in place of
 /// `cycles` + `max_seq`.
@@ -876,6 +885,49 @@ impl Session {
         self.remote = Some(src);
         self.mos_x100 = None;
         Received::NewSource { ssrc, previous }
+    }
+
+    /// Where reception stands, for counting to go on elsewhere (the relay
+    /// offload, [`crate::offload`]): the remote source's SSRC, extended
+    /// highest sequence number, and jitter × 16 with its highest. None
+    /// before a source is confirmed (its packets must reach
+    /// [`Session::handle_rtp`] to pass probation).
+    pub fn reception_seed(&self) -> Option<ReceptionSeed> {
+        let src = self.remote.as_ref()?;
+        Some(ReceptionSeed {
+            ssrc: src.ssrc,
+            highest: src.highest(),
+            jitter16: src.jitter16,
+            max_jitter16: src.max_jitter16,
+        })
+    }
+
+    /// Takes in `packets` (with `payload_octets`) of source `ssrc` counted
+    /// elsewhere since [`Session::reception_seed`] or the last fold, which
+    /// left the reception at `now_seed`. Returns false, changing nothing,
+    /// when `ssrc` is no longer the remote source.
+    pub fn fold_reception(
+        &mut self,
+        packets: u64,
+        payload_octets: u64,
+        now_seed: &ReceptionSeed,
+    ) -> bool {
+        let Some(src) = self.remote.as_mut().filter(|s| s.ssrc == now_seed.ssrc) else {
+            return false;
+        };
+        if packets == 0 {
+            return true;
+        }
+        src.received += packets;
+        src.octets += payload_octets;
+        src.ext.set_highest(now_seed.highest);
+        src.jitter16 = now_seed.jitter16;
+        src.max_jitter16 = src.max_jitter16.max(now_seed.max_jitter16);
+        // The transit was measured on another clock: the next packet here
+        // starts the jitter's differences afresh.
+        src.transit = None;
+        src.byed = false;
+        true
     }
 
     /// Accounts for an RTP packet sent at `now`. A packet with another SSRC

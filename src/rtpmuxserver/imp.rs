@@ -562,6 +562,8 @@ pub struct RtpMuxServer {
     tick_ms: AtomicU32,
     /// The `gso` property (true once constructed).
     gso: AtomicBool,
+    /// The `relay-offload` property.
+    relay_offload: AtomicBool,
     /// Worker threads of the next start; 0 until set (1).
     workers: AtomicU32,
     /// The sessions' CNAME; random until set.
@@ -732,6 +734,19 @@ impl RtpMuxServer {
         }
     }
 
+    /// Turns the relay offload on or off as the property says; when it
+    /// cannot be on, says why on the bus (relaying goes on in the workers).
+    fn apply_relay_offload(&self, server: &mux::Server<Deliver>) {
+        let on = self.relay_offload.load(Ordering::Relaxed);
+        if let Err(e) = server.set_relay_offload(on) {
+            gst::element_imp_warning!(
+                self,
+                gst::ResourceError::Settings,
+                ("relay-offload not available, relaying in the worker threads: {e}")
+            );
+        }
+    }
+
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let deliver = || Deliver {
             element: self.obj().downgrade(),
@@ -749,6 +764,7 @@ impl RtpMuxServer {
             )
         })?;
         server.set_gso(self.gso.load(Ordering::Relaxed));
+        self.apply_relay_offload(&server);
         // The property refuses a CNAME too long, so this cannot fail.
         if let Err(e) = server.set_cname(&lock(&self.cname)) {
             gst::warning!(CAT, imp = self, "{e}");
@@ -1106,6 +1122,26 @@ impl ObjectImpl for RtpMuxServer {
                     .maximum(MAX_WORKERS)
                     .default_value(1)
                     .build(),
+                glib::ParamSpecBoolean::builder("relay-offload")
+                    .nick("Relay in the kernel")
+                    .blurb(
+                        "Have the kernel forward the RTP of channels that relay to each other \
+                         (relay-to set on both, on one worker, IPv4), with no socket and no \
+                         worker in the path: a tc program on the ingress of every Ethernet and \
+                         loopback interface, routes installed once both channels have a target \
+                         and a confirmed source. Each direction's first packets, RTCP, another \
+                         SSRC, a sequence jump and malformed packets still reach the worker, \
+                         which handles them as ever. What the kernel forwarded is counted as \
+                         the worker counts it (packets-received, relayed, the session's \
+                         reception, the other channel's packets-sent), folded in every 100 ms \
+                         and before each report, and shown apart in relayed-offloaded; it is \
+                         not pushed on src_N or src_all. Needs root (CAP_BPF and \
+                         CAP_NET_ADMIN) and Linux 6.6 or later: otherwise a WARNING message says \
+                         why, and relaying stays in the workers. Off by default.",
+                    )
+                    .default_value(false)
+                    .mutable_playing()
+                    .build(),
                 glib::ParamSpecBoolean::builder("gso")
                     .nick("UDP GSO")
                     .blurb(
@@ -1146,6 +1182,7 @@ impl ObjectImpl for RtpMuxServer {
                          send-errors, latched = channels latched now, channels, packets-pushed, \
                          dropped-downstream, dropped-no-socket, dropped-unknown-source = datagrams \
                          on shared sockets that belonged to no channel, relayed, not-relayed, \
+                         relayed-offloaded = relayed by the kernel (see relay-offload), \
                          gso-messages = UDP GSO messages sent (see gso), each of 2 to 64 of \
                          the datagrams packets-sent counts; \
                          and the sums of the session \
@@ -1195,6 +1232,13 @@ impl ObjectImpl for RtpMuxServer {
                     server.set_tick(Duration::from_millis(u64::from(ms)));
                 }
             }
+            "relay-offload" => {
+                let on: bool = value.get().unwrap_or(false);
+                self.relay_offload.store(on, Ordering::Relaxed);
+                if let Some(server) = lock(&self.server).as_ref() {
+                    self.apply_relay_offload(server);
+                }
+            }
             "gso" => {
                 let gso: bool = value.get().unwrap_or(true);
                 self.gso.store(gso, Ordering::Relaxed);
@@ -1239,6 +1283,7 @@ impl ObjectImpl for RtpMuxServer {
             "tick" => self.tick_ms.load(Ordering::Relaxed).to_value(),
             "workers" => self.worker_count().to_value(),
             "gso" => self.gso.load(Ordering::Relaxed).to_value(),
+            "relay-offload" => self.relay_offload.load(Ordering::Relaxed).to_value(),
             "cname" => lock(&self.cname).to_value(),
             "stats" => self.stats().to_value(),
             "stats-packed" => self.packed_stats().to_value(),

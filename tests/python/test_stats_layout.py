@@ -21,8 +21,8 @@ def packed(version, rows, ncols=None, nrows=None):
 
 
 def test_every_known_version_decodes_by_its_own_columns():
-    assert sorted(rtpsynth.LAYOUTS) == [1, 2, 3, 4]
-    assert rtpsynth.LAYOUT_VERSION == 4
+    assert sorted(rtpsynth.LAYOUTS) == [1, 2, 3, 4, 5]
+    assert rtpsynth.LAYOUT_VERSION == 5
     for version, lay in rtpsynth.LAYOUTS.items():
         names = lay.names
         rows = [[7] + list(range(100, 100 + len(names) - 1)), [9] + [0] * (len(names) - 1)]
@@ -50,6 +50,14 @@ def test_version_4_adds_the_relay_counters_between_the_counters_and_the_session(
     assert [c.name for c in rtpsynth.LAYOUTS[4].columns if c.signed] == ["packets-lost", "remote-packets-lost"]
 
 
+def test_version_5_adds_relayed_offloaded_after_not_relayed():
+    v4, v5 = rtpsynth.LAYOUTS[4].names, rtpsynth.LAYOUTS[5].names
+    at = v5.index("not-relayed") + 1
+    assert v5[at] == "relayed-offloaded"
+    assert v5[:at] + v5[at + 1 :] == v4
+    assert [c.name for c in rtpsynth.LAYOUTS[5].columns if c.signed] == ["packets-lost", "remote-packets-lost"]
+
+
 def test_signed_columns_decode_as_int64(monkeypatch):
     # A layout with a signed column, as a future version adds one: one
     # table entry, and both decoders read two's complement.
@@ -73,10 +81,10 @@ def test_empty_server_has_header_only():
 
 
 def test_an_unknown_version_is_refused_naming_it_and_the_known_ones():
-    for version in (0, 5, 2**64 - 1):
+    for version in (0, 6, 2**64 - 1):
         data = struct.pack("<3Q", version, 3, 0)
         for decode in (rtpsynth.to_dicts, rtpsynth.to_numpy, rtpsynth.header):
-            with pytest.raises(ValueError, match=rf"version {version} is unknown.* reads versions 1, 2, 3, 4$"):
+            with pytest.raises(ValueError, match=rf"version {version} is unknown.* reads versions 1, 2, 3, 4, 5$"):
                 decode(data)
     with pytest.raises(rtpsynth.LayoutError, match="version 7 is unknown"):
         rtpsynth.layout(7)

@@ -89,10 +89,10 @@ def test_layout_3_decodes_live_session_columns_and_negative_losses(exchange):
     time.sleep(0.5)
     packed = m.get_property("stats-packed")
     columns = list(m.get_property("stats-columns"))
-    # Layout 4 (the live element's): layout 3's session columns, with the
+    # Layout 5 (the live element's): layout 3's session columns, with the
     # relay counters before them.
-    assert rtpsynth.header(packed, columns) == (4, 1 + 13 + 31, 2)
-    assert columns == rtpsynth.layout(4).names
+    assert rtpsynth.header(packed, columns) == (5, 1 + 14 + 31, 2)
+    assert columns == rtpsynth.layout(5).names
     dicts = {r["channel"]: r for r in rtpsynth.to_dicts(packed, columns)}
     table = rtpsynth.to_numpy(packed, columns)
     assert table.dtype["packets-lost"] == np.dtype("<i8")

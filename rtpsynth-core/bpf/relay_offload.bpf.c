@@ -1,0 +1,166 @@
+/* `rtpmuxserver`'s relay offload (src/offload.rs loads it; the element's
+ * `relay-offload`): a tc program on each interface's ingress that forwards
+ * the RTP of a relayed channel pair without any socket. The key is how a
+ * datagram arrives (the endpoint's address and port, the relay channel's
+ * own); the route says how it leaves (the `relay-to` channel's address and
+ * port, its endpoint), and through which interface and MACs: those the
+ * other direction's frames came with, learnt here.
+ *
+ * Only the plain case is taken: IPv4 without options or fragments, RTP of
+ * the session's remote source, in sequence or late (A.1). Anything else
+ * (RTCP, another SSRC, a jump, a malformed packet, a route whose other
+ * direction has sent nothing yet) goes on up the stack to the channel's
+ * socket, where the worker handles it as it handles every packet without
+ * offload. */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/pkt_cls.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "relay_offload.h"
+#include "udp_rewrite.h"
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 65536);
+    __type(key, struct offload_flow);
+    __type(value, struct offload_route);
+} routes SEC(".maps");
+
+/* RFC 3550 A.1, as the session applies it (session.rs). */
+#define MAX_DROPOUT 3000
+#define MAX_MISORDER 100
+
+#define RTP_AT (UDP_AT + sizeof(struct udphdr))
+/* TCX_NEXT: not ours, the next program on the interface (or the stack)
+ * decides. */
+#define NOT_OURS TC_ACT_UNSPEC
+
+/* The RTP payload's length in a datagram of `len` bytes whose first byte
+ * is `b0`, as rtp.rs's parser finds it; -1 when that parser would refuse
+ * the packet. */
+static __always_inline long payload_len(struct __sk_buff *skb, __u8 b0, __u32 len) {
+    __u32 start = 12 + 4 * (b0 & 0x0f);
+    if (start > len)
+        return -1;
+    if (b0 & 0x10) {
+        __u8 ext[4];
+        if (start + 4 > len || bpf_skb_load_bytes(skb, RTP_AT + start, ext, 4))
+            return -1;
+        start += 4 + 4 * ((__u32)ext[2] << 8 | ext[3]);
+        if (start > len)
+            return -1;
+    }
+    __u32 pad = 0;
+    if (b0 & 0x20) {
+        __u8 last;
+        if (bpf_skb_load_bytes(skb, RTP_AT + len - 1, &last, 1))
+            return -1;
+        pad = last;
+        if (pad == 0 || pad > len - start)
+            return -1;
+    }
+    return len - start - pad;
+}
+
+SEC("tc")
+int relay_offload(struct __sk_buff *skb) {
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    struct ethhdr *eth = data;
+    struct iphdr *ip = (void *)(eth + 1);
+    struct udphdr *udp = (void *)(ip + 1);
+    __u8 *rtp = (void *)(udp + 1);
+    if ((void *)(rtp + 12) > end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->ihl != 5 ||
+        ip->protocol != IPPROTO_UDP || (ip->frag_off & bpf_htons(0x3fff)))
+        return NOT_OURS;
+    struct offload_flow in = {ip->saddr, ip->daddr, udp->source, udp->dest};
+    struct offload_route *route = bpf_map_lookup_elem(&routes, &in);
+    if (!route) {
+        /* A channel bound to any address. */
+        struct offload_flow any = in;
+        any.daddr = 0;
+        route = bpf_map_lookup_elem(&routes, &any);
+        if (!route)
+            return NOT_OURS;
+    }
+    __u32 len = bpf_ntohs(udp->len);
+    /* RTCP (RFC 5761's rule, as rtp::is_rtcp) and what is not RTP: the
+     * worker's. */
+    if (len < 8 + 12 || RTP_AT + (len - 8) > skb->len || rtp[0] >> 6 != 2 || (rtp[1] >= 192 && rtp[1] <= 223))
+        return NOT_OURS;
+    len -= 8;
+    __u32 ssrc = (__u32)rtp[8] << 24 | (__u32)rtp[9] << 16 | (__u32)rtp[10] << 8 | rtp[11];
+    __u16 seq = (__u16)rtp[2] << 8 | rtp[3];
+    __u32 ts = (__u32)rtp[4] << 24 | (__u32)rtp[5] << 16 | (__u32)rtp[6] << 8 | rtp[7];
+    __u8 b0 = rtp[0];
+    long payload = payload_len(skb, b0, len);
+    if (payload < 0)
+        return NOT_OURS;
+
+    /* Where it leaves: through the interface the other endpoint's frames
+     * came in on, to the MAC they came from. */
+    struct offload_flow out = route->out;
+    struct offload_flow reverse = route->reverse;
+    struct offload_route *back = bpf_map_lookup_elem(&routes, &reverse);
+    if (!back)
+        return NOT_OURS;
+    struct offload_link link;
+    bpf_spin_lock(&back->lock);
+    link = back->link;
+    bpf_spin_unlock(&back->lock);
+
+    __u64 now_ns = bpf_ktime_get_ns();
+    __u64 now_us = now_ns / 1000;
+    int forward = 0;
+    bpf_spin_lock(&route->lock);
+    /* This direction's frames, for the other one to answer with. */
+    route->link.ifindex = skb->ingress_ifindex;
+    route->link.local_addr = in.daddr;
+    __builtin_memcpy(route->link.peer_mac, eth->h_source, 6);
+    __builtin_memcpy(route->link.local_mac, eth->h_dest, 6);
+    __u16 udelta = seq - (__u16)route->highest;
+    if (link.ifindex != 0 && ssrc == route->ssrc &&
+        (udelta < MAX_DROPOUT || udelta > (__u16)(65536 - MAX_MISORDER))) {
+        forward = 1;
+        if (udelta < MAX_DROPOUT)
+            route->highest += udelta;
+        route->packets++;
+        route->octets += len;
+        route->payload_octets += payload;
+        route->last_ns = now_ns;
+        if (route->clock_rate) {
+            /* Arrival in timestamp units, modulo 2^32 as the timestamps. */
+            __u32 transit = (__u32)(now_us * route->clock_rate / 1000000) - ts;
+            if (route->has_transit) {
+                __s32 d = (__s32)(transit - route->transit);
+                __u32 ad = d < 0 ? -d : d;
+                route->jitter16 = route->jitter16 + ad - ((route->jitter16 + 8) >> 4);
+                if (route->jitter16 > route->max_jitter16)
+                    route->max_jitter16 = route->jitter16;
+            }
+            route->transit = transit;
+            route->has_transit = 1;
+        }
+    }
+    bpf_spin_unlock(&route->lock);
+    if (!forward)
+        return NOT_OURS;
+
+    /* The helpers below may move the packet: no pointer into it is used
+     * after the first. */
+    __u8 macs[12];
+    __builtin_memcpy(macs, link.peer_mac, 6);
+    __builtin_memcpy(macs + 6, link.local_mac, 6);
+    bpf_skb_store_bytes(skb, 0, macs, 12, 0);
+    if (out.saddr == 0)
+        out.saddr = link.local_addr;
+    rewrite_flow(skb, &in, &out);
+    return bpf_redirect(link.ifindex, 0);
+}
+
+/* GPL-compatible for the kernel (the helpers used are not GPL-only). */
+char LICENSE[] SEC("license") = "Dual MPL/GPL";

@@ -1,0 +1,57 @@
+/* The routes map of relay_offload.bpf.c, shared with src/offload.rs (which
+ * mirrors these structs, #[repr(C)], and checks their sizes). Addresses and
+ * ports in network byte order, everything else in the host's. */
+#ifndef RELAY_OFFLOAD_H
+#define RELAY_OFFLOAD_H
+
+#include <linux/bpf.h>
+#include <linux/types.h>
+
+/* A datagram's IPv4 addresses and UDP ports: how it arrives (the map's
+ * key; a zero destination address for a channel bound to any address) or
+ * how it leaves. */
+struct offload_flow {
+    __be32 saddr, daddr;
+    __be16 sport, dport;
+};
+
+/* Where the frames of one direction came from, learnt from them: the
+ * interface, the sender's (or its router's) MAC and ours. The route the
+ * other way sends with these, so a reply leaves as the kernel would have
+ * sent it to that endpoint, with no neighbour lookup. */
+struct offload_link {
+    __u32 ifindex;     /* 0 until a frame was seen */
+    __be32 local_addr; /* the address they were sent to */
+    __u8 peer_mac[6];
+    __u8 local_mac[6];
+};
+
+/* One direction of a relay: what a channel receives from its latched (or
+ * configured) source, forwarded by the `relay-to` channel. The worker
+ * seeds the counts from the channel's session, and folds them back into
+ * it; the kernel counts as the session would (RFC 3550 A.1 and A.8). */
+struct offload_route {
+    struct bpf_spin_lock lock;
+    __u32 ssrc;             /* the session's remote source: others go to the socket */
+    struct offload_flow out; /* the relay's other side, to the other endpoint; a
+                              * zero source address (a channel bound to any
+                              * address) is the one the other endpoint sends to */
+    __u32 clock_rate;       /* 0: no jitter */
+    struct offload_flow reverse; /* the other direction's key, whose link is used */
+    struct offload_link link;    /* learnt from this direction's frames */
+    __u32 jitter16;         /* A.8's J × 16 */
+    __u32 max_jitter16;
+    __u32 transit;          /* the last packet's arrival − timestamp */
+    __u32 has_transit;
+    __u64 highest;          /* extended highest sequence number */
+    __u64 packets;          /* forwarded (and counted) */
+    __u64 octets;           /* their UDP payload bytes */
+    __u64 payload_octets;   /* their RTP payload bytes */
+    __u64 last_ns;          /* when the last was forwarded (CLOCK_MONOTONIC) */
+};
+
+#define OFFLOAD_ROUTE_SIZE 112
+_Static_assert(sizeof(struct offload_route) == OFFLOAD_ROUTE_SIZE, "offload.rs mirrors this size");
+_Static_assert(sizeof(struct offload_flow) == 12, "offload.rs mirrors this size");
+
+#endif
