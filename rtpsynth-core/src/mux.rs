@@ -1612,6 +1612,9 @@ impl<H: Handler> Server<H> {
                     offload: None,
                     offload_dirty: Vec::new(),
                     next_offload_round: 0,
+                    offload_keys: HashMap::new(),
+                    offload_read: (Vec::new(), Vec::new()),
+                    offload_ids: Vec::new(),
                 }
                 .run();
             })?;
@@ -3538,6 +3541,11 @@ struct Worker<H: Handler> {
     offload_dirty: Vec<u32>,
     /// When the next [`Worker::offload_round`] is due (worker clock).
     next_offload_round: u64,
+    /// The channel of each route this worker installed, by key.
+    offload_keys: HashMap<offload::Flow, u32>,
+    /// Room for [`Offload::read_all`], and for the channels a round routes.
+    offload_read: (Vec<offload::Flow>, Vec<offload::Route>),
+    offload_ids: Vec<u32>,
 }
 
 impl<H: Handler> Worker<H> {
@@ -3951,12 +3959,45 @@ impl<H: Handler> Worker<H> {
         self.offload_sync_dirty();
         if self.now >= self.next_offload_round {
             self.next_offload_round = self.now.saturating_add(ns(OFFLOAD_ROUND));
-            let ids: Vec<u32> = self.table.keys().copied().collect();
-            for id in ids {
-                self.offload_fold(id);
+            self.offload_fold_all();
+            // Routed channels follow their changes as they come
+            // (`offload_dirty`); the others may have become ready.
+            let mut ids = std::mem::take(&mut self.offload_ids);
+            ids.extend(
+                self.table
+                    .values()
+                    .filter(|wc| wc.offloaded.is_none() && wc.relay_to.is_some())
+                    .map(|wc| wc.channel.id),
+            );
+            for id in ids.drain(..) {
                 self.offload_sync(id);
             }
+            self.offload_ids = ids;
         }
+    }
+
+    /// [`Worker::offload_fold`] for every route of this worker, read a few
+    /// hundred per system call.
+    fn offload_fold_all(&mut self) {
+        let Some(offload) = self.offload.clone() else {
+            return;
+        };
+        let (mut keys, mut routes) = std::mem::take(&mut self.offload_read);
+        if offload.read_all(&mut keys, &mut routes).is_ok() {
+            for (key, route) in keys.iter().zip(&routes) {
+                // Other workers' routes are in the map too.
+                if let Some(&id) = self.offload_keys.get(key) {
+                    self.offload_fold_with(id, route);
+                }
+            }
+        } else {
+            // A kernel without batch reads (before 5.6): one at a time.
+            let ids: Vec<u32> = self.offload_keys.values().copied().collect();
+            for id in ids {
+                self.offload_fold(id);
+            }
+        }
+        self.offload_read = (keys, routes);
     }
 
     /// Routes anew the channels that asked for it ([`Worker::offload_dirty`]).
@@ -4057,6 +4098,7 @@ impl<H: Handler> Worker<H> {
         // A full map (65,536 routes) or a failing one leaves the relay to
         // the worker, as without the offload.
         if offload.install(&key, &route).is_ok() {
+            self.offload_keys.insert(key, id);
             wc.offloaded = Some(Box::new(Offloaded {
                 key,
                 route,
@@ -4075,6 +4117,7 @@ impl<H: Handler> Worker<H> {
     fn offload_unroute(&mut self, id: u32) -> Option<(offload::Flow, offload::Route)> {
         let offload = self.offload.clone()?;
         let mut have = self.table.get_mut(&id)?.offloaded.take()?;
+        self.offload_keys.remove(&have.key);
         let route = offload.remove(&have.key).ok().flatten()?;
         self.offload_fold_route(id, &mut have, &route);
         Some((have.key, route))
@@ -4084,15 +4127,24 @@ impl<H: Handler> Worker<H> {
     /// fold into its statistics and session, and into its `relay-to`
     /// channel's sends.
     fn offload_fold(&mut self, id: u32) {
-        let Some(offload) = self.offload.clone() else {
+        let Some(key) = self
+            .table
+            .get(&id)
+            .and_then(|wc| Some(wc.offloaded.as_ref()?.key))
+        else {
             return;
         };
+        if let Some(Ok(Some(route))) = self.offload.as_ref().map(|o| o.read(&key)) {
+            self.offload_fold_with(id, &route);
+        }
+    }
+
+    /// [`Worker::offload_fold`] with the route as read.
+    fn offload_fold_with(&mut self, id: u32, route: &offload::Route) {
         let Some(mut have) = self.table.get_mut(&id).and_then(|wc| wc.offloaded.take()) else {
             return;
         };
-        if let Ok(Some(route)) = offload.read(&have.key) {
-            self.offload_fold_route(id, &mut have, &route);
-        }
+        self.offload_fold_route(id, &mut have, route);
         if let Some(wc) = self.table.get_mut(&id) {
             wc.offloaded = Some(have);
         }
@@ -4123,7 +4175,8 @@ impl<H: Handler> Worker<H> {
         }
         {
             let write = wc.channel.write_stats();
-            write.session(&wc.session);
+            // What packets change, as after a batch the worker read.
+            write.session_packets(&wc.session);
             write.bump(RELAYED, packets);
             write.bump(RELAYED_OFFLOADED, packets);
             write.bump(OCTETS_RECEIVED, octets);

@@ -66,6 +66,15 @@ unsafe extern "C" {
         value: *mut c_void,
         flags: u64,
     ) -> c_int;
+    fn bpf_map_lookup_batch(
+        fd: c_int,
+        in_batch: *const c_void,
+        out_batch: *mut c_void,
+        keys: *mut c_void,
+        values: *mut c_void,
+        count: *mut u32,
+        opts: *const BatchOpts,
+    ) -> c_int;
     fn bpf_map_lookup_and_delete_elem_flags(
         fd: c_int,
         key: *const c_void,
@@ -77,7 +86,7 @@ unsafe extern "C" {
 /// How a datagram arrives (a route's key) or leaves: IPv4 addresses and
 /// UDP ports, in network byte order (`struct offload_flow`).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct Flow {
     saddr: [u8; 4],
     daddr: [u8; 4],
@@ -272,6 +281,55 @@ impl Offload {
         self.look_up(key, bpf_map_lookup_elem_flags)
     }
 
+    /// Every route (of every worker) with its key, each read under its
+    /// lock, a few hundred per system call, into `keys` and `routes`
+    /// (cleared first).
+    pub fn read_all(&self, keys: &mut Vec<Flow>, routes: &mut Vec<Route>) -> io::Result<()> {
+        keys.clear();
+        routes.clear();
+        let opts = BatchOpts {
+            sz: size_of::<BatchOpts>(),
+            elem_flags: BPF_F_LOCK,
+            flags: 0,
+        };
+        // The hash map's cursor is a bucket number, kept by the kernel in
+        // the key-sized buffer given back.
+        let (mut cursor, mut next) = (Flow::default(), Flow::default());
+        let mut first = true;
+        loop {
+            let at = keys.len();
+            keys.resize(at + BATCH, Flow::default());
+            routes.resize(at + BATCH, Route::default());
+            let mut count = BATCH as u32;
+            let rc = unsafe {
+                bpf_map_lookup_batch(
+                    self.routes,
+                    if first {
+                        std::ptr::null()
+                    } else {
+                        (&cursor as *const Flow).cast()
+                    },
+                    (&mut next as *mut Flow).cast(),
+                    keys[at..].as_mut_ptr().cast(),
+                    routes[at..].as_mut_ptr().cast(),
+                    &mut count,
+                    &opts,
+                )
+            };
+            let read = (count as usize).min(BATCH);
+            keys.truncate(at + read);
+            routes.truncate(at + read);
+            match check(rc) {
+                Ok(()) => {}
+                // The last batch (or an empty map).
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+            cursor = next;
+            first = false;
+        }
+    }
+
     /// Takes the route of `key` out, with its last counts: from here on its
     /// datagrams reach the socket.
     pub fn remove(&self, key: &Flow) -> io::Result<Option<Route>> {
@@ -297,6 +355,17 @@ impl Offload {
         }
     }
 }
+
+/// `struct bpf_map_batch_opts`.
+#[repr(C)]
+struct BatchOpts {
+    sz: usize,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Routes read per system call by [`Offload::read_all`].
+const BATCH: usize = 256;
 
 /// libbpf's two map lookups, which share this signature.
 type LookUp = unsafe extern "C" fn(c_int, *const c_void, *mut c_void, u64) -> c_int;
@@ -390,5 +459,40 @@ pub(crate) mod tests {
         assert_eq!(taken.highest, 65_541);
         assert!(offload.read(&key).unwrap().is_none());
         assert!(offload.remove(&key).unwrap().is_none());
+    }
+
+    #[test]
+    fn every_route_is_read_in_batches() {
+        let Some(offload) = available(Offload::load()) else {
+            return;
+        };
+        let (mut keys, mut routes) = (Vec::new(), Vec::new());
+        offload.read_all(&mut keys, &mut routes).unwrap();
+        assert!(keys.is_empty() && routes.is_empty());
+        // More than one batch's worth.
+        let n = BATCH as u16 * 2 + 7;
+        let key = |i: u16| {
+            Flow::new(
+                SocketAddrV4::new(Ipv4Addr::LOCALHOST, 10_000 + i),
+                SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9),
+            )
+        };
+        for i in 0..n {
+            let route = Route {
+                ssrc: u32::from(i),
+                ..Route::default()
+            };
+            offload.install(&key(i), &route).unwrap();
+        }
+        offload.read_all(&mut keys, &mut routes).unwrap();
+        assert_eq!(keys.len(), usize::from(n));
+        let mut read: Vec<(u32, Flow)> = routes
+            .iter()
+            .map(|r| r.ssrc)
+            .zip(keys.iter().copied())
+            .collect();
+        read.sort_by_key(|&(ssrc, _)| ssrc);
+        let want: Vec<(u32, Flow)> = (0..n).map(|i| (u32::from(i), key(i))).collect();
+        assert_eq!(read, want, "each route with its own key");
     }
 }
