@@ -5974,6 +5974,60 @@ mod tests {
         offload::tests::available(srv.set_relay_offload(true)).is_some()
     }
 
+    /// What the offload does not take stays with the workers, relayed and
+    /// counted as without it: an IPv6 pair, and a pair whose channels are
+    /// on two workers (placed before they relayed).
+    #[test]
+    fn relay_offload_leaves_ipv6_and_pairs_across_workers_to_the_workers() {
+        for (host, late) in [("[::1]", false), ("127.0.0.1", true)] {
+            let (srv, _rx) = server_with_workers(2, Duration::ZERO);
+            if !offload_or_skip(&srv) {
+                return;
+            }
+            let config = |relay_to| ChannelConfig {
+                bind: format!("{host}:0").parse().unwrap(),
+                relay_to,
+                ..Default::default()
+            };
+            let add = |id, to| {
+                if late {
+                    let ch = srv.add_channel(id, config(None), ()).unwrap();
+                    ch.set_relay_to(Some(to));
+                    assert!(wait_for(|| ch.relaying()));
+                    ch
+                } else {
+                    srv.add_channel(id, config(Some(to)), ()).unwrap()
+                }
+            };
+            let (a, b) = (add(0, 1), add(1, 0));
+            assert_eq!(a.worker != b.worker, late);
+            let bind = || UdpSocket::bind(format!("{host}:0")).unwrap();
+            let (peer_a, peer_b) = (bind(), bind());
+            peer_b
+                .send_to(&packet_from(0, 0xb), b.local_addr())
+                .unwrap();
+            assert!(wait_for(|| a.stats()[SEND_ERRORS] == 1));
+            for seq in 1..40 {
+                let p = packet_from(seq, 0xa);
+                peer_a.send_to(&p, a.local_addr()).unwrap();
+                assert_eq!(recv_from(&peer_b), (p, b.local_addr()), "{host} seq {seq}");
+                let p = packet_from(seq, 0xb);
+                peer_b.send_to(&p, b.local_addr()).unwrap();
+                assert_eq!(recv_from(&peer_a), (p, a.local_addr()), "{host} seq {seq}");
+                if seq == 3 {
+                    // Time enough for routes, were there any.
+                    std::thread::sleep(OFFLOAD_ROUND * 3);
+                }
+            }
+            assert!(wait_for(
+                || a.stats()[RELAYED] == 39 && b.stats()[RELAYED] == 40
+            ));
+            for ch in [&a, &b] {
+                assert_eq!(ch.stats()[RELAYED_OFFLOADED], 0, "{host}");
+            }
+        }
+    }
+
     /// Channels bound to any address: the route matches any local
     /// address, and the packets leave from the one the other peer sends
     /// to, as the socket would send them.
