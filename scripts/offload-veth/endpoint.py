@@ -2,23 +2,35 @@
 SSRC N sends N RTP packets 20 ms apart and counts what it receives, and from
 where."""
 
-import socket, struct, sys, time
-lip, lport, rip, rport, ssrc, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5], 0), int(sys.argv[6])
+import socket
+import struct
+import sys
+import time
+
+local_ip, local_port, relay_ip, relay_port = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+ssrc, n = int(sys.argv[5], 0), int(sys.argv[6])
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind((lip, lport)); s.setblocking(False)
-got, srcs = 0, set()
-for seq in range(n):
-    s.sendto(struct.pack("!BBHII", 0x80, 0, seq, seq * 160, ssrc) + bytes(160), (rip, rport))
-    end = time.time() + 0.02
+s.bind((local_ip, local_port))
+s.setblocking(False)
+got, sources = 0, set()
+
+
+def receive_for(seconds):
+    """Counts what arrives over `seconds`."""
+    global got
+    end = time.time() + seconds
     while time.time() < end:
         try:
-            d, a = s.recvfrom(2048); got += 1; srcs.add(a)
+            _, source = s.recvfrom(2048)
+            got += 1
+            sources.add(source)
         except BlockingIOError:
             time.sleep(0.001)
-end = time.time() + 0.5
-while time.time() < end:
-    try:
-        d, a = s.recvfrom(2048); got += 1; srcs.add(a)
-    except BlockingIOError:
-        time.sleep(0.005)
-print(f"{lip} sent {n} got {got} from {sorted(srcs)}", flush=True)
+
+
+for seq in range(n):
+    s.sendto(struct.pack("!BBHII", 0x80, 0, seq, seq * 160, ssrc) + bytes(160), (relay_ip, relay_port))
+    receive_for(0.02)
+# The other side's last packets.
+receive_for(0.5)
+print(f"{local_ip} sent {n} got {got} from {sorted(sources)}", flush=True)

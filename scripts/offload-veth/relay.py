@@ -2,7 +2,9 @@
 10.10.1.1:40000 and 10.10.2.1:40002 for argv[1] seconds, then its channels'
 counters."""
 
-import sys, time
+import sys
+import time
+
 import gi
 gi.require_version("Gst", "1.0")
 from gi.repository import Gst
