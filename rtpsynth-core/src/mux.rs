@@ -120,8 +120,9 @@ const SEND_STEP: usize = 2;
 
 counters! {
     /// What one channel's sockets did. `packets-received` counts every
-    /// datagram read (from the RTCP socket too), so it equals the RTP
-    /// packets handed on plus the session's `rtcp-received` plus
+    /// datagram read (from the RTCP socket too) or forwarded by the relay
+    /// offload, so it equals the RTP packets handed on plus
+    /// `relayed-offloaded` plus the session's `rtcp-received` plus
     /// `dropped-foreign-source` plus `dropped-not-rtp` (`dropped-kernel`
     /// counts those that never got that far). Every packet given to
     /// [`Channel::send`], and every RTCP compound the session wrote
