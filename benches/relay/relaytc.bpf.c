@@ -81,15 +81,16 @@ int relay(struct __sk_buff *skb) {
     if ((void *)(udp + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->ihl != 5 ||
         ip->protocol != IPPROTO_UDP)
         return TC_ACT_OK;
-    struct offload_flow in = {ip->saddr, ip->daddr, udp->source, udp->dest};
+    struct offload_flow in;
+    flow_v4(&in, ip, udp);
     struct route *route = bpf_map_lookup_elem(&routes, &in);
     if (!route)
         return TC_ACT_OK;
-    count(route, (const __u8 *)(udp + 1), end, skb->len - UDP_AT - sizeof(struct udphdr));
+    count(route, (const __u8 *)(udp + 1), end, skb->len - UDP_AT(0) - sizeof(struct udphdr));
     /* A copy of where it goes: the helpers below may move the packet. */
     struct offload_flow out = route->out;
     __u32 ifindex = route->ifindex;
-    rewrite_flow(skb, &in, &out);
+    rewrite_flow(skb, 0, &in, &out);
     return bpf_redirect(ifindex, 0);
 }
 

@@ -40,6 +40,17 @@
 /* The loadgen's PCMU. */
 #define CLOCK_RATE 8000
 
+/* A datagram between two ports of 127.0.0.1, as the program keys it
+ * (relay_offload.h: IPv4 addresses mapped into IPv6's). */
+static struct offload_flow loopback_flow(uint16_t sport, uint16_t dport) {
+    struct offload_flow f = {.sport = htons(sport), .dport = htons(dport)};
+    uint32_t loopback = htonl(INADDR_LOOPBACK);
+    f.saddr[10] = f.saddr[11] = f.daddr[10] = f.daddr[11] = 0xff;
+    memcpy(f.saddr + 12, &loopback, 4);
+    memcpy(f.daddr + 12, &loopback, 4);
+    return f;
+}
+
 static int not_available(const char *what) {
     printf("not available: %s: %s\n", what, strerror(errno));
     return NOT_AVAILABLE;
@@ -95,15 +106,12 @@ int main(int argc, char **argv) {
      * what no route matches ends up there and is counted. */
     uint16_t relay_a, relay_b;
     int sa = bound_socket(&relay_a, 0, 0), sb = bound_socket(&relay_b, 0, 0);
-    uint32_t loopback = htonl(INADDR_LOOPBACK);
     for (unsigned i = 0; i < n; i++) {
         /* A_i -> relay A  becomes  relay B -> B_i, and back. */
-        struct offload_flow from_a = {loopback, loopback, htons(a[i]), htons(relay_a)};
-        struct route to_b = {{loopback, loopback, htons(relay_b), htons(b[i])}, (uint32_t)lo,
-                             {.clock_rate = CLOCK_RATE}};
-        struct offload_flow from_b = {loopback, loopback, htons(b[i]), htons(relay_b)};
-        struct route to_a = {{loopback, loopback, htons(relay_a), htons(a[i])}, (uint32_t)lo,
-                             {.clock_rate = CLOCK_RATE}};
+        struct offload_flow from_a = loopback_flow(a[i], relay_a);
+        struct route to_b = {loopback_flow(relay_b, b[i]), (uint32_t)lo, {.clock_rate = CLOCK_RATE}};
+        struct offload_flow from_b = loopback_flow(b[i], relay_b);
+        struct route to_a = {loopback_flow(relay_a, a[i]), (uint32_t)lo, {.clock_rate = CLOCK_RATE}};
         if (bpf_map_update_elem(routes, &from_a, &to_b, BPF_ANY) ||
             bpf_map_update_elem(routes, &from_b, &to_a, BPF_ANY))
             die("adding a route");

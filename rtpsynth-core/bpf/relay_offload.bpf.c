@@ -6,8 +6,10 @@
  * port, its endpoint), and through which interface and MACs: those the
  * other direction's frames came with, learnt here.
  *
- * Only the plain case is taken: IPv4 without options or fragments, RTP of
- * the session's remote source, in sequence or late (A.1). Anything else
+ * Only the plain case is taken: IPv4 without options or fragments, or IPv6
+ * without extension headers (addresses kept as IPv6 ones, IPv4 ones
+ * mapped), and RTP of the session's remote source, in sequence or late
+ * (A.1). Anything else
  * (RTCP, another SSRC, a jump, a malformed packet, a route whose other
  * direction has sent nothing yet) goes on up the stack to the channel's
  * socket, where the worker handles it as it handles every packet without
@@ -35,7 +37,7 @@ struct {
 #define MAX_DROPOUT 3000
 #define MAX_MISORDER 100
 
-#define RTP_AT (UDP_AT + sizeof(struct udphdr))
+#define RTP_AT(v6) (UDP_AT(v6) + sizeof(struct udphdr))
 /* TCX_NEXT: not ours, the next program on the interface (or the stack)
  * decides. */
 #define NOT_OURS TC_ACT_UNSPEC
@@ -43,13 +45,13 @@ struct {
 /* The RTP payload's length in a datagram of `len` bytes whose first byte
  * is `b0`, as rtp.rs's parser finds it; -1 when that parser would refuse
  * the packet. */
-static __always_inline long payload_len(struct __sk_buff *skb, __u8 b0, __u32 len) {
+static __always_inline long payload_len(struct __sk_buff *skb, int v6, __u8 b0, __u32 len) {
     __u32 start = 12 + 4 * (b0 & 0x0f);
     if (start > len)
         return -1;
     if (b0 & 0x10) {
         __u8 ext[4];
-        if (start + 4 > len || bpf_skb_load_bytes(skb, RTP_AT + start, ext, 4))
+        if (start + 4 > len || bpf_skb_load_bytes(skb, RTP_AT(v6) + start, ext, 4))
             return -1;
         start += 4 + 4 * ((__u32)ext[2] << 8 | ext[3]);
         if (start > len)
@@ -58,7 +60,7 @@ static __always_inline long payload_len(struct __sk_buff *skb, __u8 b0, __u32 le
     __u32 pad = 0;
     if (b0 & 0x20) {
         __u8 last;
-        if (bpf_skb_load_bytes(skb, RTP_AT + len - 1, &last, 1))
+        if (bpf_skb_load_bytes(skb, RTP_AT(v6) + len - 1, &last, 1))
             return -1;
         pad = last;
         if (pad == 0 || pad > len - start)
@@ -67,22 +69,20 @@ static __always_inline long payload_len(struct __sk_buff *skb, __u8 b0, __u32 le
     return len - start - pad;
 }
 
-SEC("tc")
-int relay_offload(struct __sk_buff *skb) {
+/* The datagram of `skb` that arrived as `in` (IPv6 when `v6`, whose
+ * headers were checked): forwarded when a route takes it. */
+static __always_inline int relay(struct __sk_buff *skb, struct offload_flow *in, int v6) {
     void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
     struct ethhdr *eth = data;
-    struct iphdr *ip = (void *)(eth + 1);
-    struct udphdr *udp = (void *)(ip + 1);
-    __u8 *rtp = (void *)(udp + 1);
-    if ((void *)(rtp + 12) > end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->ihl != 5 ||
-        ip->protocol != IPPROTO_UDP || (ip->frag_off & bpf_htons(0x3fff)))
+    struct udphdr *udp = data + UDP_AT(v6);
+    __u8 *rtp = data + RTP_AT(v6);
+    if ((void *)(rtp + 12) > end)
         return NOT_OURS;
-    struct offload_flow in = {ip->saddr, ip->daddr, udp->source, udp->dest};
-    struct offload_route *route = bpf_map_lookup_elem(&routes, &in);
+    struct offload_route *route = bpf_map_lookup_elem(&routes, in);
     if (!route) {
         /* A channel bound to any address. */
-        struct offload_flow any = in;
-        any.daddr = 0;
+        struct offload_flow any = *in;
+        __builtin_memset(any.daddr, 0, sizeof(any.daddr));
         route = bpf_map_lookup_elem(&routes, &any);
         if (!route)
             return NOT_OURS;
@@ -90,14 +90,15 @@ int relay_offload(struct __sk_buff *skb) {
     __u32 len = bpf_ntohs(udp->len);
     /* RTCP (RFC 5761's rule, as rtp::is_rtcp) and what is not RTP: the
      * worker's. */
-    if (len < 8 + 12 || RTP_AT + (len - 8) > skb->len || rtp[0] >> 6 != 2 || (rtp[1] >= 192 && rtp[1] <= 223))
+    if (len < 8 + 12 || RTP_AT(v6) + (len - 8) > skb->len || rtp[0] >> 6 != 2 ||
+        (rtp[1] >= 192 && rtp[1] <= 223))
         return NOT_OURS;
     len -= 8;
     __u32 ssrc = (__u32)rtp[8] << 24 | (__u32)rtp[9] << 16 | (__u32)rtp[10] << 8 | rtp[11];
     __u16 seq = (__u16)rtp[2] << 8 | rtp[3];
     __u32 ts = (__u32)rtp[4] << 24 | (__u32)rtp[5] << 16 | (__u32)rtp[6] << 8 | rtp[7];
     __u8 b0 = rtp[0];
-    long payload = payload_len(skb, b0, len);
+    long payload = payload_len(skb, v6, b0, len);
     if (payload < 0)
         return NOT_OURS;
 
@@ -119,7 +120,7 @@ int relay_offload(struct __sk_buff *skb) {
     bpf_spin_lock(&route->lock);
     /* This direction's frames, for the other one to answer with. */
     route->link.ifindex = skb->ingress_ifindex;
-    route->link.local_addr = in.daddr;
+    __builtin_memcpy(route->link.local_addr, in->daddr, 16);
     __builtin_memcpy(route->link.peer_mac, eth->h_source, 6);
     __builtin_memcpy(route->link.local_mac, eth->h_dest, 6);
     __u16 udelta = seq - (__u16)route->highest;
@@ -156,10 +157,45 @@ int relay_offload(struct __sk_buff *skb) {
     __builtin_memcpy(macs, link.peer_mac, 6);
     __builtin_memcpy(macs + 6, link.local_mac, 6);
     bpf_skb_store_bytes(skb, 0, macs, 12, 0);
-    if (out.saddr == 0)
-        out.saddr = link.local_addr;
-    rewrite_flow(skb, &in, &out);
+    /* Sent from the address the other endpoint sends to, when the
+     * channel is bound to any. */
+    __u64 halves[2];
+    __builtin_memcpy(halves, out.saddr, 16);
+    if ((halves[0] | halves[1]) == 0)
+        __builtin_memcpy(out.saddr, link.local_addr, 16);
+    rewrite_flow(skb, v6, in, &out);
     return bpf_redirect(link.ifindex, 0);
+}
+
+SEC("tc")
+int relay_offload(struct __sk_buff *skb) {
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    struct ethhdr *eth = data;
+    if ((void *)(eth + 1) > end)
+        return NOT_OURS;
+    struct offload_flow in;
+    if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+        struct iphdr *ip = (void *)(eth + 1);
+        struct udphdr *udp = (void *)(ip + 1);
+        if ((void *)(udp + 1) > end || ip->ihl != 5 || ip->protocol != IPPROTO_UDP ||
+            (ip->frag_off & bpf_htons(0x3fff)))
+            return NOT_OURS;
+        flow_v4(&in, ip, udp);
+        return relay(skb, &in, 0);
+    }
+    if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+        struct ipv6hdr *ip6 = (void *)(eth + 1);
+        struct udphdr *udp = (void *)(ip6 + 1);
+        /* UDP right after the header: no extension headers. */
+        if ((void *)(udp + 1) > end || ip6->nexthdr != IPPROTO_UDP)
+            return NOT_OURS;
+        __builtin_memcpy(in.saddr, &ip6->saddr, 16);
+        __builtin_memcpy(in.daddr, &ip6->daddr, 16);
+        in.sport = udp->source;
+        in.dport = udp->dest;
+        return relay(skb, &in, 1);
+    }
+    return NOT_OURS;
 }
 
 /* GPL-compatible for the kernel (the helpers used are not GPL-only). */

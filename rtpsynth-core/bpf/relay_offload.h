@@ -7,11 +7,11 @@
 #include <linux/bpf.h>
 #include <linux/types.h>
 
-/* A datagram's IPv4 addresses and UDP ports: how it arrives (the map's
- * key; a zero destination address for a channel bound to any address) or
- * how it leaves. */
+/* A datagram's addresses and UDP ports: how it arrives (the map's key; a
+ * zero destination address for a channel bound to any address) or how it
+ * leaves. IPv6 addresses, IPv4 ones mapped (::ffff:a.b.c.d). */
 struct offload_flow {
-    __be32 saddr, daddr;
+    __u8 saddr[16], daddr[16];
     __be16 sport, dport;
 };
 
@@ -20,8 +20,8 @@ struct offload_flow {
  * other way sends with these, so a reply leaves as the kernel would have
  * sent it to that endpoint, with no neighbour lookup. */
 struct offload_link {
-    __u32 ifindex;     /* 0 until a frame was seen */
-    __be32 local_addr; /* the address they were sent to */
+    __u32 ifindex;         /* 0 until a frame was seen */
+    __u8 local_addr[16];   /* the address they were sent to */
     __u8 peer_mac[6];
     __u8 local_mac[6];
 };
@@ -43,6 +43,7 @@ struct offload_route {
     __u32 max_jitter16;
     __u32 transit;          /* the last packet's arrival − timestamp */
     __u32 has_transit;
+    __u32 reserved;
     __u64 highest;          /* extended highest sequence number */
     __u64 packets;          /* forwarded (and counted) */
     __u64 octets;           /* their UDP payload bytes */
@@ -50,8 +51,9 @@ struct offload_route {
     __u64 last_ns;          /* when the last was forwarded (CLOCK_MONOTONIC) */
 };
 
-#define OFFLOAD_ROUTE_SIZE 112
+#define OFFLOAD_ROUTE_SIZE 176
 _Static_assert(sizeof(struct offload_route) == OFFLOAD_ROUTE_SIZE, "offload.rs mirrors this size");
-_Static_assert(sizeof(struct offload_flow) == 12, "offload.rs mirrors this size");
+_Static_assert(sizeof(struct offload_flow) == 36, "offload.rs mirrors this size");
+_Static_assert(__builtin_offsetof(struct offload_route, highest) == 136, "offload.rs mirrors this offset");
 
 #endif

@@ -1654,7 +1654,7 @@ impl<H: Handler> Server<H> {
 
     /// Whether the kernel forwards the RTP of relayed channels
     /// ([`crate::offload`]): a channel relaying to one on the same worker,
-    /// both IPv4 with a target each (configured, or latched: the first
+    /// both with a target of one family (configured, or latched: the first
     /// packets always pass through the worker), has what it receives from
     /// its target's SSRC, in sequence or late, forwarded by a tc program
     /// without reaching its socket. Everything else (RTCP, another source,
@@ -4020,23 +4020,23 @@ impl<H: Handler> Worker<H> {
 
     /// The route channel `id` should have in the relay offload, with the
     /// `relay-to` channel and the session's reception it is seeded with:
-    /// the two channels relay to each other on this worker, both IPv4 with
-    /// a target, and both sessions know their remote source (so each
-    /// direction has sent, and the kernel learns from its frames where the
-    /// other direction's go).
+    /// the two channels relay to each other on this worker, both with a
+    /// target of one family (a packet cannot change it on the way), and
+    /// both sessions know their remote source (so each direction has sent,
+    /// and the kernel learns from its frames where the other direction's
+    /// go).
     fn offload_wanted(
         &self,
         id: u32,
     ) -> Option<(offload::Flow, offload::Route, u32, session::ReceptionSeed)> {
-        let v4 = |addr: SocketAddr| match canonical(addr) {
-            SocketAddr::V4(a) => Some(a),
-            SocketAddr::V6(_) => None,
-        };
         let wc = self.table.get(&id)?;
         let to = wc.relay_to?;
         let peer = self.table.get(&to).filter(|p| p.relay_to == Some(id))?;
-        let (remote, local) = (v4(wc.remote?)?, v4(wc.channel.local)?);
-        let (peer_remote, peer_local) = (v4(peer.remote?)?, v4(peer.channel.local)?);
+        let (remote, local) = (canonical(wc.remote?), canonical(wc.channel.local));
+        let (peer_remote, peer_local) = (canonical(peer.remote?), canonical(peer.channel.local));
+        if remote.is_ipv4() != peer_remote.is_ipv4() {
+            return None;
+        }
         peer.session.reception_seed()?;
         let seed = wc.session.reception_seed()?;
         let route = offload::Route::new(
@@ -5975,100 +5975,106 @@ mod tests {
         offload::tests::available(srv.set_relay_offload(true)).is_some()
     }
 
-    /// What the offload does not take stays with the workers, relayed and
-    /// counted as without it: an IPv6 pair, and a pair whose channels are
-    /// on two workers (placed before they relayed).
-    #[test]
-    fn relay_offload_leaves_ipv6_and_pairs_across_workers_to_the_workers() {
-        for (host, late) in [("[::1]", false), ("127.0.0.1", true)] {
-            let (srv, _rx) = server_with_workers(2, Duration::ZERO);
-            if !offload_or_skip(&srv) {
-                return;
-            }
-            let config = |relay_to| ChannelConfig {
-                bind: format!("{host}:0").parse().unwrap(),
-                relay_to,
-                ..Default::default()
-            };
-            let add = |id, to| {
-                if late {
-                    let ch = srv.add_channel(id, config(None), ()).unwrap();
-                    ch.set_relay_to(Some(to));
-                    assert!(wait_for(|| ch.relaying()));
-                    ch
-                } else {
-                    srv.add_channel(id, config(Some(to)), ()).unwrap()
-                }
-            };
-            let (a, b) = (add(0, 1), add(1, 0));
-            assert_eq!(a.worker != b.worker, late);
-            let bind = || UdpSocket::bind(format!("{host}:0")).unwrap();
-            let (peer_a, peer_b) = (bind(), bind());
-            peer_b
-                .send_to(&packet_from(0, 0xb), b.local_addr())
-                .unwrap();
-            assert!(wait_for(|| a.stats()[SEND_ERRORS] == 1));
-            for seq in 1..40 {
-                let p = packet_from(seq, 0xa);
-                peer_a.send_to(&p, a.local_addr()).unwrap();
-                assert_eq!(recv_from(&peer_b), (p, b.local_addr()), "{host} seq {seq}");
-                let p = packet_from(seq, 0xb);
-                peer_b.send_to(&p, b.local_addr()).unwrap();
-                assert_eq!(recv_from(&peer_a), (p, a.local_addr()), "{host} seq {seq}");
-                if seq == 3 {
-                    // Time enough for routes, were there any.
-                    std::thread::sleep(OFFLOAD_ROUND * 3);
-                }
-            }
-            assert!(wait_for(
-                || a.stats()[RELAYED] == 39 && b.stats()[RELAYED] == 40
-            ));
-            for ch in [&a, &b] {
-                assert_eq!(ch.stats()[RELAYED_OFFLOADED], 0, "{host}");
-            }
-        }
-    }
-
-    /// Channels bound to any address: the route matches any local
-    /// address, and the packets leave from the one the other peer sends
-    /// to, as the socket would send them.
-    #[test]
-    fn relay_offload_serves_channels_bound_to_any_address() {
-        let (srv, _rx) = server_with_workers(1, Duration::ZERO);
-        if !offload_or_skip(&srv) {
-            return;
-        }
-        let config = |relay_to| ChannelConfig {
-            relay_to: Some(relay_to),
+    /// Runs 40 packets each way through channels 0 and 1 of `srv`, bound
+    /// to `bind` (added relaying to each other, or, when `late`, told so
+    /// once running), from peers at `host`, each checked where it comes
+    /// out, with time for routes after the first three; returns the
+    /// channels' `relayed-offloaded`.
+    fn relay_forty(
+        srv: &Server<Collect>,
+        bind: [&str; 2],
+        host: [&str; 2],
+        late: bool,
+    ) -> [u64; 2] {
+        let config = |bind: &str, relay_to| ChannelConfig {
+            bind: format!("{bind}:0").parse().unwrap(),
+            relay_to,
             ..Default::default()
         };
-        let a = srv.add_channel(0, config(1), ()).unwrap();
-        let b = srv.add_channel(1, config(0), ()).unwrap();
-        let at = |ch: &ChannelRef<Collect>| {
-            SocketAddr::from((Ipv4Addr::LOCALHOST, ch.local_addr().port()))
+        let add = |id: u32, to| {
+            let bind = bind[id as usize];
+            if late {
+                let ch = srv.add_channel(id, config(bind, None), ()).unwrap();
+                ch.set_relay_to(Some(to));
+                assert!(wait_for(|| ch.relaying()));
+                ch
+            } else {
+                srv.add_channel(id, config(bind, Some(to)), ()).unwrap()
+            }
         };
-        let (peer_a, peer_b) = (
-            UdpSocket::bind("127.0.0.1:0").unwrap(),
-            UdpSocket::bind("127.0.0.1:0").unwrap(),
-        );
-        peer_b.send_to(&packet_from(0, 0xb), at(&b)).unwrap();
+        let (a, b) = (add(0, 1), add(1, 0));
+        assert_eq!(a.worker != b.worker, late);
+        // Where a peer at `host` reaches a channel, and sees it send from.
+        let at = |ch: &ChannelRef<Collect>, host: &str| -> SocketAddr {
+            format!("{host}:{}", ch.local_addr().port())
+                .parse()
+                .unwrap()
+        };
+        let bind_peer = |host: &str| UdpSocket::bind(format!("{host}:0")).unwrap();
+        let (peer_a, peer_b) = (bind_peer(host[0]), bind_peer(host[1]));
+        let (a_at, b_at) = (at(&a, host[0]), at(&b, host[1]));
+        peer_b.send_to(&packet_from(0, 0xb), b_at).unwrap();
         assert!(wait_for(|| a.stats()[SEND_ERRORS] == 1));
-        for seq in 1..30 {
+        for seq in 1..40 {
             let p = packet_from(seq, 0xa);
-            peer_a.send_to(&p, at(&a)).unwrap();
-            assert_eq!(recv_from(&peer_b), (p, at(&b)), "seq {seq}");
+            peer_a.send_to(&p, a_at).unwrap();
+            assert_eq!(recv_from(&peer_b), (p, b_at), "{host:?} seq {seq}");
             let p = packet_from(seq, 0xb);
-            peer_b.send_to(&p, at(&b)).unwrap();
-            assert_eq!(recv_from(&peer_a), (p, at(&a)), "seq {seq}");
+            peer_b.send_to(&p, b_at).unwrap();
+            assert_eq!(recv_from(&peer_a), (p, a_at), "{host:?} seq {seq}");
             if seq == 3 {
                 std::thread::sleep(OFFLOAD_ROUND * 3);
             }
         }
-        assert!(wait_for(
-            || a.stats()[RELAYED_OFFLOADED] >= 20 && b.stats()[RELAYED_OFFLOADED] >= 20
-        ));
-        assert_eq!(a.stats()[PACKETS_RECEIVED], 29);
-        assert_eq!(b.stats()[PACKETS_RECEIVED], 30);
+        assert!(wait_for(|| a.stats()[PACKETS_RECEIVED] == 39
+            && b.stats()[PACKETS_RECEIVED] == 40
+            && a.stats()[RELAYED] == 39
+            && b.stats()[RELAYED] == 40));
+        [a.stats()[RELAYED_OFFLOADED], b.stats()[RELAYED_OFFLOADED]]
+    }
+
+    /// IPv4 and IPv6, channels bound to their address or to any (IPv6's
+    /// any taking IPv4 peers too): the kernel forwards, each packet
+    /// leaving from the address the other peer sends to, as the socket
+    /// would send it.
+    #[test]
+    fn relay_offload_serves_ipv4_ipv6_and_channels_bound_to_any_address() {
+        for (bind, host) in [
+            ("127.0.0.1", "127.0.0.1"),
+            ("0.0.0.0", "127.0.0.1"),
+            ("[::1]", "[::1]"),
+            ("[::]", "[::1]"),
+            ("[::]", "127.0.0.1"),
+        ] {
+            let (srv, _rx) = server_with_workers(1, Duration::ZERO);
+            if !offload_or_skip(&srv) {
+                return;
+            }
+            let offloaded = relay_forty(&srv, [bind; 2], [host; 2], false);
+            assert!(
+                offloaded.iter().all(|&n| n >= 30),
+                "{bind} {host}: {offloaded:?}"
+            );
+        }
+    }
+
+    /// What the offload does not take stays with the workers, relayed and
+    /// counted as without it: a pair whose channels are on two workers
+    /// (placed before they relayed), and one whose peers are of two
+    /// families (a packet cannot change its family on the way).
+    #[test]
+    fn relay_offload_leaves_pairs_across_workers_or_families_to_the_workers() {
+        for (late, host) in [(true, ["127.0.0.1"; 2]), (false, ["127.0.0.1", "[::1]"])] {
+            let (srv, _rx) = server_with_workers(2, Duration::ZERO);
+            if !offload_or_skip(&srv) {
+                return;
+            }
+            assert_eq!(
+                relay_forty(&srv, ["[::]"; 2], host, late),
+                [0, 0],
+                "{host:?}"
+            );
+        }
     }
 
     /// The routes follow the channels: a peer that moves (latched again

@@ -13,7 +13,7 @@
 
 use std::ffi::{c_char, c_int, c_void};
 use std::io;
-use std::net::SocketAddrV4;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{FromRawFd, OwnedFd};
 
 use crate::session::ReceptionSeed;
@@ -83,22 +83,36 @@ unsafe extern "C" {
     ) -> c_int;
 }
 
-/// How a datagram arrives (a route's key) or leaves: IPv4 addresses and
-/// UDP ports, in network byte order (`struct offload_flow`).
+/// How a datagram arrives (a route's key) or leaves: addresses as IPv6
+/// ones (IPv4 ones mapped, an unspecified one all zeros: a channel bound to
+/// any address) and UDP ports, in network byte order (`struct
+/// offload_flow`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct Flow {
-    saddr: [u8; 4],
-    daddr: [u8; 4],
+    saddr: [u8; 16],
+    daddr: [u8; 16],
     sport: [u8; 2],
     dport: [u8; 2],
 }
 
+/// `ip` as the program keeps it.
+fn address(ip: IpAddr) -> [u8; 16] {
+    if ip.is_unspecified() {
+        return [0; 16];
+    }
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
 impl Flow {
-    pub fn new(from: SocketAddrV4, to: SocketAddrV4) -> Flow {
+    /// A datagram from `from` to `to`, of one family.
+    pub fn new(from: SocketAddr, to: SocketAddr) -> Flow {
         Flow {
-            saddr: from.ip().octets(),
-            daddr: to.ip().octets(),
+            saddr: address(from.ip()),
+            daddr: address(to.ip()),
             sport: from.port().to_be_bytes(),
             dport: to.port().to_be_bytes(),
         }
@@ -110,7 +124,7 @@ impl Flow {
 #[derive(Clone, Copy, Debug, Default)]
 struct Link {
     ifindex: u32,
-    local_addr: [u8; 4],
+    local_addr: [u8; 16],
     peer_mac: [u8; 6],
     local_mac: [u8; 6],
 }
@@ -134,6 +148,7 @@ pub struct Route {
     pub max_jitter16: u32,
     transit: u32,
     has_transit: u32,
+    reserved: u32,
     /// Extended highest sequence number (A.1).
     pub highest: u64,
     /// Forwarded and counted.
@@ -178,9 +193,9 @@ impl Route {
 }
 
 // The layouts bpf/relay_offload.h asserts too.
-const _: () = assert!(size_of::<Route>() == 112);
-const _: () = assert!(size_of::<Flow>() == 12);
-const _: () = assert!(std::mem::offset_of!(Route, highest) == 72);
+const _: () = assert!(size_of::<Route>() == 176);
+const _: () = assert!(size_of::<Flow>() == 36);
+const _: () = assert!(std::mem::offset_of!(Route, highest) == 136);
 
 /// The loaded program, its routes map and its links.
 pub struct Offload {
@@ -415,7 +430,7 @@ fn interfaces() -> Vec<u32> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
+    use std::net::{Ipv4Addr, SocketAddrV4};
 
     /// What loading the offload gave, or None when a test may go on
     /// without it: only when `RTPSYNTH_REQUIRE_OFFLOAD` (set by `make test`
@@ -439,11 +454,11 @@ pub(crate) mod tests {
         assert!(offload.interfaces() >= 1);
         let a = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 40000);
         let b = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 40002);
-        let key = Flow::new(a, b);
+        let key = Flow::new(a.into(), b.into());
         assert!(offload.read(&key).unwrap().is_none());
         let route = Route {
             ssrc: 7,
-            out: Flow::new(b, a),
+            out: Flow::new(b.into(), a.into()),
             clock_rate: 8000,
             highest: 65_541,
             jitter16: 32,
@@ -473,8 +488,8 @@ pub(crate) mod tests {
         let n = BATCH as u16 * 2 + 7;
         let key = |i: u16| {
             Flow::new(
-                SocketAddrV4::new(Ipv4Addr::LOCALHOST, 10_000 + i),
-                SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9),
+                SocketAddrV4::new(Ipv4Addr::LOCALHOST, 10_000 + i).into(),
+                SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9).into(),
             )
         };
         for i in 0..n {
