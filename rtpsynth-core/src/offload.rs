@@ -222,8 +222,15 @@ impl Offload {
             return Err("built without clang: the BPF program is missing".into());
         }
         // libbpf prints its own diagnostics on stderr; the errors returned
-        // here say what went wrong.
-        unsafe { libbpf_set_print(None) };
+        // here say what went wrong. Its printer is the process's: the
+        // application's (or the default) comes back after the load.
+        let previous = unsafe { libbpf_set_print(None) };
+        let loaded = Self::open_and_load();
+        unsafe { libbpf_set_print(previous) };
+        loaded?.attach()
+    }
+
+    fn open_and_load() -> Result<Offload, String> {
         let object =
             unsafe { bpf_object__open_mem(OBJECT.as_ptr().cast(), OBJECT.len(), std::ptr::null()) };
         if object.is_null() {
@@ -233,7 +240,7 @@ impl Offload {
             ));
         }
         // Closed by Drop from here on, whatever fails.
-        let mut offload = Offload {
+        let offload = Offload {
             object,
             routes: -1,
             links: Vec::new(),
@@ -245,9 +252,15 @@ impl Offload {
                 rc,
             ));
         }
-        let prog = unsafe { bpf_object__find_program_by_name(object, c"relay_offload".as_ptr()) };
-        offload.routes = unsafe { bpf_object__find_map_fd_by_name(object, c"routes".as_ptr()) };
-        if prog.is_null() || offload.routes < 0 {
+        Ok(offload)
+    }
+
+    /// Attaches the loaded program to the interfaces.
+    fn attach(mut self) -> Result<Offload, String> {
+        let prog =
+            unsafe { bpf_object__find_program_by_name(self.object, c"relay_offload".as_ptr()) };
+        self.routes = unsafe { bpf_object__find_map_fd_by_name(self.object, c"routes".as_ptr()) };
+        if prog.is_null() || self.routes < 0 {
             return Err("the BPF object lacks its program or map".into());
         }
         let prog_fd = unsafe { bpf_program__fd(prog) };
@@ -265,12 +278,12 @@ impl Offload {
                 );
                 continue;
             }
-            offload.links.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            self.links.push(unsafe { OwnedFd::from_raw_fd(fd) });
         }
-        if offload.links.is_empty() {
+        if self.links.is_empty() {
             return Err(last_error);
         }
-        Ok(offload)
+        Ok(self)
     }
 
     /// Interfaces the program is attached to.
