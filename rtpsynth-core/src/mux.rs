@@ -2872,9 +2872,9 @@ struct WorkerChannel<H: Handler> {
     /// The batch under way changed more of the session than
     /// [`SessionStats::PACKET_COLUMNS`]: it copies them all.
     publish_all: bool,
-    /// RTP from the target reached the worker while the channel's route
-    /// is offloaded: the session moved on without the kernel, which must
-    /// be seeded again ([`Worker::offload_sync`]).
+    /// RTP the channel relays reached the worker: a route it has in the
+    /// relay offload must be seeded again, as the session moved on without
+    /// the kernel, and one it lacks may be due ([`Worker::offload_sync`]).
     offload_stale: bool,
     mode: RtcpMode,
     latch_rules: Latch,
@@ -2957,15 +2957,17 @@ impl<H: Handler> WorkerChannel<H> {
         channels: &Mutex<BTreeMap<u32, ChannelRef<H>>>,
     ) -> Took {
         let took = self.admit(data, from, on_rtcp_socket, now, handler);
-        if took == Took::Accepted && self.offloaded.is_some() {
-            self.offload_stale = true;
-        }
         let relays = match took {
             Took::Accepted => self.relay_to.is_some(),
             Took::Rtcp => self.relay_to.is_some() && self.mode != RtcpMode::Off,
             _ => false,
         };
         if relays {
+            // RTP the worker relays itself: an offloaded route (if any) no
+            // longer knows what the session does. Set whether or not the
+            // offload is on, not to read `offloaded`, a line no packet
+            // otherwise reads; the worker looks only when it is on.
+            self.offload_stale |= took == Took::Accepted;
             let worker = self.channel.worker;
             match self.relay_target(channels) {
                 Some(to) if took == Took::Accepted || to.rtcp_mode != RtcpMode::Off => {
@@ -4198,12 +4200,13 @@ impl<H: Handler> Worker<H> {
             return;
         };
         let before = wc.route_key();
-        let changed = wc.channel.dirty.load(Ordering::Relaxed);
+        // The element changed something: the routes may follow.
+        let rerouted = self.offload.is_some() && wc.channel.dirty.load(Ordering::Relaxed);
         if wc.refresh(self.now) {
             push_deadline(&mut self.deadlines, id, &wc.session);
         }
         reindex(&mut self.sockets, slot, wc, before);
-        if changed && self.offload.is_some() {
+        if rerouted {
             self.offload_dirty.push(id);
         }
     }
@@ -4280,7 +4283,7 @@ impl<H: Handler> Worker<H> {
                     accepted: &self.accepted,
                 },
             );
-            if wc.offload_stale {
+            if wc.offload_stale && self.offload.is_some() {
                 self.offload_dirty.push(id);
             }
             // A short read emptied the socket.
@@ -4313,6 +4316,7 @@ impl<H: Handler> Worker<H> {
             backlog,
             notify,
             offload_dirty,
+            offload,
             ..
         } = self;
         let Some(ss) = sockets.get_mut(&number) else {
@@ -4403,7 +4407,7 @@ impl<H: Handler> Worker<H> {
                     }
                 }
                 wc.finish_batch(&tally, handler, Batch { recv, accepted });
-                if wc.offload_stale {
+                if wc.offload_stale && offload.is_some() {
                     offload_dirty.push(wc.channel.id);
                 }
                 // Of what the routes go by, receiving changes only the
