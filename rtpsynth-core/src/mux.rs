@@ -1680,11 +1680,6 @@ impl<H: Handler> Server<H> {
         Ok(())
     }
 
-    /// Whether [`Server::set_relay_offload`] is on.
-    pub fn relay_offload(&self) -> bool {
-        self.shared.offload_on.load(Ordering::Acquire)
-    }
-
     /// Sets the CNAME of the sessions of channels added from now on; one
     /// longer than an SDES item holds ([`session::MAX_CNAME_LEN`] bytes) is
     /// refused.
@@ -2910,8 +2905,6 @@ struct Offloaded {
     route: offload::Route,
     /// The `relay-to` channel, which counts the packets as sent.
     to: u32,
-    /// The session's reception when the route was seeded, then as folded.
-    seed: session::ReceptionSeed,
     /// The route's packets, octets and payload octets already folded.
     folded: (u64, u64, u64),
     offload: Arc<Offload>,
@@ -4027,10 +4020,7 @@ impl<H: Handler> Worker<H> {
     /// both sessions know their remote source (so each direction has sent,
     /// and the kernel learns from its frames where the other direction's
     /// go).
-    fn offload_wanted(
-        &self,
-        id: u32,
-    ) -> Option<(offload::Flow, offload::Route, u32, session::ReceptionSeed)> {
+    fn offload_wanted(&self, id: u32) -> Option<(offload::Flow, offload::Route, u32)> {
         let wc = self.table.get(&id)?;
         let to = wc.relay_to?;
         let peer = self.table.get(&to).filter(|p| p.relay_to == Some(id))?;
@@ -4039,15 +4029,15 @@ impl<H: Handler> Worker<H> {
         if remote.is_ipv4() != peer_remote.is_ipv4() {
             return None;
         }
-        peer.session.reception_seed()?;
-        let seed = wc.session.reception_seed()?;
+        peer.session.reception()?;
+        let seed = wc.session.reception()?;
         let route = offload::Route::new(
             offload::Flow::new(peer_local, peer_remote),
             offload::Flow::new(peer_remote, peer_local),
             wc.session.clock_rate().unwrap_or(0),
             &seed,
         );
-        Some((offload::Flow::new(remote, local), route, to, seed))
+        Some((offload::Flow::new(remote, local), route, to))
     }
 
     /// Gives channel `id`, and the channel relaying back to it, the routes
@@ -4073,7 +4063,7 @@ impl<H: Handler> Worker<H> {
             return;
         };
         let stale = std::mem::take(&mut wc.offload_stale);
-        if let (Some(have), Some((key, route, to, _))) = (&wc.offloaded, &wanted)
+        if let (Some(have), Some((key, route, to))) = (&wc.offloaded, &wanted)
             && !stale
             && have.key == *key
             && have.to == *to
@@ -4087,7 +4077,7 @@ impl<H: Handler> Worker<H> {
         // The old route's last counts go into the session before it seeds
         // the new one.
         let old = self.offload_unroute(id);
-        let Some((key, mut route, to, seed)) = self.offload_wanted(id) else {
+        let Some((key, mut route, to)) = self.offload_wanted(id) else {
             return;
         };
         if let Some((old_key, old)) = old
@@ -4106,7 +4096,6 @@ impl<H: Handler> Worker<H> {
                 key,
                 route,
                 to,
-                seed,
                 folded: (0, 0, 0),
                 offload,
                 clock_zero: self.shared.monotonic_zero,
@@ -4161,17 +4150,12 @@ impl<H: Handler> Worker<H> {
         let octets = route.octets.saturating_sub(have.folded.1);
         let payload = route.payload_octets.saturating_sub(have.folded.2);
         have.folded = (route.packets, route.octets, route.payload_octets);
-        have.seed = session::ReceptionSeed {
-            highest: route.highest,
-            jitter16: u64::from(route.jitter16),
-            max_jitter16: u64::from(route.max_jitter16),
-            ..have.seed
-        };
         let to = self.table.get(&have.to).map(|p| p.channel.clone());
         let Some(wc) = self.table.get_mut(&id) else {
             return;
         };
-        wc.session.fold_reception(packets, payload, &have.seed);
+        wc.session
+            .fold_reception(packets, payload, &route.reception());
         // A move needs the target's silence from its last packet.
         if let Some(heard) = have.kernel_time(route) {
             wc.heard_at = wc.heard_at.max(heard);
@@ -5764,20 +5748,8 @@ mod tests {
             rtcp: RtcpMode::Mux,
             ..loopback()
         };
-        // Added relaying to `to`, or (late) added relaying to nothing and
-        // told once running: applied by the worker (which then says so)
-        // before the channel's peer sends, as a datagram read before would
-        // not be relayed.
-        let add = |id, to, ssrc| {
-            if late {
-                let ch = srv.add_channel(id, config(None, ssrc), ()).unwrap();
-                ch.set_relay_to(Some(to));
-                assert!(wait_for(|| ch.relaying()));
-                ch
-            } else {
-                srv.add_channel(id, config(Some(to), ssrc), ()).unwrap()
-            }
-        };
+        let add =
+            |id, to, ssrc| add_relaying(&srv, id, |relay_to| config(relay_to, ssrc), to, late);
         // a relays to b before b exists: counted, not lost silently.
         let a = add(0, 1, 0xa);
         peer_a
@@ -5979,6 +5951,26 @@ mod tests {
         offload::tests::available(srv.set_relay_offload(true)).is_some()
     }
 
+    /// Adds channel `id` of `config(relay_to)` relaying to `to`, or (`late`)
+    /// relaying to nothing and told once running: applied by the worker
+    /// (which then says so) before the channel's peer sends, as a datagram
+    /// read before would not be relayed.
+    fn add_relaying(
+        srv: &Server<Collect>,
+        id: u32,
+        config: impl Fn(Option<u32>) -> ChannelConfig,
+        to: u32,
+        late: bool,
+    ) -> ChannelRef<Collect> {
+        if !late {
+            return srv.add_channel(id, config(Some(to)), ()).unwrap();
+        }
+        let ch = srv.add_channel(id, config(None), ()).unwrap();
+        ch.set_relay_to(Some(to));
+        assert!(wait_for(|| ch.relaying()));
+        ch
+    }
+
     /// Runs 40 packets each way through channels 0 and 1 of `srv`, bound
     /// to `bind` (added relaying to each other, or, when `late`, told so
     /// once running), from peers at `host`, each checked where it comes
@@ -5996,15 +5988,13 @@ mod tests {
             ..Default::default()
         };
         let add = |id: u32, to| {
-            let bind = bind[id as usize];
-            if late {
-                let ch = srv.add_channel(id, config(bind, None), ()).unwrap();
-                ch.set_relay_to(Some(to));
-                assert!(wait_for(|| ch.relaying()));
-                ch
-            } else {
-                srv.add_channel(id, config(bind, Some(to)), ()).unwrap()
-            }
+            add_relaying(
+                srv,
+                id,
+                |relay_to| config(bind[id as usize], relay_to),
+                to,
+                late,
+            )
         };
         let (a, b) = (add(0, 1), add(1, 0));
         assert_eq!(a.worker != b.worker, late);

@@ -16,7 +16,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{FromRawFd, OwnedFd};
 
-use crate::session::ReceptionSeed;
+use crate::session::Reception;
 
 /// The program, or nothing when clang was missing at build time.
 static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/relay_offload.bpf.o"));
@@ -42,6 +42,8 @@ struct BpfProgram {
 // low-level calls return a negative errno.
 #[link(name = "bpf")]
 unsafe extern "C" {
+    /// The printer (`libbpf_print_fn_t`, variadic) is only ever passed
+    /// back as it came, never called from here: typed as any function.
     fn libbpf_set_print(f: Option<unsafe extern "C" fn()>) -> Option<unsafe extern "C" fn()>;
     fn bpf_object__open_mem(buf: *const c_void, size: usize, opts: *const c_void)
     -> *mut BpfObject;
@@ -164,7 +166,7 @@ pub struct Route {
 impl Route {
     /// The route of a channel whose session's reception stands at `seed`,
     /// forwarding as `out`; `reverse` is the other direction's key.
-    pub fn new(out: Flow, reverse: Flow, clock_rate: u32, seed: &ReceptionSeed) -> Route {
+    pub fn new(out: Flow, reverse: Flow, clock_rate: u32, seed: &Reception) -> Route {
         Route {
             ssrc: seed.ssrc,
             out,
@@ -174,6 +176,16 @@ impl Route {
             jitter16: u32::try_from(seed.jitter16).unwrap_or(u32::MAX),
             max_jitter16: u32::try_from(seed.max_jitter16).unwrap_or(u32::MAX),
             ..Route::default()
+        }
+    }
+
+    /// Where the program's counting stands: the converse of [`Route::new`].
+    pub fn reception(&self) -> Reception {
+        Reception {
+            ssrc: self.ssrc,
+            highest: self.highest,
+            jitter16: u64::from(self.jitter16),
+            max_jitter16: u64::from(self.max_jitter16),
         }
     }
 

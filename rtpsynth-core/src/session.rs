@@ -503,9 +503,9 @@ impl SessionStats {
     }
 }
 
-/// See [`Session::reception_seed`].
+/// See [`Session::reception`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReceptionSeed {
+pub struct Reception {
     pub ssrc: u32,
     pub highest: u64,
     pub jitter16: u64,
@@ -892,9 +892,9 @@ impl Session {
     /// highest sequence number, and jitter × 16 with its highest. None
     /// before a source is confirmed (its packets must reach
     /// [`Session::handle_rtp`] to pass probation).
-    pub fn reception_seed(&self) -> Option<ReceptionSeed> {
+    pub fn reception(&self) -> Option<Reception> {
         let src = self.remote.as_ref()?;
-        Some(ReceptionSeed {
+        Some(Reception {
             ssrc: src.ssrc,
             highest: src.highest(),
             jitter16: src.jitter16,
@@ -902,32 +902,23 @@ impl Session {
         })
     }
 
-    /// Takes in `packets` (with `payload_octets`) of source `ssrc` counted
-    /// elsewhere since [`Session::reception_seed`] or the last fold, which
-    /// left the reception at `now_seed`. Returns false, changing nothing,
-    /// when `ssrc` is no longer the remote source.
-    pub fn fold_reception(
-        &mut self,
-        packets: u64,
-        payload_octets: u64,
-        now_seed: &ReceptionSeed,
-    ) -> bool {
-        let Some(src) = self.remote.as_mut().filter(|s| s.ssrc == now_seed.ssrc) else {
-            return false;
+    /// Takes in `packets` (with `payload_octets`) counted elsewhere since
+    /// [`Session::reception`] or the last fold, which left the reception
+    /// at `now`. Changes nothing when `now.ssrc` is no longer the remote
+    /// source (a new one replaced it meanwhile, and counts afresh).
+    pub fn fold_reception(&mut self, packets: u64, payload_octets: u64, now: &Reception) {
+        let Some(src) = self.remote.as_mut().filter(|s| s.ssrc == now.ssrc) else {
+            return;
         };
-        if packets == 0 {
-            return true;
-        }
         src.received += packets;
         src.octets += payload_octets;
-        src.ext.set_highest(now_seed.highest);
-        src.jitter16 = now_seed.jitter16;
-        src.max_jitter16 = src.max_jitter16.max(now_seed.max_jitter16);
+        src.ext.set_highest(now.highest);
+        src.jitter16 = now.jitter16;
+        src.max_jitter16 = src.max_jitter16.max(now.max_jitter16);
         // The transit was measured on another clock: the next packet here
         // starts the jitter's differences afresh.
         src.transit = None;
         src.byed = false;
-        true
     }
 
     /// Accounts for an RTP packet sent at `now`. A packet with another SSRC

@@ -1126,9 +1126,9 @@ impl ObjectImpl for RtpMuxServer {
                     .nick("Relay in the kernel")
                     .blurb(
                         "Have the kernel forward the RTP of channels that relay to each other \
-                         (relay-to set on both, on one worker, both peers IPv4 or both IPv6), with no \
-                         socket and no \
-                         worker in the path: a tc program on the ingress of every Ethernet and \
+                         (relay-to set on both, on one worker, both peers IPv4 or both IPv6), \
+                         with no socket and no worker in the path: a tc program on the ingress \
+                         of every Ethernet and \
                          loopback interface, routes installed once both channels have a target \
                          and a confirmed source. Each direction's first packets, RTCP, another \
                          SSRC, a sequence jump and malformed packets still reach the worker, \
