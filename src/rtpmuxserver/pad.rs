@@ -223,7 +223,8 @@ impl ObjectImpl for RtpMuxServerPad {
                          both channels for a two-way relay. Each packet still goes through \
                          this channel's latching and filtering and is counted in its relayed \
                          counter, then in the other's packets-sent. src_N still pushes the \
-                         RTP when linked. A channel added later is found when it comes; until \
+                         RTP when linked (but not what the element's relay-offload has the \
+                         kernel forward). A channel added later is found when it comes; until \
                          then packets are counted in not-relayed. -1 (the default): none. \
                          Settable at any time. (A link from src_N to a sink_M of the same \
                          element is refused: use this.)",
