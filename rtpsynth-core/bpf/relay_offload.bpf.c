@@ -11,7 +11,8 @@
  * mapped), and RTP of the session's remote source, in sequence or late
  * (A.1). Anything else
  * (RTCP, another SSRC, a jump, a malformed packet, a route whose other
- * direction has sent nothing yet) goes on up the stack to the channel's
+ * direction has sent nothing yet, or whose interface is gone or has too
+ * small an MTU for the packet) goes on up the stack to the channel's
  * socket, where the worker handles it as it handles every packet without
  * offload. */
 #include <linux/bpf.h>
@@ -113,6 +114,12 @@ static __always_inline int relay(struct __sk_buff *skb, struct offload_flow *in,
     bpf_spin_lock(&back->lock);
     link = back->link;
     bpf_spin_unlock(&back->lock);
+    /* Only through an interface that is still there and whose MTU takes
+     * the frame: one removed since the frames were learnt (its addresses
+     * may be on a new one already) or a narrower one is the stack's to
+     * route, or to fragment. */
+    __u32 mtu = 0;
+    int fits = link.ifindex != 0 && bpf_check_mtu(skb, link.ifindex, &mtu, 0, 0) == 0;
 
     __u64 now_ns = bpf_ktime_get_ns();
     __u64 now_us = now_ns / 1000;
@@ -124,7 +131,7 @@ static __always_inline int relay(struct __sk_buff *skb, struct offload_flow *in,
     __builtin_memcpy(route->link.peer_mac, eth->h_source, 6);
     __builtin_memcpy(route->link.local_mac, eth->h_dest, 6);
     __u16 udelta = seq - (__u16)route->highest;
-    if (link.ifindex != 0 && ssrc == route->ssrc &&
+    if (fits && ssrc == route->ssrc &&
         (udelta < MAX_DROPOUT || udelta > (__u16)(65536 - MAX_MISORDER))) {
         forward = 1;
         if (udelta < MAX_DROPOUT)
@@ -198,5 +205,5 @@ int relay_offload(struct __sk_buff *skb) {
     return NOT_OURS;
 }
 
-/* GPL-compatible for the kernel (the helpers used are not GPL-only). */
+/* GPL-compatible for the kernel, which bpf_check_mtu asks for. */
 char LICENSE[] SEC("license") = "Dual MPL/GPL";

@@ -89,8 +89,8 @@ const PAUSE_SLICE: Duration = Duration::from_millis(5);
 const MAX_REPORT_DELAY: Duration = Duration::from_millis(20);
 
 /// How often a worker folds what the relay offload counted into its
-/// channels' statistics, and installs the routes of pairs that became
-/// ready for it (a peer latched).
+/// channels' statistics, installs the routes of pairs that became ready
+/// for it (a peer latched), and follows interfaces that came or went.
 const OFFLOAD_ROUND: Duration = Duration::from_millis(100);
 /// `recvmmsg` calls per readiness report at most.
 const READS_PER_EVENT: usize = 4;
@@ -3956,6 +3956,9 @@ impl<H: Handler> Worker<H> {
         if self.now >= self.next_offload_round {
             self.next_offload_round = self.now.saturating_add(ns(OFFLOAD_ROUND));
             self.offload_fold_all();
+            if let Some(offload) = &self.offload {
+                offload.follow_interfaces();
+            }
             // Routed channels follow their changes as they come
             // (`offload_dirty`); the others may have become ready.
             let mut ids = std::mem::take(&mut self.offload_ids);
@@ -4683,6 +4686,7 @@ impl<H: Handler> WorkerChannel<H> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::offload::tests::Behind;
     use crate::rtp::{Extras, Header, write_packet};
     use std::net::UdpSocket;
     use std::sync::mpsc::{Receiver, Sender, channel};
@@ -6069,6 +6073,94 @@ mod tests {
                 "{host:?}"
             );
         }
+    }
+
+    /// Across real interfaces (veth pairs to two network namespaces, made
+    /// after the offload loaded, as a container's come): the kernel
+    /// forwards between them, learning MACs and interfaces from the
+    /// frames. When b's interface goes and comes back with its addresses
+    /// (another index, other MACs), what a sends meanwhile is not sent
+    /// into the interface that went: the worker relays it, through the
+    /// new one; once b sends again the kernel takes over again. A packet
+    /// bigger than b's MTU is left to the stack, which fragments it.
+    /// Every packet arrives, and is counted once.
+    #[test]
+    fn relay_offload_takes_new_interfaces_and_steps_aside_for_one_gone_or_too_narrow() {
+        offload::tests::isolated(relay_across_interfaces);
+    }
+
+    fn relay_across_interfaces() {
+        let (srv, _rx) = server_with_workers(1, Duration::ZERO);
+        if !offload_or_skip(&srv) {
+            return;
+        }
+        let (ea, eb) = (Behind::new("a", 1).unwrap(), Behind::new("b", 2).unwrap());
+        let config = |host: std::net::Ipv4Addr, relay_to| ChannelConfig {
+            bind: SocketAddr::from((host, 0)),
+            relay_to: Some(relay_to),
+            ..Default::default()
+        };
+        let a = srv.add_channel(0, config(ea.host(), 1), ()).unwrap();
+        let b = srv.add_channel(1, config(eb.host(), 0), ()).unwrap();
+        let (peer_a, peer_b) = (ea.socket(), eb.socket());
+        let sent_a = std::cell::Cell::new(0u64);
+        let a_to_b = |p: Vec<u8>| {
+            peer_a.send_to(&p, a.local_addr()).unwrap();
+            assert_eq!(recv_from(&peer_b), (p, b.local_addr()));
+            sent_a.set(sent_a.get() + 1);
+        };
+        let b_to_a = |p: Vec<u8>| {
+            peer_b.send_to(&p, b.local_addr()).unwrap();
+            assert_eq!(recv_from(&peer_a), (p, a.local_addr()));
+        };
+        let offloaded = || (a.stats()[RELAYED_OFFLOADED], b.stats()[RELAYED_OFFLOADED]);
+        peer_b
+            .send_to(&packet_from(0, 0xb), b.local_addr())
+            .unwrap();
+        assert!(wait_for(|| a.stats()[SEND_ERRORS] == 1));
+        for seq in 1..40 {
+            a_to_b(packet_from(seq, 0xa));
+            b_to_a(packet_from(seq, 0xb));
+            if seq == 3 {
+                std::thread::sleep(OFFLOAD_ROUND * 3);
+            }
+        }
+        assert!(
+            wait_for(|| offloaded().0 >= 30 && offloaded().1 >= 30),
+            "{:?}",
+            offloaded()
+        );
+        eb.replug();
+        let gone = offloaded();
+        for seq in 40..50 {
+            a_to_b(packet_from(seq, 0xa));
+        }
+        assert_eq!(offloaded(), gone, "the worker relayed them");
+        // b is heard again from its new interface (attached meanwhile).
+        std::thread::sleep(OFFLOAD_ROUND * 3);
+        for seq in 40..60 {
+            b_to_a(packet_from(seq, 0xb));
+            a_to_b(packet_from(seq + 10, 0xa));
+        }
+        assert!(
+            wait_for(|| offloaded().0 >= gone.0 + 15 && offloaded().1 >= gone.1 + 15),
+            "{gone:?} {:?}",
+            offloaded()
+        );
+        eb.set_mtu(576);
+        let narrow = offloaded();
+        let mut big = packet_from(70, 0xa);
+        big.resize(1_000, 0x55);
+        for seq in 70u16..75 {
+            big[2..4].copy_from_slice(&seq.to_be_bytes());
+            a_to_b(big.clone());
+        }
+        assert_eq!(offloaded().0, narrow.0, "fragmented by the stack");
+        assert!(wait_for(|| a.stats()[RELAYED] == sent_a.get()));
+        let sa = a.stats();
+        assert_eq!(sa[PACKETS_RECEIVED], sent_a.get());
+        assert_eq!(ss(&sa, "rtp-packets-received"), sent_a.get() - 1);
+        assert_eq!(ss(&sa, "packets-lost"), 0);
     }
 
     /// The routes follow the channels: a peer that moves (latched again

@@ -2,19 +2,22 @@
 //! socket, no system call and no worker in the path (the `relay-offload` of
 //! `rtpmuxserver`). A tc program (bpf/relay_offload.bpf.c, compiled by
 //! build.rs and embedded here) sits on the ingress of every Ethernet and
-//! loopback interface; the worker gives it one route per direction of a
-//! pair, reads back what it counted and folds that into the channels'
-//! statistics and sessions ([`crate::mux`]).
+//! loopback interface (netlink tells of those that come and go); the
+//! worker gives it one route per direction of a pair, reads back what it
+//! counted and folds that into the channels' statistics and sessions
+//! ([`crate::mux`]).
 //!
 //! The program is attached through tcx links (Linux 6.6), which the kernel
 //! removes when the last descriptor closes: dropping [`Offload`], or the
 //! process ending however it ends, leaves nothing behind on an interface.
 //! Loading needs `CAP_BPF` and `CAP_NET_ADMIN` (or root).
 
+use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::session::Reception;
 
@@ -213,7 +216,18 @@ const _: () = assert!(std::mem::offset_of!(Route, highest) == 136);
 pub struct Offload {
     object: *mut BpfObject,
     routes: c_int,
-    links: Vec<OwnedFd>,
+    links: Mutex<Links>,
+}
+
+/// The program's tcx links, one per interface it is attached to, and what
+/// tells of interfaces coming and going.
+struct Links {
+    program: c_int,
+    by_ifindex: HashMap<u32, OwnedFd>,
+    /// A netlink socket subscribed to link changes (`RTMGRP_LINK`), read
+    /// without waiting; None when it could not be opened, and then the
+    /// interfaces are those there were at load.
+    changes: Option<OwnedFd>,
 }
 
 // The object is only closed on drop; the map descriptor is used with
@@ -255,7 +269,11 @@ impl Offload {
         let offload = Offload {
             object,
             routes: -1,
-            links: Vec::new(),
+            links: Mutex::new(Links {
+                program: -1,
+                by_ifindex: HashMap::new(),
+                changes: None,
+            }),
         };
         let rc = unsafe { bpf_object__load(object) };
         if rc < 0 {
@@ -267,7 +285,9 @@ impl Offload {
         Ok(offload)
     }
 
-    /// Attaches the loaded program to the interfaces.
+    /// Attaches the loaded program to the interfaces there are, and
+    /// subscribes to their changes first, so that none comes unseen
+    /// between the two.
     fn attach(mut self) -> Result<Offload, String> {
         let prog =
             unsafe { bpf_object__find_program_by_name(self.object, c"relay_offload".as_ptr()) };
@@ -275,32 +295,41 @@ impl Offload {
         if prog.is_null() || self.routes < 0 {
             return Err("the BPF object lacks its program or map".into());
         }
-        let prog_fd = unsafe { bpf_program__fd(prog) };
+        let links = self.links.get_mut().unwrap_or_else(PoisonError::into_inner);
+        links.program = unsafe { bpf_program__fd(prog) };
+        links.changes = netlink_socket(libc::RTMGRP_LINK as u32).ok();
         let mut last_error = String::from("no Ethernet or loopback interface");
-        for ifindex in interfaces() {
-            let fd = unsafe {
-                bpf_link_create(prog_fd, ifindex as c_int, TCX_INGRESS, std::ptr::null())
-            };
-            if fd < 0 {
-                last_error = failed(
-                    &format!(
-                        "attaching to interface {ifindex}'s ingress (tcx links, Linux 6.6 or later)"
-                    ),
-                    fd,
-                );
-                continue;
+        let listed = interfaces().map_err(|e| format!("listing the interfaces: {e}"))?;
+        for ifindex in listed {
+            if let Err(e) = links.attach(ifindex) {
+                last_error = e;
             }
-            self.links.push(unsafe { OwnedFd::from_raw_fd(fd) });
         }
-        if self.links.is_empty() {
+        if links.by_ifindex.is_empty() {
             return Err(last_error);
         }
         Ok(self)
     }
 
-    /// Interfaces the program is attached to.
-    pub fn interfaces(&self) -> usize {
-        self.links.len()
+    /// Interfaces the program is attached to, by index.
+    pub fn interfaces(&self) -> Vec<u32> {
+        let mut found: Vec<u32> = lock(&self.links).by_ifindex.keys().copied().collect();
+        found.sort_unstable();
+        found
+    }
+
+    /// Attaches the program to the Ethernet and loopback interfaces that
+    /// appeared since the last call (a container's veth, a VPN's tap, a
+    /// card brought in), and lets go of those that went. Cheap when
+    /// nothing changed (one system call); a worker calls it every
+    /// offload round, and when another is at it, it returns at once. An
+    /// interface the program cannot be attached to (the process gave up
+    /// `CAP_NET_ADMIN` since it loaded) has its relayed packets taken by
+    /// the workers, as without offload.
+    pub fn follow_interfaces(&self) {
+        if let Ok(mut links) = self.links.try_lock() {
+            links.follow();
+        }
     }
 
     /// Adds or replaces the route of datagrams arriving as `key`.
@@ -413,7 +442,7 @@ type LookUp = unsafe extern "C" fn(c_int, *const c_void, *mut c_void, u64) -> c_
 impl Drop for Offload {
     fn drop(&mut self) {
         // The links first: the program stops seeing datagrams, then goes.
-        self.links.clear();
+        lock(&self.links).by_ifindex.clear();
         unsafe { bpf_object__close(self.object) };
     }
 }
@@ -426,36 +455,243 @@ fn check(rc: c_int) -> io::Result<()> {
     }
 }
 
-/// The interfaces the program can read: Ethernet and loopback ones, by
-/// index (`/sys/class/net/*/type`).
-fn interfaces() -> Vec<u32> {
-    let mut found = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/sys/class/net") else {
-        return found;
-    };
-    for entry in dir.flatten() {
-        let path = entry.path();
-        let read = |name: &str| {
-            std::fs::read_to_string(path.join(name))
-                .ok()?
-                .trim()
-                .parse::<u32>()
-                .ok()
+fn lock(links: &Mutex<Links>) -> MutexGuard<'_, Links> {
+    links.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Links {
+    fn attach(&mut self, ifindex: u32) -> Result<(), String> {
+        if self.by_ifindex.contains_key(&ifindex) {
+            return Ok(());
+        }
+        let fd = unsafe {
+            bpf_link_create(
+                self.program,
+                ifindex as c_int,
+                TCX_INGRESS,
+                std::ptr::null(),
+            )
         };
-        if let (Some(kind), Some(ifindex)) = (read("type"), read("ifindex"))
-            && LINK_TYPES.contains(&kind)
-        {
-            found.push(ifindex);
+        if fd < 0 {
+            return Err(failed(
+                &format!(
+                    "attaching to interface {ifindex}'s ingress (tcx links, Linux 6.6 or later)"
+                ),
+                fd,
+            ));
+        }
+        self.by_ifindex
+            .insert(ifindex, unsafe { OwnedFd::from_raw_fd(fd) });
+        Ok(())
+    }
+
+    /// Reads what the kernel told of interfaces since the last call, and
+    /// attaches or lets go accordingly; when it had more to tell than the
+    /// socket held, looks at every interface again.
+    fn follow(&mut self) {
+        let Some(socket) = self.changes.take() else {
+            return;
+        };
+        let mut buf = NetlinkBuffer([0; 8192]);
+        let mut rescan = false;
+        loop {
+            match receive(&socket, &mut buf, libc::MSG_DONTWAIT) {
+                Ok(n) => {
+                    for change in link_changes(&buf.0[..n]) {
+                        self.apply(change);
+                    }
+                }
+                // Some changes were lost: what there is now says all.
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => rescan = true,
+                Err(_) => break,
+            }
+        }
+        self.changes = Some(socket);
+        if rescan && let Ok(now) = interfaces() {
+            self.by_ifindex.retain(|ifindex, _| now.contains(ifindex));
+            for ifindex in now {
+                // Not attached now: its datagrams go to the sockets, as
+                // without offload.
+                let _ = self.attach(ifindex);
+            }
         }
     }
-    found.sort_unstable();
-    found
+
+    fn apply(&mut self, change: LinkChange) {
+        match change {
+            LinkChange::New { ifindex, kind } if LINK_TYPES.contains(&kind) => {
+                let _ = self.attach(ifindex);
+            }
+            LinkChange::Gone { ifindex } => {
+                self.by_ifindex.remove(&ifindex);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Netlink messages are aligned to 4 bytes.
+#[repr(align(4))]
+struct NetlinkBuffer([u8; 8192]);
+
+/// A netlink route socket of this thread's network namespace, subscribed
+/// to `groups` (`RTMGRP_LINK`: every interface added, changed or
+/// removed).
+fn netlink_socket(groups: u32) -> io::Result<OwnedFd> {
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    addr.nl_groups = groups;
+    let rc = unsafe {
+        libc::bind(
+            fd,
+            (&addr as *const libc::sockaddr_nl).cast(),
+            size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(socket)
+}
+
+/// One datagram of netlink messages from `socket` into `buf`, its length;
+/// `flags` as `recv`'s.
+fn receive(socket: &OwnedFd, buf: &mut NetlinkBuffer, flags: c_int) -> io::Result<usize> {
+    loop {
+        let n = unsafe {
+            libc::recv(
+                socket.as_raw_fd(),
+                buf.0.as_mut_ptr().cast(),
+                buf.0.len(),
+                flags,
+            )
+        };
+        match usize::try_from(n) {
+            // The kernel sends no empty datagram: were one read, the
+            // reader would wait for what never comes.
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => return Ok(n.min(buf.0.len())),
+            Err(_) => {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::EINTR) {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// What one netlink message says of an interface.
+#[derive(Debug, PartialEq, Eq)]
+enum LinkChange {
+    /// Added or changed; `kind` is its `ARPHRD_*` type.
+    New {
+        ifindex: u32,
+        kind: u32,
+    },
+    Gone {
+        ifindex: u32,
+    },
+    /// The end of a dump (`NLMSG_DONE`, `error` 0), or its failure
+    /// (`NLMSG_ERROR`, a negative errno).
+    End {
+        error: i32,
+    },
+}
+
+/// The interface changes in `bytes`, a datagram of netlink messages
+/// (`nlmsghdr`, then for `RTM_NEWLINK` and `RTM_DELLINK` an
+/// `ifinfomsg`, and the end of a dump); other messages and a truncated
+/// tail are passed over.
+fn link_changes(bytes: &[u8]) -> Vec<LinkChange> {
+    const HEADER: usize = 16;
+    let u16_at = |b: &[u8], at: usize| u16::from_ne_bytes([b[at], b[at + 1]]);
+    let u32_at = |b: &[u8], at: usize| u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    let mut changes = Vec::new();
+    let mut rest = bytes;
+    while rest.len() >= HEADER {
+        let len = u32_at(rest, 0) as usize;
+        if len < HEADER || len > rest.len() {
+            break;
+        }
+        let (message, body) = (&rest[..len], &rest[HEADER..len]);
+        // ifi_family, pad, ifi_type (u16), ifi_index (i32), ...
+        let ifindex = (body.len() >= 8).then(|| u32_at(body, 4));
+        match (i32::from(u16_at(message, 4)), ifindex) {
+            (libc::NLMSG_DONE | libc::NLMSG_ERROR, _) => changes.push(LinkChange::End {
+                error: if body.len() >= 4 {
+                    u32_at(body, 0) as i32
+                } else {
+                    0
+                },
+            }),
+            (kind, Some(ifindex)) if kind == i32::from(libc::RTM_NEWLINK) => {
+                changes.push(LinkChange::New {
+                    ifindex,
+                    kind: u32::from(u16_at(body, 2)),
+                })
+            }
+            (kind, Some(ifindex)) if kind == i32::from(libc::RTM_DELLINK) => {
+                changes.push(LinkChange::Gone { ifindex })
+            }
+            _ => {}
+        }
+        rest = &rest[len.next_multiple_of(4).min(rest.len())..];
+    }
+    changes
+}
+
+/// The interfaces the program can read, by index: Ethernet and loopback
+/// ones, as netlink lists them for this thread's network namespace
+/// (`/sys/class/net` may be another namespace's).
+fn interfaces() -> io::Result<Vec<u32>> {
+    let socket = netlink_socket(0)?;
+    // An `nlmsghdr` asking for every link, and an empty `ifinfomsg`.
+    let mut request = [0u8; 32];
+    request[0..4].copy_from_slice(&32u32.to_ne_bytes());
+    request[4..6].copy_from_slice(&libc::RTM_GETLINK.to_ne_bytes());
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+    request[6..8].copy_from_slice(&flags.to_ne_bytes());
+    let sent = unsafe { libc::send(socket.as_raw_fd(), request.as_ptr().cast(), 32, 0) };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut found = Vec::new();
+    let mut buf = NetlinkBuffer([0; 8192]);
+    loop {
+        let n = receive(&socket, &mut buf, 0)?;
+        for change in link_changes(&buf.0[..n]) {
+            match change {
+                LinkChange::New { ifindex, kind } if LINK_TYPES.contains(&kind) => {
+                    found.push(ifindex)
+                }
+                LinkChange::End { error: 0 } => {
+                    found.sort_unstable();
+                    return Ok(found);
+                }
+                LinkChange::End { error } => return Err(io::Error::from_raw_os_error(-error)),
+                _ => {}
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use std::net::{Ipv4Addr, SocketAddrV4};
+    use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+    use std::time::Duration;
 
     /// What loading the offload gave, or None when a test may go on
     /// without it: only when `RTPSYNTH_REQUIRE_OFFLOAD` (set by `make test`
@@ -471,12 +707,240 @@ pub(crate) mod tests {
         }
     }
 
+    /// Runs `test` on a thread in a network namespace of its own, with
+    /// only its loopback up: the interfaces and addresses a test makes
+    /// there (and the threads it starts, which inherit it) leave the
+    /// machine's own untouched, and go with it. Needs root, as the
+    /// offload does: skipped without, unless the offload is required
+    /// ([`available`]).
+    pub(crate) fn isolated(test: impl FnOnce() + Send + 'static) {
+        let outcome = std::thread::spawn(move || {
+            // SAFETY: a plain system call; it moves only this thread.
+            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+            let made = if rc == 0 {
+                ip(&["link", "set", "lo", "up"])
+            } else {
+                Err(format!(
+                    "a network namespace: {}",
+                    io::Error::last_os_error()
+                ))
+            };
+            if available(made).is_some() {
+                test();
+            }
+        })
+        .join();
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    /// An endpoint in a network namespace of its own, behind a veth pair
+    /// whose other end is in the caller's (an [`isolated`] one), at
+    /// 10.213.`subnet`.2 (the caller's end .1): its datagrams cross a real
+    /// interface with MACs, not loopback. Made with `ip` (iproute2).
+    /// Removed on drop.
+    pub(crate) struct Behind {
+        netns: String,
+        host_if: String,
+        subnet: u8,
+    }
+
+    fn ip(args: &[&str]) -> Result<(), String> {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .map_err(|e| format!("ip {args:?}: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    impl Behind {
+        /// `tag` tells this test's apart from others' (one letter).
+        pub(crate) fn new(tag: &str, subnet: u8) -> Result<Behind, String> {
+            let id = std::process::id() % 100_000;
+            let behind = Behind {
+                netns: format!("rtps{id}{tag}"),
+                host_if: format!("rtps{id}{tag}"),
+                subnet,
+            };
+            ip(&["netns", "add", &behind.netns])?;
+            behind.plug()?;
+            let ns = |args: &[&str]| ip(&[&["-n", &behind.netns], args].concat());
+            ns(&["link", "set", "lo", "up"])?;
+            ns(&["route", "add", "default", "via", &behind.host().to_string()])?;
+            Ok(behind)
+        }
+
+        /// The veth pair, up, with the addresses.
+        fn plug(&self) -> Result<(), String> {
+            let (host_if, netns) = (&self.host_if, &self.netns);
+            ip(&[
+                "link", "add", host_if, "type", "veth", "peer", "name", "e0", "netns", netns,
+            ])?;
+            ip(&[
+                "addr",
+                "add",
+                &format!("{}/24", self.host()),
+                "dev",
+                host_if,
+            ])?;
+            ip(&["link", "set", host_if, "up"])?;
+            let ns = |args: &[&str]| ip(&[&["-n", netns], args].concat());
+            ns(&["addr", "add", &format!("{}/24", self.peer()), "dev", "e0"])?;
+            ns(&["link", "set", "e0", "up"])
+        }
+
+        /// Takes the veth pair away and makes it again, with the same
+        /// addresses but another index and other MACs, as a container's
+        /// or a VPN's interface comes back.
+        pub(crate) fn replug(&self) {
+            ip(&["link", "del", &self.host_if]).unwrap();
+            self.plug().unwrap();
+        }
+
+        /// Sets both ends' MTU.
+        pub(crate) fn set_mtu(&self, mtu: u32) {
+            let mtu = mtu.to_string();
+            ip(&["link", "set", &self.host_if, "mtu", &mtu]).unwrap();
+            ip(&["-n", &self.netns, "link", "set", "e0", "mtu", &mtu]).unwrap();
+        }
+
+        /// Our end's address.
+        pub(crate) fn host(&self) -> Ipv4Addr {
+            Ipv4Addr::new(10, 213, self.subnet, 1)
+        }
+
+        fn peer(&self) -> Ipv4Addr {
+            Ipv4Addr::new(10, 213, self.subnet, 2)
+        }
+
+        /// Our end's interface index.
+        pub(crate) fn ifindex(&self) -> u32 {
+            let name = std::ffi::CString::new(self.host_if.as_str()).unwrap();
+            // SAFETY: a NUL-terminated name, read only.
+            let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+            assert_ne!(ifindex, 0, "{}", io::Error::last_os_error());
+            ifindex
+        }
+
+        /// A socket of the endpoint, in its namespace (a socket stays in
+        /// the one it was made in; the thread that makes it moves there).
+        pub(crate) fn socket(&self) -> UdpSocket {
+            let (netns, peer) = (self.netns.clone(), self.peer());
+            std::thread::spawn(move || {
+                let ns = std::fs::File::open(format!("/var/run/netns/{netns}")).unwrap();
+                // SAFETY: a plain system call on a descriptor we hold.
+                let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns: {}", io::Error::last_os_error());
+                UdpSocket::bind((peer, 0)).unwrap()
+            })
+            .join()
+            .unwrap()
+        }
+    }
+
+    impl Drop for Behind {
+        fn drop(&mut self) {
+            let _ = ip(&["link", "del", &self.host_if]);
+            let _ = ip(&["netns", "del", &self.netns]);
+        }
+    }
+
+    #[test]
+    fn link_changes_are_read_from_netlink_messages() {
+        let message = |kind: u16, ifi_type: u16, ifindex: u32, len: u32| {
+            let mut m = Vec::new();
+            m.extend_from_slice(&len.to_ne_bytes());
+            m.extend_from_slice(&kind.to_ne_bytes());
+            m.extend_from_slice(&[0; 10]);
+            m.extend_from_slice(&[libc::AF_UNSPEC as u8, 0]);
+            m.extend_from_slice(&ifi_type.to_ne_bytes());
+            m.extend_from_slice(&ifindex.to_ne_bytes());
+            m.extend_from_slice(&[0; 8]);
+            m.resize(len as usize, 0);
+            m
+        };
+        let bytes = [
+            message(libc::RTM_NEWLINK, 1, 17, 32),
+            // An address: not an interface.
+            message(libc::RTM_NEWADDR, 1, 17, 32),
+            // Attributes after the header, and a length not a multiple
+            // of four: the next message starts at the next multiple.
+            message(libc::RTM_NEWLINK, 65534, 18, 42),
+            vec![0; 2],
+            message(libc::RTM_DELLINK, 1, 17, 32),
+            // A dump's end, and a failure: an error code after the header.
+            message(libc::NLMSG_DONE as u16, 0, 0, 20),
+            [
+                &message(libc::NLMSG_ERROR as u16, 0, 0, 20)[..16],
+                &(-libc::EPERM).to_ne_bytes(),
+            ]
+            .concat(),
+            // Cut short: passed over.
+            message(libc::RTM_DELLINK, 1, 19, 32)[..20].to_vec(),
+        ]
+        .concat();
+        assert_eq!(
+            link_changes(&bytes),
+            [
+                LinkChange::New {
+                    ifindex: 17,
+                    kind: 1
+                },
+                LinkChange::New {
+                    ifindex: 18,
+                    kind: 65534
+                },
+                LinkChange::Gone { ifindex: 17 },
+                LinkChange::End { error: 0 },
+                LinkChange::End {
+                    error: -libc::EPERM
+                },
+            ]
+        );
+        assert!(link_changes(&message(libc::RTM_NEWLINK, 1, 1, 8)).is_empty());
+    }
+
+    /// Interfaces made after the program loaded get it too, and those
+    /// removed are let go.
+    #[test]
+    fn the_program_follows_interfaces_that_come_and_go() {
+        isolated(follows_interfaces);
+    }
+
+    fn follows_interfaces() {
+        let Some(offload) = available(Offload::load()) else {
+            return;
+        };
+        assert_eq!(offload.interfaces().len(), 1, "the namespace's loopback");
+        let behind = Behind::new("f", 9).unwrap();
+        let ifindex = behind.ifindex();
+        let follows = |attached: bool| {
+            (0..500).any(|_| {
+                offload.follow_interfaces();
+                std::thread::sleep(Duration::from_millis(10));
+                offload.interfaces().contains(&ifindex) == attached
+            })
+        };
+        assert!(follows(true), "{ifindex} in {:?}", offload.interfaces());
+        drop(behind);
+        assert!(follows(false), "{ifindex} in {:?}", offload.interfaces());
+        assert_eq!(offload.interfaces().len(), 1, "the loopback stays");
+    }
+
     #[test]
     fn a_route_is_installed_read_and_taken_out_with_its_counts() {
         let Some(offload) = available(Offload::load()) else {
             return;
         };
-        assert!(offload.interfaces() >= 1);
+        assert!(!offload.interfaces().is_empty());
         let a = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 40000);
         let b = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 40002);
         let key = Flow::new(a.into(), b.into());

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# A manual check of rtpmuxserver's relay-offload on real (veth) interfaces,
-# not part of `make test` (the tests keep to loopback): two network
+# A manual check of rtpmuxserver's relay-offload on real (veth) interfaces
+# with the element (the core's tests do the like without it): two network
 # namespaces, each an endpoint behind its own veth pair, the relay in the
 # root namespace with IP forwarding as it is (off on Debian), so only the
 # relay can carry packets between them. Each endpoint sends 100 RTP packets;

@@ -1128,8 +1128,8 @@ impl ObjectImpl for RtpMuxServer {
                         "Have the kernel forward the RTP of channels that relay to each other \
                          (relay-to set on both, on one worker, both peers IPv4 or both IPv6), \
                          with no socket and no worker in the path: a tc program on the ingress \
-                         of every Ethernet and \
-                         loopback interface, routes installed once both channels have a target \
+                         of every Ethernet and loopback interface (those that appear later too), \
+                         routes installed once both channels have a target \
                          and a confirmed source. Each direction's first packets, RTCP, another \
                          SSRC, a sequence jump and malformed packets still reach the worker, \
                          which handles them as ever. What the kernel forwarded is counted as \
