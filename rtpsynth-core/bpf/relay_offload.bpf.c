@@ -1,10 +1,12 @@
 /* `rtpmuxserver`'s relay offload (src/offload.rs loads it; the element's
  * `relay-offload`): a tc program on each interface's ingress that forwards
- * the RTP of a relayed channel pair without any socket. The key is how a
- * datagram arrives (the endpoint's address and port, the relay channel's
- * own); the route says how it leaves (the `relay-to` channel's address and
- * port, its endpoint), and through which interface and MACs: those the
- * other direction's frames came with, learnt here.
+ * the RTP a channel relays without any socket, and one on egress that
+ * learns the way to a channel's peer from what the channel's socket sends
+ * it. The key is how a datagram arrives (the endpoint's address and port,
+ * the relay channel's own); the route says how it leaves (the `relay-to`
+ * channel's address and port, its endpoint), and through which interface
+ * and MACs: those the other direction's frames came with, or the `relay-to`
+ * channel's own sent, learnt here.
  *
  * Only the plain case is taken: IPv4 without options or fragments, or IPv6
  * without extension headers (addresses kept as IPv6 ones, IPv4 ones
@@ -43,6 +45,17 @@ struct {
  * decides. */
 #define NOT_OURS TC_ACT_UNSPEC
 
+/* The route of datagrams arriving as `in`: the channel's own address's,
+ * else that of a channel bound to any address. */
+static __always_inline struct offload_route *route_of(const struct offload_flow *in) {
+    struct offload_route *route = bpf_map_lookup_elem(&routes, in);
+    if (route)
+        return route;
+    struct offload_flow any = *in;
+    __builtin_memset(any.daddr, 0, sizeof(any.daddr));
+    return bpf_map_lookup_elem(&routes, &any);
+}
+
 /* The RTP payload's length in a datagram of `len` bytes whose first byte
  * is `b0`, as rtp.rs's parser finds it; -1 when that parser would refuse
  * the packet. */
@@ -79,15 +92,9 @@ static __always_inline int relay(struct __sk_buff *skb, struct offload_flow *in,
     __u8 *rtp = data + RTP_AT(v6);
     if ((void *)(rtp + 12) > end)
         return NOT_OURS;
-    struct offload_route *route = bpf_map_lookup_elem(&routes, in);
-    if (!route) {
-        /* A channel bound to any address. */
-        struct offload_flow any = *in;
-        __builtin_memset(any.daddr, 0, sizeof(any.daddr));
-        route = bpf_map_lookup_elem(&routes, &any);
-        if (!route)
-            return NOT_OURS;
-    }
+    struct offload_route *route = route_of(in);
+    if (!route)
+        return NOT_OURS;
     __u32 len = bpf_ntohs(udp->len);
     /* RTCP (RFC 5761's rule, as rtp::is_rtcp) and what is not RTP: the
      * worker's. */
@@ -131,7 +138,7 @@ static __always_inline int relay(struct __sk_buff *skb, struct offload_flow *in,
     __builtin_memcpy(route->link.peer_mac, eth->h_source, 6);
     __builtin_memcpy(route->link.local_mac, eth->h_dest, 6);
     __u16 udelta = seq - (__u16)route->highest;
-    if (fits && ssrc == route->ssrc &&
+    if (fits && !(route->flags & OFFLOAD_LINK_ONLY) && ssrc == route->ssrc &&
         (udelta < MAX_DROPOUT || udelta > (__u16)(65536 - MAX_MISORDER))) {
         forward = 1;
         if (udelta < MAX_DROPOUT)
@@ -174,34 +181,77 @@ static __always_inline int relay(struct __sk_buff *skb, struct offload_flow *in,
     return bpf_redirect(link.ifindex, 0);
 }
 
-SEC("tc")
-int relay_offload(struct __sk_buff *skb) {
+/* The addresses and ports of the UDP datagram in `skb` into `f`: 0 for
+ * IPv4 (no options, not a fragment), 1 for IPv6 (no extension headers),
+ * -1 for anything else. */
+static __always_inline int flow_of(struct __sk_buff *skb, struct offload_flow *f) {
     void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
     struct ethhdr *eth = data;
     if ((void *)(eth + 1) > end)
-        return NOT_OURS;
-    struct offload_flow in;
+        return -1;
     if (eth->h_proto == bpf_htons(ETH_P_IP)) {
         struct iphdr *ip = (void *)(eth + 1);
         struct udphdr *udp = (void *)(ip + 1);
         if ((void *)(udp + 1) > end || ip->ihl != 5 || ip->protocol != IPPROTO_UDP ||
             (ip->frag_off & bpf_htons(0x3fff)))
-            return NOT_OURS;
-        flow_v4(&in, ip, udp);
-        return relay(skb, &in, 0);
+            return -1;
+        flow_v4(f, ip, udp);
+        return 0;
     }
     if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
         struct ipv6hdr *ip6 = (void *)(eth + 1);
         struct udphdr *udp = (void *)(ip6 + 1);
         /* UDP right after the header: no extension headers. */
         if ((void *)(udp + 1) > end || ip6->nexthdr != IPPROTO_UDP)
-            return NOT_OURS;
-        __builtin_memcpy(in.saddr, &ip6->saddr, 16);
-        __builtin_memcpy(in.daddr, &ip6->daddr, 16);
-        in.sport = udp->source;
-        in.dport = udp->dest;
-        return relay(skb, &in, 1);
+            return -1;
+        __builtin_memcpy(f->saddr, &ip6->saddr, 16);
+        __builtin_memcpy(f->daddr, &ip6->daddr, 16);
+        f->sport = udp->source;
+        f->dport = udp->dest;
+        return 1;
     }
+    return -1;
+}
+
+SEC("tc")
+int relay_offload(struct __sk_buff *skb) {
+    struct offload_flow in;
+    int v6 = flow_of(skb, &in);
+    if (v6 < 0)
+        return NOT_OURS;
+    return relay(skb, &in, v6);
+}
+
+/* On egress: a datagram a socket of this host sends (not one forwarded,
+ * by this program or the stack) to the endpoint of a route's channel,
+ * from the channel's address and port, shows the way to that endpoint as
+ * well as the endpoint's own frames would: learnt as theirs. So a
+ * channel whose endpoint never sends (a one-way relay's far end) gets the
+ * link its relay forwards with, from the packets the worker relayed to
+ * it before the route went in. Passes everything on unchanged. */
+SEC("tc")
+int relay_offload_learn(struct __sk_buff *skb) {
+    struct offload_flow out;
+    if (skb->ingress_ifindex != 0 || flow_of(skb, &out) < 0)
+        return NOT_OURS;
+    struct offload_flow in;
+    __builtin_memcpy(in.saddr, out.daddr, 16);
+    __builtin_memcpy(in.daddr, out.saddr, 16);
+    in.sport = out.dport;
+    in.dport = out.sport;
+    struct offload_route *route = route_of(&in);
+    if (!route)
+        return NOT_OURS;
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    struct ethhdr *eth = data;
+    if ((void *)(eth + 1) > end)
+        return NOT_OURS;
+    bpf_spin_lock(&route->lock);
+    route->link.ifindex = skb->ifindex;
+    __builtin_memcpy(route->link.local_addr, out.saddr, 16);
+    __builtin_memcpy(route->link.peer_mac, eth->h_dest, 6);
+    __builtin_memcpy(route->link.local_mac, eth->h_source, 6);
+    bpf_spin_unlock(&route->lock);
     return NOT_OURS;
 }
 

@@ -16,7 +16,9 @@ struct offload_flow {
 };
 
 /* Where the frames of one direction came from, learnt from them: the
- * interface, the sender's (or its router's) MAC and ours. The route the
+ * interface, the sender's (or its router's) MAC and ours; or from the
+ * frames the channel's own socket sent that way, which carry the same
+ * (the interface they leave by, MACs the other way round). The route the
  * other way sends with these, so a reply leaves as the kernel would have
  * sent it to that endpoint, with no neighbour lookup. */
 struct offload_link {
@@ -43,13 +45,18 @@ struct offload_route {
     __u32 max_jitter16;
     __u32 transit;          /* the last packet's arrival − timestamp */
     __u32 has_transit;
-    __u32 reserved;
+    __u32 flags;            /* OFFLOAD_LINK_ONLY */
     __u64 highest;          /* extended highest sequence number */
     __u64 packets;          /* forwarded (and counted) */
     __u64 octets;           /* their UDP payload bytes */
     __u64 payload_octets;   /* their RTP payload bytes */
     __u64 last_ns;          /* when the last was forwarded (CLOCK_MONOTONIC) */
 };
+
+/* A route that forwards nothing: it holds the link of a channel that
+ * another one relays to but that relays nothing itself (a one-way relay's
+ * far end, a recorder's), learnt from its frames either way. */
+#define OFFLOAD_LINK_ONLY 1
 
 #define OFFLOAD_ROUTE_SIZE 176
 _Static_assert(sizeof(struct offload_route) == OFFLOAD_ROUTE_SIZE, "offload.rs mirrors this size");

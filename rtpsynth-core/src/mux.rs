@@ -1614,6 +1614,7 @@ impl<H: Handler> Server<H> {
                     offload_dirty: Vec::new(),
                     next_offload_round: 0,
                     offload_keys: HashMap::new(),
+                    offload_relayers: HashMap::new(),
                     offload_read: (Vec::new(), Vec::new()),
                     offload_ids: Vec::new(),
                 }
@@ -2903,7 +2904,8 @@ struct WorkerChannel<H: Handler> {
 struct Offloaded {
     key: offload::Flow,
     route: offload::Route,
-    /// The `relay-to` channel, which counts the packets as sent.
+    /// The `relay-to` channel, which counts the packets as sent (the
+    /// channel itself for a route that only holds its link).
     to: u32,
     /// The route's packets, octets and payload octets already folded.
     folded: (u64, u64, u64),
@@ -3539,6 +3541,10 @@ struct Worker<H: Handler> {
     next_offload_round: u64,
     /// The channel of each route this worker installed, by key.
     offload_keys: HashMap<offload::Flow, u32>,
+    /// The channels with a forwarding route, by the channel they forward
+    /// to: that channel's route (forwarding too, or only holding its link)
+    /// must be there, and follow its address.
+    offload_relayers: HashMap<u32, Vec<u32>>,
     /// Room for [`Offload::read_all`], and for the channels a round routes.
     offload_read: (Vec<offload::Flow>, Vec<offload::Route>),
     offload_ids: Vec<u32>,
@@ -3848,11 +3854,11 @@ impl<H: Handler> Worker<H> {
     /// session when it sends RTCP and has a target, while its socket is
     /// still open; then it leaves the worker ([`Worker::detach`]).
     fn close(&mut self, id: u32) -> Option<WorkerChannel<H>> {
-        // Its datagrams, and those its peer relays to it, reach the sockets
-        // again (and are counted there) before it goes.
+        // Its datagrams, and those the channels relaying to it forward,
+        // reach the sockets again (and are counted there) before it goes.
         self.offload_unroute(id);
-        if let Some(to) = self.table.get(&id).and_then(|wc| wc.relay_to) {
-            self.offload_unroute(to);
+        for other in self.offload_relayers.remove(&id).unwrap_or_default() {
+            self.offload_unroute(other);
         }
         let mut out = Vec::new();
         while self.table.contains_key(&id) && self.send_batch(id, &mut out) == BATCH {}
@@ -4017,43 +4023,59 @@ impl<H: Handler> Worker<H> {
     }
 
     /// The route channel `id` should have in the relay offload, with the
-    /// `relay-to` channel and the session's reception it is seeded with:
-    /// the two channels relay to each other on this worker, both with a
+    /// channel it forwards to (its `relay-to` one, which counts the
+    /// packets as sent). A forwarding route, seeded from the session's
+    /// reception: the channel relays to one on this worker, both have a
     /// target of one family (a packet cannot change it on the way), and
-    /// both sessions know their remote source (so each direction has sent,
-    /// and the kernel learns from its frames where the other direction's
-    /// go).
+    /// its session knows its remote source. Else, when channels forward to
+    /// it, a route that only holds its link (the way to its target, which
+    /// the kernel learns from the target's frames or from those the
+    /// worker sends it), to `id` itself.
     fn offload_wanted(&self, id: u32) -> Option<(offload::Flow, offload::Route, u32)> {
         let wc = self.table.get(&id)?;
-        let to = wc.relay_to?;
-        let peer = self.table.get(&to).filter(|p| p.relay_to == Some(id))?;
-        let (remote, local) = (canonical(wc.remote?), canonical(wc.channel.local));
-        let (peer_remote, peer_local) = (canonical(peer.remote?), canonical(peer.channel.local));
-        if remote.is_ipv4() != peer_remote.is_ipv4() {
-            return None;
-        }
-        peer.session.reception()?;
-        let seed = wc.session.reception()?;
-        let route = offload::Route::new(
-            offload::Flow::new(peer_local, peer_remote),
-            offload::Flow::new(peer_remote, peer_local),
-            wc.session.clock_rate().unwrap_or(0),
-            &seed,
-        );
-        Some((offload::Flow::new(remote, local), route, to))
+        let key = offload::Flow::new(canonical(wc.remote?), canonical(wc.channel.local));
+        let forwarding = wc.relay_to.and_then(|to| {
+            let peer = self.table.get(&to)?;
+            let (remote, local) = (canonical(peer.remote?), canonical(peer.channel.local));
+            if remote.is_ipv4() != canonical(wc.remote?).is_ipv4() {
+                return None;
+            }
+            let route = offload::Route::new(
+                offload::Flow::new(local, remote),
+                offload::Flow::new(remote, local),
+                wc.session.clock_rate().unwrap_or(0),
+                &wc.session.reception()?,
+            );
+            Some((key, route, to))
+        });
+        forwarding.or_else(|| {
+            self.offload_relayers
+                .get(&id)
+                .is_some_and(|by| by.iter().any(|&other| other != id))
+                .then(|| (key, offload::Route::link_only(), id))
+        })
     }
 
-    /// Gives channel `id`, and the channel relaying back to it, the routes
-    /// they should have now ([`Worker::offload_wanted`]): unchanged when
-    /// nothing moved, else the old one taken out (its counts folded in)
-    /// and the new one seeded from the session.
+    /// Gives channel `id` the route it should have now
+    /// ([`Worker::offload_wanted`]), and the channels whose routes go by
+    /// its own: the one it forwards to (or did), whose route holds the link
+    /// its packets leave by, and those forwarding to it, whose routes send
+    /// to its address.
     fn offload_sync(&mut self, id: u32) {
+        let before = self
+            .table
+            .get(&id)
+            .and_then(|wc| Some(wc.offloaded.as_ref()?.to));
         self.offload_sync_one(id);
-        if let Some(to) = self.table.get(&id).and_then(|wc| wc.relay_to)
-            && to != id
-            && self.table.get(&to).is_some_and(|p| p.relay_to == Some(id))
-        {
-            self.offload_sync_one(to);
+        let after = self.table.get(&id).and_then(|wc| wc.relay_to);
+        let mut others: Vec<u32> = before.into_iter().chain(after).collect();
+        others.extend(self.offload_relayers.get(&id).into_iter().flatten());
+        others.sort_unstable();
+        others.dedup();
+        for other in others {
+            if other != id {
+                self.offload_sync_one(other);
+            }
         }
     }
 
@@ -4095,6 +4117,9 @@ impl<H: Handler> Worker<H> {
         // the worker, as without the offload.
         if offload.install(&key, &route).is_ok() {
             self.offload_keys.insert(key, id);
+            if !route.is_link_only() {
+                self.offload_relayers.entry(to).or_default().push(id);
+            }
             wc.offloaded = Some(Box::new(Offloaded {
                 key,
                 route,
@@ -4113,6 +4138,18 @@ impl<H: Handler> Worker<H> {
         let offload = self.offload.clone()?;
         let mut have = self.table.get_mut(&id)?.offloaded.take()?;
         self.offload_keys.remove(&have.key);
+        if !have.route.is_link_only()
+            && let Some(by) = self.offload_relayers.get_mut(&have.to)
+        {
+            by.retain(|&other| other != id);
+            if by.is_empty() {
+                // Its route may only have held the link for this one's:
+                // looked at again after this change (a route taken out to
+                // be seeded anew is back by then, and the link stays).
+                self.offload_relayers.remove(&have.to);
+                self.offload_dirty.push(have.to);
+            }
+        }
         let route = offload.remove(&have.key).ok().flatten()?;
         self.offload_fold_route(id, &mut have, &route);
         Some((have.key, route))
@@ -6073,6 +6110,97 @@ mod tests {
                 "{host:?}"
             );
         }
+    }
+
+    /// A one-way relay: channel 0 relays to channel 1, whose target (a
+    /// recorder, `to`) never sends. The kernel learns the way to it from
+    /// the packets the worker relayed before the route went in, and then
+    /// forwards the rest, counted as the worker counts them; what the
+    /// recorder does send reaches channel 1, which relays nothing.
+    /// The channels are bound to `hosts`. Returns channel 0's
+    /// `relayed-offloaded`.
+    fn relay_one_way(
+        srv: &Server<Collect>,
+        hosts: [std::net::IpAddr; 2],
+        peer: &UdpSocket,
+        recorder: &UdpSocket,
+    ) -> u64 {
+        let bind = |host: std::net::IpAddr| SocketAddr::from((host, 0));
+        let a = srv
+            .add_channel(
+                0,
+                ChannelConfig {
+                    bind: bind(hosts[0]),
+                    relay_to: Some(1),
+                    ..Default::default()
+                },
+                (),
+            )
+            .unwrap();
+        let b = srv
+            .add_channel(
+                1,
+                ChannelConfig {
+                    bind: bind(hosts[1]),
+                    remote: Some(recorder.local_addr().unwrap()),
+                    ..Default::default()
+                },
+                (),
+            )
+            .unwrap();
+        for seq in 0..40 {
+            let p = packet_from(seq, 0xa);
+            peer.send_to(&p, a.local_addr()).unwrap();
+            assert_eq!(recv_from(recorder), (p, b.local_addr()), "seq {seq}");
+            if seq == 3 {
+                std::thread::sleep(OFFLOAD_ROUND * 3);
+            }
+        }
+        assert!(wait_for(
+            || a.stats()[RELAYED] == 40 && b.stats()[PACKETS_SENT] == 40
+        ));
+        let (sa, sb) = (a.stats(), b.stats());
+        assert_eq!(sa[PACKETS_RECEIVED], 40);
+        assert_eq!(ss(&sa, "rtp-packets-received"), 39, "but the first");
+        assert_eq!(ss(&sa, "packets-lost"), 0);
+        assert_eq!((sb[PACKETS_SENT], sb[OCTETS_SENT]), (40, 40 * 172));
+        recorder
+            .send_to(&packet_from(0, 0xb), b.local_addr())
+            .unwrap();
+        assert!(wait_for(|| b.stats()[PACKETS_RECEIVED] == 1));
+        assert_eq!(b.stats()[RELAYED] + b.stats()[NOT_RELAYED], 0);
+        peer.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        assert!(peer.recv_from(&mut [0; 64]).is_err(), "nothing goes back");
+        sa[RELAYED_OFFLOADED]
+    }
+
+    #[test]
+    fn relay_offload_forwards_a_one_way_relay() {
+        let (srv, _rx) = server_with_workers(1, Duration::ZERO);
+        if !offload_or_skip(&srv) {
+            return;
+        }
+        let bind = || UdpSocket::bind("127.0.0.1:0").unwrap();
+        let host = std::net::IpAddr::from([127, 0, 0, 1]);
+        let offloaded = relay_one_way(&srv, [host; 2], &bind(), &bind());
+        assert!(offloaded >= 30, "{offloaded}");
+    }
+
+    /// [`relay_one_way`] between two real interfaces: the recorder's MAC
+    /// and interface come from the frames the worker sent it.
+    #[test]
+    fn relay_offload_forwards_a_one_way_relay_across_interfaces() {
+        offload::tests::isolated(|| {
+            let (srv, _rx) = server_with_workers(1, Duration::ZERO);
+            if !offload_or_skip(&srv) {
+                return;
+            }
+            let (ea, eb) = (Behind::new("c", 3).unwrap(), Behind::new("d", 4).unwrap());
+            let hosts = [ea.host().into(), eb.host().into()];
+            let offloaded = relay_one_way(&srv, hosts, &ea.socket(), &eb.socket());
+            assert!(offloaded >= 30, "{offloaded}");
+        });
     }
 
     /// Across real interfaces (veth pairs to two network namespaces, made

@@ -1,13 +1,15 @@
-//! Relay offload: the kernel forwards a relayed channel pair's RTP, with no
+//! Relay offload: the kernel forwards the RTP a channel relays, with no
 //! socket, no system call and no worker in the path (the `relay-offload` of
-//! `rtpmuxserver`). A tc program (bpf/relay_offload.bpf.c, compiled by
-//! build.rs and embedded here) sits on the ingress of every Ethernet and
-//! loopback interface (netlink tells of those that come and go); the
-//! worker gives it one route per direction of a pair, reads back what it
-//! counted and folds that into the channels' statistics and sessions
-//! ([`crate::mux`]).
+//! `rtpmuxserver`). Two tc programs (bpf/relay_offload.bpf.c, compiled by
+//! build.rs and embedded here) sit on every Ethernet and loopback interface
+//! (netlink tells of those that come and go): on ingress the one that
+//! forwards, on egress the one that learns the way to a peer from what
+//! its channel's socket sends it. The worker gives them a route per
+//! relaying channel (and one holding the link of each channel relayed to),
+//! reads back what they counted and folds that into the channels'
+//! statistics and sessions ([`crate::mux`]).
 //!
-//! The program is attached through tcx links (Linux 6.6), which the kernel
+//! The programs are attached through tcx links (Linux 6.6), which the kernel
 //! removes when the last descriptor closes: dropping [`Offload`], or the
 //! process ending however it ends, leaves nothing behind on an interface.
 //! Loading needs `CAP_BPF` and `CAP_NET_ADMIN` (or root).
@@ -24,8 +26,10 @@ use crate::session::Reception;
 /// The program, or nothing when clang was missing at build time.
 static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/relay_offload.bpf.o"));
 
-/// `BPF_TCX_INGRESS` (Linux 6.6), which Debian 12's headers predate.
+/// `BPF_TCX_INGRESS` and `BPF_TCX_EGRESS` (Linux 6.6), which Debian 12's
+/// headers predate.
 const TCX_INGRESS: u32 = 46;
+const TCX_EGRESS: u32 = 47;
 /// `BPF_F_LOCK`: read or write a route's value under its spin lock.
 const BPF_F_LOCK: u64 = 4;
 /// `ARPHRD_ETHER` and `ARPHRD_LOOPBACK`: the interfaces whose frames start
@@ -153,7 +157,8 @@ pub struct Route {
     pub max_jitter16: u32,
     transit: u32,
     has_transit: u32,
-    reserved: u32,
+    /// [`LINK_ONLY`] or 0.
+    flags: u32,
     /// Extended highest sequence number (A.1).
     pub highest: u64,
     /// Forwarded and counted.
@@ -182,6 +187,20 @@ impl Route {
         }
     }
 
+    /// The route of a channel that forwards nothing and only holds the
+    /// link the channels relaying to it forward with.
+    pub fn link_only() -> Route {
+        Route {
+            flags: LINK_ONLY,
+            ..Route::default()
+        }
+    }
+
+    /// Whether it forwards nothing ([`Route::link_only`]).
+    pub fn is_link_only(&self) -> bool {
+        self.flags & LINK_ONLY != 0
+    }
+
     /// Where the program's counting stands: the converse of [`Route::new`].
     pub fn reception(&self) -> Reception {
         Reception {
@@ -202,10 +221,24 @@ impl Route {
     /// Whether the worker installed `self` and `other` alike (the counts
     /// and what the program learnt aside).
     pub fn same_as(&self, other: &Route) -> bool {
-        (self.ssrc, self.out, self.clock_rate, self.reverse)
-            == (other.ssrc, other.out, other.clock_rate, other.reverse)
+        (
+            self.ssrc,
+            self.out,
+            self.clock_rate,
+            self.reverse,
+            self.flags,
+        ) == (
+            other.ssrc,
+            other.out,
+            other.clock_rate,
+            other.reverse,
+            other.flags,
+        )
     }
 }
+
+/// `OFFLOAD_LINK_ONLY`.
+const LINK_ONLY: u32 = 1;
 
 // The layouts bpf/relay_offload.h asserts too.
 const _: () = assert!(size_of::<Route>() == 176);
@@ -219,11 +252,13 @@ pub struct Offload {
     links: Mutex<Links>,
 }
 
-/// The program's tcx links, one per interface it is attached to, and what
-/// tells of interfaces coming and going.
+/// The programs' tcx links, two per interface they are attached to (the
+/// forwarding one on ingress, the learning one on egress), and what tells
+/// of interfaces coming and going.
 struct Links {
-    program: c_int,
-    by_ifindex: HashMap<u32, OwnedFd>,
+    /// The programs' descriptors: ingress, egress.
+    programs: [c_int; 2],
+    by_ifindex: HashMap<u32, [OwnedFd; 2]>,
     /// A netlink socket subscribed to link changes (`RTMGRP_LINK`), read
     /// without waiting; None when it could not be opened, and then the
     /// interfaces are those there were at load.
@@ -270,7 +305,7 @@ impl Offload {
             object,
             routes: -1,
             links: Mutex::new(Links {
-                program: -1,
+                programs: [-1; 2],
                 by_ifindex: HashMap::new(),
                 changes: None,
             }),
@@ -289,14 +324,17 @@ impl Offload {
     /// subscribes to their changes first, so that none comes unseen
     /// between the two.
     fn attach(mut self) -> Result<Offload, String> {
-        let prog =
-            unsafe { bpf_object__find_program_by_name(self.object, c"relay_offload".as_ptr()) };
+        let program = |name: &std::ffi::CStr| {
+            let prog = unsafe { bpf_object__find_program_by_name(self.object, name.as_ptr()) };
+            (!prog.is_null()).then(|| unsafe { bpf_program__fd(prog) })
+        };
+        let programs = [program(c"relay_offload"), program(c"relay_offload_learn")];
         self.routes = unsafe { bpf_object__find_map_fd_by_name(self.object, c"routes".as_ptr()) };
-        if prog.is_null() || self.routes < 0 {
-            return Err("the BPF object lacks its program or map".into());
-        }
+        let ([Some(ingress), Some(egress)], true) = (programs, self.routes >= 0) else {
+            return Err("the BPF object lacks its programs or map".into());
+        };
         let links = self.links.get_mut().unwrap_or_else(PoisonError::into_inner);
-        links.program = unsafe { bpf_program__fd(prog) };
+        links.programs = [ingress, egress];
         links.changes = netlink_socket(libc::RTMGRP_LINK as u32).ok();
         let mut last_error = String::from("no Ethernet or loopback interface");
         let listed = interfaces().map_err(|e| format!("listing the interfaces: {e}"))?;
@@ -460,28 +498,24 @@ fn lock(links: &Mutex<Links>) -> MutexGuard<'_, Links> {
 }
 
 impl Links {
+    /// Attaches both programs to interface `ifindex`, or neither.
     fn attach(&mut self, ifindex: u32) -> Result<(), String> {
         if self.by_ifindex.contains_key(&ifindex) {
             return Ok(());
         }
-        let fd = unsafe {
-            bpf_link_create(
-                self.program,
-                ifindex as c_int,
-                TCX_INGRESS,
-                std::ptr::null(),
-            )
+        let link = |program: c_int, hook: u32| {
+            let fd = unsafe { bpf_link_create(program, ifindex as c_int, hook, std::ptr::null()) };
+            if fd < 0 {
+                return Err(failed(
+                    &format!("attaching to interface {ifindex} (tcx links, Linux 6.6 or later)"),
+                    fd,
+                ));
+            }
+            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
         };
-        if fd < 0 {
-            return Err(failed(
-                &format!(
-                    "attaching to interface {ifindex}'s ingress (tcx links, Linux 6.6 or later)"
-                ),
-                fd,
-            ));
-        }
-        self.by_ifindex
-            .insert(ifindex, unsafe { OwnedFd::from_raw_fd(fd) });
+        let ingress = link(self.programs[0], TCX_INGRESS)?;
+        let egress = link(self.programs[1], TCX_EGRESS)?;
+        self.by_ifindex.insert(ifindex, [ingress, egress]);
         Ok(())
     }
 

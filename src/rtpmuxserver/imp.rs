@@ -1125,12 +1125,12 @@ impl ObjectImpl for RtpMuxServer {
                 glib::ParamSpecBoolean::builder("relay-offload")
                     .nick("Relay in the kernel")
                     .blurb(
-                        "Have the kernel forward the RTP of channels that relay to each other \
-                         (relay-to set on both, on one worker, both peers IPv4 or both IPv6), \
-                         with no socket and no worker in the path: a tc program on the ingress \
-                         of every Ethernet and loopback interface (those that appear later too), \
-                         routes installed once both channels have a target \
-                         and a confirmed source. Each direction's first packets, RTCP, another \
+                        "Have the kernel forward the RTP that channels relay (relay-to, one \
+                         way or both, the two channels on one worker, both peers IPv4 or both \
+                         IPv6), with no socket and no worker in the path: tc programs on every \
+                         Ethernet and loopback interface (those that appear later too), a \
+                         channel's route installed once its session has a confirmed source and \
+                         its relay-to channel a target. Each direction's first packets, RTCP, another \
                          SSRC, a sequence jump and malformed packets still reach the worker, \
                          which handles them as ever. What the kernel forwarded is counted as \
                          the worker counts it (packets-received, relayed, the session's \
