@@ -36,6 +36,22 @@ struct {
     __type(value, struct offload_route);
 } routes SEC(".maps");
 
+/* One bit per UDP port: set while a route's channel is on it (the worker
+ * keeps it). Most datagrams are no relay's: an array word tells, where the
+ * route lookups would each hash 36 bytes and miss, twice. */
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 65536 / 64);
+    __type(key, __u32);
+    __type(value, __u64);
+} local_ports SEC(".maps");
+
+static __always_inline int routed_port(__be16 port) {
+    __u32 p = bpf_ntohs(port), word = p / 64;
+    __u64 *bits = bpf_map_lookup_elem(&local_ports, &word);
+    return bits && (*bits >> (p % 64)) & 1;
+}
+
 /* RFC 3550 A.1, as the session applies it (session.rs). */
 #define MAX_DROPOUT 3000
 #define MAX_MISORDER 100
@@ -48,6 +64,8 @@ struct {
 /* The route of datagrams arriving as `in`: the channel's own address's,
  * else that of a channel bound to any address. */
 static __always_inline struct offload_route *route_of(const struct offload_flow *in) {
+    if (!routed_port(in->dport))
+        return 0;
     struct offload_route *route = bpf_map_lookup_elem(&routes, in);
     if (route)
         return route;

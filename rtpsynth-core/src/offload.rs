@@ -14,7 +14,7 @@
 //! process ending however it ends, leaves nothing behind on an interface.
 //! Loading needs `CAP_BPF` and `CAP_NET_ADMIN` (or root).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{c_char, c_int, c_void};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -249,7 +249,18 @@ const _: () = assert!(std::mem::offset_of!(Route, highest) == 136);
 pub struct Offload {
     object: *mut BpfObject,
     routes: c_int,
+    /// The program's bitmap of the local ports routes are on.
+    local_ports: c_int,
+    ports: Mutex<Ports>,
     links: Mutex<Links>,
+}
+
+/// The routes installed (by every worker) and how many are on each local
+/// port: a port's bit is set while one is.
+#[derive(Default)]
+struct Ports {
+    keys: HashSet<Flow>,
+    routes_on: HashMap<u16, u32>,
 }
 
 /// The programs' tcx links, two per interface they are attached to (the
@@ -304,6 +315,8 @@ impl Offload {
         let offload = Offload {
             object,
             routes: -1,
+            local_ports: -1,
+            ports: Mutex::default(),
             links: Mutex::new(Links {
                 programs: [-1; 2],
                 by_ifindex: HashMap::new(),
@@ -329,8 +342,13 @@ impl Offload {
             (!prog.is_null()).then(|| unsafe { bpf_program__fd(prog) })
         };
         let programs = [program(c"relay_offload"), program(c"relay_offload_learn")];
-        self.routes = unsafe { bpf_object__find_map_fd_by_name(self.object, c"routes".as_ptr()) };
-        let ([Some(ingress), Some(egress)], true) = (programs, self.routes >= 0) else {
+        let map = |name: &std::ffi::CStr| unsafe {
+            bpf_object__find_map_fd_by_name(self.object, name.as_ptr())
+        };
+        (self.routes, self.local_ports) = (map(c"routes"), map(c"local_ports"));
+        let ([Some(ingress), Some(egress)], true) =
+            (programs, self.routes >= 0 && self.local_ports >= 0)
+        else {
             return Err("the BPF object lacks its programs or map".into());
         };
         let links = self.links.get_mut().unwrap_or_else(PoisonError::into_inner);
@@ -372,6 +390,20 @@ impl Offload {
 
     /// Adds or replaces the route of datagrams arriving as `key`.
     pub fn install(&self, key: &Flow, route: &Route) -> io::Result<()> {
+        let mut ports = lock(&self.ports);
+        // The port first: the program looks for routes on it from then on.
+        let port = u16::from_be_bytes(key.dport);
+        let new = !ports.keys.contains(key);
+        if new {
+            let count = ports.routes_on.entry(port).or_default();
+            *count += 1;
+            if *count == 1
+                && let Err(e) = self.mark_port(port, true)
+            {
+                ports.routes_on.remove(&port);
+                return Err(e);
+            }
+        }
         let rc = unsafe {
             bpf_map_update_elem(
                 self.routes,
@@ -380,7 +412,43 @@ impl Offload {
                 0,
             )
         };
-        check(rc)
+        if let Err(e) = check(rc) {
+            if new {
+                self.port_unused(&mut ports, port);
+            }
+            return Err(e);
+        }
+        ports.keys.insert(*key);
+        Ok(())
+    }
+
+    /// One route fewer on `port`: its bit goes with the last.
+    fn port_unused(&self, ports: &mut Ports, port: u16) {
+        if let Some(count) = ports.routes_on.get_mut(&port) {
+            *count -= 1;
+            if *count == 0 {
+                ports.routes_on.remove(&port);
+                // Were it left set, datagrams to the port would only be
+                // looked up in vain.
+                let _ = self.mark_port(port, false);
+            }
+        }
+    }
+
+    /// Sets or clears `port`'s bit in the program's bitmap (the caller
+    /// holds `ports`, so no other thread changes the word meanwhile).
+    fn mark_port(&self, port: u16, on: bool) -> io::Result<()> {
+        let word = u32::from(port / 64);
+        let mut bits = 0u64;
+        let key = (&word as *const u32).cast();
+        check(unsafe {
+            bpf_map_lookup_elem_flags(self.local_ports, key, (&mut bits as *mut u64).cast(), 0)
+        })?;
+        let bit = 1u64 << (port % 64);
+        bits = if on { bits | bit } else { bits & !bit };
+        check(unsafe {
+            bpf_map_update_elem(self.local_ports, key, (&bits as *const u64).cast(), 0)
+        })
     }
 
     /// The route of `key` as it stands, read under its lock.
@@ -440,7 +508,12 @@ impl Offload {
     /// Takes the route of `key` out, with its last counts: from here on its
     /// datagrams reach the socket.
     pub fn remove(&self, key: &Flow) -> io::Result<Option<Route>> {
-        self.look_up(key, bpf_map_lookup_and_delete_elem_flags)
+        let mut ports = lock(&self.ports);
+        let taken = self.look_up(key, bpf_map_lookup_and_delete_elem_flags)?;
+        if ports.keys.remove(key) {
+            self.port_unused(&mut ports, u16::from_be_bytes(key.dport));
+        }
+        Ok(taken)
     }
 
     /// The value of `key` under its lock, by `call` (a lookup, or a lookup
@@ -493,8 +566,8 @@ fn check(rc: c_int) -> io::Result<()> {
     }
 }
 
-fn lock(links: &Mutex<Links>) -> MutexGuard<'_, Links> {
-    links.lock().unwrap_or_else(PoisonError::into_inner)
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Links {
@@ -997,6 +1070,57 @@ pub(crate) mod tests {
         assert_eq!(taken.highest, 65_541);
         assert!(offload.read(&key).unwrap().is_none());
         assert!(offload.remove(&key).unwrap().is_none());
+    }
+
+    impl Offload {
+        /// Whether the program looks for routes on `port`.
+        fn port_marked(&self, port: u16) -> bool {
+            let (word, mut bits) = (u32::from(port / 64), 0u64);
+            let rc = unsafe {
+                bpf_map_lookup_elem_flags(
+                    self.local_ports,
+                    (&word as *const u32).cast(),
+                    (&mut bits as *mut u64).cast(),
+                    0,
+                )
+            };
+            check(rc).unwrap();
+            bits >> (port % 64) & 1 == 1
+        }
+    }
+
+    /// The program looks up routes only for datagrams to a port some
+    /// route is on: marked with the first, cleared with the last.
+    #[test]
+    fn a_port_is_marked_while_routes_are_on_it() {
+        let Some(offload) = available(Offload::load()) else {
+            return;
+        };
+        let key = |from: u16, to: u16| {
+            Flow::new(
+                SocketAddrV4::new(Ipv4Addr::LOCALHOST, from).into(),
+                SocketAddrV4::new(Ipv4Addr::LOCALHOST, to).into(),
+            )
+        };
+        let (a, b, c) = (key(5000, 40_000), key(5002, 40_000), key(5000, 40_001));
+        for k in [a, b, c] {
+            offload.install(&k, &Route::default()).unwrap();
+        }
+        // Installed again (a route seeded anew): still one of two.
+        offload.install(&a, &Route::default()).unwrap();
+        assert!(offload.port_marked(40_000) && offload.port_marked(40_001));
+        assert!(!offload.port_marked(40_002) && !offload.port_marked(39_999));
+        offload.remove(&a).unwrap().unwrap();
+        assert!(offload.port_marked(40_000), "b is on it");
+        offload.remove(&b).unwrap().unwrap();
+        assert!(!offload.port_marked(40_000));
+        assert!(offload.remove(&b).unwrap().is_none());
+        assert!(
+            offload.port_marked(40_001),
+            "the same word's other bit, kept"
+        );
+        offload.remove(&c).unwrap().unwrap();
+        assert!(!offload.port_marked(40_001));
     }
 
     #[test]
