@@ -31,10 +31,18 @@
 
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
-    __uint(max_entries, 65536);
+    __uint(max_entries, OFFLOAD_ROUTES);
     __type(key, struct offload_flow);
     __type(value, struct offload_route);
 } routes SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, OFFLOAD_ROUTES);
+    __uint(map_flags, BPF_F_MMAPABLE);
+    __type(key, __u32);
+    __type(value, struct offload_counts);
+} counts SEC(".maps");
 
 /* One bit per UDP port: set while a route's channel is on it (the worker
  * keeps it). Most datagrams are no relay's: an array word tells, where the
@@ -149,7 +157,9 @@ static __always_inline int relay(struct __sk_buff *skb, struct offload_flow *in,
     __u64 now_ns = bpf_ktime_get_ns();
     __u64 now_us = now_ns / 1000;
     int forward = 0;
+    __u32 slot;
     bpf_spin_lock(&route->lock);
+    slot = route->slot;
     /* This direction's frames, for the other one to answer with. */
     route->link.ifindex = skb->ingress_ifindex;
     __builtin_memcpy(route->link.local_addr, in->daddr, 16);
@@ -161,10 +171,6 @@ static __always_inline int relay(struct __sk_buff *skb, struct offload_flow *in,
         forward = 1;
         if (udelta < MAX_DROPOUT)
             route->highest += udelta;
-        route->packets++;
-        route->octets += len;
-        route->payload_octets += payload;
-        route->last_ns = now_ns;
         if (route->clock_rate) {
             /* Arrival in timestamp units, modulo 2^32 as the timestamps. */
             __u32 transit = (__u32)(now_us * route->clock_rate / 1000000) - ts;
@@ -182,6 +188,14 @@ static __always_inline int relay(struct __sk_buff *skb, struct offload_flow *in,
     bpf_spin_unlock(&route->lock);
     if (!forward)
         return NOT_OURS;
+    /* Counted before it goes: a slot outlives the route that named it. */
+    struct offload_counts *c = bpf_map_lookup_elem(&counts, &slot);
+    if (!c)
+        return NOT_OURS;
+    __sync_fetch_and_add(&c->packets, 1);
+    __sync_fetch_and_add(&c->octets, len);
+    __sync_fetch_and_add(&c->payload_octets, payload);
+    c->last_ns = now_ns;
 
     /* The helpers below may move the packet: no pointer into it is used
      * after the first. */

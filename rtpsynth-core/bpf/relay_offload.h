@@ -28,10 +28,23 @@ struct offload_link {
     __u8 local_mac[6];
 };
 
+/* What the kernel forwarded on a channel's routes, in the `counts` array
+ * at the route's slot: added to atomically and never reset while the
+ * channel keeps the slot, so a route taken out and seeded anew (or moved
+ * to another key) loses nothing that a program still holding the old one
+ * adds. The worker folds the growth; user space maps the array. */
+struct offload_counts {
+    __u64 packets;          /* forwarded (and counted) */
+    __u64 octets;           /* their UDP payload bytes */
+    __u64 payload_octets;   /* their RTP payload bytes */
+    __u64 last_ns;          /* when the last was forwarded (CLOCK_MONOTONIC) */
+};
+
 /* One direction of a relay: what a channel receives from its latched (or
  * configured) source, forwarded by the `relay-to` channel. The worker
- * seeds the counts from the channel's session, and folds them back into
- * it; the kernel counts as the session would (RFC 3550 A.1 and A.8). */
+ * seeds the session's state from the channel's session, and folds it back
+ * into it; the kernel keeps it as the session would (RFC 3550 A.1 and
+ * A.8). */
 struct offload_route {
     struct bpf_spin_lock lock;
     __u32 ssrc;             /* the session's remote source: others go to the socket */
@@ -47,10 +60,8 @@ struct offload_route {
     __u32 has_transit;
     __u32 flags;            /* OFFLOAD_LINK_ONLY */
     __u64 highest;          /* extended highest sequence number */
-    __u64 packets;          /* forwarded (and counted) */
-    __u64 octets;           /* their UDP payload bytes */
-    __u64 payload_octets;   /* their RTP payload bytes */
-    __u64 last_ns;          /* when the last was forwarded (CLOCK_MONOTONIC) */
+    __u32 slot;             /* the channel's offload_counts */
+    __u32 reserved;
 };
 
 /* A route that forwards nothing: it holds the link of a channel that
@@ -58,9 +69,13 @@ struct offload_route {
  * far end, a recorder's), learnt from its frames either way. */
 #define OFFLOAD_LINK_ONLY 1
 
-#define OFFLOAD_ROUTE_SIZE 176
+/* Routes, and count slots: one per channel with a route. */
+#define OFFLOAD_ROUTES 65536
+
+#define OFFLOAD_ROUTE_SIZE 152
 _Static_assert(sizeof(struct offload_route) == OFFLOAD_ROUTE_SIZE, "offload.rs mirrors this size");
 _Static_assert(sizeof(struct offload_flow) == 36, "offload.rs mirrors this size");
 _Static_assert(__builtin_offsetof(struct offload_route, highest) == 136, "offload.rs mirrors this offset");
+_Static_assert(sizeof(struct offload_counts) == 32, "offload.rs mirrors this size");
 
 #endif

@@ -2907,8 +2907,11 @@ struct Offloaded {
     /// The `relay-to` channel, which counts the packets as sent (the
     /// channel itself for a route that only holds its link).
     to: u32,
-    /// The route's packets, octets and payload octets already folded.
-    folded: (u64, u64, u64),
+    /// Where the kernel counts what the channel's routes forward: the
+    /// channel keeps it while it has a route, whichever.
+    slot: u32,
+    /// The slot's counts already folded in.
+    folded: offload::Counts,
     offload: Arc<Offload>,
     /// `CLOCK_MONOTONIC` at the worker clock's zero, in ns: the kernel's
     /// times on the worker's clock.
@@ -2919,12 +2922,11 @@ impl Offloaded {
     /// When the kernel last forwarded a packet from the target, on the
     /// worker's clock: a sound the worker does not hear.
     fn heard_at(&self) -> Option<u64> {
-        let route = self.offload.read(&self.key).ok().flatten()?;
-        self.kernel_time(&route)
+        self.kernel_time(&self.offload.counts(self.slot))
     }
 
-    fn kernel_time(&self, route: &offload::Route) -> Option<u64> {
-        (route.packets > 0).then(|| route.last_ns.saturating_sub(self.clock_zero))
+    fn kernel_time(&self, counts: &offload::Counts) -> Option<u64> {
+        (counts.packets > 0).then(|| counts.last_ns.saturating_sub(self.clock_zero))
     }
 }
 
@@ -4100,42 +4102,64 @@ impl<H: Handler> Worker<H> {
             return;
         }
         // The old route's last counts go into the session before it seeds
-        // the new one.
-        let old = self.offload_unroute(id);
-        let Some((key, mut route, to)) = self.offload_wanted(id) else {
+        // the new one; the channel keeps its count slot, where a program
+        // still holding the old route adds what it forwards.
+        let old = self.offload_take_route(id);
+        let wanted = self.offload_wanted(id);
+        let (slot, folded) = match &old {
+            Some((have, _)) => (have.slot, have.folded),
+            None => match wanted.as_ref().and_then(|_| offload.take_slot()) {
+                Some(slot) => (slot, offload::Counts::default()),
+                None => return,
+            },
+        };
+        let Some((key, mut route, to)) = wanted else {
+            offload.give_back(slot);
             return;
         };
-        if let Some((old_key, old)) = old
-            && old_key == key
+        if let Some((have, old)) = &old
+            && have.key == key
         {
-            route.keep_learnt(&old);
+            route.keep_learnt(old);
         }
+        route.slot = slot;
         let Some(wc) = self.table.get_mut(&id) else {
+            offload.give_back(slot);
             return;
         };
         // A full map (65,536 routes) or a failing one leaves the relay to
         // the worker, as without the offload.
-        if offload.install(&key, &route).is_ok() {
-            self.offload_keys.insert(key, id);
-            if !route.is_link_only() {
-                self.offload_relayers.entry(to).or_default().push(id);
-            }
-            wc.offloaded = Some(Box::new(Offloaded {
-                key,
-                route,
-                to,
-                folded: (0, 0, 0),
-                offload,
-                clock_zero: self.shared.monotonic_zero,
-            }));
+        if offload.install(&key, &route).is_err() {
+            offload.give_back(slot);
+            return;
+        }
+        self.offload_keys.insert(key, id);
+        if !route.is_link_only() {
+            self.offload_relayers.entry(to).or_default().push(id);
+        }
+        wc.offloaded = Some(Box::new(Offloaded {
+            key,
+            route,
+            to,
+            slot,
+            folded,
+            offload,
+            clock_zero: self.shared.monotonic_zero,
+        }));
+    }
+
+    /// Takes channel `id`'s route out of the kernel for good, folding in
+    /// its last counts: its datagrams reach its socket again.
+    fn offload_unroute(&mut self, id: u32) {
+        if let Some((have, _)) = self.offload_take_route(id) {
+            have.offload.give_back(have.slot);
         }
     }
 
-    /// Takes channel `id`'s route out of the kernel, folding in its last
-    /// counts: its datagrams reach its socket again. Returns the route's
-    /// key and last state.
-    fn offload_unroute(&mut self, id: u32) -> Option<(offload::Flow, offload::Route)> {
-        let offload = self.offload.clone()?;
+    /// Takes channel `id`'s route out of the kernel, folding in its counts
+    /// so far; returns it with its last state, and the channel's count
+    /// slot with it.
+    fn offload_take_route(&mut self, id: u32) -> Option<(Box<Offloaded>, offload::Route)> {
         let mut have = self.table.get_mut(&id)?.offloaded.take()?;
         self.offload_keys.remove(&have.key);
         if !have.route.is_link_only()
@@ -4150,9 +4174,16 @@ impl<H: Handler> Worker<H> {
                 self.offload_dirty.push(have.to);
             }
         }
-        let route = offload.remove(&have.key).ok().flatten()?;
+        // Gone already (it cannot be, but were it): the seed stands for
+        // the session's state, and the counts are in the slot anyway.
+        let route = have
+            .offload
+            .remove(&have.key)
+            .ok()
+            .flatten()
+            .unwrap_or(have.route);
         self.offload_fold_route(id, &mut have, &route);
-        Some((have.key, route))
+        Some((have, route))
     }
 
     /// Folds what the kernel counted on channel `id`'s route since the last
@@ -4183,13 +4214,16 @@ impl<H: Handler> Worker<H> {
     }
 
     fn offload_fold_route(&mut self, id: u32, have: &mut Offloaded, route: &offload::Route) {
-        let packets = route.packets.saturating_sub(have.folded.0);
+        let counts = have.offload.counts(have.slot);
+        let packets = counts.packets.saturating_sub(have.folded.packets);
         if packets == 0 {
             return;
         }
-        let octets = route.octets.saturating_sub(have.folded.1);
-        let payload = route.payload_octets.saturating_sub(have.folded.2);
-        have.folded = (route.packets, route.octets, route.payload_octets);
+        let octets = counts.octets.saturating_sub(have.folded.octets);
+        let payload = counts
+            .payload_octets
+            .saturating_sub(have.folded.payload_octets);
+        have.folded = counts;
         let to = self.table.get(&have.to).map(|p| p.channel.clone());
         let Some(wc) = self.table.get_mut(&id) else {
             return;
@@ -4197,7 +4231,7 @@ impl<H: Handler> Worker<H> {
         wc.session
             .fold_reception(packets, payload, &route.reception());
         // A move needs the target's silence from its last packet.
-        if let Some(heard) = have.kernel_time(route) {
+        if let Some(heard) = have.kernel_time(&counts) {
             wc.heard_at = wc.heard_at.max(heard);
         }
         {
@@ -5983,6 +6017,81 @@ mod tests {
             ss(&oa, "jitter"),
             session::UNKNOWN,
             "the kernel's jitter is folded in"
+        );
+    }
+
+    /// A fast stream through the kernel, its routes taken out and seeded
+    /// anew over and over (every 50th packet is of another SSRC, which
+    /// reaches the worker, whose relaying it marks the route stale): every
+    /// packet the channel's socket address was sent is counted once,
+    /// received (through the kernel or the worker) or dropped by the
+    /// kernel on a full socket.
+    #[test]
+    fn relay_offload_counts_every_packet_while_routes_are_seeded_anew() {
+        let (srv, _rx) = server_with_workers(1, Duration::ZERO);
+        if !offload_or_skip(&srv) {
+            return;
+        }
+        let config = |relay_to| ChannelConfig {
+            relay_to: Some(relay_to),
+            ..loopback()
+        };
+        let a = srv.add_channel(0, config(1), ()).unwrap();
+        let b = srv.add_channel(1, config(0), ()).unwrap();
+        let bind = || UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (peer_a, peer_b) = (bind(), bind());
+        peer_b
+            .send_to(&packet_from(0, 0xb), b.local_addr())
+            .unwrap();
+        assert!(wait_for(|| a.stats()[SEND_ERRORS] == 1));
+        for seq in 1..4 {
+            peer_a
+                .send_to(&packet_from(seq, 0xa), a.local_addr())
+                .unwrap();
+            recv_from(&peer_b);
+            peer_b
+                .send_to(&packet_from(seq, 0xb), b.local_addr())
+                .unwrap();
+            recv_from(&peer_a);
+        }
+        std::thread::sleep(OFFLOAD_ROUND * 3);
+        let drain = std::thread::spawn(move || {
+            peer_b
+                .set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            let mut n = 0u64;
+            while peer_b.recv_from(&mut [0; 256]).is_ok() {
+                n += 1;
+            }
+            n
+        });
+        let total = 40_000u16;
+        for seq in 4..total {
+            let ssrc = if seq % 50 == 0 { 0xc } else { 0xa };
+            peer_a
+                .send_to(&packet_from(seq, ssrc), a.local_addr())
+                .unwrap();
+            if seq % 100 == 0 {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        let sent = u64::from(total) - 1;
+        let counted = || a.stats()[PACKETS_RECEIVED] + a.stats()[DROPPED_KERNEL];
+        let settled = wait_for(|| counted() == sent);
+        let received = drain.join().unwrap();
+        let sa = a.stats();
+        assert!(
+            settled,
+            "sent {sent}, counted {} (received {}, dropped {}; offloaded {}), peer got {received}",
+            counted(),
+            sa[PACKETS_RECEIVED],
+            sa[DROPPED_KERNEL],
+            sa[RELAYED_OFFLOADED]
+        );
+        assert!(
+            sa[RELAYED_OFFLOADED] > sent / 2,
+            "most went through the kernel: {}",
+            sa[RELAYED_OFFLOADED]
         );
     }
 

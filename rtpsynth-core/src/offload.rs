@@ -14,12 +14,14 @@
 //! process ending however it ends, leaves nothing behind on an interface.
 //! Loading needs `CAP_BPF` and `CAP_NET_ADMIN` (or root).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::{c_char, c_int, c_void};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::session::Reception;
 
@@ -139,7 +141,8 @@ struct Link {
 }
 
 /// One direction of a relay (`struct offload_route`): what the worker
-/// seeds, and what the program counts.
+/// seeds, and the session state the program keeps (its counts are in the
+/// channel's slot, [`Counts`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Route {
@@ -161,7 +164,17 @@ pub struct Route {
     flags: u32,
     /// Extended highest sequence number (A.1).
     pub highest: u64,
-    /// Forwarded and counted.
+    /// Where the program counts what it forwards ([`Offload::take_slot`]).
+    pub slot: u32,
+    reserved: u32,
+}
+
+/// What the kernel forwarded on a channel's routes (`struct
+/// offload_counts`), as [`Offload::counts`] reads it: it only grows while
+/// the channel keeps its slot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Forwarded (and counted).
     pub packets: u64,
     /// Their UDP payload bytes.
     pub octets: u64,
@@ -240,19 +253,43 @@ impl Route {
 /// `OFFLOAD_LINK_ONLY`.
 const LINK_ONLY: u32 = 1;
 
+/// The mapped `counts` array's size.
+const COUNTS_BYTES: usize = ROUTES as usize * size_of::<Counts>();
+
 // The layouts bpf/relay_offload.h asserts too.
-const _: () = assert!(size_of::<Route>() == 176);
+const _: () = assert!(size_of::<Route>() == 152);
+const _: () = assert!(size_of::<Counts>() == 32);
 const _: () = assert!(size_of::<Flow>() == 36);
 const _: () = assert!(std::mem::offset_of!(Route, highest) == 136);
+
+/// Routes, and count slots (`OFFLOAD_ROUTES`).
+const ROUTES: u32 = 65_536;
+
+/// How long a slot given back rests before it serves another channel: a
+/// program that looked up a route just before it went may still add to
+/// the slot it named (for a few microseconds at most), and that must not
+/// land in another channel's counts.
+const SLOT_REST: Duration = Duration::from_secs(1);
 
 /// The loaded program, its routes map and its links.
 pub struct Offload {
     object: *mut BpfObject,
     routes: c_int,
+    /// The program's `counts` array, mapped: `ROUTES` times four u64s.
+    counts: *mut u64,
+    slots: Mutex<Slots>,
     /// The program's bitmap of the local ports routes are on.
     local_ports: c_int,
     ports: Mutex<Ports>,
     links: Mutex<Links>,
+}
+
+/// The count slots: those never used yet start at `fresh`; those given
+/// back wait in `resting`, oldest first, for [`SLOT_REST`].
+#[derive(Default)]
+struct Slots {
+    fresh: u32,
+    resting: VecDeque<(u32, Instant)>,
 }
 
 /// The routes installed (by every worker) and how many are on each local
@@ -315,6 +352,8 @@ impl Offload {
         let offload = Offload {
             object,
             routes: -1,
+            counts: std::ptr::null_mut(),
+            slots: Mutex::default(),
             local_ports: -1,
             ports: Mutex::default(),
             links: Mutex::new(Links {
@@ -346,11 +385,30 @@ impl Offload {
             bpf_object__find_map_fd_by_name(self.object, name.as_ptr())
         };
         (self.routes, self.local_ports) = (map(c"routes"), map(c"local_ports"));
-        let ([Some(ingress), Some(egress)], true) =
-            (programs, self.routes >= 0 && self.local_ports >= 0)
-        else {
-            return Err("the BPF object lacks its programs or map".into());
+        let counts = map(c"counts");
+        let ([Some(ingress), Some(egress)], true) = (
+            programs,
+            self.routes >= 0 && self.local_ports >= 0 && counts >= 0,
+        ) else {
+            return Err("the BPF object lacks its programs or maps".into());
         };
+        let mapped = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                COUNTS_BYTES,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                counts,
+                0,
+            )
+        };
+        if mapped == libc::MAP_FAILED {
+            return Err(format!(
+                "mapping the offload's counts: {}",
+                io::Error::last_os_error()
+            ));
+        }
+        self.counts = mapped.cast();
         let links = self.links.get_mut().unwrap_or_else(PoisonError::into_inner);
         links.programs = [ingress, egress];
         links.changes = netlink_socket(libc::RTMGRP_LINK as u32).ok();
@@ -420,6 +478,55 @@ impl Offload {
         }
         ports.keys.insert(*key);
         Ok(())
+    }
+
+    /// A count slot for a channel's routes, all zero; None when every one
+    /// is in use or resting (the channel's relay stays with the worker).
+    pub fn take_slot(&self) -> Option<u32> {
+        let mut slots = lock(&self.slots);
+        let slot = match slots.resting.front() {
+            Some(&(slot, since)) if since.elapsed() >= SLOT_REST => {
+                slots.resting.pop_front();
+                slot
+            }
+            _ if slots.fresh < ROUTES => {
+                slots.fresh += 1;
+                slots.fresh - 1
+            }
+            _ => return None,
+        };
+        for field in self.count_fields(slot) {
+            field.store(0, Ordering::Relaxed);
+        }
+        Some(slot)
+    }
+
+    /// Gives back a slot whose channel has no route any more.
+    pub fn give_back(&self, slot: u32) {
+        lock(&self.slots).resting.push_back((slot, Instant::now()));
+    }
+
+    /// What the kernel counted in `slot` so far.
+    pub fn counts(&self, slot: u32) -> Counts {
+        let [packets, octets, payload_octets, last_ns] =
+            self.count_fields(slot).map(|f| f.load(Ordering::Relaxed));
+        Counts {
+            packets,
+            octets,
+            payload_octets,
+            last_ns,
+        }
+    }
+
+    /// The four u64s of `slot` in the mapped array, which the program adds
+    /// to atomically.
+    fn count_fields(&self, slot: u32) -> [&AtomicU64; 4] {
+        assert!(slot < ROUTES, "slot {slot} of {ROUTES}");
+        let at = slot as usize * 4;
+        // SAFETY: the mapping holds ROUTES slots of four aligned u64s and
+        // lives as long as `self`; the kernel and user space only ever
+        // access them atomically (or with aligned 8-byte stores).
+        std::array::from_fn(|i| unsafe { AtomicU64::from_ptr(self.counts.add(at + i)) })
     }
 
     /// One route fewer on `port`: its bit goes with the last.
@@ -554,6 +661,9 @@ impl Drop for Offload {
     fn drop(&mut self) {
         // The links first: the program stops seeing datagrams, then goes.
         lock(&self.links).by_ifindex.clear();
+        if !self.counts.is_null() {
+            unsafe { libc::munmap(self.counts.cast(), COUNTS_BYTES) };
+        }
         unsafe { bpf_object__close(self.object) };
     }
 }
@@ -1087,6 +1197,24 @@ pub(crate) mod tests {
             check(rc).unwrap();
             bits >> (port % 64) & 1 == 1
         }
+    }
+
+    /// A slot given back serves no other channel before it rested (a
+    /// program may still add to it), and comes back zeroed.
+    #[test]
+    fn count_slots_rest_before_they_serve_again() {
+        let Some(offload) = available(Offload::load()) else {
+            return;
+        };
+        let taken: Vec<u32> = std::iter::from_fn(|| offload.take_slot()).collect();
+        assert_eq!(taken, (0..ROUTES).collect::<Vec<_>>());
+        offload.count_fields(7)[0].store(5, Ordering::Relaxed);
+        assert_eq!(offload.counts(7).packets, 5);
+        offload.give_back(7);
+        assert_eq!(offload.take_slot(), None, "resting");
+        std::thread::sleep(SLOT_REST);
+        assert_eq!(offload.take_slot(), Some(7));
+        assert_eq!(offload.counts(7), Counts::default());
     }
 
     /// The program looks up routes only for datagrams to a port some
