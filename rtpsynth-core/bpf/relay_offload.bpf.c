@@ -137,7 +137,8 @@ static __always_inline int relay(struct __sk_buff *skb, struct offload_flow *in,
         return NOT_OURS;
 
     /* Where it leaves: through the interface the other endpoint's frames
-     * came in on, to the MAC they came from. */
+     * came in on, to the MAC they came from (or those its channel's
+     * socket sent it went by). */
     struct offload_flow out = route->out;
     struct offload_flow reverse = route->reverse;
     struct offload_route *back = bpf_map_lookup_elem(&routes, &reverse);
