@@ -1992,9 +1992,8 @@ fn a_relay_needs_no_links_from_launch_syntax() {
 /// `relay-offload`: a two-way relay from launch syntax whose RTP the
 /// kernel forwards once both channels have their peer, counted as the
 /// worker counts it and told apart in `relayed-offloaded`; RTCP still goes
-/// through the worker. Where the offload cannot load (not root, an old
-/// kernel) a WARNING says why and the workers relay everything; `make test`
-/// sets RTPSYNTH_REQUIRE_OFFLOAD, so there that fails the test.
+/// through the worker (and everything where the offload cannot load,
+/// [`play_with_offload`]).
 #[test]
 fn relay_offload_forwards_in_the_kernel_and_counts_what_it_forwarded() {
     let _g = shared();
