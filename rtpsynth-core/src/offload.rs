@@ -323,8 +323,9 @@ fn failed(what: &str, rc: c_int) -> String {
 }
 
 impl Offload {
-    /// Loads the program and attaches it to every Ethernet and loopback
-    /// interface there is now. The error says what failed and why (no
+    /// Loads the programs and attaches them to every Ethernet and loopback
+    /// interface there is now (and, through [`Offload::follow_interfaces`],
+    /// to those that come). The error says what failed and why (no
     /// privileges, a kernel without tcx links, built without clang).
     pub fn load() -> Result<Offload, String> {
         if OBJECT.is_empty() {
@@ -372,7 +373,7 @@ impl Offload {
         Ok(offload)
     }
 
-    /// Attaches the loaded program to the interfaces there are, and
+    /// Attaches the loaded programs to the interfaces there are, and
     /// subscribes to their changes first, so that none comes unseen
     /// between the two.
     fn attach(mut self) -> Result<Offload, String> {
@@ -425,19 +426,19 @@ impl Offload {
         Ok(self)
     }
 
-    /// Interfaces the program is attached to, by index.
+    /// Interfaces the programs are attached to, by index.
     pub fn interfaces(&self) -> Vec<u32> {
         let mut found: Vec<u32> = lock(&self.links).by_ifindex.keys().copied().collect();
         found.sort_unstable();
         found
     }
 
-    /// Attaches the program to the Ethernet and loopback interfaces that
+    /// Attaches the programs to the Ethernet and loopback interfaces that
     /// appeared since the last call (a container's veth, a VPN's tap, a
     /// card brought in), and lets go of those that went. Cheap when
     /// nothing changed (one system call); a worker calls it every
     /// offload round, and when another is at it, it returns at once. An
-    /// interface the program cannot be attached to (the process gave up
+    /// interface they cannot be attached to (the process gave up
     /// `CAP_NET_ADMIN` since it loaded) has its relayed packets taken by
     /// the workers, as without offload.
     pub fn follow_interfaces(&self) {
