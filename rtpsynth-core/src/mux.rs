@@ -6028,10 +6028,9 @@ mod tests {
     /// kernel on a full socket.
     #[test]
     fn relay_offload_counts_every_packet_while_routes_are_seeded_anew() {
-        let (srv, _rx) = server_with_workers(1, Duration::ZERO);
-        if !offload_or_skip(&srv) {
+        let Some((srv, _rx)) = offloading_server(1) else {
             return;
-        }
+        };
         let config = |relay_to| ChannelConfig {
             relay_to: Some(relay_to),
             ..loopback()
@@ -6099,6 +6098,13 @@ mod tests {
     /// ([`offload::tests::available`]).
     fn offload_or_skip(srv: &Server<Collect>) -> bool {
         offload::tests::available(srv.set_relay_offload(true)).is_some()
+    }
+
+    /// A server of `workers` workers (tick 0) with the relay offload on,
+    /// or None when a test cannot have it ([`offload_or_skip`]).
+    fn offloading_server(workers: usize) -> Option<(Server<Collect>, Receiver<Got>)> {
+        let (srv, rx) = server_with_workers(workers, Duration::ZERO);
+        offload_or_skip(&srv).then_some((srv, rx))
     }
 
     /// Adds channel `id` of `config(relay_to)` relaying to `to`, or (`late`)
@@ -6190,10 +6196,9 @@ mod tests {
             ("[::]", "[::1]"),
             ("[::]", "127.0.0.1"),
         ] {
-            let (srv, _rx) = server_with_workers(1, Duration::ZERO);
-            if !offload_or_skip(&srv) {
+            let Some((srv, _rx)) = offloading_server(1) else {
                 return;
-            }
+            };
             let offloaded = relay_forty(&srv, [bind; 2], [host; 2], false);
             assert!(
                 offloaded.iter().all(|&n| n >= 30),
@@ -6209,10 +6214,9 @@ mod tests {
     #[test]
     fn relay_offload_leaves_pairs_across_workers_or_families_to_the_workers() {
         for (late, host) in [(true, ["127.0.0.1"; 2]), (false, ["127.0.0.1", "[::1]"])] {
-            let (srv, _rx) = server_with_workers(2, Duration::ZERO);
-            if !offload_or_skip(&srv) {
+            let Some((srv, _rx)) = offloading_server(2) else {
                 return;
-            }
+            };
             assert_eq!(
                 relay_forty(&srv, ["[::]"; 2], host, late),
                 [0, 0],
@@ -6286,10 +6290,9 @@ mod tests {
 
     #[test]
     fn relay_offload_forwards_a_one_way_relay() {
-        let (srv, _rx) = server_with_workers(1, Duration::ZERO);
-        if !offload_or_skip(&srv) {
+        let Some((srv, _rx)) = offloading_server(1) else {
             return;
-        }
+        };
         let bind = || UdpSocket::bind("127.0.0.1:0").unwrap();
         let host = std::net::IpAddr::from([127, 0, 0, 1]);
         let offloaded = relay_one_way(&srv, [host; 2], &bind(), &bind());
@@ -6301,10 +6304,9 @@ mod tests {
     #[test]
     fn relay_offload_forwards_a_one_way_relay_across_interfaces() {
         offload::tests::isolated(|| {
-            let (srv, _rx) = server_with_workers(1, Duration::ZERO);
-            if !offload_or_skip(&srv) {
+            let Some((srv, _rx)) = offloading_server(1) else {
                 return;
-            }
+            };
             let (ea, eb) = (Behind::new("c", 3).unwrap(), Behind::new("d", 4).unwrap());
             let hosts = [ea.host().into(), eb.host().into()];
             let offloaded = relay_one_way(&srv, hosts, &ea.socket(), &eb.socket());
@@ -6327,10 +6329,9 @@ mod tests {
     }
 
     fn relay_across_interfaces() {
-        let (srv, _rx) = server_with_workers(1, Duration::ZERO);
-        if !offload_or_skip(&srv) {
+        let Some((srv, _rx)) = offloading_server(1) else {
             return;
-        }
+        };
         let (ea, eb) = (Behind::new("a", 1).unwrap(), Behind::new("b", 2).unwrap());
         let config = |host: std::net::Ipv4Addr, relay_to| ChannelConfig {
             bind: SocketAddr::from((host, 0)),
@@ -6408,10 +6409,9 @@ mod tests {
     /// `not-relayed`. Nothing is lost or left uncounted on the way.
     #[test]
     fn relay_offload_follows_a_move_being_turned_off_and_a_removal() {
-        let (srv, _rx) = server_with_workers(1, Duration::ZERO);
-        if !offload_or_skip(&srv) {
+        let Some((srv, _rx)) = offloading_server(1) else {
             return;
-        }
+        };
         let config = |relay_to| ChannelConfig {
             relay_to: Some(relay_to),
             latch_rules: Latch {

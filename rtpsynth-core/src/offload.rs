@@ -20,9 +20,10 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::mux::lock;
 use crate::session::Reception;
 
 /// The program, or nothing when clang was missing at build time.
@@ -426,13 +427,6 @@ impl Offload {
         Ok(self)
     }
 
-    /// Interfaces the programs are attached to, by index.
-    pub fn interfaces(&self) -> Vec<u32> {
-        let mut found: Vec<u32> = lock(&self.links).by_ifindex.keys().copied().collect();
-        found.sort_unstable();
-        found
-    }
-
     /// Attaches the programs to the Ethernet and loopback interfaces that
     /// appeared since the last call (a container's veth, a VPN's tap, a
     /// card brought in), and lets go of those that went. Cheap when
@@ -675,10 +669,6 @@ fn check(rc: c_int) -> io::Result<()> {
     } else {
         Ok(())
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Links {
@@ -1184,6 +1174,13 @@ pub(crate) mod tests {
     }
 
     impl Offload {
+        /// Interfaces the programs are attached to, by index.
+        fn interfaces(&self) -> Vec<u32> {
+            let mut found: Vec<u32> = lock(&self.links).by_ifindex.keys().copied().collect();
+            found.sort_unstable();
+            found
+        }
+
         /// Whether the program looks for routes on `port`.
         fn port_marked(&self, port: u16) -> bool {
             let (word, mut bits) = (u32::from(port / 64), 0u64);
