@@ -44,6 +44,16 @@ struct {
     __type(value, struct offload_counts);
 } counts SEC(".maps");
 
+/* The attached interfaces that are down (or without carrier), by index:
+ * a frame redirected there would be dropped unseen; the worker's socket
+ * gets an error, or another way (the worker keeps it). */
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 4096);
+    __type(key, __u32);
+    __type(value, __u8);
+} down SEC(".maps");
+
 /* One bit per UDP port: set while a route's channel is on it (the worker
  * keeps it). Most datagrams are no relay's: an array word tells, where the
  * route lookups would each hash 36 bytes and miss, twice. */
@@ -148,12 +158,14 @@ static __always_inline int relay(struct __sk_buff *skb, struct offload_flow *in,
     bpf_spin_lock(&back->lock);
     link = back->link;
     bpf_spin_unlock(&back->lock);
-    /* Only through an interface that is still there and whose MTU takes
-     * the frame: one removed since the frames were learnt (its addresses
-     * may be on a new one already) or a narrower one is the stack's to
-     * route, or to fragment. */
+    /* Only through an interface that is still there, up, and whose MTU
+     * takes the frame: one removed since the frames were learnt (its
+     * addresses may be on a new one already), one down, or a narrower one
+     * is the stack's to route, to fragment, or to refuse with an error the
+     * worker counts. */
     __u32 mtu = 0;
-    int fits = link.ifindex != 0 && bpf_check_mtu(skb, link.ifindex, &mtu, 0, 0) == 0;
+    int fits = link.ifindex != 0 && !bpf_map_lookup_elem(&down, &link.ifindex) &&
+               bpf_check_mtu(skb, link.ifindex, &mtu, 0, 0) == 0;
 
     __u64 now_ns = bpf_ktime_get_ns();
     __u64 now_us = now_ns / 1000;

@@ -6385,11 +6385,35 @@ mod tests {
             "{gone:?} {:?}",
             offloaded()
         );
+        // b's interface down: what a sends is not redirected into it,
+        // where it would be dropped unseen; the worker relays it, its send
+        // fails, and that is counted. Up again, the kernel takes over.
+        eb.set_up(false);
+        std::thread::sleep(OFFLOAD_ROUND * 3);
+        let (before, errors) = (offloaded(), b.stats()[SEND_ERRORS]);
+        for seq in 60..65 {
+            peer_a
+                .send_to(&packet_from(seq + 10, 0xa), a.local_addr())
+                .unwrap();
+            sent_a.set(sent_a.get() + 1);
+        }
+        assert!(wait_for(|| b.stats()[SEND_ERRORS] == errors + 5));
+        assert_eq!(offloaded(), before);
+        eb.set_up(true);
+        std::thread::sleep(OFFLOAD_ROUND * 3);
+        for seq in 65..70 {
+            a_to_b(packet_from(seq + 10, 0xa));
+        }
+        assert!(
+            wait_for(|| offloaded().0 > before.0),
+            "{before:?} {:?}",
+            offloaded()
+        );
         eb.set_mtu(576);
         let narrow = offloaded();
-        let mut big = packet_from(70, 0xa);
+        let mut big = packet_from(80, 0xa);
         big.resize(1_000, 0x55);
-        for seq in 70u16..75 {
+        for seq in 80u16..85 {
             big[2..4].copy_from_slice(&seq.to_be_bytes());
             a_to_b(big.clone());
         }

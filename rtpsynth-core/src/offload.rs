@@ -87,6 +87,7 @@ unsafe extern "C" {
         count: *mut u32,
         opts: *const BatchOpts,
     ) -> c_int;
+    fn bpf_map_delete_elem(fd: c_int, key: *const c_void) -> c_int;
     fn bpf_map_lookup_and_delete_elem_flags(
         fd: c_int,
         key: *const c_void,
@@ -307,6 +308,9 @@ struct Ports {
 struct Links {
     /// The programs' descriptors: ingress, egress.
     programs: [c_int; 2],
+    /// The program's map of interfaces that are down, and those in it.
+    down: c_int,
+    down_now: HashSet<u32>,
     by_ifindex: HashMap<u32, [OwnedFd; 2]>,
     /// A netlink socket subscribed to link changes (`RTMGRP_LINK`), read
     /// without waiting; None when it could not be opened, and then the
@@ -360,6 +364,8 @@ impl Offload {
             ports: Mutex::default(),
             links: Mutex::new(Links {
                 programs: [-1; 2],
+                down: -1,
+                down_now: HashSet::new(),
                 by_ifindex: HashMap::new(),
                 changes: None,
             }),
@@ -387,10 +393,10 @@ impl Offload {
             bpf_object__find_map_fd_by_name(self.object, name.as_ptr())
         };
         (self.routes, self.local_ports) = (map(c"routes"), map(c"local_ports"));
-        let counts = map(c"counts");
+        let (counts, down) = (map(c"counts"), map(c"down"));
         let ([Some(ingress), Some(egress)], true) = (
             programs,
-            self.routes >= 0 && self.local_ports >= 0 && counts >= 0,
+            self.routes >= 0 && self.local_ports >= 0 && counts >= 0 && down >= 0,
         ) else {
             return Err("the BPF object lacks its programs or maps".into());
         };
@@ -412,12 +418,12 @@ impl Offload {
         }
         self.counts = mapped.cast();
         let links = self.links.get_mut().unwrap_or_else(PoisonError::into_inner);
-        links.programs = [ingress, egress];
+        (links.programs, links.down) = ([ingress, egress], down);
         links.changes = netlink_socket(libc::RTMGRP_LINK as u32).ok();
         let mut last_error = String::from("no Ethernet or loopback interface");
         let listed = interfaces().map_err(|e| format!("listing the interfaces: {e}"))?;
-        for ifindex in listed {
-            if let Err(e) = links.attach(ifindex) {
+        for change in listed {
+            if let Err(e) = links.apply(change) {
                 last_error = e;
             }
         }
@@ -706,7 +712,9 @@ impl Links {
             match receive(&socket, &mut buf, libc::MSG_DONTWAIT) {
                 Ok(n) => {
                     for change in link_changes(&buf.0[..n]) {
-                        self.apply(change);
+                        // Not attached now: its datagrams go to the
+                        // sockets, as without offload.
+                        let _ = self.apply(change);
                     }
                 }
                 // Some changes were lost: what there is now says all.
@@ -716,24 +724,59 @@ impl Links {
         }
         self.changes = Some(socket);
         if rescan && let Ok(now) = interfaces() {
-            self.by_ifindex.retain(|ifindex, _| now.contains(ifindex));
-            for ifindex in now {
-                // Not attached now: its datagrams go to the sockets, as
-                // without offload.
-                let _ = self.attach(ifindex);
+            let there = |ifindex: &u32| {
+                now.iter()
+                    .any(|c| matches!(c, LinkChange::New { ifindex: i, .. } if i == ifindex))
+            };
+            let gone: Vec<u32> = (self.by_ifindex.keys().chain(&self.down_now))
+                .copied()
+                .filter(|i| !there(i))
+                .collect();
+            for ifindex in gone {
+                let _ = self.apply(LinkChange::Gone { ifindex });
+            }
+            for change in now {
+                let _ = self.apply(change);
             }
         }
     }
 
-    fn apply(&mut self, change: LinkChange) {
+    /// Attaches to an interface of a type the programs read, and tells
+    /// them whether it is up; lets go of one that went.
+    fn apply(&mut self, change: LinkChange) -> Result<(), String> {
         match change {
-            LinkChange::New { ifindex, kind } if LINK_TYPES.contains(&kind) => {
-                let _ = self.attach(ifindex);
+            LinkChange::New { ifindex, kind, up } if LINK_TYPES.contains(&kind) => {
+                self.mark_down(ifindex, !up);
+                self.attach(ifindex)
             }
             LinkChange::Gone { ifindex } => {
                 self.by_ifindex.remove(&ifindex);
+                self.mark_down(ifindex, false);
+                Ok(())
             }
-            _ => {}
+            _ => Ok(()),
+        }
+    }
+
+    /// Puts interface `ifindex` in the programs' `down` map, or takes it
+    /// out. A failed update leaves it as it was: at worst a frame
+    /// redirected to an interface that is down, as before this map.
+    fn mark_down(&mut self, ifindex: u32, down: bool) {
+        if down == self.down_now.contains(&ifindex) {
+            return;
+        }
+        let key = (&ifindex as *const u32).cast();
+        let rc = if down {
+            unsafe { bpf_map_update_elem(self.down, key, (&1u8 as *const u8).cast(), 0) }
+        } else {
+            unsafe { bpf_map_delete_elem(self.down, key) }
+        };
+        if rc == 0 {
+            if down {
+                self.down_now.insert(ifindex);
+            } else {
+                self.down_now.remove(&ifindex);
+            }
         }
     }
 }
@@ -803,10 +846,12 @@ fn receive(socket: &OwnedFd, buf: &mut NetlinkBuffer, flags: c_int) -> io::Resul
 /// What one netlink message says of an interface.
 #[derive(Debug, PartialEq, Eq)]
 enum LinkChange {
-    /// Added or changed; `kind` is its `ARPHRD_*` type.
+    /// Added or changed; `kind` is its `ARPHRD_*` type, `up` whether it
+    /// is up with a carrier (`IFF_UP` and `IFF_RUNNING`).
     New {
         ifindex: u32,
         kind: u32,
+        up: bool,
     },
     Gone {
         ifindex: u32,
@@ -844,10 +889,12 @@ fn link_changes(bytes: &[u8]) -> Vec<LinkChange> {
                     0
                 },
             }),
-            (kind, Some(ifindex)) if kind == i32::from(libc::RTM_NEWLINK) => {
+            (kind, Some(ifindex)) if kind == i32::from(libc::RTM_NEWLINK) && body.len() >= 12 => {
+                let up = (libc::IFF_UP | libc::IFF_RUNNING) as u32;
                 changes.push(LinkChange::New {
                     ifindex,
                     kind: u32::from(u16_at(body, 2)),
+                    up: u32_at(body, 8) & up == up,
                 })
             }
             (kind, Some(ifindex)) if kind == i32::from(libc::RTM_DELLINK) => {
@@ -860,10 +907,10 @@ fn link_changes(bytes: &[u8]) -> Vec<LinkChange> {
     changes
 }
 
-/// The interfaces the program can read, by index: Ethernet and loopback
-/// ones, as netlink lists them for this thread's network namespace
+/// The interfaces the program can read (Ethernet and loopback ones), as
+/// netlink lists them for this thread's network namespace
 /// (`/sys/class/net` may be another namespace's).
-fn interfaces() -> io::Result<Vec<u32>> {
+fn interfaces() -> io::Result<Vec<LinkChange>> {
     let socket = netlink_socket(0)?;
     // An `nlmsghdr` asking for every link, and an empty `ifinfomsg`.
     let mut request = [0u8; 32];
@@ -881,13 +928,8 @@ fn interfaces() -> io::Result<Vec<u32>> {
         let n = receive(&socket, &mut buf, 0)?;
         for change in link_changes(&buf.0[..n]) {
             match change {
-                LinkChange::New { ifindex, kind } if LINK_TYPES.contains(&kind) => {
-                    found.push(ifindex)
-                }
-                LinkChange::End { error: 0 } => {
-                    found.sort_unstable();
-                    return Ok(found);
-                }
+                LinkChange::New { kind, .. } if LINK_TYPES.contains(&kind) => found.push(change),
+                LinkChange::End { error: 0 } => return Ok(found),
                 LinkChange::End { error } => return Err(io::Error::from_raw_os_error(-error)),
                 _ => {}
             }
@@ -1013,6 +1055,12 @@ pub(crate) mod tests {
             self.plug().unwrap();
         }
 
+        /// Takes our end down, or brings it up again.
+        pub(crate) fn set_up(&self, up: bool) {
+            let state = if up { "up" } else { "down" };
+            ip(&["link", "set", &self.host_if, state]).unwrap();
+        }
+
         /// Sets both ends' MTU.
         pub(crate) fn set_mtu(&self, mtu: u32) {
             let mtu = mtu.to_string();
@@ -1076,7 +1124,13 @@ pub(crate) mod tests {
             m
         };
         let bytes = [
-            message(libc::RTM_NEWLINK, 1, 17, 32),
+            {
+                // Up, with a carrier (ifi_flags).
+                let mut up = message(libc::RTM_NEWLINK, 1, 17, 32);
+                let flags = (libc::IFF_UP | libc::IFF_RUNNING) as u32;
+                up[24..28].copy_from_slice(&flags.to_ne_bytes());
+                up
+            },
             // An address: not an interface.
             message(libc::RTM_NEWADDR, 1, 17, 32),
             // Attributes after the header, and a length not a multiple
@@ -1100,11 +1154,13 @@ pub(crate) mod tests {
             [
                 LinkChange::New {
                     ifindex: 17,
-                    kind: 1
+                    kind: 1,
+                    up: true
                 },
                 LinkChange::New {
                     ifindex: 18,
-                    kind: 65534
+                    kind: 65534,
+                    up: false
                 },
                 LinkChange::Gone { ifindex: 17 },
                 LinkChange::End { error: 0 },
